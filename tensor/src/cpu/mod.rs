@@ -1,0 +1,2 @@
+//! Hot CPU kernels.
+pub mod gemm;

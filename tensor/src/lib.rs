@@ -1,0 +1,21 @@
+//! facex's tensor engine: `Tensor` (shared storage + a plain-data `Layout`), dtypes f32, f16,
+//! bf16, i64 and u8, zero-copy views, and ops with a CPU backend.
+//!
+//! Every op lives in `ops/<family>.rs` with its shape checks, its plain reference, its fast
+//! version and its tests side by side. Hot CPU kernels (GEMM) live under `cpu/`.
+
+pub mod cpu;
+pub mod dtype;
+pub mod error;
+pub mod layout;
+pub mod ops;
+pub mod storage;
+mod tensor;
+mod view;
+
+pub use dtype::{DType, Element};
+pub use error::{Error, Result};
+pub use layout::Layout;
+pub use storage::{CpuStorage, Device, Storage};
+pub use tensor::{gather_strided, SplitMix64, Tensor};
+pub use half::{bf16, f16};
