@@ -1,1 +1,8 @@
-//! facex
+//! FaceXFormer in Rust: the model (Swin-B encoder, multi-scale fusion, two-way decoder, heads),
+//! checkpoint loading (PyTorch zip/pickle and safetensors), MTCNN face detection, the official
+//! preprocessing, analysis output, losses and optimizers.
+
+pub mod checkpoint;
+pub mod detect;
+pub mod model;
+pub mod preprocess;

@@ -1,0 +1,1 @@
+//! Checkpoints: the PyTorch zip/pickle reader, safetensors, and config inference from shapes.

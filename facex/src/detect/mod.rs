@@ -1,0 +1,1 @@
+//! MTCNN face detection (P-, R-, O-Net) as facenet-pytorch implements it.

@@ -1,0 +1,1 @@
+//! The official preprocessing: crop with margin, PIL's bicubic resize, ImageNet normalisation.
