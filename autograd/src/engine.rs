@@ -1,0 +1,99 @@
+//! The backward pass: reverse topological walk, gradients added into a store keyed by Var id.
+
+use crate::backward::backward_op;
+use crate::var::Var;
+use std::collections::{HashMap, HashSet};
+use tensor::{Error, Result, Tensor};
+
+/// Gradients of the leaves (parameters and inputs that require a gradient), keyed by Var id.
+#[derive(Default)]
+pub struct Grads {
+    map: HashMap<usize, Tensor>,
+}
+
+impl Grads {
+    pub fn get(&self, var: &Var) -> Option<&Tensor> {
+        self.map.get(&var.id())
+    }
+    pub fn remove(&mut self, var: &Var) -> Option<Tensor> {
+        self.map.remove(&var.id())
+    }
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+    /// Add `grad` into the entry for `id`: gradients accumulate by explicit addition.
+    fn accumulate(&mut self, id: usize, grad: Tensor) -> Result<()> {
+        let sum = match self.map.remove(&id) {
+            Some(prev) => prev.add(&grad)?,
+            None => grad,
+        };
+        self.map.insert(id, sum);
+        Ok(())
+    }
+}
+
+/// Nodes reachable from `root`, every input before the Vars computed from it.
+fn topological_order(root: &Var) -> Vec<Var> {
+    let mut order = Vec::new();
+    let mut seen = HashSet::new();
+    // Iterative post-order DFS: deep graphs (24 Swin blocks, many views each) must not overflow the stack.
+    let mut stack: Vec<(Var, bool)> = vec![(root.clone(), false)];
+    while let Some((v, inputs_done)) = stack.pop() {
+        if inputs_done {
+            order.push(v);
+            continue;
+        }
+        if !seen.insert(v.id()) {
+            continue;
+        }
+        stack.push((v.clone(), true));
+        if let Some(node) = v.node() {
+            for input in &node.inputs {
+                if input.requires_grad() && !seen.contains(&input.id()) {
+                    stack.push((input.clone(), false));
+                }
+            }
+        }
+    }
+    order
+}
+
+impl Var {
+    /// Gradients of this scalar with respect to every leaf that requires one.
+    pub fn backward(&self) -> Result<Grads> {
+        let value = self.value();
+        if value.elem_count() != 1 {
+            return Err(Error::BadShape {
+                op: "backward",
+                shape: value.shape().to_vec(),
+                expected: "a single element (use backward_with for other shapes)".into(),
+            });
+        }
+        self.backward_with(Tensor::ones(value.shape(), value.dtype()))
+    }
+
+    /// Backward from an explicit output gradient of this Var's shape.
+    pub fn backward_with(&self, grad: Tensor) -> Result<Grads> {
+        grad.expect_shape("backward_with", &self.shape())?;
+        let mut grads = Grads::default();
+        if !self.requires_grad() {
+            return Ok(grads);
+        }
+        grads.accumulate(self.id(), grad)?;
+        for var in topological_order(self).iter().rev() {
+            let Some(node) = var.node() else { continue };
+            // An intermediate's gradient is complete once we reach it; free it after use.
+            let Some(g) = grads.map.remove(&var.id()) else { continue };
+            let input_grads = backward_op(&node.op, &node.inputs, &var.value(), &g)?;
+            for (input, ig) in node.inputs.iter().zip(input_grads) {
+                if let (true, Some(ig)) = (input.requires_grad(), ig) {
+                    grads.accumulate(input.id(), ig)?;
+                }
+            }
+        }
+        Ok(grads)
+    }
+}
