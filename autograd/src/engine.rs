@@ -18,6 +18,10 @@ impl Grads {
     pub fn remove(&mut self, var: &Var) -> Option<Tensor> {
         self.map.remove(&var.id())
     }
+    /// Set the gradient of `var` (clipping and other gradient transforms).
+    pub fn insert(&mut self, var: &Var, grad: Tensor) {
+        self.map.insert(var.id(), grad);
+    }
     pub fn len(&self) -> usize {
         self.map.len()
     }
