@@ -479,7 +479,10 @@ mod tests {
     }
 
     /// (input shape, weight shape, stride, padding) with a kernel that fits the padded input.
-    fn conv_case() -> impl Strategy<Value = ([usize; 4], [usize; 4], (usize, usize), (usize, usize))> {
+    /// (input shape, weight shape, stride, padding).
+    type ConvCase = ([usize; 4], [usize; 4], (usize, usize), (usize, usize));
+
+    fn conv_case() -> impl Strategy<Value = ConvCase> {
         (1usize..=2, 1usize..=4, 1usize..=4, 1usize..=4, 1usize..=4, 1usize..=3, 1usize..=3, 0usize..=2, 0usize..=2)
             .prop_flat_map(|(n, c, o, kh, kw, sh, sw, ph, pw)| {
                 let h_min = kh.saturating_sub(2 * ph).max(1);

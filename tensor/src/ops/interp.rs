@@ -1,8 +1,236 @@
-//! Interpolation of NCHW images: bilinear (align_corners=False, no antialias) and area.
-use crate::{Result, Tensor};
+//! Interpolation of NCHW images: bilinear (align_corners=False, no antialias) and area,
+//! matching PyTorch's `F.interpolate` when called with `size`.
+//!
+//! Both are separable: per output row and column the source indices and weights are computed
+//! once, then every N·C plane is filled in parallel.
+
+use crate::ops::conv::{from_f32_vec, nchw_dims};
+use crate::{bail, Result, Tensor};
+use rayon::prelude::*;
+
+/// One output coordinate of a linear interpolation: `l0 · in[i0] + l1 · in[i1]`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Lerp {
+    i0: usize,
+    i1: usize,
+    l0: f32,
+    l1: f32,
+}
+
+/// PyTorch's half-pixel source coordinates, in f32 as PyTorch computes them for f32:
+/// src = (dst + 0.5) · in/out - 0.5 clamped at 0; the upper neighbour is clamped to in - 1.
+fn lerp_table(len_in: usize, len_out: usize) -> Vec<Lerp> {
+    let scale = len_in as f32 / len_out as f32;
+    (0..len_out)
+        .map(|d| {
+            let src = (scale * (d as f32 + 0.5) - 0.5).max(0.0);
+            let i0 = (src.floor() as usize).min(len_in - 1);
+            let l1 = (src - i0 as f32).clamp(0.0, 1.0);
+            let i1 = if i0 + 1 < len_in { i0 + 1 } else { i0 };
+            Lerp { i0, i1, l0: 1.0 - l1, l1 }
+        })
+        .collect()
+}
+
+/// Adaptive-average windows: output i averages input [floor(i·in/out), ceil((i+1)·in/out)).
+fn area_windows(len_in: usize, len_out: usize) -> Vec<(usize, usize)> {
+    (0..len_out).map(|i| (i * len_in / len_out, ((i + 1) * len_in).div_ceil(len_out))).collect()
+}
+
+/// Shared checks; returns the input dims.
+fn check(op: &'static str, x: &Tensor, size: (usize, usize)) -> Result<[usize; 4]> {
+    let d = nchw_dims(op, x)?;
+    if d[2] == 0 || d[3] == 0 || size.0 == 0 || size.1 == 0 {
+        bail!(op, "input {:?} and output size {size:?} must have nonzero height and width", x.shape());
+    }
+    Ok(d)
+}
+
+/// Runs `f(input_plane, output_plane)` over every N·C plane in parallel and wraps the result.
+fn per_plane(
+    x: &Tensor,
+    [n, c, h, w]: [usize; 4],
+    (ho, wo): (usize, usize),
+    f: impl Fn(&[f32], &mut [f32]) + Sync,
+) -> Result<Tensor> {
+    let xs = x.f32_slice()?;
+    let mut out = vec![0f32; n * c * ho * wo];
+    out.par_chunks_mut(ho * wo).zip(xs.par_chunks(h * w)).for_each(|(y, plane)| f(plane, y));
+    Ok(from_f32_vec(out, &[n, c, ho, wo], x.dtype()))
+}
 
 impl Tensor {
-    pub fn interpolate_bilinear(&self, size: (usize, usize)) -> Result<Tensor> { todo!() }
+    /// `F.interpolate(x, size, mode='bilinear', align_corners=False)`.
+    pub fn interpolate_bilinear(&self, size: (usize, usize)) -> Result<Tensor> {
+        let dims @ [_, _, h, w] = check("interpolate_bilinear", self, size)?;
+        let rows = lerp_table(h, size.0);
+        let cols = lerp_table(w, size.1);
+        per_plane(self, dims, size, |plane, y| {
+            for (y_row, ry) in y.chunks_exact_mut(size.1).zip(&rows) {
+                let r0 = &plane[ry.i0 * w..(ry.i0 + 1) * w];
+                let r1 = &plane[ry.i1 * w..(ry.i1 + 1) * w];
+                for (d, cx) in y_row.iter_mut().zip(&cols) {
+                    let top = cx.l0 * r0[cx.i0] + cx.l1 * r0[cx.i1];
+                    let bottom = cx.l0 * r1[cx.i0] + cx.l1 * r1[cx.i1];
+                    *d = ry.l0 * top + ry.l1 * bottom;
+                }
+            }
+        })
+    }
+
     /// PyTorch's mode='area' (adaptive average pooling).
-    pub fn interpolate_area(&self, size: (usize, usize)) -> Result<Tensor> { todo!() }
+    pub fn interpolate_area(&self, size: (usize, usize)) -> Result<Tensor> {
+        let dims @ [_, _, h, w] = check("interpolate_area", self, size)?;
+        let rows = area_windows(h, size.0);
+        let cols = area_windows(w, size.1);
+        per_plane(self, dims, size, |plane, y| {
+            for (y_row, &(r0, r1)) in y.chunks_exact_mut(size.1).zip(&rows) {
+                for (d, &(c0, c1)) in y_row.iter_mut().zip(&cols) {
+                    let sum: f32 = (r0..r1).map(|r| plane[r * w + c0..r * w + c1].iter().sum::<f32>()).sum();
+                    *d = sum / ((r1 - r0) * (c1 - c0)) as f32;
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::conv::test_util::{assert_close, nchw_input};
+    use crate::DType;
+    use proptest::prelude::*;
+
+    /// Source index and weight of the upper neighbour for output `d`, straight from the formula, in f64.
+    fn src_ref(d: usize, len_in: usize, len_out: usize) -> (usize, usize, f64) {
+        let src = ((d as f64 + 0.5) * (len_in as f64 / len_out as f64) - 0.5).max(0.0);
+        let i0 = (src.floor() as usize).min(len_in - 1);
+        (i0, (i0 + 1).min(len_in - 1), src - i0 as f64)
+    }
+
+    fn bilinear_ref(x: &[f64], [n, c, h, w]: [usize; 4], (ho, wo): (usize, usize)) -> Vec<f64> {
+        let mut out = Vec::with_capacity(n * c * ho * wo);
+        for p in 0..n * c {
+            let at = |y: usize, xx: usize| x[(p * h + y) * w + xx];
+            for i in 0..ho {
+                let (y0, y1, ly) = src_ref(i, h, ho);
+                for j in 0..wo {
+                    let (x0, x1, lx) = src_ref(j, w, wo);
+                    let top = (1.0 - lx) * at(y0, x0) + lx * at(y0, x1);
+                    let bottom = (1.0 - lx) * at(y1, x0) + lx * at(y1, x1);
+                    out.push((1.0 - ly) * top + ly * bottom);
+                }
+            }
+        }
+        out
+    }
+
+    fn area_ref(x: &[f64], [n, c, h, w]: [usize; 4], (ho, wo): (usize, usize)) -> Vec<f64> {
+        let win = |i: usize, len_in: usize, len_out: usize| {
+            let start = (i as f64 * len_in as f64 / len_out as f64).floor() as usize;
+            let end = ((i + 1) as f64 * len_in as f64 / len_out as f64).ceil() as usize;
+            start..end
+        };
+        let mut out = Vec::with_capacity(n * c * ho * wo);
+        for p in 0..n * c {
+            for i in 0..ho {
+                for j in 0..wo {
+                    let (rs, cs) = (win(i, h, ho), win(j, w, wo));
+                    let count = (rs.len() * cs.len()) as f64;
+                    let sum: f64 =
+                        rs.flat_map(|y| cs.clone().map(move |xx| (y, xx))).map(|(y, xx)| x[(p * h + y) * w + xx]).sum();
+                    out.push(sum / count);
+                }
+            }
+        }
+        out
+    }
+
+    fn shapes() -> impl Strategy<Value = ([usize; 4], (usize, usize))> {
+        (1usize..=2, 1usize..=3, 1usize..=9, 1usize..=9, 1usize..=13, 1usize..=13)
+            .prop_map(|(n, c, h, w, ho, wo)| ([n, c, h, w], (ho, wo)))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn bilinear_matches_reference((xs, size) in shapes(), kind in 0u8..4, seed: u64) {
+            let x = nchw_input(xs, seed, kind, DType::F32);
+            let got = x.interpolate_bilinear(size).unwrap();
+            let want = bilinear_ref(&x.to_f64_vec().unwrap(), xs, size);
+            assert_close("interpolate_bilinear", &got, &want, &[xs[0], xs[1], size.0, size.1], 1e-5);
+        }
+
+        #[test]
+        fn area_matches_reference((xs, size) in shapes(), kind in 0u8..4, seed: u64) {
+            let x = nchw_input(xs, seed, kind, DType::F32);
+            let got = x.interpolate_area(size).unwrap();
+            let want = area_ref(&x.to_f64_vec().unwrap(), xs, size);
+            assert_close("interpolate_area", &got, &want, &[xs[0], xs[1], size.0, size.1], 1e-5);
+        }
+
+        #[test]
+        fn bilinear_half_precision_matches_reference((xs, size) in shapes(), kind in 0u8..4, bf: bool, seed: u64) {
+            let dtype = if bf { DType::BF16 } else { DType::F16 };
+            let x = nchw_input(xs, seed, kind, dtype);
+            let got = x.interpolate_bilinear(size).unwrap();
+            assert_eq!(got.dtype(), dtype);
+            let want = bilinear_ref(&x.to_f64_vec().unwrap(), xs, size);
+            assert_close("interpolate_bilinear", &got, &want, &[xs[0], xs[1], size.0, size.1], 1e-2);
+        }
+    }
+
+    #[test]
+    fn bilinear_known_values() {
+        // 2 → 4: scale 0.5, sources -0.25→0, 0.25, 0.75, 1.25 (upper neighbour clamped to 1), so
+        // a row [a, b] becomes [a, 0.75a + 0.25b, 0.25a + 0.75b, b].
+        let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[1, 1, 2, 2]).unwrap();
+        let y = x.interpolate_bilinear((4, 4)).unwrap();
+        #[rustfmt::skip]
+        let want = vec![
+            1.0, 1.25, 1.75, 2.0,
+            1.5, 1.75, 2.25, 2.5,
+            2.5, 2.75, 3.25, 3.5,
+            3.0, 3.25, 3.75, 4.0,
+        ];
+        assert_eq!(y.to_vec::<f32>().unwrap(), want);
+        // 4 → 2: scale 2, sources 0.5 and 2.5; x = 4r + c is linear so it is sampled exactly.
+        let x = Tensor::arange(16, DType::F32).reshape(&[1, 1, 4, 4]).unwrap();
+        let y = x.interpolate_bilinear((2, 2)).unwrap();
+        assert_eq!(y.to_vec::<f32>().unwrap(), vec![2.5, 4.5, 10.5, 12.5]);
+        // Same size is the identity.
+        assert_eq!(x.interpolate_bilinear((4, 4)).unwrap().to_vec::<f32>().unwrap(), x.to_vec::<f32>().unwrap());
+        // The table itself: 3 → 2 (scale 1.5) samples 0.25 and 1.75.
+        let t = lerp_table(3, 2);
+        assert_eq!((t[0].i0, t[0].i1, t[0].l1), (0, 1, 0.25));
+        assert_eq!((t[1].i0, t[1].i1, t[1].l1), (1, 2, 0.75));
+    }
+
+    #[test]
+    fn area_known_values() {
+        // 5 → 3: windows [0,2), [1,4), [3,5) (they overlap, as adaptive pooling does).
+        assert_eq!(area_windows(5, 3), vec![(0, 2), (1, 4), (3, 5)]);
+        let x = Tensor::arange(5, DType::F32).reshape(&[1, 1, 1, 5]).unwrap();
+        assert_eq!(x.interpolate_area((1, 3)).unwrap().to_vec::<f32>().unwrap(), vec![0.5, 2.0, 3.5]);
+        // 4x4 → 2x2 is the 2x2 block mean.
+        let x = Tensor::arange(16, DType::F32).reshape(&[1, 1, 4, 4]).unwrap();
+        assert_eq!(x.interpolate_area((2, 2)).unwrap().to_vec::<f32>().unwrap(), vec![2.5, 4.5, 10.5, 12.5]);
+        // Upsampling 2 → 3 repeats: windows [0,1), [0,2), [1,2).
+        let x = Tensor::from_vec(vec![1.0f32, 3.0], &[1, 1, 1, 2]).unwrap();
+        assert_eq!(x.interpolate_area((1, 3)).unwrap().to_vec::<f32>().unwrap(), vec![1.0, 2.0, 3.0]);
+    }
+
+    #[test]
+    fn interp_errors_name_the_op() {
+        let x = Tensor::zeros(&[1, 2, 4, 4], DType::F32);
+        let e = x.interpolate_bilinear((0, 3)).unwrap_err().to_string();
+        assert!(e.contains("interpolate_bilinear") && e.contains("[1, 2, 4, 4]"), "{e}");
+        let e = x.interpolate_area((3, 0)).unwrap_err().to_string();
+        assert!(e.contains("interpolate_area"), "{e}");
+        let e = Tensor::zeros(&[2, 4, 4], DType::F32).interpolate_bilinear((2, 2)).unwrap_err().to_string();
+        assert!(e.contains("interpolate_bilinear") && e.contains("rank 4"), "{e}");
+        assert!(Tensor::zeros(&[1, 1, 2, 2], DType::I64).interpolate_area((1, 1)).is_err());
+        assert!(Tensor::zeros(&[1, 1, 0, 2], DType::F32).interpolate_area((1, 1)).is_err());
+    }
 }
