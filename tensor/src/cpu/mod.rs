@@ -1,2 +1,3 @@
 //! Hot CPU kernels.
 pub mod gemm;
+pub mod vecmath;
