@@ -1,9 +1,82 @@
-//! Every derivative rule, one arm per op. `g` is dL/d(out); each arm returns dL/d(input) for
-//! every input in order (None where no gradient flows), already reduced to the input's shape.
+//! Every derivative rule, one module per op family, one arm per op beside its formula. `g` is
+//! dL/d(out); each rule returns dL/d(input) for every input in order (None where no gradient
+//! flows), already reduced to the input's shape and in the input's dtype.
+//!
+//! Rules recompute what they need from the inputs' values and the output value (nothing extra is
+//! saved at forward time). Where the tensor crate has no primitive for a backward (scatter-add,
+//! max-pool routing, bilinear and area backward, conv weight gradients), a private helper here
+//! works on contiguous f32 data.
+//!
+//! Ties: max/min reductions and maximum/minimum split the gradient evenly between tied elements
+//! (as PyTorch does); max_pool2d routes it to the first maximum of each window (as PyTorch does).
+
+mod elementwise;
+mod image;
+mod linalg;
+mod reduce;
+mod shape;
 
 use crate::op::Op;
 use crate::var::Var;
-use tensor::{Error, Result, Tensor};
+use tensor::layout::resolve_dim;
+use tensor::{DType, Error, Result, Tensor};
+
+pub(crate) type Grads = Vec<Option<Tensor>>;
+
+pub(crate) fn backward_op(op: &Op, inputs: &[Var], out: &Tensor, g: &Tensor) -> Result<Grads> {
+    let xs: Vec<Tensor> = inputs.iter().map(Var::value).collect();
+    use Op::*;
+    match op {
+        Neg
+        | Exp
+        | Log
+        | Sqrt
+        | Sin
+        | Cos
+        | Acos
+        | Tanh
+        | Abs
+        | Sqr
+        | Recip
+        | Sigmoid
+        | Relu
+        | Gelu
+        | Affine { .. }
+        | Powf { .. }
+        | Clamp { .. }
+        | Prelu => elementwise::unary(op, &xs, out, g),
+        Add | Sub | Mul | Div | Maximum | Minimum | Where { .. } => elementwise::binary(op, &xs, out, g),
+        Sum { .. }
+        | Mean { .. }
+        | Max { .. }
+        | Min { .. }
+        | Softmax { .. }
+        | LogSoftmax { .. }
+        | LayerNorm { .. }
+        | LayerNorm2d { .. } => reduce::backward(op, &xs, out, g),
+        Cat { .. }
+        | Stack { .. }
+        | Roll { .. }
+        | IndexSelect { .. }
+        | Gather { .. }
+        | Reshape
+        | Permute { .. }
+        | Narrow { .. }
+        | SliceStep { .. }
+        | BroadcastTo
+        | Unsqueeze { .. }
+        | Squeeze { .. }
+        | Contiguous
+        | ToDType { .. } => shape::backward(op, &xs, g),
+        Matmul | Linear { .. } | Conv2d { .. } | ConvTranspose2d { .. } => linalg::backward(op, &xs, out, g),
+        MaxPool2d { .. } | InterpolateBilinear | InterpolateArea => image::backward(op, &xs, out, g),
+    }
+}
+
+/// The error for an op handed to a family that has no rule for it (a dispatch bug).
+fn no_rule(op: &Op) -> Error {
+    Error::InvalidArgument { op: "backward", msg: format!("no derivative rule for {op:?}") }
+}
 
 /// Sum a broadcast gradient back down to `shape` (the inverse of broadcasting).
 pub(crate) fn sum_to_shape(g: &Tensor, shape: &[usize]) -> Result<Tensor> {
@@ -17,26 +90,44 @@ pub(crate) fn sum_to_shape(g: &Tensor, shape: &[usize]) -> Result<Tensor> {
             dims.push((lead + i) as isize);
         }
     }
+    if dims.is_empty() {
+        return g.reshape(shape);
+    }
     g.sum(&dims, true)?.reshape(shape)
 }
 
-pub(crate) fn backward_op(op: &Op, inputs: &[Var], out: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
-    let x = || inputs[0].value();
-    let _ = out;
-    Ok(match op {
-        // d(a+b) = da + db
-        Op::Add => vec![Some(sum_to_shape(g, &inputs[0].shape())?), Some(sum_to_shape(g, &inputs[1].shape())?)],
-        // d(a-b) = da - db
-        Op::Sub => vec![Some(sum_to_shape(g, &inputs[0].shape())?), Some(sum_to_shape(&g.neg()?, &inputs[1].shape())?)],
-        // d(a*b) = b da + a db
-        Op::Mul => vec![
-            Some(sum_to_shape(&g.mul(&inputs[1].value())?, &inputs[0].shape())?),
-            Some(sum_to_shape(&g.mul(&x())?, &inputs[1].shape())?),
-        ],
-        // Views and copies: the gradient has the input's shape once reshaped.
-        Op::Reshape | Op::Contiguous => vec![Some(g.reshape(&inputs[0].shape())?)],
-        other => {
-            return Err(Error::InvalidArgument { op: "backward", msg: format!("no derivative rule for {other:?}") })
-        }
-    })
+/// A rank-0 constant that broadcasts against anything of `dtype`.
+fn scalar(v: f64, dtype: DType) -> Tensor {
+    Tensor::full(v, &[], dtype)
+}
+
+/// A u8 mask (from a comparison) as 0/1 values of `dtype`.
+fn mask(m: Result<Tensor>, dtype: DType) -> Result<Tensor> {
+    Ok(m?.to_dtype(dtype))
+}
+
+/// f32 results of a helper as a tensor of `dtype`.
+fn from_f32(v: Vec<f32>, shape: &[usize], dtype: DType) -> Result<Tensor> {
+    Ok(Tensor::from_vec(v, shape)?.to_dtype(dtype))
+}
+
+/// The reduced dims of a reduction, resolved and sorted (empty = every dim).
+fn reduced_dims(op: &'static str, dims: &[isize], rank: usize) -> Result<Vec<usize>> {
+    let mut ds: Vec<usize> = if dims.is_empty() {
+        (0..rank).collect()
+    } else {
+        dims.iter().map(|&d| resolve_dim(op, d, rank)).collect::<Result<_>>()?
+    };
+    ds.sort_unstable();
+    ds.dedup();
+    Ok(ds)
+}
+
+/// A reduction's output gradient broadcast back over the reduced dims of `in_shape`.
+fn expand_reduced(g: &Tensor, in_shape: &[usize], dims: &[usize]) -> Result<Tensor> {
+    let mut keep = in_shape.to_vec();
+    for &d in dims {
+        keep[d] = 1;
+    }
+    g.reshape(&keep)?.broadcast_to(in_shape)
 }

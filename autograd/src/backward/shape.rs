@@ -1,0 +1,141 @@
+//! Views, copies, concatenation and indexing: gradients move back to where the elements came from.
+
+use super::{from_f32, no_rule, sum_to_shape, Grads};
+use crate::op::Op;
+use tensor::layout::{contiguous_strides, resolve_dim};
+use tensor::{Error, Layout, Result, Tensor};
+
+pub(super) fn backward(op: &Op, xs: &[Tensor], g: &Tensor) -> Result<Grads> {
+    let x = &xs[0];
+    let dx = match op {
+        // cat: each input gets its own slice of g along dim
+        Op::Cat { dim } => {
+            let d = resolve_dim("cat backward", *dim, g.rank())?;
+            let mut start = 0;
+            let mut out = Vec::with_capacity(xs.len());
+            for t in xs {
+                let len = t.shape()[d];
+                out.push(Some(g.narrow(d as isize, start, len)?));
+                start += len;
+            }
+            return Ok(out);
+        }
+        // stack: input i gets g[.., i, ..] along dim
+        Op::Stack { dim } => {
+            let d = resolve_dim("stack backward", *dim, g.rank())? as isize;
+            return xs.iter().enumerate().map(|(i, t)| Ok(Some(g.narrow(d, i, 1)?.reshape(t.shape())?))).collect();
+        }
+        // roll by s: g rolled back by -s
+        Op::Roll { shifts, dims } => g.roll(&shifts.iter().map(|s| -s).collect::<Vec<_>>(), dims)?,
+        // index_select: dx[.., index[j], ..] += g[.., j, ..]
+        Op::IndexSelect { dim, index } => index_select_grad(x, g, *dim, index)?,
+        // gather: dx[.., index[p], ..] += g[p] (p's other coordinates kept)
+        Op::Gather { dim, index } => gather_grad(x, g, *dim, index)?,
+        // same elements, other shape
+        Op::Reshape | Op::Unsqueeze { .. } | Op::Squeeze { .. } | Op::Contiguous => g.reshape(x.shape())?,
+        // permute by p: g permuted by p⁻¹
+        Op::Permute { dims } => {
+            let mut inv = vec![0; dims.len()];
+            for (i, &d) in dims.iter().enumerate() {
+                inv[d] = i;
+            }
+            g.permute(&inv)?
+        }
+        // narrow: g in the window, 0 elsewhere
+        Op::Narrow { dim, start, len } => slice_grad(x, g, *dim, *start, *len, 1)?,
+        // x[start:end:step]: g at every step-th position, 0 elsewhere
+        Op::SliceStep { dim, start, end, step } => {
+            slice_grad(x, g, *dim, *start, (end - start).div_ceil(*step), *step)?
+        }
+        // broadcast: summed back over the broadcast dims
+        Op::BroadcastTo => sum_to_shape(g, x.shape())?,
+        // a cast: the gradient cast back (integers take none)
+        Op::ToDType { from } => {
+            if !from.is_float() {
+                return Ok(vec![None]);
+            }
+            g.to_dtype(*from)
+        }
+        other => return Err(no_rule(other)),
+    };
+    Ok(vec![Some(dx)])
+}
+
+/// Zeros of x's shape with g written at x[.., start + i·step, ..] for i in 0..count.
+fn slice_grad(x: &Tensor, g: &Tensor, dim: isize, start: usize, count: usize, step: usize) -> Result<Tensor> {
+    let d = resolve_dim("slice backward", dim, x.rank())?;
+    // The slice's own layout inside a contiguous buffer of x's shape says where each g element goes.
+    let mut l = Layout::contiguous(x.shape());
+    l.offset = start * l.strides[d];
+    l.shape[d] = count;
+    l.strides[d] *= step;
+    let mut out = vec![0f32; x.elem_count()];
+    for (off, v) in l.offsets().zip(g.to_f32_vec()?) {
+        out[off] = v;
+    }
+    from_f32(out, x.shape(), g.dtype())
+}
+
+/// Index values as usize, each checked against the size of the indexed dim.
+fn indices(op: &'static str, index: &Tensor, size: usize) -> Result<Vec<usize>> {
+    index
+        .to_f64_vec()?
+        .into_iter()
+        .map(|i| {
+            if i >= 0.0 && (i as usize) < size {
+                Ok(i as usize)
+            } else {
+                Err(Error::InvalidArgument { op, msg: format!("index {i} out of range for size {size}") })
+            }
+        })
+        .collect()
+}
+
+/// Scatter-add of g [outer, k, inner] into dx [outer, n, inner] at rows index[j].
+fn index_select_grad(x: &Tensor, g: &Tensor, dim: isize, index: &Tensor) -> Result<Tensor> {
+    const OP: &str = "index_select backward";
+    let d = resolve_dim(OP, dim, x.rank())?;
+    let n = x.shape()[d];
+    let idx = indices(OP, index, n)?;
+    let inner: usize = x.shape()[d + 1..].iter().product();
+    let gv = g.to_f32_vec()?;
+    let mut out = vec![0f32; x.elem_count()];
+    let (g_block, x_block) = (idx.len() * inner, n * inner);
+    if inner > 0 && g_block > 0 {
+        for (gb, xb) in gv.chunks_exact(g_block).zip(out.chunks_exact_mut(x_block)) {
+            for (j, &i) in idx.iter().enumerate() {
+                for (o, v) in xb[i * inner..(i + 1) * inner].iter_mut().zip(&gb[j * inner..(j + 1) * inner]) {
+                    *o += v;
+                }
+            }
+        }
+    }
+    from_f32(out, x.shape(), g.dtype())
+}
+
+/// Scatter-add of g into dx: the element at position p of index goes to p with coordinate `dim`
+/// replaced by index[p].
+fn gather_grad(x: &Tensor, g: &Tensor, dim: isize, index: &Tensor) -> Result<Tensor> {
+    const OP: &str = "gather backward";
+    let d = resolve_dim(OP, dim, x.rank())?;
+    let idx = indices(OP, index, x.shape()[d])?;
+    let gv = g.to_f32_vec()?;
+    let xs = contiguous_strides(x.shape());
+    let ishape = index.shape();
+    let mut coord = vec![0usize; ishape.len()];
+    let mut out = vec![0f32; x.elem_count()];
+    for (&i, &v) in idx.iter().zip(&gv) {
+        let off: usize =
+            coord.iter().zip(&xs).enumerate().map(|(k, (&c, &s))| if k == d { i * s } else { c * s }).sum();
+        out[off] += v;
+        // Next row-major position of the index tensor.
+        for k in (0..coord.len()).rev() {
+            coord[k] += 1;
+            if coord[k] < ishape[k] {
+                break;
+            }
+            coord[k] = 0;
+        }
+    }
+    from_f32(out, x.shape(), g.dtype())
+}
