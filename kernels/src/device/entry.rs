@@ -1,0 +1,32 @@
+//! `extern "ptx-kernel"` entry points: thin wrappers that call the generic bodies with [`Gpu`].
+//! Parameter order and types here are the ABI that `tensor::cuda` launches with.
+
+use super::Gpu;
+use crate::math::Bf16;
+use crate::{elementwise, layernorm, softmax};
+
+/// `kernel!(name: Elem = body(params))` declares entry point `name` calling `body::<Gpu, Elem>`;
+/// `E` in the parameter types is that element type (each entry lives in its own module).
+macro_rules! kernel {
+    ($name:ident : $e:ty = $($body:ident)::+ ( $($p:ident : $t:ty),* $(,)? )) => {
+        #[allow(non_snake_case)]
+        mod $name {
+            use super::*;
+            #[allow(dead_code)]
+            type E = $e;
+            #[no_mangle]
+            pub unsafe extern "ptx-kernel" fn $name($($p: $t),*) {
+                $($body)::+::<Gpu, E>(&Gpu, $($p),*)
+            }
+        }
+    };
+}
+
+kernel!(ew_binary_f32: f32 = elementwise::binary(a: *const E, b: *const E, out: *mut E, n: u32, nb: u32, op: u32, act: u32));
+kernel!(ew_binary_bf16: Bf16 = elementwise::binary(a: *const E, b: *const E, out: *mut E, n: u32, nb: u32, op: u32, act: u32));
+kernel!(softmax_rows_f32: f32 = softmax::softmax_rows(x: *const E, out: *mut E, rows: usize, cols: usize));
+kernel!(softmax_rows_bf16: Bf16 = softmax::softmax_rows(x: *const E, out: *mut E, rows: usize, cols: usize));
+kernel!(layernorm_rows_f32: f32 = layernorm::layernorm_rows(x: *const E, g: *const E, b: *const E, out: *mut E, rows: usize, cols: usize, eps: f32));
+kernel!(layernorm_rows_bf16: Bf16 = layernorm::layernorm_rows(x: *const E, g: *const E, b: *const E, out: *mut E, rows: usize, cols: usize, eps: f32));
+kernel!(layernorm2d_f32: f32 = layernorm::layernorm2d(x: *const E, g: *const E, b: *const E, out: *mut E, n: u32, ch: u32, hw: u32, eps: f32));
+kernel!(layernorm2d_bf16: Bf16 = layernorm::layernorm2d(x: *const E, g: *const E, b: *const E, out: *mut E, n: u32, ch: u32, hw: u32, eps: f32));

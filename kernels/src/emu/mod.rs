@@ -1,0 +1,207 @@
+//! A CPU emulator of the CUDA thread grid, so kernel bodies are tested on machines without a GPU.
+//!
+//! Semantics kept from the hardware:
+//! - every thread of a block is alive at once (one OS thread per GPU thread), so
+//!   [`Ctx::sync_threads`] is a real barrier ([`std::sync::Barrier`] per block);
+//! - threads are grouped into 32-lane warps; shuffles, votes, `ldmatrix` and `mma` are a rendezvous
+//!   of the warp's lanes (see [`warp`]), with the PTX ISA's fragment layouts ([`tensor_core`]);
+//! - each block gets its own dynamic shared memory, filled with NaN bytes (0xff) at block start, so
+//!   a read of shared memory that nothing wrote shows up in the result;
+//! - blocks run one after another in a chosen [`Order`], and the threads of a block are started in
+//!   that order too: tests run with the reversed and shuffled orders, so code that depends on a
+//!   lucky schedule (a missing barrier) fails.
+//!
+//! Output buffers should be filled with NaN before a launch ([`poisoned`]) so that an element no
+//! thread wrote fails the comparison.
+
+pub mod tensor_core;
+pub mod warp;
+
+use crate::ctx::{Ctx, Dim3};
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Barrier;
+use warp::Warp;
+
+pub use crate::ctx::LaunchConfig;
+
+/// The order in which blocks, and threads within a block, are started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Order {
+    Forward,
+    Reverse,
+    /// A permutation drawn from this seed.
+    Shuffled(u64),
+}
+
+/// The orders every kernel test should pass under.
+pub const TEST_ORDERS: [Order; 2] = [Order::Reverse, Order::Shuffled(0x5eed)];
+
+/// What all threads of one block share: the barrier, the shared memory and the warps.
+struct Block {
+    barrier: Barrier,
+    shared: Box<[UnsafeCell<u128>]>,
+    warps: Vec<Warp>,
+}
+
+// Shared memory is accessed through raw pointers by the block's threads, as on the GPU; the
+// kernel's barriers order those accesses.
+unsafe impl Sync for Block {}
+
+/// The thread context of one emulated GPU thread.
+pub struct EmuCtx<'a> {
+    tid: Dim3,
+    bid: Dim3,
+    bdim: Dim3,
+    gdim: Dim3,
+    lane: u32,
+    block: &'a Block,
+    warp: &'a Warp,
+}
+
+impl Ctx for EmuCtx<'_> {
+    fn thread_idx(&self) -> Dim3 {
+        self.tid
+    }
+    fn block_idx(&self) -> Dim3 {
+        self.bid
+    }
+    fn block_dim(&self) -> Dim3 {
+        self.bdim
+    }
+    fn grid_dim(&self) -> Dim3 {
+        self.gdim
+    }
+    fn sync_threads(&self) {
+        self.block.barrier.wait();
+    }
+    fn shared<T>(&self) -> *mut T {
+        self.block.shared.as_ptr() as *mut u128 as *mut T
+    }
+    fn shfl_xor(&self, v: u32, mask: u32) -> u32 {
+        let all = self.warp.exchange(self.lane, [v]);
+        all[((self.lane ^ mask) & 31) as usize][0]
+    }
+    fn shfl_down(&self, v: u32, delta: u32) -> u32 {
+        let all = self.warp.exchange(self.lane, [v]);
+        let src = self.lane + delta;
+        if src > 31 {
+            v
+        } else {
+            all[src as usize][0]
+        }
+    }
+    fn shfl_idx(&self, v: u32, src: u32) -> u32 {
+        let all = self.warp.exchange(self.lane, [v]);
+        all[(src & 31) as usize][0]
+    }
+    fn ballot(&self, pred: bool) -> u32 {
+        let all = self.warp.exchange(self.lane, [pred as u32]);
+        all.iter().enumerate().fold(0, |acc, (i, p)| acc | (p[0] << i))
+    }
+    unsafe fn atomic_add_f32(&self, p: *mut f32, v: f32) -> f32 {
+        let a = &*(p as *const AtomicU32);
+        let mut old = a.load(Ordering::Acquire);
+        loop {
+            let new = (f32::from_bits(old) + v).to_bits();
+            match a.compare_exchange_weak(old, new, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return f32::from_bits(old),
+                Err(cur) => old = cur,
+            }
+        }
+    }
+    unsafe fn ldmatrix_x4(&self, row: *const u16) -> [u32; 4] {
+        tensor_core::ldmatrix_x4(
+            self.lane,
+            &self.warp.exchange(self.lane, [row as usize as u32, (row as usize >> 32) as u32]),
+            false,
+        )
+    }
+    unsafe fn ldmatrix_x4_trans(&self, row: *const u16) -> [u32; 4] {
+        tensor_core::ldmatrix_x4(
+            self.lane,
+            &self.warp.exchange(self.lane, [row as usize as u32, (row as usize >> 32) as u32]),
+            true,
+        )
+    }
+    fn mma_bf16(&self, a: [u32; 4], b: [u32; 2], c: [f32; 4]) -> [f32; 4] {
+        let all = self.warp.exchange(self.lane, [a[0], a[1], a[2], a[3], b[0], b[1]]);
+        tensor_core::mma_m16n8k16(self.lane, &all, c, crate::math::bf16_to_f32)
+    }
+    fn mma_f16(&self, a: [u32; 4], b: [u32; 2], c: [f32; 4]) -> [f32; 4] {
+        let all = self.warp.exchange(self.lane, [a[0], a[1], a[2], a[3], b[0], b[1]]);
+        tensor_core::mma_m16n8k16(self.lane, &all, c, tensor_core::f16_to_f32)
+    }
+}
+
+/// A buffer of `len` elements all set to `poison` (use NaN for outputs).
+pub fn poisoned<T: Copy>(len: usize, poison: T) -> Vec<T> {
+    vec![poison; len]
+}
+
+/// A small deterministic generator for the shuffled order (no dependency in the kernels crate).
+fn permutation(n: usize, order: Order) -> Vec<usize> {
+    let mut p: Vec<usize> = (0..n).collect();
+    match order {
+        Order::Forward => {}
+        Order::Reverse => p.reverse(),
+        Order::Shuffled(seed) => {
+            let mut s = seed ^ 0x9e37_79b9_7f4a_7c15 ^ n as u64;
+            for i in (1..n).rev() {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                p.swap(i, (s % (i as u64 + 1)) as usize);
+            }
+        }
+    }
+    p
+}
+
+struct AssertSync<T>(T);
+unsafe impl<T> Sync for AssertSync<T> {}
+
+/// Runs `kernel` once per GPU thread of the launch.
+///
+/// # Safety
+/// As for a real launch: every pointer the kernel dereferences must be valid for the accesses the
+/// kernel makes, and different threads' writes must not race (unless through atomics).
+pub unsafe fn launch<F: Fn(&EmuCtx)>(cfg: LaunchConfig, order: Order, kernel: F) {
+    let nthreads = cfg.block.count();
+    assert!(nthreads > 0 && cfg.grid.count() > 0, "empty launch {cfg:?}");
+    assert!(nthreads <= 1024, "more than 1024 threads per block: {cfg:?}");
+    let kernel = AssertSync(kernel);
+    let kernel = &kernel;
+    let g = cfg.grid;
+    for b in permutation(cfg.grid.count(), order) {
+        let bid = Dim3::new(b as u32 % g.x, (b as u32 / g.x) % g.y, b as u32 / (g.x * g.y));
+        let nwarps = nthreads.div_ceil(32);
+        let block = Block {
+            barrier: Barrier::new(nthreads),
+            shared: (0..cfg.shared_bytes.div_ceil(16)).map(|_| UnsafeCell::new(u128::MAX)).collect(),
+            warps: (0..nwarps).map(|w| Warp::new((nthreads - 32 * w).min(32))).collect(),
+        };
+        let block = &block;
+        std::thread::scope(|s| {
+            for t in permutation(nthreads, order) {
+                let d = cfg.block;
+                let tid = Dim3::new(t as u32 % d.x, (t as u32 / d.x) % d.y, t as u32 / (d.x * d.y));
+                std::thread::Builder::new()
+                    .stack_size(256 << 10)
+                    .spawn_scoped(s, move || {
+                        let ctx = EmuCtx {
+                            tid,
+                            bid,
+                            bdim: cfg.block,
+                            gdim: cfg.grid,
+                            lane: t as u32 % 32,
+                            block,
+                            warp: &block.warps[t / 32],
+                        };
+                        (kernel.0)(&ctx)
+                    })
+                    .expect("spawn emulated GPU thread");
+            }
+        });
+    }
+}

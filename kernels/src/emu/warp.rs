@@ -1,0 +1,47 @@
+//! A warp's rendezvous: every lane publishes some registers, waits for the others, reads them all,
+//! and waits again before the slots can be reused. Shuffles, votes, `ldmatrix` and `mma` are all
+//! built on [`Warp::exchange`].
+
+use std::cell::UnsafeCell;
+use std::sync::Barrier;
+
+/// Registers one lane can publish at once (`mma` publishes A's 4 and B's 2).
+const SLOTS: usize = 6;
+
+pub struct Warp {
+    lanes: usize,
+    barrier: Barrier,
+    slots: UnsafeCell<[[u32; SLOTS]; 32]>,
+}
+
+// Each lane writes only its own slot, between two barriers that order all reads.
+unsafe impl Sync for Warp {}
+
+impl Warp {
+    pub fn new(lanes: usize) -> Self {
+        Warp { lanes, barrier: Barrier::new(lanes), slots: UnsafeCell::new([[0; SLOTS]; 32]) }
+    }
+
+    /// Publishes `vals` for `lane` and returns every lane's values.
+    ///
+    /// All 32 lanes must call it together (`.sync.aligned` semantics); a partial warp is a kernel
+    /// bug for warp-level operations, so it panics with a clear message.
+    pub fn exchange<const N: usize>(&self, lane: u32, vals: [u32; N]) -> [[u32; N]; 32] {
+        assert!(self.lanes == 32, "warp-level op in a partial warp ({} lanes): use blocks of 32k threads", self.lanes);
+        let lane = lane as usize;
+        unsafe {
+            let slots = &mut *self.slots.get();
+            slots[lane][..N].copy_from_slice(&vals);
+        }
+        self.barrier.wait();
+        let mut out = [[0u32; N]; 32];
+        unsafe {
+            let slots = &*self.slots.get();
+            for (o, s) in out.iter_mut().zip(slots.iter()) {
+                o.copy_from_slice(&s[..N]);
+            }
+        }
+        self.barrier.wait();
+        out
+    }
+}
