@@ -312,8 +312,8 @@ pub mod testing {
                 let rev: Vec<usize> = (0..r).rev().collect();
                 t.permute(&rev).unwrap().contiguous().permute(&rev).unwrap()
             }
-            2 => embed(data, shape, dtype, r - 1, 2, 1),
-            3 => embed(data, shape, dtype, 0, 0, 2),
+            2 if r >= 1 => embed(data, shape, dtype, r - 1, 2, 1),
+            3 if r >= 1 => embed(data, shape, dtype, 0, 0, 2),
             _ => t,
         }
     }
