@@ -1,10 +1,91 @@
-//! Single-precision GEMM.
+//! Single-precision GEMM: packed panels, cache blocking and register-tiled microkernels, with
+//! the instruction set picked at run time (AVX-512F, AVX2+FMA, or portable Rust), rayon
+//! threads for large products, and an optional fused bias + activation output pass.
+//!
+//! Layout: `driver` holds the loop nest and the thread split, `pack` the panel packing,
+//! `kernels` the microkernels.
+
+mod driver;
+pub mod kernels;
+pub mod pack;
+#[cfg(test)]
+mod tests;
+
+pub use crate::ops::Activation;
+use driver::Problem;
+use std::sync::OnceLock;
+
+/// Below this many multiply-adds a product runs on the calling thread: waking workers would
+/// cost more than it saves.
+const PARALLEL_MIN_WORK: usize = 1 << 19;
+
+/// The instruction sets with a microkernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isa {
+    Avx512,
+    Avx2Fma,
+    Generic,
+}
+
+impl Isa {
+    /// The best instruction set this CPU supports (detected once).
+    pub fn detect() -> Isa {
+        static BEST: OnceLock<Isa> = OnceLock::new();
+        *BEST.get_or_init(|| [Isa::Avx512, Isa::Avx2Fma].into_iter().find(|i| i.available()).unwrap_or(Isa::Generic))
+    }
+
+    /// Whether this CPU can run the kernel.
+    pub fn available(self) -> bool {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => is_x86_feature_detected!("avx512f"),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2Fma => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+            Isa::Generic => true,
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
+    /// Microkernel tile (MR rows, NR columns).
+    pub fn tile(self) -> (usize, usize) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => (kernels::avx512::MR, kernels::avx512::NR),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2Fma => (kernels::avx2::MR, kernels::avx2::NR),
+            _ => (kernels::generic::MR, kernels::generic::NR),
+        }
+    }
+}
+
+/// Options of [`sgemm_with`] beyond the operands.
+#[derive(Debug, Clone, Copy)]
+pub struct GemmOpts<'a> {
+    /// Add the product to C instead of overwriting it.
+    pub accumulate: bool,
+    /// Per-column bias (length n), added in the output pass.
+    pub bias: Option<&'a [f32]>,
+    /// Activation applied in the output pass, after the bias.
+    pub act: Activation,
+    /// May use rayon threads (large products only). Off inside an outer parallel loop.
+    pub parallel: bool,
+    /// Force an instruction set (tests, benchmarks); `None` picks the best available.
+    pub isa: Option<Isa>,
+}
+
+impl Default for GemmOpts<'_> {
+    fn default() -> Self {
+        GemmOpts { accumulate: false, bias: None, act: Activation::None, parallel: true, isa: None }
+    }
+}
 
 /// C[m,n] (+)= A[m,k] · B[k,n].
 /// A element (i,p) is at `a[i*a_rs + p*a_cs]`, B element (p,j) at `b[p*b_rs + j*b_cs]`
 /// (so transposed operands are just swapped strides); C is row-major with leading dim `ldc`.
 /// With `accumulate` false C is overwritten, else added to.
 #[allow(clippy::too_many_arguments)]
+#[rustfmt::skip]
 pub fn sgemm(
     m: usize, n: usize, k: usize,
     a: &[f32], a_rs: usize, a_cs: usize,
@@ -12,14 +93,100 @@ pub fn sgemm(
     c: &mut [f32], ldc: usize,
     accumulate: bool,
 ) {
-    for i in 0..m {
-        for j in 0..n {
-            let mut acc = 0.0f32;
-            for p in 0..k {
-                acc += a[i * a_rs + p * a_cs] * b[p * b_rs + j * b_cs];
+    sgemm_with(m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, c, ldc, &GemmOpts { accumulate, ..GemmOpts::default() });
+}
+
+/// [`sgemm`] with a fused output pass: C = act(A·B (+ C) + bias), bias broadcast over rows.
+/// The bias and activation are applied to each output tile right after its last depth block,
+/// while it is still in L1.
+///
+/// Panics if an operand is too short for the given sizes and strides (a caller bug).
+#[allow(clippy::too_many_arguments)]
+#[rustfmt::skip]
+pub fn sgemm_with(
+    m: usize, n: usize, k: usize,
+    a: &[f32], a_rs: usize, a_cs: usize,
+    b: &[f32], b_rs: usize, b_cs: usize,
+    c: &mut [f32], ldc: usize,
+    opts: &GemmOpts,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let extent = |rows: usize, rs: usize, cols: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs + 1;
+    assert!(m == 1 || ldc >= n, "sgemm: ldc {ldc} < n {n}");
+    assert!(c.len() >= extent(m, ldc, n, 1), "sgemm: C too short");
+    if k > 0 {
+        assert!(a.len() >= extent(m, a_rs, k, a_cs), "sgemm: A too short");
+        assert!(b.len() >= extent(k, b_rs, n, b_cs), "sgemm: B too short");
+    }
+    if let Some(bias) = opts.bias {
+        assert!(bias.len() >= n, "sgemm: bias shorter than n");
+    }
+    let isa = opts.isa.unwrap_or_else(Isa::detect);
+    assert!(isa.available(), "sgemm: {isa:?} is not supported by this CPU");
+    let threads = if opts.parallel && m * n * k >= PARALLEL_MIN_WORK { rayon::current_num_threads() } else { 1 };
+    let p = Problem {
+        m, n, k,
+        a: a.as_ptr(), a_rs, a_cs,
+        b: b.as_ptr(), b_rs, b_cs,
+        c: c.as_mut_ptr(), ldc,
+        accumulate: opts.accumulate,
+        bias: opts.bias.map(|b| b.as_ptr()),
+        act: opts.act,
+    };
+    let fast_pack = Isa::Avx512.available();
+    // SAFETY: the asserts above keep every index in bounds; the kernel's ISA is available.
+    unsafe {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => {
+                use kernels::avx512::{kernel, MR, NR};
+                driver::run::<MR, NR>(kernel, &p, threads, fast_pack)
             }
-            let cij = &mut c[i * ldc + j];
-            *cij = if accumulate { *cij + acc } else { acc };
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2Fma => {
+                use kernels::avx2::{kernel, MR, NR};
+                driver::run::<MR, NR>(kernel, &p, threads, fast_pack)
+            }
+            _ => {
+                use kernels::generic::{kernel, MR, NR};
+                driver::run::<MR, NR>(kernel, &p, threads, fast_pack)
+            }
         }
     }
+}
+
+/// Applies `act` in place (the last step of the fused output pass).
+pub fn activate(act: Activation, xs: &mut [f32]) {
+    match act {
+        Activation::None => {}
+        Activation::Relu => xs.iter_mut().for_each(|x| *x = x.max(0.0)),
+        Activation::Gelu => xs.iter_mut().for_each(|x| *x = gelu(*x)),
+    }
+}
+
+/// Exact (erf) GELU, x * (1 + erf(x / sqrt 2)) / 2, branch-free so loops over it vectorise.
+/// erfc comes from Abramowitz & Stegun 7.1.26 (absolute error < 1.5e-7); using erfc of |x|
+/// directly avoids the cancellation of 1 + erf(x) for negative x.
+#[inline]
+pub fn gelu(x: f32) -> f32 {
+    let z = x.abs() * std::f32::consts::FRAC_1_SQRT_2;
+    let t = 1.0 / (1.0 + 0.327_591_1 * z);
+    let poly = t * (0.254_829_6 + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152 + t * 1.061_405_4))));
+    let erfc = poly * exp_nonpositive(-z * z);
+    let one_plus_erf = if x >= 0.0 { 2.0 - erfc } else { erfc };
+    0.5 * x * one_plus_erf
+}
+
+/// e^x for x <= 0 (relative error ~2e-7), in plain arithmetic the compiler can vectorise:
+/// x = n ln2 + r with |r| <= ln2 / 2, e^r by its degree-6 Taylor polynomial, 2^n by bits.
+#[inline]
+fn exp_nonpositive(x: f32) -> f32 {
+    const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer.
+    let x = x.max(-87.0);
+    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
+    let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }

@@ -1,0 +1,211 @@
+//! The blocked GEMM loop nest (BLIS order: NC columns, KC depth, MC rows, then NR x MR tiles),
+//! the fused output pass, and the split of one product over rayon threads.
+
+use super::kernels::KernelFn;
+use super::pack::pack;
+use crate::ops::Activation;
+use rayon::prelude::*;
+use std::cell::RefCell;
+
+/// Depth of one packed block: a B micro-panel (KC x NR) stays in L1 while A panels stream.
+const KC: usize = 256;
+/// Rows of A packed at once (rounded to MR): the A block (MC x KC) lives in L2.
+const MC: usize = 336;
+/// Columns of B packed at once: the B block (KC x NC) lives in L3.
+const NC: usize = 4096;
+/// Largest MR * NR of any kernel (the scratch tile for edges).
+const MAX_TILE: usize = 14 * 32;
+
+/// One product with raw operands. The caller checked every index stays in bounds.
+#[derive(Clone, Copy)]
+pub struct Problem {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub a: *const f32,
+    pub a_rs: usize,
+    pub a_cs: usize,
+    pub b: *const f32,
+    pub b_rs: usize,
+    pub b_cs: usize,
+    pub c: *mut f32,
+    pub ldc: usize,
+    pub accumulate: bool,
+    /// Per-column bias (n values) and activation, applied once each output tile is final.
+    pub bias: Option<*const f32>,
+    pub act: Activation,
+}
+
+// Threads work on disjoint parts of C; A, B and bias are only read.
+unsafe impl Send for Problem {}
+unsafe impl Sync for Problem {}
+
+impl Problem {
+    fn has_epilogue(&self) -> bool {
+        self.bias.is_some() || self.act != Activation::None
+    }
+
+    /// The sub-product of rows [r0, r0 + m) and columns [c0, c0 + n).
+    unsafe fn sub(&self, r0: usize, m: usize, c0: usize, n: usize) -> Problem {
+        Problem {
+            m,
+            n,
+            a: self.a.add(r0 * self.a_rs),
+            b: self.b.add(c0 * self.b_cs),
+            c: self.c.add(r0 * self.ldc + c0),
+            bias: self.bias.map(|b| b.add(c0)),
+            ..*self
+        }
+    }
+}
+
+/// One cache line (one zmm) of floats: pack buffers built from these are 64-byte aligned.
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+struct Line([f32; 16]);
+
+#[derive(Default)]
+struct PackBufs {
+    a: Vec<Line>,
+    b: Vec<Line>,
+}
+
+fn line_ptr(v: &mut Vec<Line>, len: usize) -> *mut f32 {
+    if v.len() * 16 < len {
+        v.resize(len.div_ceil(16), Line([0.0; 16]));
+    }
+    v.as_mut_ptr() as *mut f32
+}
+
+thread_local! {
+    static BUFS: RefCell<PackBufs> = RefCell::new(PackBufs::default());
+}
+
+/// Runs the product on `threads` rayon workers (1: on the calling thread).
+///
+/// # Safety
+/// `p` must describe valid, in-bounds operands; `kern` must be runnable on this CPU.
+pub unsafe fn run<const MR: usize, const NR: usize>(kern: KernelFn, p: &Problem, threads: usize, fast_pack: bool) {
+    let (m_panels, n_panels) = (p.m.div_ceil(MR), p.n.div_ceil(NR));
+    if threads <= 1 || (m_panels < 2 && n_panels < 2) {
+        return serial::<MR, NR>(kern, p, fast_pack);
+    }
+    // Splitting rows makes every thread pack all of B; splitting columns, all of A. Weigh the
+    // duplicated packing (a transposing pack costs about twice a copying one).
+    let a_cost = p.m * if p.a_rs == 1 { 1 } else { 2 };
+    let b_cost = p.n * if p.b_cs == 1 { 1 } else { 2 };
+    let split_rows = m_panels >= threads && (b_cost <= a_cost || n_panels < threads);
+    let (panels, unit, total) = if split_rows { (m_panels, MR, p.m) } else { (n_panels, NR, p.n) };
+    let parts = threads.min(panels);
+    (0..parts).into_par_iter().for_each(|t| {
+        let start = (t * panels / parts) * unit;
+        let end = (((t + 1) * panels / parts) * unit).min(total);
+        // SAFETY: the parts cover disjoint rows (or columns) of C.
+        unsafe {
+            let sub = if split_rows { p.sub(start, end - start, 0, p.n) } else { p.sub(0, p.m, start, end - start) };
+            serial::<MR, NR>(kern, &sub, fast_pack);
+        }
+    });
+}
+
+/// The single-threaded blocked product.
+///
+/// # Safety
+/// As for [`run`].
+pub unsafe fn serial<const MR: usize, const NR: usize>(kern: KernelFn, p: &Problem, fast_pack: bool) {
+    if p.m == 0 || p.n == 0 {
+        return;
+    }
+    if p.k == 0 {
+        for i in 0..p.m {
+            let row = std::slice::from_raw_parts_mut(p.c.add(i * p.ldc), p.n);
+            if !p.accumulate {
+                row.fill(0.0);
+            }
+            finish_row(p, row, 0);
+        }
+        return;
+    }
+    BUFS.with(|bufs| match bufs.try_borrow_mut() {
+        Ok(mut bufs) => blocked::<MR, NR>(kern, p, fast_pack, &mut bufs),
+        // Only reachable if a caller re-enters from inside a product; use fresh buffers.
+        Err(_) => blocked::<MR, NR>(kern, p, fast_pack, &mut PackBufs::default()),
+    })
+}
+
+unsafe fn blocked<const MR: usize, const NR: usize>(kern: KernelFn, p: &Problem, fast_pack: bool, bufs: &mut PackBufs) {
+    let mc_max = (MC / MR).max(1) * MR;
+    let kc_max = KC.min(p.k);
+    let nc_max = NC.min(p.n.div_ceil(NR) * NR);
+    let abuf = line_ptr(&mut bufs.a, mc_max.min(p.m.div_ceil(MR) * MR) * kc_max);
+    let bbuf = line_ptr(&mut bufs.b, nc_max * kc_max);
+    // Few rows: every B element is used by one A block only, so packing B would cost a full
+    // extra pass. Full panels are read in place when B rows are contiguous.
+    let direct_b = p.b_cs == 1 && p.m <= mc_max;
+    let mut tmp = [0.0f32; MAX_TILE];
+    let tmp = tmp.as_mut_ptr();
+
+    for jc in (0..p.n).step_by(NC) {
+        let nc = NC.min(p.n - jc);
+        for pc in (0..p.k).step_by(KC) {
+            let kc = KC.min(p.k - pc);
+            let load_c = p.accumulate || pc > 0;
+            let last = pc + kc == p.k;
+            let bsrc = p.b.add(pc * p.b_rs + jc * p.b_cs);
+            let full_n = nc / NR * NR;
+            if direct_b {
+                if full_n < nc {
+                    pack::<NR>(nc - full_n, kc, bsrc.add(full_n), 1, p.b_rs, bbuf, fast_pack);
+                }
+            } else {
+                pack::<NR>(nc, kc, bsrc, p.b_cs, p.b_rs, bbuf, fast_pack);
+            }
+            for ic in (0..p.m).step_by(mc_max) {
+                let mc = mc_max.min(p.m - ic);
+                pack::<MR>(mc, kc, p.a.add(ic * p.a_rs + pc * p.a_cs), p.a_rs, p.a_cs, abuf, fast_pack);
+                for jr in (0..nc).step_by(NR) {
+                    let nr = NR.min(nc - jr);
+                    let (bp, b_rs) = match (direct_b, nr == NR) {
+                        (true, true) => (bsrc.add(jr), p.b_rs),
+                        (true, false) => (bbuf as *const f32, NR),
+                        (false, _) => (bbuf.add(jr * kc) as *const f32, NR),
+                    };
+                    for ir in (0..mc).step_by(MR) {
+                        let mr = MR.min(mc - ir);
+                        let ap = abuf.add(ir * kc);
+                        let cp = p.c.add((ic + ir) * p.ldc + jc + jr);
+                        if mr == MR && nr == NR {
+                            kern(kc, ap, bp, b_rs, cp, p.ldc, load_c);
+                        } else {
+                            kern(kc, ap, bp, b_rs, tmp, NR, false);
+                            for i in 0..mr {
+                                let (crow, trow) = (cp.add(i * p.ldc), tmp.add(i * NR));
+                                for j in 0..nr {
+                                    let v = *trow.add(j);
+                                    *crow.add(j) = if load_c { *crow.add(j) + v } else { v };
+                                }
+                            }
+                        }
+                        if last && p.has_epilogue() {
+                            for i in 0..mr {
+                                finish_row(p, std::slice::from_raw_parts_mut(cp.add(i * p.ldc), nr), jc + jr);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The fused output pass on one finished row segment starting at column `col`.
+#[inline]
+unsafe fn finish_row(p: &Problem, row: &mut [f32], col: usize) {
+    if let Some(bias) = p.bias {
+        let bias = std::slice::from_raw_parts(bias.add(col), row.len());
+        for (x, b) in row.iter_mut().zip(bias) {
+            *x += b;
+        }
+    }
+    super::activate(p.act, row);
+}

@@ -1,0 +1,216 @@
+use super::*;
+use crate::SplitMix64;
+use proptest::prelude::*;
+
+/// erf in f64 by its Taylor series (|z| <= 4, error ~1e-9); erf is +-1 to f64 beyond.
+pub(crate) fn erf_ref(z: f64) -> f64 {
+    if z.abs() > 4.0 {
+        return z.signum();
+    }
+    let (mut term, mut sum) = (z, z);
+    for n in 1..200 {
+        term *= -z * z / n as f64;
+        sum += term / (2 * n + 1) as f64;
+    }
+    sum * 2.0 / std::f64::consts::PI.sqrt()
+}
+
+pub(crate) fn gelu_ref(x: f64) -> f64 {
+    0.5 * x * (1.0 + erf_ref(x / std::f64::consts::SQRT_2))
+}
+
+pub(crate) fn act_ref(act: Activation, x: f64) -> f64 {
+    match act {
+        Activation::None => x,
+        Activation::Relu => x.max(0.0),
+        Activation::Gelu => gelu_ref(x),
+    }
+}
+
+fn isas() -> Vec<Isa> {
+    [Isa::Avx512, Isa::Avx2Fma, Isa::Generic].into_iter().filter(|i| i.available()).collect()
+}
+
+/// One test case: operands with arbitrary strides (transposed or padded), C with padding.
+struct Case {
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Vec<f32>,
+    a_rs: usize,
+    a_cs: usize,
+    b: Vec<f32>,
+    b_rs: usize,
+    b_cs: usize,
+    c: Vec<f32>,
+    ldc: usize,
+    bias: Option<Vec<f32>>,
+}
+
+fn strides(rows: usize, cols: usize, transposed: bool, pad: usize) -> (usize, usize, usize) {
+    // (row stride, col stride, buffer length) with `pad` extra elements per leading dim.
+    if transposed {
+        (1, rows + pad, (rows + pad) * cols.max(1))
+    } else {
+        (cols + pad, 1, rows.max(1) * (cols + pad))
+    }
+}
+
+impl Case {
+    #[allow(clippy::too_many_arguments)]
+    fn new(m: usize, n: usize, k: usize, ta: bool, tb: bool, pad: usize, bias: bool, seed: u64) -> Case {
+        let mut rng = SplitMix64(seed);
+        let mut rand = |len: usize| (0..len).map(|_| rng.uniform() as f32 * 2.0 - 1.0).collect::<Vec<f32>>();
+        let (a_rs, a_cs, alen) = strides(m, k, ta, pad);
+        let (b_rs, b_cs, blen) = strides(k, n, tb, pad);
+        let ldc = n + pad;
+        Case {
+            m,
+            n,
+            k,
+            a: rand(alen),
+            a_rs,
+            a_cs,
+            b: rand(blen),
+            b_rs,
+            b_cs,
+            c: rand(m * ldc),
+            ldc,
+            bias: bias.then(|| rand(n)),
+        }
+    }
+
+    fn expected(&self, accumulate: bool, act: Activation) -> Vec<f64> {
+        let mut out = self.c.iter().map(|&x| x as f64).collect::<Vec<_>>();
+        for i in 0..self.m {
+            for j in 0..self.n {
+                let mut acc = 0.0f64;
+                for p in 0..self.k {
+                    acc += self.a[i * self.a_rs + p * self.a_cs] as f64 * self.b[p * self.b_rs + j * self.b_cs] as f64;
+                }
+                let o = &mut out[i * self.ldc + j];
+                acc += if accumulate { *o } else { 0.0 };
+                acc += self.bias.as_ref().map_or(0.0, |b| b[j] as f64);
+                *o = act_ref(act, acc);
+            }
+        }
+        out
+    }
+
+    fn run(&self, accumulate: bool, act: Activation, isa: Isa, parallel: bool) -> Vec<f32> {
+        let mut c = self.c.clone();
+        let opts = GemmOpts { accumulate, bias: self.bias.as_deref(), act, parallel, isa: Some(isa) };
+        #[rustfmt::skip]
+        sgemm_with(self.m, self.n, self.k, &self.a, self.a_rs, self.a_cs, &self.b, self.b_rs, self.b_cs,
+            &mut c, self.ldc, &opts);
+        c
+    }
+
+    fn check(&self, accumulate: bool, act: Activation, isa: Isa, parallel: bool) {
+        let got = self.run(accumulate, act, isa, parallel);
+        let want = self.expected(accumulate, act);
+        let tol = 1e-5 * (self.k as f64 + 4.0);
+        for (idx, (&g, &w)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (g as f64 - w).abs() <= tol * (1.0 + w.abs()),
+                "{isa:?} m={} n={} k={} acc={accumulate} act={act:?}: C[{idx}] = {g}, want {w}",
+                self.m,
+                self.n,
+                self.k
+            );
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn sgemm_matches_f64_reference(
+        m in 1usize..70, n in 1usize..70, k in 1usize..70,
+        ta: bool, tb: bool, pad in 0usize..3, accumulate: bool, isa_pick in 0usize..3, seed: u64,
+    ) {
+        let all = isas();
+        let isa = all[isa_pick % all.len()];
+        Case::new(m, n, k, ta, tb, pad, false, seed).check(accumulate, Activation::None, isa, true);
+    }
+
+    #[test]
+    fn fused_epilogue_matches_reference(
+        m in 1usize..40, n in 1usize..40, k in 1usize..40, tb: bool, bias: bool,
+        act_pick in 0usize..3, accumulate: bool, seed: u64,
+    ) {
+        let act = [Activation::None, Activation::Relu, Activation::Gelu][act_pick];
+        Case::new(m, n, k, false, tb, 0, bias, seed).check(accumulate, act, Isa::detect(), true);
+    }
+}
+
+/// Every kernel on shapes that cross the blocking boundaries (several depth blocks, several
+/// row blocks, edge tiles on both sides), single- and multi-threaded.
+#[test]
+fn each_isa_on_blocked_shapes() {
+    let shapes = [(1, 1, 1), (14, 32, 256), (15, 33, 257), (350, 45, 300), (37, 100, 520), (64, 64, 0)];
+    for isa in isas() {
+        for (idx, &(m, n, k)) in shapes.iter().enumerate() {
+            for (ta, tb) in [(false, false), (true, true), (false, true)] {
+                let case = Case::new(m, n, k, ta, tb, 1, idx % 2 == 0, idx as u64);
+                case.check(false, Activation::Gelu, isa, true);
+                case.check(true, Activation::None, isa, false);
+            }
+        }
+    }
+}
+
+/// Large enough to be split over threads, in both split directions.
+#[test]
+fn threaded_split_over_rows_and_columns() {
+    for (m, n, k) in [(300, 40, 90), (20, 700, 60), (129, 129, 129)] {
+        Case::new(m, n, k, false, false, 0, true, 7).check(false, Activation::Relu, Isa::detect(), true);
+        Case::new(m, n, k, true, true, 0, false, 8).check(true, Activation::None, Isa::detect(), true);
+    }
+}
+
+/// The AVX-512 transposing pack equals the scalar one, edges and zero padding included.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn avx512_pack_matches_scalar() {
+    if !Isa::Avx512.available() {
+        return;
+    }
+    fn both<const R: usize>(rows: usize, kc: usize) {
+        let s_row = kc + 3;
+        let src: Vec<f32> = (0..rows * s_row).map(|i| i as f32).collect();
+        let (mut fast, mut slow) = (vec![f32::NAN; R * kc], vec![f32::NAN; R * kc]);
+        unsafe {
+            pack::avx512::pack_transposed::<R>(rows, kc, src.as_ptr(), s_row, fast.as_mut_ptr());
+            pack::pack_panel_scalar::<R>(rows, kc, src.as_ptr(), s_row, 1, slow.as_mut_ptr());
+        }
+        assert_eq!(fast, slow, "R={R} rows={rows} kc={kc}");
+    }
+    for kc in [1, 15, 16, 17, 40] {
+        for rows in [1, 7, 14] {
+            both::<14>(rows, kc);
+        }
+        for rows in [1, 16, 17, 32] {
+            both::<32>(rows, kc);
+        }
+    }
+}
+
+#[test]
+fn gelu_matches_erf_reference() {
+    for i in -4000..=4000 {
+        let x = i as f32 * 0.0025;
+        let (got, want) = (gelu(x) as f64, gelu_ref(x as f64));
+        assert!((got - want).abs() <= 2e-6 * (1.0 + want.abs()), "gelu({x}) = {got}, want {want}");
+    }
+    assert!(gelu(-100.0).abs() < 1e-30);
+    assert_eq!(gelu(100.0), 100.0);
+}
+
+#[test]
+#[should_panic(expected = "A too short")]
+fn short_operand_panics() {
+    let mut c = vec![0.0; 4];
+    sgemm(2, 2, 2, &[1.0; 3], 2, 1, &[1.0; 4], 2, 1, &mut c, 2, false);
+}
