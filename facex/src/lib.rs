@@ -4,5 +4,7 @@
 
 pub mod checkpoint;
 pub mod detect;
+pub mod losses;
 pub mod model;
+pub mod optim;
 pub mod preprocess;

@@ -1,0 +1,262 @@
+//! Optimizers (AdamW, SGD with momentum), learning-rate schedules and gradient clipping, with
+//! PyTorch's semantics. Updates run on f32 vectors in place of the parameter values.
+
+use autograd::{Grads, Var};
+use std::collections::HashMap;
+use tensor::{Result, Tensor};
+
+/// The gradient of `p`, as f32, or None when it got none this step.
+fn grad_of(grads: &Grads, p: &Var) -> Result<Option<Vec<f32>>> {
+    grads.get(p).map(|g| g.to_f32_vec()).transpose()
+}
+
+fn write_back(p: &Var, values: Vec<f32>) -> Result<()> {
+    let shape = p.shape();
+    let t = Tensor::from_vec(values, &shape)?.to_dtype(p.dtype());
+    p.set_value(t)
+}
+
+/// AdamW (Loshchilov & Hutter) as torch.optim.AdamW: decoupled weight decay applied first,
+/// bias-corrected moments, eps added outside the square root.
+pub struct AdamW {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    step: u64,
+    moments: HashMap<usize, (Vec<f32>, Vec<f32>)>,
+}
+
+impl AdamW {
+    pub fn new(lr: f64, weight_decay: f64) -> Self {
+        AdamW { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay, step: 0, moments: HashMap::new() }
+    }
+
+    pub fn step_count(&self) -> u64 {
+        self.step
+    }
+
+    pub fn step(&mut self, params: &[Var], grads: &Grads) -> Result<()> {
+        self.step += 1;
+        let t = self.step as i32;
+        let (b1, b2) = (self.beta1, self.beta2);
+        let bc1 = 1.0 - b1.powi(t);
+        let bc2_sqrt = (1.0 - b2.powi(t)).sqrt();
+        for p in params {
+            let Some(g) = grad_of(grads, p)? else { continue };
+            let mut x = p.value().to_f32_vec()?;
+            let (m, v) = self.moments.entry(p.id()).or_insert_with(|| (vec![0.0; x.len()], vec![0.0; x.len()]));
+            let decay = (1.0 - self.lr * self.weight_decay) as f32;
+            let step_size = (self.lr / bc1) as f32;
+            for i in 0..x.len() {
+                x[i] *= decay;
+                m[i] = b1 as f32 * m[i] + (1.0 - b1 as f32) * g[i];
+                v[i] = b2 as f32 * v[i] + (1.0 - b2 as f32) * g[i] * g[i];
+                let denom = v[i].sqrt() / bc2_sqrt as f32 + self.eps as f32;
+                x[i] -= step_size * m[i] / denom;
+            }
+            write_back(p, x)?;
+        }
+        Ok(())
+    }
+}
+
+/// SGD with momentum as torch.optim.SGD (dampening 0): g += wd*p; buf = momentum*buf + g
+/// (buf = g on the first step); p -= lr * (nesterov ? g + momentum*buf : buf).
+pub struct Sgd {
+    pub lr: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    pub nesterov: bool,
+    buffers: HashMap<usize, Vec<f32>>,
+}
+
+impl Sgd {
+    pub fn new(lr: f64, momentum: f64, weight_decay: f64) -> Self {
+        Sgd { lr, momentum, weight_decay, nesterov: false, buffers: HashMap::new() }
+    }
+
+    pub fn step(&mut self, params: &[Var], grads: &Grads) -> Result<()> {
+        let (lr, mu, wd) = (self.lr as f32, self.momentum as f32, self.weight_decay as f32);
+        for p in params {
+            let Some(mut g) = grad_of(grads, p)? else { continue };
+            let mut x = p.value().to_f32_vec()?;
+            for i in 0..x.len() {
+                g[i] += wd * x[i];
+            }
+            if mu != 0.0 {
+                let buf = match self.buffers.get_mut(&p.id()) {
+                    Some(buf) => {
+                        for i in 0..buf.len() {
+                            buf[i] = mu * buf[i] + g[i];
+                        }
+                        buf
+                    }
+                    None => self.buffers.entry(p.id()).or_insert_with(|| g.clone()),
+                };
+                for i in 0..g.len() {
+                    g[i] = if self.nesterov { g[i] + mu * buf[i] } else { buf[i] };
+                }
+            }
+            for i in 0..x.len() {
+                x[i] -= lr * g[i];
+            }
+            write_back(p, x)?;
+        }
+        Ok(())
+    }
+}
+
+/// Scale all gradients so that their global L2 norm is at most `max_norm`, as
+/// torch.nn.utils.clip_grad_norm_ (coefficient max_norm / (norm + 1e-6), capped at 1).
+/// Returns the norm before clipping.
+pub fn clip_grad_norm(params: &[Var], grads: &mut Grads, max_norm: f64) -> Result<f64> {
+    let mut total = 0.0f64;
+    for p in params {
+        if let Some(g) = grads.get(p) {
+            total += g.to_f32_vec()?.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>();
+        }
+    }
+    let norm = total.sqrt();
+    let coef = max_norm / (norm + 1e-6);
+    if coef < 1.0 {
+        for p in params {
+            if let Some(g) = grads.remove(p) {
+                grads.insert(p, g.affine(coef, 0.0)?);
+            }
+        }
+    }
+    Ok(norm)
+}
+
+/// Learning-rate schedules, evaluated per epoch (or per step: the unit is the caller's).
+#[derive(Debug, Clone)]
+pub enum Schedule {
+    Constant,
+    /// Multiply by `gamma` at each milestone (torch's MultiStepLR): lr * gamma^(milestones passed).
+    MultiStep {
+        milestones: Vec<u64>,
+        gamma: f64,
+    },
+    /// Linear warmup from 0 over `warmup` units, then cosine decay to `min_factor` at `total`.
+    CosineWarmup {
+        warmup: u64,
+        total: u64,
+        min_factor: f64,
+    },
+}
+
+impl Schedule {
+    /// The factor that multiplies the base learning rate at time `t`.
+    pub fn factor(&self, t: u64) -> f64 {
+        match self {
+            Schedule::Constant => 1.0,
+            Schedule::MultiStep { milestones, gamma } => {
+                gamma.powi(milestones.iter().filter(|&&m| t >= m).count() as i32)
+            }
+            Schedule::CosineWarmup { warmup, total, min_factor } => {
+                if t < *warmup {
+                    return (t + 1) as f64 / *warmup as f64;
+                }
+                let span = total.saturating_sub(*warmup).max(1) as f64;
+                let progress = ((t - warmup) as f64 / span).min(1.0);
+                min_factor + (1.0 - min_factor) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One Var with given values and a backward that yields the gradient `g`: loss = sum(p * g).
+    fn param_and_grads(p0: &[f32], g: &[f32]) -> (Var, Grads) {
+        let p = Var::param(Tensor::from_slice(p0, &[p0.len()]).unwrap(), "p");
+        let gv = Var::constant(Tensor::from_slice(g, &[g.len()]).unwrap());
+        let grads = p.mul(&gv).unwrap().sum_all().unwrap().backward().unwrap();
+        (p, grads)
+    }
+
+    #[test]
+    fn adamw_matches_formula_in_f64() {
+        let p0 = [0.5f32, -1.25, 2.0];
+        let gs = [[0.1f32, -0.3, 0.7], [0.2, 0.05, -0.4], [-0.6, 0.3, 0.1]];
+        let (lr, wd, b1, b2, eps) = (1e-2, 0.1, 0.9, 0.999, 1e-8);
+        let p = Var::param(Tensor::from_slice(&p0, &[3]).unwrap(), "p");
+        let mut opt = AdamW::new(lr, wd);
+        let (mut x, mut m, mut v) = (p0.map(|a| a as f64), [0.0f64; 3], [0.0f64; 3]);
+        for (t, g) in gs.iter().enumerate() {
+            let gv = Var::constant(Tensor::from_slice(g, &[3]).unwrap());
+            let grads = p.mul(&gv).unwrap().sum_all().unwrap().backward().unwrap();
+            opt.step(&[p.clone()], &grads).unwrap();
+            let t = (t + 1) as i32;
+            for i in 0..3 {
+                let gi = g[i] as f64;
+                x[i] *= 1.0 - lr * wd;
+                m[i] = b1 * m[i] + (1.0 - b1) * gi;
+                v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
+                let mhat = m[i] / (1.0 - b1.powi(t));
+                let vhat = v[i] / (1.0 - b2.powi(t));
+                x[i] -= lr * mhat / (vhat.sqrt() + eps);
+            }
+        }
+        let got = p.value().to_f32_vec().unwrap();
+        for i in 0..3 {
+            assert!((got[i] as f64 - x[i]).abs() < 1e-6, "{i}: {} vs {}", got[i], x[i]);
+        }
+    }
+
+    #[test]
+    fn sgd_momentum_matches_formula_in_f64() {
+        let p0 = [1.0f32, -2.0];
+        let gs = [[0.5f32, 0.25], [-1.0, 2.0], [0.125, -0.5]];
+        let (lr, mu, wd) = (0.1, 0.9, 0.01);
+        let p = Var::param(Tensor::from_slice(&p0, &[2]).unwrap(), "p");
+        let mut opt = Sgd::new(lr, mu, wd);
+        let (mut x, mut buf) = (p0.map(|a| a as f64), None::<[f64; 2]>);
+        for g in &gs {
+            let gv = Var::constant(Tensor::from_slice(g, &[2]).unwrap());
+            let grads = p.mul(&gv).unwrap().sum_all().unwrap().backward().unwrap();
+            opt.step(&[p.clone()], &grads).unwrap();
+            let d = [g[0] as f64 + wd * x[0], g[1] as f64 + wd * x[1]];
+            let b = match buf {
+                None => d,
+                Some(b) => [mu * b[0] + d[0], mu * b[1] + d[1]],
+            };
+            buf = Some(b);
+            x = [x[0] - lr * b[0], x[1] - lr * b[1]];
+        }
+        let got = p.value().to_f32_vec().unwrap();
+        assert!((got[0] as f64 - x[0]).abs() < 1e-6 && (got[1] as f64 - x[1]).abs() < 1e-6, "{got:?} vs {x:?}");
+    }
+
+    #[test]
+    fn clipping_scales_to_max_norm() {
+        let (p, mut grads) = param_and_grads(&[0.0, 0.0], &[3.0, 4.0]);
+        let norm = clip_grad_norm(&[p.clone()], &mut grads, 1.0).unwrap();
+        assert!((norm - 5.0).abs() < 1e-9);
+        let g = grads.get(&p).unwrap().to_f32_vec().unwrap();
+        assert!((g[0] - 0.6).abs() < 1e-5 && (g[1] - 0.8).abs() < 1e-5, "{g:?}");
+        // Below the limit nothing changes.
+        let (p, mut grads) = param_and_grads(&[0.0], &[0.5]);
+        clip_grad_norm(&[p.clone()], &mut grads, 1.0).unwrap();
+        assert_eq!(grads.get(&p).unwrap().to_f32_vec().unwrap(), vec![0.5]);
+    }
+
+    #[test]
+    fn schedules() {
+        let s = Schedule::MultiStep { milestones: vec![6, 10], gamma: 0.1 };
+        let f: Vec<f64> = [0, 5, 6, 9, 10, 11].iter().map(|&t| s.factor(t)).collect();
+        let want = [1.0, 1.0, 0.1, 0.1, 0.01, 0.01];
+        for (a, b) in f.iter().zip(want) {
+            assert!((a - b).abs() < 1e-12, "{f:?}");
+        }
+        let c = Schedule::CosineWarmup { warmup: 4, total: 14, min_factor: 0.0 };
+        assert!((c.factor(0) - 0.25).abs() < 1e-12);
+        assert!((c.factor(4) - 1.0).abs() < 1e-12);
+        assert!((c.factor(9) - 0.5).abs() < 1e-12);
+        assert!(c.factor(14).abs() < 1e-12);
+    }
+}
