@@ -26,6 +26,8 @@
 
 pub mod ctx;
 pub mod elementwise;
+pub mod gemm;
+pub mod gemm_tc;
 pub mod layernorm;
 pub mod math;
 pub mod softmax;

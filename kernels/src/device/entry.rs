@@ -2,8 +2,9 @@
 //! Parameter order and types here are the ABI that `tensor::cuda` launches with.
 
 use super::Gpu;
+use crate::gemm_tc::{Bf16In, F16In};
 use crate::math::Bf16;
-use crate::{elementwise, layernorm, softmax};
+use crate::{elementwise, gemm, gemm_tc, layernorm, softmax};
 
 /// `kernel!(name: Elem = body(params))` declares entry point `name` calling `body::<Gpu, Elem>`;
 /// `E` in the parameter types is that element type (each entry lives in its own module).
@@ -30,3 +31,44 @@ kernel!(layernorm_rows_f32: f32 = layernorm::layernorm_rows(x: *const E, g: *con
 kernel!(layernorm_rows_bf16: Bf16 = layernorm::layernorm_rows(x: *const E, g: *const E, b: *const E, out: *mut E, rows: usize, cols: usize, eps: f32));
 kernel!(layernorm2d_f32: f32 = layernorm::layernorm2d(x: *const E, g: *const E, b: *const E, out: *mut E, n: u32, ch: u32, hw: u32, eps: f32));
 kernel!(layernorm2d_bf16: Bf16 = layernorm::layernorm2d(x: *const E, g: *const E, b: *const E, out: *mut E, n: u32, ch: u32, hw: u32, eps: f32));
+
+// GEMM entry points take the strides by value as a `#[repr(C)]` struct of u64s (a byval `.param`).
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn gemm_f32(
+    a: *const f32,
+    b: *const f32,
+    bias: *const f32,
+    out: *mut f32,
+    m: u32,
+    n: u32,
+    k: u32,
+    s: gemm::Strides,
+    alpha: f32,
+    act: u32,
+) {
+    gemm::gemm_f32::<Gpu, f32>(&Gpu, a, b, bias, out, m, n, k, &s, alpha, act)
+}
+
+/// `gemm_tc!(name: Input -> Output)`: a tensor-core GEMM entry point.
+macro_rules! gemm_tc {
+    ($name:ident : $i:ty => $o:ty) => {
+        #[no_mangle]
+        pub unsafe extern "ptx-kernel" fn $name(
+            a: *const u16,
+            b: *const u16,
+            bias: *const f32,
+            out: *mut $o,
+            m: u32,
+            n: u32,
+            k: u32,
+            s: gemm_tc::Strides,
+            alpha: f32,
+            act: u32,
+        ) {
+            gemm_tc::gemm_tc::<Gpu, $i, $o>(&Gpu, a, b, bias, out, m, n, k, &s, alpha, act)
+        }
+    };
+}
+gemm_tc!(gemm_tc_bf16_f32: Bf16In => f32);
+gemm_tc!(gemm_tc_bf16_bf16: Bf16In => Bf16);
+gemm_tc!(gemm_tc_f16_f32: F16In => f32);
