@@ -1,14 +1,438 @@
 //! Reductions over any set of axes.
-use crate::{Result, Tensor};
+//!
+//! Floats accumulate in f64 (sums stay accurate over millions of elements; max/min are exact
+//! either way), integers in i64. A contiguous tensor reduced over trailing dims reduces rows with
+//! eight independent accumulators (vectorisable), rows in parallel; other layouts walk the input in
+//! storage-friendly row order and scatter into the accumulators.
+use crate::cpu::vecmath::{Plan, PAR_CHUNK, PAR_MIN};
+use crate::layout::{contiguous_strides, resolve_dim};
+use crate::{CpuStorage, Element, Error, Layout, Result, Tensor};
+use rayon::prelude::*;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Sum,
+    Mean,
+    Max,
+    Min,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Sum => "sum",
+            Kind::Mean => "mean",
+            Kind::Max => "max",
+            Kind::Min => "min",
+        }
+    }
+}
+
+/// Which dims are reduced (empty list = all), rejecting out-of-range and repeated dims.
+fn reduced_mask(op: &'static str, rank: usize, dims: &[isize]) -> Result<Vec<bool>> {
+    if dims.is_empty() {
+        return Ok(vec![true; rank]);
+    }
+    let mut mask = vec![false; rank];
+    for &d in dims {
+        let r = resolve_dim(op, d, rank)?;
+        if std::mem::replace(&mut mask[r], true) {
+            return Err(Error::InvalidArgument { op, msg: format!("dimension {d} repeated in {dims:?}") });
+        }
+    }
+    Ok(mask)
+}
+
+/// Folds a slice with `LANES` independent accumulators so the loop vectorises.
+#[inline]
+fn fold_lanes<T: Copy, A: Copy>(xs: &[T], init: A, conv: &impl Fn(T) -> A, comb: &impl Fn(A, A) -> A) -> A {
+    const LANES: usize = 8;
+    let mut lanes = [init; LANES];
+    let mut chunks = xs.chunks_exact(LANES);
+    for c in &mut chunks {
+        for k in 0..LANES {
+            lanes[k] = comb(lanes[k], conv(c[k]));
+        }
+    }
+    let mut acc = init;
+    for &x in chunks.remainder() {
+        acc = comb(acc, conv(x));
+    }
+    lanes.iter().fold(acc, |a, &b| comb(a, b))
+}
+
+/// Reduces `x` (storage slice `data`) over the dims set in `mask` into one accumulator per output
+/// element (output in row-major order of the kept dims).
+fn reduce_acc<T, A>(
+    x: &Tensor,
+    data: &[T],
+    mask: &[bool],
+    init: A,
+    conv: impl Fn(T) -> A + Sync,
+    comb: impl Fn(A, A) -> A + Sync,
+) -> Vec<A>
+where
+    T: Copy + Sync,
+    A: Copy + Send + Sync,
+{
+    let shape = x.shape();
+    let out_count: usize = shape.iter().zip(mask).filter(|(_, &m)| !m).map(|(&n, _)| n).product();
+    let n = x.elem_count();
+    if n == 0 {
+        return vec![init; out_count];
+    }
+    // Trailing-dims reduction of contiguous data: independent rows.
+    let first_reduced = mask.iter().position(|&m| m).unwrap_or(mask.len());
+    let suffix = mask[first_reduced..].iter().all(|&m| m);
+    if let (true, Some(r)) = (suffix, x.layout().contiguous_range()) {
+        let src = &data[r];
+        let len = n / out_count;
+        let mut out = vec![init; out_count];
+        if len >= PAR_MIN {
+            for (o, row) in out.iter_mut().zip(src.chunks(len)) {
+                let parts: Vec<A> = row.par_chunks(PAR_CHUNK).map(|c| fold_lanes(c, init, &conv, &comb)).collect();
+                *o = parts.into_iter().fold(init, &comb);
+            }
+        } else if n >= PAR_MIN {
+            let rows_per = PAR_CHUNK.div_ceil(len);
+            out.par_chunks_mut(rows_per).zip(src.par_chunks(rows_per * len)).for_each(|(o, s)| {
+                for (o, row) in o.iter_mut().zip(s.chunks(len)) {
+                    *o = fold_lanes(row, init, &conv, &comb);
+                }
+            });
+        } else {
+            for (o, row) in out.iter_mut().zip(src.chunks(len)) {
+                *o = fold_lanes(row, init, &conv, &comb);
+            }
+        }
+        return out;
+    }
+    // General: the output as a broadcast view over the input's shape (stride 0 on reduced dims).
+    let kept: Vec<usize> = shape.iter().zip(mask).map(|(&d, &m)| if m { 1 } else { d }).collect();
+    let mut ostrides = contiguous_strides(&kept);
+    for (s, &m) in ostrides.iter_mut().zip(mask) {
+        if m {
+            *s = 0;
+        }
+    }
+    let ol = Layout { shape: shape.to_vec(), strides: ostrides, offset: 0 };
+    let plan = Plan::new(shape, [x.layout(), &ol]);
+    let [sx, so] = plan.inner;
+    let mut acc = vec![init; out_count];
+    plan.for_segments(0..n, |_, [ox, oo], cnt| {
+        if so == 0 {
+            let a = &mut acc[oo];
+            if sx == 1 {
+                *a = comb(*a, fold_lanes(&data[ox..ox + cnt], init, &conv, &comb));
+            } else {
+                for j in 0..cnt {
+                    *a = comb(*a, conv(data[ox + j * sx]));
+                }
+            }
+        } else {
+            for j in 0..cnt {
+                let a = &mut acc[oo + j * so];
+                *a = comb(*a, conv(data[ox + j * sx]));
+            }
+        }
+    });
+    acc
+}
+
+fn max_f64(a: f64, b: f64) -> f64 {
+    // NaN wins, as in PyTorch.
+    if b > a || b.is_nan() {
+        b
+    } else {
+        a
+    }
+}
+
+fn min_f64(a: f64, b: f64) -> f64 {
+    if b < a || b.is_nan() {
+        b
+    } else {
+        a
+    }
+}
+
+/// Float reduction finished into the input's dtype.
+fn reduce_float<T: Element>(x: &Tensor, data: &[T], mask: &[bool], kind: Kind) -> Vec<T> {
+    let count: usize = x.shape().iter().zip(mask).filter(|(_, &m)| m).map(|(&n, _)| n).product();
+    let acc = match kind {
+        Kind::Sum | Kind::Mean => reduce_acc(x, data, mask, 0.0f64, |v: T| v.to_f64(), |a, b| a + b),
+        Kind::Max => reduce_acc(x, data, mask, f64::NEG_INFINITY, |v: T| v.to_f64(), max_f64),
+        Kind::Min => reduce_acc(x, data, mask, f64::INFINITY, |v: T| v.to_f64(), min_f64),
+    };
+    let scale = if kind == Kind::Mean { 1.0 / count as f64 } else { 1.0 };
+    acc.into_iter().map(|a| T::from_f64(a * scale)).collect()
+}
+
+fn reduce_int<T: Element>(
+    x: &Tensor,
+    data: &[T],
+    mask: &[bool],
+    kind: Kind,
+    conv: impl Fn(T) -> i64 + Sync,
+) -> Vec<i64> {
+    match kind {
+        Kind::Max => reduce_acc(x, data, mask, i64::MIN, conv, i64::max),
+        Kind::Min => reduce_acc(x, data, mask, i64::MAX, conv, i64::min),
+        _ => reduce_acc(x, data, mask, 0i64, conv, i64::wrapping_add),
+    }
+}
 
 impl Tensor {
+    fn reduce(&self, dims: &[isize], keepdim: bool, kind: Kind) -> Result<Tensor> {
+        let op = kind.name();
+        let mask = reduced_mask(op, self.rank(), dims)?;
+        let count: usize = self.shape().iter().zip(&mask).filter(|(_, &m)| m).map(|(&n, _)| n).product();
+        if count == 0 && matches!(kind, Kind::Max | Kind::Min) {
+            return Err(Error::BadShape {
+                op,
+                shape: self.shape().to_vec(),
+                expected: format!("nonempty reduced dims {dims:?}"),
+            });
+        }
+        let out_shape: Vec<usize> = self
+            .shape()
+            .iter()
+            .zip(&mask)
+            .filter_map(|(&n, &m)| match (m, keepdim) {
+                (false, _) => Some(n),
+                (true, true) => Some(1),
+                (true, false) => None,
+            })
+            .collect();
+        let storage = match self.cpu_storage()? {
+            CpuStorage::F32(v) => CpuStorage::F32(reduce_float(self, v, &mask, kind)),
+            CpuStorage::F16(v) => CpuStorage::F16(reduce_float(self, v, &mask, kind)),
+            CpuStorage::BF16(v) => CpuStorage::BF16(reduce_float(self, v, &mask, kind)),
+            CpuStorage::I64(_) | CpuStorage::U8(_) if kind == Kind::Mean => {
+                return Err(Error::UnsupportedDType { op, dtype: self.dtype() })
+            }
+            CpuStorage::I64(v) => CpuStorage::I64(reduce_int(self, v, &mask, kind, |x| x)),
+            // u8 sums widen to i64 (as PyTorch); max/min stay u8.
+            CpuStorage::U8(v) => {
+                let r = reduce_int(self, v, &mask, kind, |x| x as i64);
+                if kind == Kind::Sum {
+                    CpuStorage::I64(r)
+                } else {
+                    CpuStorage::U8(r.into_iter().map(|x| x as u8).collect())
+                }
+            }
+        };
+        Ok(Tensor::from_storage(storage, Layout::contiguous(&out_shape)))
+    }
+
     /// Sum over `dims` (negative allowed; empty = all dims).
-    pub fn sum(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> { todo!() }
-    pub fn mean(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> { todo!() }
-    pub fn max(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> { todo!() }
-    pub fn min(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> { todo!() }
-    /// Index of the first maximum along `dim`, as i64.
-    pub fn argmax(&self, dim: isize, keepdim: bool) -> Result<Tensor> { todo!() }
+    pub fn sum(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+        self.reduce(dims, keepdim, Kind::Sum)
+    }
+    pub fn mean(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+        self.reduce(dims, keepdim, Kind::Mean)
+    }
+    pub fn max(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+        self.reduce(dims, keepdim, Kind::Max)
+    }
+    pub fn min(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+        self.reduce(dims, keepdim, Kind::Min)
+    }
+    /// Index of the first maximum along `dim`, as i64 (a NaN counts as the maximum).
+    pub fn argmax(&self, dim: isize, keepdim: bool) -> Result<Tensor> {
+        const OP: &str = "argmax";
+        let d = resolve_dim(OP, dim, self.rank())?;
+        let n = self.shape()[d];
+        if n == 0 {
+            return Err(Error::BadShape {
+                op: OP,
+                shape: self.shape().to_vec(),
+                expected: format!("nonempty dim {d}"),
+            });
+        }
+        let l = self.layout();
+        let step = l.strides[d];
+        let mut outer = l.clone();
+        outer.shape.remove(d);
+        outer.strides.remove(d);
+        let plan = Plan::new(&outer.shape, [&outer]);
+        let si = plan.inner[0];
+        let mut out = vec![0i64; plan.count];
+        fn scan<T: Element>(plan: &Plan<1>, data: &[T], out: &mut [i64], n: usize, step: usize, si: usize) {
+            plan.fill(out, |o, [base]| {
+                for (j, o) in o.iter_mut().enumerate() {
+                    let start = base + j * si;
+                    let (mut best, mut idx) = (data[start].to_f64(), 0);
+                    for i in 1..n {
+                        let v = data[start + i * step].to_f64();
+                        if v > best || (v.is_nan() && !best.is_nan()) {
+                            best = v;
+                            idx = i;
+                        }
+                    }
+                    *o = idx as i64;
+                }
+            });
+        }
+        crate::with_slice!(self.cpu_storage()?, v => scan(&plan, v, &mut out, n, step, si));
+        let mut shape = self.shape().to_vec();
+        if keepdim {
+            shape[d] = 1;
+        } else {
+            shape.remove(d);
+        }
+        Ok(Tensor::from_storage(CpuStorage::I64(out), Layout::contiguous(&shape)))
+    }
     /// Sum of all elements, as a rank-0 tensor.
-    pub fn sum_all(&self) -> Result<Tensor> { self.sum(&[], false) }
+    pub fn sum_all(&self) -> Result<Tensor> {
+        self.sum(&[], false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::cpu::vecmath::testing::*;
+    use crate::{DType, Tensor};
+    use proptest::prelude::*;
+
+    /// Plain reference: fold over every input index into the output index of the kept dims.
+    fn reference(data: &[f64], shape: &[usize], mask: &[bool], kind: &str) -> Vec<f64> {
+        let out_n: usize = shape.iter().zip(mask).filter(|(_, &m)| !m).map(|(&n, _)| n).product();
+        let cnt: usize = shape.iter().zip(mask).filter(|(_, &m)| m).map(|(&n, _)| n).product();
+        let init = match kind {
+            "max" => f64::NEG_INFINITY,
+            "min" => f64::INFINITY,
+            _ => 0.0,
+        };
+        let mut out = vec![init; out_n];
+        for (i, &v) in data.iter().enumerate() {
+            let (mut rem, mut o, mut mul) = (i, 0, 1);
+            for d in (0..shape.len()).rev() {
+                let k = rem % shape[d];
+                rem /= shape[d];
+                if !mask[d] {
+                    o += k * mul;
+                    mul *= shape[d];
+                }
+            }
+            out[o] = match kind {
+                "max" => out[o].max(v),
+                "min" => out[o].min(v),
+                _ => out[o] + v,
+            };
+        }
+        if kind == "mean" {
+            out.iter_mut().for_each(|x| *x /= cnt as f64);
+        }
+        out
+    }
+
+    fn dims_strategy() -> impl Strategy<Value = (Vec<usize>, Vec<bool>)> {
+        arb_shape(4).prop_flat_map(|s| {
+            let r = s.len();
+            (Just(s), prop::collection::vec(any::<bool>(), r))
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn reductions_match_f64((shape, mask) in dims_strategy(), kind in 0u8..4, keep in any::<bool>(),
+                                neg in any::<bool>(), seed in any::<u64>(), di in 0usize..3) {
+            let dtype = [DType::F32, DType::F16, DType::BF16][di];
+            let n: usize = shape.iter().product();
+            let data = normal_data(n, seed);
+            let x = view_of(&data, &shape, dtype, kind);
+            let r = shape.len() as isize;
+            let dims: Vec<isize> = mask.iter().enumerate().filter(|(_, &m)| m)
+                .map(|(i, _)| if neg { i as isize - r } else { i as isize }).collect();
+            // An empty list means all dims.
+            let eff: Vec<bool> = if dims.is_empty() { vec![true; shape.len()] } else { mask.clone() };
+            let xs = rounded(&data, dtype);
+            for (name, y) in [("sum", x.sum(&dims, keep)), ("mean", x.mean(&dims, keep)),
+                              ("max", x.max(&dims, keep)), ("min", x.min(&dims, keep))] {
+                let y = y.unwrap();
+                let want_shape: Vec<usize> = shape.iter().zip(&eff)
+                    .filter_map(|(&d, &m)| if !m { Some(d) } else if keep { Some(1) } else { None }).collect();
+                prop_assert_eq!(y.shape(), &want_shape[..]);
+                prop_assert_eq!(y.dtype(), dtype);
+                let want = reference(&xs, &shape, &eff, name);
+                assert_close(&y.to_f64_vec().unwrap(), &want, tol(dtype), tol(dtype), &format!("{name} {shape:?} {dims:?}"));
+            }
+        }
+
+        #[test]
+        fn argmax_matches_first_max(shape in arb_shape(4), kind in 0u8..4, d in 0usize..4, keep in any::<bool>(), seed in any::<u64>()) {
+            let d = d % shape.len();
+            let n: usize = shape.iter().product();
+            // Few distinct values so ties happen: the first index must win.
+            let data: Vec<f64> = normal_data(n, seed).iter().map(|v| v.round()).collect();
+            let x = view_of(&data, &shape, DType::F32, kind);
+            let y = x.argmax(d as isize, keep).unwrap();
+            prop_assert_eq!(y.dtype(), DType::I64);
+            let outer: usize = shape[..d].iter().product();
+            let inner: usize = shape[d + 1..].iter().product();
+            let mut want = vec![];
+            for o in 0..outer {
+                for i in 0..inner {
+                    let vals: Vec<f64> = (0..shape[d]).map(|k| data[(o * shape[d] + k) * inner + i]).collect();
+                    let m = vals.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    want.push(vals.iter().position(|&v| v == m).unwrap() as i64);
+                }
+            }
+            prop_assert_eq!(y.to_vec::<i64>().unwrap(), want);
+            let mut ws = shape.clone();
+            if keep { ws[d] = 1 } else { ws.remove(d); }
+            prop_assert_eq!(y.shape(), &ws[..]);
+        }
+    }
+
+    #[test]
+    fn large_sums_are_accurate() {
+        // 3 million values of 0.1: a naive f32 running sum drifts by percent-level amounts.
+        let n = 3_000_000;
+        let x = Tensor::full(0.1, &[n], DType::F32);
+        let s = x.sum_all().unwrap().item().unwrap();
+        let want = 0.1f32 as f64 * n as f64;
+        assert!((s - want).abs() / want < 1e-7, "{s} vs {want}");
+        // Row reductions in parallel, and a column reduction through the general path.
+        let m = Tensor::randn(&[1000, 131], 9, DType::F32);
+        let v = m.to_f64_vec().unwrap();
+        let rows = m.mean(&[-1], false).unwrap().to_f64_vec().unwrap();
+        let cols = m.sum(&[0], true).unwrap();
+        assert_eq!(cols.shape(), &[1, 131]);
+        let cols = cols.to_f64_vec().unwrap();
+        for r in (0..1000).step_by(97) {
+            let want: f64 = v[r * 131..(r + 1) * 131].iter().sum::<f64>() / 131.0;
+            assert!((rows[r] - want).abs() < 1e-6);
+        }
+        for c in (0..131).step_by(13) {
+            let want: f64 = (0..1000).map(|r| v[r * 131 + c]).sum();
+            assert!((cols[c] - want).abs() < 1e-4 * want.abs().max(1.0));
+        }
+    }
+
+    #[test]
+    fn integer_reductions_and_errors() {
+        let x = Tensor::from_vec(vec![3i64, -1, 7, 2, 2, 9], &[2, 3]).unwrap();
+        assert_eq!(x.sum(&[1], false).unwrap().to_vec::<i64>().unwrap(), vec![9, 13]);
+        assert_eq!(x.max(&[0], false).unwrap().to_vec::<i64>().unwrap(), vec![3, 2, 9]);
+        assert_eq!(x.argmax(1, false).unwrap().to_vec::<i64>().unwrap(), vec![2, 2]);
+        let u = Tensor::from_vec(vec![200u8, 100, 7], &[3]).unwrap();
+        let s = u.sum_all().unwrap();
+        assert_eq!((s.dtype(), s.to_vec::<i64>().unwrap()), (DType::I64, vec![307]));
+        assert_eq!(u.min(&[0], false).unwrap().to_vec::<u8>().unwrap(), vec![7]);
+        let e = x.mean(&[0], false).unwrap_err().to_string();
+        assert!(e.contains("mean") && e.contains("I64"), "{e}");
+        let e = x.sum(&[2], false).unwrap_err().to_string();
+        assert!(e.contains("sum") && e.contains("2") && e.contains("rank 2"), "{e}");
+        assert!(x.sum(&[1, -1], false).unwrap_err().to_string().contains("repeated"));
+        assert!(x.argmax(-3, false).unwrap_err().to_string().contains("argmax"));
+        let nan = Tensor::from_vec(vec![1.0f32, f32::NAN, 5.0], &[3]).unwrap();
+        assert!(nan.max(&[], false).unwrap().item().unwrap().is_nan());
+        assert_eq!(nan.argmax(0, false).unwrap().to_vec::<i64>().unwrap(), vec![1]);
+        let empty = Tensor::zeros(&[0, 3], DType::F32);
+        assert_eq!(empty.sum(&[0], false).unwrap().to_vec::<f32>().unwrap(), vec![0.0; 3]);
+        assert!(empty.max(&[0], false).unwrap_err().to_string().contains("max"));
+    }
 }
