@@ -1,9 +1,245 @@
 //! LayerNorm over the last dimension, and per pixel over channels (LayerNorm2d, NCHW).
-use crate::{Result, Tensor};
+//!
+//! Statistics are two-pass (mean, then mean squared deviation) accumulated in f64, so large
+//! offsets do not cancel; the normalisation itself runs in f32 over contiguous rows, in parallel.
+use crate::cpu::vecmath::{PAR_CHUNK, PAR_MIN};
+use crate::{Error, Result, Tensor};
+use rayon::prelude::*;
+
+/// Affine parameters as f32 vectors of length `n`, checked against the input shape.
+fn param(op: &'static str, x: &Tensor, p: Option<&Tensor>, n: usize) -> Result<Option<Vec<f32>>> {
+    let Some(p) = p else { return Ok(None) };
+    p.expect_float(op)?;
+    if p.shape() != [n] {
+        return Err(Error::ShapeMismatch { op, lhs: x.shape().to_vec(), rhs: p.shape().to_vec() });
+    }
+    Ok(Some(p.to_f32_vec()?))
+}
+
+/// Mean and 1/sqrt(var + eps) of one row (two passes in f64 with independent lanes).
+fn row_stats(x: &[f32], eps: f64) -> (f32, f32) {
+    let n = x.len() as f64;
+    let mut lanes = [0.0f64; 4];
+    let mut chunks = x.chunks_exact(4);
+    for c in &mut chunks {
+        for k in 0..4 {
+            lanes[k] += c[k] as f64;
+        }
+    }
+    let mean = (chunks.remainder().iter().map(|&v| v as f64).sum::<f64>() + lanes.iter().sum::<f64>()) / n;
+    let mut lanes = [0.0f64; 4];
+    let mut chunks = x.chunks_exact(4);
+    for c in &mut chunks {
+        for k in 0..4 {
+            let d = c[k] as f64 - mean;
+            lanes[k] += d * d;
+        }
+    }
+    let ss = chunks.remainder().iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() + lanes.iter().sum::<f64>();
+    (mean as f32, (1.0 / (ss / n + eps).sqrt()) as f32)
+}
+
+fn layer_norm_row(x: &[f32], out: &mut [f32], w: Option<&[f32]>, b: Option<&[f32]>, eps: f64) {
+    let (mean, rstd) = row_stats(x, eps);
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = (v - mean) * rstd;
+    }
+    if let Some(w) = w {
+        for (o, &w) in out.iter_mut().zip(w) {
+            *o *= w;
+        }
+    }
+    if let Some(b) = b {
+        for (o, &b) in out.iter_mut().zip(b) {
+            *o += b;
+        }
+    }
+}
 
 impl Tensor {
     /// Normalise over the last dim: (x - mean) / sqrt(var + eps) * weight + bias (biased variance).
-    pub fn layer_norm(&self, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64) -> Result<Tensor> { todo!() }
+    pub fn layer_norm(&self, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64) -> Result<Tensor> {
+        const OP: &str = "layer_norm";
+        self.expect_float(OP)?;
+        if self.rank() == 0 {
+            return Err(Error::BadShape { op: OP, shape: vec![], expected: "rank >= 1".into() });
+        }
+        let d = self.shape()[self.rank() - 1];
+        let w = param(OP, self, weight, d)?;
+        let b = param(OP, self, bias, d)?;
+        let src = self.f32_slice()?;
+        let mut out = vec![0.0f32; src.len()];
+        if d > 0 {
+            let (w, b) = (w.as_deref(), b.as_deref());
+            if src.len() < PAR_MIN {
+                for (o, x) in out.chunks_mut(d).zip(src.chunks(d)) {
+                    layer_norm_row(x, o, w, b, eps);
+                }
+            } else {
+                let step = PAR_CHUNK.div_ceil(d) * d;
+                out.par_chunks_mut(step).zip(src.par_chunks(step)).for_each(|(o, x)| {
+                    for (o, x) in o.chunks_mut(d).zip(x.chunks(d)) {
+                        layer_norm_row(x, o, w, b, eps);
+                    }
+                });
+            }
+        }
+        Ok(Tensor::from_vec(out, self.shape())?.to_dtype(self.dtype()))
+    }
+
     /// Normalise NCHW over C for each pixel; weight and bias have shape [C].
-    pub fn layer_norm2d(&self, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64) -> Result<Tensor> { todo!() }
+    pub fn layer_norm2d(&self, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64) -> Result<Tensor> {
+        const OP: &str = "layer_norm2d";
+        self.expect_float(OP)?;
+        if self.rank() != 4 {
+            return Err(Error::BadShape { op: OP, shape: self.shape().to_vec(), expected: "[N, C, H, W]".into() });
+        }
+        let (n, c) = (self.shape()[0], self.shape()[1]);
+        let hw = self.shape()[2] * self.shape()[3];
+        let w = param(OP, self, weight, c)?;
+        let b = param(OP, self, bias, c)?;
+        let src = self.f32_slice()?;
+        let mut out = vec![0.0f32; src.len()];
+        if src.is_empty() {
+            return Ok(Tensor::from_vec(out, self.shape())?.to_dtype(self.dtype()));
+        }
+        // Pass 1: per-pixel mean and rstd, [N, HW], accumulating channel rows in f64.
+        const PIX: usize = 512;
+        let mut mean = vec![0.0f32; n * hw];
+        let mut rstd = vec![0.0f32; n * hw];
+        let stats = |ni: usize, p0: usize, m: &mut [f32], r: &mut [f32]| {
+            let plane = &src[ni * c * hw..(ni + 1) * c * hw];
+            let len = m.len();
+            let mut acc = vec![0.0f64; len];
+            for ch in 0..c {
+                for (a, &v) in acc.iter_mut().zip(&plane[ch * hw + p0..ch * hw + p0 + len]) {
+                    *a += v as f64;
+                }
+            }
+            acc.iter_mut().for_each(|a| *a /= c as f64);
+            let mut ss = vec![0.0f64; len];
+            for ch in 0..c {
+                for ((s, &v), &mu) in ss.iter_mut().zip(&plane[ch * hw + p0..ch * hw + p0 + len]).zip(&acc) {
+                    let d = v as f64 - mu;
+                    *s += d * d;
+                }
+            }
+            for i in 0..len {
+                m[i] = acc[i] as f32;
+                r[i] = (1.0 / (ss[i] / c as f64 + eps).sqrt()) as f32;
+            }
+        };
+        mean.par_chunks_mut(hw).zip(rstd.par_chunks_mut(hw)).enumerate().for_each(|(ni, (m, r))| {
+            m.par_chunks_mut(PIX).zip(r.par_chunks_mut(PIX)).enumerate().for_each(|(pi, (m, r))| {
+                stats(ni, pi * PIX, m, r);
+            });
+        });
+        // Pass 2: one (n, c) plane row at a time.
+        let (w, b) = (w.as_deref(), b.as_deref());
+        let rows_per = PAR_CHUNK.div_ceil(hw).max(1);
+        out.par_chunks_mut(rows_per * hw).zip(src.par_chunks(rows_per * hw)).enumerate().for_each(|(ci, (o, x))| {
+            for (k, (o, x)) in o.chunks_mut(hw).zip(x.chunks(hw)).enumerate() {
+                let row = ci * rows_per + k;
+                let (ni, ch) = (row / c, row % c);
+                let (m, r) = (&mean[ni * hw..(ni + 1) * hw], &rstd[ni * hw..(ni + 1) * hw]);
+                let (wc, bc) = (w.map_or(1.0, |w| w[ch]), b.map_or(0.0, |b| b[ch]));
+                for (((o, &v), &m), &r) in o.iter_mut().zip(x).zip(m).zip(r) {
+                    *o = (v - m) * r * wc + bc;
+                }
+            }
+        });
+        Ok(Tensor::from_vec(out, self.shape())?.to_dtype(self.dtype()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::cpu::vecmath::testing::*;
+    use crate::{DType, Tensor};
+    use proptest::prelude::*;
+
+    /// f64 normalisation of groups: element (o, k, i) of a row-major [outer, n, inner] array is
+    /// normalised over k, with weight/bias indexed by k.
+    fn reference(data: &[f64], outer: usize, n: usize, inner: usize, w: &[f64], b: &[f64], eps: f64) -> Vec<f64> {
+        let mut out = vec![0.0; data.len()];
+        for o in 0..outer {
+            for i in 0..inner {
+                let at = |k: usize| (o * n + k) * inner + i;
+                let mean = (0..n).map(|k| data[at(k)]).sum::<f64>() / n as f64;
+                let var = (0..n).map(|k| (data[at(k)] - mean).powi(2)).sum::<f64>() / n as f64;
+                for k in 0..n {
+                    out[at(k)] = (data[at(k)] - mean) / (var + eps).sqrt() * w[k] + b[k];
+                }
+            }
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn layer_norm_matches_f64(shape in arb_shape(4), kind in 0u8..4, seed in any::<u64>(), di in 0usize..3, affine in any::<bool>()) {
+            let dtype = [DType::F32, DType::F16, DType::BF16][di];
+            let n: usize = shape.iter().product();
+            let d = *shape.last().unwrap();
+            // An offset far from zero checks that the statistics do not cancel.
+            let data: Vec<f64> = normal_data(n, seed).iter().map(|v| v * 2.0 + 30.0).collect();
+            let x = view_of(&data, &shape, dtype, kind);
+            let wv: Vec<f64> = normal_data(d, seed ^ 7);
+            let bv: Vec<f64> = normal_data(d, seed ^ 8);
+            let (wt, bt) = (Tensor::from_f64_vec(&wv, &[d], dtype), Tensor::from_f64_vec(&bv, &[d], dtype));
+            let y = if affine { x.layer_norm(Some(&wt), Some(&bt), 1e-5) } else { x.layer_norm(None, None, 1e-5) }.unwrap();
+            prop_assert_eq!(y.dtype(), dtype);
+            let (w, b) = if affine { (rounded(&wv, dtype), rounded(&bv, dtype)) } else { (vec![1.0; d], vec![0.0; d]) };
+            let want = reference(&rounded(&data, dtype), n / d, d, 1, &w, &b, 1e-5);
+            let (rt, at) = if dtype == DType::F32 { (1e-5, 2e-5) } else { (tol(dtype), 4.0 * tol(dtype)) };
+            assert_close(&y.to_f64_vec().unwrap(), &want, rt, at, &format!("layer_norm {dtype:?} {shape:?}"));
+        }
+
+        #[test]
+        fn layer_norm2d_matches_f64(shape in prop::collection::vec(1usize..6, 4), kind in 0u8..4, seed in any::<u64>(), affine in any::<bool>()) {
+            let n: usize = shape.iter().product();
+            let c = shape[1];
+            let data: Vec<f64> = normal_data(n, seed).iter().map(|v| v - 5.0).collect();
+            let x = view_of(&data, &shape, DType::F32, kind);
+            let wv = normal_data(c, seed ^ 7);
+            let bv = normal_data(c, seed ^ 8);
+            let (wt, bt) = (Tensor::from_f64_vec(&wv, &[c], DType::F32), Tensor::from_f64_vec(&bv, &[c], DType::F32));
+            let y = if affine { x.layer_norm2d(Some(&wt), Some(&bt), 1e-6) } else { x.layer_norm2d(None, None, 1e-6) }.unwrap();
+            let (w, b) = if affine { (rounded(&wv, DType::F32), rounded(&bv, DType::F32)) } else { (vec![1.0; c], vec![0.0; c]) };
+            let want = reference(&rounded(&data, DType::F32), shape[0], c, shape[2] * shape[3], &w, &b, 1e-6);
+            assert_close(&y.to_f64_vec().unwrap(), &want, 1e-5, 2e-5, &format!("layer_norm2d {shape:?}"));
+        }
+    }
+
+    #[test]
+    fn swin_sized_inputs_take_parallel_paths() {
+        let x = Tensor::randn(&[600, 128], 1, DType::F32);
+        let w = Tensor::randn(&[128], 2, DType::F32);
+        let b = Tensor::randn(&[128], 3, DType::F32);
+        let y = x.layer_norm(Some(&w), Some(&b), 1e-5).unwrap().to_f64_vec().unwrap();
+        let (xv, wv, bv) = (x.to_f64_vec().unwrap(), w.to_f64_vec().unwrap(), b.to_f64_vec().unwrap());
+        assert_close(&y, &reference(&xv, 600, 128, 1, &wv, &bv, 1e-5), 1e-5, 2e-5, "layer_norm rows");
+        let x = Tensor::randn(&[2, 32, 40, 41], 4, DType::F32);
+        let w = Tensor::randn(&[32], 5, DType::F32);
+        let y = x.layer_norm2d(Some(&w), None, 1e-6).unwrap().to_f64_vec().unwrap();
+        let want = reference(&x.to_f64_vec().unwrap(), 2, 32, 40 * 41, &w.to_f64_vec().unwrap(), &[0.0; 32], 1e-6);
+        assert_close(&y, &want, 1e-5, 2e-5, "layer_norm2d");
+    }
+
+    #[test]
+    fn errors_name_op_and_shapes() {
+        let x = Tensor::zeros(&[2, 3, 4], DType::F32);
+        let e = x.layer_norm(Some(&Tensor::ones(&[3], DType::F32)), None, 1e-5).unwrap_err().to_string();
+        assert!(e.contains("layer_norm") && e.contains("[2, 3, 4]") && e.contains("[3]"), "{e}");
+        let e = x.layer_norm2d(None, None, 1e-5).unwrap_err().to_string();
+        assert!(e.contains("layer_norm2d") && e.contains("[2, 3, 4]"), "{e}");
+        let x4 = Tensor::zeros(&[1, 3, 2, 2], DType::F32);
+        let e = x4.layer_norm2d(None, Some(&Tensor::ones(&[4], DType::F32)), 1e-5).unwrap_err().to_string();
+        assert!(e.contains("layer_norm2d") && e.contains("[4]"), "{e}");
+        assert!(Tensor::zeros(&[3], DType::I64).layer_norm(None, None, 1e-5).is_err());
+        // A constant row normalises to zero (plus bias), not NaN.
+        let y = Tensor::full(3.0, &[2, 5], DType::F32).layer_norm(None, None, 1e-5).unwrap();
+        assert_eq!(y.to_vec::<f32>().unwrap(), vec![0.0; 10]);
+    }
 }
