@@ -63,19 +63,43 @@ impl Tensor {
     /// `F.interpolate(x, size, mode='bilinear', align_corners=False)`.
     pub fn interpolate_bilinear(&self, size: (usize, usize)) -> Result<Tensor> {
         let dims @ [_, _, h, w] = check("interpolate_bilinear", self, size)?;
+        let wo = size.1;
         let rows = lerp_table(h, size.0);
-        let cols = lerp_table(w, size.1);
-        per_plane(self, dims, size, |plane, y| {
-            for (y_row, ry) in y.chunks_exact_mut(size.1).zip(&rows) {
-                let r0 = &plane[ry.i0 * w..(ry.i0 + 1) * w];
-                let r1 = &plane[ry.i1 * w..(ry.i1 + 1) * w];
-                for (d, cx) in y_row.iter_mut().zip(&cols) {
-                    let top = cx.l0 * r0[cx.i0] + cx.l1 * r0[cx.i1];
-                    let bottom = cx.l0 * r1[cx.i0] + cx.l1 * r1[cx.i1];
-                    *d = ry.l0 * top + ry.l1 * bottom;
+        let cols = lerp_table(w, wo);
+        // Separable: each input row that some output row reads is interpolated along the width
+        // once (into its slot), then output rows blend two slots. The sums are the same as
+        // the direct form l0·(top) + l1·(bottom), in the same order.
+        let mut slot_of = vec![usize::MAX; h];
+        let mut needed = Vec::new();
+        for r in &rows {
+            for i in [r.i0, r.i1] {
+                if slot_of[i] == usize::MAX {
+                    slot_of[i] = needed.len();
+                    needed.push(i);
                 }
             }
-        })
+        }
+        let xs = self.f32_slice()?;
+        let mut out = vec![0f32; dims[0] * dims[1] * size.0 * wo];
+        out.par_chunks_mut(size.0 * wo).zip(xs.par_chunks(h * w)).for_each_init(
+            || vec![0f32; needed.len() * wo],
+            |buf, (y, plane)| {
+                for (slot, &i) in buf.chunks_exact_mut(wo).zip(&needed) {
+                    let src = &plane[i * w..(i + 1) * w];
+                    for (d, cx) in slot.iter_mut().zip(&cols) {
+                        *d = cx.l0 * src[cx.i0] + cx.l1 * src[cx.i1];
+                    }
+                }
+                for (y_row, ry) in y.chunks_exact_mut(wo).zip(&rows) {
+                    let top = &buf[slot_of[ry.i0] * wo..][..wo];
+                    let bottom = &buf[slot_of[ry.i1] * wo..][..wo];
+                    for ((d, &t), &b) in y_row.iter_mut().zip(top).zip(bottom) {
+                        *d = ry.l0 * t + ry.l1 * b;
+                    }
+                }
+            },
+        );
+        Ok(from_f32_vec(out, &[dims[0], dims[1], size.0, wo], self.dtype()))
     }
 
     /// PyTorch's mode='area' (adaptive average pooling).

@@ -20,6 +20,16 @@ fn windows(len: usize, out: usize, k: usize, s: usize, p: usize) -> Vec<(usize, 
     (0..out).map(|i| ((i * s).saturating_sub(p), (i * s + k).saturating_sub(p).min(len))).collect()
 }
 
+/// max that lets NaN through, as PyTorch's max pooling does.
+#[inline(always)]
+fn nan_max(m: f32, v: f32) -> f32 {
+    if v > m || v.is_nan() {
+        v
+    } else {
+        m
+    }
+}
+
 impl Tensor {
     pub fn max_pool2d(
         &self,
@@ -55,22 +65,26 @@ impl Tensor {
         let rows = windows(h, ho, kh, sh, ph);
         let cols = windows(w, wo, kw, sw, pw);
         if !out.is_empty() {
-            out.par_chunks_mut(ho * wo).zip(x.par_chunks(h * w)).for_each(|(y, plane)| {
-                for (y_row, &(r0, r1)) in y.chunks_exact_mut(wo).zip(&rows) {
-                    for (d, &(c0, c1)) in y_row.iter_mut().zip(&cols) {
-                        let mut m = f32::NEG_INFINITY;
-                        for r in r0..r1 {
-                            for &v in &plane[r * w + c0..r * w + c1] {
-                                // NaN wins, as in PyTorch.
-                                if v > m || v.is_nan() {
-                                    m = v;
-                                }
+            // Separable: max over each column window for every input row, then over row windows
+            // (a vectorisable elementwise max of whole rows). Windows are never empty.
+            out.par_chunks_mut(ho * wo).zip(x.par_chunks(h * w)).for_each_init(
+                || vec![0f32; h * wo],
+                |buf, (y, plane)| {
+                    for (b_row, src) in buf.chunks_exact_mut(wo).zip(plane.chunks_exact(w)) {
+                        for (d, &(c0, c1)) in b_row.iter_mut().zip(&cols) {
+                            *d = src[c0..c1].iter().fold(f32::NEG_INFINITY, |m, &v| nan_max(m, v));
+                        }
+                    }
+                    for (y_row, &(r0, r1)) in y.chunks_exact_mut(wo).zip(&rows) {
+                        y_row.copy_from_slice(&buf[r0 * wo..(r0 + 1) * wo]);
+                        for r in r0 + 1..r1 {
+                            for (d, &v) in y_row.iter_mut().zip(&buf[r * wo..(r + 1) * wo]) {
+                                *d = nan_max(*d, v);
                             }
                         }
-                        *d = m;
                     }
-                }
-            });
+                },
+            );
         }
         Ok(from_f32_vec(out, &out_shape, self.dtype()))
     }
