@@ -90,12 +90,12 @@ unsafe fn load8(p: *const u16, ld: usize, row: usize, rows: usize, k0: usize, k:
     ])
 }
 
-/// The activation, kept out of line: inlined 64 times (GELU is ~30 instructions) it stops LLVM
+/// The activation and conversion, kept out of line: inlined 64 times (GELU is ~30 instructions) it stops LLVM
 /// from unrolling the epilogue, and then the accumulators are indexed at run time and live in
 /// local memory instead of registers.
 #[inline(never)]
-fn epilogue(x: f32, act: u32) -> f32 {
-    activate(x, act)
+fn epilogue<O: Elem>(x: f32, act: u32) -> O {
+    O::from_f32(activate(x, act))
 }
 
 /// # Safety
@@ -204,7 +204,7 @@ pub unsafe fn gemm_tc<C: Ctx, I: MmaInput, O: Elem>(
                 let col = n0 + wn * 32 + j * 8 + 2 * tq + e % 2;
                 if row < m && col < n {
                     let bj = if bias.is_null() { 0.0 } else { *bias.add(col) };
-                    *out.add(row * s.ldc as usize + col) = O::from_f32(epilogue(alpha * v + bj, act));
+                    *out.add(row * s.ldc as usize + col) = epilogue::<O>(alpha * v + bj, act);
                 }
             }
         }

@@ -5,6 +5,8 @@
 //! version and its tests side by side. Hot CPU kernels (GEMM) live under `cpu/`.
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod dtype;
 pub mod error;
 pub mod layout;

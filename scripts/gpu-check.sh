@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# The one script for a GPU machine (H100/H200, CUDA driver, PyTorch in python3; nothing is built
+# there). Two modes:
+#
+#   scripts/gpu-check.sh --build   (here, on the CPU machine) build the test binary of tensor with
+#                                  the "cuda" feature and copy it to .gpu-bin/ (git-ignored via
+#                                  .git/info/exclude), to be carried to the GPU machine
+#   scripts/gpu-check.sh           (on the GPU machine) run the device kernel tests, then time each
+#                                  kernel against its floor and our GEMM against cuBLAS (through
+#                                  PyTorch), and print the table. Logs go to $OUT (or /tmp/gpu-check).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+BIN=.gpu-bin/tensor-cuda-tests
+
+if [[ "${1:-}" == "--build" ]]; then
+    set -e
+    exe=$(cargo test -p tensor --features cuda --lib --no-run --message-format=json 2>/dev/null |
+        python3 -c 'import sys, json
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "tensor":
+        print(m["executable"])')
+    mkdir -p .gpu-bin
+    grep -qx "/.gpu-bin/" .git/info/exclude 2>/dev/null || echo "/.gpu-bin/" >>.git/info/exclude
+    cp "$exe" "$BIN"
+    # Debug info would make it too large to carry (the device call takes 64 MiB in all).
+    strip --strip-debug "$BIN"
+    echo "built $BIN from $exe"
+    exit 0
+fi
+
+OUT=${OUT:-/tmp/gpu-check}
+mkdir -p "$OUT"
+[[ -x $BIN ]] || { echo "no $BIN: run scripts/gpu-check.sh --build on the build machine and carry .gpu-bin"; exit 1; }
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem --format=csv
+
+echo "== 1. kernel tests on the device (vs CPU references)"
+timeout 150 "$BIN" cuda:: --nocapture --test-threads=1 2>&1 | tee "$OUT/tests.log"
+tests_rc=${PIPESTATUS[0]}
+
+echo "== 2. timings (ours)"
+BENCH_OUT=$OUT/ours.csv timeout 180 "$BIN" cuda_bench --ignored --nocapture 2>&1 | tee "$OUT/bench.log"
+
+echo "== 3. cuBLAS (torch) at the same shapes, ceilings, and the table"
+PYTHONUNBUFFERED=1 timeout 150 python3 - "$OUT/ours.csv" <<'PY' 2>&1 | tee "$OUT/table.txt"
+import sys, torch
+ours = [l.strip().split(",") for l in open(sys.argv[1]) if l.strip()]
+dev = torch.device("cuda")
+
+def time_ms(f, reps=20):
+    f(); torch.cuda.synchronize()
+    ts = []
+    for _ in range(reps):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record(); f(); e.record(); e.synchronize()
+        ts.append(s.elapsed_time(e))
+    return sorted(ts)[len(ts) // 2]
+
+# Ceilings measured here: copy bandwidth (read + write) and a large bf16 matrix product on random data.
+x = torch.empty(1 << 28, dtype=torch.float32, device=dev).uniform_()
+y = torch.empty_like(x)
+bw = 2 * x.numel() * 4 / (time_ms(lambda: y.copy_(x)) * 1e-3)
+del x, y
+a = torch.randn(8192, 8192, dtype=torch.bfloat16, device=dev)
+peak = 2 * 8192 ** 3 / (time_ms(lambda: a @ a, 10) * 1e-3)
+del a
+print(f"{torch.cuda.get_device_name()}: copy bandwidth {bw / 1e12:.2f} TB/s, bf16 matmul 8192^3 {peak / 1e12:.0f} TFLOP/s (torch {torch.__version__})")
+
+rows = []
+for name, ms, nbytes, flops in ours:
+    ms, nbytes, flops = float(ms), float(nbytes), float(flops)
+    if name.startswith("memcpy"):
+        print(f"our dtod copy: {nbytes / (ms * 1e-3) / 1e12:.2f} TB/s")
+        continue
+    floor_ms = max(nbytes / bw, flops / peak) * 1e3
+    cublas = ""
+    if name.startswith("gemm_tc_bf16"):
+        m, n, k = map(int, name.split()[1].split("x"))
+        A = torch.randn(m, k, dtype=torch.bfloat16, device=dev)
+        W = torch.randn(n, k, dtype=torch.bfloat16, device=dev)
+        t = time_ms(lambda: torch.nn.functional.linear(A, W))
+        cublas = f"{t * 1e3:9.1f} {t / ms:6.2f}x"
+        del A, W
+    tflops = f"{flops / (ms * 1e-3) / 1e12:7.1f}" if flops else "      -"
+    gbs = f"{nbytes / (ms * 1e-3) / 1e9:7.0f}"
+    rows.append(f"{name:<36} {ms * 1e3:9.1f} {floor_ms * 1e3:9.1f} {ms / floor_ms:6.2f}x {gbs} {tflops}  {cublas}")
+print()
+print(f"{'kernel':<36} {'ours us':>9} {'floor us':>9} {'/floor':>7} {'GB/s':>7} {'TFLOP/s':>7}  {'cuBLAS us':>9} {'ours/cuBLAS speed':>6}")
+print("\n".join(rows))
+PY
+echo "device tests exit code: $tests_rc"
+exit $tests_rc

@@ -1,0 +1,240 @@
+//! Typed launch wrappers, one per kernel: they check the arguments against the buffers (an error
+//! naming the kernel and shapes, never an out-of-bounds launch), pick the geometry from the kernel
+//! module's `config`, and launch on the default stream.
+
+use super::{drv, CudaDevice, CudaError, CudaResult, DeviceBuffer};
+use cudarc::driver::result;
+use half::{bf16, f16};
+use kernels::ctx::LaunchConfig;
+use kernels::{elementwise, gemm, gemm_tc, layernorm, softmax};
+use std::ffi::c_void;
+
+pub use kernels::elementwise::{OP_ADD, OP_MUL};
+pub use kernels::gemm::Strides as GemmStrides;
+pub use kernels::gemm_tc::Strides as TcStrides;
+pub use kernels::math::{ACT_GELU, ACT_NONE, ACT_RELU};
+
+/// Element types with f32/bf16 kernel variants.
+pub trait DevElem: Copy + Default {
+    const SUFFIX: &'static str;
+}
+impl DevElem for f32 {
+    const SUFFIX: &'static str = "f32";
+}
+impl DevElem for bf16 {
+    const SUFFIX: &'static str = "bf16";
+}
+
+/// Kernel names per element type (`&'static str` for the function table).
+fn pick<E: DevElem>(f32_name: &'static str, bf16_name: &'static str) -> &'static str {
+    if E::SUFFIX == "f32" {
+        f32_name
+    } else {
+        bf16_name
+    }
+}
+
+/// Pointers to each argument value, as `cuLaunchKernel` takes them.
+macro_rules! args {
+    ($($a:ident),* $(,)?) => { [$(&$a as *const _ as *mut c_void),*] };
+}
+
+fn invalid(kernel: &'static str, reason: String) -> CudaError {
+    CudaError::Invalid { kernel, reason }
+}
+
+fn null_or<T>(b: Option<&DeviceBuffer<T>>) -> u64 {
+    b.map_or(0, |b| b.ptr())
+}
+
+impl CudaDevice {
+    fn launch(&self, name: &'static str, cfg: LaunchConfig, args: &mut [*mut c_void]) -> CudaResult<()> {
+        self.bind()?;
+        let (g, b) = (cfg.grid, cfg.block);
+        drv("cuLaunchKernel", unsafe {
+            result::launch_kernel(
+                self.function(name),
+                (g.x, g.y, g.z),
+                (b.x, b.y, b.z),
+                cfg.shared_bytes as u32,
+                std::ptr::null_mut(),
+                args,
+            )
+        })
+    }
+
+    /// `out = act(a op b[i % nb])`; `b = None` applies only the activation.
+    pub fn binary<E: DevElem>(
+        &self,
+        a: &DeviceBuffer<E>,
+        b: Option<&DeviceBuffer<E>>,
+        out: &DeviceBuffer<E>,
+        op: u32,
+        act: u32,
+    ) -> CudaResult<()> {
+        let name = pick::<E>("ew_binary_f32", "ew_binary_bf16");
+        let (n, nb) = (a.len(), b.map_or(1, |b| b.len()));
+        if out.len() != n || nb == 0 || n % nb != 0 || n >= 1 << 31 {
+            return Err(invalid(name, format!("a {n}, b {nb}, out {}: need out = a, a a multiple of b", out.len())));
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        let (pa, pb, po, n32, nb32) = (a.ptr(), null_or(b), out.ptr(), n as u32, nb as u32);
+        self.launch(name, elementwise::config(n), &mut args![pa, pb, po, n32, nb32, op, act])
+    }
+
+    /// Softmax over rows of `[rows, cols]`.
+    pub fn softmax_rows<E: DevElem>(
+        &self,
+        x: &DeviceBuffer<E>,
+        out: &DeviceBuffer<E>,
+        rows: usize,
+        cols: usize,
+    ) -> CudaResult<()> {
+        let name = pick::<E>("softmax_rows_f32", "softmax_rows_bf16");
+        if x.len() < rows * cols || out.len() < rows * cols {
+            return Err(invalid(name, format!("[{rows}, {cols}] with x {} and out {}", x.len(), out.len())));
+        }
+        if rows * cols == 0 {
+            return Ok(());
+        }
+        let (px, po) = (x.ptr(), out.ptr());
+        self.launch(name, softmax::config(rows), &mut args![px, po, rows, cols])
+    }
+
+    /// LayerNorm over the last dim of `[rows, cols]`; gamma/beta hold `cols` or are absent.
+    #[allow(clippy::too_many_arguments)]
+    pub fn layernorm_rows<E: DevElem>(
+        &self,
+        x: &DeviceBuffer<E>,
+        gamma: Option<&DeviceBuffer<E>>,
+        beta: Option<&DeviceBuffer<E>>,
+        out: &DeviceBuffer<E>,
+        rows: usize,
+        cols: usize,
+        eps: f32,
+    ) -> CudaResult<()> {
+        let name = pick::<E>("layernorm_rows_f32", "layernorm_rows_bf16");
+        let affine_ok = gamma.is_none_or(|g| g.len() >= cols) && beta.is_none_or(|b| b.len() >= cols);
+        if x.len() < rows * cols || out.len() < rows * cols || !affine_ok {
+            return Err(invalid(name, format!("[{rows}, {cols}] with x {} and out {}", x.len(), out.len())));
+        }
+        if rows * cols == 0 {
+            return Ok(());
+        }
+        let (px, pg, pb, po) = (x.ptr(), null_or(gamma), null_or(beta), out.ptr());
+        self.launch(name, layernorm::config_rows(rows), &mut args![px, pg, pb, po, rows, cols, eps])
+    }
+
+    /// LayerNorm2d over channels of NCHW `[n, ch, hw]`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn layernorm2d<E: DevElem>(
+        &self,
+        x: &DeviceBuffer<E>,
+        gamma: Option<&DeviceBuffer<E>>,
+        beta: Option<&DeviceBuffer<E>>,
+        out: &DeviceBuffer<E>,
+        n: usize,
+        ch: usize,
+        hw: usize,
+        eps: f32,
+    ) -> CudaResult<()> {
+        let name = pick::<E>("layernorm2d_f32", "layernorm2d_bf16");
+        let total = n * ch * hw;
+        let affine_ok = gamma.is_none_or(|g| g.len() >= ch) && beta.is_none_or(|b| b.len() >= ch);
+        if x.len() < total || out.len() < total || !affine_ok || total >= 1 << 31 {
+            return Err(invalid(name, format!("[{n}, {ch}, {hw}] with x {} and out {}", x.len(), out.len())));
+        }
+        if total == 0 {
+            return Ok(());
+        }
+        let (px, pg, pb, po) = (x.ptr(), null_or(gamma), null_or(beta), out.ptr());
+        let (n32, c32, hw32) = (n as u32, ch as u32, hw as u32);
+        self.launch(name, layernorm::config_2d(n * hw), &mut args![px, pg, pb, po, n32, c32, hw32, eps])
+    }
+
+    /// f32 batched GEMM with arbitrary strides (see `kernels::gemm`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm_f32(
+        &self,
+        a: &DeviceBuffer<f32>,
+        b: &DeviceBuffer<f32>,
+        bias: Option<&DeviceBuffer<f32>>,
+        out: &DeviceBuffer<f32>,
+        (batch, m, n, k): (usize, usize, usize, usize),
+        s: GemmStrides,
+        alpha: f32,
+        act: u32,
+    ) -> CudaResult<()> {
+        let name = "gemm_f32";
+        let last = |bs: u64, rs: u64, cs: u64, r: usize, c: usize| {
+            (batch - 1) * bs as usize + (r - 1) * rs as usize + (c - 1) * cs as usize + 1
+        };
+        if batch * m * n == 0 {
+            return Ok(());
+        }
+        let fits = k == 0
+            || (a.len() >= last(s.batch_a, s.a_rs, s.a_cs, m, k) && b.len() >= last(s.batch_b, s.b_rs, s.b_cs, k, n));
+        if !fits || out.len() < last(s.batch_c, s.c_rs, 1, m, n) || bias.is_some_and(|b| b.len() < n) {
+            return Err(invalid(name, format!("batch {batch} m {m} n {n} k {k} {s:?}: buffers too small")));
+        }
+        let (pa, pb, pbias, po) = (a.ptr(), b.ptr(), null_or(bias), out.ptr());
+        let (m32, n32, k32) = (m as u32, n as u32, k as u32);
+        self.launch(name, gemm::config(m, n, batch), &mut args![pa, pb, pbias, po, m32, n32, k32, s, alpha, act])
+    }
+
+    /// Tensor-core GEMM `C = act(alpha * A B^T + bias)`, A `[m, k]`, B `[n, k]`, 16-bit inputs
+    /// (bf16 or f16), f32 accumulation, output f32 or bf16.
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm_tc<I: TcInput, O: TcOutput>(
+        &self,
+        a: &DeviceBuffer<I>,
+        b: &DeviceBuffer<I>,
+        bias: Option<&DeviceBuffer<f32>>,
+        out: &DeviceBuffer<O>,
+        (batch, m, n, k): (usize, usize, usize, usize),
+        s: TcStrides,
+        alpha: f32,
+        act: u32,
+    ) -> CudaResult<()> {
+        let name = match (I::NAME, O::NAME) {
+            ("bf16", "f32") => "gemm_tc_bf16_f32",
+            ("bf16", "bf16") => "gemm_tc_bf16_bf16",
+            ("f16", "f32") => "gemm_tc_f16_f32",
+            (i, o) => return Err(invalid("gemm_tc", format!("no variant for {i} inputs and {o} output"))),
+        };
+        if batch * m * n == 0 {
+            return Ok(());
+        }
+        let last = |bs: u64, ld: u64, r: usize, c: usize| (batch - 1) * bs as usize + (r - 1) * ld as usize + c;
+        let fits = k == 0 || (a.len() >= last(s.batch_a, s.lda, m, k) && b.len() >= last(s.batch_b, s.ldb, n, k));
+        if !fits || out.len() < last(s.batch_c, s.ldc, m, n) || bias.is_some_and(|b| b.len() < n) {
+            return Err(invalid(name, format!("batch {batch} m {m} n {n} k {k} {s:?}: buffers too small")));
+        }
+        let (pa, pb, pbias, po) = (a.ptr(), b.ptr(), null_or(bias), out.ptr());
+        let (m32, n32, k32) = (m as u32, n as u32, k as u32);
+        self.launch(name, gemm_tc::config(m, n, batch), &mut args![pa, pb, pbias, po, m32, n32, k32, s, alpha, act])
+    }
+}
+
+/// 16-bit input formats of the tensor-core GEMM.
+pub trait TcInput: Copy + Default {
+    const NAME: &'static str;
+}
+impl TcInput for bf16 {
+    const NAME: &'static str = "bf16";
+}
+impl TcInput for f16 {
+    const NAME: &'static str = "f16";
+}
+/// Output formats of the tensor-core GEMM.
+pub trait TcOutput: Copy + Default {
+    const NAME: &'static str;
+}
+impl TcOutput for f32 {
+    const NAME: &'static str = "f32";
+}
+impl TcOutput for bf16 {
+    const NAME: &'static str = "bf16";
+}

@@ -1,0 +1,294 @@
+//! Every kernel on the real GPU against a plain CPU reference (f64), and (ignored by default) the
+//! timing table that `scripts/gpu-check.sh` prints. Without a GPU each test says it was skipped.
+
+use super::launch::*;
+use super::{CudaDevice, CudaError};
+use half::bf16;
+use std::sync::Arc;
+
+fn device() -> Option<Arc<CudaDevice>> {
+    match CudaDevice::new(0) {
+        Ok(d) => Some(d),
+        Err(CudaError::Unavailable(why)) => {
+            eprintln!("skipped: no CUDA device ({why})");
+            None
+        }
+        Err(e) => panic!("CUDA device present but unusable: {e}"),
+    }
+}
+
+fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = s;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            (z >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+fn gelu64(x: f64) -> f64 {
+    // erf by its Taylor series is enough for |x| < 6 in f64 at these magnitudes.
+    let z = x / std::f64::consts::SQRT_2;
+    let erf = if z.abs() > 5.0 {
+        z.signum()
+    } else {
+        let (mut sum, mut term) = (z, z);
+        for n in 1..120 {
+            term *= -z * z / n as f64;
+            sum += term / (2 * n + 1) as f64;
+        }
+        sum * 2.0 / std::f64::consts::PI.sqrt()
+    };
+    0.5 * x * (1.0 + erf)
+}
+
+/// ‖got − want‖ / ‖want‖, with NaN failing.
+fn rel_err(got: &[f32], want: &[f64]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    let (mut num, mut den) = (0.0, 0.0);
+    for (&g, &w) in got.iter().zip(want) {
+        assert!(g.is_finite(), "non-finite output (unwritten element?)");
+        num += (g as f64 - w).powi(2);
+        den += w * w;
+    }
+    (num / den.max(1e-300)).sqrt()
+}
+
+#[test]
+fn cuda_binary_bias_gelu() {
+    let Some(dev) = device() else { return };
+    let (rows, cols) = (1000, 384);
+    let a = rand_vec(rows * cols, 1).iter().map(|x| x * 3.0).collect::<Vec<_>>();
+    let b = rand_vec(cols, 2);
+    let want: Vec<f64> = (0..rows * cols).map(|i| gelu64(a[i] as f64 + b[i % cols] as f64)).collect();
+    let (da, db) = (dev.upload(&a).unwrap(), dev.upload(&b).unwrap());
+    let out = dev.alloc::<f32>(rows * cols).unwrap();
+    dev.fill_bytes(&out, 0xff).unwrap();
+    dev.binary(&da, Some(&db), &out, OP_ADD, ACT_GELU).unwrap();
+    let e = rel_err(&dev.download(&out).unwrap(), &want);
+    assert!(e < 1e-6, "f32 bias+gelu rel err {e}");
+    // bf16 in/out
+    let ab: Vec<bf16> = a.iter().map(|&x| bf16::from_f32(x)).collect();
+    let bb: Vec<bf16> = b.iter().map(|&x| bf16::from_f32(x)).collect();
+    let want: Vec<f64> = (0..rows * cols).map(|i| (ab[i].to_f64() * bb[i % cols].to_f64()).max(0.0)).collect();
+    let (da, db) = (dev.upload(&ab).unwrap(), dev.upload(&bb).unwrap());
+    let out = dev.alloc::<bf16>(rows * cols).unwrap();
+    dev.fill_bytes(&out, 0xff).unwrap();
+    dev.binary(&da, Some(&db), &out, OP_MUL, ACT_RELU).unwrap();
+    let got: Vec<f32> = dev.download(&out).unwrap().iter().map(|x| x.to_f32()).collect();
+    let e = rel_err(&got, &want);
+    assert!(e < 5e-3, "bf16 mul+relu rel err {e}");
+}
+
+#[test]
+fn cuda_softmax_and_layernorm() {
+    let Some(dev) = device() else { return };
+    let (rows, cols) = (777, 211);
+    let x: Vec<f32> = rand_vec(rows * cols, 3).iter().map(|v| v * 6.0).collect();
+    let dx = dev.upload(&x).unwrap();
+    let out = dev.alloc::<f32>(rows * cols).unwrap();
+    dev.fill_bytes(&out, 0xff).unwrap();
+    dev.softmax_rows(&dx, &out, rows, cols).unwrap();
+    let want: Vec<f64> = x
+        .chunks(cols)
+        .flat_map(|r| {
+            let m = r.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+            let s: f64 = r.iter().map(|&v| (v as f64 - m).exp()).sum();
+            r.iter().map(move |&v| (v as f64 - m).exp() / s)
+        })
+        .collect();
+    let e = rel_err(&dev.download(&out).unwrap(), &want);
+    assert!(e < 1e-5, "softmax rel err {e}");
+
+    let g = rand_vec(cols, 4);
+    let b = rand_vec(cols, 5);
+    let (dg, db) = (dev.upload(&g).unwrap(), dev.upload(&b).unwrap());
+    dev.fill_bytes(&out, 0xff).unwrap();
+    dev.layernorm_rows(&dx, Some(&dg), Some(&db), &out, rows, cols, 1e-5).unwrap();
+    let ln = |x: &[f32], n: usize, gi: &dyn Fn(usize) -> usize| -> Vec<f64> {
+        let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
+        let var = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n as f64;
+        x.iter()
+            .enumerate()
+            .map(|(j, &v)| (v as f64 - mean) / (var + 1e-5).sqrt() * g[gi(j)] as f64 + b[gi(j)] as f64)
+            .collect()
+    };
+    let want: Vec<f64> = x.chunks(cols).flat_map(|r| ln(r, cols, &|j| j)).collect();
+    let e = rel_err(&dev.download(&out).unwrap(), &want);
+    assert!(e < 1e-5, "layernorm rel err {e}");
+
+    // LayerNorm2d: [n=3, ch=cols, hw=rows/3 rounded] over channels.
+    let (n, ch, hw) = (3, cols, rows / 3);
+    dev.fill_bytes(&out, 0xff).unwrap();
+    dev.layernorm2d(&dx, Some(&dg), Some(&db), &out, n, ch, hw, 1e-5).unwrap();
+    let got = dev.download(&out).unwrap();
+    let mut want = vec![0f64; n * ch * hw];
+    for i in 0..n {
+        for p in 0..hw {
+            let col: Vec<f32> = (0..ch).map(|k| x[(i * ch + k) * hw + p]).collect();
+            for (k, v) in ln(&col, ch, &|j| j).into_iter().enumerate() {
+                want[(i * ch + k) * hw + p] = v;
+            }
+        }
+    }
+    let e = rel_err(&got[..n * ch * hw], &want);
+    assert!(e < 1e-5, "layernorm2d rel err {e}");
+}
+
+fn gemm_ref(a: &[f32], b_nk: &[f32], bias: &[f32], m: usize, n: usize, k: usize, act: u32) -> Vec<f64> {
+    let mut out = vec![0f64; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let s: f64 = (0..k).map(|kk| a[i * k + kk] as f64 * b_nk[j * k + kk] as f64).sum::<f64>() + bias[j] as f64;
+            out[i * n + j] = if act == ACT_GELU { gelu64(s) } else { s };
+        }
+    }
+    out
+}
+
+#[test]
+fn cuda_gemm_tc_and_f32() {
+    let Some(dev) = device() else { return };
+    for &(m, n, k) in &[(300, 200, 136), (3136 / 4, 384, 96), (129, 131, 61)] {
+        let a: Vec<bf16> = rand_vec(m * k, 6).iter().map(|&x| bf16::from_f32(x)).collect();
+        let b: Vec<bf16> = rand_vec(n * k, 7).iter().map(|&x| bf16::from_f32(x)).collect();
+        let bias = rand_vec(n, 8);
+        let af: Vec<f32> = a.iter().map(|x| x.to_f32()).collect();
+        let bf: Vec<f32> = b.iter().map(|x| x.to_f32()).collect();
+        let want = gemm_ref(&af, &bf, &bias, m, n, k, ACT_GELU);
+        let (da, db, dbias) = (dev.upload(&a).unwrap(), dev.upload(&b).unwrap(), dev.upload(&bias).unwrap());
+        let s = TcStrides { lda: k as u64, ldb: k as u64, ldc: n as u64, batch_a: 0, batch_b: 0, batch_c: 0 };
+        let out = dev.alloc::<f32>(m * n).unwrap();
+        dev.fill_bytes(&out, 0xff).unwrap();
+        dev.gemm_tc(&da, &db, Some(&dbias), &out, (1, m, n, k), s, 1.0, ACT_GELU).unwrap();
+        let e = rel_err(&dev.download(&out).unwrap(), &want);
+        assert!(e < 1e-5, "gemm_tc bf16->f32 {m}x{n}x{k} rel err {e}");
+        let outb = dev.alloc::<bf16>(m * n).unwrap();
+        dev.fill_bytes(&outb, 0xff).unwrap();
+        dev.gemm_tc(&da, &db, Some(&dbias), &outb, (1, m, n, k), s, 1.0, ACT_GELU).unwrap();
+        let got: Vec<f32> = dev.download(&outb).unwrap().iter().map(|x| x.to_f32()).collect();
+        let e = rel_err(&got, &want);
+        assert!(e < 5e-3, "gemm_tc bf16->bf16 {m}x{n}x{k} rel err {e}");
+
+        // f32 SIMT path on the same numbers, B read transposed through strides.
+        let (da, db) = (dev.upload(&af).unwrap(), dev.upload(&bf).unwrap());
+        let s = GemmStrides {
+            a_rs: k as u64,
+            a_cs: 1,
+            b_rs: 1,
+            b_cs: k as u64,
+            c_rs: n as u64,
+            batch_a: 0,
+            batch_b: 0,
+            batch_c: 0,
+        };
+        dev.fill_bytes(&out, 0xff).unwrap();
+        dev.gemm_f32(&da, &db, Some(&dbias), &out, (1, m, n, k), s, 1.0, ACT_GELU).unwrap();
+        let e = rel_err(&dev.download(&out).unwrap(), &want);
+        assert!(e < 1e-5, "gemm_f32 {m}x{n}x{k} rel err {e}");
+    }
+}
+
+#[test]
+fn cuda_rejects_bad_shapes() {
+    let Some(dev) = device() else { return };
+    let a = dev.alloc::<f32>(10).unwrap();
+    let b = dev.alloc::<f32>(3).unwrap();
+    let err = dev.binary(&a, Some(&b), &a, OP_ADD, ACT_NONE).unwrap_err();
+    assert!(matches!(err, CudaError::Invalid { kernel: "ew_binary_f32", .. }), "{err}");
+}
+
+/// The timing table: each kernel at model-sized shapes, as CSV lines `name,ms,bytes,flops` (to
+/// `$BENCH_OUT` when set). Run by scripts/gpu-check.sh with `--ignored`.
+#[test]
+#[ignore]
+fn cuda_bench() {
+    let Some(dev) = device() else { return };
+    let mut lines = vec![];
+    let mut rec = |name: String, ms: f32, bytes: f64, flops: f64| {
+        println!("{name:<44} {:>9.1} us", ms * 1000.0);
+        lines.push(format!("{name},{ms},{bytes},{flops}"));
+    };
+    // Memory ceiling: a 1 GiB device-to-device copy (bytes read + written).
+    let n = 1 << 28;
+    let (x, y) = (dev.alloc::<f32>(n).unwrap(), dev.alloc::<f32>(n).unwrap());
+    let ms = dev.time_ms(10, || dev.copy_bytes(&y, &x, n * 4)).unwrap();
+    rec("memcpy_dtod_1GiB".into(), ms, 2.0 * n as f64 * 4.0, 0.0);
+    drop((x, y));
+
+    // Elementwise bias + GELU, bf16, [64*3136, 384] (the stage-1 MLP hidden).
+    let (rows, cols) = (64 * 3136, 384);
+    let a = dev.upload(&rand_vec(rows * cols, 1).iter().map(|&v| bf16::from_f32(v)).collect::<Vec<_>>()).unwrap();
+    let bias = dev.upload(&rand_vec(cols, 2).iter().map(|&v| bf16::from_f32(v)).collect::<Vec<_>>()).unwrap();
+    let out = dev.alloc::<bf16>(rows * cols).unwrap();
+    let ms = dev.time_ms(20, || dev.binary(&a, Some(&bias), &out, OP_ADD, ACT_GELU)).unwrap();
+    rec(format!("bias_gelu_bf16 {rows}x{cols}"), ms, 2.0 * (rows * cols * 2) as f64, 0.0);
+    drop((a, out));
+
+    // Softmax over rows of window-attention scores: [64*64*3*49, 49] f32.
+    let (rows, cols) = (64 * 64 * 3 * 49, 49);
+    let x = dev.upload(&rand_vec(rows * cols, 3)).unwrap();
+    let out = dev.alloc::<f32>(rows * cols).unwrap();
+    let ms = dev.time_ms(20, || dev.softmax_rows(&x, &out, rows, cols)).unwrap();
+    rec(format!("softmax_f32 {rows}x{cols}"), ms, 2.0 * (rows * cols * 4) as f64, 0.0);
+    drop((x, out));
+
+    // LayerNorm over C=96 of [64*3136, 96], bf16.
+    let (rows, cols) = (64 * 3136, 96);
+    let x = dev.upload(&rand_vec(rows * cols, 4).iter().map(|&v| bf16::from_f32(v)).collect::<Vec<_>>()).unwrap();
+    let out = dev.alloc::<bf16>(rows * cols).unwrap();
+    let ms = dev.time_ms(20, || dev.layernorm_rows(&x, None, None, &out, rows, cols, 1e-5)).unwrap();
+    rec(format!("layernorm_bf16 {rows}x{cols}"), ms, 2.0 * (rows * cols * 2) as f64, 0.0);
+    drop((x, out));
+
+    // LayerNorm2d over 256 channels at 56x56, batch 64, f32.
+    let (n, ch, hw) = (64, 256, 56 * 56);
+    let x = dev.upload(&rand_vec(n * ch * hw, 5)).unwrap();
+    let out = dev.alloc::<f32>(n * ch * hw).unwrap();
+    let ms = dev.time_ms(20, || dev.layernorm2d(&x, None, None, &out, n, ch, hw, 1e-6)).unwrap();
+    rec(format!("layernorm2d_f32 {n}x{ch}x{hw}"), ms, 2.0 * (n * ch * hw * 4) as f64, 0.0);
+    drop((x, out));
+
+    // GEMMs, bf16 in, bf16 out, f32 accumulate: C[m,n] = A[m,k] B[n,k]^T (+ bias for the MLP).
+    for &(m, n, k) in &[
+        (3136, 128, 384),
+        (3136, 384, 128),
+        (64 * 3136, 384, 96),
+        (64 * 3136, 96, 384),
+        (64 * 784, 768, 192),
+        (4096, 4096, 4096),
+    ] {
+        let a = dev.upload(&rand_vec(m * k, 6).iter().map(|&v| bf16::from_f32(v)).collect::<Vec<_>>()).unwrap();
+        let b = dev.upload(&rand_vec(n * k, 7).iter().map(|&v| bf16::from_f32(v)).collect::<Vec<_>>()).unwrap();
+        let out = dev.alloc::<bf16>(m * n).unwrap();
+        let s = TcStrides { lda: k as u64, ldb: k as u64, ldc: n as u64, batch_a: 0, batch_b: 0, batch_c: 0 };
+        let ms = dev.time_ms(20, || dev.gemm_tc(&a, &b, None, &out, (1, m, n, k), s, 1.0, ACT_NONE)).unwrap();
+        let bytes = 2.0 * (m * k + n * k + m * n) as f64;
+        rec(format!("gemm_tc_bf16 {m}x{n}x{k}"), ms, bytes, 2.0 * (m * n * k) as f64);
+    }
+    // The f32 SIMT GEMM at 4096^3 for reference (CUDA cores, not tensor cores).
+    let m = 4096;
+    let a = dev.upload(&rand_vec(m * m, 8)).unwrap();
+    let out = dev.alloc::<f32>(m * m).unwrap();
+    let s = GemmStrides {
+        a_rs: m as u64,
+        a_cs: 1,
+        b_rs: m as u64,
+        b_cs: 1,
+        c_rs: m as u64,
+        batch_a: 0,
+        batch_b: 0,
+        batch_c: 0,
+    };
+    let ms = dev.time_ms(5, || dev.gemm_f32(&a, &a, None, &out, (1, m, m, m), s, 1.0, ACT_NONE)).unwrap();
+    rec(format!("gemm_f32 {m}x{m}x{m}"), ms, 3.0 * (m * m * 4) as f64, 2.0 * (m * m * m) as f64);
+
+    if let Ok(path) = std::env::var("BENCH_OUT") {
+        std::fs::write(path, lines.join("\n") + "\n").unwrap();
+    }
+}
