@@ -10,6 +10,11 @@ pub mod kernels;
 pub mod pack;
 #[cfg(test)]
 mod tests;
+/// f64 references shared with the matmul tests.
+#[cfg(test)]
+pub(crate) mod tests_support {
+    pub(crate) use super::tests::{act_ref, gelu_ref};
+}
 
 pub use crate::ops::Activation;
 use driver::Problem;

@@ -1,12 +1,319 @@
 //! Batched matmul with broadcast batch dims, and linear layers with fused epilogues.
+//!
+//! Both go straight to `cpu::gemm`: operand views (transposes, narrows, broadcast batch dims)
+//! are passed as strides, never copied. f16/bf16 operands are widened to f32, multiplied and
+//! rounded back.
+use crate::cpu::gemm::{sgemm_with, GemmOpts};
+use crate::layout::broadcast_shape;
 use crate::ops::Activation;
-use crate::{Result, Tensor};
+use crate::{CpuStorage, DType, Error, Layout, Result, Tensor};
+use rayon::prelude::*;
+
+/// Products smaller than this (multiply-adds) run one per rayon task over the batch, each
+/// single-threaded; larger ones run one after the other, each split over the threads. This
+/// keeps one level of parallelism (no nested splitting).
+const SMALL_PRODUCT: usize = 1 << 19;
 
 impl Tensor {
     /// [..., m, k] @ [..., k, n] -> [..., m, n]; batch dims broadcast; transposed views need no copy.
-    pub fn matmul(&self, rhs: &Tensor) -> Result<Tensor> { todo!() }
+    pub fn matmul(&self, rhs: &Tensor) -> Result<Tensor> {
+        let mismatch = || Error::ShapeMismatch { op: "matmul", lhs: self.shape().to_vec(), rhs: rhs.shape().to_vec() };
+        let (ra, rb) = (self.rank(), rhs.rank());
+        if ra < 2 || rb < 2 || self.shape()[ra - 1] != rhs.shape()[rb - 2] {
+            return Err(mismatch());
+        }
+        let dtype = float_dtype("matmul", self, rhs)?;
+        let batch =
+            broadcast_shape("matmul", &self.shape()[..ra - 2], &rhs.shape()[..rb - 2]).map_err(|_| mismatch())?;
+        let (m, k, n) = (self.shape()[ra - 2], self.shape()[ra - 1], rhs.shape()[rb - 1]);
+        if dtype != DType::F32 {
+            return Ok(self.to_dtype(DType::F32).matmul(&rhs.to_dtype(DType::F32))?.to_dtype(dtype));
+        }
+        let full = |d: &[usize]| batch.iter().chain(d).copied().collect::<Vec<_>>();
+        let a = self.broadcast_to(&full(&[m, k]))?;
+        let b = rhs.broadcast_to(&full(&[k, n]))?;
+        let mut out_shape = batch.clone();
+        out_shape.extend([m, n]);
+        let mut out = vec![0.0f32; out_shape.iter().product()];
+        let (av, bv) = (f32_storage(&a), f32_storage(&b));
+        let (al, bl) = (a.layout(), b.layout());
+        let r = al.rank();
+        let (a_rs, a_cs, b_rs, b_cs) = (al.strides[r - 2], al.strides[r - 1], bl.strides[r - 2], bl.strides[r - 1]);
+        let nbatch: usize = batch.iter().product();
+
+        // One shared right operand and left rows that merge into one matrix: a single product.
+        if nbatch > 1 && bl.strides[..r - 2].iter().all(|&s| s == 0) {
+            if let Some(rows) = al.reshape(&[nbatch * m, k]) {
+                let (rs, cs) = (rows.strides[0], rows.strides[1]);
+                let opts = GemmOpts::default();
+                sgemm_with(
+                    nbatch * m,
+                    n,
+                    k,
+                    &av[rows.offset..],
+                    rs,
+                    cs,
+                    &bv[bl.offset..],
+                    b_rs,
+                    b_cs,
+                    &mut out,
+                    n,
+                    &opts,
+                );
+                return Tensor::from_vec(out, &out_shape);
+            }
+        }
+
+        let offsets = batch_offsets(al, bl, &batch);
+        let one = |(i, c): (usize, &mut [f32]), parallel: bool| {
+            let (ao, bo) = offsets[i];
+            let opts = GemmOpts { parallel, ..GemmOpts::default() };
+            sgemm_with(m, n, k, &av[ao..], a_rs, a_cs, &bv[bo..], b_rs, b_cs, c, n, &opts);
+        };
+        let chunk = (m * n).max(1);
+        if nbatch > 1 && m * n * k < SMALL_PRODUCT {
+            out.par_chunks_mut(chunk).enumerate().for_each(|item| one(item, false));
+        } else {
+            out.chunks_mut(chunk).enumerate().for_each(|item| one(item, true));
+        }
+        Tensor::from_vec(out, &out_shape)
+    }
+
     /// x [..., in] @ weight[out, in]^T + bias[out].
-    pub fn linear(&self, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> { self.linear_act(weight, bias, Activation::None) }
-    /// linear followed by an activation, fused.
-    pub fn linear_act(&self, weight: &Tensor, bias: Option<&Tensor>, act: Activation) -> Result<Tensor> { todo!() }
+    pub fn linear(&self, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        self.linear_act(weight, bias, Activation::None)
+    }
+
+    /// linear followed by an activation, fused into the GEMM's output pass.
+    pub fn linear_act(&self, weight: &Tensor, bias: Option<&Tensor>, act: Activation) -> Result<Tensor> {
+        let mismatch =
+            |rhs: &Tensor| Error::ShapeMismatch { op: "linear", lhs: self.shape().to_vec(), rhs: rhs.shape().to_vec() };
+        if self.rank() < 1 || weight.rank() != 2 || self.shape()[self.rank() - 1] != weight.shape()[1] {
+            return Err(mismatch(weight));
+        }
+        let (out_f, in_f) = (weight.shape()[0], weight.shape()[1]);
+        if let Some(bias) = bias {
+            if bias.shape() != [out_f] {
+                return Err(mismatch(bias));
+            }
+            float_dtype("linear", self, bias)?;
+        }
+        let dtype = float_dtype("linear", self, weight)?;
+        if dtype != DType::F32 {
+            let bias32 = bias.map(|b| b.to_dtype(DType::F32));
+            let x32 = self.to_dtype(DType::F32);
+            return Ok(x32.linear_act(&weight.to_dtype(DType::F32), bias32.as_ref(), act)?.to_dtype(dtype));
+        }
+        let lead = &self.shape()[..self.rank() - 1];
+        let rows: usize = lead.iter().product();
+        let mut out_shape = lead.to_vec();
+        out_shape.push(out_f);
+        let x = self.reshape(&[rows, in_f])?;
+        let (xl, wl) = (x.layout(), weight.layout());
+        let (xv, wv) = (f32_storage(&x), f32_storage(weight));
+        let bias_vals = bias.map(|b| b.f32_slice()).transpose()?;
+        let mut out = vec![0.0f32; rows * out_f];
+        let opts = GemmOpts { bias: bias_vals.as_deref(), act, ..GemmOpts::default() };
+        // weight^T is weight with its strides swapped.
+        #[rustfmt::skip]
+        sgemm_with(rows, out_f, in_f, &xv[xl.offset..], xl.strides[0], xl.strides[1],
+            &wv[wl.offset..], wl.strides[1], wl.strides[0], &mut out, out_f, &opts);
+        Tensor::from_vec(out, &out_shape)
+    }
+}
+
+/// The common float dtype of two operands, or the error naming the op.
+fn float_dtype(op: &'static str, a: &Tensor, b: &Tensor) -> Result<DType> {
+    if a.dtype() != b.dtype() {
+        return Err(Error::DTypeMismatch { op, lhs: a.dtype(), rhs: b.dtype() });
+    }
+    a.expect_float(op)?;
+    Ok(a.dtype())
+}
+
+/// The whole f32 buffer behind a tensor (the caller checked the dtype).
+fn f32_storage(t: &Tensor) -> &[f32] {
+    match t.cpu_storage() {
+        Ok(CpuStorage::F32(v)) => v,
+        _ => unreachable!("f32 storage checked by the caller"),
+    }
+}
+
+/// Storage offsets of each batch's A and B matrices, in row-major batch order.
+fn batch_offsets(a: &Layout, b: &Layout, batch: &[usize]) -> Vec<(usize, usize)> {
+    let nbatch: usize = batch.iter().product();
+    let mut idx = vec![0usize; batch.len()];
+    let mut out = Vec::with_capacity(nbatch);
+    for _ in 0..nbatch {
+        let dot = |l: &Layout| l.offset + idx.iter().zip(&l.strides).map(|(i, s)| i * s).sum::<usize>();
+        out.push((dot(a), dot(b)));
+        for d in (0..batch.len()).rev() {
+            idx[d] += 1;
+            if idx[d] < batch[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::gemm::tests_support::act_ref;
+    use proptest::prelude::*;
+
+    const DTYPES: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
+
+    /// Allowed |got - want| for a result of magnitude |want| in `dtype` after a length-k sum.
+    fn tol(dtype: DType, k: usize, want: f64) -> f64 {
+        match dtype {
+            DType::F16 => 2e-3 * want.abs() + 1e-3,
+            DType::BF16 => 1e-2 * want.abs() + 1e-2,
+            _ => 1e-5 * (k as f64 + 1.0) * (1.0 + want.abs()),
+        }
+    }
+
+    /// f64 matmul of the broadcast operands, from their logical values.
+    fn matmul_ref(a: &Tensor, b: &Tensor) -> (Vec<usize>, Vec<f64>) {
+        let (ra, rb) = (a.rank(), b.rank());
+        let batch = broadcast_shape("ref", &a.shape()[..ra - 2], &b.shape()[..rb - 2]).unwrap();
+        let (m, k, n) = (a.shape()[ra - 2], a.shape()[ra - 1], b.shape()[rb - 1]);
+        let full = |d: [usize; 2]| batch.iter().copied().chain(d).collect::<Vec<_>>();
+        let av = a.broadcast_to(&full([m, k])).unwrap().to_f64_vec().unwrap();
+        let bv = b.broadcast_to(&full([k, n])).unwrap().to_f64_vec().unwrap();
+        let nb: usize = batch.iter().product();
+        let mut out = vec![0.0; nb * m * n];
+        for t in 0..nb {
+            for i in 0..m {
+                for j in 0..n {
+                    out[(t * m + i) * n + j] =
+                        (0..k).map(|p| av[(t * m + i) * k + p] * bv[(t * k + p) * n + j]).sum::<f64>();
+                }
+            }
+        }
+        (full([m, n]), out)
+    }
+
+    fn assert_close(got: &Tensor, shape: &[usize], want: &[f64], dtype: DType, k: usize) {
+        assert_eq!(got.shape(), shape);
+        assert_eq!(got.dtype(), dtype);
+        for (i, (g, w)) in got.to_f64_vec().unwrap().iter().zip(want).enumerate() {
+            assert!((g - w).abs() <= tol(dtype, k, *w), "{dtype:?} [{i}]: got {g}, want {w}");
+        }
+    }
+
+    /// A [..batch, rows, cols] operand, optionally built as a transposed view of [.., cols, rows].
+    fn operand(batch: &[usize], rows: usize, cols: usize, transposed: bool, dtype: DType, seed: u64) -> Tensor {
+        let dims = |a, b| batch.iter().copied().chain([a, b]).collect::<Vec<_>>();
+        if transposed {
+            Tensor::rand_uniform(&dims(cols, rows), -1.0, 1.0, seed, dtype).t().unwrap()
+        } else {
+            Tensor::rand_uniform(&dims(rows, cols), -1.0, 1.0, seed, dtype)
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        #[test]
+        fn matmul_broadcast_and_views(
+            m in 1usize..20, k in 1usize..20, n in 1usize..20,
+            b0 in 1usize..4, b1 in 1usize..3, pattern in 0usize..5,
+            ta: bool, tb: bool, dt in 0usize..3, seed: u64,
+        ) {
+            // Batch shapes that broadcast: equal, size-1 on either side, missing dims.
+            let (ba, bb): (Vec<usize>, Vec<usize>) = match pattern {
+                0 => (vec![b0, b1], vec![b0, b1]),
+                1 => (vec![b0, 1], vec![1, b1]),
+                2 => (vec![b0, b1], vec![]),
+                3 => (vec![], vec![b1]),
+                _ => (vec![1], vec![b0, b1]),
+            };
+            let dtype = DTYPES[dt];
+            let a = operand(&ba, m, k, ta, dtype, seed);
+            let b = operand(&bb, k, n, tb, dtype, seed ^ 1);
+            let (shape, want) = matmul_ref(&a, &b);
+            assert_close(&a.matmul(&b).unwrap(), &shape, &want, dtype, k);
+        }
+
+        #[test]
+        fn linear_act_matches_reference(
+            rows in 1usize..12, lead in 1usize..4, in_f in 1usize..40, out_f in 1usize..40,
+            with_bias: bool, act_pick in 0usize..3, wt: bool, xt: bool, dt in 0usize..3, seed: u64,
+        ) {
+            let dtype = DTYPES[dt];
+            let act = [Activation::None, Activation::Relu, Activation::Gelu][act_pick];
+            // x as [lead, rows, in], optionally a permuted view of [rows, lead, in].
+            let x = if xt {
+                Tensor::rand_uniform(&[rows, lead, in_f], -1.0, 1.0, seed, dtype).permute(&[1, 0, 2]).unwrap()
+            } else {
+                Tensor::rand_uniform(&[lead, rows, in_f], -1.0, 1.0, seed, dtype)
+            };
+            let w = operand(&[], out_f, in_f, wt, dtype, seed ^ 2);
+            let bias = with_bias.then(|| Tensor::rand_uniform(&[out_f], -1.0, 1.0, seed ^ 3, dtype));
+            let got = x.linear_act(&w, bias.as_ref(), act).unwrap();
+
+            let (xv, wv) = (x.to_f64_vec().unwrap(), w.to_f64_vec().unwrap());
+            let bv = bias.as_ref().map(|b| b.to_f64_vec().unwrap());
+            let mut want = vec![0.0; lead * rows * out_f];
+            for r in 0..lead * rows {
+                for o in 0..out_f {
+                    let dot = (0..in_f).map(|p| xv[r * in_f + p] * wv[o * in_f + p]).sum::<f64>();
+                    want[r * out_f + o] = act_ref(act, dot + bv.as_ref().map_or(0.0, |b| b[o]));
+                }
+            }
+            assert_close(&got, &[lead, rows, out_f], &want, dtype, in_f);
+        }
+    }
+
+    /// Many small products (the parallel-over-batch path) and a shared right operand (folded
+    /// into one product), including a left operand whose batch cannot be folded.
+    #[test]
+    fn batched_paths() {
+        let cases: [(Tensor, Tensor); 3] = [
+            (operand(&[300], 9, 7, false, DType::F32, 1), operand(&[300], 7, 5, true, DType::F32, 2)),
+            (operand(&[3, 4], 6, 5, false, DType::F32, 3), operand(&[], 5, 7, false, DType::F32, 4)),
+            (operand(&[4], 6, 5, true, DType::F32, 5), operand(&[1], 5, 7, false, DType::F32, 6)),
+        ];
+        for (a, b) in &cases {
+            let (shape, want) = matmul_ref(a, b);
+            assert_close(&a.matmul(b).unwrap(), &shape, &want, DType::F32, a.shape()[a.rank() - 1]);
+        }
+        // Large products one after another, each split over threads.
+        let (a, b) = (operand(&[2], 130, 70, false, DType::F32, 7), operand(&[2], 70, 90, true, DType::F32, 8));
+        let (shape, want) = matmul_ref(&a, &b);
+        assert_close(&a.matmul(&b).unwrap(), &shape, &want, DType::F32, 70);
+    }
+
+    #[test]
+    fn shape_errors_name_matmul_and_both_shapes() {
+        let t = |s: &[usize]| Tensor::zeros(s, DType::F32);
+        for (a, b) in
+            [(vec![2, 3], vec![4, 5]), (vec![3], vec![3, 2]), (vec![2, 3], vec![3]), (vec![2, 2, 3], vec![3, 3, 4])]
+        {
+            let err = t(&a).matmul(&t(&b)).unwrap_err();
+            assert_eq!(err, Error::ShapeMismatch { op: "matmul", lhs: a, rhs: b });
+        }
+        let err = t(&[2, 3]).linear(&t(&[4, 5]), None).unwrap_err();
+        assert_eq!(err, Error::ShapeMismatch { op: "linear", lhs: vec![2, 3], rhs: vec![4, 5] });
+        let err = t(&[2, 3]).linear(&t(&[4, 3]), Some(&t(&[5]))).unwrap_err();
+        assert_eq!(err, Error::ShapeMismatch { op: "linear", lhs: vec![2, 3], rhs: vec![5] });
+        let half = Tensor::zeros(&[3, 2], DType::F16);
+        assert!(matches!(t(&[2, 3]).matmul(&half), Err(Error::DTypeMismatch { op: "matmul", .. })));
+        let ints = Tensor::zeros(&[2, 2], DType::I64);
+        assert!(matches!(ints.matmul(&ints), Err(Error::UnsupportedDType { op: "matmul", .. })));
+    }
+
+    #[test]
+    fn empty_and_zero_depth() {
+        let a = Tensor::zeros(&[2, 0, 3], DType::F32);
+        let b = Tensor::ones(&[3, 4], DType::F32);
+        assert_eq!(a.matmul(&b).unwrap().shape(), &[2, 0, 4]);
+        let a = Tensor::ones(&[2, 3, 0], DType::F32);
+        let b = Tensor::ones(&[2, 0, 4], DType::F32);
+        let c = a.matmul(&b).unwrap();
+        assert_eq!(c.to_f64_vec().unwrap(), vec![0.0; 24]);
+    }
 }
