@@ -24,6 +24,7 @@
 )]
 #![cfg_attr(target_arch = "nvptx64", allow(internal_features))]
 
+pub mod attention;
 pub mod ctx;
 pub mod elementwise;
 pub mod gemm;

@@ -4,7 +4,7 @@
 use super::Gpu;
 use crate::gemm_tc::{Bf16In, F16In};
 use crate::math::Bf16;
-use crate::{elementwise, gemm, gemm_tc, layernorm, softmax};
+use crate::{attention, elementwise, gemm, gemm_tc, layernorm, softmax};
 
 /// `kernel!(name: Elem = body(params))` declares entry point `name` calling `body::<Gpu, Elem>`;
 /// `E` in the parameter types is that element type (each entry lives in its own module).
@@ -72,3 +72,23 @@ macro_rules! gemm_tc {
 gemm_tc!(gemm_tc_bf16_f32: Bf16In => f32);
 gemm_tc!(gemm_tc_bf16_bf16: Bf16In => Bf16);
 gemm_tc!(gemm_tc_f16_f32: F16In => f32);
+
+/// `attention!(name: Elem, head_dim)`: fused attention with online softmax.
+macro_rules! attention {
+    ($name:ident : $e:ty, $d:literal) => {
+        #[no_mangle]
+        pub unsafe extern "ptx-kernel" fn $name(
+            q: *const $e,
+            k: *const $e,
+            v: *const $e,
+            bias: *const f32,
+            mask: *const f32,
+            out: *mut $e,
+            s: attention::AttnShape,
+        ) {
+            attention::attention::<Gpu, $e, $d>(&Gpu, q, k, v, bias, mask, out, &s)
+        }
+    };
+}
+attention!(attention_d32_f32: f32, 32);
+attention!(attention_d32_bf16: Bf16, 32);

@@ -6,9 +6,10 @@ use super::{drv, CudaDevice, CudaError, CudaResult, DeviceBuffer};
 use cudarc::driver::result;
 use half::{bf16, f16};
 use kernels::ctx::LaunchConfig;
-use kernels::{elementwise, gemm, gemm_tc, layernorm, softmax};
+use kernels::{attention, elementwise, gemm, gemm_tc, layernorm, softmax};
 use std::ffi::c_void;
 
+pub use kernels::attention::AttnShape;
 pub use kernels::elementwise::{OP_ADD, OP_MUL};
 pub use kernels::gemm::Strides as GemmStrides;
 pub use kernels::gemm_tc::Strides as TcStrides;
@@ -215,6 +216,41 @@ impl CudaDevice {
         let (pa, pb, pbias, po) = (a.ptr(), b.ptr(), null_or(bias), out.ptr());
         let (m32, n32, k32) = (m as u32, n as u32, k as u32);
         self.launch(name, gemm_tc::config(m, n, batch), &mut args![pa, pb, pbias, po, m32, n32, k32, s, alpha, act])
+    }
+
+    /// Fused attention, head dim 32: q/out `[batch, heads, nq, 32]`, k/v `[batch, heads, nk, 32]`,
+    /// bias `[heads, nq, nk]`, mask `[n_mask, nq, nk]` (batch item b uses mask b % n_mask).
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention<E: DevElem>(
+        &self,
+        q: &DeviceBuffer<E>,
+        k: &DeviceBuffer<E>,
+        v: &DeviceBuffer<E>,
+        bias: Option<&DeviceBuffer<f32>>,
+        mask: Option<&DeviceBuffer<f32>>,
+        out: &DeviceBuffer<E>,
+        batch: usize,
+        s: AttnShape,
+    ) -> CudaResult<()> {
+        const D: usize = 32;
+        let name = pick::<E>("attention_d32_f32", "attention_d32_bf16");
+        let (h, nq, nk, nm) = (s.heads as usize, s.nq as usize, s.nk as usize, s.n_mask as usize);
+        let ok = q.len() >= batch * h * nq * D
+            && out.len() >= batch * h * nq * D
+            && k.len() >= batch * h * nk * D
+            && v.len() >= batch * h * nk * D
+            && bias.is_none_or(|b| b.len() >= h * nq * nk)
+            && mask.is_none_or(|m| nm > 0 && m.len() >= nm * nq * nk)
+            && nm > 0
+            && nk > 0;
+        if !ok {
+            return Err(invalid(name, format!("batch {batch} {s:?}: buffers too small or empty keys")));
+        }
+        if batch * h * nq == 0 {
+            return Ok(());
+        }
+        let (pq, pk, pv, pb, pm, po) = (q.ptr(), k.ptr(), v.ptr(), null_or(bias), null_or(mask), out.ptr());
+        self.launch(name, attention::config::<D>(batch, h, nq), &mut args![pq, pk, pv, pb, pm, po, s])
     }
 }
 

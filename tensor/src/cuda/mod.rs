@@ -71,6 +71,8 @@ pub const KERNELS: &[&str] = &[
     "gemm_tc_bf16_f32",
     "gemm_tc_bf16_bf16",
     "gemm_tc_f16_f32",
+    "attention_d32_f32",
+    "attention_d32_bf16",
 ];
 
 impl CudaDevice {

@@ -194,6 +194,75 @@ fn cuda_gemm_tc_and_f32() {
     }
 }
 
+/// Composite reference for attention with head dim 32 (scores materialised, f64).
+#[allow(clippy::too_many_arguments)]
+fn attention_ref(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    bias: &[f32],
+    mask: &[f32],
+    n_mask: usize,
+    bhs: (usize, usize),
+    nq: usize,
+    nk: usize,
+) -> Vec<f64> {
+    const D: usize = 32;
+    let (batch, heads) = bhs;
+    let scale = 1.0 / (D as f64).sqrt();
+    let mut out = vec![0f64; batch * heads * nq * D];
+    for b in 0..batch {
+        for h in 0..heads {
+            let bh = b * heads + h;
+            for i in 0..nq {
+                let sc: Vec<f64> = (0..nk)
+                    .map(|j| {
+                        let dot: f64 =
+                            (0..D).map(|d| q[(bh * nq + i) * D + d] as f64 * k[(bh * nk + j) * D + d] as f64).sum();
+                        dot * scale + bias[(h * nq + i) * nk + j] as f64 + mask[((b % n_mask) * nq + i) * nk + j] as f64
+                    })
+                    .collect();
+                let mx = sc.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let p: Vec<f64> = sc.iter().map(|s| (s - mx).exp()).collect();
+                let sum: f64 = p.iter().sum();
+                for d in 0..D {
+                    out[(bh * nq + i) * D + d] =
+                        (0..nk).map(|j| p[j] * v[(bh * nk + j) * D + d] as f64).sum::<f64>() / sum;
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn cuda_attention_window_and_decoder() {
+    let Some(dev) = device() else { return };
+    // Swin windows (49 x 49, bias and shift mask) and the decoder's 18 queries over 3136 keys.
+    for &(batch, heads, nq, nk, n_mask) in &[(16, 3, 49, 49, 4), (2, 2, 18, 3136, 1), (1, 2, 3136, 18, 1)] {
+        let q = rand_vec(batch * heads * nq * 32, 11);
+        let k = rand_vec(batch * heads * nk * 32, 12);
+        let v = rand_vec(batch * heads * nk * 32, 13);
+        let bias = rand_vec(heads * nq * nk, 14);
+        let mask: Vec<f32> = (0..n_mask * nq * nk).map(|e| if e % 7 == 0 { -100.0 } else { 0.0 }).collect();
+        let want = attention_ref(&q, &k, &v, &bias, &mask, n_mask, (batch, heads), nq, nk);
+        let (dq, dk, dv) = (dev.upload(&q).unwrap(), dev.upload(&k).unwrap(), dev.upload(&v).unwrap());
+        let (db, dm) = (dev.upload(&bias).unwrap(), dev.upload(&mask).unwrap());
+        let out = dev.alloc::<f32>(q.len()).unwrap();
+        dev.fill_bytes(&out, 0xff).unwrap();
+        let s = AttnShape {
+            heads: heads as u32,
+            nq: nq as u32,
+            nk: nk as u32,
+            n_mask: n_mask as u32,
+            scale: 1.0 / 32f32.sqrt(),
+        };
+        dev.attention(&dq, &dk, &dv, Some(&db), Some(&dm), &out, batch, s).unwrap();
+        let e = rel_err(&dev.download(&out).unwrap(), &want);
+        assert!(e < 1e-5, "attention {batch}x{heads}x{nq}x{nk} rel err {e}");
+    }
+}
+
 #[test]
 fn cuda_rejects_bad_shapes() {
     let Some(dev) = device() else { return };
@@ -253,6 +322,23 @@ fn cuda_bench() {
     let ms = dev.time_ms(20, || dev.layernorm2d(&x, None, None, &out, n, ch, hw, 1e-6)).unwrap();
     rec(format!("layernorm2d_f32 {n}x{ch}x{hw}"), ms, 2.0 * (n * ch * hw * 4) as f64, 0.0);
     drop((x, out));
+
+    // Swin window attention, stage 1 at batch 64: 64 images x 64 windows, 3 heads, 49 tokens,
+    // head dim 32, bf16, with relative-position bias and the shifted-window mask.
+    let (batch, heads, t) = (64 * 64, 3, 49);
+    let qkv_len = batch * heads * t * 32;
+    let mk =
+        |seed| dev.upload(&rand_vec(qkv_len, seed).iter().map(|&v| bf16::from_f32(v)).collect::<Vec<_>>()).unwrap();
+    let (q, k, v) = (mk(9), mk(10), mk(11));
+    let bias = dev.upload(&rand_vec(heads * t * t, 12)).unwrap();
+    let mask = dev.upload(&vec![0f32; 64 * t * t]).unwrap();
+    let out = dev.alloc::<bf16>(qkv_len).unwrap();
+    let s = AttnShape { heads: heads as u32, nq: t as u32, nk: t as u32, n_mask: 64, scale: 1.0 / 32f32.sqrt() };
+    let ms = dev.time_ms(20, || dev.attention(&q, &k, &v, Some(&bias), Some(&mask), &out, batch, s)).unwrap();
+    let bytes = 4.0 * (qkv_len * 2) as f64 + ((heads + 64) * t * t * 4) as f64;
+    let flops = 4.0 * (batch * heads * t * t * 32) as f64;
+    rec(format!("window_attention_bf16 {batch}x{heads}x{t}"), ms, bytes, flops);
+    drop((q, k, v, out));
 
     // GEMMs, bf16 in, bf16 out, f32 accumulate: C[m,n] = A[m,k] B[n,k]^T (+ bias for the MLP).
     for &(m, n, k) in &[

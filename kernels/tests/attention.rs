@@ -1,0 +1,134 @@
+//! Fused attention under the emulator vs the composite (scores, bias, mask, softmax, weighted sum)
+//! in f64.
+
+mod common;
+use common::*;
+use kernels::attention::{self, AttnShape};
+use kernels::{Bf16, Elem};
+use proptest::prelude::*;
+
+const D: usize = 32;
+
+/// The slow composite twin: materialises the scores.
+#[allow(clippy::too_many_arguments)]
+fn attention_ref(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    bias: Option<&[f32]>,
+    mask: Option<(&[f32], usize)>,
+    batch: usize,
+    heads: usize,
+    nq: usize,
+    nk: usize,
+    scale: f64,
+) -> Vec<f64> {
+    let mut out = vec![0f64; batch * heads * nq * D];
+    for b in 0..batch {
+        for h in 0..heads {
+            let bh = b * heads + h;
+            for i in 0..nq {
+                let scores: Vec<f64> = (0..nk)
+                    .map(|j| {
+                        let dot: f64 =
+                            (0..D).map(|d| q[(bh * nq + i) * D + d] as f64 * k[(bh * nk + j) * D + d] as f64).sum();
+                        let bb = bias.map_or(0.0, |bi| bi[(h * nq + i) * nk + j] as f64);
+                        let mm = mask.map_or(0.0, |(ma, nm)| ma[((b % nm) * nq + i) * nk + j] as f64);
+                        dot * scale + bb + mm
+                    })
+                    .collect();
+                let mx = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let p: Vec<f64> = scores.iter().map(|s| (s - mx).exp()).collect();
+                let sum: f64 = p.iter().sum();
+                for d in 0..D {
+                    out[(bh * nq + i) * D + d] =
+                        (0..nk).map(|j| p[j] * v[(bh * nk + j) * D + d] as f64).sum::<f64>() / sum;
+                }
+            }
+        }
+    }
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check<E: Elem>(
+    batch: usize,
+    heads: usize,
+    nq: usize,
+    nk: usize,
+    with_bias: bool,
+    n_mask: usize,
+    seed: u64,
+    tol: f64,
+) {
+    let mk = |n: usize, s: u64| -> (Vec<E>, Vec<f32>) {
+        let e: Vec<E> = rand_vec(n, s).iter().map(|&x| E::from_f32(x * 2.0)).collect();
+        let f = e.iter().map(|x| x.to_f32()).collect();
+        (e, f)
+    };
+    let (q, qf) = mk(batch * heads * nq * D, seed);
+    let (k, kf) = mk(batch * heads * nk * D, seed + 1);
+    let (v, vf) = mk(batch * heads * nk * D, seed + 2);
+    let bias = rand_vec(heads * nq * nk, seed + 3);
+    // A Swin-like mask: 0 or -100 in blocks.
+    let mask: Vec<f32> = (0..n_mask.max(1) * nq * nk)
+        .map(|e| if (e / nk + e % nk + e / (nq * nk)) % 3 == 0 { -100.0 } else { 0.0 })
+        .collect();
+    let scale = 1.0 / (D as f32).sqrt();
+    let want = attention_ref(
+        &qf,
+        &kf,
+        &vf,
+        with_bias.then_some(&bias[..]),
+        (n_mask > 0).then_some((&mask[..], n_mask)),
+        batch,
+        heads,
+        nq,
+        nk,
+        scale as f64,
+    );
+    let shape = AttnShape { heads: heads as u32, nq: nq as u32, nk: nk as u32, n_mask: n_mask.max(1) as u32, scale };
+    for_each_order(|order| {
+        let mut out = vec![E::from_f32(f32::NAN); batch * heads * nq * D];
+        let (pq, pk, pv, po) = (q.as_ptr(), k.as_ptr(), v.as_ptr(), out.as_mut_ptr());
+        let pb = if with_bias { bias.as_ptr() } else { std::ptr::null() };
+        let pm = if n_mask > 0 { mask.as_ptr() } else { std::ptr::null() };
+        let cfg = attention::config::<D>(batch, heads, nq);
+        unsafe { run(cfg, order, |c| attention::attention::<_, E, D>(c, pq, pk, pv, pb, pm, po, &shape)) };
+        let got: Vec<f32> = out.iter().map(|x| x.to_f32()).collect();
+        assert_close(
+            &got,
+            &want,
+            tol,
+            tol,
+            &format!("attention b{batch} h{heads} {nq}x{nk} bias {with_bias} masks {n_mask} {order:?}"),
+        );
+    });
+}
+
+#[test]
+fn swin_window_with_bias_and_shift_mask() {
+    // 2 images x 4 windows of 49 tokens, 3 heads, relative-position bias and a shifted-window mask.
+    check::<f32>(8, 3, 49, 49, true, 4, 1, 2e-5);
+}
+
+#[test]
+fn decoder_queries_over_many_keys_and_back() {
+    // 18 task tokens over 200 image tokens (3136 in the model; several key tiles either way).
+    check::<f32>(1, 2, 18, 200, false, 0, 2, 2e-5);
+    check::<f32>(1, 2, 150, 18, false, 0, 3, 2e-5);
+}
+
+#[test]
+fn swin_window_bf16() {
+    check::<Bf16>(2, 2, 49, 49, true, 2, 4, 2e-2);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(6))]
+    #[test]
+    fn attention_shapes(batch in 1usize..3, heads in 1usize..3, nq in 1usize..90, nk in 1usize..140,
+                        with_bias: bool, n_mask in 0usize..3, seed: u64) {
+        check::<f32>(batch, heads, nq, nk, with_bias, n_mask, seed, 2e-5);
+    }
+}
