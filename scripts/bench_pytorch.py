@@ -1,0 +1,117 @@
+"""The PyTorch peer for `facex bench`: the official FaceXFormer model code (the
+`facexformer-pipeline` wheel) with torchvision's swin_b(weights=None), random weights, on the CPU.
+
+  python scripts/bench_pytorch.py forward --batch 1 [--threads 2] [--iters 3]
+  python scripts/bench_pytorch.py train   --batch 8
+
+Prints one line: mode, batch, median seconds, peak RSS (MiB). Run one mode per process so that
+the peak memory belongs to that mode alone.
+"""
+import argparse, importlib.util, math, os, resource, sys, time
+
+import torch
+import torchvision
+
+
+def load_official_model():
+    spec = importlib.util.find_spec("facexformer_pipeline")
+    if spec is None:
+        sys.exit("install the official code: pip install --no-deps facexformer-pipeline")
+    root = os.path.dirname(spec.origin)
+    sys.path.insert(0, root)  # import network/ directly: the package __init__ pulls in facenet_pytorch
+    import network.models.facexformer as fx
+
+    fx.swin_b = lambda weights=None, **kw: torchvision.models.swin_b(weights=None)
+    return fx.FaceXFormer()
+
+
+def all_heads(model, x):
+    """The official forward without its final per-task row selection (every head for every
+    sample; the selection is indexing only, so the computation is the official one)."""
+    import torch.nn as nn
+    model.multi_scale_features.clear()
+    model.backbone(x)
+    feats = model.multi_scale_features
+    n = feats[-1].shape[0]
+    states = []
+    for f, mlp in zip(feats, model.linear_c):
+        h, w = f.shape[2], f.shape[3]
+        f = mlp(f).permute(0, 2, 1).reshape(n, -1, h, w)
+        states.append(nn.functional.interpolate(f, size=feats[0].size()[2:], mode="bilinear", align_corners=False))
+    fused = model.linear_fuse(torch.cat(states[::-1], dim=1))
+    pe = model.pe_layer((fused.shape[2], fused.shape[3])).unsqueeze(0)
+    return model.face_decoder(image_embeddings=fused, image_pe=pe)
+
+
+def rotation(a):
+    p, y, r = a[:, 0], a[:, 1], a[:, 2]
+    o, z = torch.ones_like(p), torch.zeros_like(p)
+    rx = torch.stack([o, z, z, z, p.cos(), -p.sin(), z, p.sin(), p.cos()], 1).view(-1, 3, 3)
+    ry = torch.stack([y.cos(), z, y.sin(), z, o, z, -y.sin(), z, y.cos()], 1).view(-1, 3, 3)
+    rz = torch.stack([r.cos(), -r.sin(), z, r.sin(), r.cos(), z, z, z, o], 1).view(-1, 3, 3)
+    return rx @ ry @ rz
+
+
+def total_loss(outs, n):
+    """The gradient fixture's loss (fixtures README), on random targets."""
+    lm, pose, attr, vis, age, gender, race, seg = outs
+    g = torch.Generator().manual_seed(0)
+    d = (lm.view(n, 68, 2) - (torch.rand(n, 68, 2, generator=g) * 2 - 1)).abs()
+    w, eps = 10.0, 2.0
+    wing = torch.where(d < w, w * torch.log1p(d / eps), d - (w - w * math.log1p(w / eps))).mean()
+    tr = (rotation(pose) * rotation(torch.randn(n, 3, generator=g) * 0.3)).sum((1, 2))
+    geo = torch.acos(((tr - 1) / 2).clamp(-1 + 1e-6, 1 - 1e-6)).mean()
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    ce = torch.nn.functional.cross_entropy
+    return (ce(seg, torch.randint(0, 11, (n, 224, 224), generator=g)) + wing + geo
+            + bce(attr, torch.randint(0, 2, (n, 40), generator=g).float())
+            + bce(vis, torch.randint(0, 2, (n, 29), generator=g).float())
+            + ce(age, torch.randint(0, 8, (n,), generator=g)) + ce(gender, torch.randint(0, 2, (n,), generator=g))
+            + ce(race, torch.randint(0, 5, (n,), generator=g)))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("mode", choices=["forward", "train"])
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--iters", type=int, default=3)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = load_official_model()
+    n = args.batch
+    x = torch.randn(n, 3, 224, 224)
+    tasks = torch.zeros(n, dtype=torch.long)
+    labels = {}
+    times = []
+    if args.mode == "forward":
+        model.eval()
+        with torch.no_grad():
+            model(x, labels, tasks)  # warm-up
+            for _ in range(args.iters):
+                t = time.perf_counter()
+                model(x, labels, tasks)
+                times.append(time.perf_counter() - t)
+    else:
+        model.train()
+        # Stochastic depth off, as in the gradient fixture: the forward equals eval mode.
+        for m in model.modules():
+            if isinstance(m, torchvision.ops.StochasticDepth):
+                m.p = 0.0
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-5)
+        for i in range(args.iters + 1):
+            t = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            loss = total_loss(all_heads(model, x), n)
+            loss.backward()
+            opt.step()
+            if i > 0:
+                times.append(time.perf_counter() - t)
+    times.sort()
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"pytorch {args.mode} batch {n}: median {times[len(times) // 2]:.3f} s, peak RSS {peak_mib:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
