@@ -124,8 +124,8 @@ pub unsafe fn gemm_tc<C: Ctx, I: MmaInput, O: Elem>(
     let out = out.add(bid.z as usize * s.batch_c as usize);
     let (lda, ldb) = (s.lda as usize, s.ldb as usize);
     // 16-byte loads need 16-byte aligned rows; otherwise the element-wise path is used.
-    let vec_a = lda % 8 == 0 && s.batch_a % 8 == 0 && (a as usize) % 16 == 0;
-    let vec_b = ldb % 8 == 0 && s.batch_b % 8 == 0 && (b as usize) % 16 == 0;
+    let vec_a = lda.is_multiple_of(8) && s.batch_a.is_multiple_of(8) && (a as usize).is_multiple_of(16);
+    let vec_b = ldb.is_multiple_of(8) && s.batch_b.is_multiple_of(8) && (b as usize).is_multiple_of(16);
 
     // Shared: [buffer][A | B][BM rows][LDS].
     let sh: *mut u16 = c.shared();

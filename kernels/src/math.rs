@@ -106,7 +106,7 @@ pub fn bf16_to_f32(b: u16) -> f32 {
 #[inline(always)]
 pub fn f32_to_bf16(x: f32) -> u16 {
     let u = x.to_bits();
-    if x != x {
+    if x.is_nan() {
         return 0x7fc0;
     }
     let round = 0x7fff + ((u >> 16) & 1);

@@ -72,7 +72,7 @@ fn check<E: Elem>(
     let bias = rand_vec(heads * nq * nk, seed + 3);
     // A Swin-like mask: 0 or -100 in blocks.
     let mask: Vec<f32> = (0..n_mask.max(1) * nq * nk)
-        .map(|e| if (e / nk + e % nk + e / (nq * nk)) % 3 == 0 { -100.0 } else { 0.0 })
+        .map(|e| if (e / nk + e % nk + e / (nq * nk)).is_multiple_of(3) { -100.0 } else { 0.0 })
         .collect();
     let scale = 1.0 / (D as f32).sqrt();
     let want = attention_ref(
