@@ -150,7 +150,7 @@ proptest! {
         let d_last = shape[rank - 1];
         let n: usize = shape.iter().product();
         let (has_w, has_b) = (rng.coin(), rng.coin());
-        let mut inputs = vec![Input::new(rng.vec(n, -2.0, 2.0), &shape)];
+        let mut inputs = vec![Input::new(rng.distinct(n), &shape)];
         if has_w { inputs.push(Input::new(rng.vec(d_last, 0.5, 1.5), &[d_last])); }
         if has_b { inputs.push(Input::new(rng.vec(d_last, -1.0, 1.0), &[d_last])); }
         let eps = 1e-5;
@@ -181,7 +181,7 @@ proptest! {
         let c = shape[1];
         let n: usize = shape.iter().product();
         let (has_w, has_b) = (rng.coin(), rng.coin());
-        let mut inputs = vec![Input::new(rng.vec(n, -2.0, 2.0), &shape)];
+        let mut inputs = vec![Input::new(rng.distinct(n), &shape)];
         if has_w { inputs.push(Input::new(rng.vec(c, 0.5, 1.5), &[c])); }
         if has_b { inputs.push(Input::new(rng.vec(c, -1.0, 1.0), &[c])); }
         let eps = 1e-6;

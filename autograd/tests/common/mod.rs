@@ -207,3 +207,9 @@ pub fn broadcastable(rng: &mut Gen, out: &[usize]) -> Vec<usize> {
     let drop = rng.below(out.len() + 1);
     out[drop..].iter().map(|&d| if rng.below(3) == 0 { 1 } else { d }).collect()
 }
+
+/// out[o] = x[src(o)] for every position o of `out_shape` (the reference of any view or copy).
+pub fn pick(x: &[f64], out_shape: &[usize], src: impl Fn(&[usize]) -> usize) -> Vec<f64> {
+    let n: usize = out_shape.iter().product();
+    (0..n).map(|i| x[src(&unravel(i, out_shape))]).collect()
+}

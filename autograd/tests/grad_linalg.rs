@@ -1,0 +1,192 @@
+//! matmul, linear and the convolutions against finite differences of f64 references.
+
+mod common;
+
+use common::*;
+use proptest::prelude::*;
+use tensor::ops::Activation;
+
+fn erf(x: f64) -> f64 {
+    let (mut term, mut sum, mut n) = (x, x, 0.0);
+    while term.abs() > 1e-17 * sum.abs().max(1e-300) {
+        n += 1.0;
+        term *= -x * x / n;
+        sum += term / (2.0 * n + 1.0);
+    }
+    sum * 2.0 / std::f64::consts::PI.sqrt()
+}
+
+/// One of `a`'s and `b`'s batch shapes is the full `out`; the other broadcasts to it.
+fn batch_shapes(rng: &mut Gen) -> (Vec<usize>, Vec<usize>, Vec<usize>) {
+    let rank = rng.below(3);
+    let out = rng.shape(rank, 3);
+    let other = broadcastable(rng, &out);
+    if rng.coin() {
+        (out.clone(), other, out)
+    } else {
+        (other, out.clone(), out)
+    }
+}
+
+fn conv_out(h: usize, k: usize, s: usize, p: usize) -> usize {
+    (h + 2 * p - k) / s + 1
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// [..., m, k] @ [..., k, n] with broadcast batch dims and transposed/strided operands.
+    #[test]
+    fn matmul_grad(seed in any::<u64>()) {
+        let mut rng = Gen::new(seed);
+        let (ba, bb, bo) = batch_shapes(&mut rng);
+        let (m, k, n) = (1 + rng.below(4), 1 + rng.below(4), 1 + rng.below(4));
+        let sa: Vec<usize> = ba.iter().copied().chain([m, k]).collect();
+        let sb: Vec<usize> = bb.iter().copied().chain([k, n]).collect();
+        let a = Input::new(rng.vec(sa.iter().product(), -2.0, 2.0), &sa);
+        let b = Input::new(rng.vec(sb.iter().product(), -2.0, 2.0), &sb);
+        let nbo: usize = bo.iter().product();
+        let (ba2, bb2, bo2) = (ba.clone(), bb.clone(), bo.clone());
+        let reference = move |d: &[Vec<f64>]| {
+            let mut out = Vec::with_capacity(nbo * m * n);
+            for bi in 0..nbo {
+                let idx = unravel(bi, &bo2);
+                let (oa, ob) = (broadcast_index(&idx, &ba2) * m * k, broadcast_index(&idx, &bb2) * k * n);
+                for i in 0..m {
+                    for j in 0..n {
+                        out.push((0..k).map(|t| d[0][oa + i * k + t] * d[1][ob + t * n + j]).sum());
+                    }
+                }
+            }
+            out
+        };
+        let md = mode(rng.below(3));
+        check_grads(&format!("matmul {sa:?} {sb:?}"), &[a, b], md, &mut rng, reference, |v| v[0].matmul(&v[1]));
+    }
+
+    /// linear with and without bias, with each fused activation.
+    #[test]
+    fn linear_grad(seed in any::<u64>()) {
+        let mut rng = Gen::new(seed);
+        let rank = 1 + rng.below(3);
+        let mut xs = rng.shape(rank, 3);
+        let (n_in, n_out) = (1 + rng.below(5), 1 + rng.below(5));
+        xs[rank - 1] = n_in;
+        let rows: usize = xs[..rank - 1].iter().product();
+        let has_bias = rng.coin();
+        let act = [Activation::None, Activation::Relu, Activation::Gelu][rng.below(3)];
+        let pre = move |d: &[Vec<f64>]| -> Vec<f64> {
+            let mut z = Vec::with_capacity(rows * n_out);
+            for r in 0..rows {
+                for o in 0..n_out {
+                    let b = if has_bias { d[2][o] } else { 0.0 };
+                    z.push(b + (0..n_in).map(|i| d[0][r * n_in + i] * d[1][o * n_in + i]).sum::<f64>());
+                }
+            }
+            z
+        };
+        // Redraw until no pre-activation sits on relu's kink.
+        let inputs = loop {
+            let mut inputs = vec![
+                Input::new(rng.vec(rows * n_in, -2.0, 2.0), &xs),
+                Input::new(rng.vec(n_out * n_in, -1.0, 1.0), &[n_out, n_in]),
+            ];
+            if has_bias {
+                inputs.push(Input::new(rng.vec(n_out, -1.0, 1.0), &[n_out]));
+            }
+            let d: Vec<Vec<f64>> = inputs.iter().map(|i| i.data.clone()).collect();
+            if pre(&d).iter().all(|z| z.abs() > 0.02) {
+                break inputs;
+            }
+        };
+        let reference = move |d: &[Vec<f64>]| pre(d).into_iter().map(|z| match act {
+            Activation::None => z,
+            Activation::Relu => z.max(0.0),
+            Activation::Gelu => 0.5 * z * (1.0 + erf(z / std::f64::consts::SQRT_2)),
+        }).collect();
+        let md = mode(rng.below(3));
+        check_grads(&format!("linear {xs:?} -> {n_out} bias {has_bias} {act:?}"), &inputs, md, &mut rng, reference,
+            |v| v[0].linear_act(&v[1], if has_bias { Some(&v[2]) } else { None }, act));
+    }
+
+    /// conv2d over strides 1..=3, padding 0..=2, kernels 1..=3 (non-square), with and without bias.
+    #[test]
+    fn conv2d_grad(seed in any::<u64>()) {
+        let mut rng = Gen::new(seed);
+        let (n, c, o) = (1 + rng.below(2), 1 + rng.below(3), 1 + rng.below(3));
+        let (kh, kw) = (1 + rng.below(3), 1 + rng.below(3));
+        let (sh, sw) = (1 + rng.below(3), 1 + rng.below(3));
+        let (ph, pw) = (rng.below(3), rng.below(3));
+        let h = (kh.saturating_sub(2 * ph)).max(1) + rng.below(5);
+        let w = (kw.saturating_sub(2 * pw)).max(1) + rng.below(5);
+        let (ho, wo) = (conv_out(h, kh, sh, ph), conv_out(w, kw, sw, pw));
+        let has_bias = rng.coin();
+        let mut inputs = vec![
+            Input::new(rng.vec(n * c * h * w, -2.0, 2.0), &[n, c, h, w]),
+            Input::new(rng.vec(o * c * kh * kw, -1.0, 1.0), &[o, c, kh, kw]),
+        ];
+        if has_bias {
+            inputs.push(Input::new(rng.vec(o, -1.0, 1.0), &[o]));
+        }
+        let reference = move |d: &[Vec<f64>]| {
+            let mut out = vec![0.0; n * o * ho * wo];
+            for b in 0..n { for oc in 0..o { for i in 0..ho { for j in 0..wo {
+                let mut s = if has_bias { d[2][oc] } else { 0.0 };
+                for ic in 0..c { for a in 0..kh { for bb in 0..kw {
+                    let (y, x) = ((i * sh + a) as isize - ph as isize, (j * sw + bb) as isize - pw as isize);
+                    if y >= 0 && (y as usize) < h && x >= 0 && (x as usize) < w {
+                        s += d[0][((b * c + ic) * h + y as usize) * w + x as usize] * d[1][((oc * c + ic) * kh + a) * kw + bb];
+                    }
+                }}}
+                out[((b * o + oc) * ho + i) * wo + j] = s;
+            }}}}
+            out
+        };
+        let md = mode(rng.below(3));
+        let what = format!("conv2d x [{n},{c},{h},{w}] w [{o},{c},{kh},{kw}] s ({sh},{sw}) p ({ph},{pw}) bias {has_bias}");
+        check_grads(&what, &inputs, md, &mut rng, reference,
+            |v| v[0].conv2d(&v[1], if has_bias { Some(&v[2]) } else { None }, (sh, sw), (ph, pw)));
+    }
+
+    /// conv_transpose2d over strides 1..=3, padding and kernels 1..=3, with and without bias.
+    #[test]
+    fn conv_transpose2d_grad(seed in any::<u64>()) {
+        let mut rng = Gen::new(seed);
+        let (n, c, o) = (1 + rng.below(2), 1 + rng.below(3), 1 + rng.below(3));
+        let (kh, kw) = (1 + rng.below(3), 1 + rng.below(3));
+        let (sh, sw) = (1 + rng.below(3), 1 + rng.below(3));
+        let (h, w) = (1 + rng.below(4), 1 + rng.below(4));
+        // Padding that leaves a non-empty output.
+        let (fh, fw) = ((h - 1) * sh + kh, (w - 1) * sw + kw);
+        let (ph, pw) = (rng.below(3).min((fh - 1) / 2), rng.below(3).min((fw - 1) / 2));
+        let (ho, wo) = (fh - 2 * ph, fw - 2 * pw);
+        let has_bias = rng.coin();
+        let mut inputs = vec![
+            Input::new(rng.vec(n * c * h * w, -2.0, 2.0), &[n, c, h, w]),
+            Input::new(rng.vec(c * o * kh * kw, -1.0, 1.0), &[c, o, kh, kw]),
+        ];
+        if has_bias {
+            inputs.push(Input::new(rng.vec(o, -1.0, 1.0), &[o]));
+        }
+        let reference = move |d: &[Vec<f64>]| {
+            let mut out = vec![0.0; n * o * ho * wo];
+            for b in 0..n { for oc in 0..o {
+                for i in 0..ho { for j in 0..wo {
+                    out[((b * o + oc) * ho + i) * wo + j] = if has_bias { d[2][oc] } else { 0.0 };
+                }}
+                for ic in 0..c { for i in 0..h { for j in 0..w { for a in 0..kh { for bb in 0..kw {
+                    let (y, x) = ((i * sh + a) as isize - ph as isize, (j * sw + bb) as isize - pw as isize);
+                    if y >= 0 && (y as usize) < ho && x >= 0 && (x as usize) < wo {
+                        out[((b * o + oc) * ho + y as usize) * wo + x as usize] +=
+                            d[0][((b * c + ic) * h + i) * w + j] * d[1][((ic * o + oc) * kh + a) * kw + bb];
+                    }
+                }}}}}
+            }}
+            out
+        };
+        let md = mode(rng.below(3));
+        let what = format!("conv_transpose2d x [{n},{c},{h},{w}] w [{c},{o},{kh},{kw}] s ({sh},{sw}) p ({ph},{pw}) bias {has_bias}");
+        check_grads(&what, &inputs, md, &mut rng, reference,
+            |v| v[0].conv_transpose2d(&v[1], if has_bias { Some(&v[2]) } else { None }, (sh, sw), (ph, pw)));
+    }
+}
