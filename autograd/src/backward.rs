@@ -21,9 +21,9 @@ use crate::var::Var;
 use tensor::layout::resolve_dim;
 use tensor::{DType, Error, Result, Tensor};
 
-pub(crate) type Grads = Vec<Option<Tensor>>;
+pub(crate) type InputGrads = Vec<Option<Tensor>>;
 
-pub(crate) fn backward_op(op: &Op, inputs: &[Var], out: &Tensor, g: &Tensor) -> Result<Grads> {
+pub(crate) fn backward_op(op: &Op, inputs: &[Var], out: &Tensor, g: &Tensor) -> Result<InputGrads> {
     let xs: Vec<Tensor> = inputs.iter().map(Var::value).collect();
     use Op::*;
     match op {

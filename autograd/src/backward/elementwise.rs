@@ -1,11 +1,11 @@
 //! Elementwise rules: unary ops and activations, and binary ops with broadcasting.
 
-use super::{from_f32, mask, no_rule, scalar, sum_to_shape, Grads};
+use super::{from_f32, mask, no_rule, scalar, sum_to_shape, InputGrads};
 use crate::op::Op;
 use tensor::{Result, Tensor};
 
 /// x is the input, y the output.
-pub(super) fn unary(op: &Op, xs: &[Tensor], y: &Tensor, g: &Tensor) -> Result<Grads> {
+pub(super) fn unary(op: &Op, xs: &[Tensor], y: &Tensor, g: &Tensor) -> Result<InputGrads> {
     let x = &xs[0];
     let dt = x.dtype();
     let dx = match op {
@@ -54,7 +54,7 @@ pub(super) fn unary(op: &Op, xs: &[Tensor], y: &Tensor, g: &Tensor) -> Result<Gr
 }
 
 /// Binary ops: each input's gradient is summed back to its own (pre-broadcast) shape.
-pub(super) fn binary(op: &Op, xs: &[Tensor], y: &Tensor, g: &Tensor) -> Result<Grads> {
+pub(super) fn binary(op: &Op, xs: &[Tensor], y: &Tensor, g: &Tensor) -> Result<InputGrads> {
     let (a, b) = (&xs[0], &xs[1]);
     let dt = g.dtype();
     let (da, db) = match op {
@@ -142,7 +142,7 @@ fn erf(x: f64) -> f64 {
 }
 
 /// PReLU with one slope per channel (dim 1; dim 0 for rank-1 input) or a single slope.
-fn prelu(x: &Tensor, w: &Tensor, g: &Tensor) -> Result<Grads> {
+fn prelu(x: &Tensor, w: &Tensor, g: &Tensor) -> Result<InputGrads> {
     let dt = x.dtype();
     let rank = x.rank();
     let ch = if rank >= 2 { 1 } else { 0 };

@@ -1,10 +1,10 @@
 //! Pooling and interpolation of NCHW images: the gradient goes back along the forward's weights.
 
-use super::{from_f32, no_rule, Grads};
+use super::{from_f32, no_rule, InputGrads};
 use crate::op::Op;
 use tensor::{Result, Tensor};
 
-pub(super) fn backward(op: &Op, xs: &[Tensor], y: &Tensor, g: &Tensor) -> Result<Grads> {
+pub(super) fn backward(op: &Op, xs: &[Tensor], y: &Tensor, g: &Tensor) -> Result<InputGrads> {
     let x = &xs[0];
     x.expect_rank("image op backward", 4)?;
     let (h, w) = (x.shape()[2], x.shape()[3]);

@@ -2,7 +2,7 @@
 //! an im2col buffer (built here, in chunks of images); input gradients are the adjoint conv.
 
 use super::elementwise::gelu_grad;
-use super::{mask, no_rule, scalar, sum_to_shape, Grads};
+use super::{mask, no_rule, scalar, sum_to_shape, InputGrads};
 use crate::op::Op;
 use tensor::ops::Activation;
 use tensor::{DType, Result, Tensor};
@@ -10,7 +10,7 @@ use tensor::{DType, Result, Tensor};
 /// im2col chunks hold about this many floats (64 MiB), whatever the batch and image size.
 const COL_BUDGET: usize = 1 << 24;
 
-pub(super) fn backward(op: &Op, xs: &[Tensor], y: &Tensor, g: &Tensor) -> Result<Grads> {
+pub(super) fn backward(op: &Op, xs: &[Tensor], y: &Tensor, g: &Tensor) -> Result<InputGrads> {
     let (x, w) = (&xs[0], &xs[1]);
     match op {
         // y = a b:  da = g bᵀ,  db = aᵀ g  (summed over broadcast batch dims)
@@ -69,7 +69,7 @@ fn dims4(t: &Tensor) -> Result<[usize; 4]> {
     Ok([s[0], s[1], s[2], s[3]])
 }
 
-fn with_bias(mut out: Grads, g: &Tensor, has_bias: bool) -> Result<Grads> {
+fn with_bias(mut out: InputGrads, g: &Tensor, has_bias: bool) -> Result<InputGrads> {
     if has_bias {
         out.push(Some(g.sum(&[0, 2, 3], false)?));
     }

@@ -1,12 +1,12 @@
 //! Reductions, softmax and the layer norms.
 
-use super::{expand_reduced, mask, no_rule, reduced_dims, sum_to_shape, Grads};
+use super::{expand_reduced, mask, no_rule, reduced_dims, sum_to_shape, InputGrads};
 use crate::op::Op;
 use tensor::layout::resolve_dim;
 use tensor::{Result, Tensor};
 
 /// x is the input, y the output.
-pub(super) fn backward(op: &Op, xs: &[Tensor], y: &Tensor, g: &Tensor) -> Result<Grads> {
+pub(super) fn backward(op: &Op, xs: &[Tensor], y: &Tensor, g: &Tensor) -> Result<InputGrads> {
     let x = &xs[0];
     let dx = match op {
         // d sum(x) / dx = 1 (broadcast back over the reduced dims)
@@ -48,7 +48,7 @@ fn extremum_grad(op: &'static str, x: &Tensor, y: &Tensor, g: &Tensor, dims: &[i
 /// Layer norm over dim `d` (the last dim, or channels of NCHW), weight and bias laid along d.
 /// With xhat = (x - mean) * rstd and dxhat = g * weight:
 ///   dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)),  dweight = sum g xhat,  dbias = sum g.
-fn norm_grad(xs: &[Tensor], g: &Tensor, d: usize, eps: f64, has_w: bool, has_b: bool) -> Result<Grads> {
+fn norm_grad(xs: &[Tensor], g: &Tensor, d: usize, eps: f64, has_w: bool, has_b: bool) -> Result<InputGrads> {
     let x = &xs[0];
     let di = resolve_dim("layer_norm backward", d as isize, x.rank())? as isize;
     // Parameters [D] viewed as [D, 1, ..] so they broadcast along dim d.

@@ -1,11 +1,11 @@
 //! Views, copies, concatenation and indexing: gradients move back to where the elements came from.
 
-use super::{from_f32, no_rule, sum_to_shape, Grads};
+use super::{from_f32, no_rule, sum_to_shape, InputGrads};
 use crate::op::Op;
 use tensor::layout::{contiguous_strides, resolve_dim};
 use tensor::{Error, Layout, Result, Tensor};
 
-pub(super) fn backward(op: &Op, xs: &[Tensor], g: &Tensor) -> Result<Grads> {
+pub(super) fn backward(op: &Op, xs: &[Tensor], g: &Tensor) -> Result<InputGrads> {
     let x = &xs[0];
     let dx = match op {
         // cat: each input gets its own slice of g along dim
