@@ -14,6 +14,9 @@ use rayon::prelude::*;
 /// whatever the image size (MTCNN's first conv on a large photo would otherwise need gigabytes).
 const COL_BUDGET: usize = 1 << 22;
 
+/// im2col / col2im work below this many floats per task stays on one thread.
+const PAR_MIN_FLOATS: usize = 1 << 15;
+
 /// The dims of a rank-4 float (NCHW) tensor, or an error naming `op`.
 pub(crate) fn nchw_dims(op: &'static str, x: &Tensor) -> Result<[usize; 4]> {
     x.expect_rank(op, 4)?;
@@ -239,35 +242,34 @@ fn conv2d_image(g: &Geom, x: &[f32], wt: &[f32], bias: Option<&[f32]>, o: usize,
 /// this is a pure strided gather: no zero fill, no bounds work per element.
 fn im2col(g: &Geom, x: &[f32], r0: usize, rows: usize, col: &mut [f32]) {
     let nl = rows * g.wo;
-    let mut q = 0;
-    for plane in x.chunks_exact(g.h * g.w) {
-        for a in 0..g.kh {
-            for b in 0..g.kw {
-                let dst_row = &mut col[q * nl..(q + 1) * nl];
-                q += 1;
-                let js = index_range(g.wo, g.w, g.sw, g.pw, b);
-                for (i, dst) in dst_row.chunks_exact_mut(g.wo).enumerate() {
-                    let ih = (r0 + i) * g.sh + a;
-                    if ih < g.ph || ih - g.ph >= g.h {
-                        dst.fill(0.0);
-                        continue;
-                    }
-                    let src = &plane[(ih - g.ph) * g.w..(ih - g.ph + 1) * g.w];
-                    dst[..js.start].fill(0.0);
-                    dst[js.end..].fill(0.0);
-                    // Input column of output column j is j·sw + b - pw; js keeps it in range.
-                    let first = js.start * g.sw + b - g.pw;
-                    if g.sw == 1 {
-                        dst[js.clone()].copy_from_slice(&src[first..first + js.len()]);
-                    } else {
-                        for (t, d) in dst[js.clone()].iter_mut().enumerate() {
-                            *d = src[first + t * g.sw];
-                        }
-                    }
+    let kk = g.kh * g.kw;
+    // Rows of col are independent: split them over threads when there is enough to copy
+    // (a batch of one image gets no parallelism from the batch loop).
+    let min_rows = (PAR_MIN_FLOATS / nl.max(1)).max(1);
+    col.par_chunks_mut(nl).with_min_len(min_rows).enumerate().for_each(|(q, dst_row)| {
+        let (ci, a, b) = (q / kk, q % kk / g.kw, q % g.kw);
+        let plane = &x[ci * g.h * g.w..(ci + 1) * g.h * g.w];
+        let js = index_range(g.wo, g.w, g.sw, g.pw, b);
+        for (i, dst) in dst_row.chunks_exact_mut(g.wo).enumerate() {
+            let ih = (r0 + i) * g.sh + a;
+            if ih < g.ph || ih - g.ph >= g.h {
+                dst.fill(0.0);
+                continue;
+            }
+            let src = &plane[(ih - g.ph) * g.w..(ih - g.ph + 1) * g.w];
+            dst[..js.start].fill(0.0);
+            dst[js.end..].fill(0.0);
+            // Input column of output column j is j·sw + b - pw; js keeps it in range.
+            let first = js.start * g.sw + b - g.pw;
+            if g.sw == 1 {
+                dst[js.clone()].copy_from_slice(&src[first..first + js.len()]);
+            } else {
+                for (t, d) in dst[js.clone()].iter_mut().enumerate() {
+                    *d = src[first + t * g.sw];
                 }
             }
         }
-    }
+    });
 }
 
 /// One image of the transposed conv: col[O·kh·kw, H·W] = Wᵀ · x, then every column entry is
@@ -282,8 +284,9 @@ fn conv_transpose2d_image(g: &Geom, x: &[f32], wt: &[f32], bias: Option<&[f32]>,
 
     // kernel == stride, no padding: output pixels are hit exactly once, so assign, no bounds.
     let exact = g.kh == g.sh && g.kw == g.sw && g.ph == 0 && g.pw == 0 && g.ho == g.h * g.kh && g.wo == g.w * g.kw;
+    let min_planes = (PAR_MIN_FLOATS / lo).max(1);
     if exact {
-        for (oi, plane) in y.chunks_exact_mut(lo).enumerate() {
+        y.par_chunks_exact_mut(lo).with_min_len(min_planes).enumerate().for_each(|(oi, plane)| {
             let bo = bias.map_or(0.0, |b| b[oi]);
             for (r, out_row) in plane.chunks_exact_mut(g.wo).enumerate() {
                 let (i, a) = (r / g.kh, r % g.kh);
@@ -295,11 +298,11 @@ fn conv_transpose2d_image(g: &Geom, x: &[f32], wt: &[f32], bias: Option<&[f32]>,
                     }
                 }
             }
-        }
+        });
         return;
     }
 
-    for (oi, plane) in y.chunks_exact_mut(lo).enumerate() {
+    y.par_chunks_exact_mut(lo).with_min_len(min_planes).enumerate().for_each(|(oi, plane)| {
         plane.fill(bias.map_or(0.0, |b| b[oi]));
         for a in 0..g.kh {
             for b in 0..g.kw {
@@ -319,7 +322,7 @@ fn conv_transpose2d_image(g: &Geom, x: &[f32], wt: &[f32], bias: Option<&[f32]>,
                 }
             }
         }
-    }
+    });
 }
 
 /// The indices j in 0..count whose mapped index j·s + b - p lies in 0..target (im2col: output
@@ -551,6 +554,8 @@ mod tests {
             ([1, 3, 12, 12], [10, 3, 3, 3], (1, 1), (0, 0)),
             ([1, 8, 5, 5], [6, 8, 2, 2], (1, 1), (0, 0)),
             ([2, 5, 7, 6], [3, 5, 1, 1], (2, 2), (0, 0)),
+            // Big enough for im2col to split its rows over threads.
+            ([1, 4, 64, 64], [3, 4, 3, 3], (1, 1), (1, 1)),
         ];
         for (i, (xs, ws, s, p)) in cases.into_iter().enumerate() {
             for kind in 0..4 {
@@ -562,7 +567,13 @@ mod tests {
     #[test]
     fn conv_transpose2d_kernel_equals_stride_matches_reference() {
         // The parsing head's 2x2 stride-2 upsampling, and a non-square 3x2 one.
-        for (xs, ws, s) in [([2, 5, 3, 4], [5, 3, 2, 2], (2, 2)), ([1, 4, 3, 5], [4, 2, 3, 2], (3, 2))] {
+        // The last one is big enough for col2im to split output channels over threads.
+        let cases = [
+            ([2, 5, 3, 4], [5, 3, 2, 2], (2, 2)),
+            ([1, 4, 3, 5], [4, 2, 3, 2], (3, 2)),
+            ([1, 3, 40, 40], [3, 12, 2, 2], (2, 2)),
+        ];
+        for (xs, ws, s) in cases {
             let x = nchw_input(xs, 11, 1, DType::F32);
             let wt = Tensor::randn(&ws, 12, DType::F32);
             let b = Tensor::randn(&[ws[1]], 13, DType::F32);
@@ -589,6 +600,17 @@ mod tests {
         let b = Tensor::from_vec(vec![1.0f32], &[1]).unwrap();
         let y = x.conv_transpose2d(&wt, Some(&b), (2, 2), (0, 0)).unwrap();
         assert_eq!(y.to_vec::<f32>().unwrap(), vec![3.0, 5.0, 7.0, 9.0]);
+    }
+
+    #[test]
+    fn conv_transpose2d_large_overlapping_matches_reference() {
+        // Overlapping windows with padding, big enough for col2im to run over several threads.
+        let x = nchw_input([1, 3, 30, 30], 31, 3, DType::F32);
+        let wt = Tensor::randn(&[3, 12, 3, 3], 32, DType::F32);
+        let got = x.conv_transpose2d(&wt, None, (2, 2), (1, 1)).unwrap();
+        let (want, shape) =
+            conv_t_ref(&vals(&x), [1, 3, 30, 30], &vals(&wt), [3, 12, 3, 3], None, (2, 2), (1, 1), (0, 0));
+        assert_close("conv_transpose2d", &got, &want, &shape, 1e-4);
     }
 
     #[test]
