@@ -2,8 +2,8 @@
 //!
 //! Both lower to the one GEMM in `cpu::gemm`: conv2d through im2col (`W[O, C·kh·kw] · col`),
 //! conv_transpose2d through the transposed product (`Wᵀ[O·kh·kw, C] · x`) followed by col2im,
-//! a scatter-add into the output. Work is split over the batch with rayon; inside one image the
-//! GEMM does its own splitting. Also home of the NCHW helpers that pool.rs and interp.rs share.
+//! a scatter-add into the output. Work is split over the batch with rayon; inside one image
+//! im2col rows and col2im output channels are split too, and the GEMM does its own splitting. Also home of the NCHW helpers that pool.rs and interp.rs share.
 
 use crate::cpu::gemm::sgemm;
 use crate::{bail, CpuStorage, DType, Error, Layout, Result, Tensor};
