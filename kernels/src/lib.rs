@@ -33,6 +33,7 @@ pub mod gemm;
 pub mod gemm_tc;
 pub mod layernorm;
 pub mod math;
+pub mod remap;
 pub mod softmax;
 
 #[cfg(target_arch = "nvptx64")]

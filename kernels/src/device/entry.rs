@@ -4,7 +4,7 @@
 use super::Gpu;
 use crate::gemm_tc::{Bf16In, F16In};
 use crate::math::Bf16;
-use crate::{attention, elementwise, gemm, gemm_tc, layernorm, softmax};
+use crate::{attention, elementwise, gemm, gemm_tc, layernorm, remap, softmax};
 
 /// `kernel!(name: Elem = body(params))` declares entry point `name` calling `body::<Gpu, Elem>`;
 /// `E` in the parameter types is that element type (each entry lives in its own module).
@@ -92,3 +92,14 @@ macro_rules! attention {
 }
 attention!(attention_d32_f32: f32, 32);
 attention!(attention_d32_bf16: Bf16, 32);
+
+kernel!(window_partition_f32: f32 = remap::window_partition(x: *const E, out: *mut E, b: u32, h: u32, w: u32, ch: u32, ws: u32, shift: u32));
+kernel!(window_partition_bf16: Bf16 = remap::window_partition(x: *const E, out: *mut E, b: u32, h: u32, w: u32, ch: u32, ws: u32, shift: u32));
+kernel!(window_reverse_f32: f32 = remap::window_reverse(x: *const E, out: *mut E, b: u32, h: u32, w: u32, ch: u32, ws: u32, shift: u32));
+kernel!(window_reverse_bf16: Bf16 = remap::window_reverse(x: *const E, out: *mut E, b: u32, h: u32, w: u32, ch: u32, ws: u32, shift: u32));
+kernel!(patch_merge_f32: f32 = remap::patch_merge(x: *const E, out: *mut E, b: u32, h: u32, w: u32, ch: u32));
+kernel!(patch_merge_bf16: Bf16 = remap::patch_merge(x: *const E, out: *mut E, b: u32, h: u32, w: u32, ch: u32));
+kernel!(upsample_bilinear_f32: f32 = remap::upsample_bilinear(x: *const E, out: *mut E, nc: u32, h: u32, w: u32, oh: u32, ow: u32));
+kernel!(upsample_bilinear_bf16: Bf16 = remap::upsample_bilinear(x: *const E, out: *mut E, nc: u32, h: u32, w: u32, oh: u32, ow: u32));
+kernel!(conv_transpose2x2_f32: f32 = remap::conv_transpose2x2(x: *const E, wt: *const E, bias: *const E, out: *mut E, n: u32, cin: u32, cout: u32, h: u32, w: u32));
+kernel!(conv_transpose2x2_bf16: Bf16 = remap::conv_transpose2x2(x: *const E, wt: *const E, bias: *const E, out: *mut E, n: u32, cin: u32, cout: u32, h: u32, w: u32));

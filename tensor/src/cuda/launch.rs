@@ -6,7 +6,7 @@ use super::{drv, CudaDevice, CudaError, CudaResult, DeviceBuffer};
 use cudarc::driver::result;
 use half::{bf16, f16};
 use kernels::ctx::LaunchConfig;
-use kernels::{attention, elementwise, gemm, gemm_tc, layernorm, softmax};
+use kernels::{attention, elementwise, gemm, gemm_tc, layernorm, remap, softmax};
 use std::ffi::c_void;
 
 pub use kernels::attention::AttnShape;
@@ -251,6 +251,136 @@ impl CudaDevice {
         }
         let (pq, pk, pv, pb, pm, po) = (q.ptr(), k.ptr(), v.ptr(), null_or(bias), null_or(mask), out.ptr());
         self.launch(name, attention::config::<D>(batch, h, nq), &mut args![pq, pk, pv, pb, pm, po, s])
+    }
+
+    /// Checks an index-remapping launch: element counts below 2^31 and buffers large enough.
+    fn remap_check(
+        name: &'static str,
+        need_in: usize,
+        inp: usize,
+        need_out: usize,
+        out: usize,
+        shape: String,
+    ) -> CudaResult<()> {
+        if need_in > inp || need_out > out || need_in.max(need_out) >= 1 << 31 {
+            return Err(invalid(
+                name,
+                format!("{shape}: input {inp} (need {need_in}), output {out} (need {need_out})"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Swin window partition of `[b, h, w, ch]` (h, w multiples of `ws`) after a cyclic shift by
+    /// `-shift`; `reverse` does the inverse (windows back to `[b, h, w, ch]`, shifted back).
+    #[allow(clippy::too_many_arguments)]
+    pub fn window_partition<E: DevElem>(
+        &self,
+        x: &DeviceBuffer<E>,
+        out: &DeviceBuffer<E>,
+        (b, h, w, ch): (usize, usize, usize, usize),
+        ws: usize,
+        shift: usize,
+        reverse: bool,
+    ) -> CudaResult<()> {
+        let name = match (reverse, E::SUFFIX) {
+            (false, "f32") => "window_partition_f32",
+            (false, _) => "window_partition_bf16",
+            (true, "f32") => "window_reverse_f32",
+            (true, _) => "window_reverse_bf16",
+        };
+        let n = b * h * w * ch;
+        if ws == 0 || h % ws != 0 || w % ws != 0 {
+            return Err(invalid(name, format!("[{b}, {h}, {w}, {ch}] is not a whole number of {ws}x{ws} windows")));
+        }
+        Self::remap_check(name, n, x.len(), n, out.len(), format!("[{b}, {h}, {w}, {ch}]"))?;
+        if n == 0 {
+            return Ok(());
+        }
+        let (px, po) = (x.ptr(), out.ptr());
+        let (b, h, w, ch, ws, shift) = (b as u32, h as u32, w as u32, ch as u32, ws as u32, shift as u32);
+        self.launch(name, remap::config(n), &mut args![px, po, b, h, w, ch, ws, shift])
+    }
+
+    /// Patch merging gather `[b, h, w, ch]` -> `[b, h/2, w/2, 4ch]` (Swin's order).
+    pub fn patch_merge<E: DevElem>(
+        &self,
+        x: &DeviceBuffer<E>,
+        out: &DeviceBuffer<E>,
+        (b, h, w, ch): (usize, usize, usize, usize),
+    ) -> CudaResult<()> {
+        let name = pick::<E>("patch_merge_f32", "patch_merge_bf16");
+        if h % 2 != 0 || w % 2 != 0 {
+            return Err(invalid(name, format!("[{b}, {h}, {w}, {ch}]: h and w must be even")));
+        }
+        let n = b * h * w * ch;
+        Self::remap_check(name, n, x.len(), n, out.len(), format!("[{b}, {h}, {w}, {ch}]"))?;
+        if n == 0 {
+            return Ok(());
+        }
+        let (px, po, b, h, w, ch) = (x.ptr(), out.ptr(), b as u32, h as u32, w as u32, ch as u32);
+        self.launch(name, remap::config(n), &mut args![px, po, b, h, w, ch])
+    }
+
+    /// Bilinear resize (`align_corners=False`) of NCHW planes `[nc, h, w]` to `[nc, oh, ow]`.
+    pub fn upsample_bilinear<E: DevElem>(
+        &self,
+        x: &DeviceBuffer<E>,
+        out: &DeviceBuffer<E>,
+        (nc, h, w): (usize, usize, usize),
+        (oh, ow): (usize, usize),
+    ) -> CudaResult<()> {
+        let name = pick::<E>("upsample_bilinear_f32", "upsample_bilinear_bf16");
+        if h * w == 0 && nc * oh * ow > 0 {
+            return Err(invalid(name, format!("empty input plane [{h}, {w}]")));
+        }
+        Self::remap_check(
+            name,
+            nc * h * w,
+            x.len(),
+            nc * oh * ow,
+            out.len(),
+            format!("[{nc}, {h}, {w}] -> [{oh}, {ow}]"),
+        )?;
+        if nc * oh * ow == 0 {
+            return Ok(());
+        }
+        let (px, po) = (x.ptr(), out.ptr());
+        let (nc, h, w, oh32, ow32) = (nc as u32, h as u32, w as u32, oh as u32, ow as u32);
+        self.launch(name, remap::config(nc as usize * oh * ow), &mut args![px, po, nc, h, w, oh32, ow32])
+    }
+
+    /// Transposed convolution, kernel 2 stride 2: `[n, cin, h, w]` -> `[n, cout, 2h, 2w]`, weight
+    /// `[cin, cout, 2, 2]`, optional bias `[cout]`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv_transpose2x2<E: DevElem>(
+        &self,
+        x: &DeviceBuffer<E>,
+        wt: &DeviceBuffer<E>,
+        bias: Option<&DeviceBuffer<E>>,
+        out: &DeviceBuffer<E>,
+        (n, cin, h, w): (usize, usize, usize, usize),
+        cout: usize,
+    ) -> CudaResult<()> {
+        let name = pick::<E>("conv_transpose2x2_f32", "conv_transpose2x2_bf16");
+        let n_out = n * cout * 4 * h * w;
+        if wt.len() < cin * cout * 4 || bias.is_some_and(|b| b.len() < cout) {
+            return Err(invalid(name, format!("weight {} for [{cin}, {cout}, 2, 2] or bias too small", wt.len())));
+        }
+        Self::remap_check(
+            name,
+            n * cin * h * w,
+            x.len(),
+            n_out,
+            out.len(),
+            format!("[{n}, {cin}, {h}, {w}] -> {cout}"),
+        )?;
+        if n_out == 0 {
+            return Ok(());
+        }
+        let (px, pw, pb, po) = (x.ptr(), wt.ptr(), null_or(bias), out.ptr());
+        let (n, cin, cout, h, w) = (n as u32, cin as u32, cout as u32, h as u32, w as u32);
+        self.launch(name, remap::config(n_out), &mut args![px, pw, pb, po, n, cin, cout, h, w])
     }
 }
 

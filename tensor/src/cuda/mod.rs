@@ -73,6 +73,16 @@ pub const KERNELS: &[&str] = &[
     "gemm_tc_f16_f32",
     "attention_d32_f32",
     "attention_d32_bf16",
+    "window_partition_f32",
+    "window_partition_bf16",
+    "window_reverse_f32",
+    "window_reverse_bf16",
+    "patch_merge_f32",
+    "patch_merge_bf16",
+    "upsample_bilinear_f32",
+    "upsample_bilinear_bf16",
+    "conv_transpose2x2_f32",
+    "conv_transpose2x2_bf16",
 ];
 
 impl CudaDevice {

@@ -263,6 +263,79 @@ fn cuda_attention_window_and_decoder() {
     }
 }
 
+/// The remapping kernels on the device against the same bodies under the CPU emulator (which the
+/// kernels crate tests against plain references): the results must be bit-identical for the pure
+/// gathers and within rounding for the arithmetic ones.
+#[test]
+fn cuda_remap_kernels_match_emulator() {
+    use kernels::emu::{launch, Order};
+    use kernels::remap;
+    let Some(dev) = device() else { return };
+    let emu = |n: usize, f: &dyn Fn(kernels::emu::LaunchConfig, *mut f32)| -> Vec<f32> {
+        let mut out = vec![f32::NAN; n];
+        f(remap::config(n), out.as_mut_ptr());
+        out
+    };
+    // Window partition with shift 3 on [2, 56, 56, 8] (7x7 windows), then reverse.
+    let (b, h, w, ch, ws, sh) = (2usize, 56usize, 56usize, 8usize, 7usize, 3usize);
+    let x = rand_vec(b * h * w * ch, 21);
+    let dx = dev.upload(&x).unwrap();
+    let out = dev.alloc::<f32>(x.len()).unwrap();
+    dev.fill_bytes(&out, 0xff).unwrap();
+    dev.window_partition(&dx, &out, (b, h, w, ch), ws, sh, false).unwrap();
+    let got = dev.download(&out).unwrap();
+    let px = x.as_ptr();
+    let a = (b as u32, h as u32, w as u32, ch as u32, ws as u32, sh as u32);
+    let want = emu(x.len(), &|cfg, po| unsafe {
+        launch(cfg, Order::Forward, |c| remap::window_partition(c, px, po, a.0, a.1, a.2, a.3, a.4, a.5))
+    });
+    assert_eq!(got, want, "window_partition");
+    let back = dev.alloc::<f32>(x.len()).unwrap();
+    dev.window_partition(&out, &back, (b, h, w, ch), ws, sh, true).unwrap();
+    assert_eq!(dev.download(&back).unwrap(), x, "window_reverse");
+
+    // Patch merging [2, 56, 56, 8] -> [2, 28, 28, 32].
+    dev.patch_merge(&dx, &out, (b, h, w, ch)).unwrap();
+    let want = emu(x.len(), &|cfg, po| unsafe {
+        launch(cfg, Order::Forward, |c| remap::patch_merge(c, px, po, a.0, a.1, a.2, a.3))
+    });
+    assert_eq!(dev.download(&out).unwrap(), want, "patch_merge");
+
+    // Bilinear 14x14 -> 56x56 on 16 planes.
+    let (nc, ih, iw, oh, ow) = (16usize, 14usize, 14usize, 56usize, 56usize);
+    let xi = rand_vec(nc * ih * iw, 22);
+    let dxi = dev.upload(&xi).unwrap();
+    let up = dev.alloc::<f32>(nc * oh * ow).unwrap();
+    dev.fill_bytes(&up, 0xff).unwrap();
+    dev.upsample_bilinear(&dxi, &up, (nc, ih, iw), (oh, ow)).unwrap();
+    let pxi = xi.as_ptr();
+    let want = emu(nc * oh * ow, &|cfg, po| unsafe {
+        launch(cfg, Order::Forward, |c| {
+            remap::upsample_bilinear(c, pxi, po, nc as u32, ih as u32, iw as u32, oh as u32, ow as u32)
+        })
+    });
+    let e = rel_err(&dev.download(&up).unwrap(), &want.iter().map(|&v| v as f64).collect::<Vec<_>>());
+    assert!(e < 1e-6, "upsample_bilinear rel err {e}");
+
+    // Transposed conv 2x2 s2: [2, 32, 14, 14] -> [2, 16, 28, 28].
+    let (n, cin, cout, hh, ww) = (2usize, 32usize, 16usize, 14usize, 14usize);
+    let xc = rand_vec(n * cin * hh * ww, 23);
+    let wt = rand_vec(cin * cout * 4, 24);
+    let bias = rand_vec(cout, 25);
+    let (dxc, dwt, db) = (dev.upload(&xc).unwrap(), dev.upload(&wt).unwrap(), dev.upload(&bias).unwrap());
+    let oc = dev.alloc::<f32>(n * cout * 4 * hh * ww).unwrap();
+    dev.fill_bytes(&oc, 0xff).unwrap();
+    dev.conv_transpose2x2(&dxc, &dwt, Some(&db), &oc, (n, cin, hh, ww), cout).unwrap();
+    let (pxc, pwt, pb) = (xc.as_ptr(), wt.as_ptr(), bias.as_ptr());
+    let want = emu(n * cout * 4 * hh * ww, &|cfg, po| unsafe {
+        launch(cfg, Order::Forward, |c| {
+            remap::conv_transpose2x2(c, pxc, pwt, pb, po, n as u32, cin as u32, cout as u32, hh as u32, ww as u32)
+        })
+    });
+    let e = rel_err(&dev.download(&oc).unwrap(), &want.iter().map(|&v| v as f64).collect::<Vec<_>>());
+    assert!(e < 1e-6, "conv_transpose2x2 rel err {e}");
+}
+
 #[test]
 fn cuda_rejects_bad_shapes() {
     let Some(dev) = device() else { return };
