@@ -1,0 +1,269 @@
+//! The official preprocessing against the reference input of `tests/fixtures/detect/`:
+//! crop at the reference `crop_box`, PIL bicubic resize to 224x224, ImageNet normalisation.
+
+use facex::preprocess::{self, image, RgbImage, MEAN, STD};
+use std::path::{Path, PathBuf};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/detect").join(name)
+}
+
+/// Minimal JSON reader for the fixture files (the root package has no serde_json).
+mod json {
+    #[derive(Debug, Clone)]
+    pub enum Value {
+        Null,
+        Bool(#[allow(dead_code)] bool),
+        Num(f64),
+        Str(String),
+        Arr(Vec<Value>),
+        Obj(Vec<(String, Value)>),
+    }
+
+    impl Value {
+        pub fn get(&self, key: &str) -> &Value {
+            match self {
+                Value::Obj(kv) => &kv.iter().find(|(k, _)| k == key).unwrap_or_else(|| panic!("no key {key}")).1,
+                _ => panic!("not an object"),
+            }
+        }
+        pub fn arr(&self) -> &[Value] {
+            match self {
+                Value::Arr(a) => a,
+                _ => panic!("not an array"),
+            }
+        }
+        pub fn num(&self) -> f64 {
+            match self {
+                Value::Num(n) => *n,
+                _ => panic!("not a number"),
+            }
+        }
+        pub fn str(&self) -> &str {
+            match self {
+                Value::Str(s) => s,
+                _ => panic!("not a string"),
+            }
+        }
+    }
+
+    pub fn parse(s: &str) -> Value {
+        let b = s.as_bytes();
+        let mut i = 0;
+        let v = value(b, &mut i);
+        ws(b, &mut i);
+        assert!(b[i..].iter().all(|c| *c == b' ' || *c == 0), "trailing data in JSON");
+        v
+    }
+
+    fn ws(b: &[u8], i: &mut usize) {
+        while *i < b.len() && b[*i].is_ascii_whitespace() {
+            *i += 1;
+        }
+    }
+
+    fn value(b: &[u8], i: &mut usize) -> Value {
+        ws(b, i);
+        match b[*i] {
+            b'{' => {
+                *i += 1;
+                let mut kv = Vec::new();
+                loop {
+                    ws(b, i);
+                    if b[*i] == b'}' {
+                        *i += 1;
+                        return Value::Obj(kv);
+                    }
+                    let Value::Str(k) = value(b, i) else { panic!("bad key") };
+                    ws(b, i);
+                    assert_eq!(b[*i], b':');
+                    *i += 1;
+                    kv.push((k, value(b, i)));
+                    ws(b, i);
+                    if b[*i] == b',' {
+                        *i += 1;
+                    }
+                }
+            }
+            b'[' => {
+                *i += 1;
+                let mut a = Vec::new();
+                loop {
+                    ws(b, i);
+                    if b[*i] == b']' {
+                        *i += 1;
+                        return Value::Arr(a);
+                    }
+                    a.push(value(b, i));
+                    ws(b, i);
+                    if b[*i] == b',' {
+                        *i += 1;
+                    }
+                }
+            }
+            b'"' => {
+                let start = *i + 1;
+                *i = start;
+                while b[*i] != b'"' {
+                    *i += 1;
+                }
+                *i += 1;
+                Value::Str(String::from_utf8(b[start..*i - 1].to_vec()).unwrap())
+            }
+            b't' => {
+                *i += 4;
+                Value::Bool(true)
+            }
+            b'f' => {
+                *i += 5;
+                Value::Bool(false)
+            }
+            b'n' => {
+                *i += 4;
+                Value::Null
+            }
+            _ => {
+                let start = *i;
+                while *i < b.len() && matches!(b[*i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') {
+                    *i += 1;
+                }
+                Value::Num(std::str::from_utf8(&b[start..*i]).unwrap().parse().unwrap())
+            }
+        }
+    }
+}
+
+/// One F32 tensor from a safetensors file: (shape, data).
+fn read_safetensors_f32(path: &Path, name: &str) -> (Vec<usize>, Vec<f32>) {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = json::parse(std::str::from_utf8(&bytes[8..8 + n]).unwrap());
+    let entry = header.get(name);
+    assert_eq!(entry.get("dtype").str(), "F32");
+    let shape: Vec<usize> = entry.get("shape").arr().iter().map(|v| v.num() as usize).collect();
+    let off: Vec<usize> = entry.get("data_offsets").arr().iter().map(|v| v.num() as usize).collect();
+    let data = bytes[8 + n + off[0]..8 + n + off[1]]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    (shape, data)
+}
+
+fn detect_json() -> json::Value {
+    json::parse(&std::fs::read_to_string(fixture("astronaut.detect.json")).unwrap())
+}
+
+fn boxf64(v: &json::Value) -> [f64; 4] {
+    let a = v.arr();
+    [a[0].num(), a[1].num(), a[2].num(), a[3].num()]
+}
+
+#[test]
+fn reference_input_within_one_level() {
+    let img = preprocess::load_rgb(fixture("astronaut.png")).unwrap();
+    assert_eq!((img.width(), img.height()), (512, 512));
+    let crop_box = boxf64(detect_json().get("crop_box"));
+    let ours = preprocess::preprocess_crop(&img, crop_box).unwrap();
+    assert_eq!(ours.shape(), &[1, 3, 224, 224]);
+    let ours = ours.to_f32_vec().unwrap();
+    let (shape, reference) = read_safetensors_f32(&fixture("astronaut.input.safetensors"), "input");
+    assert_eq!(shape, vec![1, 3, 224, 224]);
+    let plane = 224 * 224;
+    let (mut max_levels, mut exact) = (0f64, 0usize);
+    for (i, (&a, &b)) in ours.iter().zip(&reference).enumerate() {
+        let c = i / plane;
+        // Back to 8-bit levels: x = (v/255 - mean)/std.
+        let levels = ((a - b) as f64 * STD[c] as f64 * 255.0).abs();
+        max_levels = max_levels.max(levels);
+        exact += (levels < 1e-3) as usize;
+    }
+    eprintln!("preprocess: max diff {max_levels:.4} levels, {exact}/{} exact", ours.len());
+    assert!(max_levels <= 1.0 + 1e-3, "max diff {max_levels} levels");
+}
+
+#[test]
+fn adjust_bbox_matches_reference_crop_box() {
+    let j = detect_json();
+    let b = boxf64(&j.get("boxes").arr()[0]).map(|v| v as f32);
+    let got = preprocess::adjust_bbox(b, 512, 512, preprocess::MARGIN_PERCENT);
+    let want = boxf64(j.get("crop_box"));
+    for k in 0..4 {
+        assert!((got[k] - want[k]).abs() < 1e-4, "{got:?} vs {want:?}");
+    }
+}
+
+#[test]
+fn adjust_bbox_grows_by_a_quarter_and_clamps() {
+    let got = preprocess::adjust_bbox([10.0, 20.0, 50.0, 100.0], 1000, 1000, 50.0);
+    assert_eq!(got, [0.0, 0.0, 60.0, 120.0]);
+    let got = preprocess::adjust_bbox([100.0, 100.0, 140.0, 180.0], 150, 1000, 50.0);
+    assert_eq!(got, [90.0, 80.0, 150.0, 200.0]);
+}
+
+#[test]
+fn crop_truncates_and_pads_black() {
+    assert_eq!(preprocess::truncate_box([1.9, -0.5, 3.99, 2.0]), [1, 0, 3, 2]);
+    let img = RgbImage::from_fn(4, 3, |x, y| image_px(x, y));
+    let c = preprocess::crop(&img, [2, 1, 6, 3]).unwrap();
+    assert_eq!((c.width(), c.height()), (4, 2));
+    assert_eq!(c.get_pixel(0, 0).0, image_px(2, 1).0);
+    assert_eq!(c.get_pixel(1, 1).0, image_px(3, 2).0);
+    assert_eq!(c.get_pixel(2, 0).0, [0, 0, 0]);
+    assert!(preprocess::crop(&img, [2, 1, 2, 3]).is_err());
+}
+
+fn image_px(x: u32, y: u32) -> facex::preprocess::Rgb<u8> {
+    facex::preprocess::Rgb([(x * 10 + 1) as u8, (y * 10 + 2) as u8, 3])
+}
+
+#[test]
+fn normalisation_is_imagenet() {
+    let img = RgbImage::from_pixel(2, 1, facex::preprocess::Rgb([0, 128, 255]));
+    let t = preprocess::to_normalized_tensor(&img).unwrap();
+    assert_eq!(t.shape(), &[1, 3, 1, 2]);
+    let v = t.to_f32_vec().unwrap();
+    let want = [(0.0 - MEAN[0]) / STD[0], (128.0 / 255.0 - MEAN[1]) / STD[1], (1.0 - MEAN[2]) / STD[2]];
+    for c in 0..3 {
+        assert!((v[2 * c] - want[c]).abs() < 1e-6 && v[2 * c + 1] == v[2 * c]);
+    }
+}
+
+#[test]
+fn bad_files_are_errors_naming_the_file() {
+    let dir = std::env::temp_dir().join(format!("facex-preprocess-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = dir.join("not-an-image.png");
+    std::fs::write(&text, b"hello, this is not a PNG").unwrap();
+    let e = preprocess::load_rgb(&text).unwrap_err().to_string();
+    assert!(e.contains("not-an-image.png"), "{e}");
+
+    let png = std::fs::read(fixture("astronaut.png")).unwrap();
+    let truncated = dir.join("truncated.png");
+    std::fs::write(&truncated, &png[..png.len() / 3]).unwrap();
+    let e = preprocess::load_rgb(&truncated).unwrap_err().to_string();
+    assert!(e.contains("truncated.png"), "{e}");
+
+    let missing = dir.join("missing.png");
+    let e = preprocess::load_rgb(&missing).unwrap_err().to_string();
+    assert!(e.contains("missing.png"), "{e}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn grey_and_rgba_become_rgb_like_pil() {
+    let dir = std::env::temp_dir().join(format!("facex-preprocess-conv-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let grey = image::GrayImage::from_fn(3, 2, |x, y| image::Luma([(x * 40 + y) as u8]));
+    let p = dir.join("grey.png");
+    grey.save(&p).unwrap();
+    let rgb = preprocess::load_rgb(&p).unwrap();
+    assert_eq!(rgb.get_pixel(2, 1).0, [81, 81, 81]);
+
+    let rgba = image::RgbaImage::from_fn(3, 2, |x, _| image::Rgba([10, 20, 30, (x * 100) as u8]));
+    let p = dir.join("rgba.png");
+    rgba.save(&p).unwrap();
+    let rgb = preprocess::load_rgb(&p).unwrap();
+    // PIL's convert('RGB') drops alpha; it does not blend with a background.
+    assert!(rgb.pixels().all(|px| px.0 == [10, 20, 30]));
+    std::fs::remove_dir_all(&dir).ok();
+}
