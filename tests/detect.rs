@@ -1,0 +1,257 @@
+//! MTCNN face detection against facenet-pytorch's output on `tests/fixtures/detect/astronaut.png`,
+//! and bad or unusual inputs.
+
+use facex::detect::{Face, Mtcnn, MtcnnConfig};
+use facex::preprocess::{self, image, RgbImage};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/detect").join(name)
+}
+
+fn mtcnn() -> &'static Mtcnn {
+    static M: OnceLock<Mtcnn> = OnceLock::new();
+    M.get_or_init(|| Mtcnn::new_embedded().expect("embedded MTCNN weights load"))
+}
+
+/// Minimal JSON reader for the fixture files (the root package has no serde_json).
+mod json {
+    #[derive(Debug, Clone)]
+    pub enum Value {
+        Null,
+        Bool(#[allow(dead_code)] bool),
+        Num(f64),
+        Str(String),
+        Arr(Vec<Value>),
+        Obj(Vec<(String, Value)>),
+    }
+
+    impl Value {
+        pub fn get(&self, key: &str) -> &Value {
+            match self {
+                Value::Obj(kv) => &kv.iter().find(|(k, _)| k == key).unwrap_or_else(|| panic!("no key {key}")).1,
+                _ => panic!("not an object"),
+            }
+        }
+        pub fn arr(&self) -> &[Value] {
+            match self {
+                Value::Arr(a) => a,
+                _ => panic!("not an array"),
+            }
+        }
+        pub fn num(&self) -> f64 {
+            match self {
+                Value::Num(n) => *n,
+                _ => panic!("not a number"),
+            }
+        }
+        pub fn str(&self) -> &str {
+            match self {
+                Value::Str(s) => s,
+                _ => panic!("not a string"),
+            }
+        }
+    }
+
+    pub fn parse(s: &str) -> Value {
+        let b = s.as_bytes();
+        let mut i = 0;
+        let v = value(b, &mut i);
+        ws(b, &mut i);
+        assert!(b[i..].iter().all(|c| *c == b' ' || *c == 0), "trailing data in JSON");
+        v
+    }
+
+    fn ws(b: &[u8], i: &mut usize) {
+        while *i < b.len() && b[*i].is_ascii_whitespace() {
+            *i += 1;
+        }
+    }
+
+    fn value(b: &[u8], i: &mut usize) -> Value {
+        ws(b, i);
+        match b[*i] {
+            b'{' => {
+                *i += 1;
+                let mut kv = Vec::new();
+                loop {
+                    ws(b, i);
+                    if b[*i] == b'}' {
+                        *i += 1;
+                        return Value::Obj(kv);
+                    }
+                    let Value::Str(k) = value(b, i) else { panic!("bad key") };
+                    ws(b, i);
+                    assert_eq!(b[*i], b':');
+                    *i += 1;
+                    kv.push((k, value(b, i)));
+                    ws(b, i);
+                    if b[*i] == b',' {
+                        *i += 1;
+                    }
+                }
+            }
+            b'[' => {
+                *i += 1;
+                let mut a = Vec::new();
+                loop {
+                    ws(b, i);
+                    if b[*i] == b']' {
+                        *i += 1;
+                        return Value::Arr(a);
+                    }
+                    a.push(value(b, i));
+                    ws(b, i);
+                    if b[*i] == b',' {
+                        *i += 1;
+                    }
+                }
+            }
+            b'"' => {
+                let start = *i + 1;
+                *i = start;
+                while b[*i] != b'"' {
+                    *i += 1;
+                }
+                *i += 1;
+                Value::Str(String::from_utf8(b[start..*i - 1].to_vec()).unwrap())
+            }
+            b't' => {
+                *i += 4;
+                Value::Bool(true)
+            }
+            b'f' => {
+                *i += 5;
+                Value::Bool(false)
+            }
+            b'n' => {
+                *i += 4;
+                Value::Null
+            }
+            _ => {
+                let start = *i;
+                while *i < b.len() && matches!(b[*i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') {
+                    *i += 1;
+                }
+                Value::Num(std::str::from_utf8(&b[start..*i]).unwrap().parse().unwrap())
+            }
+        }
+    }
+}
+
+fn nums(v: &json::Value) -> Vec<f64> {
+    v.arr().iter().map(|x| x.num()).collect()
+}
+
+fn astronaut() -> RgbImage {
+    preprocess::load_rgb(fixture("astronaut.png")).unwrap()
+}
+
+#[test]
+fn astronaut_matches_facenet_pytorch() {
+    let j = json::parse(&std::fs::read_to_string(fixture("astronaut.detect.json")).unwrap());
+    let img = astronaut();
+    let faces = mtcnn().detect(&img).unwrap();
+    let want_boxes = j.get("boxes").arr();
+    assert_eq!(faces.len(), want_boxes.len(), "{faces:?}");
+    let (mut max_px, mut max_prob) = (0f64, 0f64);
+    for (k, f) in faces.iter().enumerate() {
+        let wb = nums(&want_boxes[k]);
+        for c in 0..4 {
+            max_px = max_px.max((f.bbox[c] as f64 - wb[c]).abs());
+        }
+        let wl = j.get("landmarks5").arr()[k].arr();
+        for (p, wp) in f.landmarks.iter().zip(wl) {
+            let wp = nums(wp);
+            max_px = max_px.max((p[0] as f64 - wp[0]).abs()).max((p[1] as f64 - wp[1]).abs());
+        }
+        max_prob = max_prob.max((f.prob as f64 - j.get("probs").arr()[k].num()).abs());
+    }
+    let crop = preprocess::adjust_bbox(faces[0].bbox, 512, 512, preprocess::MARGIN_PERCENT);
+    let wc = nums(j.get("crop_box"));
+    let crop_px = (0..4).map(|c| (crop[c] - wc[c]).abs()).fold(0.0, f64::max);
+    eprintln!("detect: max box/landmark diff {max_px:.4} px, prob diff {max_prob:.2e}, crop_box diff {crop_px:.4} px");
+    assert!(max_px <= 2.0, "box/landmark diff {max_px} px");
+    assert!(max_prob <= 1e-3, "prob diff {max_prob}");
+    assert!(crop_px <= 2.0, "crop_box diff {crop_px} px");
+}
+
+#[test]
+fn pnet_strips_give_the_same_faces() {
+    // Tiny strips force the tiled PNet path on every pyramid level; it must change nothing.
+    let img = astronaut();
+    let whole = mtcnn().detect(&img).unwrap();
+    let cfg = MtcnnConfig { pnet_tile_pixels: 4096, ..MtcnnConfig::default() };
+    let tiled = Mtcnn::new_embedded().unwrap().with_config(cfg).detect(&img).unwrap();
+    assert_eq!(whole, tiled);
+}
+
+#[test]
+fn one_pixel_image_has_no_face() {
+    let img = RgbImage::from_pixel(1, 1, image::Rgb([128, 128, 128]));
+    assert!(mtcnn().detect(&img).unwrap().is_empty());
+    let img = RgbImage::from_pixel(40, 7, image::Rgb([0, 0, 0]));
+    assert!(mtcnn().detect(&img).unwrap().is_empty());
+}
+
+fn close(a: &[Face], b: &[Face], px: f32) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(a, b)| a.bbox.iter().zip(&b.bbox).all(|(x, y)| (x - y).abs() <= px))
+}
+
+#[test]
+fn grey_and_rgba_files_work() {
+    let dir = std::env::temp_dir().join(format!("facex-detect-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let img = astronaut();
+    // RGBA with an arbitrary alpha: alpha is dropped, so the faces are the RGB ones.
+    let rgba = image::RgbaImage::from_fn(img.width(), img.height(), |x, y| {
+        let p = img.get_pixel(x, y).0;
+        image::Rgba([p[0], p[1], p[2], (x % 256) as u8])
+    });
+    let p = dir.join("astronaut-rgba.png");
+    rgba.save(&p).unwrap();
+    let faces = mtcnn().detect_file(&p).unwrap();
+    assert!(close(&faces, &mtcnn().detect(&img).unwrap(), 0.0));
+
+    let grey = image::DynamicImage::ImageRgb8(img).to_luma8();
+    let p = dir.join("astronaut-grey.png");
+    grey.save(&p).unwrap();
+    let faces = mtcnn().detect_file(&p).unwrap();
+    assert_eq!(faces.len(), 1, "{faces:?}");
+    assert!(faces[0].prob > 0.9);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn non_image_file_is_an_error_naming_it() {
+    let dir = std::env::temp_dir().join(format!("facex-detect-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join("notes.jpg");
+    std::fs::write(&p, b"plain text, not a JPEG").unwrap();
+    let e = mtcnn().detect_file(&p).unwrap_err().to_string();
+    assert!(e.contains("notes.jpg"), "{e}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A large image: the astronaut tiled onto a 2400x1800 canvas (smaller than a 8000x6000 photo,
+/// to keep the suite fast; `huge_image_8000x6000` below runs the full size on request).
+#[test]
+fn large_image_runs_in_strips() {
+    let faces = detect_on_canvas(2400, 1800);
+    assert!(!faces.is_empty());
+}
+
+#[test]
+#[ignore = "8000x6000 takes minutes on 2 cores; run with --ignored to check memory stays bounded"]
+fn huge_image_8000x6000() {
+    let faces = detect_on_canvas(8000, 6000);
+    assert!(!faces.is_empty());
+}
+
+fn detect_on_canvas(w: u32, h: u32) -> Vec<Face> {
+    let face = astronaut();
+    let mut canvas = RgbImage::from_fn(w, h, |x, y| image::Rgb([(x / 7 % 256) as u8, (y / 5 % 256) as u8, 90]));
+    image::imageops::replace(&mut canvas, &face, (w / 3) as i64, (h / 3) as i64);
+    mtcnn().detect(&canvas).unwrap()
+}
