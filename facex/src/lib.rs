@@ -2,6 +2,7 @@
 //! checkpoint loading (PyTorch zip/pickle and safetensors), MTCNN face detection, the official
 //! preprocessing, analysis output, losses and optimizers.
 
+pub mod analyze;
 pub mod checkpoint;
 pub mod detect;
 pub mod losses;

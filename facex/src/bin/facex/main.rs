@@ -1,18 +1,30 @@
-//! The `facex` command. One module per subcommand.
+//! The `facex` command. One module per subcommand; each has `Args` and `run(Args) -> ExitCode`.
+
+mod analyze;
 
 use clap::{Parser, Subcommand};
+use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "facex", version, about = "FaceXFormer face analysis: detection, parsing, landmarks, pose, attributes, age, gender, race, visibility")]
+#[command(
+    name = "facex",
+    version,
+    about = "FaceXFormer face analysis: detection, parsing, landmarks, pose, attributes, age, gender, race, visibility"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Detect faces in images and run the model on them: JSON, parsing masks and overlays.
+    Analyze(analyze::Args),
+}
 
-fn main() {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {}
+    match cli.command {
+        Command::Analyze(args) => analyze::run(args),
+    }
 }

@@ -1,0 +1,103 @@
+//! `facex analyze` end to end: the shipped example, directories, bad files, images without faces.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn tempdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("facex-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn analyze(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_facex")).arg("analyze").args(args).output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn astronaut_with_tiny_weights_writes_json_mask_and_overlay() {
+    let out = tempdir("astronaut");
+    let img = repo().join("tests/fixtures/detect/astronaut.png");
+    let weights = repo().join("tests/fixtures/facexformer-tiny/weights.safetensors");
+    let (code, err) =
+        analyze(&[img.to_str().unwrap(), "--weights", weights.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let j = json(&out.join("astronaut.json"));
+    let faces = j["faces"].as_array().unwrap();
+    assert_eq!(faces.len(), 1);
+    let f = &faces[0];
+    // The detector's box of the fixture, and every model output present with its size.
+    let b: Vec<f64> = f["bbox"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert!((b[0] - 181.05).abs() < 2.0 && (b[3] - 172.05).abs() < 2.0, "{b:?}");
+    assert_eq!(f["landmarks68"].as_array().unwrap().len(), 68);
+    assert_eq!(f["attributes"].as_array().unwrap().len(), 40);
+    assert_eq!(f["occlusion_probabilities"].as_array().unwrap().len(), 29);
+    assert_eq!(f["age"]["probabilities"].as_array().unwrap().len(), 8);
+    assert!(j.get("model_weights_missing").is_none());
+    // Landmarks land in (or near) the crop, in original image coordinates.
+    let crop: Vec<f64> = f["crop_box"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    for p in f["landmarks68"].as_array().unwrap() {
+        let (x, y) = (p[0].as_f64().unwrap(), p[1].as_f64().unwrap());
+        assert!(x > crop[0] - 2.0 * (crop[2] - crop[0]) && x < crop[2] + 2.0 * (crop[2] - crop[0]), "{x}");
+        assert!(y > crop[1] - 2.0 * (crop[3] - crop[1]) && y < crop[3] + 2.0 * (crop[3] - crop[1]), "{y}");
+    }
+    let mask = image::open(out.join("astronaut.parsing.png")).unwrap().to_luma8();
+    assert_eq!(mask.dimensions(), (512, 512));
+    assert!(mask.pixels().all(|p| p.0[0] <= 10));
+    let overlay = image::open(out.join("astronaut.overlay.png")).unwrap();
+    assert_eq!((overlay.width(), overlay.height()), (512, 512));
+}
+
+#[test]
+fn directory_with_a_bad_file_and_a_faceless_image_without_weights() {
+    let dir = tempdir("dir-in");
+    let out = tempdir("dir-out");
+    std::fs::copy(repo().join("tests/fixtures/detect/astronaut.png"), dir.join("a.png")).unwrap();
+    std::fs::write(dir.join("b.png"), b"this is not a png").unwrap();
+    image::RgbImage::from_pixel(64, 48, image::Rgb([90, 90, 90])).save(dir.join("c.png")).unwrap();
+    let (code, err) = analyze(&[dir.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    // The corrupt file is reported by name and skipped; the others are processed.
+    assert!(err.contains("b.png"), "{err}");
+    assert!(!out.join("b.json").exists());
+    let a = json(&out.join("a.json"));
+    assert_eq!(a["faces"].as_array().unwrap().len(), 1);
+    assert!(a["model_weights_missing"].as_str().unwrap().contains("kartiknarayan/facexformer"));
+    assert!(a["faces"][0].get("landmarks68").is_none());
+    // No face is a normal result: an empty list.
+    let c = json(&out.join("c.json"));
+    assert_eq!(c["faces"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn empty_directory_and_missing_file_are_clear_errors() {
+    let dir = tempdir("empty");
+    let (code, err) = analyze(&[dir.to_str().unwrap(), "--out", dir.join("out").to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no images"), "{err}");
+    let (code, err) = analyze(&["/nonexistent/x.png"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("/nonexistent/x.png"), "{err}");
+}
+
+#[test]
+fn corrupt_weights_are_reported_with_the_file_name() {
+    let dir = tempdir("badweights");
+    let w = dir.join("model.pt");
+    let bytes = std::fs::read(repo().join("tests/fixtures/facexformer-tiny/model.pt")).unwrap();
+    std::fs::write(&w, &bytes[..bytes.len() / 3]).unwrap();
+    let img = repo().join("tests/fixtures/detect/astronaut.png");
+    let (code, err) =
+        analyze(&[img.to_str().unwrap(), "--weights", w.to_str().unwrap(), "--out", dir.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("model.pt"), "{err}");
+}
