@@ -28,6 +28,23 @@ pub(crate) struct VarInner {
 #[derive(Clone)]
 pub struct Var(pub(crate) Arc<VarInner>);
 
+/// Free a graph without recursion: a long chain of nodes would otherwise drop each input
+/// inside its output's drop and overflow the stack.
+impl Drop for VarInner {
+    fn drop(&mut self) {
+        let Some(node) = self.node.take() else { return };
+        let mut pending = node.inputs;
+        while let Some(var) = pending.pop() {
+            // Only the last reference takes its inputs apart; others just decrement the count.
+            if let Ok(mut inner) = Arc::try_unwrap(var.0) {
+                if let Some(node) = inner.node.take() {
+                    pending.extend(node.inputs);
+                }
+            }
+        }
+    }
+}
+
 impl std::fmt::Debug for Var {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let t = self.value();
@@ -283,7 +300,13 @@ impl Var {
         let op = Op::Linear { act, has_bias: bias.is_some() };
         Ok(Var::from_op(v, op, &opt_inputs(&[self, weight], &[bias])))
     }
-    pub fn conv2d(&self, weight: &Var, bias: Option<&Var>, stride: (usize, usize), padding: (usize, usize)) -> Result<Var> {
+    pub fn conv2d(
+        &self,
+        weight: &Var,
+        bias: Option<&Var>,
+        stride: (usize, usize),
+        padding: (usize, usize),
+    ) -> Result<Var> {
         let b = bias.map(Var::value);
         let v = self.value().conv2d(&weight.value(), b.as_ref(), stride, padding)?;
         let op = Op::Conv2d { stride, padding, has_bias: bias.is_some() };

@@ -130,3 +130,15 @@ fn harness_rejects_a_wrong_gradient() {
         |v| v[0].mul(&v[0].detach()),
     );
 }
+
+#[test]
+fn dropping_a_very_long_graph_does_not_overflow() {
+    // Recursive drops of 200k nested nodes would overflow the default 2 MiB test-thread stack.
+    let x = leaf(&[1.0, 2.0]);
+    let mut y = x.clone();
+    for _ in 0..200_000 {
+        y = y.affine(1.0, 0.0).unwrap();
+    }
+    drop(y);
+    assert_eq!(x.value().to_f32_vec().unwrap(), vec![1.0, 2.0]);
+}
