@@ -1,0 +1,102 @@
+//! safetensors: load through the `safetensors` crate (memory-mapped), save with a small writer of
+//! our own so that the file keeps the state dict's order (the crate's writer reorders tensors).
+//! Loading returns tensors in the order of their data in the file, so a save/load round trip keeps
+//! the order. dtypes: f32, f16, bf16, i64 and u8 (bool -> u8, f64 -> f32, i32/i16/i8 -> i64).
+
+use super::error::{CheckpointError, Result};
+use super::pytorch::Mapped;
+use super::state_dict::StateDict;
+use ::safetensors::{Dtype, SafeTensors};
+use half::{bf16, f16};
+use std::io::Write;
+use std::path::Path;
+use tensor::{CpuStorage, DType, Layout, Tensor};
+
+fn st_err(path: &Path, msg: impl std::fmt::Display) -> CheckpointError {
+    CheckpointError::Safetensors { path: path.into(), msg: msg.to_string() }
+}
+
+pub fn load_safetensors(path: impl AsRef<Path>) -> Result<StateDict> {
+    let path = path.as_ref();
+    let mapped = Mapped::open(path)?;
+    load_safetensors_from_bytes(mapped.bytes(), path)
+}
+
+/// `load_safetensors` on bytes already in memory; `origin` names them in errors.
+pub fn load_safetensors_from_bytes(bytes: &[u8], origin: impl AsRef<Path>) -> Result<StateDict> {
+    let path = origin.as_ref();
+    let st = SafeTensors::deserialize(bytes).map_err(|e| st_err(path, format!("{e:?}")))?;
+    let mut views: Vec<_> = st.tensors();
+    views.sort_by_key(|(_, v)| v.data().as_ptr() as usize);
+    let mut sd = StateDict::new();
+    for (name, view) in views {
+        let storage = convert(view.dtype(), view.data())
+            .ok_or_else(|| st_err(path, format!("tensor `{name}` has unsupported dtype {:?}", view.dtype())))?;
+        if storage.len() != view.shape().iter().product::<usize>() {
+            return Err(st_err(path, format!("tensor `{name}`: data does not match shape {:?}", view.shape())));
+        }
+        sd.insert(name, Tensor::from_storage(storage, Layout::contiguous(view.shape())));
+    }
+    Ok(sd)
+}
+
+fn convert(dtype: Dtype, b: &[u8]) -> Option<CpuStorage> {
+    fn chunks<const N: usize, T>(b: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {
+        b.chunks_exact(N).map(|c| f(c.try_into().unwrap_or([0; N]))).collect()
+    }
+    Some(match dtype {
+        Dtype::F32 => CpuStorage::F32(chunks(b, f32::from_le_bytes)),
+        Dtype::F64 => CpuStorage::F32(chunks(b, |c| f64::from_le_bytes(c) as f32)),
+        Dtype::F16 => CpuStorage::F16(chunks(b, |c| f16::from_bits(u16::from_le_bytes(c)))),
+        Dtype::BF16 => CpuStorage::BF16(chunks(b, |c| bf16::from_bits(u16::from_le_bytes(c)))),
+        Dtype::I64 => CpuStorage::I64(chunks(b, i64::from_le_bytes)),
+        Dtype::I32 => CpuStorage::I64(chunks(b, |c| i32::from_le_bytes(c) as i64)),
+        Dtype::I16 => CpuStorage::I64(chunks(b, |c| i16::from_le_bytes(c) as i64)),
+        Dtype::I8 => CpuStorage::I64(b.iter().map(|&x| x as i8 as i64).collect()),
+        Dtype::U8 | Dtype::BOOL => CpuStorage::U8(b.to_vec()),
+        _ => return None,
+    })
+}
+
+fn dtype_name(d: DType) -> &'static str {
+    match d {
+        DType::F32 => "F32",
+        DType::F16 => "F16",
+        DType::BF16 => "BF16",
+        DType::I64 => "I64",
+        DType::U8 => "U8",
+    }
+}
+
+/// Writes the state dict as safetensors, tensors in the state dict's order.
+pub fn save_safetensors(path: impl AsRef<Path>, sd: &StateDict) -> Result<()> {
+    let path = path.as_ref();
+    let tensors: Vec<(&str, Tensor)> = sd.iter().map(|(k, t)| (k, t.contiguous())).collect();
+    let mut header = serde_json::Map::new();
+    header.insert("__metadata__".into(), serde_json::json!({ "format": "pt" }));
+    let mut offset = 0usize;
+    for (name, t) in &tensors {
+        let n = t.elem_count() * t.dtype().size_in_bytes();
+        header.insert(
+            name.to_string(),
+            serde_json::json!({ "dtype": dtype_name(t.dtype()), "shape": t.shape(), "data_offsets": [offset, offset + n] }),
+        );
+        offset += n;
+    }
+    let mut json = serde_json::to_vec(&header).map_err(|e| st_err(path, e))?;
+    // The data starts 8-byte aligned: pad the header with spaces, as the format allows.
+    json.resize(json.len().next_multiple_of(8), b' ');
+    let io = |e| CheckpointError::io(path, e);
+    let file = std::fs::File::create(path).map_err(io)?;
+    let mut w = std::io::BufWriter::new(file);
+    w.write_all(&(json.len() as u64).to_le_bytes()).map_err(io)?;
+    w.write_all(&json).map_err(io)?;
+    for (_, t) in &tensors {
+        let s = t.cpu_storage().map_err(|e| st_err(path, e))?;
+        let es = t.dtype().size_in_bytes();
+        // `contiguous()` may keep a longer buffer with an offset: write only this tensor's range.
+        let r = t.layout().contiguous_range().unwrap_or(0..0);
+        w.write_all(&s.as_bytes()[r.start * es..r.end * es]).map_err(io)?;
+    }
+    w.flush().map_err(io)
+}
