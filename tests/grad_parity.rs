@@ -4,28 +4,10 @@
 //! Reads `$FACEX_FIXTURES` when set, else the in-repo tiny fixture.
 
 use autograd::Var;
-use facex::losses;
 use facex::model::{FaceXFormer, FacexConfig};
+use facex::train::{task_losses, Targets};
 use facex_suite::{allowed, diff_norms, fixture_dir, float32_errors, read_safetensors, rel_error};
 use std::collections::HashMap;
-use tensor::Tensor;
-
-/// The fixture's loss: the plain sum of the eight task losses, named as in `loss.*`.
-fn task_losses(out: &facex::model::Outputs, t: &HashMap<String, Tensor>) -> Vec<(&'static str, Var)> {
-    let target = |k: &str| t.get(&format!("target.{k}")).unwrap_or_else(|| panic!("missing target.{k}")).clone();
-    let n = out.landmarks.shape()[0];
-    let lm = out.landmarks.reshape(&[n, 68, 2]).unwrap();
-    vec![
-        ("segmentation", losses::cross_entropy(&out.segmentation, &target("segmentation"), None, None).unwrap()),
-        ("landmarks", losses::wing_loss(&lm, &target("landmarks"), 10.0, 2.0).unwrap()),
-        ("pose", losses::geodesic_loss(&out.pose, &target("pose")).unwrap()),
-        ("attributes", losses::bce_with_logits(&out.attributes, &target("attributes")).unwrap()),
-        ("visibility", losses::bce_with_logits(&out.visibility, &target("visibility")).unwrap()),
-        ("age", losses::cross_entropy(&out.age, &target("age"), None, None).unwrap()),
-        ("gender", losses::cross_entropy(&out.gender, &target("gender"), None, None).unwrap()),
-        ("race", losses::cross_entropy(&out.race, &target("race"), None, None).unwrap()),
-    ]
-}
 
 #[test]
 fn losses_and_gradients_match_the_official_model() {
@@ -41,7 +23,18 @@ fn losses_and_gradients_match_the_official_model() {
     let out = model.forward(&input).unwrap();
 
     // Losses: relative error under 1e-5 each.
-    let parts = task_losses(&out, &io);
+    let target = |k: &str| io.get(&format!("target.{k}")).unwrap_or_else(|| panic!("missing target.{k}")).clone();
+    let targets = Targets {
+        segmentation: target("segmentation"),
+        landmarks: target("landmarks"),
+        pose: target("pose"),
+        attributes: target("attributes"),
+        visibility: target("visibility"),
+        age: target("age"),
+        gender: target("gender"),
+        race: target("race"),
+    };
+    let parts = task_losses(&out, &targets).unwrap();
     let mut failures = Vec::new();
     let mut total: Option<Var> = None;
     for (name, loss) in &parts {

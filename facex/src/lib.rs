@@ -9,3 +9,4 @@ pub mod losses;
 pub mod model;
 pub mod optim;
 pub mod preprocess;
+pub mod train;
