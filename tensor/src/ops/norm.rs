@@ -17,7 +17,7 @@ fn param(op: &'static str, x: &Tensor, p: Option<&Tensor>, n: usize) -> Result<O
 }
 
 /// Mean and 1/sqrt(var + eps) of one row (two passes in f64 with independent lanes).
-fn row_stats(x: &[f32], eps: f64) -> (f32, f32) {
+fn row_stats(x: &[f32], eps: f64) -> (f64, f32) {
     let n = x.len() as f64;
     let mut lanes = [0.0f64; 4];
     let mut chunks = x.chunks_exact(4);
@@ -36,13 +36,14 @@ fn row_stats(x: &[f32], eps: f64) -> (f32, f32) {
         }
     }
     let ss = chunks.remainder().iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() + lanes.iter().sum::<f64>();
-    (mean as f32, (1.0 / (ss / n + eps).sqrt()) as f32)
+    (mean, (1.0 / (ss / n + eps).sqrt()) as f32)
 }
 
 fn layer_norm_row(x: &[f32], out: &mut [f32], w: Option<&[f32]>, b: Option<&[f32]>, eps: f64) {
     let (mean, rstd) = row_stats(x, eps);
+    // The deviation in f64: a mean rounded to f32 would cost precision when |mean| >> std.
     for (o, &v) in out.iter_mut().zip(x) {
-        *o = (v - mean) * rstd;
+        *o = (v as f64 - mean) as f32 * rstd;
     }
     if let Some(w) = w {
         for (o, &w) in out.iter_mut().zip(w) {
@@ -105,9 +106,9 @@ impl Tensor {
         }
         // Pass 1: per-pixel mean and rstd, [N, HW], accumulating channel rows in f64.
         const PIX: usize = 512;
-        let mut mean = vec![0.0f32; n * hw];
+        let mut mean = vec![0.0f64; n * hw];
         let mut rstd = vec![0.0f32; n * hw];
-        let stats = |ni: usize, p0: usize, m: &mut [f32], r: &mut [f32]| {
+        let stats = |ni: usize, p0: usize, m: &mut [f64], r: &mut [f32]| {
             let plane = &src[ni * c * hw..(ni + 1) * c * hw];
             let len = m.len();
             let mut acc = vec![0.0f64; len];
@@ -125,7 +126,7 @@ impl Tensor {
                 }
             }
             for i in 0..len {
-                m[i] = acc[i] as f32;
+                m[i] = acc[i];
                 r[i] = (1.0 / (ss[i] / c as f64 + eps).sqrt()) as f32;
             }
         };
@@ -144,7 +145,7 @@ impl Tensor {
                 let (m, r) = (&mean[ni * hw..(ni + 1) * hw], &rstd[ni * hw..(ni + 1) * hw]);
                 let (wc, bc) = (w.map_or(1.0, |w| w[ch]), b.map_or(0.0, |b| b[ch]));
                 for (((o, &v), &m), &r) in o.iter_mut().zip(x).zip(m).zip(r) {
-                    *o = (v - m) * r * wc + bc;
+                    *o = (v as f64 - m) as f32 * r * wc + bc;
                 }
             }
         });
