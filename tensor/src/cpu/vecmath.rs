@@ -193,11 +193,7 @@ impl<const K: usize> Plan<K> {
     }
 
     pub fn rows(&self) -> usize {
-        if self.len == 0 {
-            0
-        } else {
-            self.count / self.len
-        }
+        self.count.checked_div(self.len).unwrap_or(0)
     }
 
     /// Offsets of the first element of row `r`.
@@ -207,8 +203,8 @@ impl<const K: usize> Plan<K> {
         for d in (0..self.outer_shape.len()).rev() {
             let i = rem % self.outer_shape[d];
             rem /= self.outer_shape[d];
-            for k in 0..K {
-                offs[k] += i * self.outer_strides[d][k];
+            for (o, &s) in offs.iter_mut().zip(&self.outer_strides[d]) {
+                *o += i * s;
             }
         }
         offs
@@ -243,14 +239,14 @@ impl<const K: usize> Plan<K> {
             }
             for d in (0..idx.len()).rev() {
                 idx[d] += 1;
-                for k in 0..K {
-                    offs[k] += self.outer_strides[d][k];
+                for (o, &s) in offs.iter_mut().zip(&self.outer_strides[d]) {
+                    *o += s;
                 }
                 if idx[d] < self.outer_shape[d] {
                     break;
                 }
-                for k in 0..K {
-                    offs[k] -= self.outer_strides[d][k] * self.outer_shape[d];
+                for (o, &s) in offs.iter_mut().zip(&self.outer_strides[d]) {
+                    *o -= s * self.outer_shape[d];
                 }
                 idx[d] = 0;
             }

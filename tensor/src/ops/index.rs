@@ -308,7 +308,7 @@ mod tests {
                 prop_assert_eq!(got, xs[ravel(&c, &shape)]);
             }
             // gather with an index no larger than the input on the other dims.
-            let mut gs: Vec<usize> = shape.iter().map(|&s| (s + 1) / 2).collect();
+            let mut gs: Vec<usize> = shape.iter().map(|&s| s.div_ceil(2)).collect();
             gs[d] = k;
             let gn: usize = gs.iter().product();
             let gidx: Vec<f64> = normal_data(gn, seed ^ 3).iter().map(|v| ((v.abs() * 7.0) as usize % shape[d]) as f64).collect();

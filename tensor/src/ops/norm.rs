@@ -20,22 +20,22 @@ fn param(op: &'static str, x: &Tensor, p: Option<&Tensor>, n: usize) -> Result<O
 fn row_stats(x: &[f32], eps: f64) -> (f64, f32) {
     let n = x.len() as f64;
     let mut lanes = [0.0f64; 4];
-    let mut chunks = x.chunks_exact(4);
-    for c in &mut chunks {
+    let (chunks, rest) = x.as_chunks::<4>();
+    for c in chunks {
         for k in 0..4 {
             lanes[k] += c[k] as f64;
         }
     }
-    let mean = (chunks.remainder().iter().map(|&v| v as f64).sum::<f64>() + lanes.iter().sum::<f64>()) / n;
+    let mean = (rest.iter().map(|&v| v as f64).sum::<f64>() + lanes.iter().sum::<f64>()) / n;
     let mut lanes = [0.0f64; 4];
-    let mut chunks = x.chunks_exact(4);
-    for c in &mut chunks {
+    let (chunks, rest) = x.as_chunks::<4>();
+    for c in chunks {
         for k in 0..4 {
             let d = c[k] as f64 - mean;
             lanes[k] += d * d;
         }
     }
-    let ss = chunks.remainder().iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() + lanes.iter().sum::<f64>();
+    let ss = rest.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() + lanes.iter().sum::<f64>();
     (mean, (1.0 / (ss / n + eps).sqrt()) as f32)
 }
 

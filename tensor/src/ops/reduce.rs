@@ -48,14 +48,14 @@ fn reduced_mask(op: &'static str, rank: usize, dims: &[isize]) -> Result<Vec<boo
 fn fold_lanes<T: Copy, A: Copy>(xs: &[T], init: A, conv: &impl Fn(T) -> A, comb: &impl Fn(A, A) -> A) -> A {
     const LANES: usize = 8;
     let mut lanes = [init; LANES];
-    let mut chunks = xs.chunks_exact(LANES);
-    for c in &mut chunks {
+    let (chunks, rest) = xs.as_chunks::<LANES>();
+    for c in chunks {
         for k in 0..LANES {
             lanes[k] = comb(lanes[k], conv(c[k]));
         }
     }
     let mut acc = init;
-    for &x in chunks.remainder() {
+    for &x in rest {
         acc = comb(acc, conv(x));
     }
     lanes.iter().fold(acc, |a, &b| comb(a, b))

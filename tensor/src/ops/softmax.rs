@@ -12,24 +12,24 @@ use rayon::prelude::*;
 /// the sum instead.
 fn row_max(x: &[f32]) -> f32 {
     let mut lanes = [f32::NEG_INFINITY; 8];
-    let mut chunks = x.chunks_exact(8);
-    for c in &mut chunks {
+    let (chunks, rest) = x.as_chunks::<8>();
+    for c in chunks {
         for k in 0..8 {
             lanes[k] = lanes[k].max(c[k]);
         }
     }
-    chunks.remainder().iter().chain(&lanes).fold(f32::NEG_INFINITY, |a, &b| a.max(b))
+    rest.iter().chain(&lanes).fold(f32::NEG_INFINITY, |a, &b| a.max(b))
 }
 
 fn sum_f64(x: &[f32]) -> f64 {
     let mut lanes = [0.0f64; 4];
-    let mut chunks = x.chunks_exact(4);
-    for c in &mut chunks {
+    let (chunks, rest) = x.as_chunks::<4>();
+    for c in chunks {
         for k in 0..4 {
             lanes[k] += c[k] as f64;
         }
     }
-    chunks.remainder().iter().map(|&v| v as f64).sum::<f64>() + lanes.iter().sum::<f64>()
+    rest.iter().map(|&v| v as f64).sum::<f64>() + lanes.iter().sum::<f64>()
 }
 
 /// Softmax (or log-softmax) of one row into `out`.
