@@ -1,6 +1,7 @@
 //! The `facex` command. One module per subcommand; each has `Args` and `run(Args) -> ExitCode`.
 
 mod analyze;
+mod bench;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -20,11 +21,14 @@ struct Cli {
 enum Command {
     /// Detect faces in images and run the model on them: JSON, parsing masks and overlays.
     Analyze(analyze::Args),
+    /// Time the model (random weights) for inference or a training step.
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Analyze(args) => analyze::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }

@@ -1,0 +1,98 @@
+//! `facex bench`: time the model with random weights (no download needed) on the CPU.
+//! One mode per process, so that the reported peak memory belongs to that mode alone;
+//! `scripts/bench-vs-pytorch.sh` runs it beside PyTorch's official model in the same run.
+
+use autograd::{no_grad, Var};
+use facex::model::{FaceXFormer, FacexConfig};
+use facex::optim::AdamW;
+use facex::train::{train_step, Targets};
+use std::process::ExitCode;
+use std::time::Instant;
+use tensor::{DType, Tensor};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Model size: swin_b (the official model) or tiny.
+    #[arg(long, default_value = "swin_b")]
+    config: String,
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Timed repetitions after one warm-up; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    iters: usize,
+    /// Time a training step (forward, backward, AdamW) instead of inference.
+    #[arg(long)]
+    train: bool,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+/// Peak resident memory of this process (VmHWM), in MiB.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+pub fn run(args: Args) -> ExitCode {
+    if let Some(t) = args.threads {
+        if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(t).build_global() {
+            eprintln!("facex bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let config = match args.config.as_str() {
+        "swin_b" => FacexConfig::swin_b(),
+        "tiny" => FacexConfig::tiny(),
+        other => {
+            eprintln!("facex bench: unknown config {other:?} (swin_b or tiny)");
+            return ExitCode::from(2);
+        }
+    };
+    let result = (|| -> Result<Vec<f64>, String> {
+        let model = FaceXFormer::new_random(&config, 0).map_err(|e| e.to_string())?;
+        let input = Tensor::randn(&[args.batch, 3, 224, 224], 1, DType::F32);
+        let mut times = Vec::new();
+        if args.train {
+            let targets = Targets::random(args.batch, 2);
+            let mut opt = AdamW::new(1e-4, 1e-5);
+            for i in 0..=args.iters {
+                let t = Instant::now();
+                train_step(&model, &mut opt, &input, &targets).map_err(|e| e.to_string())?;
+                if i > 0 {
+                    times.push(t.elapsed().as_secs_f64());
+                }
+            }
+        } else {
+            let x = Var::constant(input);
+            for i in 0..=args.iters {
+                let t = Instant::now();
+                no_grad(|| model.forward(&x)).map_err(|e| e.to_string())?;
+                if i > 0 {
+                    times.push(t.elapsed().as_secs_f64());
+                }
+            }
+        }
+        Ok(times)
+    })();
+    match result {
+        Ok(mut times) => {
+            times.sort_by(f64::total_cmp);
+            let mode = if args.train { "train" } else { "forward" };
+            println!(
+                "facex {mode} batch {}: median {:.3} s, peak RSS {:.0} MiB ({} threads)",
+                args.batch,
+                times[times.len() / 2],
+                peak_rss_mib().unwrap_or(f64::NAN),
+                rayon::current_num_threads()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("facex bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
