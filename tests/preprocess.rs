@@ -142,10 +142,8 @@ fn read_safetensors_f32(path: &Path, name: &str) -> (Vec<usize>, Vec<f32>) {
     assert_eq!(entry.get("dtype").str(), "F32");
     let shape: Vec<usize> = entry.get("shape").arr().iter().map(|v| v.num() as usize).collect();
     let off: Vec<usize> = entry.get("data_offsets").arr().iter().map(|v| v.num() as usize).collect();
-    let data = bytes[8 + n + off[0]..8 + n + off[1]]
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect();
+    let data =
+        bytes[8 + n + off[0]..8 + n + off[1]].as_chunks::<4>().0.iter().map(|c| f32::from_le_bytes(*c)).collect();
     (shape, data)
 }
 
@@ -203,7 +201,7 @@ fn adjust_bbox_grows_by_a_quarter_and_clamps() {
 #[test]
 fn crop_truncates_and_pads_black() {
     assert_eq!(preprocess::truncate_box([1.9, -0.5, 3.99, 2.0]), [1, 0, 3, 2]);
-    let img = RgbImage::from_fn(4, 3, |x, y| image_px(x, y));
+    let img = RgbImage::from_fn(4, 3, image_px);
     let c = preprocess::crop(&img, [2, 1, 6, 3]).unwrap();
     assert_eq!((c.width(), c.height()), (4, 2));
     assert_eq!(c.get_pixel(0, 0).0, image_px(2, 1).0);

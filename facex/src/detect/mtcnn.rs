@@ -282,7 +282,7 @@ fn image_tensor(img: &RgbImage) -> Result<Tensor> {
     let mut data = vec![0f32; 3 * w * h];
     let (r, rest) = data.split_at_mut(w * h);
     let (g, b) = rest.split_at_mut(w * h);
-    for (i, px) in img.as_raw().chunks_exact(3).enumerate() {
+    for (i, px) in img.as_raw().as_chunks::<3>().0.iter().enumerate() {
         r[i] = px[0] as f32;
         g[i] = px[1] as f32;
         b[i] = px[2] as f32;
@@ -335,8 +335,11 @@ fn crops(image: &Tensor, boxes: &[[f32; 5]], size: usize, w: usize, h: usize) ->
     Ok((kept, out))
 }
 
+/// A chunk of boxes with their crops stacked into one batch.
+type Batch<'a> = (&'a [[f32; 5]], Tensor);
+
 /// Boxes and crops in chunks of `CROP_BATCH`, each chunk's crops stacked into one batch.
-fn batches<'a>(boxes: &'a [[f32; 5]], crops: &[Tensor]) -> Result<Vec<(&'a [[f32; 5]], Tensor)>> {
+fn batches<'a>(boxes: &'a [[f32; 5]], crops: &[Tensor]) -> Result<Vec<Batch<'a>>> {
     boxes
         .chunks(CROP_BATCH)
         .zip(crops.chunks(CROP_BATCH))

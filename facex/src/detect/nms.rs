@@ -49,7 +49,8 @@ pub fn nms(boxes: &[[f32; 4]], scores: &[f32], threshold: f32, overlap: Overlap)
             let inter = w * h;
             suppressed[j] = match overlap {
                 Overlap::Union => inter / (area_i + area(bj) - inter) > threshold,
-                Overlap::Min => !(inter / area_i.min(area(bj)) <= threshold),
+                // NumPy keeps `o <= threshold`; a NaN overlap is therefore dropped.
+                Overlap::Min => (inter / area_i.min(area(bj))).partial_cmp(&threshold).is_none_or(|o| o.is_gt()),
             };
         }
     }

@@ -195,12 +195,12 @@ mod tests {
                 .collect()
         };
         let (hx, vy) = (taps(31, ow), taps(23, oh));
-        for y in 0..oh {
-            for x in 0..ow {
+        for (y, vrow) in vy.iter().enumerate() {
+            for (x, hrow) in hx.iter().enumerate() {
                 for c in 0..3 {
                     let mut v = 0.0;
-                    for &(iy, wy) in &vy[y] {
-                        for &(ix, wx) in &hx[x] {
+                    for &(iy, wy) in vrow {
+                        for &(ix, wx) in hrow {
                             v += wy * wx * img.get_pixel(ix as u32, iy as u32).0[c] as f64;
                         }
                     }
