@@ -258,3 +258,13 @@ fn detect_on_canvas(w: u32, h: u32) -> Vec<Face> {
     image::imageops::replace(&mut canvas, &face, (w / 3) as i64, (h / 3) as i64);
     mtcnn().detect(&canvas).unwrap()
 }
+
+#[test]
+fn from_dir_loads_the_same_weights() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("facex/models/mtcnn");
+    let img = astronaut();
+    let faces = Mtcnn::from_dir(&dir).unwrap().detect(&img).unwrap();
+    assert_eq!(faces, mtcnn().detect(&img).unwrap());
+    let e = Mtcnn::from_dir(dir.join("no-such-dir")).err().expect("missing weights are an error").to_string();
+    assert!(e.contains("pnet.pt"), "{e}");
+}

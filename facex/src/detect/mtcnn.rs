@@ -54,20 +54,11 @@ fn load_state_dict(path: &Path) -> Result<StateDict> {
     crate::checkpoint::load_pytorch(path, None).map_err(|source| Error::Checkpoint { path: path.into(), source })
 }
 
-/// The checkpoint reader takes a path, so embedded weights go through a private temporary file.
+/// Embedded weights are parsed straight from the binary; `origin` only names them in errors.
 fn load_embedded(name: &str, bytes: &[u8]) -> Result<StateDict> {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let path: PathBuf = std::env::temp_dir().join(format!("facex-mtcnn-{}-{n}-{name}", std::process::id()));
-    let io = |source| Error::Checkpoint {
-        path: path.clone(),
-        source: crate::checkpoint::CheckpointError::Io { path: path.clone(), source },
-    };
-    std::fs::write(&path, bytes).map_err(io)?;
-    let sd = load_state_dict(&path);
-    std::fs::remove_file(&path).ok();
-    sd
+    let origin = PathBuf::from(format!("<embedded>/{name}"));
+    crate::checkpoint::load_pytorch_from_bytes(bytes, &origin, None)
+        .map_err(|source| Error::Checkpoint { path: origin, source })
 }
 
 impl Mtcnn {
