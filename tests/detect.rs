@@ -15,134 +15,8 @@ fn mtcnn() -> &'static Mtcnn {
     M.get_or_init(|| Mtcnn::new_embedded().expect("embedded MTCNN weights load"))
 }
 
-/// Minimal JSON reader for the fixture files (the root package has no serde_json).
-mod json {
-    #[derive(Debug, Clone)]
-    pub enum Value {
-        Null,
-        Bool(#[allow(dead_code)] bool),
-        Num(f64),
-        Str(String),
-        Arr(Vec<Value>),
-        Obj(Vec<(String, Value)>),
-    }
-
-    impl Value {
-        pub fn get(&self, key: &str) -> &Value {
-            match self {
-                Value::Obj(kv) => &kv.iter().find(|(k, _)| k == key).unwrap_or_else(|| panic!("no key {key}")).1,
-                _ => panic!("not an object"),
-            }
-        }
-        pub fn arr(&self) -> &[Value] {
-            match self {
-                Value::Arr(a) => a,
-                _ => panic!("not an array"),
-            }
-        }
-        pub fn num(&self) -> f64 {
-            match self {
-                Value::Num(n) => *n,
-                _ => panic!("not a number"),
-            }
-        }
-        #[allow(dead_code)]
-        pub fn str(&self) -> &str {
-            match self {
-                Value::Str(s) => s,
-                _ => panic!("not a string"),
-            }
-        }
-    }
-
-    pub fn parse(s: &str) -> Value {
-        let b = s.as_bytes();
-        let mut i = 0;
-        let v = value(b, &mut i);
-        ws(b, &mut i);
-        assert!(b[i..].iter().all(|c| *c == b' ' || *c == 0), "trailing data in JSON");
-        v
-    }
-
-    fn ws(b: &[u8], i: &mut usize) {
-        while *i < b.len() && b[*i].is_ascii_whitespace() {
-            *i += 1;
-        }
-    }
-
-    fn value(b: &[u8], i: &mut usize) -> Value {
-        ws(b, i);
-        match b[*i] {
-            b'{' => {
-                *i += 1;
-                let mut kv = Vec::new();
-                loop {
-                    ws(b, i);
-                    if b[*i] == b'}' {
-                        *i += 1;
-                        return Value::Obj(kv);
-                    }
-                    let Value::Str(k) = value(b, i) else { panic!("bad key") };
-                    ws(b, i);
-                    assert_eq!(b[*i], b':');
-                    *i += 1;
-                    kv.push((k, value(b, i)));
-                    ws(b, i);
-                    if b[*i] == b',' {
-                        *i += 1;
-                    }
-                }
-            }
-            b'[' => {
-                *i += 1;
-                let mut a = Vec::new();
-                loop {
-                    ws(b, i);
-                    if b[*i] == b']' {
-                        *i += 1;
-                        return Value::Arr(a);
-                    }
-                    a.push(value(b, i));
-                    ws(b, i);
-                    if b[*i] == b',' {
-                        *i += 1;
-                    }
-                }
-            }
-            b'"' => {
-                let start = *i + 1;
-                *i = start;
-                while b[*i] != b'"' {
-                    *i += 1;
-                }
-                *i += 1;
-                Value::Str(String::from_utf8(b[start..*i - 1].to_vec()).unwrap())
-            }
-            b't' => {
-                *i += 4;
-                Value::Bool(true)
-            }
-            b'f' => {
-                *i += 5;
-                Value::Bool(false)
-            }
-            b'n' => {
-                *i += 4;
-                Value::Null
-            }
-            _ => {
-                let start = *i;
-                while *i < b.len() && matches!(b[*i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') {
-                    *i += 1;
-                }
-                Value::Num(std::str::from_utf8(&b[start..*i]).unwrap().parse().unwrap())
-            }
-        }
-    }
-}
-
-fn nums(v: &json::Value) -> Vec<f64> {
-    v.arr().iter().map(|x| x.num()).collect()
+fn nums(v: &serde_json::Value) -> Vec<f64> {
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
 }
 
 fn astronaut() -> RgbImage {
@@ -151,10 +25,12 @@ fn astronaut() -> RgbImage {
 
 #[test]
 fn astronaut_matches_facenet_pytorch() {
-    let j = json::parse(&std::fs::read_to_string(fixture("astronaut.detect.json")).unwrap());
+    let j =
+        serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(fixture("astronaut.detect.json")).unwrap())
+            .unwrap();
     let img = astronaut();
     let faces = mtcnn().detect(&img).unwrap();
-    let want_boxes = j.get("boxes").arr();
+    let want_boxes = j["boxes"].as_array().unwrap();
     assert_eq!(faces.len(), want_boxes.len(), "{faces:?}");
     let (mut max_px, mut max_prob) = (0f64, 0f64);
     for (k, f) in faces.iter().enumerate() {
@@ -162,15 +38,15 @@ fn astronaut_matches_facenet_pytorch() {
         for (got, want) in f.bbox.iter().zip(&wb) {
             max_px = max_px.max((*got as f64 - want).abs());
         }
-        let wl = j.get("landmarks5").arr()[k].arr();
+        let wl = j["landmarks5"].as_array().unwrap()[k].as_array().unwrap();
         for (p, wp) in f.landmarks.iter().zip(wl) {
             let wp = nums(wp);
             max_px = max_px.max((p[0] as f64 - wp[0]).abs()).max((p[1] as f64 - wp[1]).abs());
         }
-        max_prob = max_prob.max((f.prob as f64 - j.get("probs").arr()[k].num()).abs());
+        max_prob = max_prob.max((f.prob as f64 - j["probs"].as_array().unwrap()[k].as_f64().unwrap()).abs());
     }
     let crop = preprocess::adjust_bbox(faces[0].bbox, 512, 512, preprocess::MARGIN_PERCENT);
-    let wc = nums(j.get("crop_box"));
+    let wc = nums(&j["crop_box"]);
     let crop_px = (0..4).map(|c| (crop[c] - wc[c]).abs()).fold(0.0, f64::max);
     eprintln!(
         "detect: max box/landmark diff {max_px:.3e} px, prob diff {max_prob:.3e}, crop_box diff {crop_px:.3e} px"

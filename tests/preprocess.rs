@@ -8,159 +8,26 @@ fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/detect").join(name)
 }
 
-/// Minimal JSON reader for the fixture files (the root package has no serde_json).
-mod json {
-    #[derive(Debug, Clone)]
-    pub enum Value {
-        Null,
-        Bool(#[allow(dead_code)] bool),
-        Num(f64),
-        Str(String),
-        Arr(Vec<Value>),
-        Obj(Vec<(String, Value)>),
-    }
-
-    impl Value {
-        pub fn get(&self, key: &str) -> &Value {
-            match self {
-                Value::Obj(kv) => &kv.iter().find(|(k, _)| k == key).unwrap_or_else(|| panic!("no key {key}")).1,
-                _ => panic!("not an object"),
-            }
-        }
-        pub fn arr(&self) -> &[Value] {
-            match self {
-                Value::Arr(a) => a,
-                _ => panic!("not an array"),
-            }
-        }
-        pub fn num(&self) -> f64 {
-            match self {
-                Value::Num(n) => *n,
-                _ => panic!("not a number"),
-            }
-        }
-        pub fn str(&self) -> &str {
-            match self {
-                Value::Str(s) => s,
-                _ => panic!("not a string"),
-            }
-        }
-    }
-
-    pub fn parse(s: &str) -> Value {
-        let b = s.as_bytes();
-        let mut i = 0;
-        let v = value(b, &mut i);
-        ws(b, &mut i);
-        assert!(b[i..].iter().all(|c| *c == b' ' || *c == 0), "trailing data in JSON");
-        v
-    }
-
-    fn ws(b: &[u8], i: &mut usize) {
-        while *i < b.len() && b[*i].is_ascii_whitespace() {
-            *i += 1;
-        }
-    }
-
-    fn value(b: &[u8], i: &mut usize) -> Value {
-        ws(b, i);
-        match b[*i] {
-            b'{' => {
-                *i += 1;
-                let mut kv = Vec::new();
-                loop {
-                    ws(b, i);
-                    if b[*i] == b'}' {
-                        *i += 1;
-                        return Value::Obj(kv);
-                    }
-                    let Value::Str(k) = value(b, i) else { panic!("bad key") };
-                    ws(b, i);
-                    assert_eq!(b[*i], b':');
-                    *i += 1;
-                    kv.push((k, value(b, i)));
-                    ws(b, i);
-                    if b[*i] == b',' {
-                        *i += 1;
-                    }
-                }
-            }
-            b'[' => {
-                *i += 1;
-                let mut a = Vec::new();
-                loop {
-                    ws(b, i);
-                    if b[*i] == b']' {
-                        *i += 1;
-                        return Value::Arr(a);
-                    }
-                    a.push(value(b, i));
-                    ws(b, i);
-                    if b[*i] == b',' {
-                        *i += 1;
-                    }
-                }
-            }
-            b'"' => {
-                let start = *i + 1;
-                *i = start;
-                while b[*i] != b'"' {
-                    *i += 1;
-                }
-                *i += 1;
-                Value::Str(String::from_utf8(b[start..*i - 1].to_vec()).unwrap())
-            }
-            b't' => {
-                *i += 4;
-                Value::Bool(true)
-            }
-            b'f' => {
-                *i += 5;
-                Value::Bool(false)
-            }
-            b'n' => {
-                *i += 4;
-                Value::Null
-            }
-            _ => {
-                let start = *i;
-                while *i < b.len() && matches!(b[*i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') {
-                    *i += 1;
-                }
-                Value::Num(std::str::from_utf8(&b[start..*i]).unwrap().parse().unwrap())
-            }
-        }
-    }
-}
-
 /// One F32 tensor from a safetensors file: (shape, data).
 fn read_safetensors_f32(path: &Path, name: &str) -> (Vec<usize>, Vec<f32>) {
-    let bytes = std::fs::read(path).unwrap();
-    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let header = json::parse(std::str::from_utf8(&bytes[8..8 + n]).unwrap());
-    let entry = header.get(name);
-    assert_eq!(entry.get("dtype").str(), "F32");
-    let shape: Vec<usize> = entry.get("shape").arr().iter().map(|v| v.num() as usize).collect();
-    let off: Vec<usize> = entry.get("data_offsets").arr().iter().map(|v| v.num() as usize).collect();
-    let data =
-        bytes[8 + n + off[0]..8 + n + off[1]].as_chunks::<4>().0.iter().map(|c| f32::from_le_bytes(*c)).collect();
-    (shape, data)
+    let t = &facex_suite::read_safetensors(path)[name];
+    (t.shape().to_vec(), t.to_f32_vec().unwrap())
 }
 
-fn detect_json() -> json::Value {
-    json::parse(&std::fs::read_to_string(fixture("astronaut.detect.json")).unwrap())
+fn detect_json() -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture("astronaut.detect.json")).unwrap()).unwrap()
 }
 
-fn boxf64(v: &json::Value) -> [f64; 4] {
-    let a = v.arr();
-    [a[0].num(), a[1].num(), a[2].num(), a[3].num()]
+fn boxf64(v: &serde_json::Value) -> [f64; 4] {
+    let a = v.as_array().unwrap();
+    [a[0].as_f64().unwrap(), a[1].as_f64().unwrap(), a[2].as_f64().unwrap(), a[3].as_f64().unwrap()]
 }
 
 #[test]
 fn reference_input_within_one_level() {
     let img = preprocess::load_rgb(fixture("astronaut.png")).unwrap();
     assert_eq!((img.width(), img.height()), (512, 512));
-    let crop_box = boxf64(detect_json().get("crop_box"));
+    let crop_box = boxf64(&detect_json()["crop_box"]);
     let ours = preprocess::preprocess_crop(&img, crop_box).unwrap();
     assert_eq!(ours.shape(), &[1, 3, 224, 224]);
     let ours = ours.to_f32_vec().unwrap();
@@ -182,9 +49,9 @@ fn reference_input_within_one_level() {
 #[test]
 fn adjust_bbox_matches_reference_crop_box() {
     let j = detect_json();
-    let b = boxf64(&j.get("boxes").arr()[0]).map(|v| v as f32);
+    let b = boxf64(&j["boxes"].as_array().unwrap()[0]).map(|v| v as f32);
     let got = preprocess::adjust_bbox(b, 512, 512, preprocess::MARGIN_PERCENT);
-    let want = boxf64(j.get("crop_box"));
+    let want = boxf64(&j["crop_box"]);
     for k in 0..4 {
         assert!((got[k] - want[k]).abs() < 1e-4, "{got:?} vs {want:?}");
     }
