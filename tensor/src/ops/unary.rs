@@ -3,8 +3,9 @@
 //! Every op maps a (possibly strided) input into a new contiguous tensor of the same dtype.
 //! Float math runs in f32 (f16/bf16 widened and rounded back); contiguous inputs take a straight
 //! slice loop, strided ones walk rows through a `Plan`, both parallel when large.
-use crate::cpu::vecmath::{self, map_slice, Plan};
+use crate::cpu::vecmath::{self, map_slice, Plan, PAR_CHUNK};
 use crate::{bf16, f16, CpuStorage, Element, Error, Layout, Result, Tensor};
+use rayon::prelude::*;
 
 /// `f` over the logical elements of `t` (whose storage slice is `data`), into a contiguous vector.
 pub(crate) fn map_strided<S, U>(t: &Tensor, data: &[S], f: impl Fn(S) -> U + Sync) -> Vec<U>
@@ -104,6 +105,12 @@ impl Tensor {
     }
     /// Exact (erf) GELU.
     pub fn gelu(&self) -> Result<Tensor> {
+        if let (CpuStorage::F32(v), Some(r)) = (self.cpu_storage()?, self.layout().contiguous_range()) {
+            let src = &v[r];
+            let mut out = vec![0.0f32; src.len()];
+            out.par_chunks_mut(PAR_CHUNK).zip(src.par_chunks(PAR_CHUNK)).for_each(|(o, x)| vecmath::gelu_slice(x, o));
+            return Tensor::from_vec(out, self.shape());
+        }
         self.map_float("gelu", vecmath::gelu_f32)
     }
     /// x * mul + add.
