@@ -1,0 +1,81 @@
+//! Multi-scale fusion ("MLP-Fusion") and the random-Fourier positional encoding.
+
+use super::layers::{Linear, LinearInit};
+use super::params::{Builder, Init};
+use autograd::Var;
+use tensor::{Result, Tensor};
+
+/// Per-stage Linear(C_i, D), bilinear resize to stage 1's size, concatenation in reverse stage
+/// order and a 1×1 conv without bias.
+pub(crate) struct Fusion {
+    proj: Vec<Linear>,
+    /// linear_fuse, [D, n·D, 1, 1].
+    fuse: Var,
+    dim: usize,
+}
+
+impl Fusion {
+    pub fn new(b: &mut Builder, widths: &[usize], dim: usize) -> Fusion {
+        let proj = widths
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| Linear::new(b, &format!("linear_c.{i}.proj"), c, dim, true, LinearInit::Default))
+            .collect();
+        let cin = dim * widths.len();
+        let fuse = b.param("linear_fuse.weight".into(), &[dim, cin, 1, 1], Init::Uniform(1.0 / (cin as f64).sqrt()));
+        Fusion { proj, fuse, dim }
+    }
+
+    /// Stage outputs (NHWC) -> the fused map as image tokens [B, H1·W1, D] (row-major pixels),
+    /// which is also the NHWC layout of the official (B, D, H1, W1) output.
+    pub fn forward(&self, stages: &[Var]) -> Result<Var> {
+        let s1 = stages[0].shape();
+        let (b, h1, w1) = (s1[0], s1[1], s1[2]);
+        let d = self.dim;
+        let mut maps = Vec::with_capacity(stages.len());
+        for (x, proj) in stages.iter().zip(&self.proj).rev() {
+            let s = x.shape();
+            let (h, w, c) = (s[1], s[2], s[3]);
+            let y = proj.forward(&x.reshape(&[b, h * w, c])?)?.reshape(&[b, h, w, d])?;
+            let y = if (h, w) == (h1, w1) {
+                y // bilinear to the same size is the identity
+            } else {
+                y.permute(&[0, 3, 1, 2])?.interpolate_bilinear((h1, w1))?.permute(&[0, 2, 3, 1])?
+            };
+            maps.push(y);
+        }
+        // Concatenating NHWC maps along channels = the official NCHW cat along dim 1; the 1×1
+        // conv is then a Linear on each pixel.
+        let cat = Var::cat(&maps.iter().collect::<Vec<_>>(), 3)?;
+        let weight = self.fuse.reshape(&[d, d * stages.len()])?;
+        cat.linear(&weight, None)?.reshape(&[b, h1 * w1, d])
+    }
+}
+
+/// SAM's `PositionEmbeddingRandom`: for pixel (i, j) of an h×w grid, coordinates
+/// x' = 2(j+0.5)/w - 1, y' = 2(i+0.5)/h - 1, v = 2π [x', y'] G, pe = [sin v, cos v].
+/// Returns [2F, h, w] (channel-first). Computed in f64 and rounded once (the reference is f64;
+/// PyTorch's float32 lands within ~4e-7 of it).
+pub fn positional_encoding(gaussian: &Tensor, h: usize, w: usize) -> Result<Tensor> {
+    let g = gaussian.to_f64_vec()?;
+    let f = gaussian.shape()[1];
+    let mut pe = vec![0f64; 2 * f * h * w];
+    let two_pi = 2.0 * std::f64::consts::PI;
+    for i in 0..h {
+        let y = 2.0 * (i as f64 + 0.5) / h as f64 - 1.0;
+        for j in 0..w {
+            let x = 2.0 * (j as f64 + 0.5) / w as f64 - 1.0;
+            for k in 0..f {
+                let v = two_pi * (x * g[k] + y * g[f + k]);
+                pe[(k * h + i) * w + j] = v.sin();
+                pe[((f + k) * h + i) * w + j] = v.cos();
+            }
+        }
+    }
+    Ok(Tensor::from_f64_vec(&pe, &[2 * f, h, w], tensor::DType::F32))
+}
+
+/// The Gaussian matrix G [2, D/2]: a buffer, drawn N(0,1) at random initialisation.
+pub(crate) fn gaussian_matrix(b: &mut Builder, dim: usize) -> Tensor {
+    b.random_buffer("pe_layer.positional_encoding_gaussian_matrix".into(), &[2, dim / 2], Init::Normal)
+}

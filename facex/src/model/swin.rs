@@ -1,0 +1,354 @@
+//! Swin Transformer v1 encoder as torchvision builds it (`features` of `swin_b`), returning the
+//! raw outputs of the four stages (NHWC), before the final LayerNorm.
+//!
+//! Layout choices for speed: the activations stay NHWC ([B, H, W, C]) so every per-token layer is
+//! one GEMM on contiguous rows. Window partition and the cyclic shift are folded into one gather
+//! (`index_select` of tokens) each way, precomputed per resolution, so a block copies its
+//! activations twice instead of four times; attention runs as one batched matmul over
+//! [B·windows, heads, w², head_dim].
+
+use super::layers::{LayerNorm, Linear, LinearInit};
+use super::params::{Builder, Init};
+use super::ModelError;
+use crate::model::SwinConfig;
+use autograd::Var;
+use tensor::ops::Activation;
+use tensor::{DType, Result, Tensor};
+
+/// Added to attention scores between tokens of different regions of a shifted window.
+const MASK_VALUE: f32 = -100.0;
+
+/// torchvision's `relative_position_index` for a w×w window: for tokens p, q (row-major in the
+/// window), `(hp - hq + w - 1) * (2w - 1) + (wp - wq + w - 1)`.
+pub fn relative_position_index(w: usize) -> Vec<i64> {
+    let n = w * w;
+    let mut idx = Vec::with_capacity(n * n);
+    for p in 0..n {
+        for q in 0..n {
+            let dh = (p / w) as i64 - (q / w) as i64 + w as i64 - 1;
+            let dw = (p % w) as i64 - (q % w) as i64 + w as i64 - 1;
+            idx.push(dh * (2 * w as i64 - 1) + dw);
+        }
+    }
+    idx
+}
+
+/// Precomputed token permutations (and the shift mask) of one resolution and shift.
+#[derive(Clone, Debug)]
+pub(crate) struct WindowPlan {
+    /// For token t in window order (window row, window col, row in window, col in window): the
+    /// row-major index of the token it reads, after `roll(-shift)` on both axes.
+    pub gather: Tensor,
+    /// The inverse permutation: it also undoes the shift (`roll(+shift)`).
+    pub scatter: Tensor,
+    /// [windows, 1, w², w²]: 0 within a region, -100 across regions; None without shift.
+    pub mask: Option<Tensor>,
+    pub windows: usize,
+}
+
+impl WindowPlan {
+    pub fn new(h: usize, w: usize, win: usize, shift: usize) -> WindowPlan {
+        let (nh, nw) = (h / win, w / win);
+        let mut gather = vec![0i64; h * w];
+        let mut t = 0;
+        for wr in 0..nh {
+            for wc in 0..nw {
+                for r in 0..win {
+                    for c in 0..win {
+                        let y = (wr * win + r + shift) % h;
+                        let x = (wc * win + c + shift) % w;
+                        gather[t] = (y * w + x) as i64;
+                        t += 1;
+                    }
+                }
+            }
+        }
+        let mut scatter = vec![0i64; h * w];
+        for (t, &src) in gather.iter().enumerate() {
+            scatter[src as usize] = t as i64;
+        }
+        let mask = (shift > 0).then(|| shift_mask(h, w, win, shift));
+        WindowPlan {
+            gather: Tensor::from_vec(gather, &[h * w]).expect("plan: gather"),
+            scatter: Tensor::from_vec(scatter, &[h * w]).expect("plan: scatter"),
+            mask,
+            windows: nh * nw,
+        }
+    }
+}
+
+/// The 9-region mask of torchvision's shifted windows, in the rolled frame: along each axis,
+/// region 0 is [0, n-win), 1 is [n-win, n-shift), 2 is [n-shift, n).
+fn shift_mask(h: usize, w: usize, win: usize, shift: usize) -> Tensor {
+    let region = |i: usize, n: usize| -> usize {
+        if i < n - win {
+            0
+        } else if i < n - shift {
+            1
+        } else {
+            2
+        }
+    };
+    let (nh, nw, n) = (h / win, w / win, win * win);
+    let mut m = Vec::with_capacity(nh * nw * n * n);
+    for wr in 0..nh {
+        for wc in 0..nw {
+            let ids: Vec<usize> =
+                (0..n).map(|p| region(wr * win + p / win, h) * 3 + region(wc * win + p % win, w)).collect();
+            for &ip in &ids {
+                for &iq in &ids {
+                    m.push(if ip == iq { 0.0f32 } else { MASK_VALUE });
+                }
+            }
+        }
+    }
+    Tensor::from_vec(m, &[nh * nw, 1, n, n]).expect("plan: mask")
+}
+
+/// One Swin v1 block: `x + attn(norm1(x))`, then `x + mlp(norm2(x))`.
+#[derive(Clone, Debug)]
+pub(crate) struct SwinBlock {
+    norm1: LayerNorm,
+    bias_table: Var,
+    bias_index: Tensor,
+    qkv: Linear,
+    proj: Linear,
+    norm2: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+    heads: usize,
+    window: usize,
+    /// Odd blocks use the shifted plan (unless the stage forces shift 0).
+    shifted: bool,
+}
+
+impl SwinBlock {
+    fn new(b: &mut Builder, p: &str, dim: usize, heads: usize, window: usize, shifted: bool) -> SwinBlock {
+        let norm1 = LayerNorm::new(b, &format!("{p}.norm1"), dim, 1e-5);
+        let t = (2 * window - 1) * (2 * window - 1);
+        let bias_table =
+            b.param(format!("{p}.attn.relative_position_bias_table"), &[t, heads], Init::TruncNormal(0.02));
+        let n = window * window;
+        let bias_index = b.derived_buffer(format!("{p}.attn.relative_position_index"), &[n * n], DType::I64, || {
+            Tensor::from_vec(relative_position_index(window), &[n * n]).expect("relative_position_index")
+        });
+        let qkv = Linear::new(b, &format!("{p}.attn.qkv"), dim, 3 * dim, true, LinearInit::Swin);
+        let proj = Linear::new(b, &format!("{p}.attn.proj"), dim, dim, true, LinearInit::Swin);
+        let norm2 = LayerNorm::new(b, &format!("{p}.norm2"), dim, 1e-5);
+        let fc1 = Linear::new(b, &format!("{p}.mlp.0"), dim, 4 * dim, true, LinearInit::Swin);
+        let fc2 = Linear::new(b, &format!("{p}.mlp.3"), 4 * dim, dim, true, LinearInit::Swin);
+        SwinBlock { norm1, bias_table, bias_index, qkv, proj, norm2, fc1, fc2, heads, window, shifted }
+    }
+
+    /// The relative position bias [heads, w², w²], plus the shift mask ([windows, heads, w², w²])
+    /// when there is one. Built once per forward; the gather keeps gradients to the table.
+    fn attention_bias(&self, plan: &WindowPlan) -> Result<Var> {
+        let n = self.window * self.window;
+        let bias = self.bias_table.index_select(0, &self.bias_index)?.t()?.reshape(&[self.heads, n, n])?;
+        match &plan.mask {
+            Some(m) => bias.add(&Var::constant(m.clone())),
+            None => Ok(bias),
+        }
+    }
+
+    /// x: [B, H, W, C] -> [B, H, W, C].
+    fn forward(&self, x: &Var, plan: &WindowPlan) -> Result<Var> {
+        let s = x.shape();
+        let (b, h, w, c) = (s[0], s[1], s[2], s[3]);
+        let (n, heads) = (self.window * self.window, self.heads);
+        let hd = c / heads;
+        let bw = b * plan.windows;
+
+        // Shift + window partition as one token gather: [B, HW, C] in window order.
+        let y = self.norm1.forward(x)?.reshape(&[b, h * w, c])?.index_select(1, &plan.gather)?;
+        let qkv = self.qkv.forward(&y.reshape(&[bw, n, c])?)?;
+        let qkv = qkv.reshape(&[bw, n, 3, heads, hd])?.permute(&[2, 0, 3, 1, 4])?; // [3, bw, heads, n, hd]
+        let q = qkv.select(0, 0)?.affine((hd as f64).powf(-0.5), 0.0)?;
+        let k = qkv.select(0, 1)?;
+        let v = qkv.select(0, 2)?;
+
+        let attn = q.matmul(&k.t()?)?; // [bw, heads, n, n]
+        let bias = self.attention_bias(plan)?;
+        let attn = if plan.mask.is_some() {
+            // The mask differs per window: view the scores as [B, windows, heads, n, n].
+            attn.reshape(&[b, plan.windows, heads, n, n])?.add(&bias)?.softmax(-1)?.reshape(&[bw, heads, n, n])?
+        } else {
+            attn.add(&bias)?.softmax(-1)?
+        };
+        let o = attn.matmul(&v)?.permute(&[0, 2, 1, 3])?.reshape(&[bw, n, c])?;
+        let o = self.proj.forward(&o)?;
+        // Window reverse + roll back as the inverse gather.
+        let o = o.reshape(&[b, h * w, c])?.index_select(1, &plan.scatter)?.reshape(&[b, h, w, c])?;
+        let x = x.add(&o)?;
+
+        let m = self.norm2.forward(&x)?;
+        let m = self.fc1.forward_act(&m, Activation::Gelu)?;
+        x.add(&self.fc2.forward(&m)?)
+    }
+}
+
+/// PatchMerging: 2×2 neighbours concatenated as (r0c0, r1c0, r0c1, r1c1), LayerNorm(4C),
+/// Linear(4C, 2C) without bias.
+#[derive(Clone, Debug)]
+pub(crate) struct PatchMerging {
+    norm: LayerNorm,
+    reduction: Var,
+}
+
+impl PatchMerging {
+    fn new(b: &mut Builder, p: &str, dim: usize) -> PatchMerging {
+        let reduction = b.param(format!("{p}.reduction.weight"), &[2 * dim, 4 * dim], Init::TruncNormal(0.02));
+        let norm = LayerNorm::new(b, &format!("{p}.norm"), 4 * dim, 1e-5);
+        PatchMerging { norm, reduction }
+    }
+
+    fn forward(&self, x: &Var) -> Result<Var> {
+        let s = x.shape();
+        let (b, h, w, c) = (s[0], s[1], s[2], s[3]);
+        // [B, H/2, row parity, W/2, col parity, C] -> [B, H/2, W/2, col parity, row parity, C]:
+        // the flattened (col, row) parity order is exactly the concatenation order.
+        let x =
+            x.reshape(&[b, h / 2, 2, w / 2, 2, c])?.permute(&[0, 1, 3, 4, 2, 5])?.reshape(&[b, h / 2, w / 2, 4 * c])?;
+        self.norm.forward(&x)?.linear(&self.reduction, None)
+    }
+}
+
+struct Stage {
+    blocks: Vec<SwinBlock>,
+    plain: WindowPlan,
+    /// None when the window covers the whole map (torchvision then forces shift 0).
+    shifted: Option<WindowPlan>,
+}
+
+/// The encoder: patch embedding, four stages with patch merging between them.
+pub(crate) struct SwinEncoder {
+    patch_weight: Var,
+    patch_bias: Var,
+    patch_norm: LayerNorm,
+    stages: Vec<Stage>,
+    merges: Vec<PatchMerging>,
+    patch: usize,
+    embed_dim: usize,
+}
+
+impl SwinEncoder {
+    /// `image` is the (square) input side; it fixes each stage's resolution and window plans.
+    pub fn new(b: &mut Builder, cfg: &SwinConfig, image: usize) -> std::result::Result<SwinEncoder, ModelError> {
+        let (p, c, win) = (cfg.patch_size, cfg.embed_dim, cfg.window_size);
+        if cfg.depths.len() != cfg.num_heads.len() || cfg.depths.is_empty() {
+            return Err(ModelError::Config(format!(
+                "backbone depths {:?} and num_heads {:?} must be non-empty and of the same length",
+                cfg.depths, cfg.num_heads
+            )));
+        }
+        if p == 0 || win == 0 || c == 0 {
+            return Err(ModelError::Config(format!("backbone patch {p}, window {win}, width {c} must be positive")));
+        }
+        let fan_in = 3 * p * p;
+        let bound = 1.0 / (fan_in as f64).sqrt();
+        let patch_weight = b.param("backbone.0.0.0.weight".into(), &[c, 3, p, p], Init::Uniform(bound));
+        let patch_bias = b.param("backbone.0.0.0.bias".into(), &[c], Init::Uniform(bound));
+        let patch_norm = LayerNorm::new(b, "backbone.0.0.2", c, 1e-5);
+
+        let mut stages = Vec::new();
+        let mut merges = Vec::new();
+        let mut res = image / p;
+        for (i, (&depth, &heads)) in cfg.depths.iter().zip(&cfg.num_heads).enumerate() {
+            let dim = c << i;
+            if i > 0 {
+                merges.push(PatchMerging::new(b, &format!("backbone.0.{}", 2 * i), dim / 2));
+                res /= 2;
+            }
+            if res == 0 || res % win != 0 || heads == 0 || dim % heads != 0 {
+                return Err(ModelError::Config(format!(
+                    "stage {} has a {res}x{res} map, window {win}, width {dim} and {heads} heads: the map must be a \
+                     positive multiple of the window and the width a multiple of the heads",
+                    i + 1
+                )));
+            }
+            let blocks = (0..depth)
+                .map(|k| SwinBlock::new(b, &format!("backbone.0.{}.{k}", 2 * i + 1), dim, heads, win, k % 2 == 1))
+                .collect();
+            // Key listing needs no plans; they are cheap anyway, but skip the big masks.
+            let shifted = (win < res && !b.is_spec()).then(|| WindowPlan::new(res, res, win, win / 2));
+            stages.push(Stage { blocks, plain: WindowPlan::new(res, res, win, 0), shifted });
+        }
+        Ok(SwinEncoder { patch_weight, patch_bias, patch_norm, stages, merges, patch: p, embed_dim: c })
+    }
+
+    /// x: [B, 3, H, W] -> the four raw stage outputs, NHWC.
+    pub fn forward(&self, x: &Var) -> Result<Vec<Var>> {
+        let s = x.shape();
+        let (b, h, w, p, c) = (s[0], s[2], s[3], self.patch, self.embed_dim);
+        // The k=s=p conv as one GEMM over non-overlapping patches, giving NHWC directly.
+        let patches = x.reshape(&[b, 3, h / p, p, w / p, p])?.permute(&[0, 2, 4, 1, 3, 5])?.reshape(&[
+            b,
+            h / p,
+            w / p,
+            3 * p * p,
+        ])?;
+        let weight = self.patch_weight.reshape(&[c, 3 * p * p])?;
+        let mut x = self.patch_norm.forward(&patches.linear(&weight, Some(&self.patch_bias))?)?;
+
+        let mut outs = Vec::with_capacity(self.stages.len());
+        for (i, stage) in self.stages.iter().enumerate() {
+            if i > 0 {
+                x = self.merges[i - 1].forward(&x)?;
+            }
+            for blk in &stage.blocks {
+                let plan = match (&stage.shifted, blk.shifted) {
+                    (Some(sp), true) => sp,
+                    _ => &stage.plain,
+                };
+                x = blk.forward(&x, plan)?;
+            }
+            outs.push(x.clone());
+        }
+        Ok(outs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_index_matches_torchvision_formula() {
+        let idx = relative_position_index(7);
+        assert_eq!(idx.len(), 2401);
+        assert_eq!(idx[0], 84); // p = q: (6)*13 + 6
+        assert_eq!(*idx.iter().max().unwrap(), 168);
+        assert_eq!(*idx.iter().min().unwrap(), 0);
+        // p = (0,0), q = (6,6): dh = -6 + 6 = 0, dw = 0 -> 0.
+        assert_eq!(idx[48], 0);
+    }
+
+    #[test]
+    fn plans_are_permutations_and_undo_the_roll() {
+        for &(h, win, shift) in &[(14usize, 7usize, 3usize), (28, 7, 0), (21, 7, 3)] {
+            let plan = WindowPlan::new(h, h, win, shift);
+            let g = plan.gather.to_vec::<i64>().unwrap();
+            let s = plan.scatter.to_vec::<i64>().unwrap();
+            for (t, &src) in g.iter().enumerate() {
+                assert_eq!(s[src as usize] as usize, t);
+            }
+            // Token 0 of window 0 reads the pixel at (shift, shift): roll(-shift).
+            assert_eq!(g[0] as usize, shift * h + shift);
+        }
+    }
+
+    #[test]
+    fn shift_mask_has_nine_regions() {
+        let (h, win, shift) = (14usize, 7usize, 3usize);
+        let m = shift_mask(h, h, win, shift).to_vec::<f32>().unwrap();
+        let n = win * win;
+        // Window 0 lies in region (0,0) only: no masking.
+        assert!(m[..n * n].iter().all(|&v| v == 0.0));
+        // The last window holds 4 regions: its token (0,0) and token (6,6) differ.
+        let last = &m[3 * n * n..];
+        assert_eq!(last[n - 1], MASK_VALUE);
+        // Token (0,0) and (0,3) are both in column region 1 (cols 7..10 of 14): same region.
+        assert_eq!(last[3], 0.0);
+        assert_eq!(last[4], MASK_VALUE);
+    }
+}
