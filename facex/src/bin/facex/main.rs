@@ -2,6 +2,8 @@
 
 mod analyze;
 mod bench;
+mod forward;
+mod init;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -23,6 +25,10 @@ enum Command {
     Analyze(analyze::Args),
     /// Time the model (random weights) for inference or a training step.
     Bench(bench::Args),
+    /// Run the model on a preprocessed tensor file (key `input`) and write every head.
+    Forward(forward::Args),
+    /// Write random weights of a config (official key names).
+    Init(init::Args),
 }
 
 fn main() -> ExitCode {
@@ -30,5 +36,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Analyze(args) => analyze::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Forward(args) => forward::run(args),
+        Command::Init(args) => init::run(args),
     }
 }
