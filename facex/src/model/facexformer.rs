@@ -117,14 +117,14 @@ impl FaceXFormer {
                 config.backbone.depths
             )));
         }
-        if d.dim == 0 || d.dim % 8 != 0 || d.heads == 0 || d.cross_downsample == 0 {
+        if d.dim == 0 || !d.dim.is_multiple_of(8) || d.heads == 0 || d.cross_downsample == 0 {
             return Err(ModelError::Config(format!(
                 "decoder dim {} must be a positive multiple of 8, heads {} and cross_downsample {} positive",
                 d.dim, d.heads, d.cross_downsample
             )));
         }
         let internal = d.dim / d.cross_downsample;
-        if d.dim % d.heads != 0 || internal % d.heads != 0 || internal * d.cross_downsample != d.dim {
+        if !d.dim.is_multiple_of(d.heads) || !internal.is_multiple_of(d.heads) || internal * d.cross_downsample != d.dim {
             return Err(ModelError::Config(format!(
                 "decoder dim {} with {} heads and cross_downsample {}: every attention width must split evenly",
                 d.dim, d.heads, d.cross_downsample

@@ -259,7 +259,7 @@ impl SwinEncoder {
                 merges.push(PatchMerging::new(b, &format!("backbone.0.{}", 2 * i), dim / 2));
                 res /= 2;
             }
-            if res == 0 || res % win != 0 || heads == 0 || dim % heads != 0 {
+            if res == 0 || !res.is_multiple_of(win) || heads == 0 || dim % heads != 0 {
                 return Err(ModelError::Config(format!(
                     "stage {} has a {res}x{res} map, window {win}, width {dim} and {heads} heads: the map must be a \
                      positive multiple of the window and the width a multiple of the heads",
