@@ -1,0 +1,255 @@
+//! f32 GEMM at FaceXFormer's shapes: ours against the `gemm` and `matrixmultiply` crates, in
+//! the same run, plus the machine's FMA peak measured by a register-only microbenchmark.
+//!
+//! `cargo bench --bench gemm` runs criterion (short windows) and then prints a table of
+//! GFLOP/s, fraction of the measured peak and the ratios against both peers.
+
+use criterion::{black_box, Criterion};
+use rayon::prelude::*;
+use std::time::{Duration, Instant};
+use tensor::cpu::gemm::{sgemm, Isa};
+use tensor::{DType, Tensor};
+
+/// [batch] x (m x k) @ (k x n), all row-major.
+#[derive(Clone, Copy)]
+struct Shape {
+    name: &'static str,
+    batch: usize,
+    m: usize,
+    k: usize,
+    n: usize,
+}
+
+const SHAPES: [Shape; 7] = [
+    Shape { name: "3136x128x384", batch: 1, m: 3136, k: 128, n: 384 },
+    Shape { name: "784x256x768", batch: 1, m: 784, k: 256, n: 768 },
+    Shape { name: "196x512x2048", batch: 1, m: 196, k: 512, n: 2048 },
+    Shape { name: "49x1024x4096", batch: 1, m: 49, k: 1024, n: 4096 },
+    Shape { name: "4096x[49x32x49]", batch: 4096, m: 49, k: 32, n: 49 },
+    Shape { name: "1024^3", batch: 1, m: 1024, k: 1024, n: 1024 },
+    Shape { name: "2048^3", batch: 1, m: 2048, k: 2048, n: 2048 },
+];
+
+impl Shape {
+    fn flops(&self) -> f64 {
+        2.0 * (self.batch * self.m * self.n * self.k) as f64
+    }
+}
+
+/// Operands for one shape, with our batched path going through `Tensor::matmul`.
+struct Operands {
+    s: Shape,
+    a: Vec<f32>,
+    b: Vec<f32>,
+    c: Vec<f32>,
+    ta: Tensor,
+    tb: Tensor,
+}
+
+impl Operands {
+    fn new(s: Shape) -> Operands {
+        let ta = Tensor::randn(&[s.batch, s.m, s.k], 1, DType::F32);
+        let tb = Tensor::randn(&[s.batch, s.k, s.n], 2, DType::F32);
+        let (a, b) = (ta.to_vec::<f32>().unwrap(), tb.to_vec::<f32>().unwrap());
+        Operands { s, a, b, c: vec![0.0; s.batch * s.m * s.n], ta, tb }
+    }
+
+    fn ours(&mut self) {
+        let s = self.s;
+        if s.batch == 1 {
+            sgemm(s.m, s.n, s.k, &self.a, s.k, 1, &self.b, s.n, 1, &mut self.c, s.n, false);
+        } else {
+            black_box(self.ta.matmul(&self.tb).unwrap());
+        }
+    }
+
+    fn gemm_crate(&mut self) {
+        let s = self.s;
+        let one = |a: &[f32], b: &[f32], c: &mut [f32], par: gemm::Parallelism| unsafe {
+            #[rustfmt::skip]
+            gemm::gemm(s.m, s.n, s.k, c.as_mut_ptr(), 1, s.n as isize, false,
+                a.as_ptr(), 1, s.k as isize, b.as_ptr(), 1, s.n as isize,
+                0.0f32, 1.0f32, false, false, false, par);
+        };
+        if s.batch == 1 {
+            one(&self.a, &self.b, &mut self.c, gemm::Parallelism::Rayon(0));
+        } else {
+            let (a, b) = (&self.a, &self.b);
+            self.c
+                .par_chunks_mut(s.m * s.n)
+                .enumerate()
+                .for_each(|(i, c)| one(&a[i * s.m * s.k..], &b[i * s.k * s.n..], c, gemm::Parallelism::None));
+        }
+    }
+
+    fn matrixmultiply(&mut self) {
+        let s = self.s;
+        let one = |a: &[f32], b: &[f32], c: &mut [f32]| unsafe {
+            #[rustfmt::skip]
+            matrixmultiply::sgemm(s.m, s.k, s.n, 1.0, a.as_ptr(), s.k as isize, 1,
+                b.as_ptr(), s.n as isize, 1, 0.0, c.as_mut_ptr(), s.n as isize, 1);
+        };
+        if s.batch == 1 {
+            one(&self.a, &self.b, &mut self.c);
+        } else {
+            let (a, b) = (&self.a, &self.b);
+            self.c
+                .par_chunks_mut(s.m * s.n)
+                .enumerate()
+                .for_each(|(i, c)| one(&a[i * s.m * s.k..], &b[i * s.k * s.n..], c));
+        }
+    }
+}
+
+const IMPLS: [&str; 3] = ["ours", "gemm", "matrixmultiply"];
+
+fn run_impl(ops: &mut Operands, which: usize) {
+    match which {
+        0 => ops.ours(),
+        1 => ops.gemm_crate(),
+        _ => ops.matrixmultiply(),
+    }
+}
+
+/// Median seconds per call over a short window (after one warm-up call).
+fn median_secs(mut f: impl FnMut()) -> f64 {
+    f();
+    let (start, mut times) = (Instant::now(), Vec::new());
+    while times.len() < 5 || (start.elapsed() < Duration::from_millis(700) && times.len() < 200) {
+        let t = Instant::now();
+        f();
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+/// Peak f32 FMA throughput of one core: 16 independent FMA chains on registers (enough to
+/// cover latency x issue width), with the widest vectors the CPU has.
+fn fma_peak_one_thread(iters: usize) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::*;
+        #[target_feature(enable = "avx512f")]
+        fn chains512(iters: usize) -> f32 {
+            let (x, y) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-7));
+            let mut acc = [_mm512_set1_ps(1.0); 16];
+            for _ in 0..iters {
+                for a in acc.iter_mut() {
+                    *a = _mm512_fmadd_ps(*a, x, y);
+                }
+            }
+            acc.iter().map(|&a| _mm512_reduce_add_ps(a)).sum()
+        }
+        #[target_feature(enable = "avx2,fma")]
+        fn chains256(iters: usize) -> f32 {
+            let (x, y) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
+            let mut acc = [_mm256_set1_ps(1.0); 16];
+            for _ in 0..iters {
+                for a in acc.iter_mut() {
+                    *a = _mm256_fmadd_ps(*a, x, y);
+                }
+            }
+            let mut out = [0.0f32; 8];
+            acc.iter().for_each(|&a| unsafe { _mm256_storeu_ps(out.as_mut_ptr(), a) });
+            out.iter().sum()
+        }
+        let t = Instant::now();
+        let lanes = if Isa::Avx512.available() {
+            black_box(unsafe { chains512(black_box(iters)) });
+            16
+        } else if Isa::Avx2Fma.available() {
+            black_box(unsafe { chains256(black_box(iters)) });
+            8
+        } else {
+            return f64::NAN;
+        };
+        (iters * 16 * lanes * 2) as f64 / t.elapsed().as_secs_f64()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    f64::NAN
+}
+
+/// Peak over all rayon threads at once (each runs the register loop), best of a few tries.
+fn fma_peak() -> (f64, f64) {
+    let iters = 20_000_000;
+    let single = (0..3).map(|_| fma_peak_one_thread(iters)).fold(0.0, f64::max);
+    let threads = rayon::current_num_threads();
+    let all = (0..3)
+        .map(|_| {
+            let t = Instant::now();
+            (0..threads).into_par_iter().for_each(|_| {
+                fma_peak_one_thread(iters);
+            });
+            (threads * iters * 16 * 2) as f64 * lanes() as f64 / t.elapsed().as_secs_f64()
+        })
+        .fold(0.0, f64::max);
+    (single, all)
+}
+
+fn lanes() -> usize {
+    if Isa::Avx512.available() {
+        16
+    } else {
+        8
+    }
+}
+
+fn criterion_benches(c: &mut Criterion, operands: &mut [Operands]) {
+    for ops in operands.iter_mut() {
+        let mut group = c.benchmark_group(format!("sgemm/{}", ops.s.name));
+        group.throughput(criterion::Throughput::Elements(ops.s.flops() as u64));
+        for (which, name) in IMPLS.iter().enumerate() {
+            group.bench_function(*name, |bench| bench.iter(|| run_impl(ops, which)));
+        }
+        group.finish();
+    }
+}
+
+fn print_table(operands: &mut [Operands]) {
+    let (single, peak) = fma_peak();
+    let threads = rayon::current_num_threads();
+    println!();
+    println!(
+        "FMA peak (measured, f32, {}-wide): {:.1} GFLOP/s on 1 thread, {:.1} GFLOP/s on {threads} threads",
+        lanes(),
+        single / 1e9,
+        peak / 1e9
+    );
+    println!("kernel: {:?}; times are medians of repeated calls", Isa::detect());
+    println!(
+        "{:<18} {:>10} {:>10} {:>10} {:>8} {:>10} {:>10}",
+        "shape (m x k x n)", "ours GF/s", "gemm GF/s", "mm GF/s", "% peak", "ours/gemm", "ours/mm"
+    );
+    for ops in operands.iter_mut() {
+        let mut gflops = [0.0; 3];
+        for (which, g) in gflops.iter_mut().enumerate() {
+            *g = ops.s.flops() / median_secs(|| run_impl(ops, which)) / 1e9;
+        }
+        println!(
+            "{:<18} {:>10.1} {:>10.1} {:>10.1} {:>7.1}% {:>10.2} {:>10.2}",
+            ops.s.name,
+            gflops[0],
+            gflops[1],
+            gflops[2],
+            100.0 * gflops[0] * 1e9 / peak,
+            gflops[0] / gflops[1],
+            gflops[0] / gflops[2]
+        );
+    }
+}
+
+fn main() {
+    let mut operands: Vec<Operands> = SHAPES.iter().map(|&s| Operands::new(s)).collect();
+    let mut c = Criterion::default()
+        .configure_from_args()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1));
+    criterion_benches(&mut c, &mut operands);
+    c.final_summary();
+    // Only under `cargo bench` (criterion's test mode runs each bench once and should stay quick).
+    if std::env::args().any(|a| a == "--bench") {
+        print_table(&mut operands);
+    }
+}
