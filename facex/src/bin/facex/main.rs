@@ -2,6 +2,7 @@
 
 mod analyze;
 mod bench;
+mod convert;
 mod forward;
 mod init;
 
@@ -25,6 +26,8 @@ enum Command {
     Analyze(analyze::Args),
     /// Time the model (random weights) for inference or a training step.
     Bench(bench::Args),
+    /// Convert weights (the official model.pt) to safetensors.
+    Convert(convert::Args),
     /// Run the model on a preprocessed tensor file (key `input`) and write every head.
     Forward(forward::Args),
     /// Write random weights of a config (official key names).
@@ -36,6 +39,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Analyze(args) => analyze::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Convert(args) => convert::run(args),
         Command::Forward(args) => forward::run(args),
         Command::Init(args) => init::run(args),
     }

@@ -1,4 +1,5 @@
-//! `facex analyze` end to end: the shipped example, directories, bad files, images without faces.
+//! The `facex` command end to end: analyze (the shipped example, directories, bad files, images
+//! without faces), convert and forward.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -100,4 +101,58 @@ fn corrupt_weights_are_reported_with_the_file_name() {
         analyze(&[img.to_str().unwrap(), "--weights", w.to_str().unwrap(), "--out", dir.to_str().unwrap()]);
     assert_eq!(code, 2);
     assert!(err.contains("model.pt"), "{err}");
+}
+
+fn facex(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_facex")).args(args).output().unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+}
+
+#[test]
+fn convert_then_forward_reproduces_the_fixture_outputs() {
+    // model.pt -> safetensors (with the fixture's config.json beside it for the decoder heads),
+    // then `facex forward` on the fixture input: the outputs match the official ones.
+    let dir = tempdir("convert");
+    let fixture = repo().join("tests/fixtures/facexformer-tiny");
+    let st = dir.join("tiny.safetensors");
+    let (code, out, err) = facex(&["convert", fixture.join("model.pt").to_str().unwrap(), st.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"embed_dim\":32"), "{out}");
+    std::fs::copy(fixture.join("config.json"), dir.join("config.json")).unwrap();
+    let io = fixture.join("io.safetensors");
+    let result = dir.join("out.safetensors");
+    let (code, _, err) = facex(&[
+        "forward",
+        "--weights",
+        st.to_str().unwrap(),
+        "--input",
+        io.to_str().unwrap(),
+        "--output",
+        result.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let ours = facex_suite_like_read(&result);
+    let want = facex_suite_like_read(&io);
+    for name in ["out.landmarks", "out.pose", "out.age", "out.segmentation"] {
+        let (a, b) = (&ours[name], &want[name]);
+        let num: f64 = a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum::<f64>().sqrt();
+        let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum::<f64>().sqrt();
+        assert!(num / den < 1e-4, "{name}: {}", num / den);
+    }
+    // A corrupt input is an error naming the file.
+    let bad = dir.join("bad.pt");
+    std::fs::write(&bad, b"PK\x03\x04 truncated").unwrap();
+    let (code, _, err) = facex(&["convert", bad.to_str().unwrap(), dir.join("x.safetensors").to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("bad.pt"), "{err}");
+}
+
+/// Every F32 tensor of a safetensors file as f32 values.
+fn facex_suite_like_read(path: &Path) -> std::collections::HashMap<String, Vec<f32>> {
+    let sd = facex::checkpoint::load_safetensors(path).unwrap();
+    sd.iter()
+        .filter(|(_, t)| t.dtype() == tensor::DType::F32)
+        .map(|(k, t)| (k.to_string(), t.to_f32_vec().unwrap()))
+        .collect()
 }
