@@ -18,5 +18,5 @@ mod var;
 pub use engine::Grads;
 pub use grad_mode::{is_grad_enabled, no_grad, NoGradGuard};
 pub use op::Op;
-pub use var::{Node, Var};
 pub use tensor::{Result, Tensor};
+pub use var::{Node, Var};

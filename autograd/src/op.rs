@@ -21,9 +21,16 @@ pub enum Op {
     Sigmoid,
     Relu,
     Gelu,
-    Affine { mul: f64 },
-    Powf { e: f64 },
-    Clamp { lo: f64, hi: f64 },
+    Affine {
+        mul: f64,
+    },
+    Powf {
+        e: f64,
+    },
+    Clamp {
+        lo: f64,
+        hi: f64,
+    },
     /// inputs: x, weight
     Prelu,
     // binary (inputs broadcast to the output shape)
@@ -34,40 +41,112 @@ pub enum Op {
     Maximum,
     Minimum,
     /// inputs: on_true, on_false; the condition is not differentiable
-    Where { cond: Tensor },
+    Where {
+        cond: Tensor,
+    },
     // reductions
-    Sum { dims: Vec<isize>, keepdim: bool },
-    Mean { dims: Vec<isize>, keepdim: bool },
-    Max { dims: Vec<isize>, keepdim: bool },
-    Min { dims: Vec<isize>, keepdim: bool },
-    Softmax { dim: isize },
-    LogSoftmax { dim: isize },
+    Sum {
+        dims: Vec<isize>,
+        keepdim: bool,
+    },
+    Mean {
+        dims: Vec<isize>,
+        keepdim: bool,
+    },
+    Max {
+        dims: Vec<isize>,
+        keepdim: bool,
+    },
+    Min {
+        dims: Vec<isize>,
+        keepdim: bool,
+    },
+    Softmax {
+        dim: isize,
+    },
+    LogSoftmax {
+        dim: isize,
+    },
     /// inputs: x, then weight and bias when present
-    LayerNorm { eps: f64, has_weight: bool, has_bias: bool },
-    LayerNorm2d { eps: f64, has_weight: bool, has_bias: bool },
+    LayerNorm {
+        eps: f64,
+        has_weight: bool,
+        has_bias: bool,
+    },
+    LayerNorm2d {
+        eps: f64,
+        has_weight: bool,
+        has_bias: bool,
+    },
     // shape and indexing
-    Cat { dim: isize },
-    Stack { dim: isize },
-    Roll { shifts: Vec<isize>, dims: Vec<isize> },
-    IndexSelect { dim: isize, index: Tensor },
-    Gather { dim: isize, index: Tensor },
+    Cat {
+        dim: isize,
+    },
+    Stack {
+        dim: isize,
+    },
+    Roll {
+        shifts: Vec<isize>,
+        dims: Vec<isize>,
+    },
+    IndexSelect {
+        dim: isize,
+        index: Tensor,
+    },
+    Gather {
+        dim: isize,
+        index: Tensor,
+    },
     Reshape,
-    Permute { dims: Vec<usize> },
-    Narrow { dim: isize, start: usize, len: usize },
-    SliceStep { dim: isize, start: usize, end: usize, step: usize },
+    Permute {
+        dims: Vec<usize>,
+    },
+    Narrow {
+        dim: isize,
+        start: usize,
+        len: usize,
+    },
+    SliceStep {
+        dim: isize,
+        start: usize,
+        end: usize,
+        step: usize,
+    },
     BroadcastTo,
-    Unsqueeze { dim: isize },
-    Squeeze { dim: isize },
+    Unsqueeze {
+        dim: isize,
+    },
+    Squeeze {
+        dim: isize,
+    },
     Contiguous,
-    ToDType { from: DType },
+    ToDType {
+        from: DType,
+    },
     // linear algebra and images
     Matmul,
     /// inputs: x, weight, then bias when present
-    Linear { act: Activation, has_bias: bool },
+    Linear {
+        act: Activation,
+        has_bias: bool,
+    },
     /// inputs: x, weight, then bias when present
-    Conv2d { stride: (usize, usize), padding: (usize, usize), has_bias: bool },
-    ConvTranspose2d { stride: (usize, usize), padding: (usize, usize), has_bias: bool },
-    MaxPool2d { kernel: (usize, usize), stride: (usize, usize), padding: (usize, usize), ceil_mode: bool },
+    Conv2d {
+        stride: (usize, usize),
+        padding: (usize, usize),
+        has_bias: bool,
+    },
+    ConvTranspose2d {
+        stride: (usize, usize),
+        padding: (usize, usize),
+        has_bias: bool,
+    },
+    MaxPool2d {
+        kernel: (usize, usize),
+        stride: (usize, usize),
+        padding: (usize, usize),
+        ceil_mode: bool,
+    },
     InterpolateBilinear,
     InterpolateArea,
 }

@@ -124,7 +124,8 @@ impl FaceXFormer {
             )));
         }
         let internal = d.dim / d.cross_downsample;
-        if !d.dim.is_multiple_of(d.heads) || !internal.is_multiple_of(d.heads) || internal * d.cross_downsample != d.dim {
+        if !d.dim.is_multiple_of(d.heads) || !internal.is_multiple_of(d.heads) || internal * d.cross_downsample != d.dim
+        {
             return Err(ModelError::Config(format!(
                 "decoder dim {} with {} heads and cross_downsample {}: every attention width must split evenly",
                 d.dim, d.heads, d.cross_downsample
