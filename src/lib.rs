@@ -48,7 +48,7 @@ pub fn read_safetensors(path: &Path) -> HashMap<String, Tensor> {
                 tensor::Layout::contiguous(&shape),
             ),
             safetensors::Dtype::F64 => {
-                let v: Vec<f64> = data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect();
+                let v: Vec<f64> = data.as_chunks::<8>().0.iter().map(|c| f64::from_le_bytes(*c)).collect();
                 Tensor::from_f64_vec(&v, &shape, DType::F32)
             }
             other => panic!("{}: {name} has unsupported dtype {other:?}", path.display()),

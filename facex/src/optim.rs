@@ -190,7 +190,7 @@ mod tests {
         for (t, g) in gs.iter().enumerate() {
             let gv = Var::constant(Tensor::from_slice(g, &[3]).unwrap());
             let grads = p.mul(&gv).unwrap().sum_all().unwrap().backward().unwrap();
-            opt.step(&[p.clone()], &grads).unwrap();
+            opt.step(std::slice::from_ref(&p), &grads).unwrap();
             let t = (t + 1) as i32;
             for i in 0..3 {
                 let gi = g[i] as f64;
@@ -219,7 +219,7 @@ mod tests {
         for g in &gs {
             let gv = Var::constant(Tensor::from_slice(g, &[2]).unwrap());
             let grads = p.mul(&gv).unwrap().sum_all().unwrap().backward().unwrap();
-            opt.step(&[p.clone()], &grads).unwrap();
+            opt.step(std::slice::from_ref(&p), &grads).unwrap();
             let d = [g[0] as f64 + wd * x[0], g[1] as f64 + wd * x[1]];
             let b = match buf {
                 None => d,
@@ -235,13 +235,13 @@ mod tests {
     #[test]
     fn clipping_scales_to_max_norm() {
         let (p, mut grads) = param_and_grads(&[0.0, 0.0], &[3.0, 4.0]);
-        let norm = clip_grad_norm(&[p.clone()], &mut grads, 1.0).unwrap();
+        let norm = clip_grad_norm(std::slice::from_ref(&p), &mut grads, 1.0).unwrap();
         assert!((norm - 5.0).abs() < 1e-9);
         let g = grads.get(&p).unwrap().to_f32_vec().unwrap();
         assert!((g[0] - 0.6).abs() < 1e-5 && (g[1] - 0.8).abs() < 1e-5, "{g:?}");
         // Below the limit nothing changes.
         let (p, mut grads) = param_and_grads(&[0.0], &[0.5]);
-        clip_grad_norm(&[p.clone()], &mut grads, 1.0).unwrap();
+        clip_grad_norm(std::slice::from_ref(&p), &mut grads, 1.0).unwrap();
         assert_eq!(grads.get(&p).unwrap().to_f32_vec().unwrap(), vec![0.5]);
     }
 

@@ -51,7 +51,7 @@ impl CpuStorage {
     pub fn from_le_bytes(dtype: DType, bytes: &[u8]) -> Option<CpuStorage> {
         fn conv<T: Element>(bytes: &[u8]) -> Option<Vec<T>> {
             let n = std::mem::size_of::<T>();
-            if bytes.len() % n != 0 {
+            if !bytes.len().is_multiple_of(n) {
                 return None;
             }
             let mut v = vec![T::zeroed(); bytes.len() / n];

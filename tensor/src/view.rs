@@ -11,7 +11,7 @@ impl Tensor {
         let mut shape = shape.to_vec();
         if let Some(pos) = shape.iter().position(|&d| d == usize::MAX) {
             let known: usize = shape.iter().filter(|&&d| d != usize::MAX).product();
-            if known == 0 || n % known != 0 {
+            if known == 0 || !n.is_multiple_of(known) {
                 return Err(Error::ShapeMismatch { op: "reshape", lhs: self.shape().to_vec(), rhs: shape });
             }
             shape[pos] = n / known;
@@ -179,7 +179,7 @@ mod tests {
         assert_eq!(p.shape(), &[4, 2, 3]);
         // p[i,j,k] = x[j,k,i] = 12j + 4k + i
         let v = p.to_vec::<f32>().unwrap();
-        assert_eq!(v[1 * 6 + 1 * 3 + 2], (12 + 8 + 1) as f32);
+        assert_eq!(v[6 + 3 + 2], (12 + 8 + 1) as f32);
         let s = x.slice_step(2, 1, 4, 2).unwrap();
         assert_eq!(s.to_vec::<f32>().unwrap(), vec![1., 3., 5., 7., 9., 11., 13., 15., 17., 19., 21., 23.]);
         let n = x.narrow(1, 1, 2).unwrap();

@@ -52,8 +52,8 @@ pub fn overlay(img: &RgbImage, result: &ImageResult) -> RgbImage {
             let class = m.0[0] as usize;
             if class != 0 {
                 let c = PARSING_PALETTE[class.min(10)];
-                for k in 0..3 {
-                    px.0[k] = ((px.0[k] as u16 + c[k] as u16) / 2) as u8;
+                for (v, c) in px.0.iter_mut().zip(c) {
+                    *v = ((*v as u16 + c as u16) / 2) as u8;
                 }
             }
         }

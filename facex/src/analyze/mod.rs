@@ -234,7 +234,9 @@ pub fn landmarks_to_image(norm: &[f32], crop: [i64; 4]) -> Vec<[f32; 2]> {
     let size = crate::preprocess::INPUT_SIZE as f32;
     let sx = (crop[2] - crop[0]) as f32 / size;
     let sy = (crop[3] - crop[1]) as f32 / size;
-    norm.chunks_exact(2)
+    norm.as_chunks::<2>()
+        .0
+        .iter()
         .map(|p| {
             let (cx, cy) = (((p[0] + 1.0) * size - 1.0) / 2.0, ((p[1] + 1.0) * size - 1.0) / 2.0);
             [crop[0] as f32 + (cx + 0.5) * sx - 0.5, crop[1] as f32 + (cy + 0.5) * sy - 0.5]

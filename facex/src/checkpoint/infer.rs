@@ -43,7 +43,7 @@ fn count_indexed(sd: &StateDict, prefix: &str, suffix: &str) -> Result<usize> {
 /// Window size w from a relative position bias table of (2w-1)^2 rows.
 fn window_from_table(rows: usize, name: &str) -> Result<usize> {
     let side = (rows as f64).sqrt().round() as usize;
-    if side * side != rows || side % 2 == 0 {
+    if side * side != rows || side.is_multiple_of(2) {
         return Err(cfg_err(format!("`{name}` has {rows} rows, not (2w-1)^2 for a window w")));
     }
     Ok(side.div_ceil(2))

@@ -314,7 +314,7 @@ impl<'a> Vm<'a> {
     }
 
     fn set_items(&mut self, target: &Value, items: Vec<Value>) -> Result<()> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err(self.bad("SETITEMS with an odd number of values"));
         }
         let bad = self.bad("SETITEM on something that is not a dict");
@@ -691,7 +691,7 @@ mod tests {
         p.extend([0x8a, 6, 0, 0, 0, 0, 0, 1]);
         p.extend([b'e', 0x8c, 1, b'b', b'(', 0x8c, 1, b'x', 0x88, b'N', b'G']);
         p.extend(1.5f64.to_be_bytes());
-        p.extend([b't', b'u', b'.']);
+        p.extend(b"tu.");
         let u = run(&p).unwrap();
         let a = u.dict_get(&u.root, "a").unwrap();
         let Some(Obj::List(items)) = u.obj(a) else { panic!("not a list") };

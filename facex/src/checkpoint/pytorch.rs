@@ -258,7 +258,7 @@ fn materialize(path: &Path, name: &str, t: &TensorRef, blob: &[u8]) -> Result<Te
 /// Little-endian storage bytes to the tensor crate's dtypes.
 fn convert(dtype: StorageDType, b: &[u8]) -> CpuStorage {
     fn chunks<const N: usize, T>(b: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {
-        b.chunks_exact(N).map(|c| f(c.try_into().unwrap_or([0; N]))).collect()
+        b.as_chunks::<N>().0.iter().map(|c| f(*c)).collect()
     }
     match dtype {
         StorageDType::F32 => CpuStorage::F32(chunks(b, f32::from_le_bytes)),

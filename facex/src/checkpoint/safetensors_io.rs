@@ -42,7 +42,7 @@ pub fn load_safetensors_from_bytes(bytes: &[u8], origin: impl AsRef<Path>) -> Re
 
 fn convert(dtype: Dtype, b: &[u8]) -> Option<CpuStorage> {
     fn chunks<const N: usize, T>(b: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {
-        b.chunks_exact(N).map(|c| f(c.try_into().unwrap_or([0; N]))).collect()
+        b.as_chunks::<N>().0.iter().map(|c| f(*c)).collect()
     }
     Some(match dtype {
         Dtype::F32 => CpuStorage::F32(chunks(b, f32::from_le_bytes)),

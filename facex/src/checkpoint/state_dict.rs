@@ -51,7 +51,7 @@ impl StateDict {
     pub fn remove(&mut self, name: &str) -> Option<Tensor> {
         let i = self.index.remove(name)?;
         let (_, t) = self.entries.remove(i);
-        for (_, pos) in self.index.iter_mut() {
+        for pos in self.index.values_mut() {
             if *pos > i {
                 *pos -= 1;
             }

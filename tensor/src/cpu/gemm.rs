@@ -13,7 +13,7 @@ mod tests;
 /// f64 references shared with the matmul tests.
 #[cfg(test)]
 pub(crate) mod tests_support {
-    pub(crate) use super::tests::{act_ref, gelu_ref};
+    pub(crate) use super::tests::act_ref;
 }
 
 pub use crate::ops::Activation;
