@@ -4,6 +4,7 @@
 //! Every op lives in `ops/<family>.rs` with its shape checks, its plain reference, its fast
 //! version and its tests side by side. Hot CPU kernels (GEMM) live under `cpu/`.
 
+pub mod backend;
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;

@@ -1,0 +1,261 @@
+//! Shape and dtype checks shared by every backend, so all three accept and refuse exactly the
+//! same arguments with the same errors. Each returns the sizes the op needs.
+
+use super::{Backend, DevTensor};
+use crate::{bail, DType, Error, Result};
+
+type T<B> = DevTensor<B>;
+
+fn bad<B: Backend + ?Sized>(op: &'static str, t: &T<B>, expected: &str) -> Error {
+    Error::BadShape { op, shape: t.shape().to_vec(), expected: expected.to_string() }
+}
+
+fn mismatch<B: Backend + ?Sized>(op: &'static str, a: &T<B>, b: &T<B>) -> Error {
+    Error::ShapeMismatch { op, lhs: a.shape().to_vec(), rhs: b.shape().to_vec() }
+}
+
+/// The element type of an op: its first input's, which must be F32 or BF16.
+pub fn elem<B: Backend + ?Sized>(op: &'static str, x: &T<B>) -> Result<DType> {
+    super::expect_device_dtype(op, x.dtype())?;
+    Ok(x.dtype())
+}
+
+fn same_dtype<B: Backend + ?Sized>(op: &'static str, want: DType, ts: &[&T<B>]) -> Result<()> {
+    super::expect_dtype(op, want, ts)
+}
+
+/// Element counts are kept below 2^31: the kernels' index math is 32-bit.
+fn small<B: Backend + ?Sized>(op: &'static str, t: &T<B>) -> Result<()> {
+    if t.elem_count() >= 1 << 31 {
+        return Err(bad(op, t, "fewer than 2^31 elements"));
+    }
+    Ok(())
+}
+
+pub fn permute<B: Backend + ?Sized>(x: &T<B>, perm: &[usize]) -> Result<Vec<usize>> {
+    const OP: &str = "permute";
+    elem(OP, x)?;
+    small(OP, x)?;
+    let r = x.shape().len();
+    let mut seen = vec![false; r];
+    if perm.len() != r || perm.iter().any(|&p| p >= r || std::mem::replace(&mut seen[p], true)) || r > 6 {
+        bail!(OP, "{perm:?} is not a permutation of the {r} dims of {:?} (rank at most 6)", x.shape());
+    }
+    Ok(perm.iter().map(|&p| x.shape()[p]).collect())
+}
+
+/// Returns (rows, k, n).
+pub fn linear<B: Backend + ?Sized>(x: &T<B>, w: &T<B>, bias: Option<&T<B>>) -> Result<(usize, usize, usize)> {
+    const OP: &str = "linear";
+    let dt = elem(OP, x)?;
+    same_dtype(OP, dt, &[w])?;
+    small(OP, x)?;
+    let (xs, ws) = (x.shape(), w.shape());
+    if xs.is_empty() || ws.len() != 2 || ws[1] != xs[xs.len() - 1] {
+        return Err(mismatch(OP, x, w));
+    }
+    if let Some(b) = bias {
+        same_dtype(OP, DType::F32, &[b])?;
+        if b.shape() != [ws[0]] {
+            return Err(mismatch(OP, w, b));
+        }
+    }
+    Ok((x.elem_count() / ws[1].max(1), ws[1], ws[0]))
+}
+
+pub fn binary<B: Backend + ?Sized>(a: &T<B>, b: &T<B>) -> Result<()> {
+    const OP: &str = "binary";
+    let dt = elem(OP, a)?;
+    same_dtype(OP, dt, &[b])?;
+    small(OP, a)?;
+    let (na, nb) = (a.elem_count(), b.elem_count());
+    if nb == 0 || na % nb != 0 || !a.shape().ends_with(&b.shape()[b.shape().iter().take_while(|&&d| d == 1).count()..])
+    {
+        return Err(mismatch(OP, a, b));
+    }
+    Ok(())
+}
+
+/// Returns (rows, cols).
+pub fn rows<B: Backend + ?Sized>(op: &'static str, x: &T<B>, params: &[&T<B>]) -> Result<(usize, usize)> {
+    let dt = elem(op, x)?;
+    same_dtype(op, dt, params)?;
+    small(op, x)?;
+    let cols = *x.shape().last().ok_or_else(|| bad(op, x, "rank >= 1"))?;
+    for p in params {
+        if p.shape() != [cols] {
+            return Err(mismatch(op, x, p));
+        }
+    }
+    Ok((x.elem_count() / cols.max(1), cols))
+}
+
+/// NCHW dims.
+pub fn nchw<B: Backend + ?Sized>(op: &'static str, x: &T<B>) -> Result<[usize; 4]> {
+    elem(op, x)?;
+    small(op, x)?;
+    match *x.shape() {
+        [n, c, h, w] => Ok([n, c, h, w]),
+        _ => Err(bad(op, x, "[N, C, H, W]")),
+    }
+}
+
+pub fn layer_norm2d<B: Backend + ?Sized>(x: &T<B>, w: &T<B>, b: &T<B>) -> Result<[usize; 4]> {
+    const OP: &str = "layer_norm2d";
+    let d = nchw(OP, x)?;
+    same_dtype(OP, x.dtype(), &[w, b])?;
+    for p in [w, b] {
+        if p.shape() != [d[1]] {
+            return Err(mismatch(OP, x, p));
+        }
+    }
+    Ok(d)
+}
+
+/// Returns (batch, heads, nq, nk, d).
+pub fn attention<B: Backend + ?Sized>(
+    q: &T<B>,
+    k: &T<B>,
+    v: &T<B>,
+    bias: Option<&T<B>>,
+    mask: Option<&T<B>>,
+) -> Result<(usize, usize, usize, usize, usize)> {
+    const OP: &str = "attention";
+    let dt = elem(OP, q)?;
+    same_dtype(OP, dt, &[k, v])?;
+    let [b, h, nq, d] = match *q.shape() {
+        [b, h, nq, d] => [b, h, nq, d],
+        _ => return Err(bad(OP, q, "q [B, H, nq, d]")),
+    };
+    if !matches!(d, 8 | 16 | 32) {
+        return Err(bad(OP, q, "head dim 8, 16 or 32"));
+    }
+    let nk = match *k.shape() {
+        [kb, kh, nk, kd] if (kb, kh, kd) == (b, h, d) => nk,
+        _ => return Err(mismatch(OP, q, k)),
+    };
+    if v.shape() != k.shape() {
+        return Err(mismatch(OP, k, v));
+    }
+    if nk == 0 {
+        return Err(bad(OP, k, "at least one key"));
+    }
+    if let Some(bias) = bias {
+        same_dtype(OP, DType::F32, &[bias])?;
+        if bias.shape() != [h, nq, nk] {
+            return Err(bad(OP, bias, &format!("bias [{h}, {nq}, {nk}]")));
+        }
+    }
+    if let Some(m) = mask {
+        same_dtype(OP, DType::F32, &[m])?;
+        match *m.shape() {
+            [nm, mq, mk] if nm > 0 && b % nm == 0 && (mq, mk) == (nq, nk) => {}
+            _ => return Err(bad(OP, m, &format!("mask [n, {nq}, {nk}] with n dividing the batch {b}"))),
+        }
+    }
+    for t in [q, k] {
+        small(OP, t)?;
+    }
+    Ok((b, h, nq, nk, d))
+}
+
+/// `[B, H, W, C]` with H and W multiples of the window; returns the dims.
+pub fn windows<B: Backend + ?Sized>(x: &T<B>, window: usize, shift: usize) -> Result<[usize; 4]> {
+    const OP: &str = "window_partition";
+    elem(OP, x)?;
+    small(OP, x)?;
+    match *x.shape() {
+        [b, h, w, c] if window > 0 && h % window == 0 && w % window == 0 && shift < window => Ok([b, h, w, c]),
+        _ => Err(bad(OP, x, &format!("[B, H, W, C] with H, W multiples of window {window} > shift {shift}"))),
+    }
+}
+
+pub fn window_reverse<B: Backend + ?Sized>(
+    x: &T<B>,
+    (h, w): (usize, usize),
+    window: usize,
+    shift: usize,
+) -> Result<[usize; 4]> {
+    const OP: &str = "window_reverse";
+    elem(OP, x)?;
+    small(OP, x)?;
+    let ok = window > 0 && h % window == 0 && w % window == 0 && shift < window;
+    match *x.shape() {
+        [bw, n, c] if ok && n == window * window && bw % ((h / window) * (w / window)).max(1) == 0 => {
+            Ok([bw / ((h / window) * (w / window)).max(1), h, w, c])
+        }
+        _ => Err(bad(OP, x, &format!("[B·nW, {window}², C] for a {h}x{w} map, window {window} > shift {shift}"))),
+    }
+}
+
+pub fn patch_merge<B: Backend + ?Sized>(x: &T<B>) -> Result<[usize; 4]> {
+    const OP: &str = "patch_merge";
+    elem(OP, x)?;
+    small(OP, x)?;
+    match *x.shape() {
+        [b, h, w, c] if h % 2 == 0 && w % 2 == 0 => Ok([b, h, w, c]),
+        _ => Err(bad(OP, x, "[B, H, W, C] with even H and W")),
+    }
+}
+
+pub fn resize_size(op: &'static str, size: (usize, usize)) -> Result<()> {
+    if size.0 == 0 || size.1 == 0 {
+        bail!(op, "output size {size:?} must be positive");
+    }
+    Ok(())
+}
+
+/// Returns (batch, channels); every map is `[B, h, w, C]` with positive h and w.
+pub fn upsample_sum<B: Backend + ?Sized>(maps: &[&T<B>], size: (usize, usize)) -> Result<(usize, usize)> {
+    const OP: &str = "upsample_sum_nhwc";
+    resize_size(OP, size)?;
+    let first = maps.first().ok_or_else(|| Error::InvalidArgument { op: OP, msg: "no maps".into() })?;
+    let dt = elem(OP, first)?;
+    let (b, c) = match *first.shape() {
+        [b, _, _, c] => (b, c),
+        _ => return Err(bad(OP, first, "[B, h, w, C]")),
+    };
+    for m in maps {
+        same_dtype(OP, dt, &[m])?;
+        small(OP, m)?;
+        match *m.shape() {
+            [mb, h, w, mc] if (mb, mc) == (b, c) && h > 0 && w > 0 => {}
+            _ => return Err(mismatch(OP, first, m)),
+        }
+    }
+    Ok((b, c))
+}
+
+/// Returns ([N, Cin, H, W], Cout).
+pub fn conv_transpose2x2<B: Backend + ?Sized>(x: &T<B>, w: &T<B>, bias: &T<B>) -> Result<([usize; 4], usize)> {
+    const OP: &str = "conv_transpose2x2";
+    let d = nchw(OP, x)?;
+    same_dtype(OP, x.dtype(), &[w, bias])?;
+    let cout = match *w.shape() {
+        [ci, co, 2, 2] if ci == d[1] => co,
+        _ => return Err(mismatch(OP, x, w)),
+    };
+    if bias.shape() != [cout] {
+        return Err(mismatch(OP, w, bias));
+    }
+    if d[0] * cout * d[2] * d[3] * 4 >= 1 << 31 {
+        return Err(bad(OP, x, "an output of fewer than 2^31 elements"));
+    }
+    Ok((d, cout))
+}
+
+/// Returns (B, M, C, P).
+pub fn hyper_product<B: Backend + ?Sized>(h: &T<B>, u: &T<B>) -> Result<(usize, usize, usize, usize)> {
+    const OP: &str = "hyper_product";
+    let dt = elem(OP, h)?;
+    same_dtype(OP, dt, &[u])?;
+    small(OP, u)?;
+    match (h.shape(), u.shape()) {
+        (&[b, m, c], &[ub, uc, p]) if (ub, uc) == (b, c) && m <= 32 && c <= 64 => Ok((b, m, c, p)),
+        _ => Err(Error::BadShape {
+            op: OP,
+            shape: u.shape().to_vec(),
+            expected: format!("h {:?} = [B, M <= 32, C <= 64] and u [B, C, P]", h.shape()),
+        }),
+    }
+}
