@@ -70,7 +70,11 @@ impl<B: Backend + ?Sized> DevTensor<B> {
     /// The same elements under another shape of equal size (free).
     pub fn reshape(&self, shape: &[usize]) -> Result<Self> {
         if shape.iter().product::<usize>() != self.elem_count() {
-            return Err(Error::ShapeMismatch { op: "DevTensor::reshape", lhs: self.shape.clone(), rhs: shape.to_vec() });
+            return Err(Error::ShapeMismatch {
+                op: "DevTensor::reshape",
+                lhs: self.shape.clone(),
+                rhs: shape.to_vec(),
+            });
         }
         Ok(DevTensor { buf: self.buf.clone(), offset: self.offset, shape: shape.to_vec(), dtype: self.dtype })
     }
@@ -134,8 +138,13 @@ pub trait Backend: Send + Sync {
     /// `act(x)` elementwise.
     fn activation(&self, x: &DevTensor<Self>, act: Activation) -> Result<DevTensor<Self>>;
     /// LayerNorm over the last dim with weight and bias `[C]`.
-    fn layer_norm(&self, x: &DevTensor<Self>, w: &DevTensor<Self>, b: &DevTensor<Self>, eps: f32)
-        -> Result<DevTensor<Self>>;
+    fn layer_norm(
+        &self,
+        x: &DevTensor<Self>,
+        w: &DevTensor<Self>,
+        b: &DevTensor<Self>,
+        eps: f32,
+    ) -> Result<DevTensor<Self>>;
     /// LayerNorm2d over the channels of NCHW `x`, weight and bias `[C]`.
     fn layer_norm2d(
         &self,
@@ -178,8 +187,12 @@ pub trait Backend: Send + Sync {
     /// (`align_corners=False`; the identity at equal size) to `size` and added: `[B, H, W, C]`.
     fn upsample_sum_nhwc(&self, maps: &[&DevTensor<Self>], size: (usize, usize)) -> Result<DevTensor<Self>>;
     /// ConvTranspose2d, kernel 2, stride 2: NCHW `x`, weight `[Cin, Cout, 2, 2]`, bias `[Cout]`.
-    fn conv_transpose2x2(&self, x: &DevTensor<Self>, w: &DevTensor<Self>, bias: &DevTensor<Self>)
-        -> Result<DevTensor<Self>>;
+    fn conv_transpose2x2(
+        &self,
+        x: &DevTensor<Self>,
+        w: &DevTensor<Self>,
+        bias: &DevTensor<Self>,
+    ) -> Result<DevTensor<Self>>;
     /// The parsing head's hypernetwork product: h `[B, M, C]`, u `[B, C, P]` -> `[B, M, P]`.
     fn hyper_product(&self, h: &DevTensor<Self>, u: &DevTensor<Self>) -> Result<DevTensor<Self>>;
 }

@@ -1,0 +1,1 @@
+//! The CUDA backend: the kernels' PTX launched on an NVIDIA GPU. (Being written.)
