@@ -4,18 +4,20 @@
 //! training. Parameters are `Var::param`s named with the official state-dict keys.
 pub mod config;
 mod decoder;
+pub mod device;
 mod facexformer;
 mod fusion;
 mod heads;
 mod layers;
 mod params;
-mod swin;
+pub(crate) mod swin;
 
 pub use config::{DecoderConfig, FacexConfig, SwinConfig};
 pub use facexformer::{FaceXFormer, Intermediates, Outputs, IMAGE_SIZE};
 pub use fusion::positional_encoding;
 pub use heads::{NUM_MASKS, NUM_TOKENS, TASKS};
 pub use params::Entry;
+pub use device::{DeviceModel, DeviceOutputs, DeviceRun};
 pub use swin::relative_position_index;
 
 use std::fmt;

@@ -79,7 +79,7 @@ impl WindowPlan {
 
 /// The 9-region mask of torchvision's shifted windows, in the rolled frame: along each axis,
 /// region 0 is [0, n-win), 1 is [n-win, n-shift), 2 is [n-shift, n).
-fn shift_mask(h: usize, w: usize, win: usize, shift: usize) -> Tensor {
+pub(crate) fn shift_mask(h: usize, w: usize, win: usize, shift: usize) -> Tensor {
     let region = |i: usize, n: usize| -> usize {
         if i < n - win {
             0

@@ -208,7 +208,7 @@ pub(crate) fn expect_dtype<B: Backend + ?Sized>(op: &'static str, want: DType, t
 }
 
 /// Device tensors hold f32 or bf16.
-pub(crate) fn expect_device_dtype(op: &'static str, dtype: DType) -> Result<()> {
+pub fn expect_device_dtype(op: &'static str, dtype: DType) -> Result<()> {
     match dtype {
         DType::F32 | DType::BF16 => Ok(()),
         d => Err(Error::UnsupportedDType { op, dtype: d }),

@@ -1,0 +1,208 @@
+//! The two-way decoder and the heads on a device backend.
+
+use super::{DevLinear, DevNorm, Loader, T};
+use crate::model::positional_encoding;
+use crate::model::{FacexConfig, NUM_MASKS, TASKS};
+use tensor::backend::{Backend, BinaryOp};
+use tensor::ops::Activation;
+use tensor::Result;
+
+/// SAM's Attention: projections to `heads` heads of `internal / heads`, fused attention, out
+/// projection.
+struct DevAttention<B: Backend> {
+    q: DevLinear<B>,
+    k: DevLinear<B>,
+    v: DevLinear<B>,
+    out: DevLinear<B>,
+    heads: usize,
+}
+
+impl<B: Backend> DevAttention<B> {
+    fn new(ld: &Loader<'_, B>, p: &str, heads: usize) -> Result<Self> {
+        Ok(DevAttention {
+            q: ld.linear(&format!("{p}.q_proj"), true)?,
+            k: ld.linear(&format!("{p}.k_proj"), true)?,
+            v: ld.linear(&format!("{p}.v_proj"), true)?,
+            out: ld.linear(&format!("{p}.out_proj"), true)?,
+            heads,
+        })
+    }
+
+    /// q [B, Nq, D], k and v [B, Nk, D] -> [B, Nq, D].
+    fn forward(&self, be: &B, q: &T<B>, k: &T<B>, v: &T<B>) -> Result<T<B>> {
+        let (b, nq, nk) = (q.shape()[0], q.shape()[1], k.shape()[1]);
+        let internal = self.q.w.shape()[0];
+        let (h, dh) = (self.heads, internal / self.heads);
+        // [B, N, internal] -> [B, heads, N, dh]
+        let split = |lin: &DevLinear<B>, x: &T<B>, n: usize| -> Result<T<B>> {
+            let y = lin.forward(be, x, Activation::None)?.reshape(&[b, n, h, dh])?;
+            be.permute(&y, &[0, 2, 1, 3])
+        };
+        let (q, k, v) = (split(&self.q, q, nq)?, split(&self.k, k, nk)?, split(&self.v, v, nk)?);
+        let o = be.attention(&q, &k, &v, None, None, 1.0 / (dh as f32).sqrt())?;
+        let o = be.permute(&o, &[0, 2, 1, 3])?.reshape(&[b, nq, internal])?;
+        self.out.forward(be, &o, Activation::None)
+    }
+}
+
+struct DevTwoWayBlock<B: Backend> {
+    self_attn: DevAttention<B>,
+    norm1: DevNorm<B>,
+    cross_t2i: DevAttention<B>,
+    norm2: DevNorm<B>,
+    lin1: DevLinear<B>,
+    lin2: DevLinear<B>,
+    norm3: DevNorm<B>,
+    norm4: DevNorm<B>,
+    cross_i2t: DevAttention<B>,
+    skip_first_layer_pe: bool,
+}
+
+pub(crate) struct DevDecoder<B: Backend> {
+    layers: Vec<DevTwoWayBlock<B>>,
+    final_attn: DevAttention<B>,
+    norm_final: DevNorm<B>,
+    /// The image positional encoding as tokens [HW, D] (added over the batch).
+    image_pe: T<B>,
+}
+
+fn add<B: Backend>(be: &B, a: &T<B>, b: &T<B>) -> Result<T<B>> {
+    be.binary(a, b, BinaryOp::Add)
+}
+
+impl<B: Backend> DevDecoder<B> {
+    pub fn new(ld: &Loader<'_, B>, cfg: &FacexConfig, side: usize) -> Result<Self> {
+        let d = &cfg.decoder;
+        let p = "face_decoder.transformer";
+        let mut layers = Vec::new();
+        for l in 0..d.depth {
+            let q = format!("{p}.layers.{l}");
+            layers.push(DevTwoWayBlock {
+                self_attn: DevAttention::new(ld, &format!("{q}.self_attn"), d.heads)?,
+                norm1: ld.norm(&format!("{q}.norm1"), 1e-5)?,
+                cross_t2i: DevAttention::new(ld, &format!("{q}.cross_attn_token_to_image"), d.heads)?,
+                norm2: ld.norm(&format!("{q}.norm2"), 1e-5)?,
+                lin1: ld.linear(&format!("{q}.mlp.lin1"), true)?,
+                lin2: ld.linear(&format!("{q}.mlp.lin2"), true)?,
+                norm3: ld.norm(&format!("{q}.norm3"), 1e-5)?,
+                norm4: ld.norm(&format!("{q}.norm4"), 1e-5)?,
+                cross_i2t: DevAttention::new(ld, &format!("{q}.cross_attn_image_to_token"), d.heads)?,
+                skip_first_layer_pe: l == 0,
+            });
+        }
+        let gaussian = ld.host("pe_layer.positional_encoding_gaussian_matrix")?;
+        let pe = positional_encoding(gaussian, side, side)?; // [D, H, W]
+        let pe = pe.reshape(&[d.dim, side * side])?.t()?.contiguous();
+        Ok(DevDecoder {
+            layers,
+            final_attn: DevAttention::new(ld, &format!("{p}.final_attn_token_to_image"), d.heads)?,
+            norm_final: ld.norm(&format!("{p}.norm_final_attn"), 1e-5)?,
+            image_pe: ld.tensor(&pe)?,
+        })
+    }
+
+    /// tokens [B, T, D] (also their own PE), image [B, HW, D] -> (tokens, image).
+    pub fn forward(&self, be: &B, tokens: &T<B>, image: &T<B>) -> Result<(T<B>, T<B>)> {
+        let (mut queries, mut keys) = (tokens.clone(), image.clone());
+        for l in &self.layers {
+            // Task self-attention; the first layer has neither the PE nor the residual.
+            queries = if l.skip_first_layer_pe {
+                l.self_attn.forward(be, &queries, &queries, &queries)?
+            } else {
+                let q = add(be, &queries, tokens)?;
+                add(be, &queries, &l.self_attn.forward(be, &q, &q, &queries)?)?
+            };
+            queries = l.norm1.forward(be, &queries)?;
+
+            // Tokens attend to the image.
+            let q = add(be, &queries, tokens)?;
+            let k = add(be, &keys, &self.image_pe)?;
+            queries = l.norm2.forward(be, &add(be, &queries, &l.cross_t2i.forward(be, &q, &k, &keys)?)?)?;
+
+            let m = l.lin1.forward(be, &queries, Activation::Relu)?;
+            let m = l.lin2.forward(be, &m, Activation::None)?;
+            queries = l.norm3.forward(be, &add(be, &queries, &m)?)?;
+
+            // The image attends to the tokens.
+            let q = add(be, &queries, tokens)?;
+            keys = l.norm4.forward(be, &add(be, &keys, &l.cross_i2t.forward(be, &k, &q, &queries)?)?)?;
+        }
+        let q = add(be, &queries, tokens)?;
+        let k = add(be, &keys, &self.image_pe)?;
+        let queries = self.norm_final.forward(be, &add(be, &queries, &self.final_attn.forward(be, &q, &k, &keys)?)?)?;
+        Ok((queries, keys))
+    }
+}
+
+/// SAM's three-layer MLP: Linear, ReLU, Linear, ReLU, Linear.
+struct DevMlp3<B: Backend> {
+    layers: [DevLinear<B>; 3],
+}
+
+impl<B: Backend> DevMlp3<B> {
+    fn new(ld: &Loader<'_, B>, p: &str) -> Result<Self> {
+        let l = |i: usize| ld.linear(&format!("{p}.layers.{i}"), true);
+        Ok(DevMlp3 { layers: [l(0)?, l(1)?, l(2)?] })
+    }
+    fn forward(&self, be: &B, x: &T<B>) -> Result<T<B>> {
+        let h = self.layers[0].forward(be, x, Activation::Relu)?;
+        let h = self.layers[1].forward(be, &h, Activation::Relu)?;
+        self.layers[2].forward(be, &h, Activation::None)
+    }
+}
+
+/// The seven task MLPs and the parsing branch (upscaler, hypernetwork MLP, product).
+pub(crate) struct DevHeads<B: Backend> {
+    tasks: Vec<DevMlp3<B>>,
+    hyper: DevMlp3<B>,
+    up0: (T<B>, T<B>),
+    up_norm: DevNorm<B>,
+    up1: (T<B>, T<B>),
+}
+
+/// The fixture names of the seven task heads, in token order.
+const TASK_OUTPUTS: [&str; 7] =
+    ["out.landmarks", "out.pose", "out.attributes", "out.visibility", "out.age", "out.gender", "out.race"];
+
+impl<B: Backend> DevHeads<B> {
+    pub fn new(ld: &Loader<'_, B>, _cfg: &FacexConfig) -> Result<Self> {
+        let tasks = TASKS
+            .iter()
+            .map(|(name, _)| DevMlp3::new(ld, &format!("face_decoder.{name}_prediction_head")))
+            .collect::<Result<_>>()?;
+        let p = "face_decoder.output_upscaling";
+        let conv = |i: usize| -> Result<(T<B>, T<B>)> {
+            Ok((ld.weight(&format!("{p}.{i}.weight"))?, ld.weight(&format!("{p}.{i}.bias"))?))
+        };
+        Ok(DevHeads {
+            tasks,
+            hyper: DevMlp3::new(ld, "face_decoder.output_hypernetwork_mlps")?,
+            up0: conv(0)?,
+            up_norm: ld.norm(&format!("{p}.1"), 1e-6)?,
+            up1: conv(3)?,
+        })
+    }
+
+    /// tokens [B, T, D], image [B, HW, D] -> the eight heads, named as the fixtures.
+    pub fn forward(&self, be: &B, tokens: &T<B>, image: &T<B>) -> Result<Vec<(&'static str, T<B>)>> {
+        let &[b, hw, d] = image.shape() else { unreachable!("image tokens [B, HW, D]") };
+        let side = (hw as f64).sqrt().round() as usize;
+        // Token-major [T, B, D]: each task's rows are then one contiguous slice.
+        let by_token = be.permute(tokens, &[1, 0, 2])?;
+        let mut out = Vec::with_capacity(8);
+        for (i, mlp) in self.tasks.iter().enumerate() {
+            out.push((TASK_OUTPUTS[i], mlp.forward(be, &by_token.select0(i)?)?));
+        }
+
+        let hyper = self.hyper.forward(be, &by_token.narrow0(TASKS.len(), NUM_MASKS)?)?; // [11, B, D/8]
+        let hyper = be.permute(&hyper, &[1, 0, 2])?; // [B, 11, D/8]
+        let src = be.permute(image, &[0, 2, 1])?.reshape(&[b, d, side, side])?;
+        let up = be.conv_transpose2x2(&src, &self.up0.0, &self.up0.1)?;
+        let up = be.activation(&self.up_norm.forward2d(be, &up)?, Activation::Gelu)?;
+        let up = be.activation(&be.conv_transpose2x2(&up, &self.up1.0, &self.up1.1)?, Activation::Gelu)?;
+        let &[_, c, h, w] = up.shape() else { unreachable!("NCHW") };
+        let seg = be.hyper_product(&hyper, &up.reshape(&[b, c, h * w])?)?;
+        out.push(("out.segmentation", seg.reshape(&[b, NUM_MASKS, h, w])?));
+        Ok(out)
+    }
+}
