@@ -5,6 +5,7 @@
 pub mod analyze;
 pub mod checkpoint;
 pub mod detect;
+pub mod engine;
 pub mod losses;
 pub mod model;
 pub mod optim;

@@ -156,3 +156,51 @@ fn facex_suite_like_read(path: &Path) -> std::collections::HashMap<String, Vec<f
         .map(|(k, t)| (k.to_string(), t.to_f32_vec().unwrap()))
         .collect()
 }
+
+#[test]
+fn forward_on_the_reference_device_and_clear_device_errors() {
+    let fixture = repo().join("tests/fixtures/facexformer-tiny");
+    let dir = tempdir("forward-device");
+    let (w, io) = (fixture.join("weights.safetensors"), fixture.join("io.safetensors"));
+    let result = dir.join("out.safetensors");
+    let run = |device: &str, dtype: &str| {
+        facex(&[
+            "forward",
+            "--weights",
+            w.to_str().unwrap(),
+            "--input",
+            io.to_str().unwrap(),
+            "--output",
+            result.to_str().unwrap(),
+            "--device",
+            device,
+            "--dtype",
+            dtype,
+        ])
+    };
+    // The GPU graph on the CPU ops gives the official outputs too.
+    let (code, _, err) = run("reference", "f32");
+    assert_eq!(code, 0, "{err}");
+    let (ours, want) = (facex_suite_like_read(&result), facex_suite_like_read(&io));
+    for name in ["out.landmarks", "out.attributes", "out.segmentation"] {
+        let (a, b) = (&ours[name], &want[name]);
+        let num: f64 = a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum::<f64>().sqrt();
+        let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum::<f64>().sqrt();
+        assert!(num / den < 1e-4, "{name}: {}", num / den);
+    }
+    let (code, _, err) = run("tpu", "f32");
+    assert_ne!(code, 0);
+    assert!(err.contains("unknown device `tpu`") && err.contains("cuda"), "{err}");
+    let (code, _, err) = run("cpu", "bf16");
+    assert_ne!(code, 0);
+    assert!(err.contains("f32"), "{err}");
+    let (code, _, err) = run("reference", "f8");
+    assert_ne!(code, 0);
+    assert!(err.contains("f8"), "{err}");
+    // Without a GPU (as in CI), CUDA is a clear error; with one, the run succeeds.
+    let (code, _, err) = run("cuda", "bf16");
+    if code != 0 {
+        assert!(err.contains("device cuda"), "{err}");
+        println!("cuda: {err}");
+    }
+}

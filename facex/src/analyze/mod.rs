@@ -8,9 +8,8 @@ mod labels;
 pub use labels::{AGE_BINS, ATTRIBUTES, GENDERS, PARSING_CLASSES, PARSING_PALETTE, RACES};
 
 use crate::detect::{Face, Mtcnn};
-use crate::model::FaceXFormer;
+use crate::engine::Engine;
 use crate::preprocess::{self, RgbImage};
-use autograd::{no_grad, Var};
 use image::GrayImage;
 use serde::Serialize;
 use std::fmt;
@@ -115,7 +114,7 @@ pub struct ImageResult {
 
 pub struct Analyzer {
     pub detector: Mtcnn,
-    pub model: Option<FaceXFormer>,
+    pub model: Option<Engine>,
     /// Keep only the largest face, as the official script does.
     pub largest: bool,
 }
@@ -191,19 +190,22 @@ struct BatchOutputs {
     segmentation: Tensor,
 }
 
-fn run_model(model: &FaceXFormer, inputs: &[Tensor]) -> Result<BatchOutputs, Error> {
+fn run_model(model: &Engine, inputs: &[Tensor]) -> Result<BatchOutputs, Error> {
     let batch = Tensor::cat(&inputs.iter().collect::<Vec<_>>(), 0)?;
-    let out = no_grad(|| model.forward(&Var::constant(batch)))?;
-    let v = |x: &Var| x.value().to_f32_vec();
+    let out = model.forward(&batch)?;
+    let head = |name: &str| -> Result<&Tensor, Error> {
+        Ok(&out.iter().find(|(n, _)| *n == name).expect("every engine returns the eight heads").1)
+    };
+    let v = |name: &str| -> Result<Vec<f32>, Error> { Ok(head(name)?.to_f32_vec()?) };
     Ok(BatchOutputs {
-        landmarks: v(&out.landmarks)?,
-        pose: v(&out.pose)?,
-        attributes: v(&out.attributes)?,
-        visibility: v(&out.visibility)?,
-        age: v(&out.age)?,
-        gender: v(&out.gender)?,
-        race: v(&out.race)?,
-        segmentation: out.segmentation.value(),
+        landmarks: v("out.landmarks")?,
+        pose: v("out.pose")?,
+        attributes: v("out.attributes")?,
+        visibility: v("out.visibility")?,
+        age: v("out.age")?,
+        gender: v("out.gender")?,
+        race: v("out.race")?,
+        segmentation: head("out.segmentation")?.clone(),
     })
 }
 

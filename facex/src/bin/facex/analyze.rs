@@ -2,6 +2,7 @@
 
 use facex::analyze::Analyzer;
 use facex::detect::Mtcnn;
+use facex::engine::{parse_dtype, Engine};
 use facex::model::FaceXFormer;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
@@ -22,6 +23,12 @@ pub struct Args {
     /// Analyse only the largest face of each image, as the official script does.
     #[arg(long)]
     largest: bool,
+    /// Where the model runs: cpu, cuda, cuda:N, or reference (the GPU graph on CPU ops).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Model precision on a device: f32 or bf16 (the CPU model is f32).
+    #[arg(long, default_value = "f32")]
+    dtype: String,
 }
 
 const IMAGE_EXTENSIONS: [&str; 8] = ["png", "jpg", "jpeg", "bmp", "gif", "webp", "tif", "tiff"];
@@ -55,9 +62,11 @@ fn collect_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
     Ok(images)
 }
 
-fn load_model(path: &Path) -> Result<FaceXFormer, String> {
+fn load_model(path: &Path, device: &str, dtype: &str) -> Result<Engine, String> {
+    let dtype = parse_dtype(dtype)?;
     let (sd, config) = facex::checkpoint::load_model_weights(path).map_err(|e| e.to_string())?;
-    FaceXFormer::from_tensors(&config, sd.iter()).map_err(|e| format!("{}: {e}", path.display()))
+    let model = FaceXFormer::from_tensors(&config, sd.iter()).map_err(|e| format!("{}: {e}", path.display()))?;
+    Engine::new(model, device, dtype)
 }
 
 /// Analyse one image and write its JSON, parsing mask and overlay.
@@ -96,7 +105,7 @@ pub fn run(args: Args) -> ExitCode {
         return ExitCode::from(2);
     }
     let model = match &args.weights {
-        Some(w) => match load_model(w) {
+        Some(w) => match load_model(w, &args.device, &args.dtype) {
             Ok(m) => Some(m),
             Err(e) => {
                 eprintln!("facex analyze: cannot load weights: {e}");

@@ -1,7 +1,7 @@
 //! `facex forward`: run the model on a preprocessed tensor file and write every head.
 
-use autograd::{no_grad, Var};
 use facex::checkpoint::{load_model_weights, load_safetensors, save_safetensors, StateDict};
+use facex::engine::{parse_dtype, Engine};
 use facex::model::FaceXFormer;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,21 +18,23 @@ pub struct Args {
     /// safetensors file to write: out.landmarks, out.pose, ..., out.segmentation.
     #[arg(long)]
     output: PathBuf,
-    /// Only `cpu` is supported here.
+    /// Where the model runs: cpu, cuda, cuda:N, or reference (the GPU graph on CPU ops).
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Model precision on a device: f32 or bf16 (the CPU model is f32). Outputs are f32.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
 }
 
 fn forward(args: &Args) -> Result<(), String> {
-    if args.device != "cpu" {
-        return Err(format!("device `{}` is not supported by `facex forward` (use cpu)", args.device));
-    }
+    let dtype = parse_dtype(&args.dtype)?;
     let (sd, config) = load_model_weights(&args.weights).map_err(|e| e.to_string())?;
     let model = FaceXFormer::from_state_dict(&config, &sd).map_err(|e| format!("{}: {e}", args.weights.display()))?;
+    let engine = Engine::new(model, &args.device, dtype)?;
     let inputs = load_safetensors(&args.input).map_err(|e| e.to_string())?;
     let x = inputs.get("input").ok_or_else(|| format!("{}: no tensor named `input`", args.input.display()))?;
-    let out = no_grad(|| model.forward(&Var::constant(x.clone()))).map_err(|e| e.to_string())?;
-    let sd: StateDict = out.heads().into_iter().map(|(k, v)| (k.to_string(), v.value().contiguous())).collect();
+    let out = engine.forward(x).map_err(|e| format!("{} on {}: {e}", args.input.display(), engine.describe()))?;
+    let sd: StateDict = out.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
     save_safetensors(&args.output, &sd).map_err(|e| e.to_string())
 }
 
