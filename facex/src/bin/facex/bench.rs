@@ -1,13 +1,16 @@
-//! `facex bench`: time the model with random weights (no download needed) on the CPU.
+//! `facex bench`: time the model with random weights (no download needed), on the CPU or, with
+//! `--device cuda --dtype bf16`, the device graph on a GPU.
 //! One mode per process, so that the reported peak memory belongs to that mode alone;
 //! `scripts/bench-vs-pytorch.sh` runs it beside PyTorch's official model in the same run.
 
 use autograd::{no_grad, Var};
-use facex::model::{FaceXFormer, FacexConfig};
+use facex::engine::{parse_dtype, Engine};
+use facex::model::{DeviceModel, FaceXFormer, FacexConfig};
 use facex::optim::AdamW;
 use facex::train::{train_step, Targets};
 use std::process::ExitCode;
 use std::time::Instant;
+use tensor::backend::Backend;
 use tensor::{DType, Tensor};
 
 #[derive(clap::Args)]
@@ -26,6 +29,29 @@ pub struct Args {
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// cpu (the autograd model), cuda, cuda:N or reference (inference only off the CPU).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Precision on a device: f32 or bf16.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+}
+
+/// Seconds per pass of the device graph on an input already on the device: the outputs stay
+/// there (no copies back), and the device is synchronised after each pass.
+fn time_device<B: Backend>(dm: &DeviceModel<B>, input: &Tensor, iters: usize) -> Result<Vec<f64>, String> {
+    let be = dm.backend();
+    let x = be.upload(input, dm.dtype()).map_err(|e| e.to_string())?;
+    let mut times = Vec::new();
+    for i in 0..=iters {
+        let t = Instant::now();
+        dm.run(&x).map_err(|e| e.to_string())?;
+        be.synchronize().map_err(|e| e.to_string())?;
+        if i > 0 {
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    Ok(times)
 }
 
 /// Peak resident memory of this process (VmHWM), in MiB.
@@ -55,6 +81,18 @@ pub fn run(args: Args) -> ExitCode {
         let model = FaceXFormer::new_random(&config, 0).map_err(|e| e.to_string())?;
         let input = Tensor::randn(&[args.batch, 3, 224, 224], 1, DType::F32);
         let mut times = Vec::new();
+        if args.device != "cpu" || args.dtype != "f32" {
+            if args.train {
+                return Err("training runs on the cpu device".into());
+            }
+            let dtype = parse_dtype(&args.dtype)?;
+            return match Engine::new(model, &args.device, dtype)? {
+                Engine::Cpu(_) => unreachable!("cpu f32 is handled below"),
+                Engine::Reference(dm) => time_device(&dm, &input, args.iters),
+                #[cfg(feature = "cuda")]
+                Engine::Cuda(dm) => time_device(&dm, &input, args.iters),
+            };
+        }
         if args.train {
             let targets = Targets::random(args.batch, 2);
             let mut opt = AdamW::new(1e-4, 1e-5);
@@ -81,13 +119,24 @@ pub fn run(args: Args) -> ExitCode {
         Ok(mut times) => {
             times.sort_by(f64::total_cmp);
             let mode = if args.train { "train" } else { "forward" };
-            println!(
-                "facex {mode} batch {}: median {:.3} s, peak RSS {:.0} MiB ({} threads)",
-                args.batch,
-                times[times.len() / 2],
-                peak_rss_mib().unwrap_or(f64::NAN),
-                rayon::current_num_threads()
-            );
+            let median = times[times.len() / 2];
+            if args.device == "cpu" {
+                println!(
+                    "facex {mode} batch {}: median {median:.3} s, peak RSS {:.0} MiB ({} threads)",
+                    args.batch,
+                    peak_rss_mib().unwrap_or(f64::NAN),
+                    rayon::current_num_threads()
+                );
+            } else {
+                println!(
+                    "facex {mode} {} {} batch {}: median {:.2} ms, {:.1} images/s",
+                    args.device,
+                    args.dtype,
+                    args.batch,
+                    median * 1e3,
+                    args.batch as f64 / median
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
