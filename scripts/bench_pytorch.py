@@ -3,6 +3,7 @@
 
   python scripts/bench_pytorch.py forward --batch 1 [--threads 2] [--iters 3]
   python scripts/bench_pytorch.py train   --batch 8
+  python scripts/bench_pytorch.py forward --device cuda --dtype bf16 --batch 64   (PyTorch eager on a GPU)
 
 Prints one line: mode, batch, median seconds, peak RSS (MiB). Run one mode per process so that
 the peak memory belongs to that mode alone.
@@ -39,7 +40,7 @@ def all_heads(model, x):
         f = mlp(f).permute(0, 2, 1).reshape(n, -1, h, w)
         states.append(nn.functional.interpolate(f, size=feats[0].size()[2:], mode="bilinear", align_corners=False))
     fused = model.linear_fuse(torch.cat(states[::-1], dim=1))
-    pe = model.pe_layer((fused.shape[2], fused.shape[3])).unsqueeze(0)
+    pe = model.pe_layer((fused.shape[2], fused.shape[3])).unsqueeze(0).to(fused.dtype)
     return model.face_decoder(image_embeddings=fused, image_pe=pe)
 
 
@@ -70,13 +71,46 @@ def total_loss(outs, n):
             + ce(race, torch.randint(0, 5, (n,), generator=g)))
 
 
+def gpu_forward(args):
+    """Inference on a GPU in eager mode: the official model code, random weights, model and input
+    in the given dtype (bf16: `model.to(torch.bfloat16)`, as a user would), CUDA events around
+    each pass. Prints milliseconds and images per second."""
+    torch.manual_seed(0)
+    dev = torch.device(args.device)
+    dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
+    torch.backends.cuda.matmul.allow_tf32 = False  # f32 means f32, as in our f32 kernels
+    torch.backends.cudnn.allow_tf32 = False
+    model = load_official_model().eval().to(dev, dtype)
+    model.pe_layer.float()  # the official PE layer works in f32 only; its output is cast
+    n = args.batch
+    x = torch.randn(n, 3, 224, 224, device=dev, dtype=dtype)
+    tasks = torch.zeros(n, dtype=torch.long, device=dev)
+    times = []
+    with torch.no_grad():
+        for i in range(args.iters + 2):
+            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            s.record()
+            all_heads(model, x)
+            e.record()
+            e.synchronize()
+            if i >= 2:
+                times.append(s.elapsed_time(e))
+    times.sort()
+    ms = times[len(times) // 2]
+    print(f"pytorch forward {args.device} {args.dtype} batch {n}: median {ms:.2f} ms, {n / ms * 1e3:.1f} images/s")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("mode", choices=["forward", "train"])
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--iters", type=int, default=3)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", choices=["f32", "bf16"], default="f32")
     args = ap.parse_args()
+    if args.device != "cpu":
+        return gpu_forward(args)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = load_official_model()

@@ -2,30 +2,46 @@
 # The one script for a GPU machine (H100/H200, CUDA driver, PyTorch in python3; nothing is built
 # there). Two modes:
 #
-#   scripts/gpu-check.sh --build   (here, on the CPU machine) build the test binary of tensor with
-#                                  the "cuda" feature and copy it to .gpu-bin/ (git-ignored via
-#                                  .git/info/exclude), to be carried to the GPU machine
-#   scripts/gpu-check.sh           (on the GPU machine) run the device kernel tests, then time each
-#                                  kernel against its floor and our GEMM against cuBLAS (through
-#                                  PyTorch), and print the table. Logs go to $OUT (or /tmp/gpu-check).
+#   scripts/gpu-check.sh --build   (here, on the CPU machine) build, with the "cuda" feature: the
+#                                  tensor crate's test binary (kernel tests on the device, backend
+#                                  conformance), the model parity test binary and the facex binary;
+#                                  copy them to .gpu-bin/ and the official model code's wheel to
+#                                  .whl/ (both git-ignored via .git/info/exclude), to be carried
+#   scripts/gpu-check.sh           (on the GPU machine; carry .gpu-bin and .whl) run the kernel
+#                                  tests and the conformance harness on the device, the model
+#                                  parity on the device (f32, bf16), then time each kernel against
+#                                  its floor, our GEMM against cuBLAS, and the whole model (f32,
+#                                  bf16; batch 1, 64) against PyTorch eager running the official
+#                                  code. Logs go to $OUT (or /tmp/gpu-check).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BIN=.gpu-bin/tensor-cuda-tests
 
-if [[ "${1:-}" == "--build" ]]; then
-    set -e
-    exe=$(cargo test -p tensor --features cuda --lib --no-run --message-format=json 2>/dev/null |
-        python3 -c 'import sys, json
+# The test executable cargo built for `target` (a lib or an integration test).
+test_exe() {
+    python3 -c 'import sys, json
+want = sys.argv[1]
 for l in sys.stdin:
     m = json.loads(l)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "tensor":
-        print(m["executable"])')
-    mkdir -p .gpu-bin
-    grep -qx "/.gpu-bin/" .git/info/exclude 2>/dev/null || echo "/.gpu-bin/" >>.git/info/exclude
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == want:
+        print(m["executable"])' "$1"
+}
+
+if [[ "${1:-}" == "--build" ]]; then
+    set -e
+    mkdir -p .gpu-bin .whl
+    for d in /.gpu-bin/ /.whl/; do grep -qx "$d" .git/info/exclude 2>/dev/null || echo "$d" >>.git/info/exclude; done
+    exe=$(cargo test -p tensor --features cuda --lib --no-run --message-format=json 2>/dev/null | test_exe tensor)
     cp "$exe" "$BIN"
-    # Debug info would make it too large to carry (the device call takes 64 MiB in all).
-    strip --strip-debug "$BIN"
-    echo "built $BIN from $exe"
+    exe=$(cargo test --features cuda --test device_parity --no-run --message-format=json 2>/dev/null | test_exe device_parity)
+    cp "$exe" .gpu-bin/device-parity
+    cargo build --release -q -p facex --features cuda
+    cp "${CARGO_TARGET_DIR:-target}/release/facex" .gpu-bin/facex
+    # Debug info would make them too large to carry (a device call takes 64 MiB in all).
+    strip --strip-debug .gpu-bin/*
+    ls .whl/facexformer_pipeline-*.whl >/dev/null 2>&1 || python3 -m pip download -q --no-deps \
+        --only-binary=:all: --python-version 3.12 --platform any -d .whl facexformer-pipeline==0.2.8
+    du -sh .gpu-bin .whl
     exit 0
 fi
 
@@ -34,9 +50,14 @@ mkdir -p "$OUT"
 [[ -x $BIN ]] || { echo "no $BIN: run scripts/gpu-check.sh --build on the build machine and carry .gpu-bin"; exit 1; }
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem --format=csv
 
-echo "== 1. kernel tests on the device (vs CPU references)"
+echo "== 1. kernel tests and the backend conformance harness on the device (vs CPU references)"
 timeout 150 "$BIN" cuda:: --nocapture --test-threads=1 2>&1 | tee "$OUT/tests.log"
 tests_rc=${PIPESTATUS[0]}
+
+echo "== 1b. the model on the device vs the official outputs (f32 and bf16)"
+FACEX_FIXTURES=$PWD/tests/fixtures/facexformer-tiny timeout 90 .gpu-bin/device-parity --nocapture --test-threads=1 2>&1 |
+    tee "$OUT/parity.log"
+parity_rc=${PIPESTATUS[0]}
 
 echo "== 2. timings (ours)"
 BENCH_OUT=$OUT/ours.csv timeout 180 "$BIN" cuda_bench --ignored --nocapture 2>&1 | tee "$OUT/bench.log"
@@ -88,5 +109,21 @@ print()
 print(f"{'kernel':<36} {'ours us':>9} {'floor us':>9} {'/floor':>7} {'GB/s':>7} {'TFLOP/s':>7}  {'cuBLAS us':>9} {'ours/cuBLAS speed':>6}")
 print("\n".join(rows))
 PY
-echo "device tests exit code: $tests_rc"
-exit $tests_rc
+echo "== 4. the whole model (swin_b, random weights): facex on our kernels vs PyTorch eager, official code"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl &&
+    export PYTHONPATH=/tmp/site
+for dtype in f32 bf16; do
+    for batch in 1 64; do
+        ours=$(timeout 60 .gpu-bin/facex bench --device cuda --dtype $dtype --batch $batch --iters 10 2>&1 | tail -1)
+        theirs=$(PYTHONUNBUFFERED=1 timeout 90 python3 scripts/bench_pytorch.py forward --device cuda --dtype $dtype \
+            --batch $batch --iters 10 2>&1 | tail -1)
+        a=$(sed -n 's/.*median \([0-9.]*\) ms.*/\1/p' <<<"$ours")
+        b=$(sed -n 's/.*median \([0-9.]*\) ms.*/\1/p' <<<"$theirs")
+        echo "$ours"
+        echo "$theirs"
+        echo "  -> $dtype batch $batch: facex throughput / pytorch eager = $(awk -v a="$a" -v b="$b" 'BEGIN{ if (a > 0) printf "%.2f", b / a; else print "n/a" }')x"
+    done
+done 2>&1 | tee "$OUT/model.txt"
+
+echo "device tests exit code: $tests_rc, model parity exit code: $parity_rc"
+[[ $tests_rc == 0 && $parity_rc == 0 ]]
