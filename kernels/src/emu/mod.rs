@@ -39,6 +39,9 @@ pub const TEST_ORDERS: [Order; 2] = [Order::Reverse, Order::Shuffled(0x5eed)];
 
 /// What all threads of one block share: the barrier, the shared memory and the warps.
 struct Block {
+    /// Set by [`launch_independent`]: the threads run one after another, so a barrier or a warp
+    /// operation cannot be honoured and panics instead of deadlocking.
+    independent: bool,
     barrier: Barrier,
     shared: Box<[UnsafeCell<u128>]>,
     warps: Vec<Warp>,
@@ -73,6 +76,7 @@ impl Ctx for EmuCtx<'_> {
         self.gdim
     }
     fn sync_threads(&self) {
+        assert!(!self.block.independent, "sync_threads in a launch_independent launch: use emu::launch");
         self.block.barrier.wait();
     }
     fn shared<T>(&self) -> *mut T {
@@ -158,6 +162,43 @@ fn permutation(n: usize, order: Order) -> Vec<usize> {
     p
 }
 
+/// A block's shared state, shared memory poisoned with 0xff bytes.
+fn new_block(cfg: LaunchConfig, independent: bool) -> Block {
+    let nthreads = cfg.block.count();
+    Block {
+        independent,
+        barrier: Barrier::new(nthreads),
+        shared: (0..cfg.shared_bytes.div_ceil(16)).map(|_| UnsafeCell::new(u128::MAX)).collect(),
+        warps: (0..nthreads.div_ceil(32))
+            .map(|w| if independent { Warp::independent() } else { Warp::new((nthreads - 32 * w).min(32)) })
+            .collect(),
+    }
+}
+
+/// Runs `kernel` once per GPU thread, one thread after another on the calling thread (blocks and
+/// threads in `order`). For kernels whose threads never cooperate (elementwise, gathers, one
+/// thread per output): a barrier or a warp operation panics. Much faster than [`launch`], which
+/// gives every GPU thread an OS thread.
+///
+/// # Safety
+/// As [`launch`].
+pub unsafe fn launch_independent<F: Fn(&EmuCtx)>(cfg: LaunchConfig, order: Order, kernel: F) {
+    let nthreads = cfg.block.count();
+    assert!(nthreads > 0 && cfg.grid.count() > 0, "empty launch {cfg:?}");
+    assert!(nthreads <= 1024, "more than 1024 threads per block: {cfg:?}");
+    let (g, d) = (cfg.grid, cfg.block);
+    for b in permutation(cfg.grid.count(), order) {
+        let bid = Dim3::new(b as u32 % g.x, (b as u32 / g.x) % g.y, b as u32 / (g.x * g.y));
+        let block = new_block(cfg, true);
+        for t in permutation(nthreads, order) {
+            let tid = Dim3::new(t as u32 % d.x, (t as u32 / d.x) % d.y, t as u32 / (d.x * d.y));
+            let ctx =
+                EmuCtx { tid, bid, bdim: d, gdim: g, lane: t as u32 % 32, block: &block, warp: &block.warps[t / 32] };
+            kernel(&ctx);
+        }
+    }
+}
+
 struct AssertSync<T>(T);
 unsafe impl<T> Sync for AssertSync<T> {}
 
@@ -175,12 +216,7 @@ pub unsafe fn launch<F: Fn(&EmuCtx)>(cfg: LaunchConfig, order: Order, kernel: F)
     let g = cfg.grid;
     for b in permutation(cfg.grid.count(), order) {
         let bid = Dim3::new(b as u32 % g.x, (b as u32 / g.x) % g.y, b as u32 / (g.x * g.y));
-        let nwarps = nthreads.div_ceil(32);
-        let block = Block {
-            barrier: Barrier::new(nthreads),
-            shared: (0..cfg.shared_bytes.div_ceil(16)).map(|_| UnsafeCell::new(u128::MAX)).collect(),
-            warps: (0..nwarps).map(|w| Warp::new((nthreads - 32 * w).min(32))).collect(),
-        };
+        let block = new_block(cfg, false);
         let block = &block;
         std::thread::scope(|s| {
             for t in permutation(nthreads, order) {

@@ -10,6 +10,8 @@ const SLOTS: usize = 6;
 
 pub struct Warp {
     lanes: usize,
+    /// A warp of an independent launch (threads run one by one): exchanges cannot happen.
+    independent: bool,
     barrier: Barrier,
     slots: UnsafeCell<[[u32; SLOTS]; 32]>,
 }
@@ -19,7 +21,12 @@ unsafe impl Sync for Warp {}
 
 impl Warp {
     pub fn new(lanes: usize) -> Self {
-        Warp { lanes, barrier: Barrier::new(lanes), slots: UnsafeCell::new([[0; SLOTS]; 32]) }
+        Warp { lanes, independent: false, barrier: Barrier::new(lanes), slots: UnsafeCell::new([[0; SLOTS]; 32]) }
+    }
+
+    /// The warp of a launch whose threads run one after another.
+    pub fn independent() -> Self {
+        Warp { lanes: 32, independent: true, barrier: Barrier::new(1), slots: UnsafeCell::new([[0; SLOTS]; 32]) }
     }
 
     /// Publishes `vals` for `lane` and returns every lane's values.
@@ -27,6 +34,7 @@ impl Warp {
     /// All 32 lanes must call it together (`.sync.aligned` semantics); a partial warp is a kernel
     /// bug for warp-level operations, so it panics with a clear message.
     pub fn exchange<const N: usize>(&self, lane: u32, vals: [u32; N]) -> [[u32; N]; 32] {
+        assert!(!self.independent, "warp-level op in a launch_independent launch: use emu::launch");
         assert!(self.lanes == 32, "warp-level op in a partial warp ({} lanes): use blocks of 32k threads", self.lanes);
         let lane = lane as usize;
         unsafe {
