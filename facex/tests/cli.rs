@@ -204,3 +204,33 @@ fn forward_on_the_reference_device_and_clear_device_errors() {
         println!("cuda: {err}");
     }
 }
+
+#[test]
+fn analyze_on_the_reference_device_agrees_with_the_cpu_model() {
+    let img = repo().join("tests/fixtures/detect/astronaut.png");
+    let weights = repo().join("tests/fixtures/facexformer-tiny/weights.safetensors");
+    let landmarks = |device: &str| -> Vec<f64> {
+        let out = tempdir(&format!("analyze-{device}"));
+        let (code, err) = analyze(&[
+            img.to_str().unwrap(),
+            "--weights",
+            weights.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--device",
+            device,
+        ]);
+        assert_eq!(code, 0, "{device}: {err}");
+        let j = json(&out.join("astronaut.json"));
+        j["faces"][0]["landmarks68"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|p| [p[0].as_f64().unwrap(), p[1].as_f64().unwrap()])
+            .collect()
+    };
+    let (cpu, dev) = (landmarks("cpu"), landmarks("reference"));
+    assert_eq!(cpu.len(), 136);
+    let worst = cpu.iter().zip(&dev).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    assert!(worst < 1e-3, "landmarks differ by {worst} px");
+}
