@@ -1,2 +1,602 @@
-//! One conformance harness for every backend: each op on random inputs, compared with
-//! [`super::reference::Reference`]. (Being written.)
+//! One conformance harness for every backend (in the spirit of ggml's `test-backend-ops`): each
+//! op of [`Backend`] on seeded random inputs, compared with [`Reference`].
+//!
+//! The same host tensors are uploaded to both backends (op-dtype inputs are rounded to the op's
+//! dtype on the host first, so both sides see identical bf16 values); the outputs are downloaded
+//! and compared as f32. The error measure is the largest absolute difference divided by the
+//! output's scale (its largest magnitude), against a tolerance per op and dtype:
+//!
+//! - gathers (permute, windows, patch merging) and single-rounding elementwise ops (add, mul,
+//!   ReLU): exact;
+//! - f32: `1e-5` for reductions and interpolation, `2e-5` for dot products (GEMM, attention,
+//!   transposed convolution), `2e-6` for the erf-form GELU (the kernels' erf is a rational
+//!   approximation within 2e-7);
+//! - bf16: `1e-2`: both sides compute in f32 and round once, and two f32 values a hair apart can
+//!   round to neighbouring bf16 values, one bf16 step (at most 2^-7 of the value) apart.
+//!
+//! Each op is also called with wrong shapes or dtypes: both backends must refuse with the same
+//! [`Error`] variant naming the same op.
+
+use super::reference::Reference;
+use super::{Backend, BinaryOp, DevTensor};
+use crate::ops::Activation;
+use crate::{DType, Error, Result, Tensor};
+use std::fmt::Write as _;
+
+/// Which shapes to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cases {
+    /// Tiny shapes with odd sizes (fast enough for the emulator in CI).
+    Small,
+    /// The real FaceXFormer (Swin-B) shapes at batch 1 (for a GPU backend).
+    Model,
+}
+
+/// The outcome of one case.
+#[derive(Debug, Clone)]
+pub struct CaseResult {
+    pub op: &'static str,
+    /// Shapes and parameters (or, for an error case, what is wrong).
+    pub case: String,
+    pub dtype: DType,
+    /// Largest |backend - reference| (infinite where the backend gave NaN or infinity).
+    pub max_abs_err: f64,
+    /// Largest |reference| (the output's scale).
+    pub scale: f64,
+    /// `max_abs_err / scale` (0 when both are 0).
+    pub rel_err: f64,
+    /// The bound on `rel_err`.
+    pub tol: f64,
+    pub passed: bool,
+    /// Why it failed, or which error both backends returned for an error case.
+    pub note: String,
+}
+
+/// How an input is uploaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// As the op's dtype.
+    Elem,
+    /// Always f32 (linear bias, attention bias and mask).
+    F32,
+    /// As the other device dtype (to provoke a dtype error).
+    Other,
+    /// Always bf16 (to provoke a dtype error where f32 is required).
+    Bf16,
+}
+
+/// An op call; optional arguments are flags and their tensors follow the required ones.
+#[derive(Debug, Clone)]
+enum Op {
+    Permute(Vec<usize>),
+    Linear { act: Activation, bias: bool },
+    Binary(BinaryOp),
+    Act(Activation),
+    LayerNorm(f32),
+    LayerNorm2d(f32),
+    Softmax,
+    Attention { scale: f32, bias: bool, mask: bool },
+    WindowPartition { window: usize, shift: usize },
+    WindowReverse { hw: (usize, usize), window: usize, shift: usize },
+    PatchMerge,
+    Upsample((usize, usize)),
+    UpsampleSum((usize, usize)),
+    ConvTranspose,
+    Hyper,
+}
+
+impl Op {
+    fn name(&self) -> &'static str {
+        match self {
+            Op::Permute(_) => "permute",
+            Op::Linear { .. } => "linear",
+            Op::Binary(_) => "binary",
+            Op::Act(_) => "activation",
+            Op::LayerNorm(_) => "layer_norm",
+            Op::LayerNorm2d(_) => "layer_norm2d",
+            Op::Softmax => "softmax_rows",
+            Op::Attention { .. } => "attention",
+            Op::WindowPartition { .. } => "window_partition",
+            Op::WindowReverse { .. } => "window_reverse",
+            Op::PatchMerge => "patch_merge",
+            Op::Upsample(_) => "upsample_bilinear",
+            Op::UpsampleSum(_) => "upsample_sum_nhwc",
+            Op::ConvTranspose => "conv_transpose2x2",
+            Op::Hyper => "hyper_product",
+        }
+    }
+
+    /// The parameters worth printing.
+    fn params(&self) -> String {
+        match self {
+            Op::Permute(p) => format!(" perm {p:?}"),
+            Op::Linear { act, bias } => format!(" {act:?}{}", if *bias { " +bias" } else { "" }),
+            Op::Binary(op) => format!(" {op:?}"),
+            Op::Act(a) => format!(" {a:?}"),
+            Op::LayerNorm(eps) | Op::LayerNorm2d(eps) => format!(" eps {eps:e}"),
+            Op::Attention { bias, mask, .. } => {
+                format!("{}{}", if *bias { " +bias" } else { "" }, if *mask { " +mask" } else { "" })
+            }
+            Op::WindowPartition { window, shift } => format!(" window {window} shift {shift}"),
+            Op::WindowReverse { hw, window, shift } => format!(" to {hw:?} window {window} shift {shift}"),
+            Op::Upsample(s) | Op::UpsampleSum(s) => format!(" to {s:?}"),
+            Op::Softmax | Op::PatchMerge | Op::ConvTranspose | Op::Hyper => String::new(),
+        }
+    }
+
+    /// The tolerance on the scale-relative error (see the module doc).
+    fn tol(&self, dtype: DType) -> f64 {
+        let exact = matches!(
+            self,
+            Op::Permute(_)
+                | Op::WindowPartition { .. }
+                | Op::WindowReverse { .. }
+                | Op::PatchMerge
+                | Op::Binary(_)
+                | Op::Act(Activation::None | Activation::Relu)
+        );
+        if exact {
+            return 0.0;
+        }
+        if dtype == DType::BF16 {
+            return 1e-2;
+        }
+        match self {
+            Op::Act(_) => 2e-6,
+            Op::Linear { .. } | Op::Attention { .. } | Op::ConvTranspose | Op::Hyper => 2e-5,
+            _ => 1e-5,
+        }
+    }
+
+    /// Runs the op on `b` with the uploaded inputs in case order.
+    fn run<B: Backend>(&self, b: &B, x: &[DevTensor<B>]) -> Result<DevTensor<B>> {
+        let opt = |flag: bool, i: usize| if flag { x.get(i) } else { None };
+        match self {
+            Op::Permute(p) => b.permute(&x[0], p),
+            Op::Linear { act, bias } => b.linear(&x[0], &x[1], opt(*bias, 2), *act),
+            Op::Binary(op) => b.binary(&x[0], &x[1], *op),
+            Op::Act(a) => b.activation(&x[0], *a),
+            Op::LayerNorm(eps) => b.layer_norm(&x[0], &x[1], &x[2], *eps),
+            Op::LayerNorm2d(eps) => b.layer_norm2d(&x[0], &x[1], &x[2], *eps),
+            Op::Softmax => b.softmax_rows(&x[0]),
+            Op::Attention { scale, bias, mask } => {
+                let bias_t = opt(*bias, 3);
+                let mask_t = opt(*mask, if *bias { 4 } else { 3 });
+                b.attention(&x[0], &x[1], &x[2], bias_t, mask_t, *scale)
+            }
+            Op::WindowPartition { window, shift } => b.window_partition(&x[0], *window, *shift),
+            Op::WindowReverse { hw, window, shift } => b.window_reverse(&x[0], *hw, *window, *shift),
+            Op::PatchMerge => b.patch_merge(&x[0]),
+            Op::Upsample(s) => b.upsample_bilinear(&x[0], *s),
+            Op::UpsampleSum(s) => b.upsample_sum_nhwc(&x.iter().collect::<Vec<_>>(), *s),
+            Op::ConvTranspose => b.conv_transpose2x2(&x[0], &x[1], &x[2]),
+            Op::Hyper => b.hyper_product(&x[0], &x[1]),
+        }
+    }
+}
+
+/// One call: the op and its host inputs (f32).
+struct Case {
+    op: Op,
+    inputs: Vec<(Tensor, Kind)>,
+    /// For an error case: what is wrong with it.
+    bad: Option<&'static str>,
+}
+
+impl Case {
+    fn describe(&self) -> String {
+        let shapes: Vec<String> = self.inputs.iter().map(|(t, _)| format!("{:?}", t.shape())).collect();
+        let what = format!("{}{}", shapes.join(" "), self.op.params());
+        match self.bad {
+            Some(bad) => format!("{bad}: {what}"),
+            None => what,
+        }
+    }
+}
+
+/// Seeded random host tensors.
+struct Gen {
+    seed: u64,
+}
+
+impl Gen {
+    /// Uniform in [lo, hi).
+    fn uniform(&mut self, shape: &[usize], lo: f64, hi: f64) -> Tensor {
+        self.seed = self.seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        Tensor::rand_uniform(shape, lo, hi, self.seed, DType::F32)
+    }
+    fn rand(&mut self, shape: &[usize]) -> Tensor {
+        self.uniform(shape, -1.0, 1.0)
+    }
+    /// Swin's shifted-window mask: 0 or -100, a different pattern per window.
+    fn mask(&mut self, shape: &[usize]) -> Tensor {
+        let u = self.uniform(shape, 0.0, 1.0);
+        let v: Vec<f32> = u.to_f32_vec().expect("f32").iter().map(|&x| if x < 0.3 { -100.0 } else { 0.0 }).collect();
+        Tensor::from_vec(v, shape).expect("mask shape")
+    }
+}
+
+fn case(op: Op, inputs: Vec<(Tensor, Kind)>) -> Case {
+    Case { op, inputs, bad: None }
+}
+
+use Kind::{Elem as E, F32 as F};
+
+fn linear_case(g: &mut Gen, lead: &[usize], k: usize, n: usize, act: Activation, bias: bool) -> Case {
+    let mut xs = lead.to_vec();
+    xs.push(k);
+    let mut ins = vec![(g.rand(&xs), E), (g.uniform(&[n, k], -0.5, 0.5), E)];
+    if bias {
+        ins.push((g.rand(&[n]), F));
+    }
+    case(Op::Linear { act, bias }, ins)
+}
+
+fn attention_case(g: &mut Gen, (b, h, nq, nk, d): (usize, usize, usize, usize, usize), bias: bool, nm: usize) -> Case {
+    let mut ins = vec![(g.rand(&[b, h, nq, d]), E), (g.rand(&[b, h, nk, d]), E), (g.rand(&[b, h, nk, d]), E)];
+    if bias {
+        ins.push((g.uniform(&[h, nq, nk], -2.0, 2.0), F));
+    }
+    if nm > 0 {
+        ins.push((g.mask(&[nm, nq, nk]), F));
+    }
+    // A scale larger than 1/sqrt(d) so the softmax is far from uniform.
+    case(Op::Attention { scale: 2.0 / (d as f32).sqrt(), bias, mask: nm > 0 }, ins)
+}
+
+fn norm_case(g: &mut Gen, shape: &[usize], two_d: bool) -> Case {
+    let c = if two_d { shape[1] } else { shape[shape.len() - 1] };
+    // An offset and spread unlike 0 and 1, so the mean and variance matter.
+    let ins = vec![(g.uniform(shape, -1.0, 3.0), E), (g.rand(&[c]), E), (g.rand(&[c]), E)];
+    case(if two_d { Op::LayerNorm2d(1e-6) } else { Op::LayerNorm(1e-5) }, ins)
+}
+
+fn small_cases(g: &mut Gen) -> Vec<Case> {
+    use Activation::{Gelu, None as NoAct, Relu};
+    let mut v = vec![
+        case(Op::Permute(vec![0, 2, 1, 3]), vec![(g.rand(&[2, 3, 4, 5]), E)]),
+        case(Op::Permute(vec![2, 0, 1]), vec![(g.rand(&[3, 1, 7]), E)]),
+        case(Op::Permute(vec![5, 3, 1, 0, 2, 4]), vec![(g.rand(&[2, 1, 3, 2, 3, 2]), E)]),
+        case(Op::Permute(vec![0]), vec![(g.rand(&[9]), E)]),
+    ];
+    for (act, bias) in [(NoAct, true), (Relu, true), (Gelu, true), (NoAct, false)] {
+        v.push(linear_case(g, &[37], 40, 24, act, bias));
+    }
+    v.push(linear_case(g, &[2, 3], 19, 5, Gelu, true));
+    // More than one tile in M and N (64 for f32, 128 for bf16), K not a multiple of the depth.
+    v.push(linear_case(g, &[130], 33, 136, NoAct, true));
+    v.push(case(Op::Binary(BinaryOp::Add), vec![(g.rand(&[6, 7, 5]), E), (g.rand(&[5]), E)]));
+    v.push(case(Op::Binary(BinaryOp::Mul), vec![(g.rand(&[6, 7, 5]), E), (g.rand(&[7, 5]), E)]));
+    v.push(case(Op::Binary(BinaryOp::Add), vec![(g.rand(&[3, 11]), E), (g.rand(&[3, 11]), E)]));
+    v.push(case(Op::Binary(BinaryOp::Mul), vec![(g.rand(&[2, 4, 3]), E), (g.rand(&[1, 4, 3]), E)]));
+    for a in [Relu, Gelu, NoAct] {
+        v.push(case(Op::Act(a), vec![(g.uniform(&[3, 101], -4.0, 4.0), E)]));
+    }
+    v.push(norm_case(g, &[37, 40], false));
+    v.push(norm_case(g, &[3, 2, 129], false));
+    v.push(norm_case(g, &[5, 1], false));
+    v.push(norm_case(g, &[2, 5, 7, 9], true));
+    v.push(norm_case(g, &[1, 3, 1, 1], true));
+    v.push(case(Op::Softmax, vec![(g.uniform(&[37, 40], -4.0, 4.0), E)]));
+    v.push(case(Op::Softmax, vec![(g.uniform(&[2, 3, 70], -8.0, 8.0), E)]));
+    v.push(case(Op::Softmax, vec![(g.rand(&[5, 1]), E)]));
+    for d in [8, 16, 32] {
+        v.push(attention_case(g, (2, 2, 9, 13, d), true, 2));
+    }
+    v.push(attention_case(g, (2, 2, 9, 13, 32), false, 0));
+    v.push(attention_case(g, (4, 1, 5, 7, 16), false, 2));
+    // More keys than one shared-memory tile (64), more queries than one block (64).
+    v.push(attention_case(g, (1, 1, 3, 70, 16), false, 0));
+    v.push(attention_case(g, (1, 1, 67, 5, 8), true, 1));
+    v.push(case(Op::WindowPartition { window: 3, shift: 1 }, vec![(g.rand(&[2, 6, 9, 3]), E)]));
+    v.push(case(Op::WindowPartition { window: 2, shift: 0 }, vec![(g.rand(&[1, 4, 2, 5]), E)]));
+    v.push(case(Op::WindowReverse { hw: (6, 9), window: 3, shift: 2 }, vec![(g.rand(&[12, 9, 3]), E)]));
+    v.push(case(Op::WindowReverse { hw: (4, 2), window: 2, shift: 0 }, vec![(g.rand(&[2, 4, 5]), E)]));
+    v.push(case(Op::PatchMerge, vec![(g.rand(&[2, 4, 6, 3]), E)]));
+    v.push(case(Op::Upsample((11, 8)), vec![(g.rand(&[2, 3, 5, 7]), E)]));
+    v.push(case(Op::Upsample((3, 4)), vec![(g.rand(&[1, 2, 7, 9]), E)]));
+    v.push(case(Op::Upsample((5, 7)), vec![(g.rand(&[1, 2, 5, 7]), E)]));
+    let maps = |g: &mut Gen, sizes: &[usize], c: usize| -> Vec<(Tensor, Kind)> {
+        sizes.iter().map(|&s| (g.rand(&[2, s, s, c]), E)).collect()
+    };
+    v.push(case(Op::UpsampleSum((8, 8)), maps(g, &[8, 4, 2, 1], 5)));
+    v.push(case(Op::UpsampleSum((7, 7)), maps(g, &[3], 4)));
+    v.push(case(Op::UpsampleSum((9, 6)), vec![(g.rand(&[1, 9, 6, 3]), E), (g.rand(&[1, 4, 5, 3]), E)]));
+    v.push(case(Op::ConvTranspose, vec![(g.rand(&[2, 5, 3, 4]), E), (g.rand(&[5, 6, 2, 2]), E), (g.rand(&[6]), E)]));
+    v.push(case(Op::ConvTranspose, vec![(g.rand(&[1, 1, 1, 1]), E), (g.rand(&[1, 3, 2, 2]), E), (g.rand(&[3]), E)]));
+    v.push(case(Op::Hyper, vec![(g.rand(&[2, 11, 7]), E), (g.rand(&[2, 7, 50]), E)]));
+    v.push(case(Op::Hyper, vec![(g.rand(&[1, 32, 64]), E), (g.rand(&[1, 64, 33]), E)]));
+    v
+}
+
+/// The shapes of FaceXFormer with its Swin-B encoder at 224x224, batch 1.
+fn model_cases(g: &mut Gen) -> Vec<Case> {
+    use Activation::{Gelu, None as NoAct};
+    let scale32 = 1.0 / 32f32.sqrt();
+    let mut v = vec![
+        // Patch embedding as a permutation (im2col), and the qkv split of a window block.
+        case(Op::Permute(vec![0, 2, 4, 1, 3, 5]), vec![(g.rand(&[1, 3, 56, 4, 56, 4]), E)]),
+        case(Op::Permute(vec![2, 0, 3, 1, 4]), vec![(g.rand(&[64, 49, 3, 4, 32]), E)]),
+        case(Op::Permute(vec![0, 2, 1]), vec![(g.rand(&[1, 3136, 256]), E)]),
+        linear_case(g, &[3136], 48, 128, NoAct, true),
+        linear_case(g, &[3136], 128, 384, NoAct, true),
+        linear_case(g, &[3136], 128, 512, Gelu, true),
+        linear_case(g, &[3136], 512, 128, NoAct, true),
+        linear_case(g, &[49], 1024, 3072, NoAct, true),
+        linear_case(g, &[18], 256, 2048, Gelu, true),
+        case(Op::Binary(BinaryOp::Add), vec![(g.rand(&[1, 3136, 128]), E), (g.rand(&[1, 3136, 128]), E)]),
+        case(Op::Binary(BinaryOp::Add), vec![(g.rand(&[1, 3136, 256]), E), (g.rand(&[3136, 256]), E)]),
+        case(Op::Act(Gelu), vec![(g.uniform(&[1, 64, 112, 112], -4.0, 4.0), E)]),
+        norm_case(g, &[3136, 128], false),
+        norm_case(g, &[49, 1024], false),
+        norm_case(g, &[1, 64, 112, 112], true),
+        case(Op::Softmax, vec![(g.uniform(&[1152, 49], -8.0, 8.0), E)]),
+        case(Op::Softmax, vec![(g.uniform(&[144, 3136], -8.0, 8.0), E)]),
+    ];
+    // Swin window attention (shifted: the mask), stage 4 (one window), and the decoder's
+    // token-to-image, image-to-token and self attention.
+    let mut attn = |shape, bias, nm, scale: f32| {
+        let mut c = attention_case(g, shape, bias, nm);
+        if let Op::Attention { scale: s, .. } = &mut c.op {
+            *s = scale;
+        }
+        c
+    };
+    v.push(attn((64, 4, 49, 49, 32), true, 64, scale32));
+    v.push(attn((1, 32, 49, 49, 32), true, 0, scale32));
+    v.push(attn((1, 8, 18, 3136, 16), false, 0, 0.25));
+    v.push(attn((1, 8, 3136, 18, 16), false, 0, 0.25));
+    v.push(attn((1, 8, 18, 18, 32), false, 0, scale32));
+    v.extend([
+        case(Op::WindowPartition { window: 7, shift: 3 }, vec![(g.rand(&[1, 56, 56, 128]), E)]),
+        case(Op::WindowReverse { hw: (56, 56), window: 7, shift: 3 }, vec![(g.rand(&[64, 49, 128]), E)]),
+        case(Op::WindowPartition { window: 7, shift: 0 }, vec![(g.rand(&[1, 14, 14, 512]), E)]),
+        case(Op::PatchMerge, vec![(g.rand(&[1, 56, 56, 128]), E)]),
+        case(Op::PatchMerge, vec![(g.rand(&[1, 14, 14, 512]), E)]),
+        case(Op::Upsample((56, 56)), vec![(g.rand(&[1, 256, 7, 7]), E)]),
+        case(Op::Upsample((224, 224)), vec![(g.rand(&[1, 11, 56, 56]), E)]),
+        case(Op::UpsampleSum((56, 56)), [56, 28, 14, 7].iter().map(|&s| (g.rand(&[1, s, s, 256]), E)).collect()),
+        case(
+            Op::ConvTranspose,
+            vec![(g.rand(&[1, 256, 56, 56]), E), (g.uniform(&[256, 64, 2, 2], -0.1, 0.1), E), (g.rand(&[64]), E)],
+        ),
+        case(
+            Op::ConvTranspose,
+            vec![(g.rand(&[1, 64, 112, 112]), E), (g.uniform(&[64, 32, 2, 2], -0.2, 0.2), E), (g.rand(&[32]), E)],
+        ),
+        case(Op::Hyper, vec![(g.rand(&[1, 11, 32]), E), (g.rand(&[1, 32, 50176]), E)]),
+    ]);
+    v
+}
+
+/// Calls every op with arguments it must refuse.
+fn error_cases() -> Vec<Case> {
+    let z = |shape: &[usize]| Tensor::zeros(shape, DType::F32);
+    let bad = |what: &'static str, op: Op, inputs: Vec<(Tensor, Kind)>| Case { op, inputs, bad: Some(what) };
+    let lin = |bias| Op::Linear { act: Activation::None, bias };
+    let attn = |bias, mask| Op::Attention { scale: 1.0, bias, mask };
+    vec![
+        bad("not a permutation", Op::Permute(vec![0, 0]), vec![(z(&[2, 3]), E)]),
+        bad("rank 7", Op::Permute((0..7).collect()), vec![(z(&[1; 7]), E)]),
+        bad("k differs", lin(false), vec![(z(&[3, 4]), E), (z(&[5, 3]), E)]),
+        bad("bias length", lin(true), vec![(z(&[3, 4]), E), (z(&[5, 4]), E), (z(&[4]), F)]),
+        bad("weight dtype", lin(false), vec![(z(&[3, 4]), E), (z(&[5, 4]), Kind::Other)]),
+        bad("bf16 bias", lin(true), vec![(z(&[3, 4]), E), (z(&[5, 4]), E), (z(&[5]), Kind::Bf16)]),
+        bad("b does not divide a", Op::Binary(BinaryOp::Add), vec![(z(&[3, 4]), E), (z(&[3]), E)]),
+        bad("b not a suffix", Op::Binary(BinaryOp::Mul), vec![(z(&[4, 3]), E), (z(&[4, 1]), E)]),
+        bad("weight length", Op::LayerNorm(1e-5), vec![(z(&[3, 4]), E), (z(&[3]), E), (z(&[4]), E)]),
+        bad("rank 0", Op::LayerNorm(1e-5), vec![(z(&[]), E), (z(&[1]), E), (z(&[1]), E)]),
+        bad("not NCHW", Op::LayerNorm2d(1e-6), vec![(z(&[2, 3, 4]), E), (z(&[3]), E), (z(&[3]), E)]),
+        bad("weight length", Op::LayerNorm2d(1e-6), vec![(z(&[1, 3, 2, 2]), E), (z(&[2]), E), (z(&[3]), E)]),
+        bad("rank 0", Op::Softmax, vec![(z(&[]), E)]),
+        bad(
+            "head dim 12",
+            attn(false, false),
+            vec![(z(&[1, 1, 2, 12]), E), (z(&[1, 1, 3, 12]), E), (z(&[1, 1, 3, 12]), E)],
+        ),
+        bad(
+            "k heads differ",
+            attn(false, false),
+            vec![(z(&[1, 2, 2, 8]), E), (z(&[1, 1, 3, 8]), E), (z(&[1, 1, 3, 8]), E)],
+        ),
+        bad(
+            "v differs from k",
+            attn(false, false),
+            vec![(z(&[1, 1, 2, 8]), E), (z(&[1, 1, 3, 8]), E), (z(&[1, 1, 4, 8]), E)],
+        ),
+        bad("no keys", attn(false, false), vec![(z(&[1, 1, 2, 8]), E), (z(&[1, 1, 0, 8]), E), (z(&[1, 1, 0, 8]), E)]),
+        bad(
+            "bias shape",
+            attn(true, false),
+            vec![(z(&[1, 2, 2, 8]), E), (z(&[1, 2, 3, 8]), E), (z(&[1, 2, 3, 8]), E), (z(&[2, 3, 2]), F)],
+        ),
+        bad(
+            "mask count does not divide the batch",
+            attn(false, true),
+            vec![(z(&[3, 1, 2, 8]), E), (z(&[3, 1, 3, 8]), E), (z(&[3, 1, 3, 8]), E), (z(&[2, 2, 3]), F)],
+        ),
+        bad("H not a multiple of the window", Op::WindowPartition { window: 3, shift: 0 }, vec![(z(&[1, 4, 6, 2]), E)]),
+        bad("shift >= window", Op::WindowPartition { window: 2, shift: 2 }, vec![(z(&[1, 4, 4, 2]), E)]),
+        bad("tokens per window", Op::WindowReverse { hw: (4, 4), window: 2, shift: 1 }, vec![(z(&[4, 3, 2]), E)]),
+        bad("odd H", Op::PatchMerge, vec![(z(&[1, 3, 4, 2]), E)]),
+        bad("not NCHW", Op::Upsample((4, 4)), vec![(z(&[2, 3, 3]), E)]),
+        bad("empty size", Op::Upsample((0, 4)), vec![(z(&[1, 1, 3, 3]), E)]),
+        bad("channels differ", Op::UpsampleSum((4, 4)), vec![(z(&[1, 4, 4, 3]), E), (z(&[1, 2, 2, 2]), E)]),
+        bad("no maps", Op::UpsampleSum((4, 4)), vec![]),
+        bad("empty map", Op::UpsampleSum((4, 4)), vec![(z(&[1, 0, 2, 3]), E)]),
+        bad("kernel 3", Op::ConvTranspose, vec![(z(&[1, 2, 3, 3]), E), (z(&[2, 4, 3, 3]), E), (z(&[4]), E)]),
+        bad("bias length", Op::ConvTranspose, vec![(z(&[1, 2, 3, 3]), E), (z(&[2, 4, 2, 2]), E), (z(&[3]), E)]),
+        bad("M > 32", Op::Hyper, vec![(z(&[1, 33, 4]), E), (z(&[1, 4, 5]), E)]),
+        bad("channels differ", Op::Hyper, vec![(z(&[1, 3, 4]), E), (z(&[1, 5, 5]), E)]),
+    ]
+}
+
+fn upload_all<B: Backend>(b: &B, inputs: &[(Tensor, Kind)], dtype: DType) -> Result<Vec<DevTensor<B>>> {
+    let other = if dtype == DType::F32 { DType::BF16 } else { DType::F32 };
+    inputs
+        .iter()
+        .map(|(t, kind)| {
+            let dt = match kind {
+                Kind::Elem => dtype,
+                Kind::F32 => DType::F32,
+                Kind::Other => other,
+                Kind::Bf16 => DType::BF16,
+            };
+            // Round on the host, so both backends get the same values whatever their conversion.
+            b.upload(&t.to_dtype(dt), dt)
+        })
+        .collect()
+}
+
+/// Runs the op on `b` and downloads the result.
+fn run_on<B: Backend>(b: &B, c: &Case, dtype: DType) -> Result<Tensor> {
+    let ins = upload_all(b, &c.inputs, dtype)?;
+    let out = c.op.run(b, &ins)?;
+    if out.dtype() != dtype {
+        return Err(Error::Device {
+            op: c.op.name(),
+            msg: format!("output dtype {:?}, expected {dtype:?}", out.dtype()),
+        });
+    }
+    b.download(&out)
+}
+
+/// The variant and op of an error, the part two backends must agree on.
+fn error_kind(e: &Error) -> (&'static str, &'static str) {
+    match e {
+        Error::ShapeMismatch { op, .. } => ("ShapeMismatch", op),
+        Error::BadShape { op, .. } => ("BadShape", op),
+        Error::DTypeMismatch { op, .. } => ("DTypeMismatch", op),
+        Error::UnsupportedDType { op, .. } => ("UnsupportedDType", op),
+        Error::DimOutOfRange { op, .. } => ("DimOutOfRange", op),
+        Error::ElementCount { op, .. } => ("ElementCount", op),
+        Error::InvalidArgument { op, .. } => ("InvalidArgument", op),
+        Error::Device { op, .. } => ("Device", op),
+    }
+}
+
+/// Compares the backend's output with the reference's.
+fn compare(got: &Tensor, want: &Tensor) -> (f64, f64, String) {
+    if got.shape() != want.shape() {
+        return (f64::INFINITY, 0.0, format!("shape {:?}, reference {:?}", got.shape(), want.shape()));
+    }
+    let (g, w) = (got.to_f64_vec().expect("host tensor"), want.to_f64_vec().expect("host tensor"));
+    let (mut max_err, mut scale, mut worst) = (0.0f64, 0.0f64, None);
+    for (i, (&gi, &wi)) in g.iter().zip(&w).enumerate() {
+        let err = if gi.is_finite() && wi.is_finite() { (gi - wi).abs() } else { f64::INFINITY };
+        scale = scale.max(if wi.is_finite() { wi.abs() } else { 0.0 });
+        if err > max_err || (err.is_infinite() && worst.is_none()) {
+            max_err = err;
+            worst = Some((i, gi, wi));
+        }
+    }
+    let note = match worst {
+        Some((i, gi, wi)) if max_err > 0.0 => format!("worst at element {i}: {gi} vs {wi}"),
+        _ => String::new(),
+    };
+    (max_err, scale, note)
+}
+
+fn check_case<B: Backend>(backend: &B, c: &Case, dtype: DType) -> CaseResult {
+    let mut r = CaseResult {
+        op: c.op.name(),
+        case: c.describe(),
+        dtype,
+        max_abs_err: 0.0,
+        scale: 0.0,
+        rel_err: 0.0,
+        tol: c.op.tol(dtype),
+        passed: false,
+        note: String::new(),
+    };
+    let (got, want) = (run_on(backend, c, dtype), run_on(&Reference, c, dtype));
+    match (c.bad, got, want) {
+        (None, Ok(got), Ok(want)) => {
+            let (err, scale, note) = compare(&got, &want);
+            r.max_abs_err = err;
+            r.scale = scale;
+            r.rel_err = if err == 0.0 { 0.0 } else { err / scale };
+            r.passed = r.rel_err <= r.tol;
+            r.note = note;
+        }
+        (None, got, want) => {
+            r.max_abs_err = f64::INFINITY;
+            r.rel_err = f64::INFINITY;
+            r.note = match (got, want) {
+                (Err(e), Ok(_)) => format!("backend error: {e}"),
+                (Ok(_), Err(e)) => format!("reference error: {e}"),
+                (Err(e), Err(f)) => format!("backend error: {e}; reference error: {f}"),
+                (Ok(_), Ok(_)) => unreachable!("handled above"),
+            };
+        }
+        (Some(_), Err(e), Err(f)) => {
+            r.passed = error_kind(&e) == error_kind(&f);
+            r.note = if r.passed { format!("{e}") } else { format!("backend: {e}; reference: {f}") };
+        }
+        (Some(_), got, want) => {
+            r.note = format!(
+                "must be refused: backend {}, reference {}",
+                got.map_or_else(|e| e.to_string(), |_| "accepted it".into()),
+                want.map_or_else(|e| e.to_string(), |_| "accepted it".into()),
+            );
+        }
+    }
+    r
+}
+
+/// Runs every case of `cases` in `dtype` (F32 or BF16) on `backend` and on [`Reference`] with
+/// inputs drawn from `seed`, then the error cases; one result per case.
+pub fn check_all<B: Backend>(backend: &B, dtype: DType, cases: Cases, seed: u64) -> Vec<CaseResult> {
+    check_matching(backend, dtype, cases, seed, |_| true)
+}
+
+/// As [`check_all`], only the cases of the ops for which `want(op name)` holds.
+pub fn check_matching<B: Backend>(
+    backend: &B,
+    dtype: DType,
+    cases: Cases,
+    seed: u64,
+    want: impl Fn(&str) -> bool,
+) -> Vec<CaseResult> {
+    let mut g = Gen { seed };
+    let mut all = match cases {
+        Cases::Small => small_cases(&mut g),
+        Cases::Model => model_cases(&mut g),
+    };
+    all.extend(error_cases());
+    all.iter().filter(|c| want(c.op.name())).map(|c| check_case(backend, c, dtype)).collect()
+}
+
+/// A table of the results, one line per case, failures marked.
+pub fn report(results: &[CaseResult]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "{:<18} {:<5} {:>10} {:>10} {:>9}  {:<4} case", "op", "dtype", "max abs", "rel", "tol", "ok");
+    for r in results {
+        let dt = if r.dtype == DType::F32 { "f32" } else { "bf16" };
+        let ok = if r.passed { "ok" } else { "FAIL" };
+        let _ = write!(
+            s,
+            "{:<18} {dt:<5} {:>10.3e} {:>10.3e} {:>9.1e}  {ok:<4} {}",
+            r.op, r.max_abs_err, r.rel_err, r.tol, r.case
+        );
+        if !r.note.is_empty() && !r.passed {
+            let _ = write!(s, " -- {}", r.note);
+        }
+        s.push('\n');
+    }
+    let failed = results.iter().filter(|r| !r.passed).count();
+    let _ = writeln!(s, "{} cases, {failed} failed", results.len());
+    s
+}
+
+/// `Ok` when every case passed, else an error carrying the report's failing lines.
+pub fn ensure_passed(results: &[CaseResult]) -> Result<()> {
+    let failed: Vec<CaseResult> = results.iter().filter(|r| !r.passed).cloned().collect();
+    if failed.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Device {
+        op: "conformance",
+        msg: format!("{} of {} cases failed:\n{}", failed.len(), results.len(), report(&failed)),
+    })
+}
