@@ -38,6 +38,8 @@ pub struct CaseResult {
     pub op: &'static str,
     /// Shapes and parameters (or, for an error case, what is wrong).
     pub case: String,
+    /// An error case: the arguments are wrong and both backends must refuse them alike.
+    pub expect_error: bool,
     pub dtype: DType,
     /// Largest |backend - reference| (infinite where the backend gave NaN or infinity).
     pub max_abs_err: f64,
@@ -501,6 +503,7 @@ fn check_case<B: Backend>(backend: &B, c: &Case, dtype: DType) -> CaseResult {
     let mut r = CaseResult {
         op: c.op.name(),
         case: c.describe(),
+        expect_error: c.bad.is_some(),
         dtype,
         max_abs_err: 0.0,
         scale: 0.0,
@@ -574,12 +577,16 @@ pub fn report(results: &[CaseResult]) -> String {
     for r in results {
         let dt = if r.dtype == DType::F32 { "f32" } else { "bf16" };
         let ok = if r.passed { "ok" } else { "FAIL" };
-        let _ = write!(
-            s,
-            "{:<18} {dt:<5} {:>10.3e} {:>10.3e} {:>9.1e}  {ok:<4} {}",
-            r.op, r.max_abs_err, r.rel_err, r.tol, r.case
-        );
-        if !r.note.is_empty() && !r.passed {
+        if r.expect_error {
+            let _ = write!(s, "{:<18} {dt:<5} {:>32}  {ok:<4} {}", r.op, "refused", r.case);
+        } else {
+            let _ = write!(
+                s,
+                "{:<18} {dt:<5} {:>10.3e} {:>10.3e} {:>9.1e}  {ok:<4} {}",
+                r.op, r.max_abs_err, r.rel_err, r.tol, r.case
+            );
+        }
+        if !r.note.is_empty() && (!r.passed || r.expect_error) {
             let _ = write!(s, " -- {}", r.note);
         }
         s.push('\n');

@@ -17,7 +17,9 @@
 use super::{check, Backend, BinaryOp, DevTensor};
 use crate::ops::Activation;
 use crate::{bf16, DType, Error, Result, Tensor};
-use kernels::emu::{self, EmuCtx, LaunchConfig, Order};
+/// The start order of blocks and threads ([`Emulator::new`]).
+pub use kernels::emu::Order;
+use kernels::emu::{self, EmuCtx, LaunchConfig};
 use kernels::math::{ACT_GELU, ACT_NONE, ACT_RELU};
 use kernels::{attention, elementwise, gemm, gemm_tc, layernorm, remap, softmax, Bf16, Elem};
 use std::sync::Arc;
