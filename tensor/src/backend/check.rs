@@ -60,7 +60,8 @@ pub fn linear<B: Backend + ?Sized>(x: &T<B>, w: &T<B>, bias: Option<&T<B>>) -> R
             return Err(mismatch(OP, w, b));
         }
     }
-    Ok((x.elem_count() / ws[1].max(1), ws[1], ws[0]))
+    // Rows from the leading dims: the element count is 0 when k is.
+    Ok((xs[..xs.len() - 1].iter().product(), ws[1], ws[0]))
 }
 
 pub fn binary<B: Backend + ?Sized>(a: &T<B>, b: &T<B>) -> Result<()> {
@@ -205,11 +206,29 @@ pub fn resize_size(op: &'static str, size: (usize, usize)) -> Result<()> {
     Ok(())
 }
 
+/// NCHW `x` resized to `size`: both planes nonempty, the output below 2^31 elements.
+pub fn upsample_bilinear<B: Backend + ?Sized>(x: &T<B>, size: (usize, usize)) -> Result<[usize; 4]> {
+    const OP: &str = "upsample_bilinear";
+    let [n, c, h, w] = nchw(OP, x)?;
+    resize_size(OP, size)?;
+    if h == 0 || w == 0 {
+        return Err(bad(OP, x, "[N, C, H, W] with H, W > 0"));
+    }
+    if n * c * size.0 * size.1 >= 1 << 31 {
+        return Err(bad(OP, x, &format!("an output [N, C, {}, {}] of fewer than 2^31 elements", size.0, size.1)));
+    }
+    Ok([n, c, h, w])
+}
+
 /// Returns (batch, channels); every map is `[B, h, w, C]` with positive h and w.
 pub fn upsample_sum<B: Backend + ?Sized>(maps: &[&T<B>], size: (usize, usize)) -> Result<(usize, usize)> {
     const OP: &str = "upsample_sum_nhwc";
     resize_size(OP, size)?;
     let first = maps.first().ok_or_else(|| Error::InvalidArgument { op: OP, msg: "no maps".into() })?;
+    // The kernel takes up to four maps (FaceXFormer fuses four stages).
+    if maps.len() > 4 {
+        bail!(OP, "{} maps: at most 4", maps.len());
+    }
     let dt = elem(OP, first)?;
     let (b, c) = match *first.shape() {
         [b, _, _, c] => (b, c),
@@ -222,6 +241,9 @@ pub fn upsample_sum<B: Backend + ?Sized>(maps: &[&T<B>], size: (usize, usize)) -
             [mb, h, w, mc] if (mb, mc) == (b, c) && h > 0 && w > 0 => {}
             _ => return Err(mismatch(OP, first, m)),
         }
+    }
+    if b * size.0 * size.1 * c >= 1 << 31 {
+        return Err(bad(OP, first, &format!("an output [B, {}, {}, C] of fewer than 2^31 elements", size.0, size.1)));
     }
     Ok((b, c))
 }

@@ -260,6 +260,8 @@ fn small_cases(g: &mut Gen) -> Vec<Case> {
         case(Op::Permute(vec![2, 0, 1]), vec![(g.rand(&[3, 1, 7]), E)]),
         case(Op::Permute(vec![5, 3, 1, 0, 2, 4]), vec![(g.rand(&[2, 1, 3, 2, 3, 2]), E)]),
         case(Op::Permute(vec![0]), vec![(g.rand(&[9]), E)]),
+        // More than one block of the grid-stride loop.
+        case(Op::Permute(vec![2, 0, 1]), vec![(g.rand(&[4, 9, 10]), E)]),
     ];
     for (act, bias) in [(NoAct, true), (Relu, true), (Gelu, true), (NoAct, false)] {
         v.push(linear_case(g, &[37], 40, 24, act, bias));
@@ -267,6 +269,8 @@ fn small_cases(g: &mut Gen) -> Vec<Case> {
     v.push(linear_case(g, &[2, 3], 19, 5, Gelu, true));
     // More than one tile in M and N (64 for f32, 128 for bf16), K not a multiple of the depth.
     v.push(linear_case(g, &[130], 33, 136, NoAct, true));
+    // No inputs features: the bias alone.
+    v.push(linear_case(g, &[3], 0, 4, NoAct, true));
     v.push(case(Op::Binary(BinaryOp::Add), vec![(g.rand(&[6, 7, 5]), E), (g.rand(&[5]), E)]));
     v.push(case(Op::Binary(BinaryOp::Mul), vec![(g.rand(&[6, 7, 5]), E), (g.rand(&[7, 5]), E)]));
     v.push(case(Op::Binary(BinaryOp::Add), vec![(g.rand(&[3, 11]), E), (g.rand(&[3, 11]), E)]));
@@ -308,6 +312,7 @@ fn small_cases(g: &mut Gen) -> Vec<Case> {
     v.push(case(Op::ConvTranspose, vec![(g.rand(&[1, 1, 1, 1]), E), (g.rand(&[1, 3, 2, 2]), E), (g.rand(&[3]), E)]));
     v.push(case(Op::Hyper, vec![(g.rand(&[2, 11, 7]), E), (g.rand(&[2, 7, 50]), E)]));
     v.push(case(Op::Hyper, vec![(g.rand(&[1, 32, 64]), E), (g.rand(&[1, 64, 33]), E)]));
+    v.push(case(Op::Hyper, vec![(g.rand(&[1, 3, 5]), E), (g.rand(&[1, 5, 300]), E)]));
     v
 }
 
@@ -425,6 +430,8 @@ fn error_cases() -> Vec<Case> {
         bad("empty size", Op::Upsample((0, 4)), vec![(z(&[1, 1, 3, 3]), E)]),
         bad("channels differ", Op::UpsampleSum((4, 4)), vec![(z(&[1, 4, 4, 3]), E), (z(&[1, 2, 2, 2]), E)]),
         bad("no maps", Op::UpsampleSum((4, 4)), vec![]),
+        bad("five maps", Op::UpsampleSum((4, 4)), (0..5).map(|_| (z(&[1, 2, 2, 3]), E)).collect()),
+        bad("empty plane", Op::Upsample((4, 4)), vec![(z(&[1, 2, 0, 3]), E)]),
         bad("empty map", Op::UpsampleSum((4, 4)), vec![(z(&[1, 0, 2, 3]), E)]),
         bad("kernel 3", Op::ConvTranspose, vec![(z(&[1, 2, 3, 3]), E), (z(&[2, 4, 3, 3]), E), (z(&[4]), E)]),
         bad("bias length", Op::ConvTranspose, vec![(z(&[1, 2, 3, 3]), E), (z(&[2, 4, 2, 2]), E), (z(&[3]), E)]),

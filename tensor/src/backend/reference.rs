@@ -139,8 +139,7 @@ impl Backend for Reference {
     }
 
     fn upsample_bilinear(&self, x: &T, size: (usize, usize)) -> Result<T> {
-        check::nchw("upsample_bilinear", x)?;
-        check::resize_size("upsample_bilinear", size)?;
+        check::upsample_bilinear(x, size)?;
         self.wrap(self.f32(x)?.interpolate_bilinear(size)?, x.dtype())
     }
 
