@@ -29,10 +29,13 @@
 pub mod attention;
 pub mod ctx;
 pub mod elementwise;
+pub mod fusion;
 pub mod gemm;
 pub mod gemm_tc;
+pub mod hyper;
 pub mod layernorm;
 pub mod math;
+pub mod permute;
 pub mod remap;
 pub mod softmax;
 

@@ -7,11 +7,9 @@ use kernels::attention::{self, AttnShape};
 use kernels::{Bf16, Elem};
 use proptest::prelude::*;
 
-const D: usize = 32;
-
 /// The slow composite twin: materialises the scores.
 #[allow(clippy::too_many_arguments)]
-fn attention_ref(
+fn attention_ref<const D: usize>(
     q: &[f32],
     k: &[f32],
     v: &[f32],
@@ -51,7 +49,7 @@ fn attention_ref(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn check<E: Elem>(
+fn check<E: Elem, const D: usize>(
     batch: usize,
     heads: usize,
     nq: usize,
@@ -75,7 +73,7 @@ fn check<E: Elem>(
         .map(|e| if (e / nk + e % nk + e / (nq * nk)).is_multiple_of(3) { -100.0 } else { 0.0 })
         .collect();
     let scale = 1.0 / (D as f32).sqrt();
-    let want = attention_ref(
+    let want = attention_ref::<D>(
         &qf,
         &kf,
         &vf,
@@ -101,7 +99,7 @@ fn check<E: Elem>(
             &want,
             tol,
             tol,
-            &format!("attention b{batch} h{heads} {nq}x{nk} bias {with_bias} masks {n_mask} {order:?}"),
+            &format!("attention d{D} b{batch} h{heads} {nq}x{nk} bias {with_bias} masks {n_mask} {order:?}"),
         );
     });
 }
@@ -109,19 +107,36 @@ fn check<E: Elem>(
 #[test]
 fn swin_window_with_bias_and_shift_mask() {
     // 2 images x 4 windows of 49 tokens, 3 heads, relative-position bias and a shifted-window mask.
-    check::<f32>(8, 3, 49, 49, true, 4, 1, 2e-5);
+    check::<f32, 32>(8, 3, 49, 49, true, 4, 1, 2e-5);
 }
 
 #[test]
 fn decoder_queries_over_many_keys_and_back() {
     // 18 task tokens over 200 image tokens (3136 in the model; several key tiles either way).
-    check::<f32>(1, 2, 18, 200, false, 0, 2, 2e-5);
-    check::<f32>(1, 2, 150, 18, false, 0, 3, 2e-5);
+    check::<f32, 32>(1, 2, 18, 200, false, 0, 2, 2e-5);
+    check::<f32, 32>(1, 2, 150, 18, false, 0, 3, 2e-5);
 }
 
 #[test]
 fn swin_window_bf16() {
-    check::<Bf16>(2, 2, 49, 49, true, 2, 4, 2e-2);
+    check::<Bf16, 32>(2, 2, 49, 49, true, 2, 4, 2e-2);
+}
+
+#[test]
+fn head_dims_16_and_8_decoder_shapes() {
+    // The decoder's heads: 18 task tokens over ~100 image tokens (two key tiles) and back.
+    check::<f32, 16>(1, 2, 18, 100, false, 0, 5, 2e-5);
+    check::<f32, 16>(2, 1, 100, 18, false, 0, 6, 2e-5);
+    check::<f32, 8>(1, 2, 18, 101, false, 0, 7, 2e-5);
+    check::<f32, 8>(1, 2, 99, 18, false, 0, 8, 2e-5);
+}
+
+#[test]
+fn head_dims_16_and_8_bf16() {
+    check::<Bf16, 16>(1, 2, 18, 100, false, 0, 9, 2e-2);
+    check::<Bf16, 16>(1, 1, 100, 18, false, 0, 10, 2e-2);
+    check::<Bf16, 8>(1, 2, 18, 97, false, 0, 11, 2e-2);
+    check::<Bf16, 8>(1, 1, 101, 18, false, 0, 12, 2e-2);
 }
 
 proptest! {
@@ -129,6 +144,16 @@ proptest! {
     #[test]
     fn attention_shapes(batch in 1usize..3, heads in 1usize..3, nq in 1usize..90, nk in 1usize..140,
                         with_bias: bool, n_mask in 0usize..3, seed: u64) {
-        check::<f32>(batch, heads, nq, nk, with_bias, n_mask, seed, 2e-5);
+        check::<f32, 32>(batch, heads, nq, nk, with_bias, n_mask, seed, 2e-5);
+    }
+
+    #[test]
+    fn attention_shapes_small_heads(batch in 1usize..3, heads in 1usize..3, nq in 1usize..70, nk in 1usize..100,
+                                    with_bias: bool, n_mask in 0usize..3, d16: bool, seed: u64) {
+        if d16 {
+            check::<f32, 16>(batch, heads, nq, nk, with_bias, n_mask, seed, 2e-5);
+        } else {
+            check::<f32, 8>(batch, heads, nq, nk, with_bias, n_mask, seed, 2e-5);
+        }
     }
 }

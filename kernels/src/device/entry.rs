@@ -4,7 +4,7 @@
 use super::Gpu;
 use crate::gemm_tc::{Bf16In, F16In};
 use crate::math::Bf16;
-use crate::{attention, elementwise, gemm, gemm_tc, layernorm, remap, softmax};
+use crate::{attention, elementwise, fusion, gemm, gemm_tc, hyper, layernorm, permute, remap, softmax};
 
 /// `kernel!(name: Elem = body(params))` declares entry point `name` calling `body::<Gpu, Elem>`;
 /// `E` in the parameter types is that element type (each entry lives in its own module).
@@ -92,6 +92,10 @@ macro_rules! attention {
 }
 attention!(attention_d32_f32: f32, 32);
 attention!(attention_d32_bf16: Bf16, 32);
+attention!(attention_d16_f32: f32, 16);
+attention!(attention_d16_bf16: Bf16, 16);
+attention!(attention_d8_f32: f32, 8);
+attention!(attention_d8_bf16: Bf16, 8);
 
 kernel!(window_partition_f32: f32 = remap::window_partition(x: *const E, out: *mut E, b: u32, h: u32, w: u32, ch: u32, ws: u32, shift: u32));
 kernel!(window_partition_bf16: Bf16 = remap::window_partition(x: *const E, out: *mut E, b: u32, h: u32, w: u32, ch: u32, ws: u32, shift: u32));
@@ -103,3 +107,27 @@ kernel!(upsample_bilinear_f32: f32 = remap::upsample_bilinear(x: *const E, out: 
 kernel!(upsample_bilinear_bf16: Bf16 = remap::upsample_bilinear(x: *const E, out: *mut E, nc: u32, h: u32, w: u32, oh: u32, ow: u32));
 kernel!(conv_transpose2x2_f32: f32 = remap::conv_transpose2x2(x: *const E, wt: *const E, bias: *const E, out: *mut E, n: u32, cin: u32, cout: u32, h: u32, w: u32));
 kernel!(conv_transpose2x2_bf16: Bf16 = remap::conv_transpose2x2(x: *const E, wt: *const E, bias: *const E, out: *mut E, n: u32, cin: u32, cout: u32, h: u32, w: u32));
+
+/// `kernel_s!(name: Elem = body(params; s: Shape))`: as `kernel!`, with a trailing `#[repr(C)]`
+/// shape struct that the entry point takes by value (a byval `.param`) and the body by reference.
+macro_rules! kernel_s {
+    ($name:ident : $e:ty = $($body:ident)::+ ( $($p:ident : $t:ty),* ; $s:ident : $st:ty )) => {
+        #[allow(non_snake_case)]
+        mod $name {
+            use super::*;
+            #[allow(dead_code)]
+            type E = $e;
+            #[no_mangle]
+            pub unsafe extern "ptx-kernel" fn $name($($p: $t,)* $s: $st) {
+                $($body)::+::<Gpu, E>(&Gpu, $($p,)* &$s)
+            }
+        }
+    };
+}
+
+kernel_s!(permute_f32: f32 = permute::permute(x: *const E, out: *mut E, n: u32; s: permute::PermuteShape));
+kernel_s!(permute_bf16: Bf16 = permute::permute(x: *const E, out: *mut E, n: u32; s: permute::PermuteShape));
+kernel_s!(upsample_sum_nhwc_f32: f32 = fusion::upsample_sum_nhwc(m0: *const E, m1: *const E, m2: *const E, m3: *const E, out: *mut E; s: fusion::UpsampleSumShape));
+kernel_s!(upsample_sum_nhwc_bf16: Bf16 = fusion::upsample_sum_nhwc(m0: *const E, m1: *const E, m2: *const E, m3: *const E, out: *mut E; s: fusion::UpsampleSumShape));
+kernel!(hyper_product_f32: f32 = hyper::hyper_product(h: *const E, u: *const E, out: *mut E, m: u32, ch: u32, p: u32));
+kernel!(hyper_product_bf16: Bf16 = hyper::hyper_product(h: *const E, u: *const E, out: *mut E, m: u32, ch: u32, p: u32));

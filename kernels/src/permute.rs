@@ -1,0 +1,57 @@
+//! Strided gather into a contiguous output (rank <= 6): NCHW <-> NHWC, the head split
+//! `[B, N, 3, H, D] -> [3, B, H, N, D]`, and the patch embedding's im2col
+//! `[B, 3, 56, 4, 56, 4] -> [B, 56, 56, 3, 4, 4]` are all one launch of [`permute`].
+//!
+//! One grid-stride loop over the output; each output index is decomposed by u32 div/mod by the
+//! output dims from the innermost outwards (callers keep element counts below 2^31).
+
+use crate::ctx::{Ctx, Dim3, LaunchConfig};
+use crate::math::Elem;
+
+pub const MAX_RANK: usize = 6;
+
+/// The output is contiguous with dims `out_dims[..rank]`; output index `(i_0, .., i_{rank-1})`
+/// reads `x[sum_d i_d * in_strides[d]]`. Entries past `rank` are ignored.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PermuteShape {
+    pub rank: u32,
+    pub out_dims: [u32; MAX_RANK],
+    pub in_strides: [u32; MAX_RANK],
+}
+
+/// 256 threads per block; enough blocks for a few grid-stride steps per thread on a large GPU.
+pub fn config(n: usize) -> LaunchConfig {
+    let blocks = n.div_ceil(256).clamp(1, 132 * 16);
+    LaunchConfig { grid: Dim3::x(blocks as u32), block: Dim3::x(256), shared_bytes: 0 }
+}
+
+/// `out[o] = x[source offset of o]` for every `o < n` (`n` = product of `out_dims[..rank]`).
+///
+/// # Safety
+/// `out` holds `n` elements and `x` every offset the strides reach.
+#[inline(always)]
+pub unsafe fn permute<C: Ctx, E: Elem>(c: &C, x: *const E, out: *mut E, n: u32, s: &PermuteShape) {
+    let stride = c.block_dim().x * c.grid_dim().x;
+    let mut o = c.block_idx().x * c.block_dim().x + c.thread_idx().x;
+    while o < n {
+        let mut rem = o;
+        let mut src = 0u32;
+        // A fixed trip count, fully unrolled, so the shape arrays are read with constant indices
+        // (a runtime index would copy them to local memory).
+        for d in (0..MAX_RANK).rev() {
+            if (d as u32) < s.rank {
+                if d == 0 {
+                    // What is left is the outermost index (o < n): no division needed.
+                    src += rem * s.in_strides[0];
+                } else {
+                    let dim = s.out_dims[d];
+                    src += (rem % dim) * s.in_strides[d];
+                    rem /= dim;
+                }
+            }
+        }
+        *out.add(o as usize) = *x.add(src as usize);
+        o += stride;
+    }
+}
