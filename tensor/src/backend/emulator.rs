@@ -21,7 +21,7 @@ use crate::{bf16, DType, Error, Result, Tensor};
 pub use kernels::emu::Order;
 use kernels::emu::{self, EmuCtx, LaunchConfig};
 use kernels::math::{ACT_GELU, ACT_NONE, ACT_RELU};
-use kernels::{attention, elementwise, gemm, gemm_tc, layernorm, remap, softmax, Bf16, Elem};
+use kernels::{attention, elementwise, fusion, gemm, gemm_tc, hyper, layernorm, permute, remap, softmax, Bf16, Elem};
 use std::sync::Arc;
 
 /// 16 bytes, 16-byte aligned: the unit of an emulator buffer, so that the kernels' vector loads
@@ -202,10 +202,6 @@ impl Emulator {
             })
         }))
     }
-
-    fn not_built(op: &'static str) -> Error {
-        Error::Device { op, msg: "kernel not built yet".into() }
-    }
 }
 
 impl Backend for Emulator {
@@ -248,20 +244,31 @@ impl Backend for Emulator {
     }
 
     fn permute(&self, x: &T, perm: &[usize]) -> Result<T> {
-        check::permute(x, perm)?;
-        Err(Self::not_built("permute"))
+        const OP: &str = "permute";
+        let shape = check::permute(x, perm)?;
+        let n = x.elem_count();
+        // Output dim d walks input dim perm[d], whose contiguous stride is the product of the
+        // input dims after it.
+        let mut s = permute::PermuteShape { rank: perm.len() as u32, out_dims: [1; 6], in_strides: [0; 6] };
+        for (d, &p) in perm.iter().enumerate() {
+            s.out_dims[d] = shape[d] as u32;
+            s.in_strides[d] = x.shape()[p + 1..].iter().product::<usize>() as u32;
+        }
+        Ok(by_dtype!(x.dtype(), E => {
+            let px = self.arg::<E>(OP, x)?;
+            self.output::<E>(shape, x.dtype(), |po| unsafe {
+                self.launch(permute::config(n), Threads::Independent, |c| permute::permute(c, px, po, n as u32, &s))
+            })
+        }))
     }
 
     fn linear(&self, x: &T, w: &T, bias: Option<&T>, act: Activation) -> Result<T> {
         const OP: &str = "linear";
-        let (_, k, n) = check::linear(x, w, bias)?;
-        // Rows from the leading dims (the element count is 0 when k is).
-        let rows: usize = x.shape()[..x.shape().len() - 1].iter().product();
+        let (rows, k, n) = check::linear(x, w, bias)?;
         let mut shape = x.shape().to_vec();
         *shape.last_mut().expect("rank >= 1") = n;
         let pb = self.opt_arg::<f32>(OP, bias)?;
         let (m32, n32, k32, act) = (rows as u32, n as u32, k as u32, act_code(act));
-        let cfg_rows = rows;
         if x.dtype() == DType::F32 {
             let (px, pw) = (self.arg::<f32>(OP, x)?, self.arg::<f32>(OP, w)?);
             // B = wᵀ: element (kk, j) is w[j, kk].
@@ -269,7 +276,7 @@ impl Backend for Emulator {
             let s =
                 gemm::Strides { a_rs: k64, a_cs: 1, b_rs: 1, b_cs: k64, c_rs: n64, batch_a: 0, batch_b: 0, batch_c: 0 };
             Ok(self.output::<f32>(shape, DType::F32, |po| unsafe {
-                self.launch(gemm::config(cfg_rows, n, 1), Threads::Cooperative, |c| {
+                self.launch(gemm::config(rows, n, 1), Threads::Cooperative, |c| {
                     gemm::gemm_f32::<_, f32>(c, px, pw, pb, po, m32, n32, k32, &s, 1.0, act)
                 })
             }))
@@ -278,7 +285,7 @@ impl Backend for Emulator {
             let (k64, n64) = (k as u64, n as u64);
             let s = gemm_tc::Strides { lda: k64, ldb: k64, ldc: n64, batch_a: 0, batch_b: 0, batch_c: 0 };
             Ok(self.output::<Bf16>(shape, DType::BF16, |po| unsafe {
-                self.launch(gemm_tc::config(cfg_rows, n, 1), Threads::Cooperative, |c| {
+                self.launch(gemm_tc::config(rows, n, 1), Threads::Cooperative, |c| {
                     gemm_tc::gemm_tc::<_, gemm_tc::Bf16In, Bf16>(c, px, pw, pb, po, m32, n32, k32, &s, 1.0, act)
                 })
             }))
@@ -417,20 +424,9 @@ impl Backend for Emulator {
 
     fn upsample_bilinear(&self, x: &T, size: (usize, usize)) -> Result<T> {
         const OP: &str = "upsample_bilinear";
-        let [n, c, h, w] = check::nchw(OP, x)?;
-        check::resize_size(OP, size)?;
+        let [n, c, h, w] = check::upsample_bilinear(x, size)?;
         let (oh, ow) = size;
         let total = n * c * oh * ow;
-        if total >= 1 << 31 {
-            return Err(Error::BadShape {
-                op: OP,
-                shape: vec![n, c, oh, ow],
-                expected: "fewer than 2^31 elements".into(),
-            });
-        }
-        if h * w == 0 && total > 0 {
-            crate::bail!(OP, "cannot resize an empty [{h}, {w}] plane of {:?} to {size:?}", x.shape());
-        }
         let a = [n * c, h, w, oh, ow].map(|v| v as u32);
         Ok(by_dtype!(x.dtype(), E => {
             let px = self.arg::<E>(OP, x)?;
@@ -443,8 +439,33 @@ impl Backend for Emulator {
     }
 
     fn upsample_sum_nhwc(&self, maps: &[&T], size: (usize, usize)) -> Result<T> {
-        check::upsample_sum(maps, size)?;
-        Err(Self::not_built("upsample_sum_nhwc"))
+        const OP: &str = "upsample_sum_nhwc";
+        let (b, c) = check::upsample_sum(maps, size)?;
+        let (oh, ow) = size;
+        let n = b * oh * ow * c;
+        let mut s = fusion::UpsampleSumShape {
+            n_maps: maps.len() as u32,
+            b: b as u32,
+            c: c as u32,
+            oh: oh as u32,
+            ow: ow as u32,
+            h: [0; 4],
+            w: [0; 4],
+        };
+        for (i, m) in maps.iter().enumerate() {
+            (s.h[i], s.w[i]) = (m.shape()[1] as u32, m.shape()[2] as u32);
+        }
+        Ok(by_dtype!(maps[0].dtype(), E => {
+            let mut p = [std::ptr::null::<E>(); 4];
+            for (pi, m) in p.iter_mut().zip(maps) {
+                *pi = self.arg::<E>(OP, m)?;
+            }
+            self.output::<E>(vec![b, oh, ow, c], maps[0].dtype(), |po| unsafe {
+                self.launch(fusion::config(n), Threads::Independent, |ctx| {
+                    fusion::upsample_sum_nhwc(ctx, p[0], p[1], p[2], p[3], po, &s)
+                })
+            })
+        }))
     }
 
     fn conv_transpose2x2(&self, x: &T, w: &T, bias: &T) -> Result<T> {
@@ -463,7 +484,16 @@ impl Backend for Emulator {
     }
 
     fn hyper_product(&self, h: &T, u: &T) -> Result<T> {
-        check::hyper_product(h, u)?;
-        Err(Self::not_built("hyper_product"))
+        const OP: &str = "hyper_product";
+        let (b, m, c, p) = check::hyper_product(h, u)?;
+        let (m32, c32, p32) = (m as u32, c as u32, p as u32);
+        Ok(by_dtype!(h.dtype(), E => {
+            let (ph, pu) = (self.arg::<E>(OP, h)?, self.arg::<E>(OP, u)?);
+            self.output::<E>(vec![b, m, p], h.dtype(), |po| unsafe {
+                self.launch(hyper::config(b, m, c, p), Threads::Cooperative, |ctx| {
+                    hyper::hyper_product(ctx, ph, pu, po, m32, c32, p32)
+                })
+            })
+        }))
     }
 }
