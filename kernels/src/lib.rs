@@ -36,6 +36,7 @@ pub mod hyper;
 pub mod layernorm;
 pub mod math;
 pub mod permute;
+pub mod reduce;
 pub mod remap;
 pub mod softmax;
 

@@ -4,7 +4,7 @@
 use super::Gpu;
 use crate::gemm_tc::{Bf16In, F16In};
 use crate::math::Bf16;
-use crate::{attention, elementwise, fusion, gemm, gemm_tc, hyper, layernorm, permute, remap, softmax};
+use crate::{attention, elementwise, fusion, gemm, gemm_tc, hyper, layernorm, permute, reduce, remap, softmax};
 
 /// `kernel!(name: Elem = body(params))` declares entry point `name` calling `body::<Gpu, Elem>`;
 /// `E` in the parameter types is that element type (each entry lives in its own module).
@@ -27,6 +27,8 @@ kernel!(ew_binary_f32: f32 = elementwise::binary(a: *const E, b: *const E, out: 
 kernel!(ew_binary_bf16: Bf16 = elementwise::binary(a: *const E, b: *const E, out: *mut E, n: u32, nb: u32, op: u32, act: u32));
 kernel!(softmax_rows_f32: f32 = softmax::softmax_rows(x: *const E, out: *mut E, rows: usize, cols: usize));
 kernel!(softmax_rows_bf16: Bf16 = softmax::softmax_rows(x: *const E, out: *mut E, rows: usize, cols: usize));
+kernel!(reduce_rows_f32: f32 = reduce::reduce_rows(x: *const E, out: *mut E, rows: usize, cols: usize, op: u32));
+kernel!(reduce_rows_bf16: Bf16 = reduce::reduce_rows(x: *const E, out: *mut E, rows: usize, cols: usize, op: u32));
 kernel!(layernorm_rows_f32: f32 = layernorm::layernorm_rows(x: *const E, g: *const E, b: *const E, out: *mut E, rows: usize, cols: usize, eps: f32));
 kernel!(layernorm_rows_bf16: Bf16 = layernorm::layernorm_rows(x: *const E, g: *const E, b: *const E, out: *mut E, rows: usize, cols: usize, eps: f32));
 kernel!(layernorm2d_f32: f32 = layernorm::layernorm2d(x: *const E, g: *const E, b: *const E, out: *mut E, n: u32, ch: u32, hw: u32, eps: f32));
