@@ -16,6 +16,16 @@
 //!
 //! Each op is also called with wrong shapes or dtypes: both backends must refuse with the same
 //! [`Error`] variant naming the same op.
+//!
+//! ```no_run
+//! use tensor::backend::conformance::{check_all, ensure_passed, report, Cases};
+//! use tensor::backend::emulator::Emulator;
+//! use tensor::DType;
+//!
+//! let results = check_all(&Emulator::default(), DType::BF16, Cases::Small, 1);
+//! println!("{}", report(&results));
+//! ensure_passed(&results).unwrap();
+//! ```
 
 use super::reference::Reference;
 use super::{Backend, BinaryOp, DevTensor};
