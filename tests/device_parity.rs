@@ -1,10 +1,10 @@
 //! The model's device graph (`facex::model::DeviceModel`) against the official outputs: every
 //! `out.*` and `inter.*` of the fixture.
 //!
-//! On every machine it runs on the reference backend (the tensor crate's CPU ops standing in
-//! for the kernels, which are checked against that reference op by op in `tensor/tests/backend.rs`).
-//! Built with `--features cuda` on a machine with a GPU it also runs on CUDA, in f32 and bf16; it
-//! says so when it skips.
+//! On every machine it runs on the reference backend (the tensor crate's CPU ops) and on the
+//! emulator backend: the real kernel bodies under the thread-grid emulator, so the whole GPU path
+//! (graph and kernels together) is checked without a GPU. On a machine with a GPU it also runs on
+//! CUDA, in f32 and bf16; it says so when it skips.
 
 use facex::checkpoint::{load_weights, StateDict};
 use facex::model::{DeviceModel, FaceXFormer, FacexConfig};
@@ -105,4 +105,16 @@ fn wrong_input_shape_is_an_error_naming_it() {
     let err = dm.forward(&x, false).err().expect("must fail").to_string();
     assert!(err.contains("DeviceModel::forward") && err.contains("[1, 3, 200, 224]"), "{err}");
     assert!(DeviceModel::new(Reference, &model(), DType::I64).is_err());
+}
+
+#[test]
+fn emulator_backend_f32_matches_the_official_outputs() {
+    // The real kernel bodies, under the thread-grid emulator, running the whole model.
+    assert_all(&parity(tensor::backend::emulator::Emulator::default(), DType::F32));
+}
+
+#[test]
+fn emulator_backend_bf16_stays_close() {
+    // The tensor-core GEMM (mma.sync, ldmatrix) and the bf16 kernels, through the whole model.
+    assert_all(&parity(tensor::backend::emulator::Emulator::default(), DType::BF16));
 }

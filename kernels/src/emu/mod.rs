@@ -1,26 +1,27 @@
 //! A CPU emulator of the CUDA thread grid, so kernel bodies are tested on machines without a GPU.
 //!
 //! Semantics kept from the hardware:
-//! - every thread of a block is alive at once (one OS thread per GPU thread), so
-//!   [`Ctx::sync_threads`] is a real barrier ([`std::sync::Barrier`] per block);
+//! - every thread of a block is alive at once (one OS thread per GPU thread, reused for the
+//!   launch's blocks in turn), so [`Ctx::sync_threads`] is a real barrier ([`barrier::YieldBarrier`]);
 //! - threads are grouped into 32-lane warps; shuffles, votes, `ldmatrix` and `mma` are a rendezvous
 //!   of the warp's lanes (see [`warp`]), with the PTX ISA's fragment layouts ([`tensor_core`]);
 //! - each block gets its own dynamic shared memory, filled with NaN bytes (0xff) at block start, so
 //!   a read of shared memory that nothing wrote shows up in the result;
-//! - blocks run one after another in a chosen [`Order`], and the threads of a block are started in
-//!   that order too: tests run with the reversed and shuffled orders, so code that depends on a
+//! - blocks run one after another in a chosen [`Order`], and the threads are started in that
+//!   order too: tests run with the reversed and shuffled orders, so code that depends on a
 //!   lucky schedule (a missing barrier) fails.
 //!
 //! Output buffers should be filled with NaN before a launch ([`poisoned`]) so that an element no
 //! thread wrote fails the comparison.
 
+pub mod barrier;
 pub mod tensor_core;
 pub mod warp;
 
 use crate::ctx::{Ctx, Dim3};
+use barrier::YieldBarrier as Barrier;
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Barrier;
 use warp::Warp;
 
 pub use crate::ctx::LaunchConfig;
@@ -213,31 +214,45 @@ pub unsafe fn launch<F: Fn(&EmuCtx)>(cfg: LaunchConfig, order: Order, kernel: F)
     assert!(nthreads <= 1024, "more than 1024 threads per block: {cfg:?}");
     let kernel = AssertSync(kernel);
     let kernel = &kernel;
-    let g = cfg.grid;
-    for b in permutation(cfg.grid.count(), order) {
-        let bid = Dim3::new(b as u32 % g.x, (b as u32 / g.x) % g.y, b as u32 / (g.x * g.y));
-        let block = new_block(cfg, false);
-        let block = &block;
-        std::thread::scope(|s| {
-            for t in permutation(nthreads, order) {
-                let d = cfg.block;
-                let tid = Dim3::new(t as u32 % d.x, (t as u32 / d.x) % d.y, t as u32 / (d.x * d.y));
-                std::thread::Builder::new()
-                    .stack_size(256 << 10)
-                    .spawn_scoped(s, move || {
+    let (g, d) = (cfg.grid, cfg.block);
+    let blocks = permutation(cfg.grid.count(), order);
+    let blocks = &blocks;
+    // One OS thread per GPU thread of a block, reused for every block in turn (spawning is
+    // the emulator's main cost): between blocks all threads meet, and one re-poisons the shared
+    // memory before the next block starts.
+    let block = new_block(cfg, false);
+    let block = &block;
+    let between = Barrier::new(nthreads);
+    let between = &between;
+    std::thread::scope(|s| {
+        for t in permutation(nthreads, order) {
+            let tid = Dim3::new(t as u32 % d.x, (t as u32 / d.x) % d.y, t as u32 / (d.x * d.y));
+            std::thread::Builder::new()
+                .stack_size(256 << 10)
+                .spawn_scoped(s, move || {
+                    for (i, &b) in blocks.iter().enumerate() {
+                        if i > 0 {
+                            if between.wait() {
+                                for cell in block.shared.iter() {
+                                    *cell.get() = u128::MAX;
+                                }
+                            }
+                            between.wait();
+                        }
+                        let bid = Dim3::new(b as u32 % g.x, (b as u32 / g.x) % g.y, b as u32 / (g.x * g.y));
                         let ctx = EmuCtx {
                             tid,
                             bid,
-                            bdim: cfg.block,
-                            gdim: cfg.grid,
+                            bdim: d,
+                            gdim: g,
                             lane: t as u32 % 32,
                             block,
                             warp: &block.warps[t / 32],
                         };
                         (kernel.0)(&ctx)
-                    })
-                    .expect("spawn emulated GPU thread");
-            }
-        });
-    }
+                    }
+                })
+                .expect("spawn emulated GPU thread");
+        }
+    });
 }

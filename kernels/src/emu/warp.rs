@@ -2,8 +2,8 @@
 //! and waits again before the slots can be reused. Shuffles, votes, `ldmatrix` and `mma` are all
 //! built on [`Warp::exchange`].
 
+use super::barrier::YieldBarrier as Barrier;
 use std::cell::UnsafeCell;
-use std::sync::Barrier;
 
 /// Registers one lane can publish at once (`mma` publishes A's 4 and B's 2).
 const SLOTS: usize = 6;

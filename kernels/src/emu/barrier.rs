@@ -1,0 +1,33 @@
+//! A reusable barrier for emulated threads that yields instead of sleeping on a condition
+//! variable: the emulator runs hundreds of threads on a few cores, and every warp operation is a
+//! rendezvous, so waking a herd through a mutex would dominate its run time.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub struct YieldBarrier {
+    n: usize,
+    arrived: AtomicUsize,
+    generation: AtomicUsize,
+}
+
+impl YieldBarrier {
+    pub fn new(n: usize) -> Self {
+        YieldBarrier { n, arrived: AtomicUsize::new(0), generation: AtomicUsize::new(0) }
+    }
+
+    /// Blocks until `n` threads have called `wait`; returns true for exactly one of them (the
+    /// last to arrive).
+    pub fn wait(&self) -> bool {
+        let gen = self.generation.load(Ordering::Acquire);
+        if self.arrived.fetch_add(1, Ordering::AcqRel) + 1 == self.n {
+            self.arrived.store(0, Ordering::Relaxed);
+            // Release: everything written before the barrier is visible to the waiters.
+            self.generation.store(gen.wrapping_add(1), Ordering::Release);
+            return true;
+        }
+        while self.generation.load(Ordering::Acquire) == gen {
+            std::thread::yield_now();
+        }
+        false
+    }
+}
