@@ -118,3 +118,20 @@ fn emulator_backend_bf16_stays_close() {
     // The tensor-core GEMM (mma.sync, ldmatrix) and the bf16 kernels, through the whole model.
     assert_all(&parity(tensor::backend::emulator::Emulator::default(), DType::BF16));
 }
+
+#[cfg(feature = "cuda")]
+#[test]
+fn cuda_backend_matches_the_official_outputs() {
+    use tensor::backend::cuda::Cuda;
+    use tensor::cuda::CudaError;
+    let gpu = match Cuda::new(0) {
+        Ok(g) => g,
+        Err(CudaError::Unavailable(why)) => {
+            eprintln!("skipped: no CUDA device ({why})");
+            return;
+        }
+        Err(e) => panic!("CUDA device present but unusable: {e}"),
+    };
+    assert_all(&parity(gpu.clone(), DType::F32));
+    assert_all(&parity(gpu, DType::BF16));
+}

@@ -37,8 +37,9 @@ fn pick<E: DevElem>(f32_name: &'static str, bf16_name: &'static str) -> &'static
 
 /// Pointers to each argument value, as `cuLaunchKernel` takes them.
 macro_rules! args {
-    ($($a:ident),* $(,)?) => { [$(&$a as *const _ as *mut c_void),*] };
+    ($($a:ident),* $(,)?) => { [$(&$a as *const _ as *mut std::ffi::c_void),*] };
 }
+pub(crate) use args;
 
 fn invalid(kernel: &'static str, reason: String) -> CudaError {
     CudaError::Invalid { kernel, reason }
@@ -49,7 +50,8 @@ fn null_or<T>(b: Option<&DeviceBuffer<T>>) -> u64 {
 }
 
 impl CudaDevice {
-    fn launch(&self, name: &'static str, cfg: LaunchConfig, args: &mut [*mut c_void]) -> CudaResult<()> {
+    /// Launches kernel `name` on this device's stream (`args`: pointers to each argument).
+    pub(crate) fn launch(&self, name: &'static str, cfg: LaunchConfig, args: &mut [*mut c_void]) -> CudaResult<()> {
         self.bind()?;
         let (g, b) = (cfg.grid, cfg.block);
         drv("cuLaunchKernel", unsafe {
@@ -58,7 +60,7 @@ impl CudaDevice {
                 (g.x, g.y, g.z),
                 (b.x, b.y, b.z),
                 cfg.shared_bytes as u32,
-                std::ptr::null_mut(),
+                self.stream(),
                 args,
             )
         })

@@ -3,7 +3,8 @@
 //!
 //! It talks to the driver API through `cudarc` with dynamic loading, so building needs no CUDA
 //! toolkit and a machine without a GPU gets an error from [`CudaDevice::new`], never a panic.
-//! Work goes to the legacy default stream, so launches and copies run in order.
+//! Work goes to one stream per device (created at start), so launches and copies run in order;
+//! copies back to the host and `synchronize` wait for that stream.
 
 pub mod launch;
 #[cfg(test)]
@@ -50,6 +51,8 @@ pub struct CudaDevice {
     ctx: Arc<CudaContext>,
     functions: HashMap<&'static str, sys::CUfunction>,
     pool: Mutex<HashMap<usize, Vec<sys::CUdeviceptr>>>,
+    /// Every launch, copy and event of this device goes to this stream.
+    stream: sys::CUstream,
     name: String,
 }
 
@@ -83,6 +86,18 @@ pub const KERNELS: &[&str] = &[
     "upsample_bilinear_bf16",
     "conv_transpose2x2_f32",
     "conv_transpose2x2_bf16",
+    "attention_d16_f32",
+    "attention_d16_bf16",
+    "attention_d8_f32",
+    "attention_d8_bf16",
+    "permute_f32",
+    "permute_bf16",
+    "upsample_sum_nhwc_f32",
+    "upsample_sum_nhwc_bf16",
+    "hyper_product_f32",
+    "hyper_product_bf16",
+    "reduce_rows_f32",
+    "reduce_rows_bf16",
 ];
 
 impl CudaDevice {
@@ -108,7 +123,8 @@ impl CudaDevice {
                 drv("cuModuleGetFunction", unsafe { result::module::get_function(module, CString::new(k).unwrap()) })?;
             functions.insert(k, f);
         }
-        Ok(Arc::new(CudaDevice { ctx, functions, pool: Mutex::new(HashMap::new()), name }))
+        let stream = drv("cuStreamCreate", result::stream::create(result::stream::StreamKind::NonBlocking))?;
+        Ok(Arc::new(CudaDevice { ctx, functions, pool: Mutex::new(HashMap::new()), stream, name }))
     }
 
     pub fn name(&self) -> &str {
@@ -142,7 +158,10 @@ impl CudaDevice {
     pub fn upload<T: Copy>(self: &Arc<Self>, data: &[T]) -> CudaResult<DeviceBuffer<T>> {
         let buf = self.alloc(data.len())?;
         if !data.is_empty() {
-            drv("cuMemcpyHtoD", unsafe { result::memcpy_htod_sync(buf.ptr, data) })?;
+            // Asynchronous on our stream (ordered with the kernels), then waited for: `data` is
+            // borrowed only for this call.
+            drv("cuMemcpyHtoDAsync", unsafe { result::memcpy_htod_async(buf.ptr, data, self.stream) })?;
+            self.synchronize()?;
         }
         Ok(buf)
     }
@@ -152,27 +171,46 @@ impl CudaDevice {
         self.bind()?;
         let mut out = vec![T::default(); buf.len];
         if !out.is_empty() {
-            drv("cuMemcpyDtoH", unsafe { result::memcpy_dtoh_sync(&mut out, buf.ptr) })?;
+            drv("cuMemcpyDtoHAsync", unsafe { result::memcpy_dtoh_async(&mut out, buf.ptr, self.stream) })?;
         }
+        self.synchronize()?;
+        Ok(out)
+    }
+
+    /// Copies `bytes` bytes from device address `ptr` back to the host (waits for the work
+    /// queued before it). The caller keeps `ptr..ptr + bytes` inside one of its buffers.
+    pub fn download_bytes(&self, ptr: u64, bytes: usize) -> CudaResult<Vec<u8>> {
+        self.bind()?;
+        let mut out = vec![0u8; bytes];
+        if bytes > 0 {
+            drv("cuMemcpyDtoHAsync", unsafe { result::memcpy_dtoh_async(&mut out, ptr, self.stream) })?;
+        }
+        self.synchronize()?;
         Ok(out)
     }
 
     /// Fills a buffer with the byte `b` (0xff makes every f32/bf16 a NaN: poison for tests).
     pub fn fill_bytes<T>(&self, buf: &DeviceBuffer<T>, b: u8) -> CudaResult<()> {
         self.bind()?;
-        drv("cuMemsetD8", unsafe { result::memset_d8_sync(buf.ptr, b, buf.len * std::mem::size_of::<T>()) })
+        let n = buf.len * std::mem::size_of::<T>();
+        drv("cuMemsetD8Async", unsafe { result::memset_d8_async(buf.ptr, b, n, self.stream) })
     }
 
     /// Device-to-device copy of `n` bytes (used to measure the memory bandwidth ceiling).
     pub fn copy_bytes<T, U>(&self, dst: &DeviceBuffer<T>, src: &DeviceBuffer<U>, n: usize) -> CudaResult<()> {
         self.bind()?;
         assert!(n <= dst.bytes && n <= src.bytes);
-        drv("cuMemcpyDtoDAsync", unsafe { result::memcpy_dtod_async(dst.ptr, src.ptr, n, std::ptr::null_mut()) })
+        drv("cuMemcpyDtoDAsync", unsafe { result::memcpy_dtod_async(dst.ptr, src.ptr, n, self.stream) })
     }
 
+    /// Waits for everything queued on this device's stream.
     pub fn synchronize(&self) -> CudaResult<()> {
         self.bind()?;
-        drv("cuCtxSynchronize", self.ctx.synchronize())
+        drv("cuStreamSynchronize", unsafe { result::stream::synchronize(self.stream) })
+    }
+
+    pub(crate) fn stream(&self) -> sys::CUstream {
+        self.stream
     }
 
     /// Times `f` (which queues work) with device events: the median over `reps` runs after one
@@ -186,9 +224,9 @@ impl CudaDevice {
             (drv("cuEventCreate", result::event::create(flags))?, drv("cuEventCreate", result::event::create(flags))?);
         let mut times = Vec::with_capacity(reps);
         for _ in 0..reps {
-            drv("cuEventRecord", unsafe { result::event::record(start, std::ptr::null_mut()) })?;
+            drv("cuEventRecord", unsafe { result::event::record(start, self.stream) })?;
             f()?;
-            drv("cuEventRecord", unsafe { result::event::record(end, std::ptr::null_mut()) })?;
+            drv("cuEventRecord", unsafe { result::event::record(end, self.stream) })?;
             drv("cuEventSynchronize", unsafe { result::event::synchronize(end) })?;
             times.push(drv("cuEventElapsedTime", unsafe { result::event::elapsed(start, end) })?);
         }
@@ -232,6 +270,10 @@ impl<T> Drop for DeviceBuffer<T> {
 impl Drop for CudaDevice {
     fn drop(&mut self) {
         if self.bind().is_ok() {
+            unsafe {
+                let _ = result::stream::synchronize(self.stream);
+                let _ = result::stream::destroy(self.stream);
+            }
             for (_, ptrs) in self.pool.lock().unwrap().drain() {
                 for p in ptrs {
                     unsafe {

@@ -443,3 +443,26 @@ fn cuda_bench() {
         std::fs::write(path, lines.join("\n") + "\n").unwrap();
     }
 }
+
+/// The device backend (`backend::cuda::Cuda`) against the reference backend, every op, at small
+/// odd shapes and at the model's shapes, f32 and bf16 (the harness of `backend::conformance`).
+#[test]
+fn cuda_backend_conforms() {
+    use crate::backend::conformance::{check_all, ensure_passed, report, Cases};
+    use crate::backend::cuda::Cuda;
+    let gpu = match Cuda::new(0) {
+        Ok(g) => g,
+        Err(CudaError::Unavailable(why)) => {
+            eprintln!("skipped: no CUDA device ({why})");
+            return;
+        }
+        Err(e) => panic!("CUDA device present but unusable: {e}"),
+    };
+    for dtype in [crate::DType::F32, crate::DType::BF16] {
+        for cases in [Cases::Small, Cases::Model] {
+            let results = check_all(&gpu, dtype, cases, 7);
+            println!("{}", report(&results));
+            ensure_passed(&results).unwrap_or_else(|e| panic!("{dtype:?} {cases:?}: {e}"));
+        }
+    }
+}
