@@ -355,8 +355,8 @@ fn cuda_bench() {
     rec("memcpy_dtod_1GiB".into(), ms, 2.0 * n as f64 * 4.0, 0.0);
     drop((x, y));
 
-    // Elementwise bias + GELU, bf16, [64*3136, 384] (the stage-1 MLP hidden).
-    let (rows, cols) = (64 * 3136, 384);
+    // Elementwise bias + GELU, bf16, [64*3136, 512] (the stage-1 MLP hidden of Swin-B).
+    let (rows, cols) = (64 * 3136, 512);
     let a = dev.upload(&rand_vec(rows * cols, 1).iter().map(|&v| bf16::from_f32(v)).collect::<Vec<_>>()).unwrap();
     let bias = dev.upload(&rand_vec(cols, 2).iter().map(|&v| bf16::from_f32(v)).collect::<Vec<_>>()).unwrap();
     let out = dev.alloc::<bf16>(rows * cols).unwrap();
@@ -372,8 +372,8 @@ fn cuda_bench() {
     rec(format!("softmax_f32 {rows}x{cols}"), ms, 2.0 * (rows * cols * 4) as f64, 0.0);
     drop((x, out));
 
-    // LayerNorm over C=96 of [64*3136, 96], bf16.
-    let (rows, cols) = (64 * 3136, 96);
+    // LayerNorm over C=128 of [64*3136, 128], bf16 (Swin-B stage 1).
+    let (rows, cols) = (64 * 3136, 128);
     let x = dev.upload(&rand_vec(rows * cols, 4).iter().map(|&v| bf16::from_f32(v)).collect::<Vec<_>>()).unwrap();
     let out = dev.alloc::<bf16>(rows * cols).unwrap();
     let ms = dev.time_ms(20, || dev.layernorm_rows(&x, None, None, &out, rows, cols, 1e-5)).unwrap();
@@ -388,9 +388,9 @@ fn cuda_bench() {
     rec(format!("layernorm2d_f32 {n}x{ch}x{hw}"), ms, 2.0 * (n * ch * hw * 4) as f64, 0.0);
     drop((x, out));
 
-    // Swin window attention, stage 1 at batch 64: 64 images x 64 windows, 3 heads, 49 tokens,
+    // Swin window attention, stage 1 at batch 64: 64 images x 64 windows, 4 heads, 49 tokens,
     // head dim 32, bf16, with relative-position bias and the shifted-window mask.
-    let (batch, heads, t) = (64 * 64, 3, 49);
+    let (batch, heads, t) = (64 * 64, 4, 49);
     let qkv_len = batch * heads * t * 32;
     let mk =
         |seed| dev.upload(&rand_vec(qkv_len, seed).iter().map(|&v| bf16::from_f32(v)).collect::<Vec<_>>()).unwrap();
@@ -407,11 +407,13 @@ fn cuda_bench() {
 
     // GEMMs, bf16 in, bf16 out, f32 accumulate: C[m,n] = A[m,k] B[n,k]^T (+ bias for the MLP).
     for &(m, n, k) in &[
-        (3136, 128, 384),
         (3136, 384, 128),
-        (64 * 3136, 384, 96),
-        (64 * 3136, 96, 384),
-        (64 * 784, 768, 192),
+        (64 * 3136, 384, 128),
+        (64 * 3136, 512, 128),
+        (64 * 3136, 128, 512),
+        (64 * 196, 2048, 512),
+        (64 * 196, 512, 2048),
+        (64 * 49, 3072, 1024),
         (4096, 4096, 4096),
     ] {
         let a = dev.upload(&rand_vec(m * k, 6).iter().map(|&v| bf16::from_f32(v)).collect::<Vec<_>>()).unwrap();
@@ -438,6 +440,68 @@ fn cuda_bench() {
     };
     let ms = dev.time_ms(5, || dev.gemm_f32(&a, &a, None, &out, (1, m, m, m), s, 1.0, ACT_NONE)).unwrap();
     rec(format!("gemm_f32 {m}x{m}x{m}"), ms, 3.0 * (m * m * 4) as f64, 2.0 * (m * m * m) as f64);
+
+    // The device ops added for the model, through the backend (bf16, batch 64, Swin-B shapes).
+    {
+        use crate::backend::cuda::Cuda;
+        use crate::backend::{Backend, DevTensor};
+        use crate::{DType, Tensor};
+        let gpu = Cuda::new(0).unwrap();
+        let up = |shape: &[usize], seed: u64| -> DevTensor<Cuda> {
+            gpu.upload(&Tensor::rand_uniform(shape, -1.0, 1.0, seed, DType::F32), DType::BF16).unwrap()
+        };
+        let mut time = |name: String, bytes: f64, flops: f64, f: &dyn Fn() -> crate::Result<DevTensor<Cuda>>| {
+            let ms = dev
+                .time_ms(20, || {
+                    f().map(|_| ()).map_err(|e| CudaError::Invalid { kernel: "bench", reason: e.to_string() })
+                })
+                .unwrap();
+            rec(name, ms, bytes, flops);
+        };
+        let qkv = up(&[64 * 64, 49, 3, 4, 32], 20);
+        let n = qkv.elem_count() as f64;
+        time("permute_bf16 qkv split 4096x49x3x4x32".into(), 4.0 * n, 0.0, &|| gpu.permute(&qkv, &[2, 0, 3, 1, 4]));
+        let maps = [
+            up(&[64, 56, 56, 256], 21),
+            up(&[64, 28, 28, 256], 22),
+            up(&[64, 14, 14, 256], 23),
+            up(&[64, 7, 7, 256], 24),
+        ];
+        let read: usize = maps.iter().map(|m| m.elem_count()).sum();
+        time(
+            "upsample_sum_nhwc_bf16 64x56x56x256 from 4 maps".into(),
+            2.0 * (read + 64 * 3136 * 256) as f64,
+            0.0,
+            &|| gpu.upsample_sum_nhwc(&maps.iter().collect::<Vec<_>>(), (56, 56)),
+        );
+        let (h, u) = (up(&[64, 11, 32], 25), up(&[64, 32, 224 * 224], 26));
+        let p = 224 * 224;
+        time(
+            "hyper_product_bf16 64x11x32 . 64x32x50176".into(),
+            2.0 * (u.elem_count() + 64 * 11 * p) as f64,
+            2.0 * (64usize * 11 * 32 * p) as f64,
+            &|| gpu.hyper_product(&h, &u),
+        );
+        let x = up(&[64, 256, 56, 56], 27);
+        let (w, b) = (up(&[256, 64, 2, 2], 28), up(&[64], 29));
+        time(
+            "conv_transpose2x2_bf16 64x256x56x56 -> 64".into(),
+            2.0 * (x.elem_count() + 64 * 64 * 112 * 112) as f64,
+            2.0 * (64usize * 64 * 112 * 112 * 256) as f64,
+            &|| gpu.conv_transpose2x2(&x, &w, &b),
+        );
+        // The decoder's cross-attention both ways, 8 heads of 16 (internal width 128).
+        let (tq, tk) = (up(&[64, 8, 18, 16], 30), up(&[64, 8, 3136, 16], 31));
+        let bytes = 2.0 * (2 * tq.elem_count() + 2 * tk.elem_count()) as f64;
+        let flops = 4.0 * (64usize * 8 * 18 * 3136 * 16) as f64;
+        time("attention_d16_bf16 tokens->image 64x8x18x3136".into(), bytes, flops, &|| {
+            gpu.attention(&tq, &tk, &tk, None, None, 0.25)
+        });
+        let bytes = 2.0 * (2 * tk.elem_count() + 2 * tq.elem_count()) as f64;
+        time("attention_d16_bf16 image->tokens 64x8x3136x18".into(), bytes, flops, &|| {
+            gpu.attention(&tk, &tq, &tq, None, None, 0.25)
+        });
+    }
 
     if let Ok(path) = std::env::var("BENCH_OUT") {
         std::fs::write(path, lines.join("\n") + "\n").unwrap();
