@@ -148,11 +148,11 @@ impl Backend for Cuda {
             self.dev.download_bytes(p, x.elem_count() * x.dtype().size_in_bytes()).map_err(device_err("download"))?;
         match x.dtype() {
             DType::F32 => {
-                let v = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+                let v = bytes.as_chunks::<4>().0.iter().map(|c| f32::from_le_bytes(*c)).collect();
                 Tensor::from_vec(v, x.shape())
             }
             _ => {
-                let v = bytes.chunks_exact(2).map(|c| bf16::from_bits(u16::from_le_bytes([c[0], c[1]]))).collect();
+                let v = bytes.as_chunks::<2>().0.iter().map(|c| bf16::from_bits(u16::from_le_bytes(*c))).collect();
                 Tensor::from_vec(v, x.shape())
             }
         }
