@@ -13,11 +13,11 @@ mod params;
 pub(crate) mod swin;
 
 pub use config::{DecoderConfig, FacexConfig, SwinConfig};
+pub use device::{DeviceModel, DeviceOutputs, DeviceRun};
 pub use facexformer::{FaceXFormer, Intermediates, Outputs, IMAGE_SIZE};
 pub use fusion::positional_encoding;
 pub use heads::{NUM_MASKS, NUM_TOKENS, TASKS};
 pub use params::Entry;
-pub use device::{DeviceModel, DeviceOutputs, DeviceRun};
 pub use swin::relative_position_index;
 
 use std::fmt;
