@@ -55,7 +55,7 @@ timeout 150 "$BIN" cuda:: --nocapture --test-threads=1 2>&1 | tee "$OUT/tests.lo
 tests_rc=${PIPESTATUS[0]}
 
 echo "== 1b. the model on the device vs the official outputs (f32 and bf16)"
-FACEX_FIXTURES=$PWD/tests/fixtures/facexformer-tiny timeout 90 .gpu-bin/device-parity --nocapture --test-threads=1 2>&1 |
+FACEX_FIXTURES=$PWD/tests/fixtures/facexformer-tiny timeout 90 .gpu-bin/device-parity cuda_ --nocapture --test-threads=1 2>&1 |
     tee "$OUT/parity.log"
 parity_rc=${PIPESTATUS[0]}
 
