@@ -1,7 +1,11 @@
 //! Fused attention with online softmax: `out = softmax(scale * q k^T + bias + mask) v`, without a
 //! score matrix in global memory.
 //!
-//! Layouts (contiguous): `q`, `out` are `[batch, heads, nq, D]`, `k`, `v` are `[batch, heads, nk, D]`;
+//! Layouts are strided (element strides per batch item, head and row in [`AttnShape`]), so the
+//! kernel reads heads straight out of a Linear's token-major output: `[B, n, heads·D]`, or Swin's
+//! packed `[B, n, 3·heads·D]` qkv (q, k, v at column offsets 0, C, 2C, row stride 3C), and writes
+//! `[B, nq, heads·D]` for the output projection, with no permuted copies. Head-major
+//! `[batch, heads, n, D]` is the special case of [`AttnShape::head_major`].
 //! `bias` (optional) is `[heads, nq, nk]` (Swin's relative-position bias, gathered); `mask`
 //! (optional) is `[n_mask, nq, nk]` and batch item `b` uses mask `b % n_mask` (Swin's shifted
 //! windows: batch = images x windows, windows innermost).
@@ -19,7 +23,8 @@ pub const THREADS: usize = 64;
 /// Keys per shared-memory tile.
 pub const KT: usize = 64;
 
-/// Per-launch sizes.
+/// Per-launch sizes and element strides (`q_*` for q, `kv_*` for k and v, `o_*` for out: batch
+/// item, head, row).
 #[derive(Clone, Copy, Debug)]
 #[repr(C)]
 pub struct AttnShape {
@@ -28,6 +33,71 @@ pub struct AttnShape {
     pub nk: u32,
     pub n_mask: u32,
     pub scale: f32,
+    pub q_bs: u32,
+    pub q_hs: u32,
+    pub q_rs: u32,
+    pub kv_bs: u32,
+    pub kv_hs: u32,
+    pub kv_rs: u32,
+    pub o_bs: u32,
+    pub o_hs: u32,
+    pub o_rs: u32,
+}
+
+impl AttnShape {
+    /// Contiguous `[batch, heads, n, d]` q, k, v and out.
+    pub fn head_major(heads: usize, nq: usize, nk: usize, n_mask: usize, scale: f32, d: usize) -> AttnShape {
+        let (h, q, k, d) = (heads as u32, nq as u32, nk as u32, d as u32);
+        AttnShape {
+            heads: h,
+            nq: q,
+            nk: k,
+            n_mask: n_mask as u32,
+            scale,
+            q_bs: h * q * d,
+            q_hs: q * d,
+            q_rs: d,
+            kv_bs: h * k * d,
+            kv_hs: k * d,
+            kv_rs: d,
+            o_bs: h * q * d,
+            o_hs: q * d,
+            o_rs: d,
+        }
+    }
+
+    /// Token-major operands: rows of `q_row`, `kv_row` and `o_row` elements (q `[B, nq, q_row]`,
+    /// k and v `[B, nk, kv_row]`, out `[B, nq, o_row]`), head `h` at columns `h·d..(h+1)·d` of a
+    /// row (after each operand's own start pointer).
+    #[allow(clippy::too_many_arguments)]
+    pub fn token_major(
+        heads: usize,
+        nq: usize,
+        nk: usize,
+        n_mask: usize,
+        scale: f32,
+        d: usize,
+        (q_row, kv_row, o_row): (usize, usize, usize),
+    ) -> AttnShape {
+        let (q, k, d) = (nq as u32, nk as u32, d as u32);
+        let (qr, kr, or) = (q_row as u32, kv_row as u32, o_row as u32);
+        AttnShape {
+            heads: heads as u32,
+            nq: q,
+            nk: k,
+            n_mask: n_mask as u32,
+            scale,
+            q_bs: q * qr,
+            q_hs: d,
+            q_rs: qr,
+            kv_bs: k * kr,
+            kv_hs: d,
+            kv_rs: kr,
+            o_bs: q * or,
+            o_hs: d,
+            o_rs: or,
+        }
+    }
 }
 
 pub fn config<const D: usize>(batch: usize, heads: usize, nq: usize) -> LaunchConfig {
@@ -54,7 +124,6 @@ pub unsafe fn attention<C: Ctx, E: Elem, const D: usize>(
     let (nq, nk) = (s.nq as usize, s.nk as usize);
     let bid = c.block_idx();
     let (h, b) = (bid.y as usize, bid.z as usize);
-    let bh = b * s.heads as usize + h;
     let t = c.thread_idx().x as usize;
     let i = bid.x as usize * THREADS + t;
     let active = i < nq;
@@ -64,7 +133,7 @@ pub unsafe fn attention<C: Ctx, E: Elem, const D: usize>(
     // This query row, pre-scaled by scale * log2(e) so the softmax runs on exp2.
     let mut qr = [0.0f32; D];
     if active {
-        let qp = q.add((bh * nq + i) * D);
+        let qp = q.add(b * s.q_bs as usize + h * s.q_hs as usize + i * s.q_rs as usize);
         for (d, qd) in qr.iter_mut().enumerate() {
             *qd = (*qp.add(d)).to_f32() * s.scale * LOG2_E;
         }
@@ -77,12 +146,14 @@ pub unsafe fn attention<C: Ctx, E: Elem, const D: usize>(
     let mut j0 = 0;
     while j0 < nk {
         let rows = (nk - j0).min(KT);
-        // Stage K and V rows j0.. (all threads, coalesced: consecutive threads, consecutive elements).
-        let base = (bh * nk + j0) * D;
+        // Stage K and V rows j0.. (all threads; consecutive threads read consecutive elements of
+        // a row, D of them, so a warp reads 32·4/D rows' head slices).
+        let base = b * s.kv_bs as usize + h * s.kv_hs as usize + j0 * s.kv_rs as usize;
         let mut e = t;
         while e < rows * D {
-            *k_sh.add(e) = (*k.add(base + e)).to_f32();
-            *v_sh.add(e) = (*v.add(base + e)).to_f32();
+            let at = base + (e / D) * s.kv_rs as usize + e % D;
+            *k_sh.add(e) = (*k.add(at)).to_f32();
+            *v_sh.add(e) = (*v.add(at)).to_f32();
             e += THREADS;
         }
         c.sync_threads();
@@ -120,7 +191,7 @@ pub unsafe fn attention<C: Ctx, E: Elem, const D: usize>(
         j0 += KT;
     }
     if active {
-        let op = out.add((bh * nq + i) * D);
+        let op = out.add(b * s.o_bs as usize + h * s.o_hs as usize + i * s.o_rs as usize);
         let inv = 1.0 / l;
         for (d, a) in acc.iter().enumerate() {
             *op.add(d) = E::from_f32(a * inv);

@@ -85,7 +85,7 @@ fn check<E: Elem, const D: usize>(
         nk,
         scale as f64,
     );
-    let shape = AttnShape { heads: heads as u32, nq: nq as u32, nk: nk as u32, n_mask: n_mask.max(1) as u32, scale };
+    let shape = AttnShape::head_major(heads, nq, nk, n_mask.max(1), scale, D);
     for_each_order(|order| {
         let mut out = vec![E::from_f32(f32::NAN); batch * heads * nq * D];
         let (pq, pk, pv, po) = (q.as_ptr(), k.as_ptr(), v.as_ptr(), out.as_mut_ptr());
@@ -156,4 +156,55 @@ proptest! {
             check::<f32, 8>(batch, heads, nq, nk, with_bias, n_mask, seed, 2e-5);
         }
     }
+}
+
+/// Swin's packed qkv `[B, n, 3, heads, D]` read in place (q, k, v at column offsets 0, C, 2C of
+/// rows of 3C) and the output written token-major `[B, n, heads·D]`: the same numbers as the
+/// head-major reference.
+#[test]
+fn packed_qkv_in_and_token_major_out() {
+    const D: usize = 32;
+    let (batch, heads, n) = (3, 2, 49);
+    let c = heads * D;
+    let packed: Vec<f32> = rand_vec(batch * n * 3 * c, 21).iter().map(|x| x * 2.0).collect();
+    // Head-major copies for the reference: part p of (b, token i, head h, d).
+    let split = |p: usize| -> Vec<f32> {
+        let mut v = vec![0f32; batch * heads * n * D];
+        for b in 0..batch {
+            for i in 0..n {
+                for h in 0..heads {
+                    for d in 0..D {
+                        v[((b * heads + h) * n + i) * D + d] = packed[((b * n + i) * 3 + p) * c + h * D + d];
+                    }
+                }
+            }
+        }
+        v
+    };
+    let bias = rand_vec(heads * n * n, 22);
+    let scale = 1.0 / (D as f32).sqrt();
+    let want_hm =
+        attention_ref::<D>(&split(0), &split(1), &split(2), Some(&bias), None, batch, heads, n, n, scale as f64);
+    // The reference is head-major; the kernel writes token-major.
+    let mut want = vec![0f64; batch * n * c];
+    for b in 0..batch {
+        for h in 0..heads {
+            for i in 0..n {
+                for d in 0..D {
+                    want[(b * n + i) * c + h * D + d] = want_hm[((b * heads + h) * n + i) * D + d];
+                }
+            }
+        }
+    }
+    let shape = AttnShape::token_major(heads, n, n, 1, scale, D, (3 * c, 3 * c, c));
+    for_each_order(|order| {
+        let mut out = vec![f32::NAN; batch * n * c];
+        let (pq, po, pb) = (packed.as_ptr(), out.as_mut_ptr(), bias.as_ptr());
+        let (pk, pv) = unsafe { (pq.add(c), pq.add(2 * c)) };
+        let cfg = attention::config::<D>(batch, heads, n);
+        unsafe {
+            run(cfg, order, |ctx| attention::attention::<_, f32, D>(ctx, pq, pk, pv, pb, std::ptr::null(), po, &shape))
+        };
+        assert_close(&out, &want, 2e-5, 2e-5, &format!("packed qkv {order:?}"));
+    });
 }

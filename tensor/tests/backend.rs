@@ -31,7 +31,9 @@ fn emulator_conforms_bf16() {
 /// The kernels that cooperate (barriers, warps, tensor cores) under the other start orders.
 #[test]
 fn emulator_conforms_in_every_order() {
-    let coop = |op: &str| matches!(op, "linear" | "attention" | "softmax_rows" | "layer_norm" | "hyper_product");
+    let coop = |op: &str| {
+        matches!(op, "linear" | "attention" | "attention_packed" | "softmax_rows" | "layer_norm" | "hyper_product")
+    };
     for order in [Order::Forward, Order::Reverse, Order::Shuffled(99)] {
         for dtype in [DType::F32, DType::BF16] {
             assert_all_passed(&conformance::check_matching(&Emulator::new(order), dtype, Cases::Small, 3, coop));
@@ -126,7 +128,7 @@ fn bad_shapes_are_errors_naming_the_op() {
     let name = |r: Result<DevTensor<Emulator>>| r.unwrap_err().to_string();
     assert!(name(em.linear(&up(&[3, 4]), &up(&[5, 3]), None, Activation::None)).starts_with("linear:"));
     assert!(matches!(
-        em.attention(&up(&[1, 1, 2, 12]), &up(&[1, 1, 3, 12]), &up(&[1, 1, 3, 12]), None, None, 1.0),
+        em.attention(&up(&[1, 2, 12]), &up(&[1, 3, 12]), &up(&[1, 3, 12]), 1, None, None, 1.0),
         Err(Error::BadShape { op: "attention", .. })
     ));
     assert!(name(em.binary(&up(&[3, 4]), &up(&[3]), BinaryOp::Add)).starts_with("binary:"));
@@ -225,9 +227,26 @@ impl Backend for Skewed {
     fn softmax_rows(&self, x: &S) -> Result<S> {
         self.back("softmax_rows", Reference.softmax_rows(&to_r(x)))
     }
-    fn attention(&self, q: &S, k: &S, v: &S, bias: Option<&S>, mask: Option<&S>, scale: f32) -> Result<S> {
+    fn attention(
+        &self,
+        q: &S,
+        k: &S,
+        v: &S,
+        heads: usize,
+        bias: Option<&S>,
+        mask: Option<&S>,
+        scale: f32,
+    ) -> Result<S> {
         let (bias, mask) = (bias.map(to_r), mask.map(to_r));
-        self.back("attention", Reference.attention(&to_r(q), &to_r(k), &to_r(v), bias.as_ref(), mask.as_ref(), scale))
+        let r = Reference.attention(&to_r(q), &to_r(k), &to_r(v), heads, bias.as_ref(), mask.as_ref(), scale);
+        self.back("attention", r)
+    }
+    fn attention_packed(&self, qkv: &S, heads: usize, bias: Option<&S>, mask: Option<&S>, scale: f32) -> Result<S> {
+        let (bias, mask) = (bias.map(to_r), mask.map(to_r));
+        self.back(
+            "attention_packed",
+            Reference.attention_packed(&to_r(qkv), heads, bias.as_ref(), mask.as_ref(), scale),
+        )
     }
     fn window_partition(&self, x: &S, window: usize, shift: usize) -> Result<S> {
         self.back("window_partition", Reference.window_partition(&to_r(x), window, shift))
@@ -255,8 +274,16 @@ impl Backend for Skewed {
 
 #[test]
 fn harness_flags_a_wrong_op() {
-    let ops =
-        ["permute", "linear", "softmax_rows", "attention", "upsample_sum_nhwc", "hyper_product", "window_reverse"];
+    let ops = [
+        "permute",
+        "linear",
+        "softmax_rows",
+        "attention",
+        "attention_packed",
+        "upsample_sum_nhwc",
+        "hyper_product",
+        "window_reverse",
+    ];
     for op in ops {
         // One bf16 step at 1 is 2^-7: a skew of 0.05 is beyond every tolerance, in both dtypes.
         let results = conformance::check_all(&Skewed { op, delta: 0.05 }, DType::F32, Cases::Small, 1);

@@ -113,26 +113,56 @@ pub fn layer_norm2d<B: Backend + ?Sized>(x: &T<B>, w: &T<B>, b: &T<B>) -> Result
     Ok(d)
 }
 
-/// Returns (batch, heads, nq, nk, d).
+/// The head dim of `width` split in `heads` (8, 16 or 32: the kernel's instances).
+fn head_dim<B: Backend + ?Sized>(op: &'static str, t: &T<B>, width: usize, heads: usize) -> Result<usize> {
+    match width.checked_div(heads) {
+        Some(d @ (8 | 16 | 32)) if d * heads == width => Ok(d),
+        _ => Err(bad(op, t, &format!("{heads} heads of dim 8, 16 or 32 in a row of {width}"))),
+    }
+}
+
+/// Bias `[heads, nq, nk]` and mask `[nm, nq, nk]` (nm dividing the batch), both f32.
+fn bias_and_mask<B: Backend + ?Sized>(
+    op: &'static str,
+    (b, h, nq, nk): (usize, usize, usize, usize),
+    bias: Option<&T<B>>,
+    mask: Option<&T<B>>,
+) -> Result<()> {
+    if let Some(bias) = bias {
+        same_dtype(op, DType::F32, &[bias])?;
+        if bias.shape() != [h, nq, nk] {
+            return Err(bad(op, bias, &format!("bias [{h}, {nq}, {nk}]")));
+        }
+    }
+    if let Some(m) = mask {
+        same_dtype(op, DType::F32, &[m])?;
+        match *m.shape() {
+            [nm, mq, mk] if nm > 0 && b % nm == 0 && (mq, mk) == (nq, nk) => {}
+            _ => return Err(bad(op, m, &format!("mask [n, {nq}, {nk}] with n dividing the batch {b}"))),
+        }
+    }
+    Ok(())
+}
+
+/// Token-major q `[B, nq, H·d]`, k and v `[B, nk, H·d]`; returns (batch, heads, nq, nk, d).
 pub fn attention<B: Backend + ?Sized>(
     q: &T<B>,
     k: &T<B>,
     v: &T<B>,
+    heads: usize,
     bias: Option<&T<B>>,
     mask: Option<&T<B>>,
 ) -> Result<(usize, usize, usize, usize, usize)> {
     const OP: &str = "attention";
     let dt = elem(OP, q)?;
     same_dtype(OP, dt, &[k, v])?;
-    let [b, h, nq, d] = match *q.shape() {
-        [b, h, nq, d] => [b, h, nq, d],
-        _ => return Err(bad(OP, q, "q [B, H, nq, d]")),
+    let [b, nq, width] = match *q.shape() {
+        [b, nq, w] => [b, nq, w],
+        _ => return Err(bad(OP, q, "q [B, nq, heads·d]")),
     };
-    if !matches!(d, 8 | 16 | 32) {
-        return Err(bad(OP, q, "head dim 8, 16 or 32"));
-    }
+    let d = head_dim(OP, q, width, heads)?;
     let nk = match *k.shape() {
-        [kb, kh, nk, kd] if (kb, kh, kd) == (b, h, d) => nk,
+        [kb, nk, kw] if (kb, kw) == (b, width) => nk,
         _ => return Err(mismatch(OP, q, k)),
     };
     if v.shape() != k.shape() {
@@ -141,23 +171,30 @@ pub fn attention<B: Backend + ?Sized>(
     if nk == 0 {
         return Err(bad(OP, k, "at least one key"));
     }
-    if let Some(bias) = bias {
-        same_dtype(OP, DType::F32, &[bias])?;
-        if bias.shape() != [h, nq, nk] {
-            return Err(bad(OP, bias, &format!("bias [{h}, {nq}, {nk}]")));
-        }
-    }
-    if let Some(m) = mask {
-        same_dtype(OP, DType::F32, &[m])?;
-        match *m.shape() {
-            [nm, mq, mk] if nm > 0 && b % nm == 0 && (mq, mk) == (nq, nk) => {}
-            _ => return Err(bad(OP, m, &format!("mask [n, {nq}, {nk}] with n dividing the batch {b}"))),
-        }
-    }
+    bias_and_mask(OP, (b, heads, nq, nk), bias, mask)?;
     for t in [q, k] {
         small(OP, t)?;
     }
-    Ok((b, h, nq, nk, d))
+    Ok((b, heads, nq, nk, d))
+}
+
+/// Packed qkv `[B, n, 3·H·d]`; returns (batch, heads, n, d).
+pub fn attention_packed<B: Backend + ?Sized>(
+    qkv: &T<B>,
+    heads: usize,
+    bias: Option<&T<B>>,
+    mask: Option<&T<B>>,
+) -> Result<(usize, usize, usize, usize)> {
+    const OP: &str = "attention_packed";
+    elem(OP, qkv)?;
+    small(OP, qkv)?;
+    let [b, n, width] = match *qkv.shape() {
+        [b, n, w] if w % 3 == 0 && n > 0 => [b, n, w],
+        _ => return Err(bad(OP, qkv, "qkv [B, n >= 1, 3·heads·d]")),
+    };
+    let d = head_dim(OP, qkv, width / 3, heads)?;
+    bias_and_mask(OP, (b, heads, n, n), bias, mask)?;
+    Ok((b, heads, n, d))
 }
 
 /// `[B, H, W, C]` with H and W multiples of the window; returns the dims.

@@ -81,15 +81,32 @@ enum Kind {
 #[derive(Debug, Clone)]
 enum Op {
     Permute(Vec<usize>),
-    Linear { act: Activation, bias: bool },
+    Linear {
+        act: Activation,
+        bias: bool,
+    },
     Binary(BinaryOp),
     Act(Activation),
     LayerNorm(f32),
     LayerNorm2d(f32),
     Softmax,
-    Attention { scale: f32, bias: bool, mask: bool },
-    WindowPartition { window: usize, shift: usize },
-    WindowReverse { hw: (usize, usize), window: usize, shift: usize },
+    /// Token-major q, k, v (`packed`: one qkv tensor).
+    Attention {
+        heads: usize,
+        packed: bool,
+        scale: f32,
+        bias: bool,
+        mask: bool,
+    },
+    WindowPartition {
+        window: usize,
+        shift: usize,
+    },
+    WindowReverse {
+        hw: (usize, usize),
+        window: usize,
+        shift: usize,
+    },
     PatchMerge,
     Upsample((usize, usize)),
     UpsampleSum((usize, usize)),
@@ -107,7 +124,8 @@ impl Op {
             Op::LayerNorm(_) => "layer_norm",
             Op::LayerNorm2d(_) => "layer_norm2d",
             Op::Softmax => "softmax_rows",
-            Op::Attention { .. } => "attention",
+            Op::Attention { packed: false, .. } => "attention",
+            Op::Attention { packed: true, .. } => "attention_packed",
             Op::WindowPartition { .. } => "window_partition",
             Op::WindowReverse { .. } => "window_reverse",
             Op::PatchMerge => "patch_merge",
@@ -126,8 +144,8 @@ impl Op {
             Op::Binary(op) => format!(" {op:?}"),
             Op::Act(a) => format!(" {a:?}"),
             Op::LayerNorm(eps) | Op::LayerNorm2d(eps) => format!(" eps {eps:e}"),
-            Op::Attention { bias, mask, .. } => {
-                format!("{}{}", if *bias { " +bias" } else { "" }, if *mask { " +mask" } else { "" })
+            Op::Attention { heads, bias, mask, .. } => {
+                format!(" {heads} heads{}{}", if *bias { " +bias" } else { "" }, if *mask { " +mask" } else { "" })
             }
             Op::WindowPartition { window, shift } => format!(" window {window} shift {shift}"),
             Op::WindowReverse { hw, window, shift } => format!(" to {hw:?} window {window} shift {shift}"),
@@ -171,10 +189,15 @@ impl Op {
             Op::LayerNorm(eps) => b.layer_norm(&x[0], &x[1], &x[2], *eps),
             Op::LayerNorm2d(eps) => b.layer_norm2d(&x[0], &x[1], &x[2], *eps),
             Op::Softmax => b.softmax_rows(&x[0]),
-            Op::Attention { scale, bias, mask } => {
+            Op::Attention { heads, packed: false, scale, bias, mask } => {
                 let bias_t = opt(*bias, 3);
                 let mask_t = opt(*mask, if *bias { 4 } else { 3 });
-                b.attention(&x[0], &x[1], &x[2], bias_t, mask_t, *scale)
+                b.attention(&x[0], &x[1], &x[2], *heads, bias_t, mask_t, *scale)
+            }
+            Op::Attention { heads, packed: true, scale, bias, mask } => {
+                let bias_t = opt(*bias, 1);
+                let mask_t = opt(*mask, if *bias { 2 } else { 1 });
+                b.attention_packed(&x[0], *heads, bias_t, mask_t, *scale)
             }
             Op::WindowPartition { window, shift } => b.window_partition(&x[0], *window, *shift),
             Op::WindowReverse { hw, window, shift } => b.window_reverse(&x[0], *hw, *window, *shift),
@@ -244,8 +267,10 @@ fn linear_case(g: &mut Gen, lead: &[usize], k: usize, n: usize, act: Activation,
     case(Op::Linear { act, bias }, ins)
 }
 
+/// Token-major q `[b, nq, h·d]`, k and v `[b, nk, h·d]`.
 fn attention_case(g: &mut Gen, (b, h, nq, nk, d): (usize, usize, usize, usize, usize), bias: bool, nm: usize) -> Case {
-    let mut ins = vec![(g.rand(&[b, h, nq, d]), E), (g.rand(&[b, h, nk, d]), E), (g.rand(&[b, h, nk, d]), E)];
+    let w = h * d;
+    let mut ins = vec![(g.rand(&[b, nq, w]), E), (g.rand(&[b, nk, w]), E), (g.rand(&[b, nk, w]), E)];
     if bias {
         ins.push((g.uniform(&[h, nq, nk], -2.0, 2.0), F));
     }
@@ -253,7 +278,19 @@ fn attention_case(g: &mut Gen, (b, h, nq, nk, d): (usize, usize, usize, usize, u
         ins.push((g.mask(&[nm, nq, nk]), F));
     }
     // A scale larger than 1/sqrt(d) so the softmax is far from uniform.
-    case(Op::Attention { scale: 2.0 / (d as f32).sqrt(), bias, mask: nm > 0 }, ins)
+    case(Op::Attention { heads: h, packed: false, scale: 2.0 / (d as f32).sqrt(), bias, mask: nm > 0 }, ins)
+}
+
+/// Swin's packed qkv `[b, n, 3·h·d]`.
+fn attention_packed_case(g: &mut Gen, (b, h, n, d): (usize, usize, usize, usize), bias: bool, nm: usize) -> Case {
+    let mut ins = vec![(g.rand(&[b, n, 3 * h * d]), E)];
+    if bias {
+        ins.push((g.uniform(&[h, n, n], -2.0, 2.0), F));
+    }
+    if nm > 0 {
+        ins.push((g.mask(&[nm, n, n]), F));
+    }
+    case(Op::Attention { heads: h, packed: true, scale: 2.0 / (d as f32).sqrt(), bias, mask: nm > 0 }, ins)
 }
 
 fn norm_case(g: &mut Gen, shape: &[usize], two_d: bool) -> Case {
@@ -304,6 +341,8 @@ fn small_cases(g: &mut Gen) -> Vec<Case> {
     // More keys than one shared-memory tile (64), more queries than one block (64).
     v.push(attention_case(g, (1, 1, 3, 70, 16), false, 0));
     v.push(attention_case(g, (1, 1, 67, 5, 8), true, 1));
+    v.push(attention_packed_case(g, (4, 2, 9, 16), true, 2));
+    v.push(attention_packed_case(g, (1, 3, 70, 8), false, 0));
     v.push(case(Op::WindowPartition { window: 3, shift: 1 }, vec![(g.rand(&[2, 6, 9, 3]), E)]));
     v.push(case(Op::WindowPartition { window: 2, shift: 0 }, vec![(g.rand(&[1, 4, 2, 5]), E)]));
     v.push(case(Op::WindowReverse { hw: (6, 9), window: 3, shift: 2 }, vec![(g.rand(&[12, 9, 3]), E)]));
@@ -352,18 +391,17 @@ fn model_cases(g: &mut Gen) -> Vec<Case> {
     ];
     // Swin window attention (shifted: the mask), stage 4 (one window), and the decoder's
     // token-to-image, image-to-token and self attention.
-    let mut attn = |shape, bias, nm, scale: f32| {
-        let mut c = attention_case(g, shape, bias, nm);
+    let with_scale = |mut c: Case, scale: f32| {
         if let Op::Attention { scale: s, .. } = &mut c.op {
             *s = scale;
         }
         c
     };
-    v.push(attn((64, 4, 49, 49, 32), true, 64, scale32));
-    v.push(attn((1, 32, 49, 49, 32), true, 0, scale32));
-    v.push(attn((1, 8, 18, 3136, 16), false, 0, 0.25));
-    v.push(attn((1, 8, 3136, 18, 16), false, 0, 0.25));
-    v.push(attn((1, 8, 18, 18, 32), false, 0, scale32));
+    v.push(with_scale(attention_packed_case(g, (64, 4, 49, 32), true, 64), scale32));
+    v.push(with_scale(attention_packed_case(g, (1, 32, 49, 32), true, 0), scale32));
+    v.push(with_scale(attention_case(g, (1, 8, 18, 3136, 16), false, 0), 0.25));
+    v.push(with_scale(attention_case(g, (1, 8, 3136, 18, 16), false, 0), 0.25));
+    v.push(with_scale(attention_case(g, (1, 8, 18, 18, 32), false, 0), scale32));
     v.extend([
         case(Op::WindowPartition { window: 7, shift: 3 }, vec![(g.rand(&[1, 56, 56, 128]), E)]),
         case(Op::WindowReverse { hw: (56, 56), window: 7, shift: 3 }, vec![(g.rand(&[64, 49, 128]), E)]),
@@ -391,7 +429,9 @@ fn error_cases() -> Vec<Case> {
     let z = |shape: &[usize]| Tensor::zeros(shape, DType::F32);
     let bad = |what: &'static str, op: Op, inputs: Vec<(Tensor, Kind)>| Case { op, inputs, bad: Some(what) };
     let lin = |bias| Op::Linear { act: Activation::None, bias };
-    let attn = |bias, mask| Op::Attention { scale: 1.0, bias, mask };
+    let attn = |bias, mask| Op::Attention { heads: 1, packed: false, scale: 1.0, bias, mask };
+    let attn2 = |bias, mask| Op::Attention { heads: 2, packed: false, scale: 1.0, bias, mask };
+    let packed = |heads| Op::Attention { heads, packed: true, scale: 1.0, bias: false, mask: false };
     vec![
         bad("not a permutation", Op::Permute(vec![0, 0]), vec![(z(&[2, 3]), E)]),
         bad("rank 7", Op::Permute((0..7).collect()), vec![(z(&[1; 7]), E)]),
@@ -406,32 +446,28 @@ fn error_cases() -> Vec<Case> {
         bad("not NCHW", Op::LayerNorm2d(1e-6), vec![(z(&[2, 3, 4]), E), (z(&[3]), E), (z(&[3]), E)]),
         bad("weight length", Op::LayerNorm2d(1e-6), vec![(z(&[1, 3, 2, 2]), E), (z(&[2]), E), (z(&[3]), E)]),
         bad("rank 0", Op::Softmax, vec![(z(&[]), E)]),
+        bad("head dim 12", attn(false, false), vec![(z(&[1, 2, 12]), E), (z(&[1, 3, 12]), E), (z(&[1, 3, 12]), E)]),
         bad(
-            "head dim 12",
-            attn(false, false),
-            vec![(z(&[1, 1, 2, 12]), E), (z(&[1, 1, 3, 12]), E), (z(&[1, 1, 3, 12]), E)],
+            "width not split by heads",
+            attn2(false, false),
+            vec![(z(&[1, 2, 9]), E), (z(&[1, 3, 9]), E), (z(&[1, 3, 9]), E)],
         ),
-        bad(
-            "k heads differ",
-            attn(false, false),
-            vec![(z(&[1, 2, 2, 8]), E), (z(&[1, 1, 3, 8]), E), (z(&[1, 1, 3, 8]), E)],
-        ),
-        bad(
-            "v differs from k",
-            attn(false, false),
-            vec![(z(&[1, 1, 2, 8]), E), (z(&[1, 1, 3, 8]), E), (z(&[1, 1, 4, 8]), E)],
-        ),
-        bad("no keys", attn(false, false), vec![(z(&[1, 1, 2, 8]), E), (z(&[1, 1, 0, 8]), E), (z(&[1, 1, 0, 8]), E)]),
+        bad("k width differs", attn2(false, false), vec![(z(&[1, 2, 16]), E), (z(&[1, 3, 8]), E), (z(&[1, 3, 8]), E)]),
+        bad("v differs from k", attn(false, false), vec![(z(&[1, 2, 8]), E), (z(&[1, 3, 8]), E), (z(&[1, 4, 8]), E)]),
+        bad("no keys", attn(false, false), vec![(z(&[1, 2, 8]), E), (z(&[1, 0, 8]), E), (z(&[1, 0, 8]), E)]),
         bad(
             "bias shape",
-            attn(true, false),
-            vec![(z(&[1, 2, 2, 8]), E), (z(&[1, 2, 3, 8]), E), (z(&[1, 2, 3, 8]), E), (z(&[2, 3, 2]), F)],
+            attn2(true, false),
+            vec![(z(&[1, 2, 16]), E), (z(&[1, 3, 16]), E), (z(&[1, 3, 16]), E), (z(&[2, 3, 2]), F)],
         ),
         bad(
             "mask count does not divide the batch",
             attn(false, true),
-            vec![(z(&[3, 1, 2, 8]), E), (z(&[3, 1, 3, 8]), E), (z(&[3, 1, 3, 8]), E), (z(&[2, 2, 3]), F)],
+            vec![(z(&[3, 2, 8]), E), (z(&[3, 3, 8]), E), (z(&[3, 3, 8]), E), (z(&[2, 2, 3]), F)],
         ),
+        bad("packed width not 3 parts", packed(1), vec![(z(&[1, 4, 20]), E)]),
+        bad("packed head dim 12", packed(2), vec![(z(&[1, 4, 72]), E)]),
+        bad("packed without tokens", packed(1), vec![(z(&[1, 0, 24]), E)]),
         bad("H not a multiple of the window", Op::WindowPartition { window: 3, shift: 0 }, vec![(z(&[1, 4, 6, 2]), E)]),
         bad("shift >= window", Op::WindowPartition { window: 2, shift: 2 }, vec![(z(&[1, 4, 4, 2]), E)]),
         bad("tokens per window", Op::WindowReverse { hw: (4, 4), window: 2, shift: 1 }, vec![(z(&[4, 3, 2]), E)]),

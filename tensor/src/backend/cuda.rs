@@ -122,6 +122,34 @@ impl Cuda {
     }
 }
 
+impl Cuda {
+    /// The attention kernel on q, k, v addresses laid out as `s` says; output `[b, nq, h·d]`.
+    #[allow(clippy::too_many_arguments)]
+    fn attend(
+        &self,
+        op: &'static str,
+        [pq, pk, pv]: [u64; 3],
+        bias: Option<&T>,
+        mask: Option<&T>,
+        (b, h, nq, d): (usize, usize, usize, usize),
+        s: attention::AttnShape,
+        dtype: DType,
+    ) -> Result<T> {
+        let (pb, pm) = (self.opt_ptr(op, bias)?, self.opt_ptr(op, mask)?);
+        let (name, cfg) = match (d, dtype) {
+            (8, DType::F32) => ("attention_d8_f32", attention::config::<8>(b, h, nq)),
+            (8, _) => ("attention_d8_bf16", attention::config::<8>(b, h, nq)),
+            (16, DType::F32) => ("attention_d16_f32", attention::config::<16>(b, h, nq)),
+            (16, _) => ("attention_d16_bf16", attention::config::<16>(b, h, nq)),
+            (_, DType::F32) => ("attention_d32_f32", attention::config::<32>(b, h, nq)),
+            (_, _) => ("attention_d32_bf16", attention::config::<32>(b, h, nq)),
+        };
+        self.run(op, name, cfg, vec![b, nq, h * d], dtype, |po, cfg| {
+            self.dev.launch(name, cfg, &mut args![pq, pk, pv, pb, pm, po, s])
+        })
+    }
+}
+
 impl Backend for Cuda {
     type Buf = Buf;
 
@@ -247,29 +275,36 @@ impl Backend for Cuda {
         })
     }
 
-    fn attention(&self, q: &T, k: &T, v: &T, bias: Option<&T>, mask: Option<&T>, scale: f32) -> Result<T> {
+    fn attention(
+        &self,
+        q: &T,
+        k: &T,
+        v: &T,
+        heads: usize,
+        bias: Option<&T>,
+        mask: Option<&T>,
+        scale: f32,
+    ) -> Result<T> {
         const OP: &str = "attention";
-        let (b, h, nq, nk, d) = check::attention(q, k, v, bias, mask)?;
-        let s = attention::AttnShape {
-            heads: h as u32,
-            nq: nq as u32,
-            nk: nk as u32,
-            n_mask: mask.map_or(1, |m| m.shape()[0]) as u32,
-            scale,
-        };
-        let (pq, pk, pv) = (self.ptr(OP, q)?, self.ptr(OP, k)?, self.ptr(OP, v)?);
-        let (pb, pm) = (self.opt_ptr(OP, bias)?, self.opt_ptr(OP, mask)?);
-        let (name, cfg) = match (d, q.dtype()) {
-            (8, DType::F32) => ("attention_d8_f32", attention::config::<8>(b, h, nq)),
-            (8, _) => ("attention_d8_bf16", attention::config::<8>(b, h, nq)),
-            (16, DType::F32) => ("attention_d16_f32", attention::config::<16>(b, h, nq)),
-            (16, _) => ("attention_d16_bf16", attention::config::<16>(b, h, nq)),
-            (_, DType::F32) => ("attention_d32_f32", attention::config::<32>(b, h, nq)),
-            (_, _) => ("attention_d32_bf16", attention::config::<32>(b, h, nq)),
-        };
-        self.run(OP, name, cfg, q.shape().to_vec(), q.dtype(), |po, cfg| {
-            self.dev.launch(name, cfg, &mut args![pq, pk, pv, pb, pm, po, s])
-        })
+        let (b, h, nq, nk, d) = check::attention(q, k, v, heads, bias, mask)?;
+        let n_mask = mask.map_or(1, |m| m.shape()[0]);
+        let w = h * d;
+        let s = attention::AttnShape::token_major(h, nq, nk, n_mask, scale, d, (w, w, w));
+        let p = [self.ptr(OP, q)?, self.ptr(OP, k)?, self.ptr(OP, v)?];
+        self.attend(OP, p, bias, mask, (b, h, nq, d), s, q.dtype())
+    }
+
+    fn attention_packed(&self, qkv: &T, heads: usize, bias: Option<&T>, mask: Option<&T>, scale: f32) -> Result<T> {
+        const OP: &str = "attention_packed";
+        let (b, h, n, d) = check::attention_packed(qkv, heads, bias, mask)?;
+        let n_mask = mask.map_or(1, |m| m.shape()[0]);
+        let c = h * d;
+        // q, k, v are the column blocks 0, C, 2C of rows of 3C.
+        let s = attention::AttnShape::token_major(h, n, n, n_mask, scale, d, (3 * c, 3 * c, c));
+        let pq = self.ptr(OP, qkv)?;
+        let esz = qkv.dtype().size_in_bytes() as u64;
+        let p = [pq, pq + c as u64 * esz, pq + 2 * c as u64 * esz];
+        self.attend(OP, p, bias, mask, (b, h, n, d), s, qkv.dtype())
     }
 
     fn window_partition(&self, x: &T, window: usize, shift: usize) -> Result<T> {

@@ -204,6 +204,39 @@ impl Emulator {
     }
 }
 
+impl Emulator {
+    /// The attention kernel on q, k, v pointers laid out as `s` says; output `[b, nq, h·d]`.
+    #[allow(clippy::too_many_arguments)]
+    fn attend<E: Elem>(
+        &self,
+        op: &'static str,
+        [pq, pk, pv]: [*const E; 3],
+        bias: Option<&T>,
+        mask: Option<&T>,
+        (b, h, nq, d): (usize, usize, usize, usize),
+        s: &attention::AttnShape,
+        dtype: DType,
+    ) -> Result<T> {
+        let (pbias, pmask) = (self.opt_arg::<f32>(op, bias)?, self.opt_arg::<f32>(op, mask)?);
+        // The head dim is a const parameter of the body: one instance per supported size, as the
+        // device entry points attention_d{8,16,32}_*.
+        macro_rules! run {
+            ($D:literal) => {
+                self.output::<E>(vec![b, nq, h * d], dtype, |po| unsafe {
+                    self.launch(attention::config::<$D>(b, h, nq), Threads::Cooperative, |c| {
+                        attention::attention::<_, E, $D>(c, pq, pk, pv, pbias, pmask, po, s)
+                    })
+                })
+            };
+        }
+        Ok(match d {
+            8 => run!(8),
+            16 => run!(16),
+            _ => run!(32),
+        })
+    }
+}
+
 impl Backend for Emulator {
     type Buf = Buf;
 
@@ -344,36 +377,39 @@ impl Backend for Emulator {
         }))
     }
 
-    fn attention(&self, q: &T, k: &T, v: &T, bias: Option<&T>, mask: Option<&T>, scale: f32) -> Result<T> {
+    fn attention(
+        &self,
+        q: &T,
+        k: &T,
+        v: &T,
+        heads: usize,
+        bias: Option<&T>,
+        mask: Option<&T>,
+        scale: f32,
+    ) -> Result<T> {
         const OP: &str = "attention";
-        let (b, h, nq, nk, d) = check::attention(q, k, v, bias, mask)?;
-        let s = attention::AttnShape {
-            heads: h as u32,
-            nq: nq as u32,
-            nk: nk as u32,
-            n_mask: mask.map_or(1, |m| m.shape()[0]) as u32,
-            scale,
-        };
-        let (pbias, pmask) = (self.opt_arg::<f32>(OP, bias)?, self.opt_arg::<f32>(OP, mask)?);
-        // The head dim is a const parameter of the body: one instance per supported size, as the
-        // device entry points attention_d{8,16,32}_*.
-        macro_rules! run {
-            ($E:ty, $D:literal, $pq:expr, $pk:expr, $pv:expr) => {
-                self.output::<$E>(q.shape().to_vec(), q.dtype(), |po| unsafe {
-                    self.launch(attention::config::<$D>(b, h, nq), Threads::Cooperative, |c| {
-                        attention::attention::<_, $E, $D>(c, $pq, $pk, $pv, pbias, pmask, po, &s)
-                    })
-                })
-            };
-        }
-        Ok(by_dtype!(q.dtype(), E => {
+        let (b, h, nq, nk, d) = check::attention(q, k, v, heads, bias, mask)?;
+        let n_mask = mask.map_or(1, |m| m.shape()[0]);
+        let w = h * d;
+        let s = attention::AttnShape::token_major(h, nq, nk, n_mask, scale, d, (w, w, w));
+        by_dtype!(q.dtype(), E => {
             let (pq, pk, pv) = (self.arg::<E>(OP, q)?, self.arg::<E>(OP, k)?, self.arg::<E>(OP, v)?);
-            match d {
-                8 => run!(E, 8, pq, pk, pv),
-                16 => run!(E, 16, pq, pk, pv),
-                _ => run!(E, 32, pq, pk, pv),
-            }
-        }))
+            self.attend::<E>(OP, [pq, pk, pv], bias, mask, (b, h, nq, d), &s, q.dtype())
+        })
+    }
+
+    fn attention_packed(&self, qkv: &T, heads: usize, bias: Option<&T>, mask: Option<&T>, scale: f32) -> Result<T> {
+        const OP: &str = "attention_packed";
+        let (b, h, n, d) = check::attention_packed(qkv, heads, bias, mask)?;
+        let n_mask = mask.map_or(1, |m| m.shape()[0]);
+        let c = h * d;
+        // q, k, v are the column blocks 0, C, 2C of rows of 3C.
+        let s = attention::AttnShape::token_major(h, n, n, n_mask, scale, d, (3 * c, 3 * c, c));
+        by_dtype!(qkv.dtype(), E => {
+            let pq = self.arg::<E>(OP, qkv)?;
+            let (pk, pv) = unsafe { (pq.add(c), pq.add(2 * c)) };
+            self.attend::<E>(OP, [pq, pk, pv], bias, mask, (b, h, n, d), &s, qkv.dtype())
+        })
     }
 
     fn window_partition(&self, x: &T, window: usize, shift: usize) -> Result<T> {

@@ -155,15 +155,27 @@ pub trait Backend: Send + Sync {
     ) -> Result<DevTensor<Self>>;
     /// Softmax over the last dim.
     fn softmax_rows(&self, x: &DevTensor<Self>) -> Result<DevTensor<Self>>;
-    /// `softmax(scale q kᵀ + bias + mask) v` per (batch, head): q `[B, H, nq, d]`, k and v
-    /// `[B, H, nk, d]`, bias `[H, nq, nk]` f32, mask `[nm, nq, nk]` f32 (batch item b uses mask
-    /// `b % nm`) -> `[B, H, nq, d]`. Head dims 8, 16 and 32.
+    /// Multi-head `softmax(scale q kᵀ + bias + mask) v` on token-major activations, as Linears
+    /// write them: q `[B, nq, heads·d]`, k and v `[B, nk, heads·d]` (head h in columns
+    /// `h·d..(h+1)·d`), bias `[heads, nq, nk]` f32, mask `[nm, nq, nk]` f32 (batch item b uses
+    /// mask `b % nm`) -> `[B, nq, heads·d]`, ready for the output projection. Head dims 8, 16, 32.
     #[allow(clippy::too_many_arguments)]
     fn attention(
         &self,
         q: &DevTensor<Self>,
         k: &DevTensor<Self>,
         v: &DevTensor<Self>,
+        heads: usize,
+        bias: Option<&DevTensor<Self>>,
+        mask: Option<&DevTensor<Self>>,
+        scale: f32,
+    ) -> Result<DevTensor<Self>>;
+    /// The same with q, k and v packed in one Linear's output `[B, n, 3·heads·d]` (Swin's qkv,
+    /// read in place) -> `[B, n, heads·d]`.
+    fn attention_packed(
+        &self,
+        qkv: &DevTensor<Self>,
+        heads: usize,
         bias: Option<&DevTensor<Self>>,
         mask: Option<&DevTensor<Self>>,
         scale: f32,

@@ -35,6 +35,31 @@ fn act(x: Tensor, a: Activation) -> Result<Tensor> {
     }
 }
 
+impl Reference {
+    /// Head-major f32 attention: q `[B, H, nq, d]`, k and v `[B, H, nk, d]` -> `[B, H, nq, d]`.
+    fn attend(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        bias: Option<&T>,
+        mask: Option<&T>,
+        scale: f32,
+    ) -> Result<Tensor> {
+        let (b, h, nq, nk) = (q.shape()[0], q.shape()[1], q.shape()[2], k.shape()[2]);
+        let mut s = q.matmul(&k.transpose(2, 3)?)?.affine(scale as f64, 0.0)?;
+        if let Some(bias) = bias {
+            s = s.add(&self.f32(bias)?)?; // [H, nq, nk] over the batch
+        }
+        if let Some(m) = mask {
+            let nm = m.shape()[0];
+            let m = self.f32(m)?.unsqueeze(1)?; // [nm, 1, nq, nk]
+            s = s.reshape(&[b / nm, nm, h, nq, nk])?.add(&m)?.reshape(&[b, h, nq, nk])?;
+        }
+        s.softmax(-1)?.matmul(v)
+    }
+}
+
 impl Backend for Reference {
     type Buf = Tensor;
 
@@ -99,18 +124,29 @@ impl Backend for Reference {
         self.wrap(self.f32(x)?.softmax(-1)?, x.dtype())
     }
 
-    fn attention(&self, q: &T, k: &T, v: &T, bias: Option<&T>, mask: Option<&T>, scale: f32) -> Result<T> {
-        let (b, h, nq, nk, _) = check::attention(q, k, v, bias, mask)?;
-        let mut s = self.f32(q)?.matmul(&self.f32(k)?.transpose(2, 3)?)?.affine(scale as f64, 0.0)?;
-        if let Some(bias) = bias {
-            s = s.add(&self.f32(bias)?)?; // [H, nq, nk] over the batch
-        }
-        if let Some(m) = mask {
-            let nm = m.shape()[0];
-            let m = self.f32(m)?.unsqueeze(1)?; // [nm, 1, nq, nk]
-            s = s.reshape(&[b / nm, nm, h, nq, nk])?.add(&m)?.reshape(&[b, h, nq, nk])?;
-        }
-        self.wrap(s.softmax(-1)?.matmul(&self.f32(v)?)?, q.dtype())
+    fn attention(
+        &self,
+        q: &T,
+        k: &T,
+        v: &T,
+        heads: usize,
+        bias: Option<&T>,
+        mask: Option<&T>,
+        scale: f32,
+    ) -> Result<T> {
+        let (b, h, nq, nk, d) = check::attention(q, k, v, heads, bias, mask)?;
+        // Token-major [B, n, H·d] -> head-major [B, H, n, d].
+        let split = |t: &T, n: usize| -> Result<Tensor> { self.f32(t)?.reshape(&[b, n, h, d])?.permute(&[0, 2, 1, 3]) };
+        let o = self.attend(&split(q, nq)?, &split(k, nk)?, &split(v, nk)?, bias, mask, scale)?;
+        self.wrap(o.permute(&[0, 2, 1, 3])?.contiguous().reshape(&[b, nq, h * d])?, q.dtype())
+    }
+
+    fn attention_packed(&self, qkv: &T, heads: usize, bias: Option<&T>, mask: Option<&T>, scale: f32) -> Result<T> {
+        let (b, h, n, d) = check::attention_packed(qkv, heads, bias, mask)?;
+        // [B, n, 3, H, d] -> [3, B, H, n, d].
+        let parts = self.f32(qkv)?.reshape(&[b, n, 3, h, d])?.permute(&[2, 0, 3, 1, 4])?;
+        let o = self.attend(&parts.select(0, 0)?, &parts.select(0, 1)?, &parts.select(0, 2)?, bias, mask, scale)?;
+        self.wrap(o.permute(&[0, 2, 1, 3])?.contiguous().reshape(&[b, n, h * d])?, qkv.dtype())
     }
 
     fn window_partition(&self, x: &T, window: usize, shift: usize) -> Result<T> {

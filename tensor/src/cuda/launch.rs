@@ -237,6 +237,13 @@ impl CudaDevice {
         const D: usize = 32;
         let name = pick::<E>("attention_d32_f32", "attention_d32_bf16");
         let (h, nq, nk, nm) = (s.heads as usize, s.nq as usize, s.nk as usize, s.n_mask as usize);
+        // This typed wrapper takes whole head-major buffers; strided layouts go through
+        // `backend::cuda`, which checks the views it launches on.
+        let hm = AttnShape::head_major(h, nq, nk, nm, s.scale, D);
+        let strides = |a: &AttnShape| [a.q_bs, a.q_hs, a.q_rs, a.kv_bs, a.kv_hs, a.kv_rs, a.o_bs, a.o_hs, a.o_rs];
+        if strides(&s) != strides(&hm) {
+            return Err(invalid(name, format!("{s:?}: this wrapper takes head-major [batch, heads, n, {D}] buffers")));
+        }
         let ok = q.len() >= batch * h * nq * D
             && out.len() >= batch * h * nq * D
             && k.len() >= batch * h * nk * D

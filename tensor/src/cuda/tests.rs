@@ -242,13 +242,7 @@ fn cuda_attention_window_and_decoder() {
         let (db, dm) = (dev.upload(&bias).unwrap(), dev.upload(&mask).unwrap());
         let out = dev.alloc::<f32>(q.len()).unwrap();
         dev.fill_bytes(&out, 0xff).unwrap();
-        let s = AttnShape {
-            heads: heads as u32,
-            nq: nq as u32,
-            nk: nk as u32,
-            n_mask: n_mask as u32,
-            scale: 1.0 / 32f32.sqrt(),
-        };
+        let s = AttnShape::head_major(heads, nq, nk, n_mask, 1.0 / 32f32.sqrt(), 32);
         dev.attention(&dq, &dk, &dv, Some(&db), Some(&dm), &out, batch, s).unwrap();
         let e = rel_err(&dev.download(&out).unwrap(), &want);
         assert!(e < 1e-5, "attention {batch}x{heads}x{nq}x{nk} rel err {e}");
@@ -398,7 +392,7 @@ fn cuda_bench() {
     let bias = dev.upload(&rand_vec(heads * t * t, 12)).unwrap();
     let mask = dev.upload(&vec![0f32; 64 * t * t]).unwrap();
     let out = dev.alloc::<bf16>(qkv_len).unwrap();
-    let s = AttnShape { heads: heads as u32, nq: t as u32, nk: t as u32, n_mask: 64, scale: 1.0 / 32f32.sqrt() };
+    let s = AttnShape::head_major(heads, t, t, 64, 1.0 / 32f32.sqrt(), 32);
     let ms = dev.time_ms(20, || dev.attention(&q, &k, &v, Some(&bias), Some(&mask), &out, batch, s)).unwrap();
     let bytes = 4.0 * (qkv_len * 2) as f64 + ((heads + 64) * t * t * 4) as f64;
     let flops = 4.0 * (batch * heads * t * t * 32) as f64;
@@ -490,16 +484,27 @@ fn cuda_bench() {
             2.0 * (64usize * 64 * 112 * 112 * 256) as f64,
             &|| gpu.conv_transpose2x2(&x, &w, &b),
         );
-        // The decoder's cross-attention both ways, 8 heads of 16 (internal width 128).
-        let (tq, tk) = (up(&[64, 8, 18, 16], 30), up(&[64, 8, 3136, 16], 31));
+        // Swin's window attention on the packed qkv in place (stage 1, shifted: bias + mask).
+        let qkv = up(&[64 * 64, 49, 3 * 128], 32);
+        let bias = gpu.upload(&Tensor::rand_uniform(&[4, 49, 49], -1.0, 1.0, 33, DType::F32), DType::F32).unwrap();
+        let mask = gpu.upload(&Tensor::zeros(&[64, 49, 49], DType::F32), DType::F32).unwrap();
+        let bytes = 2.0 * (qkv.elem_count() + qkv.elem_count() / 3) as f64 + ((4 + 64) * 49 * 49 * 4) as f64;
+        time(
+            "attention_packed_bf16 4096x49x(3x4x32)".into(),
+            bytes,
+            4.0 * (4096usize * 4 * 49 * 49 * 32) as f64,
+            &|| gpu.attention_packed(&qkv, 4, Some(&bias), Some(&mask), 1.0 / 32f32.sqrt()),
+        );
+        // The decoder's cross-attention both ways, 8 heads of 16 (internal width 128), token-major.
+        let (tq, tk) = (up(&[64, 18, 128], 30), up(&[64, 3136, 128], 31));
         let bytes = 2.0 * (2 * tq.elem_count() + 2 * tk.elem_count()) as f64;
         let flops = 4.0 * (64usize * 8 * 18 * 3136 * 16) as f64;
         time("attention_d16_bf16 tokens->image 64x8x18x3136".into(), bytes, flops, &|| {
-            gpu.attention(&tq, &tk, &tk, None, None, 0.25)
+            gpu.attention(&tq, &tk, &tk, 8, None, None, 0.25)
         });
         let bytes = 2.0 * (2 * tk.elem_count() + 2 * tq.elem_count()) as f64;
         time("attention_d16_bf16 image->tokens 64x8x3136x18".into(), bytes, flops, &|| {
-            gpu.attention(&tk, &tq, &tq, None, None, 0.25)
+            gpu.attention(&tk, &tq, &tq, 8, None, None, 0.25)
         });
     }
 

@@ -30,17 +30,15 @@ impl<B: Backend> DevAttention<B> {
 
     /// q [B, Nq, D], k and v [B, Nk, D] -> [B, Nq, D].
     fn forward(&self, be: &B, q: &T<B>, k: &T<B>, v: &T<B>) -> Result<T<B>> {
-        let (b, nq, nk) = (q.shape()[0], q.shape()[1], k.shape()[1]);
         let internal = self.q.w.shape()[0];
-        let (h, dh) = (self.heads, internal / self.heads);
-        // [B, N, internal] -> [B, heads, N, dh]
-        let split = |lin: &DevLinear<B>, x: &T<B>, n: usize| -> Result<T<B>> {
-            let y = lin.forward(be, x, Activation::None)?.reshape(&[b, n, h, dh])?;
-            be.permute(&y, &[0, 2, 1, 3])
-        };
-        let (q, k, v) = (split(&self.q, q, nq)?, split(&self.k, k, nk)?, split(&self.v, v, nk)?);
-        let o = be.attention(&q, &k, &v, None, None, 1.0 / (dh as f32).sqrt())?;
-        let o = be.permute(&o, &[0, 2, 1, 3])?.reshape(&[b, nq, internal])?;
+        let dh = internal / self.heads;
+        // Token-major [B, N, internal] in and out: the kernel reads each head's columns in place.
+        let (q, k, v) = (
+            self.q.forward(be, q, Activation::None)?,
+            self.k.forward(be, k, Activation::None)?,
+            self.v.forward(be, v, Activation::None)?,
+        );
+        let o = be.attention(&q, &k, &v, self.heads, None, None, 1.0 / (dh as f32).sqrt())?;
         self.out.forward(be, &o, Activation::None)
     }
 }

@@ -27,18 +27,14 @@ struct DevBlock<B: Backend> {
 impl<B: Backend> DevBlock<B> {
     /// x: [B, H, W, C] -> [B, H, W, C].
     fn forward(&self, be: &B, x: &T<B>, window: usize) -> Result<T<B>> {
-        let &[b, h, w, c] = x.shape() else { unreachable!("NHWC activations") };
-        let (n, heads) = (window * window, self.heads);
-        let hd = c / heads;
-        let bw = b * (h / window) * (w / window);
+        let &[_, h, w, c] = x.shape() else { unreachable!("NHWC activations") };
+        let heads = self.heads;
 
         let y = be.window_partition(&self.norm1.forward(be, x)?, window, self.shift)?; // [bw, n, C]
-        let qkv = self.qkv.forward(be, &y, Activation::None)?.reshape(&[bw, n, 3, heads, hd])?;
-        let qkv = be.permute(&qkv, &[2, 0, 3, 1, 4])?; // [3, bw, heads, n, hd]
-        let (q, k, v) = (qkv.select0(0)?, qkv.select0(1)?, qkv.select0(2)?);
-        let scale = (hd as f32).powf(-0.5);
-        let o = be.attention(&q, &k, &v, Some(&self.bias), self.mask.as_ref(), scale)?;
-        let o = be.permute(&o, &[0, 2, 1, 3])?.reshape(&[bw, n, c])?;
+                                                                                       // Heads are read in place from the packed qkv [bw, n, 3C]; the output is [bw, n, C].
+        let qkv = self.qkv.forward(be, &y, Activation::None)?;
+        let scale = ((c / heads) as f32).powf(-0.5);
+        let o = be.attention_packed(&qkv, heads, Some(&self.bias), self.mask.as_ref(), scale)?;
         let o = self.proj.forward(be, &o, Activation::None)?;
         let x = be.binary(x, &be.window_reverse(&o, (h, w), window, self.shift)?, BinaryOp::Add)?;
 
