@@ -37,6 +37,25 @@ pub struct LaunchConfig {
     pub shared_bytes: usize,
 }
 
+/// The geometry of a grid-stride kernel over `n` elements: 256 threads per block and enough
+/// blocks for a few steps per thread on a large GPU (132 SMs x 16). Any grid is correct for
+/// such a kernel; this one keeps every SM busy without launching millions of blocks.
+pub fn grid_stride_config(n: usize) -> LaunchConfig {
+    let blocks = n.div_ceil(256).clamp(1, 132 * 16);
+    LaunchConfig { grid: Dim3::x(blocks as u32), block: Dim3::x(256), shared_bytes: 0 }
+}
+
+/// Calls `f(i)` for every index `i < n` this thread owns in a grid-stride loop.
+#[inline(always)]
+pub fn grid_stride<C: Ctx>(c: &C, n: u32, mut f: impl FnMut(u32)) {
+    let stride = c.block_dim().x * c.grid_dim().x;
+    let mut i = c.block_idx().x * c.block_dim().x + c.thread_idx().x;
+    while i < n {
+        f(i);
+        i += stride;
+    }
+}
+
 pub trait Ctx {
     fn thread_idx(&self) -> Dim3;
     fn block_idx(&self) -> Dim3;

@@ -3,7 +3,7 @@
 //! One body covers add, mul, bias + activation (b is a bias of `nb` = last-dim elements) and a bare
 //! activation (`b` null). A grid-stride loop, so any grid size is correct.
 
-use crate::ctx::{Ctx, Dim3, LaunchConfig};
+use crate::ctx::{grid_stride, Ctx};
 use crate::math::{activate, Elem};
 
 pub const OP_ADD: u32 = 0;
@@ -25,9 +25,7 @@ pub unsafe fn binary<C: Ctx, E: Elem>(
     op: u32,
     act: u32,
 ) {
-    let stride = c.block_dim().x * c.grid_dim().x;
-    let mut i = c.block_idx().x * c.block_dim().x + c.thread_idx().x;
-    while i < n {
+    grid_stride(c, n, |i| {
         let x = (*a.add(i as usize)).to_f32();
         let y = if b.is_null() {
             x
@@ -40,12 +38,8 @@ pub unsafe fn binary<C: Ctx, E: Elem>(
             }
         };
         *out.add(i as usize) = E::from_f32(activate(y, act));
-        i += stride;
-    }
+    });
 }
 
-/// 256 threads per block; enough blocks for a few grid-stride steps per thread on a large GPU.
-pub fn config(n: usize) -> LaunchConfig {
-    let blocks = n.div_ceil(256).clamp(1, 132 * 16);
-    LaunchConfig { grid: Dim3::x(blocks as u32), block: Dim3::x(256), shared_bytes: 0 }
-}
+/// Grid-stride over the elements.
+pub use crate::ctx::grid_stride_config as config;

@@ -7,7 +7,7 @@
 //! f32 results equal the CPU composite bit for bit. Consecutive threads handle consecutive
 //! channels (coalesced NHWC loads and stores).
 
-use crate::ctx::{Ctx, Dim3, LaunchConfig};
+use crate::ctx::{grid_stride, Ctx};
 use crate::math::Elem;
 
 pub const MAX_MAPS: usize = 4;
@@ -25,11 +25,8 @@ pub struct UpsampleSumShape {
     pub w: [u32; MAX_MAPS],
 }
 
-/// 256 threads per block over the `n_out` output elements (grid-stride).
-pub fn config(n_out: usize) -> LaunchConfig {
-    let blocks = n_out.div_ceil(256).clamp(1, 132 * 16);
-    LaunchConfig { grid: Dim3::x(blocks as u32), block: Dim3::x(256), shared_bytes: 0 }
-}
+/// Grid-stride over the output elements.
+pub use crate::ctx::grid_stride_config as config;
 
 /// PyTorch's `align_corners=False` source for output index `dst` along an axis of `len_in`
 /// inputs (`scale = len_in / len_out`): `(i0, i1, l0, l1)`, as `interp::lerp_table` in f32.
@@ -66,9 +63,7 @@ pub unsafe fn upsample_sum_nhwc<C: Ctx, E: Elem>(
     for (i, sc) in scale.iter_mut().enumerate() {
         *sc = (s.h[i] as f32 / oh as f32, s.w[i] as f32 / ow as f32);
     }
-    let stride = c.block_dim().x * c.grid_dim().x;
-    let mut o = c.block_idx().x * c.block_dim().x + c.thread_idx().x;
-    while o < n {
+    grid_stride(c, n, |o| {
         let k = o % ch;
         let p = o / ch;
         let (ox, rest) = (p % ow, p / ow);
@@ -94,6 +89,5 @@ pub unsafe fn upsample_sum_nhwc<C: Ctx, E: Elem>(
             };
         }
         *out.add(o as usize) = E::from_f32(acc);
-        o += stride;
-    }
+    });
 }

@@ -5,7 +5,7 @@
 //! One grid-stride loop over the output; each output index is decomposed by u32 div/mod by the
 //! output dims from the innermost outwards (callers keep element counts below 2^31).
 
-use crate::ctx::{Ctx, Dim3, LaunchConfig};
+use crate::ctx::{grid_stride, Ctx};
 use crate::math::Elem;
 
 pub const MAX_RANK: usize = 6;
@@ -20,11 +20,8 @@ pub struct PermuteShape {
     pub in_strides: [u32; MAX_RANK],
 }
 
-/// 256 threads per block; enough blocks for a few grid-stride steps per thread on a large GPU.
-pub fn config(n: usize) -> LaunchConfig {
-    let blocks = n.div_ceil(256).clamp(1, 132 * 16);
-    LaunchConfig { grid: Dim3::x(blocks as u32), block: Dim3::x(256), shared_bytes: 0 }
-}
+/// Grid-stride over the output elements.
+pub use crate::ctx::grid_stride_config as config;
 
 /// `out[o] = x[source offset of o]` for every `o < n` (`n` = product of `out_dims[..rank]`).
 ///
@@ -32,9 +29,7 @@ pub fn config(n: usize) -> LaunchConfig {
 /// `out` holds `n` elements and `x` every offset the strides reach.
 #[inline(always)]
 pub unsafe fn permute<C: Ctx, E: Elem>(c: &C, x: *const E, out: *mut E, n: u32, s: &PermuteShape) {
-    let stride = c.block_dim().x * c.grid_dim().x;
-    let mut o = c.block_idx().x * c.block_dim().x + c.thread_idx().x;
-    while o < n {
+    grid_stride(c, n, |o| {
         let mut rem = o;
         let mut src = 0u32;
         // A fixed trip count, fully unrolled, so the shape arrays are read with constant indices
@@ -52,6 +47,5 @@ pub unsafe fn permute<C: Ctx, E: Elem>(c: &C, x: *const E, out: *mut E, n: u32, 
             }
         }
         *out.add(o as usize) = *x.add(src as usize);
-        o += stride;
-    }
+    });
 }

@@ -10,24 +10,11 @@
 //!
 //! Callers keep every element count below 2^31.
 
-use crate::ctx::{Ctx, Dim3, LaunchConfig};
+use crate::ctx::{grid_stride, Ctx};
 use crate::math::Elem;
 
-pub fn config(n: usize) -> LaunchConfig {
-    let blocks = n.div_ceil(256).clamp(1, 132 * 16);
-    LaunchConfig { grid: Dim3::x(blocks as u32), block: Dim3::x(256), shared_bytes: 0 }
-}
-
-/// Calls `f(i)` for every output index `i < n` this thread owns.
-#[inline(always)]
-fn grid_stride<C: Ctx>(c: &C, n: u32, mut f: impl FnMut(u32)) {
-    let stride = c.block_dim().x * c.grid_dim().x;
-    let mut i = c.block_idx().x * c.block_dim().x + c.thread_idx().x;
-    while i < n {
-        f(i);
-        i += stride;
-    }
-}
+/// Grid-stride over the output elements.
+pub use crate::ctx::grid_stride_config as config;
 
 /// Window partition of `[b, h, w, ch]` with windows `ws x ws` after rolling by `-shift` in h and w
 /// (Swin's `torch.roll(x, (-s, -s))` then partition). `h`, `w` are multiples of `ws`.
