@@ -5,13 +5,14 @@
 //! twins, op by op. Buffers come from the device's caching pool; a tensor's offset becomes a
 //! pointer offset. All work goes to the device's stream; `download` and `synchronize` wait.
 
+use super::kernel_args::*;
 use super::{check, Backend, BinaryOp, DevTensor};
 use crate::cuda::launch::args;
 use crate::cuda::{CudaDevice, CudaError, DeviceBuffer};
 use crate::ops::Activation;
 use crate::{bf16, DType, Error, Result, Tensor};
 use kernels::ctx::LaunchConfig;
-use kernels::math::{ACT_GELU, ACT_NONE, ACT_RELU};
+use kernels::math::ACT_NONE;
 use kernels::{attention, elementwise, fusion, gemm, gemm_tc, hyper, layernorm, permute, remap, softmax};
 use std::sync::Arc;
 
@@ -44,14 +45,6 @@ type T = DevTensor<Cuda>;
 
 fn device_err(op: &'static str) -> impl Fn(CudaError) -> Error {
     move |e| Error::Device { op, msg: e.to_string() }
-}
-
-fn act_code(a: Activation) -> u32 {
-    match a {
-        Activation::None => ACT_NONE,
-        Activation::Relu => ACT_RELU,
-        Activation::Gelu => ACT_GELU,
-    }
 }
 
 /// The entry point of a kernel for an element type.
@@ -194,11 +187,7 @@ impl Backend for Cuda {
         const OP: &str = "permute";
         let shape = check::permute(x, perm)?;
         let n = x.elem_count() as u32;
-        let mut s = permute::PermuteShape { rank: perm.len() as u32, out_dims: [1; 6], in_strides: [0; 6] };
-        for (d, &p) in perm.iter().enumerate() {
-            s.out_dims[d] = shape[d] as u32;
-            s.in_strides[d] = x.shape()[p + 1..].iter().product::<usize>() as u32;
-        }
+        let s = permute_shape(x.shape(), perm, &shape);
         let px = self.ptr(OP, x)?;
         let name = entry("permute_f32", "permute_bf16", x.dtype());
         self.run(OP, name, permute::config(n as usize), shape, x.dtype(), |po, cfg| {
@@ -213,16 +202,13 @@ impl Backend for Cuda {
         *shape.last_mut().expect("rank >= 1") = n;
         let (px, pw, pb) = (self.ptr(OP, x)?, self.ptr(OP, w)?, self.opt_ptr(OP, bias)?);
         let (m32, n32, k32, act, alpha) = (rows as u32, n as u32, k as u32, act_code(act), 1.0f32);
-        let (k64, n64) = (k as u64, n as u64);
         if x.dtype() == DType::F32 {
-            // B = wᵀ: element (kk, j) is w[j, kk].
-            let s =
-                gemm::Strides { a_rs: k64, a_cs: 1, b_rs: 1, b_cs: k64, c_rs: n64, batch_a: 0, batch_b: 0, batch_c: 0 };
+            let s = linear_f32_strides(k, n);
             self.run(OP, "gemm_f32", gemm::config(rows, n, 1), shape, DType::F32, |po, cfg| {
                 self.dev.launch("gemm_f32", cfg, &mut args![px, pw, pb, po, m32, n32, k32, s, alpha, act])
             })
         } else {
-            let s = gemm_tc::Strides { lda: k64, ldb: k64, ldc: n64, batch_a: 0, batch_b: 0, batch_c: 0 };
+            let s = linear_tc_strides(k, n);
             let name = "gemm_tc_bf16_bf16";
             self.run(OP, name, gemm_tc::config(rows, n, 1), shape, DType::BF16, |po, cfg| {
                 self.dev.launch(name, cfg, &mut args![px, pw, pb, po, m32, n32, k32, s, alpha, act])
@@ -232,11 +218,7 @@ impl Backend for Cuda {
 
     fn binary(&self, a: &T, b: &T, op: BinaryOp) -> Result<T> {
         check::binary(a, b)?;
-        let code = match op {
-            BinaryOp::Add => elementwise::OP_ADD,
-            BinaryOp::Mul => elementwise::OP_MUL,
-        };
-        self.elementwise("binary", a, Some(b), code, ACT_NONE)
+        self.elementwise("binary", a, Some(b), binary_code(op), ACT_NONE)
     }
 
     fn activation(&self, x: &T, act: Activation) -> Result<T> {
@@ -287,9 +269,7 @@ impl Backend for Cuda {
     ) -> Result<T> {
         const OP: &str = "attention";
         let (b, h, nq, nk, d) = check::attention(q, k, v, heads, bias, mask)?;
-        let n_mask = mask.map_or(1, |m| m.shape()[0]);
-        let w = h * d;
-        let s = attention::AttnShape::token_major(h, nq, nk, n_mask, scale, d, (w, w, w));
+        let s = attention_shape((h, nq, nk, d), mask, scale);
         let p = [self.ptr(OP, q)?, self.ptr(OP, k)?, self.ptr(OP, v)?];
         self.attend(OP, p, bias, mask, (b, h, nq, d), s, q.dtype())
     }
@@ -297,13 +277,11 @@ impl Backend for Cuda {
     fn attention_packed(&self, qkv: &T, heads: usize, bias: Option<&T>, mask: Option<&T>, scale: f32) -> Result<T> {
         const OP: &str = "attention_packed";
         let (b, h, n, d) = check::attention_packed(qkv, heads, bias, mask)?;
-        let n_mask = mask.map_or(1, |m| m.shape()[0]);
-        let c = h * d;
-        // q, k, v are the column blocks 0, C, 2C of rows of 3C.
-        let s = attention::AttnShape::token_major(h, n, n, n_mask, scale, d, (3 * c, 3 * c, c));
+        let s = attention_packed_shape((h, n, d), mask, scale);
+        let [_, ok, ov] = packed_offsets(h, d);
         let pq = self.ptr(OP, qkv)?;
-        let esz = qkv.dtype().size_in_bytes() as u64;
-        let p = [pq, pq + c as u64 * esz, pq + 2 * c as u64 * esz];
+        let esz = qkv.dtype().size_in_bytes();
+        let p = [pq, pq + (ok * esz) as u64, pq + (ov * esz) as u64];
         self.attend(OP, p, bias, mask, (b, h, n, d), s, qkv.dtype())
     }
 
@@ -357,19 +335,10 @@ impl Backend for Cuda {
         const OP: &str = "upsample_sum_nhwc";
         let (b, c) = check::upsample_sum(maps, size)?;
         let (oh, ow) = size;
-        let mut s = fusion::UpsampleSumShape {
-            n_maps: maps.len() as u32,
-            b: b as u32,
-            c: c as u32,
-            oh: oh as u32,
-            ow: ow as u32,
-            h: [0; 4],
-            w: [0; 4],
-        };
+        let s = upsample_sum_shape(maps, (b, c), size);
         let mut p = [0u64; 4];
-        for (i, m) in maps.iter().enumerate() {
-            (s.h[i], s.w[i]) = (m.shape()[1] as u32, m.shape()[2] as u32);
-            p[i] = self.ptr(OP, m)?;
+        for (pi, m) in p.iter_mut().zip(maps) {
+            *pi = self.ptr(OP, m)?;
         }
         let [p0, p1, p2, p3] = p;
         let name = entry("upsample_sum_nhwc_f32", "upsample_sum_nhwc_bf16", maps[0].dtype());

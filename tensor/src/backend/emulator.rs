@@ -14,13 +14,14 @@
 //!
 //! Slow (an OS thread per GPU thread): for tests on small shapes.
 
+use super::kernel_args::*;
 use super::{check, Backend, BinaryOp, DevTensor};
 use crate::ops::Activation;
 use crate::{bf16, DType, Error, Result, Tensor};
 /// The start order of blocks and threads ([`Emulator::new`]).
 pub use kernels::emu::Order;
 use kernels::emu::{self, EmuCtx, LaunchConfig};
-use kernels::math::{ACT_GELU, ACT_NONE, ACT_RELU};
+use kernels::math::ACT_NONE;
 use kernels::{attention, elementwise, fusion, gemm, gemm_tc, hyper, layernorm, permute, remap, softmax, Bf16, Elem};
 use std::sync::Arc;
 
@@ -105,14 +106,6 @@ impl Default for Emulator {
 }
 
 type T = DevTensor<Emulator>;
-
-fn act_code(a: Activation) -> u32 {
-    match a {
-        Activation::None => ACT_NONE,
-        Activation::Relu => ACT_RELU,
-        Activation::Gelu => ACT_GELU,
-    }
-}
 
 /// Runs `$body` with `$E` the kernel element type of `$dt` (f32 or Bf16).
 macro_rules! by_dtype {
@@ -280,13 +273,7 @@ impl Backend for Emulator {
         const OP: &str = "permute";
         let shape = check::permute(x, perm)?;
         let n = x.elem_count();
-        // Output dim d walks input dim perm[d], whose contiguous stride is the product of the
-        // input dims after it.
-        let mut s = permute::PermuteShape { rank: perm.len() as u32, out_dims: [1; 6], in_strides: [0; 6] };
-        for (d, &p) in perm.iter().enumerate() {
-            s.out_dims[d] = shape[d] as u32;
-            s.in_strides[d] = x.shape()[p + 1..].iter().product::<usize>() as u32;
-        }
+        let s = permute_shape(x.shape(), perm, &shape);
         Ok(by_dtype!(x.dtype(), E => {
             let px = self.arg::<E>(OP, x)?;
             self.output::<E>(shape, x.dtype(), |po| unsafe {
@@ -304,10 +291,7 @@ impl Backend for Emulator {
         let (m32, n32, k32, act) = (rows as u32, n as u32, k as u32, act_code(act));
         if x.dtype() == DType::F32 {
             let (px, pw) = (self.arg::<f32>(OP, x)?, self.arg::<f32>(OP, w)?);
-            // B = wᵀ: element (kk, j) is w[j, kk].
-            let (k64, n64) = (k as u64, n as u64);
-            let s =
-                gemm::Strides { a_rs: k64, a_cs: 1, b_rs: 1, b_cs: k64, c_rs: n64, batch_a: 0, batch_b: 0, batch_c: 0 };
+            let s = linear_f32_strides(k, n);
             Ok(self.output::<f32>(shape, DType::F32, |po| unsafe {
                 self.launch(gemm::config(rows, n, 1), Threads::Cooperative, |c| {
                     gemm::gemm_f32::<_, f32>(c, px, pw, pb, po, m32, n32, k32, &s, 1.0, act)
@@ -315,8 +299,7 @@ impl Backend for Emulator {
             }))
         } else {
             let (px, pw) = (self.arg::<u16>(OP, x)?, self.arg::<u16>(OP, w)?);
-            let (k64, n64) = (k as u64, n as u64);
-            let s = gemm_tc::Strides { lda: k64, ldb: k64, ldc: n64, batch_a: 0, batch_b: 0, batch_c: 0 };
+            let s = linear_tc_strides(k, n);
             Ok(self.output::<Bf16>(shape, DType::BF16, |po| unsafe {
                 self.launch(gemm_tc::config(rows, n, 1), Threads::Cooperative, |c| {
                     gemm_tc::gemm_tc::<_, gemm_tc::Bf16In, Bf16>(c, px, pw, pb, po, m32, n32, k32, &s, 1.0, act)
@@ -327,11 +310,7 @@ impl Backend for Emulator {
 
     fn binary(&self, a: &T, b: &T, op: BinaryOp) -> Result<T> {
         check::binary(a, b)?;
-        let code = match op {
-            BinaryOp::Add => elementwise::OP_ADD,
-            BinaryOp::Mul => elementwise::OP_MUL,
-        };
-        self.elementwise("binary", a, Some(b), code, ACT_NONE)
+        self.elementwise("binary", a, Some(b), binary_code(op), ACT_NONE)
     }
 
     fn activation(&self, x: &T, act: Activation) -> Result<T> {
@@ -389,9 +368,7 @@ impl Backend for Emulator {
     ) -> Result<T> {
         const OP: &str = "attention";
         let (b, h, nq, nk, d) = check::attention(q, k, v, heads, bias, mask)?;
-        let n_mask = mask.map_or(1, |m| m.shape()[0]);
-        let w = h * d;
-        let s = attention::AttnShape::token_major(h, nq, nk, n_mask, scale, d, (w, w, w));
+        let s = attention_shape((h, nq, nk, d), mask, scale);
         by_dtype!(q.dtype(), E => {
             let (pq, pk, pv) = (self.arg::<E>(OP, q)?, self.arg::<E>(OP, k)?, self.arg::<E>(OP, v)?);
             self.attend::<E>(OP, [pq, pk, pv], bias, mask, (b, h, nq, d), &s, q.dtype())
@@ -401,13 +378,11 @@ impl Backend for Emulator {
     fn attention_packed(&self, qkv: &T, heads: usize, bias: Option<&T>, mask: Option<&T>, scale: f32) -> Result<T> {
         const OP: &str = "attention_packed";
         let (b, h, n, d) = check::attention_packed(qkv, heads, bias, mask)?;
-        let n_mask = mask.map_or(1, |m| m.shape()[0]);
-        let c = h * d;
-        // q, k, v are the column blocks 0, C, 2C of rows of 3C.
-        let s = attention::AttnShape::token_major(h, n, n, n_mask, scale, d, (3 * c, 3 * c, c));
+        let s = attention_packed_shape((h, n, d), mask, scale);
+        let [_, ok, ov] = packed_offsets(h, d);
         by_dtype!(qkv.dtype(), E => {
             let pq = self.arg::<E>(OP, qkv)?;
-            let (pk, pv) = unsafe { (pq.add(c), pq.add(2 * c)) };
+            let (pk, pv) = unsafe { (pq.add(ok), pq.add(ov)) };
             self.attend::<E>(OP, [pq, pk, pv], bias, mask, (b, h, n, d), &s, qkv.dtype())
         })
     }
@@ -479,18 +454,7 @@ impl Backend for Emulator {
         let (b, c) = check::upsample_sum(maps, size)?;
         let (oh, ow) = size;
         let n = b * oh * ow * c;
-        let mut s = fusion::UpsampleSumShape {
-            n_maps: maps.len() as u32,
-            b: b as u32,
-            c: c as u32,
-            oh: oh as u32,
-            ow: ow as u32,
-            h: [0; 4],
-            w: [0; 4],
-        };
-        for (i, m) in maps.iter().enumerate() {
-            (s.h[i], s.w[i]) = (m.shape()[1] as u32, m.shape()[2] as u32);
-        }
+        let s = upsample_sum_shape(maps, (b, c), size);
         Ok(by_dtype!(maps[0].dtype(), E => {
             let mut p = [std::ptr::null::<E>(); 4];
             for (pi, m) in p.iter_mut().zip(maps) {

@@ -21,6 +21,7 @@ pub mod conformance;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod emulator;
+mod kernel_args;
 pub mod reference;
 
 use crate::ops::Activation;
