@@ -180,10 +180,12 @@ impl<B: Backend> DeviceModel<B> {
     pub fn run(&self, x: &T<B>) -> Result<DeviceRun<B>> {
         let (be, d) = (&self.be, self.config.decoder.dim);
         let b = x.shape()[0];
-        let stages = self.encoder.forward(be, x)?;
-        let image = self.encoder.fuse(be, &stages)?; // [B, HW, D]
+        // Upload the tokens before queueing any kernel: an upload waits for the queued work, so
+        // doing it between encoder and decoder would stall the host until the encoder finished.
         let tokens = self.tokens.unsqueeze(0)?.broadcast_to(&[b, NUM_TOKENS, d])?;
         let tokens = be.upload(&tokens, self.dtype)?;
+        let stages = self.encoder.forward(be, x)?;
+        let image = self.encoder.fuse(be, &stages)?; // [B, HW, D]
         let (hs, keys) = self.decoder.forward(be, &tokens, &image)?;
         let heads = self.heads.forward(be, &hs, &keys)?;
         Ok(DeviceRun { heads, stages, image, tokens: hs, keys })
