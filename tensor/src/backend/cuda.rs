@@ -62,6 +62,11 @@ impl Cuda {
         Ok(Cuda { dev: CudaDevice::new(ordinal)? })
     }
 
+    /// The backend on an already opened device.
+    pub fn from_device(dev: Arc<CudaDevice>) -> Cuda {
+        Cuda { dev }
+    }
+
     pub fn device(&self) -> &Arc<CudaDevice> {
         &self.dev
     }

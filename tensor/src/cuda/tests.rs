@@ -440,7 +440,7 @@ fn cuda_bench() {
         use crate::backend::cuda::Cuda;
         use crate::backend::{Backend, DevTensor};
         use crate::{DType, Tensor};
-        let gpu = Cuda::new(0).unwrap();
+        let gpu = Cuda::from_device(dev.clone());
         let up = |shape: &[usize], seed: u64| -> DevTensor<Cuda> {
             gpu.upload(&Tensor::rand_uniform(shape, -1.0, 1.0, seed, DType::F32), DType::BF16).unwrap()
         };
@@ -519,14 +519,8 @@ fn cuda_bench() {
 fn cuda_backend_conforms() {
     use crate::backend::conformance::{check_all, ensure_passed, report, Cases};
     use crate::backend::cuda::Cuda;
-    let gpu = match Cuda::new(0) {
-        Ok(g) => g,
-        Err(CudaError::Unavailable(why)) => {
-            eprintln!("skipped: no CUDA device ({why})");
-            return;
-        }
-        Err(e) => panic!("CUDA device present but unusable: {e}"),
-    };
+    let Some(dev) = device() else { return };
+    let gpu = Cuda::from_device(dev);
     for dtype in [crate::DType::F32, crate::DType::BF16] {
         for cases in [Cases::Small, Cases::Model] {
             let results = check_all(&gpu, dtype, cases, 7);
