@@ -9,5 +9,6 @@ pub mod engine;
 pub mod losses;
 pub mod model;
 pub mod optim;
-pub mod preprocess;
+/// The official preprocessing lives in the `data` crate (training crops use the same geometry).
+pub use data::preprocess;
 pub mod train;
