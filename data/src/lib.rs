@@ -12,6 +12,7 @@
 
 pub mod datasets;
 pub mod error;
+pub mod mat;
 pub mod preprocess;
 pub mod sample;
 
