@@ -25,6 +25,7 @@ fn losses_and_gradients_match_the_official_model() {
     // Losses: relative error under 1e-5 each.
     let target = |k: &str| io.get(&format!("target.{k}")).unwrap_or_else(|| panic!("missing target.{k}")).clone();
     let targets = Targets {
+        rows: Targets::every_row(2),
         segmentation: target("segmentation"),
         landmarks: target("landmarks"),
         pose: target("pose"),
