@@ -3,9 +3,11 @@
 //! preprocessing, analysis output, losses and optimizers.
 
 pub mod analyze;
+pub mod atomic;
 pub mod checkpoint;
 pub mod detect;
 pub mod engine;
+pub mod eval;
 pub mod losses;
 pub mod model;
 pub mod optim;

@@ -37,6 +37,43 @@ impl AdamW {
         self.step
     }
 
+    /// The first and second moments of each named parameter that has them, for a checkpoint.
+    pub fn moments(&self, params: &[(String, Var)]) -> Vec<(String, &[f32], &[f32])> {
+        params
+            .iter()
+            .filter_map(|(name, p)| self.moments.get(&p.id()).map(|(m, v)| (name.clone(), &m[..], &v[..])))
+            .collect()
+    }
+
+    /// Restore the step count and the moments saved by [`AdamW::moments`]; each must match its
+    /// parameter's size.
+    pub fn restore(
+        &mut self,
+        step: u64,
+        params: &[(String, Var)],
+        moments: Vec<(String, Vec<f32>, Vec<f32>)>,
+    ) -> Result<()> {
+        self.step = step;
+        self.moments.clear();
+        for (name, m, v) in moments {
+            let Some((_, p)) = params.iter().find(|(n, _)| *n == name) else {
+                return Err(tensor::Error::InvalidArgument {
+                    op: "AdamW::restore",
+                    msg: format!("no parameter {name}"),
+                });
+            };
+            let n = p.shape().iter().product::<usize>();
+            if m.len() != n || v.len() != n {
+                return Err(tensor::Error::InvalidArgument {
+                    op: "AdamW::restore",
+                    msg: format!("{name}: moments of {} and {} values for {n} parameters", m.len(), v.len()),
+                });
+            }
+            self.moments.insert(p.id(), (m, v));
+        }
+        Ok(())
+    }
+
     pub fn step(&mut self, params: &[Var], grads: &Grads) -> Result<()> {
         self.step += 1;
         let t = self.step as i32;

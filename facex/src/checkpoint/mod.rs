@@ -18,7 +18,10 @@ mod validate;
 pub use error::{CheckpointError, Result};
 pub use infer::{decoder_heads_beside, infer_config, DEFAULT_DECODER_HEADS};
 pub use pytorch::{load_pytorch, load_pytorch_from_bytes, OFFICIAL_KEY};
-pub use safetensors_io::{load_safetensors, load_safetensors_from_bytes, save_safetensors};
+pub use safetensors_io::{
+    load_safetensors, load_safetensors_from_bytes, safetensors_metadata, save_safetensors,
+    save_safetensors_with_metadata,
+};
 pub use state_dict::StateDict;
 pub use validate::validate;
 

@@ -8,6 +8,7 @@ use super::pytorch::Mapped;
 use super::state_dict::StateDict;
 use ::safetensors::{Dtype, SafeTensors};
 use half::{bf16, f16};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use tensor::{CpuStorage, DType, Layout, Tensor};
@@ -68,12 +69,27 @@ fn dtype_name(d: DType) -> &'static str {
     }
 }
 
-/// Writes the state dict as safetensors, tensors in the state dict's order.
+/// Writes the state dict as safetensors, tensors in the state dict's order, atomically (a
+/// temporary file renamed into place: an interrupted save leaves the previous file).
 pub fn save_safetensors(path: impl AsRef<Path>, sd: &StateDict) -> Result<()> {
+    save_safetensors_with_metadata(path, sd, &BTreeMap::new())
+}
+
+/// `save_safetensors` with extra `__metadata__` entries (string to string, as the format allows).
+pub fn save_safetensors_with_metadata(
+    path: impl AsRef<Path>,
+    sd: &StateDict,
+    metadata: &BTreeMap<String, String>,
+) -> Result<()> {
     let path = path.as_ref();
     let tensors: Vec<(&str, Tensor)> = sd.iter().map(|(k, t)| (k, t.contiguous())).collect();
     let mut header = serde_json::Map::new();
-    header.insert("__metadata__".into(), serde_json::json!({ "format": "pt" }));
+    let mut meta = serde_json::Map::new();
+    meta.insert("format".into(), "pt".into());
+    for (k, v) in metadata {
+        meta.insert(k.clone(), v.clone().into());
+    }
+    header.insert("__metadata__".into(), serde_json::Value::Object(meta));
     let mut offset = 0usize;
     for (name, t) in &tensors {
         let n = t.elem_count() * t.dtype().size_in_bytes();
@@ -86,17 +102,26 @@ pub fn save_safetensors(path: impl AsRef<Path>, sd: &StateDict) -> Result<()> {
     let mut json = serde_json::to_vec(&header).map_err(|e| st_err(path, e))?;
     // The data starts 8-byte aligned: pad the header with spaces, as the format allows.
     json.resize(json.len().next_multiple_of(8), b' ');
-    let io = |e| CheckpointError::io(path, e);
-    let file = std::fs::File::create(path).map_err(io)?;
-    let mut w = std::io::BufWriter::new(file);
-    w.write_all(&(json.len() as u64).to_le_bytes()).map_err(io)?;
-    w.write_all(&json).map_err(io)?;
+    let mut storages = Vec::with_capacity(tensors.len());
     for (_, t) in &tensors {
-        let s = t.cpu_storage().map_err(|e| st_err(path, e))?;
-        let es = t.dtype().size_in_bytes();
-        // `contiguous()` may keep a longer buffer with an offset: write only this tensor's range.
-        let r = t.layout().contiguous_range().unwrap_or(0..0);
-        w.write_all(&s.as_bytes()[r.start * es..r.end * es]).map_err(io)?;
+        storages.push(t.cpu_storage().map_err(|e| st_err(path, e))?);
     }
-    w.flush().map_err(io)
+    crate::atomic::write_atomic(path, |w| {
+        w.write_all(&(json.len() as u64).to_le_bytes())?;
+        w.write_all(&json)?;
+        for ((_, t), s) in tensors.iter().zip(&storages) {
+            let es = t.dtype().size_in_bytes();
+            // `contiguous()` may keep a longer buffer with an offset: write only this tensor's range.
+            let r = t.layout().contiguous_range().unwrap_or(0..0);
+            w.write_all(&s.as_bytes()[r.start * es..r.end * es])?;
+        }
+        Ok(())
+    })
+    .map_err(|e| CheckpointError::io(path, e))
+}
+
+/// The `__metadata__` of a safetensors file in memory.
+pub fn safetensors_metadata(bytes: &[u8], origin: impl AsRef<Path>) -> Result<BTreeMap<String, String>> {
+    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| st_err(origin.as_ref(), format!("{e:?}")))?;
+    Ok(meta.metadata().clone().map(|m| m.into_iter().collect()).unwrap_or_default())
 }

@@ -10,7 +10,7 @@
 
 // pub mod config;
 // pub mod run;
-// pub mod state;
+pub mod state;
 
 use crate::losses;
 use crate::model::{FaceXFormer, Outputs};
