@@ -10,8 +10,10 @@
 //! 3. `augment` moves image, mask and points together (seeded by (seed, epoch, index));
 //! 4. the loader batches samples of mixed tasks into a [`Batch`] for `facex::train`.
 
+pub mod augment;
 pub mod datasets;
 pub mod error;
+pub mod loader;
 pub mod mat;
 pub mod preprocess;
 pub mod sample;

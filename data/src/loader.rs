@@ -1,0 +1,304 @@
+//! The training loader: mixed-task batches from several datasets, reproducible and resumable.
+//!
+//! Which record each row of each batch reads is a pure function of (seed, epoch, step): see
+//! [`plan`] for the sampling rule (small datasets upsampled to the largest, all draws shuffled
+//! together). Decoding, cropping and augmenting run in parallel on rayon; the iterator keeps at
+//! most `prefetch` batches in flight, so memory does not grow with the dataset. A record that
+//! fails to load is replaced by the next loadable record of its source and reported once in
+//! [`Loader::skipped`]; only a source with no loadable record at all is an error.
+
+pub mod plan;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::datasets::{BadRecord, Dataset};
+use crate::error::{Error, Result};
+use crate::sample::{Batch, Sample};
+use plan::Draw;
+
+pub use augment_shim::AugmentConfig;
+
+/// One dataset split and its sampling weight (1 = as many draws per epoch as the largest source).
+#[derive(Clone, Debug)]
+pub struct Source {
+    pub dataset: Dataset,
+    pub weight: f64,
+}
+
+/// Where a run is: `step` batches of `epoch` are done. Saved in checkpoints to resume.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct Position {
+    pub epoch: u64,
+    /// Batches done in this epoch.
+    pub step: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct LoaderConfig {
+    pub batch_size: usize,
+    pub seed: u64,
+    pub augment: AugmentConfig,
+    /// Batches decoded ahead of the consumer (at least 1).
+    pub prefetch: usize,
+    /// Draws per epoch; `None` follows the sampling rule (see [`plan`]).
+    pub epoch_size: Option<usize>,
+}
+
+impl LoaderConfig {
+    /// The paper's augmentation, two batches of prefetch, the rule's epoch size.
+    pub fn new(batch_size: usize, seed: u64) -> LoaderConfig {
+        LoaderConfig { batch_size, seed, augment: AugmentConfig::default(), prefetch: 2, epoch_size: None }
+    }
+}
+
+pub struct Loader {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    sources: Vec<Source>,
+    cfg: LoaderConfig,
+    /// Draws per source per epoch.
+    counts: Vec<usize>,
+    steps: usize,
+    /// The draws of the last epochs asked for (two: prefetch straddles an epoch boundary).
+    plans: Mutex<VecDeque<(u64, Arc<Vec<Draw>>)>>,
+    bad: Mutex<BTreeMap<(u32, u32), BadRecord>>,
+    loads: AtomicU64,
+}
+
+impl Loader {
+    pub fn new(sources: Vec<Source>, cfg: LoaderConfig) -> Result<Loader> {
+        if cfg.batch_size == 0 {
+            return Err(Error::Invalid("loader: batch size 0".into()));
+        }
+        for s in &sources {
+            if !(s.weight.is_finite() && s.weight >= 0.0) {
+                return Err(Error::Invalid(format!(
+                    "loader: source {} ({}) has weight {} (expected a finite number >= 0)",
+                    s.dataset.name, s.dataset.split, s.weight
+                )));
+            }
+            if s.dataset.records.len() > u32::MAX as usize {
+                return Err(Error::Invalid(format!("loader: source {} has too many records", s.dataset.name)));
+            }
+        }
+        if sources.iter().all(|s| s.dataset.records.is_empty()) {
+            let names: Vec<String> =
+                sources.iter().map(|s| format!("{} ({})", s.dataset.name, s.dataset.split)).collect();
+            return Err(Error::Invalid(format!("loader: every source is empty: [{}]", names.join(", "))));
+        }
+        let sizes: Vec<usize> = sources.iter().map(|s| s.dataset.records.len()).collect();
+        let weights: Vec<f64> = sources.iter().map(|s| s.weight).collect();
+        let counts = plan::draws_per_source(&sizes, &weights, cfg.epoch_size);
+        let total: usize = counts.iter().sum();
+        let steps = total / cfg.batch_size;
+        if steps == 0 {
+            return Err(Error::Invalid(format!(
+                "loader: an epoch of {total} draws (per source {counts:?}) holds no batch of {}",
+                cfg.batch_size
+            )));
+        }
+        Ok(Loader {
+            inner: Arc::new(Inner {
+                sources,
+                cfg,
+                counts,
+                steps,
+                plans: Mutex::new(VecDeque::new()),
+                bad: Mutex::new(BTreeMap::new()),
+                loads: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// Full batches per epoch (the incomplete last one is dropped).
+    pub fn steps_per_epoch(&self) -> usize {
+        self.inner.steps
+    }
+
+    /// Draws per source per epoch, in the order of the sources.
+    pub fn draws_per_source(&self) -> &[usize] {
+        &self.inner.counts
+    }
+
+    /// The position after the batch at `pos` (where to resume once it is trained on).
+    pub fn next_position(&self, pos: &Position) -> Position {
+        self.inner.normalize(Position { epoch: pos.epoch, step: pos.step + 1 })
+    }
+
+    /// The batch at `pos`, decoded on the current rayon pool.
+    pub fn batch_at(&self, pos: &Position) -> Result<Batch> {
+        self.inner.batch(pos, None)
+    }
+
+    /// Batches from `start` on, forever (epochs roll over), each with its position; prefetched
+    /// on rayon. Iterate from a plain thread (not a rayon worker: `next` blocks). Dropping the
+    /// iterator stops its workers.
+    pub fn iter_from(&self, start: Position) -> Batches {
+        Batches {
+            inner: self.inner.clone(),
+            next_submit: self.inner.normalize(start),
+            pending: VecDeque::new(),
+            cancel: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Records that failed to load, each once, in source then record order.
+    pub fn skipped(&self) -> Vec<BadRecord> {
+        self.inner.bad.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+    }
+
+    /// Records decoded so far (every attempt, bad ones included): for benchmarks and tests.
+    pub fn samples_loaded(&self) -> u64 {
+        self.inner.loads.load(Ordering::Relaxed)
+    }
+}
+
+impl Inner {
+    fn normalize(&self, pos: Position) -> Position {
+        let steps = self.steps as u64;
+        Position { epoch: pos.epoch + pos.step / steps, step: pos.step % steps }
+    }
+
+    fn plan(&self, epoch: u64) -> Arc<Vec<Draw>> {
+        let lock = || self.plans.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, draws)) = lock().iter().find(|(e, _)| *e == epoch) {
+            return draws.clone();
+        }
+        let sizes: Vec<usize> = self.sources.iter().map(|s| s.dataset.records.len()).collect();
+        let draws = Arc::new(plan::epoch_draws(self.cfg.seed, epoch, &sizes, &self.counts));
+        let mut plans = lock();
+        if !plans.iter().any(|(e, _)| *e == epoch) {
+            plans.push_back((epoch, draws.clone()));
+            if plans.len() > 2 {
+                plans.pop_front();
+            }
+        }
+        draws
+    }
+
+    fn batch(&self, pos: &Position, cancel: Option<&AtomicBool>) -> Result<Batch> {
+        if pos.step >= self.steps as u64 {
+            return Err(Error::Invalid(format!(
+                "loader: step {} of epoch {} is past the epoch's {} batches",
+                pos.step, pos.epoch, self.steps
+            )));
+        }
+        let draws = self.plan(pos.epoch);
+        let bs = self.cfg.batch_size;
+        let start = pos.step as usize * bs;
+        let samples = (start..start + bs)
+            .into_par_iter()
+            .map(|i| {
+                if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                    return Err(Error::Invalid("loader: stopped".into()));
+                }
+                let sample = self.load(draws[i])?;
+                Ok(augment_shim::augment(&sample, &self.cfg.augment, self.cfg.seed, pos.epoch, i as u64))
+            })
+            .collect::<Result<Vec<Sample>>>()?;
+        Batch::collate(&samples)
+    }
+
+    /// Load a draw's record, or the next loadable record of its source.
+    fn load(&self, draw: Draw) -> Result<Sample> {
+        let dataset = &self.sources[draw.source as usize].dataset;
+        let n = dataset.records.len();
+        for k in 0..n {
+            let r = ((draw.record as usize + k) % n) as u32;
+            if self.is_bad(draw.source, r) {
+                continue;
+            }
+            self.loads.fetch_add(1, Ordering::Relaxed);
+            let record = &dataset.records[r as usize];
+            match record.load() {
+                Ok(sample) => return Ok(sample),
+                Err(e) => {
+                    let bad = BadRecord { source: record.source.clone(), reason: e.to_string() };
+                    self.bad.lock().unwrap_or_else(|e| e.into_inner()).entry((draw.source, r)).or_insert(bad);
+                }
+            }
+        }
+        let first = self.bad.lock().unwrap_or_else(|e| e.into_inner()).get(&(draw.source, 0)).cloned();
+        let example = first.map(|b| format!("; the first: {}: {}", b.source, b.reason)).unwrap_or_default();
+        Err(Error::Invalid(format!(
+            "loader: none of the {n} records of {} ({}) loads{example}",
+            dataset.name, dataset.split
+        )))
+    }
+
+    fn is_bad(&self, source: u32, record: u32) -> bool {
+        self.bad.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&(source, record))
+    }
+}
+
+/// The prefetching iterator of [`Loader::iter_from`].
+pub struct Batches {
+    inner: Arc<Inner>,
+    next_submit: Position,
+    pending: VecDeque<(Position, mpsc::Receiver<Result<Batch>>)>,
+    cancel: Arc<AtomicBool>,
+}
+
+impl Batches {
+    /// Keep `prefetch` batches in flight, each one rayon task.
+    fn fill(&mut self) {
+        while self.pending.len() < self.inner.cfg.prefetch.max(1) {
+            let pos = self.next_submit.clone();
+            self.next_submit = self.inner.normalize(Position { epoch: pos.epoch, step: pos.step + 1 });
+            let (tx, rx) = mpsc::sync_channel(1);
+            let (inner, cancel, at) = (self.inner.clone(), self.cancel.clone(), pos.clone());
+            rayon::spawn(move || {
+                if !cancel.load(Ordering::Relaxed) {
+                    let _ = tx.send(inner.batch(&at, Some(&cancel)));
+                }
+            });
+            self.pending.push_back((pos, rx));
+        }
+    }
+}
+
+impl Iterator for Batches {
+    type Item = (Position, Result<Batch>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.fill();
+        let (pos, rx) = self.pending.pop_front()?;
+        let batch = rx.recv().unwrap_or_else(|_| Err(Error::Invalid(format!("loader: the worker of {pos:?} died"))));
+        self.fill();
+        Some((pos, batch))
+    }
+}
+
+impl Drop for Batches {
+    fn drop(&mut self) {
+        // Workers check the flag before each sample; their results go nowhere.
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Stands in for `crate::augment` until it lands: the identity.
+mod augment_shim {
+    use serde::{Deserialize, Serialize};
+
+    use crate::sample::Sample;
+
+    #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+    pub struct AugmentConfig {}
+
+    impl AugmentConfig {
+        pub fn none() -> AugmentConfig {
+            AugmentConfig {}
+        }
+    }
+
+    pub fn augment(sample: &Sample, _cfg: &AugmentConfig, _seed: u64, _epoch: u64, _index: u64) -> Sample {
+        sample.clone()
+    }
+}
