@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
+mod v5;
 mod write;
 
 pub use write::write_v5;
@@ -237,6 +238,13 @@ pub fn read(path: &Path) -> Result<MatFile> {
 /// Parse the bytes of a `.mat` file; `path` only names it in errors.
 pub fn read_bytes(path: &Path, bytes: &[u8]) -> Result<MatFile> {
     let err = |msg: String| Error::Format { path: path.to_path_buf(), msg };
-    let _ = bytes;
-    Err(err("reading .mat files is not written yet".into()))
+    // MAT v7.3 is an HDF5 file behind a 512-byte userblock that holds the MAT header text.
+    if bytes.get(512..520) == Some(HDF5_SIGNATURE) {
+        return Err(err("MAT v7.3 (HDF5) is not supported yet".into()));
+    }
+    let vars = v5::parse(bytes).map_err(err)?;
+    Ok(MatFile { path: path.to_path_buf(), vars })
 }
+
+/// The first eight bytes of an HDF5 superblock.
+const HDF5_SIGNATURE: &[u8] = b"\x89HDF\r\n\x1a\n";
