@@ -10,6 +10,7 @@
 //! 3. `augment` moves image, mask and points together (seeded by (seed, epoch, index));
 //! 4. the loader batches samples of mixed tasks into a [`Batch`] for `facex::train`.
 
+pub mod augment;
 pub mod datasets;
 pub mod error;
 pub mod loader;
