@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::sample::{Batch, Sample};
 use plan::Draw;
 
-pub use augment_shim::AugmentConfig;
+pub use crate::augment::AugmentConfig;
 
 /// One dataset split and its sampling weight (1 = as many draws per epoch as the largest source).
 #[derive(Clone, Debug)]
@@ -200,7 +200,7 @@ impl Inner {
                     return Err(Error::Invalid("loader: stopped".into()));
                 }
                 let sample = self.load(draws[i])?;
-                Ok(augment_shim::augment(&sample, &self.cfg.augment, self.cfg.seed, pos.epoch, i as u64))
+                Ok(crate::augment::augment(&sample, &self.cfg.augment, self.cfg.seed, pos.epoch, i as u64))
             })
             .collect::<Result<Vec<Sample>>>()?;
         Batch::collate(&samples)
@@ -283,22 +283,3 @@ impl Drop for Batches {
     }
 }
 
-/// Stands in for `crate::augment` until it lands: the identity.
-mod augment_shim {
-    use serde::{Deserialize, Serialize};
-
-    use crate::sample::Sample;
-
-    #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-    pub struct AugmentConfig {}
-
-    impl AugmentConfig {
-        pub fn none() -> AugmentConfig {
-            AugmentConfig {}
-        }
-    }
-
-    pub fn augment(sample: &Sample, _cfg: &AugmentConfig, _seed: u64, _epoch: u64, _index: u64) -> Sample {
-        sample.clone()
-    }
-}
