@@ -13,6 +13,7 @@ mod pickle;
 mod pytorch;
 mod safetensors_io;
 mod state_dict;
+pub mod torchvision;
 mod validate;
 
 pub use error::{CheckpointError, Result};

@@ -8,8 +8,8 @@
 //! (age, gender and race share task 4); the total is the weighted sum (all weights 1 by default,
 //! the authors' choice per the spec).
 
-// pub mod config;
-// pub mod run;
+pub mod config;
+pub mod run;
 pub mod state;
 
 use crate::losses;
