@@ -282,4 +282,3 @@ impl Drop for Batches {
         self.cancel.store(true, Ordering::Relaxed);
     }
 }
-

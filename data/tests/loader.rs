@@ -247,3 +247,28 @@ fn dropping_the_iterator_stops_the_workers() {
     assert_eq!(loader.samples_loaded(), after_drop, "workers still loading after the drop");
     assert!(after_drop as usize <= (1 + prefetch + 1) * bs);
 }
+
+#[test]
+fn each_row_is_augmented_with_the_seed_epoch_and_draw_index() {
+    let sources = vec![Source { dataset: attributes(6), weight: 1.0 }, Source { dataset: ages(4), weight: 1.0 }];
+    let cfg = LoaderConfig { augment: AugmentConfig::default(), ..config(3, 21) };
+    let loader = Loader::new(sources, cfg.clone()).unwrap();
+    let (attr, age) = (attributes(6), ages(4));
+    let pos = Position { epoch: 2, step: 1 };
+    let batch = loader.batch_at(&pos).unwrap();
+    let rows = batch.input.to_f32_vec().unwrap();
+    let mut changed = 0;
+    for (row, src) in batch.sources.iter().enumerate() {
+        let (name, index) = src.split_once(':').unwrap();
+        let ds = if name == "attr" { &attr } else { &age };
+        let plain = ds.records[index.parse::<usize>().unwrap()].load().unwrap();
+        // Draw index = step * batch_size + row.
+        let expected = data::augment::augment(&plain, &cfg.augment, 21, 2, 3 + row as u64);
+        let want = data::preprocess::to_normalized_tensor(&expected.image).unwrap().to_f32_vec().unwrap();
+        let got = &rows[row * want.len()..(row + 1) * want.len()];
+        assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "row {row} ({src})");
+        assert_eq!(batch.targets[row], expected.target);
+        changed += (expected.image != plain.image) as usize;
+    }
+    assert!(changed > 0, "the paper's recipe left every row unchanged");
+}
