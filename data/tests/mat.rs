@@ -167,3 +167,93 @@ fn v5_malformed_files_are_clear_errors() {
     let e = err_of(Path::new("x.mat"), &[b'x'; 300]);
     assert!(e.contains("x.mat") && e.contains("Level 5"), "{e}");
 }
+
+#[test]
+fn w300lp_reader_reads_the_layout_and_skips_a_wrong_shape() {
+    let ds = data::datasets::open("300w_lp", &fixture("300w_lp"), "train").unwrap();
+    assert_eq!(ds.records.len(), 2);
+    assert_eq!(ds.bad.len(), 1);
+    assert!(ds.bad[0].source.ends_with("HELEN/HELEN_bad_0.mat"), "{:?}", ds.bad[0]);
+    assert!(ds.bad[0].reason.contains("HELEN_bad_0.mat") && ds.bad[0].reason.contains("[2, 67]"), "{:?}", ds.bad);
+    let (afw, flip) = (&ds.records[0], &ds.records[1]);
+    assert_eq!(afw.source, "AFW/AFW_134212_1_0.mat");
+    assert_eq!(flip.source, "AFW_Flip/AFW_134212_1_0.mat");
+    assert_eq!(afw.crop, data::CropFrom::Points);
+    let data::Label::HeadPose { pitch_yaw_roll, points: Some(points) } = &afw.label else { panic!("{:?}", afw.label) };
+    assert_eq!(*pitch_yaw_roll, [0.1, -0.5, 0.25]);
+    assert_eq!(points.len(), 68);
+    assert_eq!(points[0], [100.25, 50.5]);
+    assert_eq!(points[67], [234.25, 251.5]);
+    let deg = afw.raw["pose_degrees"].as_array().unwrap();
+    assert!((deg[1].as_f64().unwrap() - (-28.64788975654116)).abs() < 1e-12, "{deg:?}");
+    let data::Label::HeadPose { pitch_yaw_roll, points: Some(points) } = &flip.label else { panic!() };
+    assert_eq!(*pitch_yaw_roll, [0.1, 0.5, -0.25]);
+    assert_eq!(points[67], [255.0 - 234.25, 251.5]);
+    assert!(data::datasets::open("300w_lp", &fixture("300w_lp"), "test").is_err());
+}
+
+#[test]
+fn aflw2000_reader_keeps_out_of_range_poses_and_flags_them() {
+    let ds = data::datasets::open("aflw2000", &fixture("aflw2000"), "test").unwrap();
+    assert_eq!((ds.records.len(), ds.bad.len()), (2, 0));
+    let flags: Vec<bool> = ds.records.iter().map(|r| r.raw["out_of_range"].as_bool().unwrap()).collect();
+    assert_eq!(flags, [false, true]); // image00004: yaw 1.9 rad = 108.86 degrees
+    let data::Label::HeadPose { pitch_yaw_roll, points: Some(points) } = &ds.records[0].label else { panic!() };
+    assert_eq!(*pitch_yaw_roll, [-0.2, 0.3, 0.05]);
+    assert_eq!(points[5], [205.0, 160.0]); // pt3d_68 rows 0-1: (200 + i, 150 + 2i)
+                                           // The AFLW2000 folder itself is accepted as the root too.
+    let ds = data::datasets::open("aflw2000", &fixture("aflw2000/AFLW2000"), "test").unwrap();
+    assert_eq!(ds.records.len(), 2);
+}
+
+/// Check COFW train records against the script's formulas; `grey0` says whether image 0 is grey.
+fn check_cofw_train(ds: &data::Dataset, file: &str, grey0: bool) {
+    assert_eq!((ds.records.len(), ds.bad.len()), (2, 0), "{:?}", ds.bad);
+    let r = &ds.records[0];
+    assert_eq!(r.source, format!("{file}:1"));
+    let data::Label::Visibility { points, occluded } = &r.label else { panic!("{:?}", r.label) };
+    // 1-based x = 4 + k - 2n, y = 6 + k, shifted to 0-based.
+    assert_eq!((points[0], points[28]), ([3.0, 5.0], [31.0, 33.0]));
+    assert_eq!(&occluded[..4], &[1, 0, 0, 1]); // (k + n) % 3 == 0
+    assert_eq!(r.crop, data::CropFrom::Box([2.0, 4.0, 32.0, 35.0])); // [3, 5, 30, 31] x, y, w, h
+    let img = r.decode_image().unwrap();
+    // Pixel (row 7, column 5) = (10*7 + 3*5 + 100*ch) % 256.
+    let want = if grey0 { [85, 85, 85] } else { [85, 185, 29] };
+    assert_eq!(img.get_pixel(5, 7).0, want);
+    let data::Label::Visibility { points, occluded } = &ds.records[1].label else { panic!() };
+    assert_eq!(points[0], [1.0, 5.0]);
+    assert_eq!(&occluded[..4], &[0, 0, 1, 0]);
+    let img = ds.records[1].decode_image().unwrap();
+    assert_eq!(img.get_pixel(27, 2).0, [101, 101, 101]); // grey (10*2 + 3*27) % 256
+}
+
+#[test]
+fn cofw_reader_reads_the_level5_file() {
+    let root = fixture("cofw_v5");
+    let train = data::datasets::open("cofw", &root, "train").unwrap();
+    check_cofw_train(&train, "COFW.mat", true);
+    assert_eq!(train.records[0].decode_image().unwrap().dimensions(), (32, 36));
+    let test = data::datasets::open("cofw", &root, "test").unwrap();
+    assert_eq!(test.records.len(), 1);
+    assert_eq!(test.records[0].crop, data::CropFrom::Box([1.0, 2.0, 13.0, 16.0]));
+}
+
+#[test]
+fn cofw_reader_reads_what_write_v5_writes() {
+    let dir = scratch("cofw-writer");
+    let img = MatArray::from_rgb_image(&image::RgbImage::from_fn(4, 3, |x, y| image::Rgb([x as u8, y as u8, 9])));
+    let mut phis = vec![10.0; 87];
+    phis[58..].fill(0.0);
+    phis[60] = 1.0;
+    let vars = [
+        ("IsTr", MatArray::cell(&[1, 1], vec![img])),
+        ("phisTr", MatArray::double(&[1, 87], phis)),
+        ("bboxesTr", MatArray::double(&[1, 4], vec![1.0, 1.0, 4.0, 3.0])),
+    ];
+    mat::write_v5(&dir.join("COFW.mat"), &vars).unwrap();
+    let ds = data::datasets::open("cofw", &dir, "train").unwrap();
+    let data::Label::Visibility { points, occluded } = &ds.records[0].label else { panic!() };
+    assert_eq!((points[3], occluded[2], occluded[3]), ([9.0, 9.0], 1, 0));
+    assert_eq!(ds.records[0].decode_image().unwrap().get_pixel(3, 2).0, [3, 2, 9]);
+    assert_eq!(ds.records[0].crop, data::CropFrom::Box([0.0, 0.0, 4.0, 3.0]));
+}

@@ -21,6 +21,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::preprocess::RgbImage;
 
 mod v5;
 mod write;
@@ -167,6 +168,42 @@ impl MatArray {
             }
             _ => None,
         }
+    }
+
+    /// A MATLAB image (`uint8`, `[H, W]` grey or `[H, W, 3]` RGB, column-major) as an RGB image;
+    /// grey is replicated into the three channels.
+    pub fn to_rgb_image(&self) -> std::result::Result<RgbImage, String> {
+        let MatData::UInt8(v) = &self.data else {
+            return Err(format!("an image must be uint8, this is {}", self.class_name()));
+        };
+        let (h, w, c) = match self.dims[..] {
+            [h, w] => (h, w, 1),
+            [h, w, 1] => (h, w, 1),
+            [h, w, 3] => (h, w, 3),
+            _ => return Err(format!("an image must be [H, W] or [H, W, 3], this is {:?}", self.dims)),
+        };
+        if h == 0 || w == 0 || v.len() != h * w * c {
+            return Err(format!("image of dims {:?} with {} values", self.dims, v.len()));
+        }
+        let (w32, h32) = (u32::try_from(w).map_err(|e| e.to_string())?, u32::try_from(h).map_err(|e| e.to_string())?);
+        let plane = h * w;
+        Ok(RgbImage::from_fn(w32, h32, |x, y| {
+            let at = x as usize * h + y as usize;
+            let ch = |k: usize| v[if c == 3 { k * plane + at } else { at }];
+            image::Rgb([ch(0), ch(1), ch(2)])
+        }))
+    }
+
+    /// An RGB image as MATLAB stores it: `uint8` `[H, W, 3]`, column-major.
+    pub fn from_rgb_image(img: &RgbImage) -> MatArray {
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        let mut v = vec![0u8; h * w * 3];
+        for (x, y, p) in img.enumerate_pixels() {
+            for k in 0..3 {
+                v[k * h * w + x as usize * h + y as usize] = p.0[k];
+            }
+        }
+        MatArray::uint8(&[h, w, 3], v)
     }
 
     /// Check the element count against `dims` (the readers' and the writer's invariant).
