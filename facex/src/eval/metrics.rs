@@ -139,7 +139,7 @@ pub fn to_crop_pixels(n: f32) -> f64 {
 
 /// One row of the landmark head ([136] = 68 (x, y) in [-1, 1]) as crop-pixel points.
 pub fn landmarks_from_output(row: &[f32]) -> Vec<[f64; 2]> {
-    row.chunks_exact(2).map(|p| [to_crop_pixels(p[0]), to_crop_pixels(p[1])]).collect()
+    row.as_chunks::<2>().0.iter().map(|&[x, y]| [to_crop_pixels(x), to_crop_pixels(y)]).collect()
 }
 
 fn dist(a: [f64; 2], b: [f64; 2]) -> f64 {
