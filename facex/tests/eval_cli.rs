@@ -89,7 +89,9 @@ fn eval_on_300w_writes_a_json_report() {
     assert_eq!(lm["failure_rate"].as_f64(), Some(1.0));
     assert!(r.get("parsing").is_none());
     assert_eq!(j["scalars"]["300w/nme_percent"], lm["nme_percent"]);
-    // --limit 1: one record only.
+    // --limit 1, and two datasets (the same one twice, one --split for both): two reports of
+    // one record each, the second's scalars under the same names.
+    let json2 = dir.join("two.json");
     let (code, out, err) = facex(&[
         "eval",
         "--weights",
@@ -98,13 +100,22 @@ fn eval_on_300w_writes_a_json_report() {
         "300w",
         "--root",
         s(&root),
+        "--dataset",
+        "300w",
+        "--root",
+        s(&root),
         "--split",
         "challenge",
         "--limit",
         "1",
+        "--json",
+        s(&json2),
     ]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("1 of 1 records evaluated"), "{out}");
+    assert_eq!(out.matches("1 of 1 records evaluated").count(), 2, "{out}");
+    let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json2).unwrap()).unwrap();
+    assert_eq!(j["reports"].as_array().unwrap().len(), 2);
+    assert_eq!(j["reports"][1]["landmarks"]["images"], 1);
 }
 
 #[test]
