@@ -257,3 +257,35 @@ fn cofw_reader_reads_what_write_v5_writes() {
     assert_eq!(ds.records[0].decode_image().unwrap().get_pixel(3, 2).0, [3, 2, 9]);
     assert_eq!(ds.records[0].crop, data::CropFrom::Box([0.0, 0.0, 4.0, 3.0]));
 }
+
+#[test]
+fn v73_reads_matlab_style_hdf5() {
+    let f = mat::read(&fixture("cofw/COFW_train_color.mat")).unwrap();
+    let names: Vec<&str> = f.vars.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["IsTr", "bboxesTr", "phisTr"]); // `#refs#` is a group, not a variable
+                                                       // Stored transposed, (2, 4) on disk: MATLAB's 2x4, column-major.
+    assert_eq!(f.numeric("bboxesTr", &[2, 4]).unwrap(), vec![3.0, 1.0, 5.0, 4.0, 30.0, 29.0, 31.0, 30.0]);
+    let phis = f.numeric("phisTr", &[2, 87]).unwrap();
+    assert_eq!((phis[0], phis[1], phis[2 * 29], phis[2 * 58], phis[2 * 58 + 1]), (4.0, 2.0, 6.0, 1.0, 0.0));
+    let cells = f.get("IsTr").unwrap().cells().unwrap();
+    assert_eq!(f.get("IsTr").unwrap().dims, vec![2, 1]);
+    assert_eq!((cells[0].dims.as_slice(), cells[1].dims.as_slice()), (&[48, 40, 3][..], &[36, 32][..]));
+    // Chunked + deflate (image 0) and contiguous (image 1), column-major: (r, c, ch) at r + H c + H W ch.
+    let MatData::UInt8(px) = &cells[0].data else { panic!("{:?}", cells[0].class_name()) };
+    assert_eq!(px[7 + 48 * 5 + 48 * 40 * 2], ((70 + 15 + 200) % 256) as u8);
+    let MatData::UInt8(px) = &cells[1].data else { panic!() };
+    assert_eq!(px[35 + 36 * 31], ((350 + 93) % 256) as u8);
+    // A compact dataset (the test file's image).
+    let t = mat::read(&fixture("cofw/COFW_test_color.mat")).unwrap();
+    let img = t.get("IsT").unwrap().cells().unwrap()[0].to_rgb_image().unwrap();
+    assert_eq!((img.dimensions(), img.get_pixel(15, 19).0), ((16, 20), [(190 + 45) as u8, ((335) % 256) as u8, 179]));
+    assert_eq!(t.numeric("bboxesT", &[1, 4]).unwrap(), vec![2.0, 3.0, 12.0, 14.0]);
+}
+
+#[test]
+fn cofw_reader_reads_the_v73_files() {
+    let train = data::datasets::open("cofw", &fixture("cofw"), "train").unwrap();
+    check_cofw_train(&train, "COFW_train_color.mat", false);
+    let test = data::datasets::open("cofw", &fixture("cofw"), "test").unwrap();
+    assert_eq!((test.records.len(), test.records[0].crop), (1, data::CropFrom::Box([1.0, 2.0, 13.0, 16.0])));
+}

@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::preprocess::RgbImage;
 
+mod hdf5;
 mod v5;
 mod write;
 
@@ -276,8 +277,9 @@ pub fn read(path: &Path) -> Result<MatFile> {
 pub fn read_bytes(path: &Path, bytes: &[u8]) -> Result<MatFile> {
     let err = |msg: String| Error::Format { path: path.to_path_buf(), msg };
     // MAT v7.3 is an HDF5 file behind a 512-byte userblock that holds the MAT header text.
-    if bytes.get(512..520) == Some(HDF5_SIGNATURE) {
-        return Err(err("MAT v7.3 (HDF5) is not supported yet".into()));
+    if bytes.get(512..520) == Some(HDF5_SIGNATURE) || bytes.starts_with(HDF5_SIGNATURE) {
+        let vars = hdf5::parse(bytes).map_err(|e| err(format!("MAT v7.3 (HDF5): {e}")))?;
+        return Ok(MatFile { path: path.to_path_buf(), vars });
     }
     let vars = v5::parse(bytes).map_err(err)?;
     Ok(MatFile { path: path.to_path_buf(), vars })
