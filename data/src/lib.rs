@@ -17,6 +17,7 @@ pub mod loader;
 pub mod mat;
 pub mod preprocess;
 pub mod sample;
+pub mod synth;
 
 pub use datasets::{BadRecord, Dataset};
 pub use error::{Error, Result};

@@ -1,0 +1,236 @@
+//! Synthetic faces: determinism, labels that agree with the pixels, the pose convention, and
+//! every layout read back by its reader.
+
+use std::path::PathBuf;
+
+use data::augment::pose::pose_from_matrix;
+use data::synth::template::{template, Shape};
+use data::synth::{render, render_face, write_dataset, FaceParams};
+use data::{Label, MaskSource};
+
+fn frontal(seed: u64) -> FaceParams {
+    let mut p = FaceParams::random(seed);
+    p.pose = [0.0, 0.0, 0.0];
+    p.occluder = None;
+    p.age_years = p.age_years.max(20);
+    p
+}
+
+fn class_at(face: &data::synth::Face, p: [f32; 2]) -> u8 {
+    face.mask.get_pixel(p[0].round() as u32, p[1].round() as u32).0[0]
+}
+
+fn mean(face: &data::synth::Face, idx: std::ops::Range<usize>) -> [f32; 2] {
+    let n = idx.len() as f32;
+    let s = idx.fold([0.0, 0.0], |a, i| [a[0] + face.landmarks[i][0], a[1] + face.landmarks[i][1]]);
+    [s[0] / n, s[1] / n]
+}
+
+#[test]
+fn the_same_seed_renders_the_same_bytes() {
+    let (a, b, c) = (render_face(12), render_face(12), render_face(13));
+    assert_eq!(a.image, b.image);
+    assert_eq!(a.mask, b.mask);
+    assert_eq!(a.landmarks, b.landmarks);
+    assert_eq!((a.attributes, a.cofw_occluded.clone()), (b.attributes, b.cofw_occluded.clone()));
+    assert_ne!(a.image.as_raw(), c.image.as_raw());
+    assert_eq!(a.landmarks.len(), 68);
+    assert_eq!((a.cofw_points.len(), a.cofw_occluded.len()), (29, 29));
+    assert!((256..=320).contains(&a.image.width()) && a.image.width() == a.mask.width());
+}
+
+#[test]
+fn frontal_landmarks_lie_on_their_parts() {
+    for seed in 0..20 {
+        let face = render(&frontal(seed));
+        assert_eq!(class_at(&face, mean(&face, 36..42)), 4, "seed {seed}: image-left eye centre");
+        assert_eq!(class_at(&face, mean(&face, 42..48)), 5, "seed {seed}: image-right eye centre");
+        assert_eq!(class_at(&face, face.landmarks[19]), 2, "seed {seed}: image-left brow");
+        assert_eq!(class_at(&face, face.landmarks[24]), 3, "seed {seed}: image-right brow");
+        assert_eq!(class_at(&face, face.landmarks[29]), 6, "seed {seed}: nose");
+        // Between the outer lip top (51) and the inner lip (62): the upper lip.
+        let upper = [
+            (face.landmarks[51][0] + face.landmarks[62][0]) / 2.0,
+            (face.landmarks[51][1] + face.landmarks[62][1]) / 2.0,
+        ];
+        assert_eq!(class_at(&face, upper), 7, "seed {seed}: upper lip");
+        let lower = [
+            (face.landmarks[57][0] + face.landmarks[66][0]) / 2.0,
+            (face.landmarks[57][1] + face.landmarks[66][1]) / 2.0,
+        ];
+        assert_eq!(class_at(&face, lower), 9, "seed {seed}: lower lip");
+        // Every inner point is on the face (skin or a part), never background or hair.
+        for (i, p) in face.landmarks.iter().enumerate().skip(17) {
+            let c = class_at(&face, *p);
+            assert!((1..=9).contains(&c), "seed {seed}: point {i} on class {c}");
+        }
+        let mouth_open = face.attributes[21] == 1;
+        let inner = face.mask.pixels().filter(|p| p.0[0] == 8).count();
+        assert_eq!(inner > 20, mouth_open, "seed {seed}: {inner} inner-mouth pixels");
+    }
+}
+
+/// Least-squares rows of R from model points and their projection (known centre and focal).
+fn recover_pose(p: &FaceParams, landmarks: &[[f32; 2]]) -> [f64; 3] {
+    let model = template(&Shape { eye: 1.0, ..Default::default() });
+    let idx: Vec<usize> = (17..48).collect();
+    let mut ata = [[0.0f64; 3]; 3];
+    let mut atb = [[0.0f64; 3]; 2];
+    for &i in &idx {
+        let x = model[i];
+        let t = [(landmarks[i][0] as f64 - p.centre[0]) / p.focal, (p.centre[1] - landmarks[i][1] as f64) / p.focal];
+        for a in 0..3 {
+            for b in 0..3 {
+                ata[a][b] += x[a] * x[b];
+            }
+            for r in 0..2 {
+                atb[r][a] += x[a] * t[r];
+            }
+        }
+    }
+    let solve = |rhs: [f64; 3]| -> [f64; 3] {
+        // Cramer's rule on the 3x3 normal equations.
+        let det = |m: [[f64; 3]; 3]| {
+            m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1]) - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+                + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0])
+        };
+        let d = det(ata);
+        [0, 1, 2].map(|c| {
+            let mut m = ata;
+            for r in 0..3 {
+                m[r][c] = rhs[r];
+            }
+            det(m) / d
+        })
+    };
+    let (r0, r1) = (solve(atb[0]), solve(atb[1]));
+    let r2 = [r0[1] * r1[2] - r0[2] * r1[1], r0[2] * r1[0] - r0[0] * r1[2], r0[0] * r1[1] - r0[1] * r1[0]];
+    pose_from_matrix(&[r0, r1, r2])
+}
+
+#[test]
+fn the_pose_round_trips_through_the_projection() {
+    for (k, pyr) in [[0.3, 0.6, -0.2], [-0.4, -0.8, 0.3], [0.1, 0.0, 0.5], [0.0, -0.3, 0.0]].iter().enumerate() {
+        let mut p = frontal(100 + k as u64);
+        p.pose = *pyr;
+        let face = render(&p);
+        assert_eq!(face.pose, pyr.map(|v| v as f32));
+        let got = recover_pose(&p, &face.landmarks);
+        for d in 0..3 {
+            assert!((got[d] - pyr[d]).abs() < 1e-6, "{pyr:?} recovered as {got:?}");
+        }
+        // Positive yaw turns the nose toward the image left: the image-right cheek is wider.
+        let nose = face.landmarks[30][0];
+        let (left, right) = (nose - face.landmarks[0][0], face.landmarks[16][0] - nose);
+        if pyr[1].abs() > 0.1 && pyr[2].abs() < 0.35 {
+            assert_eq!(right > left, pyr[1] > 0.0, "{pyr:?}: cheeks {left} / {right}");
+        }
+    }
+}
+
+#[test]
+fn far_side_points_are_self_occluded_at_large_yaw() {
+    let mut p = frontal(7);
+    p.pose = [0.0, 55f64.to_radians(), 0.0];
+    let face = render(&p);
+    // Positive yaw turns the image-left half away: COFW 0 (image-left brow corner), 8 (image-left
+    // eye corner), 22 (image-left mouth corner) hidden; their mirrors 1, 9, 23 and the chin seen.
+    assert_eq!([0, 8, 22].map(|k| face.cofw_occluded[k]), [1, 1, 1]);
+    assert_eq!([1, 9, 23, 28].map(|k| face.cofw_occluded[k]), [0, 0, 0, 0]);
+    p.pose = [0.0, 0.0, 0.0];
+    assert!(render(&p).cofw_occluded.iter().all(|&f| f == 0));
+}
+
+#[test]
+fn a_face_renders_in_a_few_milliseconds() {
+    let start = std::time::Instant::now();
+    for seed in 0..20 {
+        std::hint::black_box(render_face(seed));
+    }
+    let per = start.elapsed().as_secs_f64() / 20.0;
+    eprintln!("render_face: {:.2} ms per face", per * 1e3);
+    assert!(per < 0.05, "{per} s per face");
+}
+
+fn index_in(source: &str, prefix: &str) -> usize {
+    let at = source.find(prefix).unwrap_or_else(|| panic!("{source} has no {prefix}")) + prefix.len();
+    source[at..].chars().take_while(|c| c.is_ascii_digit()).collect::<String>().parse().unwrap()
+}
+
+#[test]
+fn every_layout_reads_back_with_its_labels() {
+    let out: PathBuf = std::env::temp_dir().join(format!("facex-synth-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let (count, seed) = (10, 77);
+    let summary = write_dataset(&out, count, seed).unwrap();
+    assert_eq!(summary.lapa, [8, 2]);
+    let faces: Vec<_> = (0..count).map(|i| render_face(seed + i as u64)).collect();
+    let open = |name: &str, dir: &str, split: &str| {
+        let ds = data::datasets::open(name, &out.join(dir), split).unwrap_or_else(|e| panic!("{name} {split}: {e}"));
+        assert!(ds.bad.is_empty(), "{name} {split}: {:?}", ds.bad);
+        ds
+    };
+    let close = |a: &[[f32; 2]], b: &[[f32; 2]], tol: f32| {
+        a.iter().zip(b).all(|(p, q)| (p[0] - q[0]).abs() <= tol && (p[1] - q[1]).abs() <= tol)
+    };
+
+    for (split, n) in [("train", 8), ("test", 2)] {
+        let ds = open("lapa", "lapa", split);
+        assert_eq!(ds.records.len(), n);
+        let r = &ds.records[0];
+        let Label::Parsing(mask) = &r.label else { panic!() };
+        let i = index_in(&r.source, "synth_");
+        assert_eq!(*mask.decode().unwrap(), faces[i].mask, "lapa {split} face {i}");
+        assert!(matches!(mask, MaskSource::ClassPng(_)));
+
+        let ds = open("300w", "300w", split);
+        assert_eq!(ds.records.len(), n);
+        for r in &ds.records {
+            let Label::Landmarks { points } = &r.label else { panic!() };
+            let i = index_in(&r.source, "synth_");
+            assert!(close(points, &faces[i].landmarks, 1e-3), "300w face {i}");
+        }
+
+        let ds = open("celeba", "celeba", split);
+        assert_eq!(ds.records.len(), n);
+        for r in &ds.records {
+            let Label::Attributes { values } = &r.label else { panic!() };
+            let i = index_in(r.raw["image"].as_str().unwrap(), "img_align_celeba/") - 1;
+            assert_eq!(*values, faces[i].attributes, "celeba {}", r.source);
+        }
+
+        let ds = open("cofw", "cofw", split);
+        assert_eq!(ds.records.len(), n);
+        for (k, r) in ds.records.iter().enumerate() {
+            let Label::Visibility { points, occluded } = &r.label else { panic!() };
+            let i = if split == "train" { k } else { 8 + k };
+            assert!(close(points, &faces[i].cofw_points, 1e-4), "cofw face {i}");
+            assert_eq!(occluded, &faces[i].cofw_occluded);
+            assert_eq!(r.load().unwrap().image.width(), 224);
+        }
+    }
+    for (name, split, n) in [("300w_lp", "train", 8), ("aflw2000", "test", 2)] {
+        let ds = open(name, if name == "300w_lp" { "300w_lp" } else { "aflw2000" }, split);
+        assert_eq!(ds.records.len(), n);
+        for r in &ds.records {
+            let Label::HeadPose { pitch_yaw_roll, points } = &r.label else { panic!() };
+            let i = index_in(&r.source, "synth_");
+            assert_eq!(*pitch_yaw_roll, faces[i].pose, "{name} face {i}");
+            assert!(close(points.as_ref().unwrap(), &faces[i].landmarks, 1e-5));
+        }
+    }
+    let ds = open("utkface", "utkface", "all");
+    assert_eq!(ds.records.len(), count);
+    for r in &ds.records {
+        let Label::AgeGenderRace { age_bin, gender, race } = r.label else { panic!() };
+        let i = index_in(&r.source, "_2017");
+        let f = &faces[i];
+        assert_eq!(
+            (age_bin, gender, race),
+            ((f.age_years / 10).min(7) as u8, f.gender, f.race),
+            "utkface {}",
+            r.source
+        );
+    }
+    std::fs::remove_dir_all(&out).unwrap();
+}
