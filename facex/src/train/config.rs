@@ -314,6 +314,18 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_configs_parse() {
+        for text in [include_str!("../../../configs/paper.toml"), include_str!("../../../configs/demo-synthetic.toml")]
+        {
+            let cfg = TrainConfig::from_toml(text).unwrap();
+            assert!(!cfg.datasets.is_empty() && !cfg.evals.is_empty());
+        }
+        let paper = TrainConfig::from_toml(include_str!("../../../configs/paper.toml")).unwrap();
+        assert_eq!(paper.datasets.len(), 8);
+        assert_eq!((paper.optimizer.lr, paper.train.batch_size, paper.model.init.as_str()), (1e-4, 384, "imagenet"));
+    }
+
+    #[test]
     fn missing_roots_are_named_before_work_starts() {
         let dir = std::env::temp_dir().join(format!("facex-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
