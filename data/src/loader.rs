@@ -18,8 +18,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::datasets::{BadRecord, Dataset};
 use crate::error::{Error, Result};
-use crate::sample::{Batch, Sample};
+use crate::preprocess::{INPUT_SIZE, MEAN, STD};
+use crate::sample::{Batch, Sample, Target};
 use plan::Draw;
+use tensor::Tensor;
 
 pub use crate::augment::AugmentConfig;
 
@@ -193,17 +195,25 @@ impl Inner {
         let draws = self.plan(pos.epoch);
         let bs = self.cfg.batch_size;
         let start = pos.step as usize * bs;
-        let samples = (start..start + bs)
-            .into_par_iter()
-            .map(|i| {
+        // Each row is decoded, augmented and normalised by one task straight into its slice of
+        // the batch: no per-sample tensors, no sequential copy after the parallel part.
+        let mut input = vec![0f32; bs * ROW];
+        let rows = input
+            .par_chunks_mut(ROW)
+            .enumerate()
+            .map(|(row, out)| {
                 if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
                     return Err(Error::Invalid("loader: stopped".into()));
                 }
+                let i = start + row;
                 let sample = self.load(draws[i])?;
-                Ok(crate::augment::augment(&sample, &self.cfg.augment, self.cfg.seed, pos.epoch, i as u64))
+                let sample = crate::augment::augment(&sample, &self.cfg.augment, self.cfg.seed, pos.epoch, i as u64);
+                normalize_into(&sample, out)?;
+                Ok((sample.target, sample.source))
             })
-            .collect::<Result<Vec<Sample>>>()?;
-        Batch::collate(&samples)
+            .collect::<Result<Vec<(Target, String)>>>()?;
+        let (targets, sources) = rows.into_iter().unzip();
+        Ok(Batch { input: Tensor::from_vec(input, &[bs, 3, INPUT_SIZE, INPUT_SIZE])?, targets, sources })
     }
 
     /// Load a draw's record, or the next loadable record of its source.
@@ -236,6 +246,29 @@ impl Inner {
     fn is_bad(&self, source: u32, record: u32) -> bool {
         self.bad.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&(source, record))
     }
+}
+
+/// Floats in one row of a batch.
+const ROW: usize = 3 * INPUT_SIZE * INPUT_SIZE;
+
+/// `preprocess::to_normalized_tensor` into a slice: the same arithmetic, so the same bits (tested).
+fn normalize_into(sample: &Sample, out: &mut [f32]) -> Result<()> {
+    let img = &sample.image;
+    if (img.width() as usize, img.height() as usize) != (INPUT_SIZE, INPUT_SIZE) {
+        return Err(Error::Invalid(format!(
+            "loader: {}: a {}x{} sample (expected {INPUT_SIZE}x{INPUT_SIZE})",
+            sample.source,
+            img.width(),
+            img.height()
+        )));
+    }
+    let plane = INPUT_SIZE * INPUT_SIZE;
+    for (i, px) in img.pixels().enumerate() {
+        for c in 0..3 {
+            out[c * plane + i] = (px.0[c] as f32 / 255.0 - MEAN[c]) / STD[c];
+        }
+    }
+    Ok(())
 }
 
 /// The prefetching iterator of [`Loader::iter_from`].
