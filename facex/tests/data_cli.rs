@@ -134,3 +134,32 @@ fn unknown_dataset_and_missing_root_are_clear_errors() {
     assert_ne!(code, 0);
     assert!(err.contains(s(&empty)), "{err}");
 }
+
+#[test]
+fn synthetic_faces_check_clean_and_feed_the_bench() {
+    let out = tempdir("synth");
+    let (code, text, err) = facex_data(&["synth", "--out", s(&out), "--count", "10", "--seed", "3"]);
+    assert_eq!(code, 0, "{text}\n{err}");
+    // 10 faces: 8 train, 2 test (the first 80%).
+    assert!(text.lines().any(|l| l.starts_with("300w ") && l.ends_with("8      2")), "{text}");
+    let (code, text, err) = facex_data(&["check", "--dataset", "300w", "--root", s(&out.join("300w"))]);
+    assert_eq!(code, 0, "{text}\n{err}");
+    assert!(text.contains("300w train: 8 samples (landmarks 8), 0 bad records"), "{text}");
+    assert!(text.contains("300w test: 2 samples (landmarks 2), 0 bad records"), "{text}");
+    let (code, text, err) = facex_data(&["check", "--dataset", "utkface", "--root", s(&out.join("utkface"))]);
+    assert_eq!(code, 0, "{text}\n{err}");
+    assert!(text.contains("total: 10 samples, 0 bad records"), "{text}");
+
+    let (code, text, err) =
+        facex_data(&["bench", "--dataset", "utkface", "--root", s(&out.join("utkface")), "--samples", "8"]);
+    assert_eq!(code, 0, "{text}\n{err}");
+    let rows: Vec<&str> = text.lines().filter(|l| l.trim_start().starts_with(char::is_numeric)).collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    // threads, seconds, samples/s, samples/s per core, ms per batch: all positive.
+    for row in rows {
+        let v: Vec<f64> = row.split_whitespace().map(|x| x.parse().unwrap()).collect();
+        assert_eq!(v.len(), 5, "{row}");
+        assert!(v.iter().all(|x| *x > 0.0), "{row}");
+        assert!((v[2] / v[0] - v[3]).abs() < 0.1 + 1e-3 * v[3], "{row}");
+    }
+}

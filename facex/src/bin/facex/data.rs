@@ -16,7 +16,7 @@ use rayon::prelude::*;
 pub enum Command {
     /// Read a dataset, decode and crop every record, report samples per split and bad records.
     Check(CheckArgs),
-    /// Write a synthetic dataset (faces drawn with known labels).
+    /// Write synthetic faces with known labels in every dataset's native layout.
     Synth(SynthArgs),
     /// Loader throughput (decode + crop + augment) with one thread and with all threads.
     Bench(BenchArgs),
@@ -215,8 +215,23 @@ fn drawn(sample: &Sample) -> data::preprocess::RgbImage {
 }
 
 fn synth(args: &SynthArgs) -> Result<(), String> {
-    let _ = (&args.out, args.count, args.seed);
-    Err("synth is not available yet (data::synth is being written)".into())
+    let sum = data::synth::write_dataset(&args.out, args.count, args.seed).map_err(|e| e.to_string())?;
+    println!("{} synthetic faces (seed {}) in every layout under {}:", args.count, args.seed, args.out.display());
+    println!("{:<10} {:<28} {:>6} {:>6}", "reader", "root", "train", "test");
+    let rows: [(&str, &str, [usize; 2]); 7] = [
+        ("lapa", "lapa", sum.lapa),
+        ("300w", "300w", sum.w300),
+        ("300w_lp", "300w_lp", [sum.w300lp_aflw2000[0], 0]),
+        ("aflw2000", "aflw2000", [0, sum.w300lp_aflw2000[1]]),
+        ("celeba", "celeba", sum.celeba),
+        ("utkface", "utkface", [sum.utkface, 0]),
+        ("cofw", "cofw", sum.cofw),
+    ];
+    for (reader, dir, [train, test]) in rows {
+        println!("{reader:<10} {:<28} {train:>6} {test:>6}", args.out.join(dir).display());
+    }
+    println!("(utkface has one split, `all`; check any of them with `facex data check --dataset READER --root ROOT`)");
+    Ok(())
 }
 
 fn bench(args: &BenchArgs) -> Result<(), String> {
