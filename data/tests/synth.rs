@@ -234,3 +234,38 @@ fn every_layout_reads_back_with_its_labels() {
     }
     std::fs::remove_dir_all(&out).unwrap();
 }
+
+#[test]
+fn augmented_pose_matches_augmented_landmarks() {
+    // Flip and rotate a rendered face; the pose recovered from the moved (and re-indexed)
+    // landmarks must be the pose target `augment` computed: the roll sign, end to end.
+    use data::augment::{augment, AugmentConfig};
+    use data::{Sample, Target};
+    let cfg = AugmentConfig { flip: 0.5, rotate_deg: 30.0, scale: [1.0, 1.0], ..AugmentConfig::none() };
+    let mut flips = 0;
+    for index in 0..12u64 {
+        let mut p = frontal(200 + index);
+        p.pose = [0.3 - 0.05 * index as f64, 0.5 - 0.09 * index as f64, 0.2 - 0.03 * index as f64];
+        let face = render(&p);
+        let sample = |target: Target| Sample {
+            image: face.image.clone(),
+            target,
+            dataset: "synth",
+            source: String::new(),
+            raw: serde_json::Value::Null,
+            crop_box: [0, 0, 1, 1],
+        };
+        let run = |t: Target| augment(&sample(t), &cfg, 9, 0, index).target;
+        let Target::Landmarks { points } = run(Target::Landmarks { points: face.landmarks.clone() }) else { panic!() };
+        let centre = [p.centre[0] as f32, p.centre[1] as f32];
+        let Target::Landmarks { points: c } = run(Target::Landmarks { points: vec![centre; 68] }) else { panic!() };
+        let Target::HeadPose { pitch_yaw_roll } = run(Target::HeadPose { pitch_yaw_roll: face.pose }) else { panic!() };
+        flips += (pitch_yaw_roll[1].signum() != face.pose[1].signum()) as usize;
+        let moved = FaceParams { centre: [c[0][0] as f64, c[0][1] as f64], ..p.clone() };
+        let got = recover_pose(&moved, &points);
+        for d in 0..3 {
+            assert!((got[d] - pitch_yaw_roll[d] as f64).abs() < 1e-4, "index {index}: {got:?} vs {pitch_yaw_roll:?}");
+        }
+    }
+    assert!(flips > 0 && flips < 12, "{flips} flips of 12");
+}

@@ -59,7 +59,7 @@ pub fn warp_rgb(src: &RgbImage, map: &Affine) -> RgbImage {
         let (yf, mut sx, mut sy) = (y as f64, 0.0, 0.0);
         sx += inv[0][1] * yf + inv[0][2];
         sy += inv[1][1] * yf + inv[1][2];
-        for (x, px) in row.chunks_exact_mut(3).enumerate() {
+        for (x, px) in row.as_chunks_mut::<3>().0.iter_mut().enumerate() {
             let (px_x, px_y) = (sx + inv[0][0] * x as f64, sy + inv[1][0] * x as f64);
             let (x0, y0) = (px_x.floor(), px_y.floor());
             let (fx, fy) = ((px_x - x0) as f32, (px_y - y0) as f32);

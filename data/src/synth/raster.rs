@@ -39,7 +39,7 @@ impl Canvas {
                 }
             }
             xs.sort_by(|a, b| a.total_cmp(b));
-            for pair in xs.chunks_exact(2) {
+            for pair in xs.as_chunks::<2>().0 {
                 let x0 = pair[0].ceil().max(0.0) as usize;
                 let x1 = pair[1].floor().min(self.w as f64 - 1.0);
                 if x1 < 0.0 {
