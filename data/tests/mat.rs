@@ -289,3 +289,45 @@ fn cofw_reader_reads_the_v73_files() {
     let test = data::datasets::open("cofw", &fixture("cofw"), "test").unwrap();
     assert_eq!((test.records.len(), test.records[0].crop), (1, data::CropFrom::Box([1.0, 2.0, 13.0, 16.0])));
 }
+
+#[test]
+fn v73_malformed_files_are_clear_errors() {
+    let path = fixture("cofw/COFW_train_color.mat");
+    let bytes = std::fs::read(&path).unwrap();
+    // Truncated: the root group's B-tree and heap are gone.
+    let e = err_of(&path, &bytes[..700]);
+    assert!(e.contains("COFW_train_color.mat: MAT v7.3 (HDF5): root group:"), "{e}");
+    // A superblock version outside the subset (h5py's libver="latest" writes 3).
+    let mut v3 = bytes.clone();
+    v3[512 + 8] = 3;
+    let e = err_of(&path, &v3);
+    assert!(e.contains("superblock version 3 is not supported"), "{e}");
+    // A corrupted deflate chunk (h5py's level-4 zlib streams start 78 5E): the variable is named.
+    let z = bytes.windows(2).position(|w| w == [0x78, 0x5e]).expect("a zlib stream in the fixture");
+    let mut bad = bytes.clone();
+    for b in &mut bad[z + 2..z + 12] {
+        *b ^= 0xa5;
+    }
+    let e = err_of(&path, &bad);
+    assert!(e.contains("variable ") && e.contains("zlib"), "{e}");
+}
+
+/// Every truncation and many single-byte corruptions of each fixture: an `Ok` or an `Err`, never
+/// a panic, and no allocation beyond what the bytes could hold (the test would abort).
+#[test]
+fn damaged_files_never_panic() {
+    for rel in ["cofw/COFW_train_color.mat", "cofw/COFW_test_color.mat", "cofw_v5/COFW.mat", "types.mat"] {
+        let bytes = std::fs::read(fixture(rel)).unwrap();
+        let path = Path::new(rel);
+        for cut in (0..bytes.len()).step_by(13) {
+            let _ = mat::read_bytes(path, &bytes[..cut]);
+        }
+        for at in (0..bytes.len()).step_by(5) {
+            for flip in [0x01u8, 0x80, 0xff] {
+                let mut b = bytes.clone();
+                b[at] ^= flip;
+                let _ = mat::read_bytes(path, &b);
+            }
+        }
+    }
+}

@@ -105,7 +105,7 @@ fn read_one(root: &Path, file: &Path, variant: Variant) -> std::result::Result<R
         Variant::Aflw2000 => {
             // pt3d_68 is 3x68, column-major: point i is values 3i..3i+3 (x, y, z).
             let v = m.numeric("pt3d_68", &[3, N_POINTS]).map_err(|e| e.to_string())?;
-            v.chunks_exact(3).map(|p| [p[0] as f32, p[1] as f32]).collect()
+            v.as_chunks::<3>().0.iter().map(|p| [p[0] as f32, p[1] as f32]).collect()
         }
     };
     if points.iter().flatten().any(|c| !c.is_finite()) || pose[..3].iter().any(|a| !a.is_finite()) {
@@ -138,7 +138,7 @@ fn read_one(root: &Path, file: &Path, variant: Variant) -> std::result::Result<R
 fn w300lp_points(root: &Path, file: &Path, m: &mat::MatFile) -> std::result::Result<Vec<[f32; 2]>, String> {
     if m.get("pt2d").is_ok() {
         let v = m.numeric("pt2d", &[2, N_POINTS]).map_err(|e| e.to_string())?;
-        return Ok(v.chunks_exact(2).map(|p| [p[0] as f32, p[1] as f32]).collect());
+        return Ok(v.as_chunks::<2>().0.iter().map(|p| [p[0] as f32, p[1] as f32]).collect());
     }
     let folder = file.parent().and_then(Path::file_name).unwrap_or_default();
     let stem = file.file_stem().unwrap_or_default().to_string_lossy();

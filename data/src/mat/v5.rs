@@ -286,7 +286,7 @@ pub(super) fn cast<T: Elem>(ty: u32, data: &[u8], big: bool) -> R<Vec<T>> {
         MI_DOUBLE | MI_INT64 | MI_UINT64 => 8,
         _ => return Err(format!("storage type {ty} is not a numeric type")),
     };
-    if data.len() % size != 0 {
+    if !data.len().is_multiple_of(size) {
         return Err(format!("{} bytes of storage type {ty} (elements of {size} bytes)", data.len()));
     }
     fn word<const N: usize>(c: &[u8], big: bool) -> [u8; N] {

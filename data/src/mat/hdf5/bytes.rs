@@ -10,9 +10,28 @@ pub(super) struct File<'a> {
     pub base: usize,
     pub offset_size: usize,
     pub length_size: usize,
+    /// Bytes of data still allowed to be produced: deflate's maximum ratio (1032:1) of the whole
+    /// file. Cells may point many times to one dataset; this bounds the work and memory of any
+    /// file, hostile ones included, by its size.
+    pub budget: std::cell::Cell<usize>,
 }
 
 impl<'a> File<'a> {
+    pub fn new(bytes: &'a [u8], base: usize, offset_size: usize, length_size: usize) -> File<'a> {
+        let budget = std::cell::Cell::new(bytes.len().saturating_mul(1032));
+        File { bytes, base, offset_size, length_size, budget }
+    }
+
+    /// Account for `n` bytes of data about to be produced.
+    pub fn spend(&self, n: usize) -> R<()> {
+        let left = self.budget.get();
+        if n > left {
+            return Err(format!("{n} bytes of data, more than the file ({} bytes) could hold", self.bytes.len()));
+        }
+        self.budget.set(left - n);
+        Ok(())
+    }
+
     /// A cursor at a file address (relative to the base), checked against the file's end.
     pub fn at(&self, addr: u64) -> R<Cur<'a>> {
         let pos = usize::try_from(addr).ok().and_then(|a| a.checked_add(self.base)).filter(|&p| p <= self.bytes.len());

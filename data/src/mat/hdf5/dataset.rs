@@ -163,11 +163,7 @@ pub(super) fn read(f: &File, header: &[Message]) -> R<Raw> {
     };
     let count = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or("dimensions overflow")?;
     let total = count.checked_mul(elem.size()).ok_or("dimensions overflow")?;
-    // Nothing in the file can expand to more than deflate's maximum ratio of the whole file.
-    let bound = f.bytes.len().saturating_mul(1032);
-    if total > bound {
-        return Err(format!("dims {dims:?} claim {total} bytes, more than the file could hold"));
-    }
+    f.spend(total).map_err(|e| format!("dims {dims:?}: {e}"))?;
     let mut c = Cur::over(find(MSG_LAYOUT, "data layout")?.data, f.offset_size, f.length_size);
     let version = c.u8()?;
     if !(3..=4).contains(&version) {

@@ -58,7 +58,7 @@ pub(super) fn parse(bytes: &[u8]) -> R<Vec<(String, MatArray)>> {
         return Err(format!("superblock sizes of offsets {offset_size} and lengths {length_size}"));
     }
     // Skip to the addresses: 24 bytes of fixed fields (v1: 4 more for the chunk B-tree K).
-    let mut probe = File { bytes, base: at, offset_size, length_size }.at(0)?;
+    let mut probe = File::new(bytes, at, offset_size, length_size).at(0)?;
     probe.skip(24 + if version == 1 { 4 } else { 0 })?;
     let base = probe.need_addr("base address")? as usize;
     if base != at && base != 0 {
@@ -69,7 +69,7 @@ pub(super) fn parse(bytes: &[u8]) -> R<Vec<(String, MatArray)>> {
     probe.addr()?; // driver information
     probe.length()?; // root entry: link name offset
     let root = probe.need_addr("root group")?;
-    let f = File { bytes, base: at, offset_size, length_size };
+    let f = File::new(bytes, at, offset_size, length_size);
     let header = object::messages(&f, root).map_err(|e| format!("root group: {e}"))?;
     let mut vars = Vec::new();
     for (name, addr) in object::group_entries(&f, &header).map_err(|e| format!("root group: {e}"))? {

@@ -79,8 +79,10 @@ pub(super) fn group_entries(f: &File, header: &[Message]) -> R<Vec<(String, u64)
     let names = f.slice(h.need_addr("local heap data")?, heap_size)?;
     let mut out = Vec::new();
     let mut nodes = vec![btree];
+    let mut visited = 0usize;
     while let Some(node) = nodes.pop() {
-        if out.len() + nodes.len() > 1 << 20 {
+        visited += 1;
+        if visited + nodes.len() > 1 << 20 {
             return Err("group B-tree too large (a cycle?)".into());
         }
         let mut c = f.at(node)?;
