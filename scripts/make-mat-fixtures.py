@@ -38,6 +38,9 @@ cofw_v5/COFW.mat  (the older v5 COFW.mat, compressed, grey images)
   IsTr 2x1 cell of uint8 grey images [36, 32] and [30, 28] (same pixel formula, ch = 0);
   phisTr 2x87 and bboxesTr 2x4 as in COFW_train_color.mat; IsT 1x1 cell of a [20, 16] grey image,
   phisT 1x87 = phisTr row 0, bboxesT 1x4 = [2, 3, 12, 14].
+hostile_loop.mat  v7.3: `loop` is a 2x1 cell whose both references point to itself (must end in an
+  error, not a hang). hostile_big.mat  v7.3: `big`, a 10^6 x 10^6 double chunked dataset with no
+  chunk written (must be an error, not a 8 TB allocation).
 types.mat  (savemat, uncompressed) a_double 2x3 = [[1, 2, 3], [4, 5, 6]], a_single 1x2 = [1.5, -2.5],
   a_int8 1x3 = [-128, 0, 127], a_uint16 1x2 = [0, 65535], a_int32 1x2 = [-7, 7],
   a_uint64 1x1 = [2^63], a_logical 1x3 = [True, False, True], a_char = 'hello',
@@ -174,6 +177,18 @@ def cofw():
     }, do_compression=True)
 
 
+def hostile():
+    with h5py.File(out("hostile_loop.mat"), "w", userblock_size=512, libver="earliest") as f:
+        ds = f.create_dataset("loop", (1, 2), dtype=h5py.ref_dtype)
+        ds[0, 0] = ds.ref
+        ds[0, 1] = ds.ref
+        matlab_class(ds, "cell")
+    matlab_userblock(out("hostile_loop.mat"))
+    with h5py.File(out("hostile_big.mat"), "w", userblock_size=512, libver="earliest") as f:
+        matlab_class(f.create_dataset("big", (10**6, 10**6), dtype="f8", chunks=(1, 8)), "double")
+    matlab_userblock(out("hostile_big.mat"))
+
+
 def types():
     c = np.empty((1, 2), dtype=object)
     c[0, 0] = np.array([[7.0]])
@@ -198,6 +213,7 @@ if __name__ == "__main__":
     w300lp()
     aflw2000()
     cofw()
+    hostile()
     types()
     total = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(ROOT) for f in fs)
     print(f"wrote {ROOT} ({total} bytes)")

@@ -331,3 +331,13 @@ fn damaged_files_never_panic() {
         }
     }
 }
+
+#[test]
+fn v73_hostile_files_end_in_errors() {
+    // A cell whose references point to itself: bounded by the nesting depth, not a hang.
+    let e = mat::read(&fixture("hostile_loop.mat")).unwrap_err().to_string();
+    assert!(e.contains("hostile_loop.mat") && e.contains("variable loop") && e.contains("nested deeper"), "{e}");
+    // 10^6 x 10^6 doubles declared, no chunk written: an error, not an 8 TB allocation.
+    let e = mat::read(&fixture("hostile_big.mat")).unwrap_err().to_string();
+    assert!(e.contains("variable big: dims [1000000, 1000000]") && e.contains("more than the file"), "{e}");
+}
