@@ -10,6 +10,7 @@
 pub mod plan;
 
 use std::collections::{BTreeMap, VecDeque};
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
@@ -19,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::datasets::{BadRecord, Dataset};
 use crate::error::{Error, Result};
 use crate::preprocess::{INPUT_SIZE, MEAN, STD};
-use crate::sample::{Batch, Sample, Target};
+use crate::sample::{Batch, Record, Sample, Target};
 use plan::Draw;
 use tensor::Tensor;
 
@@ -227,7 +228,7 @@ impl Inner {
             }
             self.loads.fetch_add(1, Ordering::Relaxed);
             let record = &dataset.records[r as usize];
-            match record.load() {
+            match load_record(record) {
                 Ok(sample) => return Ok(sample),
                 Err(e) => {
                     let bad = BadRecord { source: record.source.clone(), reason: e.to_string() };
@@ -246,6 +247,19 @@ impl Inner {
     fn is_bad(&self, source: u32, record: u32) -> bool {
         self.bad.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&(source, record))
     }
+}
+
+/// [`Record::load`], with a panic (a reader or decoder bug on one odd file) turned into an error
+/// naming the record, so that one record cannot take a training run down.
+pub fn load_record(record: &Record) -> Result<Sample> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| record.load())).unwrap_or_else(|panic| {
+        let msg = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        Err(Error::Invalid(format!("{}: loading panicked: {msg}", record.source)))
+    })
 }
 
 /// Floats in one row of a batch.
@@ -289,7 +303,10 @@ impl Batches {
             let (inner, cancel, at) = (self.inner.clone(), self.cancel.clone(), pos.clone());
             rayon::spawn(move || {
                 if !cancel.load(Ordering::Relaxed) {
-                    let _ = tx.send(inner.batch(&at, Some(&cancel)));
+                    // rayon aborts the process on a panic in a spawned task: make it this batch's error.
+                    let result = std::panic::catch_unwind(AssertUnwindSafe(|| inner.batch(&at, Some(&cancel))))
+                        .unwrap_or_else(|_| Err(Error::Invalid(format!("loader: the batch at {at:?} panicked"))));
+                    let _ = tx.send(result);
                 }
             });
             self.pending.push_back((pos, rx));

@@ -272,3 +272,20 @@ fn each_row_is_augmented_with_the_seed_epoch_and_draw_index() {
     }
     assert!(changed > 0, "the paper's recipe left every row unchanged");
 }
+
+#[test]
+fn a_record_whose_load_panics_is_a_bad_record() {
+    // A 0x0 mask makes the crop mapping index out of bounds: a panic inside Record::load.
+    let mut ds = parsing(3);
+    ds.records[0].label = Label::Parsing(MaskSource::Memory(Arc::new(GrayImage::new(0, 0))));
+    let loader = Loader::new(vec![Source { dataset: ds, weight: 1.0 }], config(3, 4)).unwrap();
+    let (_, batch) = loader.iter_from(Position::default()).next().unwrap();
+    let mut sources = batch.unwrap().sources;
+    sources.sort();
+    // Record 0's draw went to record 1.
+    assert_eq!(sources, ["parse:1", "parse:1", "parse:2"]);
+    let skipped = loader.skipped();
+    assert_eq!(skipped.len(), 1);
+    assert_eq!(skipped[0].source, "parse:0");
+    assert!(skipped[0].reason.contains("parse:0: loading panicked"), "{}", skipped[0].reason);
+}

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use data::datasets::{self, BadRecord, Dataset, READERS};
-use data::loader::{Loader, LoaderConfig, Position, Source};
+use data::loader::{load_record, Loader, LoaderConfig, Position, Source};
 use data::preprocess::image::Rgb;
 use data::{Sample, Target};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -153,7 +153,7 @@ fn validate(ds: &Dataset) -> Vec<BadRecord> {
         .records
         .par_iter()
         .filter_map(|r| {
-            let result = r.load();
+            let result = load_record(r);
             bar.inc(1);
             result.err().map(|e| BadRecord { source: r.source.clone(), reason: e.to_string() })
         })
@@ -171,7 +171,7 @@ fn dump(splits: &[Dataset], n: usize, out: &Path) -> Result<usize, String> {
             if written == n {
                 return Ok(written);
             }
-            let Ok(sample) = record.load() else { continue };
+            let Ok(sample) = load_record(record) else { continue };
             let png = out.join(format!("{written}.png"));
             drawn(&sample).save(&png).map_err(|e| format!("{}: {e}", png.display()))?;
             let json = serde_json::json!({
