@@ -106,7 +106,11 @@ pub fn render(p: &FaceParams) -> Face {
     let shape = Shape {
         smile: if p.smiling { 0.08 } else { 0.0 },
         open: if p.mouth_open { 0.1 } else { 0.0 },
-        eye: if p.age_years < 13 { 1.3 } else { 1.0 },
+        eye: match p.age_years / 10 {
+            0 => 1.35,
+            1 => 1.15,
+            _ => 1.0,
+        },
         jaw: 0.1 * (rng.uniform() - 0.5),
     };
     let cam = Camera { pose: p.pose, centre: p.centre, focal: p.focal };
@@ -161,11 +165,12 @@ pub fn render(p: &FaceParams) -> Face {
     }
     cv.fill(&band, Some(10), |x, y, _| hair_px(x, y));
 
-    // Forehead wrinkles with age.
-    for k in 0..p.age_years.saturating_sub(25) / 15 {
-        let y = 0.62 + 0.07 * k as f64;
-        let line: Vec<P2> = (0..5).map(|i| at([-0.4 + 0.2 * i as f64, y + 0.02 * (i % 2) as f64, 0.75])).collect();
-        cv.stroke(&line, (0.02 * f).max(1.0), None, shade(skin, 0.62));
+    // Forehead wrinkles: one per age bin from 30-39 (five at 70+), so every bin from 2 up
+    // looks different (bins 0 and 1 by their eye size).
+    for k in 0..(p.age_years / 10).min(7).saturating_sub(2) {
+        let y = 0.64 + 0.035 * k as f64;
+        let line: Vec<P2> = (0..5).map(|i| at([-0.26 + 0.13 * i as f64, y + 0.012 * (i % 2) as f64, 0.75])).collect();
+        cv.stroke(&line, (0.018 * f).max(1.0), None, shade(skin, 0.6));
     }
 
     if p.beard {
