@@ -269,3 +269,44 @@ fn augmented_pose_matches_augmented_landmarks() {
     }
     assert!(flips > 0 && flips < 12, "{flips} flips of 12");
 }
+
+#[test]
+fn polygons_fill_pixel_centres_inside() {
+    use data::synth::raster::{convex_hull, Canvas};
+    let mut cv = Canvas::new(8, 8);
+    // Centres 2, 3, 4 lie inside [1.5, 4.5] on both axes: 9 pixels.
+    cv.fill(&[[1.5, 1.5], [4.5, 1.5], [4.5, 4.5], [1.5, 4.5]], Some(7), |_, _, _| [1, 2, 3]);
+    let set: Vec<usize> = (0..64).filter(|&i| cv.mask[i] == 7).collect();
+    assert_eq!(set, vec![18, 19, 20, 26, 27, 28, 34, 35, 36]);
+    assert_eq!(&cv.rgb[3 * 18..3 * 18 + 3], &[1, 2, 3]);
+    assert_eq!(cv.rgb.iter().filter(|&&v| v == 3).count(), 9);
+    // A triangle half of a 4x4 box: x >= y (pixel centres on the diagonal included).
+    let mut cv = Canvas::new(4, 4);
+    cv.fill(&[[-0.5, -0.5], [3.5, -0.5], [3.5, 3.5]], Some(1), |_, _, old| old);
+    assert_eq!(cv.mask.iter().filter(|&&c| c == 1).count(), 4 + 3 + 2 + 1);
+    let hull = convex_hull(&[[0.0, 0.0], [2.0, 0.0], [1.0, 1.0], [2.0, 2.0], [0.0, 2.0], [1.0, 0.0]]);
+    assert_eq!(hull, vec![[0.0, 0.0], [2.0, 0.0], [2.0, 2.0], [0.0, 2.0]]);
+}
+
+#[test]
+fn derived_point_sets_follow_their_tables() {
+    use data::synth::points::{cofw_from_template, lapa106_from_68};
+    let face = render_face(3);
+    let p: Vec<[f64; 2]> = face.landmarks.iter().map(|q| q.map(f64::from)).collect();
+    let lapa = lapa106_from_68(&p);
+    assert_eq!(lapa.len(), 106);
+    assert_eq!((lapa[0], lapa[32], lapa[16]), (p[0], p[16], p[8]));
+    assert_eq!(lapa[1], [(p[0][0] + p[1][0]) / 2.0, (p[0][1] + p[1][1]) / 2.0]);
+    assert_eq!((lapa[84], lapa[103]), (p[48], p[67]));
+    let c = &face.cofw_points;
+    let at = |i: usize| face.landmarks[i];
+    assert_eq!((c[0], c[1], c[8], c[9], c[22], c[23], c[28]), (at(17), at(26), at(36), at(45), at(48), at(54), at(8)));
+    assert_eq!((c[20], c[21], c[24], c[27]), (at(30), at(33), at(51), at(57)));
+    let pupil = c[16];
+    let eye = mean(&face, 36..42);
+    assert!((pupil[0] - eye[0]).abs() < 1e-3 && (pupil[1] - eye[1]).abs() < 1e-3);
+    // The helper-point version agrees on the 68-derived points.
+    let mut with_helpers = p.clone();
+    with_helpers.resize(data::synth::template::N_TEMPLATE, [0.0, 0.0]);
+    assert_eq!(cofw_from_template(&with_helpers)[28], p[8]);
+}
