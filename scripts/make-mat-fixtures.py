@@ -38,6 +38,12 @@ cofw_v5/COFW.mat  (the older v5 COFW.mat, compressed, grey images)
   IsTr 2x1 cell of uint8 grey images [36, 32] and [30, 28] (same pixel formula, ch = 0);
   phisTr 2x87 and bboxesTr 2x4 as in COFW_train_color.mat; IsT 1x1 cell of a [20, 16] grey image,
   phisT 1x87 = phisTr row 0, bboxesT 1x4 = [2, 3, 12, 14].
+latest.mat  HDF5 as h5py's libver="latest" writes it (superblock v3, object header v2, link
+  messages, layout v4), after the MATLAB userblock: `c` 1x1 cell -> '#refs#/a' uint8 [4, 3] with
+  values 0..11 column-major (= arange(12).reshape(3, 4) on disk); `x` 3x2 double = [[0, 3], [1, 4],
+  [2, 5]] (contiguous); `y` 10x4 double, y(r, c) = 10 (c - 1) + (r - 1) in 1-based terms (chunks
+  (2, 3) on disk, shuffle + deflate, a fixed-array index with partial edge chunks); `z` 10x1 =
+  0..9 (one chunk, deflate: the single-chunk index).
 hostile_loop.mat  v7.3: `loop` is a 2x1 cell whose both references point to itself (must end in an
   error, not a hang). hostile_big.mat  v7.3: `big`, a 10^6 x 10^6 double chunked dataset with no
   chunk written (must be an error, not a 8 TB allocation).
@@ -177,6 +183,17 @@ def cofw():
     }, do_compression=True)
 
 
+def latest():
+    with h5py.File(out("latest.mat"), "w", userblock_size=512, libver="latest") as f:
+        a = f.create_group("#refs#").create_dataset("a", data=np.arange(12, dtype=np.uint8).reshape(3, 4))
+        c = f.create_dataset("c", (1, 1), dtype=h5py.ref_dtype)
+        c[0, 0] = a.ref
+        f.create_dataset("x", data=np.arange(6.0).reshape(2, 3))
+        f.create_dataset("y", data=np.arange(40.0).reshape(4, 10), chunks=(2, 3), compression="gzip", shuffle=True)
+        f.create_dataset("z", data=np.arange(10.0).reshape(1, 10), chunks=(1, 10), compression="gzip")
+    matlab_userblock(out("latest.mat"))
+
+
 def hostile():
     with h5py.File(out("hostile_loop.mat"), "w", userblock_size=512, libver="earliest") as f:
         ds = f.create_dataset("loop", (1, 2), dtype=h5py.ref_dtype)
@@ -213,6 +230,7 @@ if __name__ == "__main__":
     w300lp()
     aflw2000()
     cofw()
+    latest()
     hostile()
     types()
     total = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(ROOT) for f in fs)

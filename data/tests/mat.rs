@@ -299,9 +299,9 @@ fn v73_malformed_files_are_clear_errors() {
     assert!(e.contains("COFW_train_color.mat: MAT v7.3 (HDF5): root group:"), "{e}");
     // A superblock version outside the subset (h5py's libver="latest" writes 3).
     let mut v3 = bytes.clone();
-    v3[512 + 8] = 3;
+    v3[512 + 8] = 4;
     let e = err_of(&path, &v3);
-    assert!(e.contains("superblock version 3 is not supported"), "{e}");
+    assert!(e.contains("superblock version 4 is not supported"), "{e}");
     // A corrupted deflate chunk (h5py's level-4 zlib streams start 78 5E): the variable is named.
     let z = bytes.windows(2).position(|w| w == [0x78, 0x5e]).expect("a zlib stream in the fixture");
     let mut bad = bytes.clone();
@@ -316,7 +316,8 @@ fn v73_malformed_files_are_clear_errors() {
 /// a panic, and no allocation beyond what the bytes could hold (the test would abort).
 #[test]
 fn damaged_files_never_panic() {
-    for rel in ["cofw/COFW_train_color.mat", "cofw/COFW_test_color.mat", "cofw_v5/COFW.mat", "types.mat"] {
+    for rel in ["cofw/COFW_train_color.mat", "cofw/COFW_test_color.mat", "latest.mat", "cofw_v5/COFW.mat", "types.mat"]
+    {
         let bytes = std::fs::read(fixture(rel)).unwrap();
         let path = Path::new(rel);
         for cut in (0..bytes.len()).step_by(13) {
@@ -340,4 +341,19 @@ fn v73_hostile_files_end_in_errors() {
     // 10^6 x 10^6 doubles declared, no chunk written: an error, not an 8 TB allocation.
     let e = mat::read(&fixture("hostile_big.mat")).unwrap_err().to_string();
     assert!(e.contains("variable big: dims [1000000, 1000000]") && e.contains("more than the file"), "{e}");
+}
+
+#[test]
+fn v73_reads_hdf5_latest_format_too() {
+    // Superblock v3, object header v2, link-message groups, layout v4 (fixed-array and
+    // single-chunk indexes): HDF5 dims reversed, the same bytes, so every array is 0, 1, 2, ...
+    let f = mat::read(&fixture("latest.mat")).unwrap();
+    let names: Vec<&str> = f.vars.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["c", "x", "y", "z"]);
+    let count = |n: usize| (0..n).map(|v| v as f64).collect::<Vec<_>>();
+    assert_eq!(f.numeric("x", &[3, 2]).unwrap(), count(6));
+    assert_eq!(f.numeric("y", &[10, 4]).unwrap(), count(40)); // partial edge chunks, shuffle + deflate
+    assert_eq!(f.numeric("z", &[10, 1]).unwrap(), count(10));
+    let c = f.get("c").unwrap().cells().unwrap();
+    assert_eq!(c[0], MatArray::uint8(&[4, 3], (0..12).collect()));
 }

@@ -1,5 +1,5 @@
 //! A dataset's raw bytes: its dataspace, datatype and layout messages, the data read from a
-//! compact, contiguous or chunked (v1 B-tree index) layout, through the deflate, shuffle and
+//! compact, contiguous or chunked (v1 B-tree index, or v4's single-chunk and fixed-array) layout, through the deflate, shuffle and
 //! Fletcher-32 filters.
 
 use super::bytes::{Cur, File, R};
@@ -166,8 +166,8 @@ pub(super) fn read(f: &File, header: &[Message]) -> R<Raw> {
     f.spend(total).map_err(|e| format!("dims {dims:?}: {e}"))?;
     let mut c = Cur::over(find(MSG_LAYOUT, "data layout")?.data, f.offset_size, f.length_size);
     let version = c.u8()?;
-    if !(3..=4).contains(&version) {
-        return Err(format!("data layout message version {version} is not supported (3 and 4 are)"));
+    if !(3..=5).contains(&version) {
+        return Err(format!("data layout message version {version} is not supported (3 to 5 are)"));
     }
     let bytes = match c.u8()? {
         0 => {
@@ -182,9 +182,13 @@ pub(super) fn read(f: &File, header: &[Message]) -> R<Raw> {
             let rank = c.u8()? as usize;
             let btree = c.addr()?;
             let chunk: Vec<usize> = (0..rank).map(|_| c.u32().map(|v| v as usize)).collect::<R<_>>()?;
-            chunked(f, &dims, &chunk, elem.size(), btree, &pipeline, total)?
+            let chunks = btree_chunks(f, btree, dims.len())?;
+            assemble(f, &dims, &chunk, elem.size(), &chunks, &pipeline, total)?
         }
-        2 => return Err("chunked layout version 4 (new chunk indexes) is not supported (v3 with a B-tree is)".into()),
+        2 => {
+            let (chunk, chunks) = super::v2::chunks_v4(f, &mut c, &dims)?;
+            assemble(f, &dims, &chunk, elem.size(), &chunks, &pipeline, total)?
+        }
         3 => return Err("virtual datasets are not supported".into()),
         k => return Err(format!("layout class {k} is not supported")),
     };
@@ -194,26 +198,13 @@ pub(super) fn read(f: &File, header: &[Message]) -> R<Raw> {
     Ok(Raw { dims, elem, bytes })
 }
 
-/// Assemble a chunked dataset from its v1 B-tree of chunks. `chunk` has one more entry than
-/// `dims` (the element size, as the layout message stores it).
-fn chunked(
-    f: &File,
-    dims: &[usize],
-    chunk: &[usize],
-    size: usize,
-    btree: Option<u64>,
-    pipeline: &[Filter],
-    total: usize,
-) -> R<Vec<u8>> {
-    let rank = dims.len();
-    if rank == 0 || chunk.len() != rank + 1 || chunk[..rank].contains(&0) {
-        return Err(format!("chunk dims {chunk:?} for a dataset of dims {dims:?}"));
-    }
-    let chunk_elems: usize = chunk[..rank].iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or("chunk overflow")?;
-    let chunk_bytes = chunk_elems.checked_mul(size).ok_or("chunk overflow")?;
-    let mut out = vec![0u8; total];
-    let Some(root) = btree else { return Ok(out) };
-    let mut nodes = vec![root];
+/// A chunk as an index lists it: address, stored size, filter mask, offset (in elements).
+pub(super) type ChunkRef = (u64, u64, u32, Vec<usize>);
+
+/// The chunks of a v1 B-tree chunk index (layout v3).
+fn btree_chunks(f: &File, root: Option<u64>, rank: usize) -> R<Vec<ChunkRef>> {
+    let mut out = Vec::new();
+    let mut nodes: Vec<u64> = root.into_iter().collect();
     let mut visited = 0usize;
     while let Some(node) = nodes.pop() {
         visited += 1;
@@ -227,23 +218,47 @@ fn chunked(
             return Err(format!("chunk B-tree node of type {kind} (1 expected)"));
         }
         c.addr()?;
-        c.addr()?;
+        c.addr()?; // siblings
         for _ in 0..used {
-            let stored = c.u32()? as usize;
+            let stored = c.u32()? as u64;
             let mask = c.u32()?;
             let offset: Vec<usize> = (0..=rank).map(|_| c.uint(8).map(|v| v as usize)).collect::<R<_>>()?;
             let child = c.need_addr("chunk")?;
             if level > 0 {
                 nodes.push(child);
-                continue;
+            } else {
+                out.push((child, stored, mask, offset[..rank].to_vec()));
             }
-            let data = f.slice(child, stored as u64)?.to_vec();
-            let data = unfilter(data, pipeline, mask, chunk_bytes)?;
-            if data.len() != chunk_bytes {
-                return Err(format!("a chunk of {} bytes, expected {chunk_bytes}", data.len()));
-            }
-            copy_chunk(&mut out, dims, &chunk[..rank], &offset[..rank], size, &data)?;
         }
+    }
+    Ok(out)
+}
+
+/// Assemble a chunked dataset. `chunk` has one more entry than `dims` (the element size, as the
+/// layout message stores it); chunks never written read as zero (the default fill value).
+fn assemble(
+    f: &File,
+    dims: &[usize],
+    chunk: &[usize],
+    size: usize,
+    chunks: &[ChunkRef],
+    pipeline: &[Filter],
+    total: usize,
+) -> R<Vec<u8>> {
+    let rank = dims.len();
+    if rank == 0 || chunk.len() != rank + 1 || chunk[..rank].contains(&0) {
+        return Err(format!("chunk dims {chunk:?} for a dataset of dims {dims:?}"));
+    }
+    let chunk_elems: usize = chunk[..rank].iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or("chunk overflow")?;
+    let chunk_bytes = chunk_elems.checked_mul(size).ok_or("chunk overflow")?;
+    let mut out = vec![0u8; total];
+    for (addr, stored, mask, offset) in chunks {
+        let data = f.slice(*addr, *stored)?.to_vec();
+        let data = unfilter(data, pipeline, *mask, chunk_bytes)?;
+        if data.len() != chunk_bytes {
+            return Err(format!("a chunk of {} bytes, expected {chunk_bytes}", data.len()));
+        }
+        copy_chunk(&mut out, dims, &chunk[..rank], offset, size, &data)?;
     }
     Ok(out)
 }

@@ -3,18 +3,23 @@
 //! Format Specification" (version 3.0); MATLAB's conventions: the MAT-file v7.3 notes.
 //!
 //! Supported:
-//! - superblock versions 0 and 1 (MATLAB's and h5py's default `libver="earliest"`), at byte 0 or
-//!   after a userblock (512, 1024, ...); addresses relative to the superblock's base address;
-//! - object headers version 1 with continuation blocks;
-//! - groups as symbol tables (v1 B-tree of symbol table nodes + local heap);
+//! - superblock versions 0 and 1 (MATLAB's and h5py's default `libver="earliest"`) and 2/3
+//!   (`libver="latest"`), at byte 0 or after a userblock (512, 1024, ...); addresses relative to
+//!   the superblock;
+//! - object headers version 1 and version 2 (`OHDR`/`OCHK`), with continuation blocks;
+//! - groups as symbol tables (v1 B-tree of symbol table nodes + local heap) or as link messages
+//!   in the header (compact groups; hard links);
 //! - dataspaces v1/v2; datatypes fixed-point (1/2/4/8 bytes), IEEE float (4/8), object references
 //!   (MATLAB's cells) and fixed-length strings (attributes), little-endian;
-//! - layouts compact, contiguous and chunked with the v1 B-tree chunk index (layout message v3);
+//! - layouts compact, contiguous and chunked: the v1 B-tree index (layout message v3), and the
+//!   single-chunk and unpaged fixed-array indexes (layout v4/v5; v5 is HDF5 2.0's, read as v4,
+//!   which the fixture written by HDF5 2.0 checks);
 //! - filters deflate, shuffle and Fletcher-32 (the checksum is stripped, not verified).
 //!
-//! Not supported, each a clear error naming the feature: superblock v2/v3 and object header v2
-//! (`libver="latest"`), new-style groups (link messages, fractal heaps), layout v4 chunk indexes,
-//! big-endian data, compound/variable-length types, other filters (szip, n-bit, ...).
+//! Not supported, each a clear error naming the feature: dense groups (fractal heap), the
+//! implicit, extensible-array and v2 B-tree chunk indexes and paged fixed arrays (datasets with
+//! unlimited dims or more than 2^page_bits chunks), big-endian data, compound and variable-length
+//! types, other filters (szip, n-bit, ...), virtual datasets. Checksums are not verified.
 //!
 //! MATLAB mapping: a dataset of HDF5 dims `(d0, ..., dk)` is the MATLAB array of dims
 //! `[dk, ..., d0]` with the same bytes (HDF5 is row-major, MATLAB column-major). The class comes
@@ -25,6 +30,7 @@
 mod bytes;
 mod dataset;
 mod object;
+mod v2;
 
 use bytes::{File, R};
 use dataset::Elem;
@@ -47,35 +53,41 @@ pub(super) fn parse(bytes: &[u8]) -> R<Vec<(String, MatArray)>> {
     let at = superblock_at(bytes).ok_or("no HDF5 superblock signature")?;
     let sb = &bytes[at..];
     let version = *sb.get(8).ok_or("truncated superblock")?;
-    if version > 1 {
-        return Err(format!(
-            "HDF5 superblock version {version} is not supported (versions 0 and 1, which MATLAB writes, are)"
-        ));
-    }
-    let offset_size = *sb.get(13).ok_or("truncated superblock")? as usize;
-    let length_size = *sb.get(14).ok_or("truncated superblock")? as usize;
+    // Versions 0/1: sizes at bytes 13-14, addresses after 24 bytes (v1: 4 more); 2/3: sizes at
+    // 9-10, addresses after 12 bytes, the root group's header address directly.
+    let (sizes_at, fixed) = match version {
+        0 => (13, 24),
+        1 => (13, 28),
+        2 | 3 => (9, 12),
+        v => return Err(format!("HDF5 superblock version {v} is not supported (0 to 3 are)")),
+    };
+    let offset_size = *sb.get(sizes_at).ok_or("truncated superblock")? as usize;
+    let length_size = *sb.get(sizes_at + 1).ok_or("truncated superblock")? as usize;
     if !matches!(offset_size, 2 | 4 | 8) || !matches!(length_size, 2 | 4 | 8) {
         return Err(format!("superblock sizes of offsets {offset_size} and lengths {length_size}"));
     }
-    // Skip to the addresses: 24 bytes of fixed fields (v1: 4 more for the chunk B-tree K).
     let mut probe = File::new(bytes, at, offset_size, length_size).at(0)?;
-    probe.skip(24 + if version == 1 { 4 } else { 0 })?;
-    let base = probe.need_addr("base address")? as usize;
-    if base != at && base != 0 {
-        return Err(format!("superblock at byte {at} gives base address {base}"));
-    }
-    probe.addr()?; // free space
-    probe.addr()?; // end of file
-    probe.addr()?; // driver information
-    probe.length()?; // root entry: link name offset
-    let root = probe.need_addr("root group")?;
+    probe.skip(fixed)?;
+    // Addresses are relative to the superblock (the library's reading, whatever base it records).
+    probe.need_addr("base address")?;
+    let root = if version >= 2 {
+        probe.addr()?; // superblock extension
+        probe.addr()?; // end of file
+        probe.need_addr("root group")?
+    } else {
+        probe.addr()?; // free space
+        probe.addr()?; // end of file
+        probe.addr()?; // driver information
+        probe.length()?; // root entry: link name offset
+        probe.need_addr("root group")?
+    };
     let f = File::new(bytes, at, offset_size, length_size);
     let header = object::messages(&f, root).map_err(|e| format!("root group: {e}"))?;
     let mut vars = Vec::new();
     for (name, addr) in object::group_entries(&f, &header).map_err(|e| format!("root group: {e}"))? {
         let header = object::messages(&f, addr).map_err(|e| format!("variable {name}: {e}"))?;
-        if header.iter().any(|m| m.ty == object::MSG_SYMBOL_TABLE) {
-            continue; // a group: `#refs#`, or a MATLAB struct (not read)
+        if !header.iter().any(|m| m.ty == object::MSG_LAYOUT) {
+            continue; // not a dataset: a group (`#refs#`, or a MATLAB struct, not read)
         }
         let array = array(&f, &header, 0).map_err(|e| format!("variable {name}: {e}"))?;
         vars.push((name, array));

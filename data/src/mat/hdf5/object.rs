@@ -1,5 +1,5 @@
-//! Object headers (version 1, what MATLAB and h5py's default write) and groups (symbol tables:
-//! a v1 B-tree of symbol table nodes, names in a local heap).
+//! Object headers (version 1, what MATLAB and h5py's default write; version 2 in `v2`) and
+//! groups (symbol tables: a v1 B-tree of symbol table nodes, names in a local heap; or links).
 
 use super::bytes::{Cur, File, R};
 
@@ -25,9 +25,7 @@ pub(super) fn messages<'a>(f: &File<'a>, addr: u64) -> R<Vec<Message<'a>>> {
     let mut c = f.at(addr)?;
     let mut out = Vec::new();
     if c.b.get(c.pos..c.pos + 4) == Some(b"OHDR") {
-        // Version 2 headers come with superblock v2/v3 (h5py's libver="latest"); MATLAB writes
-        // version 1.
-        return Err(format!("object header version 2 (OHDR) at {addr:#x} is not supported (version 1 is)"));
+        return super::v2::messages(f, addr);
     }
     let version = c.u8()?;
     if version != 1 {
@@ -64,9 +62,9 @@ pub(super) fn messages<'a>(f: &File<'a>, addr: u64) -> R<Vec<Message<'a>>> {
 
 /// The (name, object header address) entries of a symbol-table group, in B-tree order.
 pub(super) fn group_entries(f: &File, header: &[Message]) -> R<Vec<(String, u64)>> {
-    let msg = header.iter().find(|m| m.ty == MSG_SYMBOL_TABLE).ok_or(
-        "a group without a symbol table message (groups of link messages, HDF5 1.8's new style, are not supported)",
-    )?;
+    let Some(msg) = header.iter().find(|m| m.ty == MSG_SYMBOL_TABLE) else {
+        return super::v2::links(f, header); // a new-style group: links in the header
+    };
     let mut m = Cur::over(msg.data, f.offset_size, f.length_size);
     let btree = m.need_addr("group B-tree")?;
     let heap = m.need_addr("group local heap")?;
