@@ -24,6 +24,7 @@
 
 use std::path::{Path, PathBuf};
 
+use rayon::prelude::*;
 use serde_json::json;
 
 use super::{BadRecord, Dataset};
@@ -65,12 +66,16 @@ pub fn read(root: &Path, split: &str, variant: Variant) -> Result<Dataset> {
         )));
     }
     let mut ds = Dataset { name, split: split.to_string(), records: Vec::new(), bad: Vec::new() };
+    let mut files = Vec::new();
     for dir in dirs {
-        for file in list_mats(&dir)? {
-            match read_one(root, &file, variant) {
-                Ok(rec) => ds.records.push(rec),
-                Err(reason) => ds.bad.push(BadRecord { source: file.display().to_string(), reason }),
-            }
+        files.extend(list_mats(&dir)?);
+    }
+    // 122k small files in 300W-LP: parsed in parallel, kept in file order.
+    let parsed: Vec<_> = files.par_iter().map(|file| (file, read_one(root, file, variant))).collect();
+    for (file, result) in parsed {
+        match result {
+            Ok(rec) => ds.records.push(rec),
+            Err(reason) => ds.bad.push(BadRecord { source: file.display().to_string(), reason }),
         }
     }
     if ds.records.is_empty() && ds.bad.is_empty() {
