@@ -329,3 +329,18 @@ fn the_config_reads_from_toml_like_json_with_defaults() {
     assert_eq!(cfg.scale, [0.9, 1.1]);
     assert!(serde_json::from_str::<AugmentConfig>(r#"{"flop": 1}"#).is_err());
 }
+
+#[test]
+fn an_empty_image_comes_back_unchanged() {
+    let s = sample(Target::Parsing { mask: vec![] }, RgbImage::new(0, 0));
+    let out = augment(&s, &AugmentConfig { flip: 1.0, blur: 1.0, occlusion: 1.0, ..Default::default() }, 1, 1, 1);
+    assert_eq!(out.target, s.target);
+    assert_eq!(out.image.dimensions(), (0, 0));
+    // A mask shorter than the image reads as background where it is missing, without a panic.
+    let s = sample(Target::Parsing { mask: vec![3; 10] }, noise_image(1));
+    let Target::Parsing { mask } = augment(&s, &only_flip(), 1, 1, 1).target else { panic!() };
+    assert_eq!(mask.len(), N * N);
+    // Pixels 0..10 of row 0 (class 3) land on x = 214..=223 as class 2.
+    assert_eq!((mask[213], mask[214], mask[223]), (0, 2, 2));
+    assert_eq!(mask.iter().filter(|&&c| c != 0).count(), 10);
+}

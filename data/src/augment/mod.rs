@@ -161,6 +161,10 @@ fn permute<T: Copy>(items: &[T], perm: &[usize]) -> Vec<T> {
 pub fn augment(sample: &Sample, cfg: &AugmentConfig, seed: u64, epoch: u64, index: u64) -> Sample {
     let d = draw(cfg, &mut sample_rng(seed, epoch, index));
     let (w, h) = (sample.image.width() as usize, sample.image.height() as usize);
+    if w == 0 || h == 0 {
+        // Nothing to move or recolour (and no centre to turn about).
+        return sample.clone();
+    }
     let side = w.max(h) as f64;
     let map = Affine::about_centre(w, h, d.flip, d.angle, d.scale, [d.shift[0] * side, d.shift[1] * side]);
     let moves = map != Affine::IDENTITY;
