@@ -357,3 +357,23 @@ fn v73_reads_hdf5_latest_format_too() {
     let c = f.get("c").unwrap().cells().unwrap();
     assert_eq!(c[0], MatArray::uint8(&[4, 3], (0..12).collect()));
 }
+
+#[test]
+fn w300lp_falls_back_to_the_landmarks_file_and_needs_the_image() {
+    let root = scratch("w300lp-fallback");
+    std::fs::create_dir_all(root.join("AFW")).unwrap();
+    std::fs::create_dir_all(root.join("landmarks/AFW")).unwrap();
+    let pose = MatArray::double(&[1, 7], vec![0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]);
+    // `a` has no pt2d: its points come from landmarks/AFW/a_pts.mat (pts_2d 68x2 = pt2d').
+    mat::write_v5(&root.join("AFW/a.mat"), &[("Pose_Para", pose.clone())]).unwrap();
+    std::fs::copy(fixture("300w_lp/landmarks/AFW/AFW_134212_1_0_pts.mat"), root.join("landmarks/AFW/a_pts.mat"))
+        .unwrap();
+    std::fs::write(root.join("AFW/a.jpg"), b"").unwrap();
+    // `b` has no image beside it.
+    mat::write_v5(&root.join("AFW/b.mat"), &[("Pose_Para", pose)]).unwrap();
+    let ds = data::datasets::open("300w_lp", &root, "train").unwrap();
+    assert_eq!((ds.records.len(), ds.bad.len()), (1, 1));
+    let data::Label::HeadPose { points: Some(points), pitch_yaw_roll } = &ds.records[0].label else { panic!() };
+    assert_eq!((points[0], points[67], pitch_yaw_roll[0]), ([100.25, 50.5], [234.25, 251.5], 0.5));
+    assert!(ds.bad[0].source.ends_with("b.mat") && ds.bad[0].reason.contains("no image"), "{:?}", ds.bad[0]);
+}
