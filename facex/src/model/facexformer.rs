@@ -3,7 +3,7 @@
 
 use super::decoder::TwoWayTransformer;
 use super::fusion::{gaussian_matrix, positional_encoding, Fusion};
-use super::heads::{Heads, Tokens, NUM_TOKENS};
+use super::heads::{Heads, Tokens, NUM_MASKS, NUM_TOKENS};
 use super::layers::LayerNorm;
 use super::params::{Builder, Entry, Source};
 use super::swin::SwinEncoder;
@@ -51,8 +51,10 @@ pub struct Outputs {
     pub gender: Var,
     /// [B, 5] race logits.
     pub race: Var,
-    /// [B, 11, 224, 224] parsing logits.
+    /// [B, 11, 224, 224] parsing logits; [k, 11, 224, 224] for the rows `segmentation_rows`
+    /// lists when the forward was asked for only those (training on a mixed-task batch).
     pub segmentation: Var,
+    pub segmentation_rows: Option<Vec<usize>>,
     pub inter: Intermediates,
 }
 
@@ -233,6 +235,13 @@ impl FaceXFormer {
     /// x: [N, 3, 224, 224] (float; converted to f32) -> all outputs and intermediates.
     /// Under `autograd::no_grad` nothing is recorded; otherwise the graph reaches every parameter.
     pub fn forward(&self, x: &Var) -> Result<Outputs> {
+        self.forward_parsing_rows(x, None)
+    }
+
+    /// `forward`, with the parsing head (the upscaler to 224x224 and the hypernetwork product,
+    /// the costliest head) run only on `rows` when given: in a mixed-task batch the other rows'
+    /// parsing logits would be computed and thrown away. Every other output covers every row.
+    pub fn forward_parsing_rows(&self, x: &Var, rows: Option<&[usize]>) -> Result<Outputs> {
         let s = x.shape();
         if s.len() != 4 || s[0] == 0 || s[1] != 3 || s[2] != IMAGE_SIZE || s[3] != IMAGE_SIZE {
             return Err(Error::BadShape {
@@ -263,7 +272,20 @@ impl FaceXFormer {
         let mut next = || task.next().expect("seven task heads");
         let (landmarks, pose, attributes, visibility) = (next(), next(), next(), next());
         let (age, gender, race) = (next(), next(), next());
-        let segmentation = self.heads.segmentation(&hs, &keys)?;
+        let segmentation = match rows {
+            None => self.heads.segmentation(&hs, &keys)?,
+            Some([]) => Var::constant(Tensor::zeros(&[0, NUM_MASKS, IMAGE_SIZE, IMAGE_SIZE], DType::F32)),
+            Some(rows) => {
+                if let Some(&bad) = rows.iter().find(|&&r| r >= b) {
+                    return Err(Error::InvalidArgument {
+                        op: "FaceXFormer::forward_parsing_rows",
+                        msg: format!("row {bad} of a batch of {b}"),
+                    });
+                }
+                let index = Tensor::from_vec(rows.iter().map(|&r| r as i64).collect::<Vec<_>>(), &[rows.len()])?;
+                self.heads.segmentation(&hs.index_select(0, &index)?, &keys.index_select(0, &index)?)?
+            }
+        };
 
         let nchw = |v: &Var| v.permute(&[0, 3, 1, 2]);
         let inter = Intermediates {
@@ -276,7 +298,19 @@ impl FaceXFormer {
             decoder_tokens: hs,
             decoder_image: keys,
         };
-        Ok(Outputs { landmarks, pose, attributes, visibility, age, gender, race, segmentation, inter })
+        let segmentation_rows = rows.map(<[usize]>::to_vec);
+        Ok(Outputs {
+            landmarks,
+            pose,
+            attributes,
+            visibility,
+            age,
+            gender,
+            race,
+            segmentation,
+            segmentation_rows,
+            inter,
+        })
     }
 }
 

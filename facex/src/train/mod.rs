@@ -162,7 +162,18 @@ pub fn task_losses(out: &Outputs, t: &Targets) -> Result<Vec<(&'static str, Var)
         }
         let loss = match name {
             "segmentation" => {
-                losses::cross_entropy(&select_rows(&out.segmentation, rows)?, &t.segmentation, None, None)?
+                // The forward may already have run the parsing head on exactly these rows.
+                let logits = match &out.segmentation_rows {
+                    Some(done) if done == rows => out.segmentation.clone(),
+                    Some(done) => {
+                        return Err(Error::InvalidArgument {
+                            op: "task_losses",
+                            msg: format!("parsing logits of rows {done:?}, targets of rows {rows:?}"),
+                        })
+                    }
+                    None => select_rows(&out.segmentation, rows)?,
+                };
+                losses::cross_entropy(&logits, &t.segmentation, None, None)?
             }
             "landmarks" => {
                 let pred = select_rows(&out.landmarks, rows)?.reshape(&[rows.len(), 68, 2])?;
@@ -215,6 +226,58 @@ pub fn train_step(model: &FaceXFormer, opt: &mut AdamW, input: &Tensor, targets:
 mod tests {
     use super::*;
     use crate::model::FacexConfig;
+
+    /// A mixed batch: parsing on row 1, landmarks on rows 0 and 2, age/gender/race on row 2.
+    fn mixed_targets() -> Targets {
+        let all = Targets::random(3, 4);
+        let pick = |t: &Tensor, rows: &[i64]| {
+            t.index_select(0, &Tensor::from_vec(rows.to_vec(), &[rows.len()]).unwrap()).unwrap()
+        };
+        Targets {
+            rows: [vec![1], vec![0, 2], vec![], vec![], vec![2], vec![]],
+            segmentation: pick(&all.segmentation, &[1]),
+            landmarks: pick(&all.landmarks, &[0, 2]),
+            pose: Tensor::zeros(&[0, 3], DType::F32),
+            attributes: Tensor::zeros(&[0, 40], DType::F32),
+            visibility: Tensor::zeros(&[0, 29], DType::F32),
+            age: pick(&all.age, &[2]),
+            gender: pick(&all.gender, &[2]),
+            race: pick(&all.race, &[2]),
+        }
+    }
+
+    #[test]
+    fn parsing_head_on_its_rows_only_gives_the_same_losses_and_gradients() {
+        let mut cfg = FacexConfig::tiny();
+        cfg.backbone.depths = vec![1, 1, 1, 1];
+        let model = FaceXFormer::new_random(&cfg, 5).unwrap();
+        let x = Var::constant(Tensor::randn(&[3, 3, 224, 224], 6, DType::F32));
+        let t = mixed_targets();
+        let full = model.forward(&x).unwrap();
+        let part = model.forward_parsing_rows(&x, Some(&t.rows[0])).unwrap();
+        assert_eq!(part.segmentation.shape(), vec![1, 11, 224, 224]);
+        let (lf, lp) = (task_losses(&full, &t).unwrap(), task_losses(&part, &t).unwrap());
+        let names: Vec<&str> = lf.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, ["segmentation", "landmarks", "age", "gender", "race"]);
+        for ((n, a), (_, b)) in lf.iter().zip(&lp) {
+            let (a, b) = (a.value().item().unwrap(), b.value().item().unwrap());
+            assert!((a - b).abs() <= 1e-6 * a.abs().max(1.0), "{n}: {a} vs {b}");
+        }
+        let (gf, gp) = (total_loss(&lf).unwrap().backward().unwrap(), total_loss(&lp).unwrap().backward().unwrap());
+        for (name, p) in model.named_parameters() {
+            let (a, b) = (gf.get(&p), gp.get(&p));
+            assert_eq!(a.is_some(), b.is_some(), "{name}");
+            if let (Some(a), Some(b)) = (a, b) {
+                let (a, b) = (a.to_f32_vec().unwrap(), b.to_f32_vec().unwrap());
+                let scale = a.iter().map(|v| v.abs()).fold(1e-6f32, f32::max);
+                let diff = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+                assert!(diff <= 1e-4 * scale, "{name}: max diff {diff} at scale {scale}");
+            }
+        }
+        // Parsing logits of other rows than the targets' are refused, not silently misused.
+        let e = model.forward_parsing_rows(&x, Some(&[0])).unwrap();
+        assert!(task_losses(&e, &t).is_err(), "logits of other rows than the targets' must be refused");
+    }
 
     #[test]
     fn training_steps_reduce_the_loss_on_a_fixed_batch() {

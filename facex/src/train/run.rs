@@ -270,7 +270,10 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, stop: &AtomicBool) -> Result<
         let lr = learning_rate(cfg, progress.step, pos.epoch);
         opt.lr = lr;
 
-        let out = model.forward(&Var::constant(batch.input.clone())).map_err(|e| e.to_string())?;
+        let parsing_rows = &targets.rows[Task::Parsing.id()];
+        let out = model
+            .forward_parsing_rows(&Var::constant(batch.input.clone()), Some(parsing_rows))
+            .map_err(|e| e.to_string())?;
         let parts = task_losses(&out, &targets).map_err(|e| e.to_string())?;
         let mut values = Vec::new();
         for (name, l) in &parts {
