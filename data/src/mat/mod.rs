@@ -3,13 +3,15 @@
 //!
 //! Why our own reader rather than a crate: the training data needs three things at once —
 //! Level 5 numeric arrays stored in any storage type, cell arrays (COFW's images) and MAT v7.3
-//! (COFW's colour files are HDF5). The `matfile` crate (0.5) reads Level 5 numeric arrays only
-//! (no cells, no structs, no v7.3) and pulls `nom` and `libflate`; the `hdf5` crate binds the C
-//! library (a system dependency and unsafe FFI for a handful of datasets). The subset we need is
-//! small and fully specified (MathWorks' "MAT-File Format" PDF, The HDF Group's "HDF5 File Format
-//! Specification"), so reading it in a few hundred lines of safe Rust, with every length checked
-//! against the bytes actually present, costs less than auditing either. The only new dependency is
-//! `flate2` on its pure-Rust `miniz_oxide` backend, already in the lock file through `image`.
+//! (COFW's colour files are HDF5). The `matfile` crate (0.5, "alpha quality") reads Level 5
+//! numeric arrays only (no cells, structs or v7.3); `matrw` reads Level 5 with cells but no v7.3;
+//! v7.3 would take a second crate, either the `hdf5` bindings (the C library as a system
+//! dependency, FFI) or a young pure-Rust HDF5 implementation whose surface (writing, editing)
+//! is far larger than three datasets need. The subset we need is small and fully specified
+//! (MathWorks' "MAT-File Format", The HDF Group's "HDF5 File Format Specification"), so reading it
+//! in a few hundred lines of safe Rust, with every length checked against the bytes actually
+//! present, costs less than auditing two dependencies. The only new dependency is `flate2` on
+//! its pure-Rust `miniz_oxide` backend, already in the lock file through `image`.
 //!
 //! Arrays keep MATLAB's meaning: `dims` as MATLAB reports them (`size(x)`), data column-major
 //! (the first index fastest). A v7.3 file stores the same bytes with the dimensions reversed
