@@ -234,3 +234,89 @@ fn analyze_on_the_reference_device_agrees_with_the_cpu_model() {
     let worst = cpu.iter().zip(&dev).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
     assert!(worst < 1e-3, "landmarks differ by {worst} px");
 }
+
+#[test]
+fn directory_reads_every_decodable_format_and_names_what_it_skips() {
+    // The astronaut as PNG and as binary PPM (lossless, so the same face to the last bit), a text
+    // file and a sub-folder: both images are analysed, the two others are named and counted.
+    let dir = tempdir("formats-in");
+    let out = tempdir("formats-out");
+    let img = image::open(repo().join("tests/fixtures/detect/astronaut.png")).unwrap().to_rgb8();
+    img.save(dir.join("a.png")).unwrap();
+    // Binary PPM written by hand (`image` would write a P7 PAM under this name).
+    let mut ppm = format!("P6\n{} {}\n255\n", img.width(), img.height()).into_bytes();
+    ppm.extend_from_slice(img.as_raw());
+    std::fs::write(dir.join("b.ppm"), ppm).unwrap();
+    std::fs::write(dir.join("notes.txt"), b"not an image").unwrap();
+    std::fs::create_dir(dir.join("more")).unwrap();
+    let (code, err) = analyze(&[dir.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("skipped") && err.contains("notes.txt"), "{err}");
+    assert!(err.contains("more") && err.contains("directory"), "{err}");
+    assert!(err.contains("2 images, 2 faces, 2 skipped (0 unreadable, 2 not images)"), "{err}");
+    let (a, b) = (json(&out.join("a.json")), json(&out.join("b.json")));
+    assert_eq!(b["faces"].as_array().unwrap().len(), 1);
+    assert_eq!(a["faces"][0]["bbox"], b["faces"][0]["bbox"]);
+    assert_eq!(a["faces"][0]["detector_score"], b["faces"][0]["detector_score"]);
+    // Outputs are complete PNGs under their final names; no temporary file is left behind.
+    assert_eq!(image::open(out.join("b.overlay.png")).unwrap().width(), 512);
+    let mut names: Vec<String> =
+        std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert_eq!(names, ["a.json", "a.overlay.png", "b.json", "b.overlay.png"]);
+}
+
+#[test]
+fn convert_killed_at_random_moments_never_leaves_a_partial_file() {
+    // `facex convert` of a 10 MB safetensors file, SIGKILLed at random moments from its start
+    // to past its usual end. The target must then be absent or byte-identical to an
+    // uninterrupted conversion; temporary names (hidden, `.NAME.tmp-PID`) may remain.
+    let dir = tempdir("kill");
+    let input = dir.join("in.safetensors");
+    let (code, _, err) = facex(&["init", "--config", "tiny", "--seed", "3", input.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let reference = dir.join("reference.safetensors");
+    let start = std::time::Instant::now();
+    let (code, _, err) = facex(&["convert", input.to_str().unwrap(), reference.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let full = start.elapsed();
+    let want = std::fs::read(&reference).unwrap();
+    assert!(want.len() > 10_000_000, "{}", want.len());
+
+    let target = dir.join("out.safetensors");
+    let mut rng = tensor::SplitMix64(20261202);
+    let (mut killed_running, mut absent, mut complete) = (0, 0, 0);
+    for _ in 0..40 {
+        let _ = std::fs::remove_file(&target);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_facex"))
+            .args(["convert", input.to_str().unwrap(), target.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(full.mul_f64(1.2 * rng.uniform()));
+        if child.try_wait().unwrap().is_none() {
+            killed_running += 1;
+        }
+        child.kill().unwrap(); // SIGKILL on Unix: no handler, no cleanup
+        child.wait().unwrap();
+        match std::fs::read(&target) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => absent += 1,
+            Err(e) => panic!("{e}"),
+            Ok(bytes) => {
+                assert!(bytes == want, "a partial or different file: {} of {} bytes", bytes.len(), want.len());
+                complete += 1;
+            }
+        }
+        // Besides the target, only temporary names of the killed writer.
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            if name.contains("out.") {
+                assert!(name == "out.safetensors" || name.starts_with(".out.safetensors.tmp-"), "{name}");
+            }
+        }
+    }
+    eprintln!("kill test: {killed_running} of 40 killed while running; target absent {absent}, complete {complete}");
+    assert!(killed_running >= 10, "too few kills landed while the writer ran: {killed_running}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -1,6 +1,7 @@
 //! `facex analyze IMAGE_OR_DIR... --weights W [--out DIR] [--largest]`
 
 use facex::analyze::Analyzer;
+use facex::atomic::write_bytes;
 use facex::detect::Mtcnn;
 use facex::engine::{parse_dtype, Engine};
 use facex::model::FaceXFormer;
@@ -31,35 +32,55 @@ pub struct Args {
     dtype: String,
 }
 
-const IMAGE_EXTENSIONS: [&str; 8] = ["png", "jpg", "jpeg", "bmp", "gif", "webp", "tif", "tiff"];
+/// What `collect_images` found: the images to analyse and the files of a directory it leaves
+/// out, each with the reason (named on stderr and counted in the summary).
+struct Inputs {
+    images: Vec<PathBuf>,
+    skipped: Vec<(PathBuf, String)>,
+}
 
-/// The images named on the command line: files as given, directories' image files sorted.
-fn collect_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
-    let mut images = Vec::new();
+/// Whether a directory entry is an image the decoder reads: its extension names a format
+/// compiled into this binary (`image`'s features in facex/Cargo.toml: png, jpeg, bmp, gif, webp,
+/// tiff, pnm, tga, ico). Anything else is a named skip, never a silent one.
+fn image_kind(path: &Path) -> Result<(), String> {
+    match image::ImageFormat::from_path(path) {
+        Ok(f) if f.reading_enabled() => Ok(()),
+        Ok(f) => Err(format!("{f:?} images are not supported by this build")),
+        Err(_) => Err("not an image file facex reads".into()),
+    }
+}
+
+/// The images named on the command line: files as given (their content decides), directories'
+/// image files sorted; a directory's other entries are reported as skipped.
+fn collect_images(inputs: &[PathBuf]) -> Result<Inputs, String> {
+    let mut found = Inputs { images: Vec::new(), skipped: Vec::new() };
     for input in inputs {
         if input.is_dir() {
             let entries = std::fs::read_dir(input).map_err(|e| format!("{}: {e}", input.display()))?;
-            let mut found: Vec<PathBuf> = entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| {
-                    p.is_file()
-                        && p.extension()
-                            .and_then(|e| e.to_str())
-                            .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-                })
-                .collect();
-            if found.is_empty() {
+            let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+            paths.sort();
+            let before = found.images.len();
+            for p in paths {
+                if !p.is_file() {
+                    let what = if p.is_dir() { "a directory (not searched)" } else { "not a regular file" };
+                    found.skipped.push((p, what.into()));
+                } else {
+                    match image_kind(&p) {
+                        Ok(()) => found.images.push(p),
+                        Err(why) => found.skipped.push((p, why)),
+                    }
+                }
+            }
+            if found.images.len() == before {
                 eprintln!("facex analyze: no images in directory {}", input.display());
             }
-            found.sort();
-            images.extend(found);
         } else if input.exists() {
-            images.push(input.clone());
+            found.images.push(input.clone());
         } else {
             return Err(format!("{}: no such file or directory", input.display()));
         }
     }
-    Ok(images)
+    Ok(found)
 }
 
 fn load_model(path: &Path, device: &str, dtype: &str) -> Result<Engine, String> {
@@ -69,6 +90,16 @@ fn load_model(path: &Path, device: &str, dtype: &str) -> Result<Engine, String> 
     Engine::new(model, device, dtype)
 }
 
+/// An image encoded as PNG in memory, for `write_bytes`.
+fn png_bytes<P>(img: &image::ImageBuffer<P, Vec<u8>>) -> image::ImageResult<Vec<u8>>
+where
+    P: image::PixelWithColorType<Subpixel = u8>,
+{
+    let mut bytes = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)?;
+    Ok(bytes)
+}
+
 /// Analyse one image and write its JSON, parsing mask and overlay.
 fn process(analyzer: &Analyzer, path: &Path, out: &Path) -> Result<usize, String> {
     let img = facex::preprocess::load_rgb(path).map_err(|e| e.to_string())?;
@@ -76,25 +107,33 @@ fn process(analyzer: &Analyzer, path: &Path, out: &Path) -> Result<usize, String
     let result = analyzer.analyze(&name, &img).map_err(|e| format!("{}: {e}", path.display()))?;
     let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
     let write_err = |p: &Path, e: &dyn std::fmt::Display| format!("writing {}: {e}", p.display());
+    // Every file goes to a temporary name and is renamed when complete (facex::atomic), so an
+    // interrupted run never leaves half a JSON or PNG where a whole one is expected.
     let json_path = out.join(format!("{stem}.json"));
     let json = serde_json::to_string_pretty(&result).map_err(|e| write_err(&json_path, &e))?;
-    std::fs::write(&json_path, json).map_err(|e| write_err(&json_path, &e))?;
+    write_bytes(&json_path, json.as_bytes()).map_err(|e| write_err(&json_path, &e))?;
     if let Some(mask) = &result.parsing {
         let p = out.join(format!("{stem}.parsing.png"));
-        mask.save(&p).map_err(|e| write_err(&p, &e))?;
+        write_bytes(&p, &png_bytes(mask).map_err(|e| write_err(&p, &e))?).map_err(|e| write_err(&p, &e))?;
     }
     let p = out.join(format!("{stem}.overlay.png"));
-    analyzer.overlay(&img, &result).save(&p).map_err(|e| write_err(&p, &e))?;
+    let overlay = analyzer.overlay(&img, &result);
+    write_bytes(&p, &png_bytes(&overlay).map_err(|e| write_err(&p, &e))?).map_err(|e| write_err(&p, &e))?;
     Ok(result.faces.len())
 }
 
 pub fn run(args: Args) -> ExitCode {
-    let images = match collect_images(&args.inputs) {
-        Ok(images) if images.is_empty() => {
-            eprintln!("facex analyze: no images to analyse");
-            return ExitCode::from(2);
+    let (images, not_images) = match collect_images(&args.inputs) {
+        Ok(found) => {
+            for (p, why) in &found.skipped {
+                eprintln!("facex analyze: skipped {}: {why}", p.display());
+            }
+            if found.images.is_empty() {
+                eprintln!("facex analyze: no images to analyse");
+                return ExitCode::from(2);
+            }
+            (found.images, found.skipped.len())
         }
-        Ok(images) => images,
         Err(e) => {
             eprintln!("facex analyze: {e}");
             return ExitCode::from(2);
@@ -143,8 +182,9 @@ pub fn run(args: Args) -> ExitCode {
     }
     bar.finish_and_clear();
     eprintln!(
-        "facex analyze: {} images, {faces} faces, {failed} skipped; results in {}",
+        "facex analyze: {} images, {faces} faces, {} skipped ({failed} unreadable, {not_images} not images); results in {}",
         images.len() - failed,
+        failed + not_images,
         args.out.display()
     );
     if failed == images.len() {

@@ -1,5 +1,7 @@
 //! `facex convert IN OUT.safetensors`: the official zip/pickle checkpoint (or any weights file
-//! facex reads) to safetensors, keeping the names and order.
+//! facex reads) to safetensors, keeping the names and order. The output is written through
+//! `facex::atomic` (inside `save_safetensors`): a killed run leaves no partial file under its
+//! name (tested in tests/cli.rs by SIGKILLing conversions at random moments).
 
 use facex::checkpoint::{decoder_heads_beside, infer_config, load_weights, save_safetensors};
 use std::path::PathBuf;
