@@ -140,16 +140,10 @@ impl Loader {
         self.inner.batch(pos, None)
     }
 
-    /// Batches from `start` on, forever (epochs roll over), each with its position; prefetched
-    /// on rayon. Iterate from a plain thread (not a rayon worker: `next` blocks). Dropping the
-    /// iterator stops its workers.
+    /// Batches from `start` on, forever (epochs roll over), each with its position, made ahead
+    /// by a producer thread (see [`Batches`]). Dropping the iterator stops and joins it.
     pub fn iter_from(&self, start: Position) -> Batches {
-        Batches {
-            inner: self.inner.clone(),
-            next_submit: self.inner.normalize(start),
-            pending: VecDeque::new(),
-            cancel: Arc::new(AtomicBool::new(false)),
-        }
+        Batches::start(self.inner.clone(), start)
     }
 
     /// Records that failed to load, each once, in source then record order.
@@ -286,49 +280,60 @@ fn normalize_into(sample: &Sample, out: &mut [f32]) -> Result<()> {
 }
 
 /// The prefetching iterator of [`Loader::iter_from`].
+///
+/// One producer thread makes the batches in order, each decoded in parallel on rayon, and hands
+/// them over a channel of `prefetch - 1` places: it is at most `prefetch` batches ahead of the
+/// consumer (the queued ones and the one it is making). One batch at a time keeps them in order:
+/// with one rayon task per batch, a worker waiting inside the oldest batch would steal and run
+/// younger ones, and the consumer would wait behind them.
 pub struct Batches {
-    inner: Arc<Inner>,
-    next_submit: Position,
-    pending: VecDeque<(Position, mpsc::Receiver<Result<Batch>>)>,
+    rx: Option<mpsc::Receiver<(Position, Result<Batch>)>>,
     cancel: Arc<AtomicBool>,
+    worker: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Batches {
-    /// Keep `prefetch` batches in flight, each one rayon task.
-    fn fill(&mut self) {
-        while self.pending.len() < self.inner.cfg.prefetch.max(1) {
-            let pos = self.next_submit.clone();
-            self.next_submit = self.inner.normalize(Position { epoch: pos.epoch, step: pos.step + 1 });
-            let (tx, rx) = mpsc::sync_channel(1);
-            let (inner, cancel, at) = (self.inner.clone(), self.cancel.clone(), pos.clone());
-            rayon::spawn(move || {
-                if !cancel.load(Ordering::Relaxed) {
-                    // rayon aborts the process on a panic in a spawned task: make it this batch's error.
-                    let result = std::panic::catch_unwind(AssertUnwindSafe(|| inner.batch(&at, Some(&cancel))))
-                        .unwrap_or_else(|_| Err(Error::Invalid(format!("loader: the batch at {at:?} panicked"))));
-                    let _ = tx.send(result);
+    fn start(inner: Arc<Inner>, start: Position) -> Batches {
+        let (tx, rx) = mpsc::sync_channel(inner.cfg.prefetch.max(1) - 1);
+        let cancel = Arc::new(AtomicBool::new(false));
+        let stop = cancel.clone();
+        let worker = std::thread::Builder::new()
+            .name("loader".into())
+            .spawn(move || {
+                let mut pos = inner.normalize(start);
+                while !stop.load(Ordering::Relaxed) {
+                    // A panic outside a record's load (a bug) is this batch's error, not the end.
+                    let batch = std::panic::catch_unwind(AssertUnwindSafe(|| inner.batch(&pos, Some(&stop))))
+                        .unwrap_or_else(|_| Err(Error::Invalid(format!("loader: the batch at {pos:?} panicked"))));
+                    let next = inner.normalize(Position { epoch: pos.epoch, step: pos.step + 1 });
+                    if tx.send((pos, batch)).is_err() {
+                        break;
+                    }
+                    pos = next;
                 }
-            });
-            self.pending.push_back((pos, rx));
-        }
+            })
+            .ok();
+        Batches { rx: Some(rx), cancel, worker }
     }
 }
 
 impl Iterator for Batches {
     type Item = (Position, Result<Batch>);
 
+    /// Blocks until the next batch is made; `None` only if the producer thread could not start.
     fn next(&mut self) -> Option<Self::Item> {
-        self.fill();
-        let (pos, rx) = self.pending.pop_front()?;
-        let batch = rx.recv().unwrap_or_else(|_| Err(Error::Invalid(format!("loader: the worker of {pos:?} died"))));
-        self.fill();
-        Some((pos, batch))
+        self.rx.as_ref()?.recv().ok()
     }
 }
 
 impl Drop for Batches {
     fn drop(&mut self) {
-        // Workers check the flag before each sample; their results go nowhere.
+        // The producer checks the flag before each sample, and its send fails once the receiver
+        // is gone; joining it means no load happens after the drop.
         self.cancel.store(true, Ordering::Relaxed);
+        self.rx = None;
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
     }
 }

@@ -221,41 +221,55 @@ fn bad_configs_are_refused() {
 #[test]
 fn prefetch_is_bounded() {
     let sources = vec![Source { dataset: attributes(200), weight: 1.0 }];
-    let (bs, prefetch, k) = (4, 2, 3);
+    let (bs, prefetch, k) = (4, 3, 3);
     let loader = Loader::new(sources, LoaderConfig { prefetch, ..config(bs, 0) }).unwrap();
     let mut it = loader.iter_from(Position::default());
     for _ in 0..k {
         it.next().unwrap().1.unwrap();
     }
-    // Let the workers finish whatever they were given.
-    std::thread::sleep(Duration::from_millis(500));
-    let loaded = loader.samples_loaded() as usize;
-    assert!(loaded >= k * bs && loaded <= (k + prefetch + 1) * bs, "{loaded} samples loaded");
+    // The producer runs ahead until it has `prefetch` batches made and unclaimed, then waits:
+    // exactly (k + prefetch) batches loaded, never the 200 records.
+    let settled = settle(&loader);
+    assert_eq!(settled, (k + prefetch) * bs);
+    drop(it);
+    assert_eq!(loader.samples_loaded() as usize, settled);
+}
+
+/// The load count once it stops moving (fails after 10 s).
+fn settle(loader: &Loader) -> usize {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let n = loader.samples_loaded();
+        std::thread::sleep(Duration::from_millis(300));
+        if loader.samples_loaded() == n {
+            return n as usize;
+        }
+        assert!(std::time::Instant::now() < deadline, "the loader is still loading after 10 s");
+    }
 }
 
 #[test]
 fn dropping_the_iterator_stops_the_workers() {
-    // Far more batches in flight than threads: without the stop, all of them would be loaded.
+    // A batch much larger than the thread count: dropped right after the first batch, the
+    // producer is early in the second one and must stop there, not finish it.
     let threads = rayon::current_num_threads();
-    let (bs, prefetch) = (8, 4 * threads + 8);
-    let sources = vec![Source { dataset: parsing((prefetch + 2) * bs), weight: 1.0 }];
-    let loader = Loader::new(sources, LoaderConfig { prefetch, ..config(bs, 0) }).unwrap();
+    let bs = 4 * threads + 16;
+    let sources = vec![Source { dataset: parsing(4 * bs), weight: 1.0 }];
+    let loader = Loader::new(sources, LoaderConfig { prefetch: 1, ..config(bs, 0) }).unwrap();
     let mut it = loader.iter_from(Position::default());
     it.next().unwrap().1.unwrap();
-    drop(it);
-    // The samples already started finish; then the count must stop moving (within 10 s even on
-    // a loaded machine).
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let after_drop = loop {
-        let n = loader.samples_loaded();
-        std::thread::sleep(Duration::from_millis(300));
-        if loader.samples_loaded() == n {
-            break n as usize;
-        }
-        assert!(std::time::Instant::now() < deadline, "workers still loading 10 s after the drop");
-    };
-    eprintln!("{after_drop} of {} in-flight samples loaded ({threads} threads)", (1 + prefetch) * bs);
-    assert!(after_drop < (1 + prefetch) * bs / 2, "{after_drop} samples loaded: the workers did not stop");
+    // Drop on another thread, so that a hang fails the test instead of stalling it.
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(it);
+        done_tx.send(()).unwrap();
+    });
+    done_rx.recv_timeout(Duration::from_secs(10)).expect("dropping the iterator hung");
+    // The drop joined the producer: nothing loads afterwards.
+    let after_drop = loader.samples_loaded() as usize;
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(loader.samples_loaded() as usize, after_drop);
+    assert!(after_drop < 2 * bs, "{after_drop} samples loaded (batch {bs}): the second batch was finished");
 }
 
 #[test]
