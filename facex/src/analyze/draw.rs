@@ -65,8 +65,9 @@ pub fn overlay(img: &RgbImage, result: &ImageResult) -> RgbImage {
         for (a, b) in [([x0, y0], [x1, y0]), ([x1, y0], [x1, y1]), ([x1, y1], [x0, y1]), ([x0, y1], [x0, y0])] {
             line(&mut out, a, b, [255, 255, 0], t);
         }
-        for p in face.landmarks5 {
-            dot(&mut out, p, (2.0 * scale) as i64, [255, 0, 255]);
+        // Without detection (`--no-detect`) there are no detector points.
+        for p in face.landmarks5.iter().filter(|p| p.iter().all(|v| v.is_finite())) {
+            dot(&mut out, *p, (2.0 * scale) as i64, [255, 0, 255]);
         }
         if let Some(m) = &face.model {
             for &p in &m.landmarks68 {

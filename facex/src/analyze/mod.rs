@@ -117,24 +117,36 @@ pub struct Analyzer {
     pub model: Option<Engine>,
     /// Keep only the largest face, as the official script does.
     pub largest: bool,
+    /// Skip detection: each image is one face crop, used whole (no margin added), as the
+    /// training crops of already-cropped datasets (CelebA aligned, UTKFace) are. For images the
+    /// detector was not trained on, such as the synthetic faces.
+    pub whole_image: bool,
 }
 
 impl Analyzer {
     /// Detect, crop, run the model on all faces as one batch, and map results back.
     pub fn analyze(&self, name: &str, img: &RgbImage) -> Result<ImageResult, Error> {
-        let mut faces = self.detector.detect(img).map_err(Error::Detect)?;
-        // MTCNN returns faces largest first (select_largest), like facenet-pytorch.
-        if self.largest {
-            faces.truncate(1);
-        }
         let (w, h) = (img.width(), img.height());
-        let mut crops = Vec::with_capacity(faces.len());
-        let mut inputs = Vec::with_capacity(faces.len());
-        for face in &faces {
-            let (input, crop_box) = preprocess::preprocess_face(img, face.bbox).map_err(Error::Preprocess)?;
-            crops.push(crop_box);
-            inputs.push(input);
-        }
+        let mut crops = Vec::new();
+        let mut inputs = Vec::new();
+        let faces = if self.whole_image {
+            let whole = [0.0, 0.0, w as f64, h as f64];
+            inputs.push(preprocess::preprocess_crop(img, whole).map_err(Error::Preprocess)?);
+            crops.push(whole);
+            vec![Face { bbox: [0.0, 0.0, w as f32, h as f32], prob: 1.0, landmarks: [[f32::NAN; 2]; 5] }]
+        } else {
+            let mut faces = self.detector.detect(img).map_err(Error::Detect)?;
+            // MTCNN returns faces largest first (select_largest), like facenet-pytorch.
+            if self.largest {
+                faces.truncate(1);
+            }
+            for face in &faces {
+                let (input, crop_box) = preprocess::preprocess_face(img, face.bbox).map_err(Error::Preprocess)?;
+                crops.push(crop_box);
+                inputs.push(input);
+            }
+            faces
+        };
         let outputs = match (&self.model, inputs.is_empty()) {
             (Some(model), false) => Some(run_model(model, &inputs)?),
             _ => None,

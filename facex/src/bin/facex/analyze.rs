@@ -24,6 +24,10 @@ pub struct Args {
     /// Analyse only the largest face of each image, as the official script does.
     #[arg(long)]
     largest: bool,
+    /// No detection: each image is one face crop, used whole (e.g. CelebA's aligned crops, or
+    /// the synthetic faces, which the detector does not find).
+    #[arg(long)]
+    no_detect: bool,
     /// Where the model runs: cpu, cuda, cuda:N, or reference (the GPU graph on CPU ops).
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -163,7 +167,7 @@ pub fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let analyzer = Analyzer { detector, model, largest: args.largest };
+    let analyzer = Analyzer { detector, model, largest: args.largest, whole_image: args.no_detect };
     let bar = ProgressBar::new(images.len() as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} {elapsed_precise} {msg}").expect("valid progress template"),
