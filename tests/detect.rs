@@ -59,10 +59,10 @@ fn astronaut_matches_facenet_pytorch() {
 
 /// Largest errors of one photo against its facenet-pytorch fixture: (box/point px, prob).
 /// Every expected face must be found (nearest box centre) and no face may be extra.
-fn parity(name: &str) -> (f64, f64) {
+fn parity(name: &str, load: fn(&Path) -> RgbImage) -> (f64, f64) {
     let text = std::fs::read_to_string(fixture(&format!("{name}.detect.json"))).unwrap();
     let j: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let img = preprocess::load_rgb(fixture(&format!("{name}.png"))).unwrap();
+    let img = load(&fixture(j["image"].as_str().unwrap()));
     assert_eq!(
         (img.width() as u64, img.height() as u64),
         (j["width"].as_u64().unwrap(), j["height"].as_u64().unwrap())
@@ -71,7 +71,10 @@ fn parity(name: &str) -> (f64, f64) {
     let want_boxes = j["boxes"].as_array().unwrap();
     let want_probs = nums(&j["probs"]);
     let want_points = j["landmarks5"].as_array().unwrap();
-    assert_eq!(faces.len(), want_boxes.len(), "{name}: got {faces:?}\nwant {want_boxes:?} {want_probs:?}");
+    if faces.len() != want_boxes.len() {
+        eprintln!("{name}: {} faces, facenet-pytorch {}", faces.len(), want_boxes.len());
+        return (f64::INFINITY, f64::INFINITY);
+    }
     let (mut max_px, mut max_prob) = (0f64, 0f64);
     let mut used = vec![false; faces.len()];
     for (k, wb) in want_boxes.iter().enumerate() {
@@ -101,20 +104,44 @@ fn parity(name: &str) -> (f64, f64) {
     (max_px, max_prob)
 }
 
+fn load_as_pil(path: &Path) -> RgbImage {
+    facex::detect::load_rgb(path).unwrap()
+}
+
 /// The photos of `scripts/make-detect-fixtures.py`: six faces in a group, faces cut by the
-/// left and right borders (one grey), a small face, a rotated face, and two astronauts of which
-/// facenet-pytorch finds only the uncut one.
+/// left and right borders (one grey), a small face, a rotated face, two astronauts of which
+/// facenet-pytorch finds only the uncut one, and two JPEGs as shipped (eight faces; a portrait
+/// with a borderline second face).
 #[test]
 fn real_photos_match_facenet_pytorch() {
-    let names = ["group", "partial-left", "partial-grey", "small-face", "rotated", "two-astronauts"];
+    let names = [
+        "group",
+        "partial-left",
+        "partial-grey",
+        "small-face",
+        "rotated",
+        "two-astronauts",
+        "group-original",
+        "portrait-second-face",
+    ];
     let mut worst = Vec::new();
     for name in names {
-        let (px, prob) = parity(name);
+        let (px, prob) = parity(name, load_as_pil);
         if px > 1.0 || prob > 1e-3 {
             worst.push(format!("{name}: {px:.3} px, prob {prob:.2e}"));
         }
     }
     assert!(worst.is_empty(), "beyond 1 px / 1e-3: {worst:?}");
+}
+
+/// JPEGs through the `image` crate's decoder (as `preprocess::load_rgb` reads them): printed,
+/// not asserted, as the "before" of the libjpeg-turbo decoding (`facex::detect::load_rgb`).
+#[test]
+fn jpegs_through_the_image_crate_decoder_for_comparison() {
+    for name in ["group-original", "portrait-second-face"] {
+        let (px, prob) = parity(name, |p| preprocess::load_rgb(p).unwrap());
+        eprintln!("  (image crate decoder) {name}: {px:.3} px, prob {prob:.2e}");
+    }
 }
 
 #[test]

@@ -4,10 +4,12 @@
 //! `facex/models/mtcnn/LICENSE-facenet-pytorch.md`), so detection works offline;
 //! `Mtcnn::from_dir` reads `pnet.pt`, `rnet.pt`, `onet.pt` from a folder.
 
+mod decode;
 mod mtcnn;
 pub mod nets;
 pub mod nms;
 
+pub use decode::{decode_rgb, load_rgb};
 pub use mtcnn::{Mtcnn, MtcnnConfig};
 
 use std::fmt;

@@ -95,9 +95,9 @@ impl Mtcnn {
         self
     }
 
-    /// Load an image file (as RGB) and detect faces in it.
+    /// Load an image file (as RGB, JPEGs as PIL decodes them) and detect faces in it.
     pub fn detect_file(&self, path: impl AsRef<Path>) -> Result<Vec<Face>> {
-        self.detect(&crate::preprocess::load_rgb(path)?)
+        self.detect(&super::load_rgb(path)?)
     }
 
     /// All faces found, largest first (or most probable first without `select_largest`).

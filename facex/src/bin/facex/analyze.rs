@@ -106,7 +106,7 @@ where
 
 /// Analyse one image and write its JSON, parsing mask and overlay.
 fn process(analyzer: &Analyzer, path: &Path, out: &Path) -> Result<usize, String> {
-    let img = facex::preprocess::load_rgb(path).map_err(|e| e.to_string())?;
+    let img = facex::detect::load_rgb(path).map_err(|e| e.to_string())?;
     let name = path.to_string_lossy();
     let result = analyzer.analyze(&name, &img).map_err(|e| format!("{}: {e}", path.display()))?;
     let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
