@@ -52,9 +52,9 @@ fn astronaut_matches_facenet_pytorch() {
     eprintln!(
         "detect: max box/landmark diff {max_px:.3e} px, prob diff {max_prob:.3e}, crop_box diff {crop_px:.3e} px"
     );
-    assert!(max_px <= 2.0, "box/landmark diff {max_px} px");
+    assert!(max_px <= 1.0, "box/landmark diff {max_px} px");
     assert!(max_prob <= 1e-3, "prob diff {max_prob}");
-    assert!(crop_px <= 2.0, "crop_box diff {crop_px} px");
+    assert!(crop_px <= 1.0, "crop_box diff {crop_px} px");
 }
 
 /// Largest errors of one photo against its facenet-pytorch fixture: (box/point px, prob).
