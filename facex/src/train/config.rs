@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::FacexConfig;
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
     pub model: ModelSection,
@@ -154,19 +154,6 @@ fn one() -> f64 {
     1.0
 }
 
-impl Default for TrainConfig {
-    fn default() -> Self {
-        TrainConfig {
-            model: ModelSection::default(),
-            optimizer: OptimizerSection::default(),
-            train: RunSection::default(),
-            loss_weights: BTreeMap::new(),
-            augment: AugmentConfig::default(),
-            datasets: Vec::new(),
-            evals: Vec::new(),
-        }
-    }
-}
 
 impl TrainConfig {
     /// Parse a config file; dataset roots and weights are resolved relative to its folder.
@@ -227,7 +214,7 @@ impl TrainConfig {
                 return Err(format!("{name} must be a positive number, not {v}"));
             }
         }
-        if !(o.weight_decay.is_finite() && o.weight_decay >= 0.0) || !(o.clip_grad_norm >= 0.0) {
+        if !(o.weight_decay.is_finite() && o.weight_decay >= 0.0) || o.clip_grad_norm.is_nan() || o.clip_grad_norm < 0.0 {
             return Err("optimizer.weight_decay and optimizer.clip_grad_norm must be >= 0".into());
         }
         if o.epochs == 0 {

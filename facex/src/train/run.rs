@@ -318,7 +318,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, stop: &AtomicBool) -> Result<
                 None => window.push((name.clone(), *v, 1)),
             }
         }
-        let log_now = progress.step % cfg.train.log_every.max(1) == 0 || progress.step == total_steps;
+        let log_now = progress.step.is_multiple_of(cfg.train.log_every.max(1)) || progress.step == total_steps;
         if log_now {
             let secs = since_log.elapsed().as_secs_f64();
             let means: Vec<(String, f64)> = window.iter().map(|(n, s, c)| (n.clone(), s / *c as f64)).collect();
@@ -350,12 +350,12 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, stop: &AtomicBool) -> Result<
             samples_since_log = 0;
         }
         bar.set_position(progress.step);
-        let eval_now = cfg.train.eval_every > 0 && progress.step % cfg.train.eval_every == 0;
+        let eval_now = cfg.train.eval_every > 0 && progress.step.is_multiple_of(cfg.train.eval_every);
         if eval_now && !eval_sets.is_empty() && progress.step < total_steps {
             let scores = evaluate_all(&model, &eval_sets, cfg)?;
             writeln!(log, "{}", json!({"step": progress.step, "eval": scores})).map_err(io_err(&log_path))?;
         }
-        if progress.step % cfg.train.checkpoint_every.max(1) == 0 && progress.step < total_steps {
+        if progress.step.is_multiple_of(cfg.train.checkpoint_every.max(1)) && progress.step < total_steps {
             state::save(&ckpt, &model, &opt, &progress)?;
         }
     }
