@@ -154,7 +154,6 @@ fn one() -> f64 {
     1.0
 }
 
-
 impl TrainConfig {
     /// Parse a config file; dataset roots and weights are resolved relative to its folder.
     pub fn from_file(path: &Path) -> Result<TrainConfig, String> {
@@ -214,7 +213,8 @@ impl TrainConfig {
                 return Err(format!("{name} must be a positive number, not {v}"));
             }
         }
-        if !(o.weight_decay.is_finite() && o.weight_decay >= 0.0) || o.clip_grad_norm.is_nan() || o.clip_grad_norm < 0.0 {
+        if !(o.weight_decay.is_finite() && o.weight_decay >= 0.0) || o.clip_grad_norm.is_nan() || o.clip_grad_norm < 0.0
+        {
             return Err("optimizer.weight_decay and optimizer.clip_grad_norm must be >= 0".into());
         }
         if o.epochs == 0 {
