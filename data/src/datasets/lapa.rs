@@ -16,7 +16,7 @@
 //! would give faces of varying scale; the landmark box gives the same framing as the landmark
 //! datasets. `raw` keeps the 106 points as written (0-based pixels) and the box.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::json;
 
@@ -33,28 +33,13 @@ pub fn read(root: &Path, split: &str) -> Result<Dataset> {
     }
     let dir = root.join(split);
     let mut ds = Dataset { name: "lapa", split: split.to_string(), records: Vec::new(), bad: Vec::new() };
-    for image in list_images(&dir.join("images"))? {
+    for image in super::list_files(&dir.join("images"), &["jpg", "jpeg", "png"])? {
         match read_one(root, &dir, &image) {
             Ok(rec) => ds.records.push(rec),
             Err(bad) => ds.bad.push(bad),
         }
     }
     Ok(ds)
-}
-
-/// The images of a folder (`.jpg`/`.png`), sorted by name.
-fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
-    let entries = std::fs::read_dir(dir).map_err(|source| Error::Io { path: dir.to_path_buf(), source })?;
-    let mut out = Vec::new();
-    for entry in entries {
-        let path = entry.map_err(|source| Error::Io { path: dir.to_path_buf(), source })?.path();
-        let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
-        if matches!(ext.as_deref(), Some("jpg" | "jpeg" | "png")) {
-            out.push(path);
-        }
-    }
-    out.sort();
-    Ok(out)
 }
 
 fn read_one(root: &Path, dir: &Path, image: &Path) -> std::result::Result<Record, BadRecord> {

@@ -20,6 +20,22 @@ pub mod w300;
 pub mod w300lp;
 pub mod wflw;
 
+/// The entries of `dir` whose extension is one of `extensions` (any case), sorted by name so
+/// that record order is stable.
+pub(crate) fn list_files(dir: &Path, extensions: &[&str]) -> Result<Vec<std::path::PathBuf>> {
+    let io = |source| Error::Io { path: dir.to_path_buf(), source };
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let path = entry.map_err(io)?.path();
+        let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+        if ext.is_some_and(|e| extensions.contains(&e.as_str())) {
+            out.push(path);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// An annotation that was skipped, and why. Skips are counted and reported, never fatal.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BadRecord {

@@ -17,7 +17,7 @@
 //!
 //! Crop: the whole image (the faces are already aligned and cropped).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::json;
 
@@ -39,7 +39,7 @@ pub fn read(root: &Path, split: &str) -> Result<Dataset> {
     let mut files = Vec::new();
     for dir in [root.to_path_buf(), root.join("UTKFace"), root.join("crop_part1")] {
         if dir.is_dir() {
-            files = list_images(&dir)?;
+            files = super::list_files(&dir, &["jpg", "jpeg", "png"])?.into_iter().filter(|p| p.is_file()).collect();
             if !files.is_empty() {
                 break;
             }
@@ -70,21 +70,6 @@ pub fn read(root: &Path, split: &str) -> Result<Dataset> {
         }
     }
     Ok(ds)
-}
-
-/// The `.jpg`/`.png` files of a folder, sorted by name.
-fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
-    let entries = std::fs::read_dir(dir).map_err(|source| Error::Io { path: dir.to_path_buf(), source })?;
-    let mut out = Vec::new();
-    for entry in entries {
-        let path = entry.map_err(|source| Error::Io { path: dir.to_path_buf(), source })?.path();
-        let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
-        if path.is_file() && matches!(ext.as_deref(), Some("jpg" | "jpeg" | "png")) {
-            out.push(path);
-        }
-    }
-    out.sort();
-    Ok(out)
 }
 
 /// The fields of a UTKFace name, as written.

@@ -22,7 +22,7 @@
 //! beside the `.pts` (its separate bounding boxes are detector outputs), and the tight box of the
 //! points is what the landmark benchmarks normalise by.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::json;
 
@@ -48,7 +48,7 @@ pub fn read(root: &Path, split: &str) -> Result<Dataset> {
     let mut ds = Dataset { name: "300w", split: split.to_string(), records: Vec::new(), bad: Vec::new() };
     for dir in split_dirs(split)? {
         let dir = root.join(dir);
-        for pts in list_pts(&dir)? {
+        for pts in super::list_files(&dir, &["pts"])? {
             match read_one(root, &pts) {
                 Ok(rec) => ds.records.push(rec),
                 Err(bad) => ds.bad.push(bad),
@@ -56,20 +56,6 @@ pub fn read(root: &Path, split: &str) -> Result<Dataset> {
         }
     }
     Ok(ds)
-}
-
-/// The `.pts` files of one folder, sorted by name so record order is stable.
-fn list_pts(dir: &Path) -> Result<Vec<PathBuf>> {
-    let entries = std::fs::read_dir(dir).map_err(|source| Error::Io { path: dir.to_path_buf(), source })?;
-    let mut out = Vec::new();
-    for entry in entries {
-        let path = entry.map_err(|source| Error::Io { path: dir.to_path_buf(), source })?.path();
-        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("pts")) {
-            out.push(path);
-        }
-    }
-    out.sort();
-    Ok(out)
 }
 
 fn read_one(root: &Path, pts: &Path) -> std::result::Result<Record, BadRecord> {

@@ -68,7 +68,7 @@ pub fn read(root: &Path, split: &str, variant: Variant) -> Result<Dataset> {
     let mut ds = Dataset { name, split: split.to_string(), records: Vec::new(), bad: Vec::new() };
     let mut files = Vec::new();
     for dir in dirs {
-        files.extend(list_mats(&dir)?);
+        files.extend(super::list_files(&dir, &["mat"])?);
     }
     // 122k small files in 300W-LP: parsed in parallel, kept in file order.
     let parsed: Vec<_> = files.par_iter().map(|file| (file, read_one(root, file, variant))).collect();
@@ -82,20 +82,6 @@ pub fn read(root: &Path, split: &str, variant: Variant) -> Result<Dataset> {
         return Err(Error::Invalid(format!("{}: no .mat annotations for {name}", root.display())));
     }
     Ok(ds)
-}
-
-/// The `.mat` files of a folder, sorted by name.
-fn list_mats(dir: &Path) -> Result<Vec<PathBuf>> {
-    let entries = std::fs::read_dir(dir).map_err(|source| Error::Io { path: dir.to_path_buf(), source })?;
-    let mut out = Vec::new();
-    for entry in entries {
-        let path = entry.map_err(|source| Error::Io { path: dir.to_path_buf(), source })?.path();
-        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("mat")) {
-            out.push(path);
-        }
-    }
-    out.sort();
-    Ok(out)
 }
 
 fn read_one(root: &Path, file: &Path, variant: Variant) -> std::result::Result<Record, String> {

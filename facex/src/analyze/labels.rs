@@ -1,48 +1,8 @@
 //! Label names and the parsing palette.
 
-/// The 40 CelebA attributes in `list_attr_celeba.txt` order (the model's order, issue #15).
-pub const ATTRIBUTES: [&str; 40] = [
-    "5_o_Clock_Shadow",
-    "Arched_Eyebrows",
-    "Attractive",
-    "Bags_Under_Eyes",
-    "Bald",
-    "Bangs",
-    "Big_Lips",
-    "Big_Nose",
-    "Black_Hair",
-    "Blond_Hair",
-    "Blurry",
-    "Brown_Hair",
-    "Bushy_Eyebrows",
-    "Chubby",
-    "Double_Chin",
-    "Eyeglasses",
-    "Goatee",
-    "Gray_Hair",
-    "Heavy_Makeup",
-    "High_Cheekbones",
-    "Male",
-    "Mouth_Slightly_Open",
-    "Mustache",
-    "Narrow_Eyes",
-    "No_Beard",
-    "Oval_Face",
-    "Pale_Skin",
-    "Pointy_Nose",
-    "Receding_Hairline",
-    "Rosy_Cheeks",
-    "Sideburns",
-    "Smiling",
-    "Straight_Hair",
-    "Wavy_Hair",
-    "Wearing_Earrings",
-    "Wearing_Hat",
-    "Wearing_Lipstick",
-    "Wearing_Necklace",
-    "Wearing_Necktie",
-    "Young",
-];
+/// The 40 CelebA attributes in `list_attr_celeba.txt` order (the model's order, issue #15): the
+/// CelebA reader's table, one list for reading labels and naming outputs.
+pub use data::datasets::celeba::ATTRIBUTES;
 
 /// Age bins as the author gives them (issue #5).
 pub const AGE_BINS: [&str; 8] = ["0-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "70+"];
