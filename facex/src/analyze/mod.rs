@@ -9,6 +9,8 @@ pub use labels::{AGE_BINS, ATTRIBUTES, GENDERS, PARSING_CLASSES, PARSING_PALETTE
 
 use crate::detect::{Face, Mtcnn};
 use crate::engine::Engine;
+use crate::eval::{HeadRow, HeadValues};
+use crate::model::NUM_MASKS;
 use crate::preprocess::{self, RgbImage};
 use image::GrayImage;
 use serde::Serialize;
@@ -24,6 +26,8 @@ pub enum Error {
     Detect(crate::detect::Error),
     Preprocess(crate::preprocess::Error),
     Tensor(tensor::Error),
+    /// The model ran but did not give the heads of every face.
+    Model(String),
 }
 
 impl fmt::Display for Error {
@@ -32,6 +36,7 @@ impl fmt::Display for Error {
             Error::Detect(e) => write!(f, "face detection: {e}"),
             Error::Preprocess(e) => write!(f, "preprocessing: {e}"),
             Error::Tensor(e) => write!(f, "model: {e}"),
+            Error::Model(msg) => write!(f, "model: {msg}"),
         }
     }
 }
@@ -158,10 +163,11 @@ impl Analyzer {
             let model = match &outputs {
                 Some(out) => {
                     let crop = preprocess::truncate_box(crops[i]);
+                    let row = out.row(i);
                     if let Some(mask) = parsing.as_mut() {
-                        paste_parsing(mask, &out.segmentation, i, crop)?;
+                        paste_parsing(mask, row.segmentation, crop)?;
                     }
-                    Some(face_output(out, i, crop)?)
+                    Some(face_output(&row, crop))
                 }
                 None => None,
             };
@@ -189,36 +195,11 @@ fn face_result(face: &Face, crop_box: [f64; 4], model: Option<FaceModelOutput>) 
     FaceResult { bbox: face.bbox, detector_score: face.prob, landmarks5: face.landmarks, crop_box, model }
 }
 
-/// Model outputs for a batch, as plain vectors.
-struct BatchOutputs {
-    landmarks: Vec<f32>,
-    pose: Vec<f32>,
-    attributes: Vec<f32>,
-    visibility: Vec<f32>,
-    age: Vec<f32>,
-    gender: Vec<f32>,
-    race: Vec<f32>,
-    /// [N, 11, 224, 224] logits.
-    segmentation: Tensor,
-}
-
-fn run_model(model: &Engine, inputs: &[Tensor]) -> Result<BatchOutputs, Error> {
+/// The model's heads for a batch (one row per face), as the evaluation reads them.
+fn run_model(model: &Engine, inputs: &[Tensor]) -> Result<HeadValues, Error> {
     let batch = Tensor::cat(&inputs.iter().collect::<Vec<_>>(), 0)?;
     let out = model.forward(&batch)?;
-    let head = |name: &str| -> Result<&Tensor, Error> {
-        Ok(&out.iter().find(|(n, _)| *n == name).expect("every engine returns the eight heads").1)
-    };
-    let v = |name: &str| -> Result<Vec<f32>, Error> { Ok(head(name)?.to_f32_vec()?) };
-    Ok(BatchOutputs {
-        landmarks: v("out.landmarks")?,
-        pose: v("out.pose")?,
-        attributes: v("out.attributes")?,
-        visibility: v("out.visibility")?,
-        age: v("out.age")?,
-        gender: v("out.gender")?,
-        race: v("out.race")?,
-        segmentation: head("out.segmentation")?.clone(),
-    })
+    HeadValues::from_named(inputs.len(), &out).map_err(|e| Error::Model(e.to_string()))
 }
 
 pub fn sigmoid(x: f32) -> f32 {
@@ -258,30 +239,30 @@ pub fn landmarks_to_image(norm: &[f32], crop: [i64; 4]) -> Vec<[f32; 2]> {
         .collect()
 }
 
-fn face_output(out: &BatchOutputs, i: usize, crop: [i64; 4]) -> Result<FaceModelOutput, Error> {
-    let row = |v: &[f32], n: usize| v[i * n..(i + 1) * n].to_vec();
+fn face_output(out: &HeadRow, crop: [i64; 4]) -> FaceModelOutput {
     let deg = 180.0 / std::f32::consts::PI;
-    let pose = row(&out.pose, 3);
-    Ok(FaceModelOutput {
-        landmarks68: landmarks_to_image(&row(&out.landmarks, 136), crop),
+    let pose = out.pose;
+    FaceModelOutput {
+        landmarks68: landmarks_to_image(out.landmarks, crop),
         pose_degrees: PoseDegrees { pitch: pose[0] * deg, yaw: pose[1] * deg, roll: pose[2] * deg },
         attributes: ATTRIBUTES
             .iter()
-            .zip(row(&out.attributes, 40))
-            .map(|(&label, x)| Scored { label, probability: sigmoid(x) })
+            .zip(out.attributes)
+            .map(|(&label, &x)| Scored { label, probability: sigmoid(x) })
             .collect(),
-        age: classify(&row(&out.age, 8), &AGE_BINS),
-        gender: classify(&row(&out.gender, 2), &GENDERS),
-        race: classify(&row(&out.race, 5), &RACES),
-        occlusion_probabilities: row(&out.visibility, 29).into_iter().map(sigmoid).collect(),
-    })
+        age: classify(out.age, &AGE_BINS),
+        gender: classify(out.gender, &GENDERS),
+        race: classify(out.race, &RACES),
+        occlusion_probabilities: out.visibility.iter().copied().map(sigmoid).collect(),
+    }
 }
 
-/// Resize face `i`'s logits [11, 224, 224] to its crop's size (bilinear, as the crop was resized
+/// Resize a face's logits [11, 224, 224] to its crop's size (bilinear, as the crop was resized
 /// the other way), take the argmax per pixel, and paint the non-background classes into `mask`.
-fn paste_parsing(mask: &mut GrayImage, seg: &Tensor, i: usize, crop: [i64; 4]) -> Result<(), Error> {
+fn paste_parsing(mask: &mut GrayImage, seg: &[f32], crop: [i64; 4]) -> Result<(), Error> {
     let (cw, ch) = ((crop[2] - crop[0]) as usize, (crop[3] - crop[1]) as usize);
-    let logits = seg.narrow(0, i, 1)?.interpolate_bilinear((ch, cw))?;
+    let size = preprocess::INPUT_SIZE;
+    let logits = Tensor::from_slice(seg, &[1, NUM_MASKS, size, size])?.interpolate_bilinear((ch, cw))?;
     let classes = logits.argmax(1, false)?.to_vec::<i64>()?;
     for y in 0..ch {
         for x in 0..cw {
