@@ -156,6 +156,12 @@ pub fn clip_grad_norm(params: &[Var], grads: &mut Grads, max_norm: f64) -> Resul
         }
     }
     let norm = total.sqrt();
+    clip_to_norm(params, grads, norm, max_norm)?;
+    Ok(norm)
+}
+
+/// The scaling of [`clip_grad_norm`] for gradients whose global norm `norm` is already known.
+pub fn clip_to_norm(params: &[Var], grads: &mut Grads, norm: f64, max_norm: f64) -> Result<()> {
     let coef = max_norm / (norm + 1e-6);
     if coef < 1.0 {
         for p in params {
@@ -164,7 +170,7 @@ pub fn clip_grad_norm(params: &[Var], grads: &mut Grads, max_norm: f64) -> Resul
             }
         }
     }
-    Ok(norm)
+    Ok(())
 }
 
 /// Learning-rate schedules, evaluated per epoch (or per step: the unit is the caller's).

@@ -301,7 +301,8 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, stop: &AtomicBool) -> Result<
             ));
         }
         if o.clip_grad_norm > 0.0 {
-            crate::optim::clip_grad_norm(&plain, &mut grads, o.clip_grad_norm).map_err(|e| e.to_string())?;
+            // The norm is the one just computed: clip without a second pass over the gradients.
+            crate::optim::clip_to_norm(&plain, &mut grads, norm, o.clip_grad_norm).map_err(|e| e.to_string())?;
         }
         opt.step(&plain, &grads).map_err(|e| e.to_string())?;
 
