@@ -21,10 +21,13 @@ build() {
     # RUSTC_BOOTSTRAP only here: the device build needs -Zbuild-std and the abi_ptx feature.
     # sm_80 + PTX 7.8: bf16 mma.sync and ldmatrix; the driver JIT-compiles it for newer GPUs.
     # panic=immediate-abort: a bounds check can never leave an unresolved extern in the PTX.
-    # A higher unroll threshold: the GEMM's 4x4 accumulator tiles must stay in registers, which
-    # needs their loops fully unrolled (constant indices); otherwise they go to local memory.
+    # A higher unroll threshold: the GEMM's 4x4 accumulator tiles and attention's q and
+    # accumulator arrays (up to 64 lanes a thread, with masked loads and stores for padded head
+    # dims) must stay in registers, which needs their loops fully unrolled (constant indices);
+    # otherwise they go to local memory. (1000 left attention_d64_bf16 and _d128 on the stack;
+    # raising it changed no other kernel's PTX.)
     RUSTC_BOOTSTRAP=1 \
-        CARGO_TARGET_NVPTX64_NVIDIA_CUDA_RUSTFLAGS="-C target-cpu=sm_80 -C target-feature=+ptx78 -C debuginfo=0 -Zunstable-options -C panic=immediate-abort -C llvm-args=-unroll-threshold=1000" \
+        CARGO_TARGET_NVPTX64_NVIDIA_CUDA_RUSTFLAGS="-C target-cpu=sm_80 -C target-feature=+ptx78 -C debuginfo=0 -Zunstable-options -C panic=immediate-abort -C llvm-args=-unroll-threshold=4000" \
         CARGO_TARGET_DIR="$TARGET_DIR" \
         cargo +$TOOLCHAIN rustc -q -p kernels --release --target nvptx64-nvidia-cuda \
         -Zbuild-std=core --crate-type cdylib 2> >(grep -v "unstable feature specified for .-Ctarget-feature.\|this feature is not stably supported\|^ *|$\|^ *= note\|^warning: .kernels. (lib) generated" >&2)

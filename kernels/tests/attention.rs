@@ -7,9 +7,10 @@ use kernels::attention::{self, AttnShape};
 use kernels::{Bf16, Elem};
 use proptest::prelude::*;
 
-/// The slow composite twin: materialises the scores.
+/// The slow composite twin: materialises the scores. Head-major, head dim `D`.
 #[allow(clippy::too_many_arguments)]
-fn attention_ref<const D: usize>(
+fn attention_ref(
+    #[allow(non_snake_case)] D: usize,
     q: &[f32],
     k: &[f32],
     v: &[f32],
@@ -59,6 +60,22 @@ fn check<E: Elem, const D: usize>(
     seed: u64,
     tol: f64,
 ) {
+    check_dim::<E, D>(D, batch, heads, nq, nk, with_bias, n_mask, seed, tol)
+}
+
+/// Head dim `D` run by instance `I >= D` (lanes `D..I` padded; see the kernel's module doc).
+#[allow(clippy::too_many_arguments, non_snake_case)]
+fn check_dim<E: Elem, const I: usize>(
+    D: usize,
+    batch: usize,
+    heads: usize,
+    nq: usize,
+    nk: usize,
+    with_bias: bool,
+    n_mask: usize,
+    seed: u64,
+    tol: f64,
+) {
     let mk = |n: usize, s: u64| -> (Vec<E>, Vec<f32>) {
         let e: Vec<E> = rand_vec(n, s).iter().map(|&x| E::from_f32(x * 2.0)).collect();
         let f = e.iter().map(|x| x.to_f32()).collect();
@@ -73,7 +90,8 @@ fn check<E: Elem, const D: usize>(
         .map(|e| if (e / nk + e % nk + e / (nq * nk)).is_multiple_of(3) { -100.0 } else { 0.0 })
         .collect();
     let scale = 1.0 / (D as f32).sqrt();
-    let want = attention_ref::<D>(
+    let want = attention_ref(
+        D,
         &qf,
         &kf,
         &vf,
@@ -91,15 +109,17 @@ fn check<E: Elem, const D: usize>(
         let (pq, pk, pv, po) = (q.as_ptr(), k.as_ptr(), v.as_ptr(), out.as_mut_ptr());
         let pb = if with_bias { bias.as_ptr() } else { std::ptr::null() };
         let pm = if n_mask > 0 { mask.as_ptr() } else { std::ptr::null() };
-        let cfg = attention::config::<D>(batch, heads, nq);
-        unsafe { run(cfg, order, |c| attention::attention::<_, E, D>(c, pq, pk, pv, pb, pm, po, &shape)) };
+        let cfg = attention::config::<I>(batch, heads, nq);
+        unsafe { run(cfg, order, |c| attention::attention::<_, E, I>(c, pq, pk, pv, pb, pm, po, &shape)) };
         let got: Vec<f32> = out.iter().map(|x| x.to_f32()).collect();
         assert_close(
             &got,
             &want,
             tol,
             tol,
-            &format!("attention d{D} b{batch} h{heads} {nq}x{nk} bias {with_bias} masks {n_mask} {order:?}"),
+            &format!(
+                "attention d{D} (instance {I}) b{batch} h{heads} {nq}x{nk} bias {with_bias} masks {n_mask} {order:?}"
+            ),
         );
     });
 }
@@ -137,6 +157,39 @@ fn head_dims_16_and_8_bf16() {
     check::<Bf16, 16>(1, 1, 100, 18, false, 0, 10, 2e-2);
     check::<Bf16, 8>(1, 2, 18, 97, false, 0, 11, 2e-2);
     check::<Bf16, 8>(1, 1, 101, 18, false, 0, 12, 2e-2);
+}
+
+#[test]
+fn head_dims_64_and_128() {
+    // Swin windows with bias and mask, and decoder-like shapes over several key tiles (64 rows for
+    // d 64, 32 for 128) with a second, partly filled query block.
+    check::<f32, 64>(4, 2, 49, 49, true, 2, 13, 2e-5);
+    check::<f32, 64>(1, 1, 70, 150, false, 0, 14, 2e-5);
+    check::<f32, 128>(4, 2, 49, 49, true, 2, 15, 2e-5);
+    check::<f32, 128>(1, 2, 67, 100, false, 1, 16, 2e-5);
+    check::<f32, 128>(1, 1, 18, 130, true, 0, 17, 2e-5);
+    check::<Bf16, 64>(1, 2, 49, 49, true, 1, 18, 2e-2);
+    check::<Bf16, 128>(1, 2, 49, 49, true, 1, 19, 2e-2);
+}
+
+#[test]
+fn other_head_dims_run_padded_in_the_next_instance() {
+    for (d, seed) in [(24, 20), (12, 21), (5, 22), (33, 23), (48, 24), (63, 25)] {
+        match attention::instance(d) {
+            Some(8) => check_dim::<f32, 8>(d, 2, 2, 49, 49, true, 2, seed, 2e-5),
+            Some(16) => check_dim::<f32, 16>(d, 2, 2, 49, 49, true, 2, seed, 2e-5),
+            Some(32) => check_dim::<f32, 32>(d, 2, 2, 49, 49, true, 2, seed, 2e-5),
+            Some(64) => check_dim::<f32, 64>(d, 1, 2, 70, 90, true, 1, seed, 2e-5),
+            other => panic!("d {d}: instance {other:?}"),
+        }
+    }
+    for (d, seed) in [(65, 26), (96, 27), (100, 28), (127, 29)] {
+        assert_eq!(attention::instance(d), Some(128));
+        check_dim::<f32, 128>(d, 1, 2, 67, 70, true, 1, seed, 2e-5);
+    }
+    check_dim::<Bf16, 32>(24, 2, 2, 49, 49, true, 2, 30, 2e-2);
+    check_dim::<Bf16, 128>(96, 1, 2, 49, 49, true, 1, 31, 2e-2);
+    assert_eq!((attention::instance(0), attention::instance(129)), (None, None));
 }
 
 proptest! {
@@ -184,7 +237,7 @@ fn packed_qkv_in_and_token_major_out() {
     let bias = rand_vec(heads * n * n, 22);
     let scale = 1.0 / (D as f32).sqrt();
     let want_hm =
-        attention_ref::<D>(&split(0), &split(1), &split(2), Some(&bias), None, batch, heads, n, n, scale as f64);
+        attention_ref(D, &split(0), &split(1), &split(2), Some(&bias), None, batch, heads, n, n, scale as f64);
     // The reference is head-major; the kernel writes token-major.
     let mut want = vec![0f64; batch * n * c];
     for b in 0..batch {

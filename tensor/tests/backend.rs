@@ -127,10 +127,11 @@ fn bad_shapes_are_errors_naming_the_op() {
     let up = |shape: &[usize]| em.upload(&Tensor::zeros(shape, DType::F32), DType::F32).unwrap();
     let name = |r: Result<DevTensor<Emulator>>| r.unwrap_err().to_string();
     assert!(name(em.linear(&up(&[3, 4]), &up(&[5, 3]), None, Activation::None)).starts_with("linear:"));
-    assert!(matches!(
-        em.attention(&up(&[1, 2, 12]), &up(&[1, 3, 12]), &up(&[1, 3, 12]), 1, None, None, 1.0),
-        Err(Error::BadShape { op: "attention", .. })
-    ));
+    // Head dims above 128 (the widest attention instance) are refused with the reason.
+    let wide = em.attention(&up(&[1, 2, 130]), &up(&[1, 3, 130]), &up(&[1, 3, 130]), 1, None, None, 1.0);
+    assert!(matches!(wide, Err(Error::BadShape { op: "attention", .. })));
+    let msg = name(em.attention_packed(&up(&[1, 4, 3 * 2 * 136]), 2, None, None, 1.0));
+    assert!(msg.starts_with("attention_packed:") && msg.contains("above 128"), "{msg}");
     assert!(name(em.binary(&up(&[3, 4]), &up(&[3]), BinaryOp::Add)).starts_with("binary:"));
     assert!(name(em.window_partition(&up(&[1, 5, 5, 2]), 2, 0)).starts_with("window_partition:"));
     assert!(name(em.patch_merge(&up(&[1, 3, 4, 2]))).starts_with("patch_merge:"));

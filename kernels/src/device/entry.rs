@@ -75,7 +75,9 @@ gemm_tc!(gemm_tc_bf16_f32: Bf16In => f32);
 gemm_tc!(gemm_tc_bf16_bf16: Bf16In => Bf16);
 gemm_tc!(gemm_tc_f16_f32: F16In => f32);
 
-/// `attention!(name: Elem, head_dim)`: fused attention with online softmax.
+/// `attention!(name: Elem, instance)`: fused attention with online softmax. A head dim runs in the
+/// smallest instance that holds it, with the lanes past it zero (24 in d32, 100 in d128; see
+/// `attention`'s module doc).
 macro_rules! attention {
     ($name:ident : $e:ty, $d:literal) => {
         #[no_mangle]
@@ -98,6 +100,10 @@ attention!(attention_d16_f32: f32, 16);
 attention!(attention_d16_bf16: Bf16, 16);
 attention!(attention_d8_f32: f32, 8);
 attention!(attention_d8_bf16: Bf16, 8);
+attention!(attention_d64_f32: f32, 64);
+attention!(attention_d64_bf16: Bf16, 64);
+attention!(attention_d128_f32: f32, 128);
+attention!(attention_d128_bf16: Bf16, 128);
 
 kernel!(window_partition_f32: f32 = remap::window_partition(x: *const E, out: *mut E, b: u32, h: u32, w: u32, ch: u32, ws: u32, shift: u32));
 kernel!(window_partition_bf16: Bf16 = remap::window_partition(x: *const E, out: *mut E, b: u32, h: u32, w: u32, ch: u32, ws: u32, shift: u32));

@@ -113,11 +113,18 @@ pub fn layer_norm2d<B: Backend + ?Sized>(x: &T<B>, w: &T<B>, b: &T<B>) -> Result
     Ok(d)
 }
 
-/// The head dim of `width` split in `heads` (8, 16 or 32: the kernel's instances).
+/// The head dim of `width` split in `heads`: 1 to 128 (`kernels::attention::MAX_D`; the kernel
+/// runs each dim in the smallest of its instances 8, 16, 32, 64, 128 that holds it).
 fn head_dim<B: Backend + ?Sized>(op: &'static str, t: &T<B>, width: usize, heads: usize) -> Result<usize> {
+    const MAX: usize = kernels::attention::MAX_D;
     match width.checked_div(heads) {
-        Some(d @ (8 | 16 | 32)) if d * heads == width => Ok(d),
-        _ => Err(bad(op, t, &format!("{heads} heads of dim 8, 16 or 32 in a row of {width}"))),
+        Some(d) if d * heads == width && (1..=MAX).contains(&d) => Ok(d),
+        Some(d) if d * heads == width && d > MAX => Err(bad(
+            op,
+            t,
+            &format!("{heads} heads of dim {d} in a row of {width}: head dims above {MAX} are not supported"),
+        )),
+        _ => Err(bad(op, t, &format!("{heads} heads of dim 1 to {MAX} in a row of {width}"))),
     }
 }
 

@@ -343,6 +343,19 @@ fn small_cases(g: &mut Gen) -> Vec<Case> {
     v.push(attention_case(g, (1, 1, 67, 5, 8), true, 1));
     v.push(attention_packed_case(g, (4, 2, 9, 16), true, 2));
     v.push(attention_packed_case(g, (1, 3, 70, 8), false, 0));
+    // Head dims beside 8, 16, 32: 64 and 128 (their own instances; 128 splits each row over two
+    // threads), and dims that run padded in the next instance up (24, 48 in 32, 64; 5, 12, 100).
+    for d in [24, 48, 64, 128] {
+        v.push(attention_case(g, (2, 2, 9, 13, d), true, 2));
+        v.push(attention_packed_case(g, (2, 2, 11, d), true, 2));
+    }
+    // Several key tiles (64 rows for d <= 64, 32 for 128) and a second, partly filled query block.
+    v.push(attention_case(g, (1, 1, 67, 70, 64), false, 0));
+    v.push(attention_case(g, (1, 2, 67, 75, 128), true, 1));
+    v.push(attention_case(g, (1, 1, 70, 66, 24), true, 0));
+    v.push(attention_packed_case(g, (2, 1, 49, 100), true, 2));
+    v.push(attention_case(g, (1, 3, 5, 7, 5), false, 0));
+    v.push(attention_packed_case(g, (1, 2, 6, 12), false, 0));
     v.push(case(Op::WindowPartition { window: 3, shift: 1 }, vec![(g.rand(&[2, 6, 9, 3]), E)]));
     v.push(case(Op::WindowPartition { window: 2, shift: 0 }, vec![(g.rand(&[1, 4, 2, 5]), E)]));
     v.push(case(Op::WindowReverse { hw: (6, 9), window: 3, shift: 2 }, vec![(g.rand(&[12, 9, 3]), E)]));
@@ -446,7 +459,7 @@ fn error_cases() -> Vec<Case> {
         bad("not NCHW", Op::LayerNorm2d(1e-6), vec![(z(&[2, 3, 4]), E), (z(&[3]), E), (z(&[3]), E)]),
         bad("weight length", Op::LayerNorm2d(1e-6), vec![(z(&[1, 3, 2, 2]), E), (z(&[2]), E), (z(&[3]), E)]),
         bad("rank 0", Op::Softmax, vec![(z(&[]), E)]),
-        bad("head dim 12", attn(false, false), vec![(z(&[1, 2, 12]), E), (z(&[1, 3, 12]), E), (z(&[1, 3, 12]), E)]),
+        bad("head dim 130", attn(false, false), vec![(z(&[1, 2, 130]), E), (z(&[1, 3, 130]), E), (z(&[1, 3, 130]), E)]),
         bad(
             "width not split by heads",
             attn2(false, false),
@@ -466,7 +479,7 @@ fn error_cases() -> Vec<Case> {
             vec![(z(&[3, 2, 8]), E), (z(&[3, 3, 8]), E), (z(&[3, 3, 8]), E), (z(&[2, 2, 3]), F)],
         ),
         bad("packed width not 3 parts", packed(1), vec![(z(&[1, 4, 20]), E)]),
-        bad("packed head dim 12", packed(2), vec![(z(&[1, 4, 72]), E)]),
+        bad("packed head dim 136", packed(2), vec![(z(&[1, 4, 3 * 272]), E)]),
         bad("packed without tokens", packed(1), vec![(z(&[1, 0, 24]), E)]),
         bad("H not a multiple of the window", Op::WindowPartition { window: 3, shift: 0 }, vec![(z(&[1, 4, 6, 2]), E)]),
         bad("shift >= window", Op::WindowPartition { window: 2, shift: 2 }, vec![(z(&[1, 4, 4, 2]), E)]),

@@ -134,14 +134,15 @@ impl Cuda {
         dtype: DType,
     ) -> Result<T> {
         let (pb, pm) = (self.opt_ptr(op, bias)?, self.opt_ptr(op, mask)?);
-        let (name, cfg) = match (d, dtype) {
-            (8, DType::F32) => ("attention_d8_f32", attention::config::<8>(b, h, nq)),
-            (8, _) => ("attention_d8_bf16", attention::config::<8>(b, h, nq)),
-            (16, DType::F32) => ("attention_d16_f32", attention::config::<16>(b, h, nq)),
-            (16, _) => ("attention_d16_bf16", attention::config::<16>(b, h, nq)),
-            (_, DType::F32) => ("attention_d32_f32", attention::config::<32>(b, h, nq)),
-            (_, _) => ("attention_d32_bf16", attention::config::<32>(b, h, nq)),
+        // The instance that holds head dim d (check::attention has kept d <= 128).
+        let (f32_name, bf16_name, cfg) = match attention::instance(d) {
+            Some(8) => ("attention_d8_f32", "attention_d8_bf16", attention::config::<8>(b, h, nq)),
+            Some(16) => ("attention_d16_f32", "attention_d16_bf16", attention::config::<16>(b, h, nq)),
+            Some(32) => ("attention_d32_f32", "attention_d32_bf16", attention::config::<32>(b, h, nq)),
+            Some(64) => ("attention_d64_f32", "attention_d64_bf16", attention::config::<64>(b, h, nq)),
+            _ => ("attention_d128_f32", "attention_d128_bf16", attention::config::<128>(b, h, nq)),
         };
+        let name = if dtype == DType::F32 { f32_name } else { bf16_name };
         self.run(op, name, cfg, vec![b, nq, h * d], dtype, |po, cfg| {
             self.dev.launch(name, cfg, &mut args![pq, pk, pv, pb, pm, po, s])
         })

@@ -211,8 +211,8 @@ impl Emulator {
         dtype: DType,
     ) -> Result<T> {
         let (pbias, pmask) = (self.opt_arg::<f32>(op, bias)?, self.opt_arg::<f32>(op, mask)?);
-        // The head dim is a const parameter of the body: one instance per supported size, as the
-        // device entry points attention_d{8,16,32}_*.
+        // The body is compiled per instance (a const parameter), as the device entry points
+        // attention_d{8,16,32,64,128}_*; the head dim itself travels in `s`.
         macro_rules! run {
             ($D:literal) => {
                 self.output::<E>(vec![b, nq, h * d], dtype, |po| unsafe {
@@ -222,10 +222,12 @@ impl Emulator {
                 })
             };
         }
-        Ok(match d {
-            8 => run!(8),
-            16 => run!(16),
-            _ => run!(32),
+        Ok(match attention::instance(d) {
+            Some(8) => run!(8),
+            Some(16) => run!(16),
+            Some(32) => run!(32),
+            Some(64) => run!(64),
+            _ => run!(128),
         })
     }
 }
