@@ -22,12 +22,19 @@ pub fn load_rgb(path: impl AsRef<Path>) -> Result<RgbImage, Error> {
 /// `preprocess::decode_rgb` with JPEGs decoded by libjpeg-turbo.
 pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage, String> {
     if is_complete_jpeg(bytes) {
-        if let Some(img) = decode_jpeg(bytes) {
-            return Ok(img);
+        match decode_jpeg(bytes) {
+            Ok(Some(img)) => return Ok(img),
+            Ok(None) => {}
+            Err(msg) => return Err(msg),
         }
     }
     preprocess::decode_rgb(bytes)
 }
+
+/// The largest decoded image, in bytes of RGB: the `image` crate's default allocation limit, so
+/// that both decoders refuse the same headers (a JPEG header can claim 65535 x 65535 pixels in a
+/// few hundred bytes; libjpeg pads missing data, so the claim alone would reserve 12 GB).
+pub const MAX_DECODED_BYTES: u64 = 512 * 1024 * 1024;
 
 /// Starts with SOI and ends with EOI (trailing zero padding allowed).
 fn is_complete_jpeg(bytes: &[u8]) -> bool {
@@ -36,13 +43,29 @@ fn is_complete_jpeg(bytes: &[u8]) -> bool {
 }
 
 /// libjpeg's defaults (integer slow IDCT, fancy upsampling), output RGB (grey replicated).
-/// `None` when libjpeg refuses the file; the caller then falls back.
-fn decode_jpeg(bytes: &[u8]) -> Option<RgbImage> {
-    let mut d = mozjpeg::Decompress::new_mem(bytes).ok()?.rgb().ok()?;
-    let (w, h) = (d.width() as u32, d.height() as u32);
-    let pixels = d.read_scanlines::<[u8; 3]>().ok()?;
-    d.finish().ok()?;
-    RgbImage::from_raw(w, h, pixels.concat())
+/// `Ok(None)` when libjpeg refuses the file (the caller then falls back); `Err` when the header
+/// claims more than [`MAX_DECODED_BYTES`] of pixels, before anything of that size is reserved.
+fn decode_jpeg(bytes: &[u8]) -> Result<Option<RgbImage>, String> {
+    // libjpeg reports a fatal error (a colour conversion it cannot do, such as CMYK to RGB, or a
+    // corrupt header) by unwinding out of the mozjpeg call (`resume_unwind`, no panic message):
+    // caught here, it is a refusal, never an unwind out of the decoder.
+    let decoded = std::panic::catch_unwind(|| -> Result<Option<RgbImage>, String> {
+        let Ok(d) = mozjpeg::Decompress::new_mem(bytes) else { return Ok(None) };
+        let (w, h) = (d.width(), d.height());
+        let size = w as u64 * h as u64 * 3;
+        if size > MAX_DECODED_BYTES {
+            return Err(format!(
+                "JPEG header claims {w}x{h} pixels ({size} bytes of RGB), more than the {MAX_DECODED_BYTES}-byte limit"
+            ));
+        }
+        let Ok(mut d) = d.rgb() else { return Ok(None) };
+        let Ok(pixels) = d.read_scanlines::<[u8; 3]>() else { return Ok(None) };
+        if d.finish().is_err() {
+            return Ok(None);
+        }
+        Ok(RgbImage::from_raw(w as u32, h as u32, pixels.concat()))
+    });
+    decoded.unwrap_or(Ok(None))
 }
 
 #[cfg(test)]
@@ -73,5 +96,39 @@ mod tests {
         // Truncated: not libjpeg's grey padding, the fallback decoder's verdict (an error here).
         assert!(decode_rgb(&jpg[..jpg.len() / 2]).is_err());
         assert!(decode_rgb(b"plain text").is_err());
+    }
+
+    /// Found by `fuzz/` (target `image`, the CMYK seed): libjpeg's "unsupported colour
+    /// conversion" unwound out of `decode_rgb` (a crash of `facex analyze` without a message).
+    /// Now libjpeg's refusal sends the file to the fallback decoder, which converts CMYK.
+    #[test]
+    fn cmyk_jpeg_is_decoded_not_unwound() {
+        let cmyk = include_bytes!("testdata/cmyk.jpg");
+        assert!(is_complete_jpeg(cmyk));
+        let rgb = decode_rgb(cmyk).unwrap();
+        assert_eq!(rgb.dimensions(), (32, 24));
+        // Corrupt headers unwind out of libjpeg too: every truncation or byte flip is a result.
+        for n in [4, 20, 100, 300] {
+            let mut cut = cmyk[..n].to_vec();
+            cut.extend([0xFF, 0xD9]);
+            let _ = decode_rgb(&cut);
+        }
+    }
+
+    /// A JPEG header claiming 65000 x 65000 pixels (12 GB of RGB) in a file of a few hundred
+    /// bytes is refused from the header, before any pixel buffer is reserved.
+    #[test]
+    fn huge_jpeg_header_is_refused_before_allocation() {
+        let img = image::GrayImage::from_fn(16, 8, |x, _| image::Luma([x as u8 * 16]));
+        let mut jpg = Vec::new();
+        img.write_to(&mut std::io::Cursor::new(&mut jpg), image::ImageFormat::Jpeg).unwrap();
+        // SOF0: FF C0, length (2), precision (1), height (2), width (2).
+        let sof = jpg.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+        jpg[sof + 5..sof + 9].copy_from_slice(&[0xFD, 0xE8, 0xFD, 0xE8]);
+        let err = decode_rgb(&jpg).unwrap_err();
+        assert!(err.contains("65000x65000") && err.contains("limit"), "{err}");
+        // The fallback decoder (every other format) has the same limit: a PPM claiming 10^10 pixels.
+        let ppm = b"P6\n100000 100000\n255\n\x01\x02\x03";
+        assert!(decode_rgb(ppm).is_err());
     }
 }

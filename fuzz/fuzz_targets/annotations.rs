@@ -1,0 +1,88 @@
+//! Every dataset annotation parser, through the reader a user runs (`data::datasets::open`).
+//!
+//! Input: one selector byte, then the bytes of one annotation file. At start-up the synthetic
+//! dataset writer (`data::synth`) lays out one small copy of each dataset in a temporary folder,
+//! one folder per selector; each input replaces the selected annotation file there and reads the
+//! split. Every other file stays as written, so a run is deterministic.
+//!
+//! | selector | file | reader |
+//! |---|---|---|
+//! | 0 | 300W `.pts` text | `w300::parse_pts` |
+//! | 1 | LaPa landmarks text | `lapa::parse_landmarks` |
+//! | 2 | UTKFace file name | `utkface::parse_name` |
+//! | 3 | CelebA `list_attr_celeba.txt` | `celeba` |
+//! | 4 | CelebA `list_eval_partition.txt` | `celeba` |
+//! | 5 | FairFace `fairface_label_train.csv` | `fairface` |
+//! | 6 | WFLW `list_98pt_rect_attr_train.txt` | `wflw` |
+//! | 7 | `CelebA-HQ-to-CelebA-mapping.txt` | `celebamask_hq` |
+//! | 8 | 300W `.pts` file | `300w` |
+//! | 9 | LaPa landmarks file | `lapa` |
+//! | 10 | `COFW.mat` | `cofw` |
+//! | 11 | 300W-LP `.mat` | `300w_lp` |
+//! | 12 | AFLW2000 `.mat` | `aflw2000` |
+#![no_main]
+use data::datasets::{self, lapa, utkface, w300};
+use libfuzzer_sys::fuzz_target;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+const SELECTORS: u8 = 13;
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let p = entry.unwrap().path();
+        let dest = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            copy_dir(&p, &dest);
+        } else {
+            std::fs::copy(&p, &dest).unwrap();
+        }
+    }
+}
+
+/// The folder of synthetic dataset layouts, made once per process.
+fn root() -> &'static Path {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let root = std::env::temp_dir().join(format!("facex-fuzz-annotations-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let base = root.join("synth");
+        data::synth::write_dataset(&base, 2, 7).unwrap();
+        for (sel, from) in [(3, "celeba"), (4, "celeba"), (7, "celeba"), (8, "300w"), (9, "lapa"), (11, "300w_lp")] {
+            copy_dir(&base.join(from), &root.join(sel.to_string()));
+        }
+        for sel in [5, 6, 10] {
+            std::fs::create_dir_all(root.join(sel.to_string())).unwrap();
+        }
+        std::fs::create_dir_all(root.join("7/CelebAMask-HQ-mask-anno/0")).unwrap();
+        let aflw = root.join("12/AFLW2000");
+        std::fs::create_dir_all(&aflw).unwrap();
+        std::fs::copy(base.join("300w_lp/AFW/synth_000000.jpg"), aflw.join("image00002.jpg")).unwrap();
+        root
+    })
+}
+
+fuzz_target!(|input: &[u8]| {
+    let Some((&sel, body)) = input.split_first() else { return };
+    let sel = sel % SELECTORS;
+    let text = String::from_utf8_lossy(body);
+    let dir = root().join(sel.to_string());
+    let (file, name, split) = match sel {
+        0 => return drop(w300::parse_pts(&text)),
+        1 => return drop(lapa::parse_landmarks(&text)),
+        2 => return drop(utkface::parse_name(&text)),
+        3 => ("list_attr_celeba.txt", "celeba", "train"),
+        4 => ("list_eval_partition.txt", "celeba", "train"),
+        5 => ("fairface_label_train.csv", "fairface", "train"),
+        6 => ("list_98pt_rect_attr_train.txt", "wflw", "train"),
+        7 => ("CelebA-HQ-to-CelebA-mapping.txt", "celebamask_hq", "train"),
+        8 => ("afw/synth_000000.pts", "300w", "train"),
+        9 => ("train/landmarks/synth_000000.txt", "lapa", "train"),
+        10 => ("COFW.mat", "cofw", "train"),
+        11 => ("AFW/synth_000000.mat", "300w_lp", "train"),
+        _ => ("AFLW2000/image00002.mat", "aflw2000", "test"),
+    };
+    std::fs::write(dir.join(file), body).unwrap();
+    let _ = datasets::open(name, &dir, split);
+});
