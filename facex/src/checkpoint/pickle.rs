@@ -12,6 +12,7 @@
 use super::error::{CheckpointError, Result};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 /// Element type of a PyTorch storage (`torch.FloatStorage` ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,17 +85,19 @@ pub(crate) enum Global {
     Inert(String),
 }
 
-/// A pickle value. Containers live in the arena so that memo entries alias them, as in Python.
+/// A pickle value. Containers live in the arena so that memo entries alias them, as in Python;
+/// strings and bytes are shared, so that copying one (BINGET, DUP) costs the same whatever its
+/// length: a pickle of n bytes holds O(n) memory however often it repeats a long string.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Value {
     None,
     Bool(bool),
     Int(i64),
     /// An integer too large for i64, as little-endian two's complement bytes.
-    BigInt(Vec<u8>),
+    BigInt(Rc<[u8]>),
     Float(f64),
-    Str(String),
-    Bytes(Vec<u8>),
+    Str(Rc<str>),
+    Bytes(Rc<[u8]>),
     Obj(usize),
 }
 
@@ -134,7 +137,7 @@ impl Unpickled {
 
     /// The last value stored under a string key (Python's dict keeps the last assignment).
     pub fn dict_get<'a>(&'a self, v: &Value, key: &str) -> Option<&'a Value> {
-        self.dict(v)?.iter().rev().find(|(k, _)| matches!(k, Value::Str(s) if s == key)).map(|(_, v)| v)
+        self.dict(v)?.iter().rev().find(|(k, _)| matches!(k, Value::Str(s) if &**s == key)).map(|(_, v)| v)
     }
 
     /// Every storage referenced anywhere, in first-seen order (legacy files need their dtypes).
@@ -165,6 +168,11 @@ fn resolve_global(module: &str, name: &str) -> Option<Global> {
 }
 
 const MAX_RANK: usize = 64;
+/// How deeply MARKs may nest. torch.save nests a few levels (a dict of tuples of tuples); nothing
+/// here recurses over a structure (containers live in a flat arena, so a deep or
+/// self-referential one costs memory linear in the pickle), but a depth no checkpoint reaches is
+/// refused by name rather than carried along.
+pub(crate) const MAX_MARK_DEPTH: usize = 1000;
 
 struct Vm<'a> {
     data: &'a [u8],
@@ -373,7 +381,8 @@ impl<'a> Vm<'a> {
         let Some(Obj::Tuple(t)) = self.arena_get(&pid) else {
             return Err(self.bad("persistent id is not a tuple"));
         };
-        let t = t.clone();
+        // ('storage', type, key, location, numel[, view]): copy no more than that.
+        let t: Vec<Value> = t.iter().take(6).cloned().collect();
         if t.len() < 5 || t[0] != Value::Str("storage".into()) {
             return Err(self.bad("persistent id is not ('storage', type, key, location, numel)"));
         }
@@ -382,7 +391,7 @@ impl<'a> Vm<'a> {
             _ => return Err(self.bad("persistent id: storage type is not a torch storage class")),
         };
         let key = match &t[2] {
-            Value::Str(s) => s.clone(),
+            Value::Str(s) => s.to_string(),
             Value::Int(i) => i.to_string(),
             _ => return Err(self.bad("persistent id: storage key is not a string")),
         };
@@ -443,8 +452,10 @@ impl<'a> Vm<'a> {
     }
 
     fn reduce(&mut self, callable: Value, args: Value) -> Result<Value> {
-        let args = match self.arena_get(&args) {
-            Some(Obj::Tuple(a)) => a.clone(),
+        // The arguments are read, never kept: copy only the few a constructor looks at (a
+        // memoized tuple of n values reduced n times must not cost n^2).
+        let args: Vec<Value> = match self.arena_get(&args) {
+            Some(Obj::Tuple(a)) => a.iter().take(4).cloned().collect(),
             _ => return Err(self.bad("REDUCE arguments are not a tuple")),
         };
         match self.arena_get(&callable).cloned() {
@@ -479,7 +490,12 @@ impl<'a> Vm<'a> {
                     let v = self.pop()?;
                     return Ok(v);
                 }
-                b'(' => self.marks.push(self.stack.len()),
+                b'(' => {
+                    if self.marks.len() >= MAX_MARK_DEPTH {
+                        return Err(self.bad(format!("MARKs nested deeper than {MAX_MARK_DEPTH}")));
+                    }
+                    self.marks.push(self.stack.len())
+                }
                 b'}' => {
                     let v = self.new_obj(Obj::Dict(Vec::new()));
                     self.push(v)
@@ -506,7 +522,7 @@ impl<'a> Vm<'a> {
                     // BINSTRING/SHORT_BINSTRING are Python 2 byte strings: read as Latin-1.
                     let s =
                         if matches!(op, b'T' | b'U') { b.iter().map(|&c| c as char).collect() } else { self.utf8(b)? };
-                    self.push(Value::Str(s))
+                    self.push(Value::Str(s.into()))
                 }
                 b'B' | b'C' | 0x8e => {
                     let n = match op {
@@ -514,8 +530,8 @@ impl<'a> Vm<'a> {
                         b'C' => self.u8()? as usize,
                         _ => self.len_u64()?,
                     };
-                    let b = self.take(n)?.to_vec();
-                    self.push(Value::Bytes(b))
+                    let b = self.take(n)?;
+                    self.push(Value::Bytes(b.into()))
                 }
                 b'J' => {
                     let v = self.u32()? as i32;
@@ -662,7 +678,7 @@ impl<'a> Vm<'a> {
 /// LONG1/LONG4 payload: little-endian two's complement.
 fn long_value(b: &[u8]) -> Value {
     if b.len() > 8 {
-        return Value::BigInt(b.to_vec());
+        return Value::BigInt(b.into());
     }
     if b.is_empty() {
         return Value::Int(0);
@@ -760,6 +776,76 @@ mod tests {
         assert_eq!((t.offset, t.shape.as_slice(), t.strides.as_slice()), (0, &[2, 3][..], &[3, 1][..]));
         assert_eq!(t.storage.dtype, StorageDType::F32);
         assert!(matches!(build(1), Err(CheckpointError::BadPickle { .. })));
+    }
+
+    /// A 1 MB string memoized once and fetched 200 000 times (BINGET, 2 bytes each): shared,
+    /// not copied (200 GB as copies; the test would abort).
+    #[test]
+    fn repeated_memo_strings_are_shared_not_copied() {
+        let long = "x".repeat(1 << 20);
+        let mut p = vec![0x80, 2, b']', b'(', b'X'];
+        p.extend((long.len() as u32).to_le_bytes());
+        p.extend(long.as_bytes());
+        p.extend([b'q', 0]);
+        for _ in 0..200_000 {
+            p.extend([b'h', 0]);
+        }
+        p.extend([b'e', b'.']);
+        let u = run(&p).unwrap();
+        let Some(Obj::List(items)) = u.obj(&u.root) else { panic!("not a list") };
+        assert_eq!(items.len(), 200_001);
+        let (Value::Str(a), Value::Str(b)) = (&items[0], &items[200_000]) else { panic!("not strings") };
+        assert!(Rc::ptr_eq(a, b));
+    }
+
+    /// Deep nesting is refused by name; a self-referential list is just a list (nothing walks it).
+    #[test]
+    fn deep_and_self_referential_structures() {
+        let mut deep = vec![0x80, 2];
+        deep.extend(std::iter::repeat_n(b'(', 100_000));
+        deep.extend(std::iter::repeat_n(b't', 100_000));
+        deep.push(b'.');
+        let err = run(&deep).unwrap_err().to_string();
+        assert!(err.contains("test.pkl") && err.contains("MARKs nested deeper than 1000"), "{err}");
+        // 999 levels of tuples are fine.
+        let mut ok = vec![0x80, 2];
+        ok.extend(std::iter::repeat_n(b'(', 999));
+        ok.extend(std::iter::repeat_n(b't', 999));
+        ok.push(b'.');
+        assert!(run(&ok).is_ok());
+        // l = []; l.append(l), and the same through APPENDS 100 000 times.
+        let mut p = vec![0x80, 2, b']', b'q', 0, b'h', 0, b'a', b'('];
+        for _ in 0..100_000 {
+            p.extend([b'h', 0]);
+        }
+        p.extend([b'e', b'.']);
+        let u = run(&p).unwrap();
+        let Some(Obj::List(items)) = u.obj(&u.root) else { panic!("not a list") };
+        assert_eq!(items.len(), 100_001);
+        assert!(items.iter().all(|v| *v == u.root));
+    }
+
+    /// A memoized tuple of n values given to REDUCE n times: the arguments are not copied each
+    /// time (n^2 otherwise: minutes for a 1 MB pickle).
+    #[test]
+    fn reduce_does_not_copy_long_argument_tuples() {
+        let n = 200_000;
+        let mut p = vec![0x80, 2, b']', b'('];
+        p.extend(b"cargparse\nNamespace\n");
+        p.extend([b'q', 0, b'(']);
+        for _ in 0..n {
+            p.push(b'N');
+        }
+        p.extend([b't', b'q', 1, b'0']);
+        for _ in 0..n {
+            p.extend([b'h', 0, b'h', 1, b'R']);
+        }
+        p.extend([b'e', b'.']);
+        let t = std::time::Instant::now();
+        let u = run(&p).unwrap();
+        assert!(t.elapsed().as_secs() < 5, "{:?}", t.elapsed());
+        let Some(Obj::List(items)) = u.obj(&u.root) else { panic!("not a list") };
+        assert_eq!(items.len(), n + 1);
     }
 
     #[test]

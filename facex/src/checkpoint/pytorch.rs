@@ -22,6 +22,10 @@ pub(crate) const LEGACY_MAGIC: &[u8] =
     &[0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19];
 const LEGACY_PROTOCOL: i64 = 1001;
 
+/// How many top-level keys an error names, and how many characters of each.
+const MAX_NAMED_KEYS: usize = 20;
+const MAX_KEY_CHARS: usize = 64;
+
 /// The key under which the official FaceXFormer checkpoint keeps its weights.
 pub const OFFICIAL_KEY: &str = "state_dict_backbone";
 
@@ -143,7 +147,7 @@ fn load_legacy(path: &Path, bytes: &[u8], key: Option<&str>) -> Result<StateDict
     let mut blobs: HashMap<String, Range<usize>> = HashMap::new();
     for k in key_list {
         let Value::Str(k) = k else { return Err(bad(pos4, "a storage key is not a string")) };
-        let dtype = *dtypes.get(k.as_str()).ok_or_else(|| bad(pos4, &format!("storage {k} is never used")))?;
+        let dtype = *dtypes.get(&**k).ok_or_else(|| bad(pos4, &format!("storage {k} is never used")))?;
         let truncated = || CheckpointError::Truncated {
             path: path.into(),
             what: format!("storage {k}"),
@@ -155,7 +159,7 @@ fn load_legacy(path: &Path, bytes: &[u8], key: Option<&str>) -> Result<StateDict
             usize::try_from(numel).ok().and_then(|n| n.checked_mul(dtype.size_in_bytes())).ok_or_else(truncated)?;
         let start = pos + 8;
         let end = start.checked_add(len).filter(|&e| e <= bytes.len()).ok_or_else(truncated)?;
-        blobs.insert(k.clone(), start..end);
+        blobs.insert(k.to_string(), start..end);
         pos = end;
     }
     let chosen = select_state_dict(path, &u, key)?;
@@ -176,14 +180,25 @@ fn is_state_dict(u: &Unpickled, items: &[(Value, Value)]) -> bool {
 fn select_state_dict<'u>(path: &Path, u: &'u Unpickled, key: Option<&str>) -> Result<&'u [(Value, Value)]> {
     let not = |msg: String| CheckpointError::NotStateDict { path: path.into(), msg };
     let root = u.dict(&u.root).ok_or_else(|| not("the top-level object is not a dict".into()))?;
+    // Named in errors: the first few keys, each cut short (a hostile dict may hold many, long).
     let top_keys = || {
-        let names: Vec<String> = root
+        let mut names: Vec<String> = root
             .iter()
-            .map(|(k, _)| match k {
-                Value::Str(s) => s.clone(),
-                other => format!("{other:?}"),
+            .take(MAX_NAMED_KEYS)
+            .map(|(k, _)| {
+                let name = match k {
+                    Value::Str(s) => s.to_string(),
+                    other => format!("{other:?}"),
+                };
+                match name.char_indices().nth(MAX_KEY_CHARS) {
+                    Some((cut, _)) => format!("{}...", &name[..cut]),
+                    None => name,
+                }
             })
             .collect();
+        if root.len() > MAX_NAMED_KEYS {
+            names.push(format!("... {} in all", root.len()));
+        }
         names.join(", ")
     };
     if let Some(key) = key {
@@ -219,7 +234,7 @@ fn build_state_dict<'b>(
             return Err(CheckpointError::NotStateDict { path: path.into(), msg: format!("`{name}` is not a tensor") });
         };
         let data = blob(&t.storage.key)?;
-        sd.insert(name.clone(), materialize(path, name, t, data)?);
+        sd.insert(name.to_string(), materialize(path, name, t, data)?);
     }
     Ok(sd)
 }
@@ -228,6 +243,21 @@ fn build_state_dict<'b>(
 fn materialize(path: &Path, name: &str, t: &TensorRef, blob: &[u8]) -> Result<Tensor> {
     let es = t.storage.dtype.size_in_bytes();
     let empty = t.shape.contains(&0);
+    // A view whose strides overlap (stride 0: `expand`) can claim any number of elements over a
+    // one-element storage; making it contiguous would reserve them all. A tensor may hold at
+    // most the elements its storage holds in the file.
+    let numel = t.shape.iter().try_fold(1usize, |a, &n| a.checked_mul(n));
+    let held = blob.len() / es;
+    if numel.is_none_or(|n| n > held) {
+        return Err(CheckpointError::NotStateDict {
+            path: path.into(),
+            msg: format!(
+                "tensor `{name}` of size {:?} claims more elements than its storage {} holds ({held}): \
+                 a broadcast view is not a weight",
+                t.shape, t.storage.key
+            ),
+        });
+    }
     // Element range this tensor touches; the pickle reader checked it lies inside the storage.
     let extent = if empty {
         0
@@ -270,5 +300,192 @@ fn convert(dtype: StorageDType, b: &[u8]) -> CpuStorage {
         StorageDType::I16 => CpuStorage::I64(chunks(b, |c| i16::from_le_bytes(c) as i64)),
         StorageDType::I8 => CpuStorage::I64(b.iter().map(|&x| x as i8 as i64).collect()),
         StorageDType::U8 | StorageDType::Bool => CpuStorage::U8(b.to_vec()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn crc32(data: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in data {
+            crc ^= b as u32;
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            }
+        }
+        !crc
+    }
+
+    /// A zip of stored entries, as torch.save writes; `claim` gives one entry a zip64 size in the
+    /// central directory (what a hostile file can claim whatever its real length).
+    fn zip(entries: &[(&str, &[u8])], claim: Option<(&str, u64)>) -> Vec<u8> {
+        let (mut out, mut central) = (Vec::new(), Vec::new());
+        for (name, data) in entries {
+            let offset = out.len() as u32;
+            let claimed = claim.filter(|(n, _)| n == name).map(|(_, size)| size);
+            let header = |v: &mut Vec<u8>, size: u32, extra: u16| {
+                for x in [45u16, 0, 0, 0, 0x21] {
+                    v.extend(x.to_le_bytes()); // version, flags, stored, time, date
+                }
+                v.extend(crc32(data).to_le_bytes());
+                v.extend(size.to_le_bytes());
+                v.extend(size.to_le_bytes());
+                v.extend((name.len() as u16).to_le_bytes());
+                v.extend(extra.to_le_bytes());
+            };
+            out.extend(0x0403_4b50u32.to_le_bytes());
+            header(&mut out, data.len() as u32, 0);
+            out.extend(name.as_bytes());
+            out.extend(*data);
+            central.extend(0x0201_4b50u32.to_le_bytes());
+            central.extend(45u16.to_le_bytes());
+            match claimed {
+                None => header(&mut central, data.len() as u32, 0),
+                Some(_) => header(&mut central, u32::MAX, 20),
+            }
+            central.extend([0u8; 6]); // comment length, disk number, internal attributes
+            central.extend(0u32.to_le_bytes()); // external attributes
+            central.extend(offset.to_le_bytes());
+            central.extend(name.as_bytes());
+            if let Some(size) = claimed {
+                // The zip64 extended information: uncompressed, then compressed size.
+                central.extend(1u16.to_le_bytes());
+                central.extend(16u16.to_le_bytes());
+                central.extend(size.to_le_bytes());
+                central.extend(size.to_le_bytes());
+            }
+        }
+        let cd_offset = out.len() as u32;
+        out.extend(&central);
+        out.extend(0x0605_4b50u32.to_le_bytes());
+        out.extend([0u8; 4]);
+        out.extend((entries.len() as u16).to_le_bytes());
+        out.extend((entries.len() as u16).to_le_bytes());
+        out.extend((central.len() as u32).to_le_bytes());
+        out.extend(cd_offset.to_le_bytes());
+        out.extend(0u16.to_le_bytes());
+        out
+    }
+
+    /// `{'w': _rebuild_tensor_v2(storage(FloatStorage, '0', numel), 0, size, stride)}`, every
+    /// int a LONG1 of 8 bytes.
+    fn one_tensor_pickle(numel: i64, size: &[i64], stride: &[i64]) -> Vec<u8> {
+        let int = |p: &mut Vec<u8>, i: i64| {
+            p.extend([0x8a, 8]);
+            p.extend(i.to_le_bytes());
+        };
+        let s = |p: &mut Vec<u8>, t: &str| {
+            p.extend([0x8c, t.len() as u8]);
+            p.extend(t.as_bytes());
+        };
+        let mut p = vec![0x80, 2, b'}'];
+        s(&mut p, "w");
+        p.extend(b"ctorch._utils\n_rebuild_tensor_v2\n((");
+        s(&mut p, "storage");
+        p.extend(b"ctorch\nFloatStorage\n");
+        s(&mut p, "0");
+        s(&mut p, "cpu");
+        int(&mut p, numel);
+        p.extend(b"tQ");
+        int(&mut p, 0);
+        for dims in [size, stride] {
+            p.push(b'(');
+            for &d in dims {
+                int(&mut p, d);
+            }
+            p.push(b't');
+        }
+        p.extend(b"\x89tRs.");
+        p
+    }
+
+    fn load(bytes: &[u8]) -> String {
+        load_pytorch_from_bytes(bytes, "hostile.pt", None).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn small_tensor_loads() {
+        let pkl = one_tensor_pickle(4, &[2, 2], &[2, 1]);
+        let data: Vec<u8> = [1f32, 2., 3., 4.].iter().flat_map(|x| x.to_le_bytes()).collect();
+        let sd = load_pytorch_from_bytes(&zip(&[("a/data.pkl", &pkl), ("a/data/0", &data)], None), "ok.pt", None);
+        assert_eq!(sd.unwrap().get("w").unwrap().shape(), &[2, 2]);
+    }
+
+    /// A zip entry claiming 100 GB (zip64) in a file of a few hundred bytes: refused while the
+    /// entries are listed, naming the entry, before any of it is read.
+    #[test]
+    fn zip_entry_claiming_100_gb_is_refused() {
+        let pkl = one_tensor_pickle(4, &[2, 2], &[2, 1]);
+        let data = [0u8; 16];
+        let bytes = zip(&[("a/data.pkl", &pkl), ("a/data/0", &data)], Some(("a/data/0", 100 << 30)));
+        let e = load(&bytes);
+        assert!(e.contains("hostile.pt") && e.contains("a/data/0"), "{e}");
+    }
+
+    /// A storage claiming 10^12 elements, read by a 10^6 x 10^6 tensor, with 16 bytes present:
+    /// refused by name before the copy (4 TB).
+    #[test]
+    fn storage_claiming_1e12_elements_is_refused() {
+        let pkl = one_tensor_pickle(1_000_000_000_000, &[1_000_000, 1_000_000], &[1_000_000, 1]);
+        let e = load(&zip(&[("a/data.pkl", &pkl), ("a/data/0", &[0u8; 16])], None));
+        assert!(e.contains("hostile.pt") && e.contains("tensor `w`") && e.contains("holds (4)"), "{e}");
+    }
+
+    /// A broadcast view (strides 0) of one element claiming 10^12 elements: inside its storage as
+    /// the pickle checks it, but making it contiguous would reserve 4 TB. Refused by name.
+    #[test]
+    fn broadcast_view_of_1e12_elements_is_refused() {
+        let pkl = one_tensor_pickle(1, &[1_000_000, 1_000_000], &[0, 0]);
+        let e = load(&zip(&[("a/data.pkl", &pkl), ("a/data/0", &[0u8; 4])], None));
+        assert!(e.contains("hostile.pt") && e.contains("tensor `w` of size [1000000, 1000000]"), "{e}");
+        assert!(e.contains("holds (1)"), "{e}");
+    }
+
+    /// Legacy format: the 8-byte element count before a storage's data claims 10^12 elements.
+    #[test]
+    fn legacy_storage_count_claiming_1e12_elements_is_refused() {
+        let mut bytes = include_bytes!("../../models/mtcnn/pnet.pt").to_vec();
+        assert!(load_pytorch_from_bytes(&bytes, "pnet.pt", None).is_ok());
+        // Magic, protocol, sys info, the object, the storage keys: then the first storage.
+        let mut pos = 0;
+        for _ in 0..5 {
+            pos = unpickle(&bytes, pos, Path::new("pnet.pt")).unwrap().1;
+        }
+        bytes[pos..pos + 8].copy_from_slice(&1_000_000_000_000u64.to_le_bytes());
+        let e = load(&bytes);
+        assert!(e.contains("hostile.pt: truncated: storage"), "{e}");
+    }
+
+    /// A deep structure (refused by the pickle reader) and a self-referential top-level dict
+    /// (`d['state_dict'] = d`: not a state dict, said so with its keys) in a torch.save zip.
+    #[test]
+    fn deep_and_self_referential_pickles_are_refused() {
+        let mut deep = vec![0x80, 2];
+        deep.extend(std::iter::repeat_n(b'(', 5000));
+        let e = load(&zip(&[("a/data.pkl", &deep)], None));
+        assert!(e.contains("hostile.pt: bad pickle") && e.contains("nested deeper"), "{e}");
+        let mut selfref = vec![0x80, 2, b'}', b'q', 0, 0x8c, 10];
+        selfref.extend(b"state_dict");
+        selfref.extend([b'h', 0, b's', b'.']);
+        let e = load(&zip(&[("a/data.pkl", &selfref)], None));
+        assert!(e.contains("hostile.pt: not a state dict") && e.contains("keys: state_dict"), "{e}");
+    }
+
+    /// An error names at most 20 top-level keys, each cut at 64 characters: a dict of 100 000
+    /// references to one 1 MB key would otherwise make a 100 GB message.
+    #[test]
+    fn error_messages_stay_short() {
+        let mut p = vec![0x80, 2, b'}', b'(', b'X'];
+        p.extend((1u32 << 20).to_le_bytes());
+        p.extend(std::iter::repeat_n(b'k', 1 << 20));
+        p.extend([b'q', 0, b'N']);
+        for _ in 0..100_000 {
+            p.extend([b'h', 0, b'N']);
+        }
+        p.extend([b'u', b'.']);
+        let e = load(&zip(&[("a/data.pkl", &p)], None));
+        assert!(e.len() < 3000 && e.contains("100001 in all"), "{} bytes: {}", e.len(), &e[..200]);
     }
 }

@@ -26,6 +26,7 @@ pub fn load_safetensors(path: impl AsRef<Path>) -> Result<StateDict> {
 /// `load_safetensors` on bytes already in memory; `origin` names them in errors.
 pub fn load_safetensors_from_bytes(bytes: &[u8], origin: impl AsRef<Path>) -> Result<StateDict> {
     let path = origin.as_ref();
+    check_claims(bytes, path)?;
     let st = SafeTensors::deserialize(bytes).map_err(|e| st_err(path, format!("{e:?}")))?;
     let mut views: Vec<_> = st.tensors();
     views.sort_by_key(|(_, v)| v.data().as_ptr() as usize);
@@ -39,6 +40,56 @@ pub fn load_safetensors_from_bytes(bytes: &[u8], origin: impl AsRef<Path>) -> Re
         sd.insert(name, Tensor::from_storage(storage, Layout::contiguous(view.shape())));
     }
     Ok(sd)
+}
+
+/// The format's limit on the JSON header (the `safetensors` crate's `MAX_HEADER_SIZE`).
+const MAX_HEADER_BYTES: u64 = 100_000_000;
+
+/// Every size the header claims, against the bytes the file holds, before anything is reserved
+/// and with the tensor named: the header length, and each tensor's shape times its dtype's size.
+/// (The crate checks the same, but its errors name no tensor.) A header that is not JSON, or a
+/// tensor entry without a known dtype or a shape, is left to the crate to report.
+fn check_claims(bytes: &[u8], path: &Path) -> Result<()> {
+    let Some(len) = bytes.get(..8) else { return Ok(()) };
+    let len = u64::from_le_bytes(len.try_into().unwrap_or_default());
+    let after = bytes.len() as u64 - 8;
+    if len > after.min(MAX_HEADER_BYTES) {
+        return Err(st_err(
+            path,
+            format!(
+                "the header claims {len} bytes; the file holds {after} after the length (and the format allows {MAX_HEADER_BYTES})"
+            ),
+        ));
+    }
+    let data = after - len;
+    let Ok(header) = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes[8..8 + len as usize])
+    else {
+        return Ok(());
+    };
+    for (name, info) in &header {
+        let (Some(dtype), Some(shape)) =
+            (info.get("dtype").and_then(|d| d.as_str()), info.get("shape").and_then(|s| s.as_array()))
+        else {
+            continue;
+        };
+        let size: u64 = match dtype {
+            "F64" | "I64" | "U64" => 8,
+            "F32" | "I32" | "U32" => 4,
+            "F16" | "BF16" | "I16" | "U16" => 2,
+            "BOOL" | "U8" | "I8" | "F8_E5M2" | "F8_E4M3" => 1,
+            _ => continue,
+        };
+        let Some(dims) = shape.iter().map(|d| d.as_u64()).collect::<Option<Vec<u64>>>() else { continue };
+        let claimed = if dims.contains(&0) { Some(0) } else { dims.iter().try_fold(size, |a, &d| a.checked_mul(d)) };
+        if claimed.is_none_or(|c| c > data) {
+            let claimed = claimed.map_or("more than 2^64".to_string(), |c| c.to_string());
+            return Err(st_err(
+                path,
+                format!("tensor `{name}`: shape {dims:?} of {dtype} claims {claimed} bytes; the file holds {data} bytes of data"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn convert(dtype: Dtype, b: &[u8]) -> Option<CpuStorage> {
@@ -124,4 +175,52 @@ pub fn save_safetensors_with_metadata(
 pub fn safetensors_metadata(bytes: &[u8], origin: impl AsRef<Path>) -> Result<BTreeMap<String, String>> {
     let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| st_err(origin.as_ref(), format!("{e:?}")))?;
     Ok(meta.metadata().clone().map(|m| m.into_iter().collect()).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(header: &str, data: &[u8]) -> Vec<u8> {
+        let mut b = (header.len() as u64).to_le_bytes().to_vec();
+        b.extend(header.as_bytes());
+        b.extend(data);
+        b
+    }
+
+    fn err(bytes: &[u8]) -> String {
+        load_safetensors_from_bytes(bytes, "hostile.safetensors").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn small_file_loads() {
+        let b = file(
+            r#"{"w":{"dtype":"F32","shape":[1,2],"data_offsets":[0,8]},"e":{"dtype":"U8","shape":[0],"data_offsets":[8,8]}}"#,
+            &[0; 8],
+        );
+        let sd = load_safetensors_from_bytes(&b, "ok.safetensors").unwrap();
+        assert_eq!(sd.get("w").unwrap().shape(), &[1, 2]);
+        assert_eq!(sd.get("e").unwrap().shape(), &[0]);
+    }
+
+    /// A header claiming 10^12 elements (and one whose shape overflows u64) with 4 bytes of
+    /// data: refused naming the tensor, before the crate or we reserve anything.
+    #[test]
+    fn header_claiming_1e12_elements_is_refused() {
+        let b = file(r#"{"w":{"dtype":"F32","shape":[1000000,1000000],"data_offsets":[0,4]}}"#, &[0; 4]);
+        let e = err(&b);
+        assert!(e.contains("hostile.safetensors") && e.contains("tensor `w`"), "{e}");
+        assert!(e.contains("claims 4000000000000 bytes; the file holds 4 bytes"), "{e}");
+        let b = file(r#"{"v":{"dtype":"F64","shape":[4294967296,4294967296],"data_offsets":[0,4]}}"#, &[0; 4]);
+        assert!(err(&b).contains("tensor `v`: shape [4294967296, 4294967296] of F64 claims more than 2^64"));
+    }
+
+    /// The 8-byte header length claiming 10^12 bytes in a 20-byte file.
+    #[test]
+    fn header_length_beyond_the_file_is_refused() {
+        let mut b = 1_000_000_000_000u64.to_le_bytes().to_vec();
+        b.extend(b"{}  abcdefghij");
+        let e = err(&b);
+        assert!(e.contains("hostile.safetensors") && e.contains("header claims 1000000000000 bytes"), "{e}");
+    }
 }
