@@ -4,7 +4,7 @@
 #
 #   scripts/gpu-check.sh --build   (here, on the CPU machine) build, with the "cuda" feature: the
 #                                  tensor crate's test binary (kernel tests on the device, backend
-#                                  conformance), the model parity test binary and the facex binary;
+#                                  conformance), the model parity test binaries and the facex binary;
 #                                  copy them to .gpu-bin/ and the official model code's wheel to
 #                                  .whl/ (both git-ignored via .git/info/exclude), to be carried
 #   scripts/gpu-check.sh           (on the GPU machine; carry .gpu-bin and .whl) run the kernel
@@ -35,6 +35,9 @@ if [[ "${1:-}" == "--build" ]]; then
     cp "$exe" "$BIN"
     exe=$(cargo test --features cuda --test device_parity --no-run --message-format=json 2>/dev/null | test_exe device_parity)
     cp "$exe" .gpu-bin/device-parity
+    exe=$(cargo test --features cuda --test device_parity_head_dims --no-run --message-format=json 2>/dev/null |
+        test_exe device_parity_head_dims)
+    cp "$exe" .gpu-bin/device-parity-head-dims
     cargo build --release -q -p facex --features cuda
     cp "${CARGO_TARGET_DIR:-target}/release/facex" .gpu-bin/facex
     # Debug info would make them too large to carry (a device call takes 64 MiB in all).
@@ -58,6 +61,9 @@ echo "== 1b. the model on the device vs the official outputs (f32 and bf16)"
 FACEX_FIXTURES=$PWD/tests/fixtures/facexformer-tiny timeout 90 .gpu-bin/device-parity cuda_ --nocapture --test-threads=1 2>&1 |
     tee "$OUT/parity.log"
 parity_rc=${PIPESTATUS[0]}
+# Swin head dims 24 and 64 (the attention kernel's padded and d64 instances), f32.
+timeout 60 .gpu-bin/device-parity-head-dims cuda_ --nocapture --test-threads=1 2>&1 | tee -a "$OUT/parity.log"
+[[ ${PIPESTATUS[0]} == 0 ]] || parity_rc=1
 
 echo "== 2. timings (ours)"
 BENCH_OUT=$OUT/ours.csv timeout 180 "$BIN" cuda_bench --ignored --nocapture 2>&1 | tee "$OUT/bench.log"

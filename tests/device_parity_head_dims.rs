@@ -18,8 +18,16 @@ use tensor::backend::reference::Reference;
 use tensor::backend::Backend;
 use tensor::{DType, Tensor};
 
+/// `tests/fixtures/NAME` from the working directory (cargo runs tests in the package root;
+/// scripts/gpu-check.sh runs the carried binary in the repository root), else from where it was
+/// built.
 fn dir(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    let rel = Path::new("tests/fixtures").join(name);
+    if rel.exists() {
+        rel
+    } else {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+    }
 }
 
 fn model(dir: &Path) -> FaceXFormer {
