@@ -5,25 +5,8 @@ mod common;
 use autograd::Var;
 use common::*;
 use proptest::prelude::*;
+use tensor::testing::gelu_f64 as gelu;
 use tensor::{DType, Tensor};
-
-/// erf by its Taylor series (|x| < 6 is plenty for these inputs), exact to f64 rounding.
-fn erf(x: f64) -> f64 {
-    if x.abs() > 6.0 {
-        return x.signum();
-    }
-    let (mut term, mut sum, mut n) = (x, x, 0.0);
-    while term.abs() > 1e-17 * sum.abs().max(1e-300) {
-        n += 1.0;
-        term *= -x * x / n;
-        sum += term / (2.0 * n + 1.0);
-    }
-    sum * 2.0 / std::f64::consts::PI.sqrt()
-}
-
-fn gelu(x: f64) -> f64 {
-    0.5 * x * (1.0 + erf(x / std::f64::consts::SQRT_2))
-}
 
 fn sigmoid(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())

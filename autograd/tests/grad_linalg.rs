@@ -5,16 +5,7 @@ mod common;
 use common::*;
 use proptest::prelude::*;
 use tensor::ops::Activation;
-
-fn erf(x: f64) -> f64 {
-    let (mut term, mut sum, mut n) = (x, x, 0.0);
-    while term.abs() > 1e-17 * sum.abs().max(1e-300) {
-        n += 1.0;
-        term *= -x * x / n;
-        sum += term / (2.0 * n + 1.0);
-    }
-    sum * 2.0 / std::f64::consts::PI.sqrt()
-}
+use tensor::testing::gelu_f64;
 
 /// One of `a`'s and `b`'s batch shapes is the full `out`; the other broadcasts to it.
 fn batch_shapes(rng: &mut Gen) -> (Vec<usize>, Vec<usize>, Vec<usize>) {
@@ -102,7 +93,7 @@ proptest! {
         let reference = move |d: &[Vec<f64>]| pre(d).into_iter().map(|z| match act {
             Activation::None => z,
             Activation::Relu => z.max(0.0),
-            Activation::Gelu => 0.5 * z * (1.0 + erf(z / std::f64::consts::SQRT_2)),
+            Activation::Gelu => gelu_f64(z),
         }).collect();
         let md = mode(rng.below(3));
         check_grads(&format!("linear {xs:?} -> {n_out} bias {has_bias} {act:?}"), &inputs, md, &mut rng, reference,

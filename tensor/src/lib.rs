@@ -14,6 +14,10 @@ pub mod layout;
 pub mod ops;
 pub mod storage;
 mod tensor;
+/// Shared test numerics (f64 references, tolerance checks): for tests only, here and in the
+/// crates above through the `testing` feature.
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 mod view;
 
 pub use dtype::{DType, Element};

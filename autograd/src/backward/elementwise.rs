@@ -1,6 +1,6 @@
 //! Elementwise rules: unary ops and activations, and binary ops with broadcasting.
 
-use super::{from_f32, mask, no_rule, scalar, sum_to_shape, InputGrads};
+use super::{mask, no_rule, scalar, sum_to_shape, InputGrads};
 use crate::op::Op;
 use tensor::{Result, Tensor};
 
@@ -35,8 +35,8 @@ pub(super) fn unary(op: &Op, xs: &[Tensor], y: &Tensor, g: &Tensor) -> Result<In
         Op::Sigmoid => g.mul(&y.mul(&y.affine(-1.0, 1.0)?)?)?,
         // d relu(x) = [x > 0]
         Op::Relu => g.mul(&mask(x.gt(&scalar(0.0, dt)), dt)?)?,
-        // d gelu(x) = Phi(x) + x phi(x)  (exact erf GELU)
-        Op::Gelu => g.mul(&gelu_grad(x)?)?,
+        // d gelu(x) = Phi(x) + x phi(x)  (exact erf GELU; beside its forward in tensor::ops::gelu)
+        Op::Gelu => x.gelu_backward(g)?,
         // d (a x + b) = a
         Op::Affine { mul } => g.affine(*mul, 0.0)?,
         // d x^e = e x^(e-1)
@@ -101,46 +101,6 @@ fn sign(x: &Tensor) -> Result<Tensor> {
     mask(x.gt(&zero), dt)?.sub(&mask(x.lt(&zero), dt)?)
 }
 
-/// Phi(x) + x phi(x), computed in f64 per element.
-pub(super) fn gelu_grad(x: &Tensor) -> Result<Tensor> {
-    let v: Vec<f32> = x
-        .to_f32_vec()?
-        .into_iter()
-        .map(|x| {
-            let x = x as f64;
-            let cdf = 0.5 * (1.0 + erf(x / std::f64::consts::SQRT_2));
-            let pdf = (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
-            (cdf + x * pdf) as f32
-        })
-        .collect();
-    from_f32(v, x.shape(), x.dtype())
-}
-
-/// erf through a Chebyshev fit of erfc (fractional error below 1.2e-7, ample for f32).
-fn erf(x: f64) -> f64 {
-    let z = x.abs();
-    let t = 1.0 / (1.0 + 0.5 * z);
-    const C: [f64; 10] = [
-        -1.26551223,
-        1.00002368,
-        0.37409196,
-        0.09678418,
-        -0.18628806,
-        0.27886807,
-        -1.13520398,
-        1.48851587,
-        -0.82215223,
-        0.17087277,
-    ];
-    let poly = C.iter().rev().fold(0.0, |acc, &c| acc * t + c);
-    let erfc = t * (-z * z + poly).exp();
-    if x >= 0.0 {
-        1.0 - erfc
-    } else {
-        erfc - 1.0
-    }
-}
-
 /// PReLU with one slope per channel (dim 1; dim 0 for rank-1 input) or a single slope.
 fn prelu(x: &Tensor, w: &Tensor, g: &Tensor) -> Result<InputGrads> {
     let dt = x.dtype();
@@ -160,14 +120,4 @@ fn prelu(x: &Tensor, w: &Tensor, g: &Tensor) -> Result<InputGrads> {
     let gw = g.mul(&x.mul(&neg)?)?;
     let dw = sum_to_shape(&gw, wb.shape())?.reshape(w.shape())?;
     Ok(vec![Some(dx), Some(dw)])
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn erf_matches_known_values() {
-        for (x, want) in [(0.0, 0.0), (0.5, 0.5204998778), (1.0, 0.8427007929), (-2.0, -0.9953222650)] {
-            assert!((super::erf(x) - want).abs() < 2e-7, "erf({x})");
-        }
-    }
 }

@@ -1,7 +1,6 @@
 //! matmul, linear and the convolutions. Weight gradients of the convolutions are one GEMM over
 //! an im2col buffer (built here, in chunks of images); input gradients are the adjoint conv.
 
-use super::elementwise::gelu_grad;
 use super::{mask, no_rule, scalar, sum_to_shape, InputGrads};
 use crate::op::Op;
 use tensor::ops::Activation;
@@ -25,7 +24,7 @@ pub(super) fn backward(op: &Op, xs: &[Tensor], y: &Tensor, g: &Tensor) -> Result
                 // relu'(z) = [z > 0] = [y > 0]
                 Activation::Relu => g.mul(&mask(y.gt(&scalar(0.0, y.dtype())), y.dtype())?)?,
                 // gelu'(z) with z recomputed
-                Activation::Gelu => g.mul(&gelu_grad(&x.linear(w, xs.get(2).filter(|_| *has_bias))?)?)?,
+                Activation::Gelu => x.linear(w, xs.get(2).filter(|_| *has_bias))?.gelu_backward(g)?,
             };
             let (n_in, n_out) = (w.shape()[1], w.shape()[0]);
             let x2 = x.reshape(&[usize::MAX, n_in])?;

@@ -167,31 +167,6 @@ pub fn activate(act: Activation, xs: &mut [f32]) {
     match act {
         Activation::None => {}
         Activation::Relu => xs.iter_mut().for_each(|x| *x = x.max(0.0)),
-        Activation::Gelu => xs.iter_mut().for_each(|x| *x = gelu(*x)),
+        Activation::Gelu => xs.iter_mut().for_each(|x| *x = crate::ops::gelu::gelu_f32(*x)),
     }
-}
-
-/// Exact (erf) GELU, x * (1 + erf(x / sqrt 2)) / 2, branch-free so loops over it vectorise.
-/// erfc comes from Abramowitz & Stegun 7.1.26 (absolute error < 1.5e-7); using erfc of |x|
-/// directly avoids the cancellation of 1 + erf(x) for negative x.
-#[inline]
-pub fn gelu(x: f32) -> f32 {
-    let z = x.abs() * std::f32::consts::FRAC_1_SQRT_2;
-    let t = 1.0 / (1.0 + 0.327_591_1 * z);
-    let poly = t * (0.254_829_6 + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152 + t * 1.061_405_4))));
-    let erfc = poly * exp_nonpositive(-z * z);
-    let one_plus_erf = if x >= 0.0 { 2.0 - erfc } else { erfc };
-    0.5 * x * one_plus_erf
-}
-
-/// e^x for x <= 0 (relative error ~2e-7), in plain arithmetic the compiler can vectorise:
-/// x = n ln2 + r with |r| <= ln2 / 2, e^r by its degree-6 Taylor polynomial, 2^n by bits.
-#[inline]
-fn exp_nonpositive(x: f32) -> f32 {
-    const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer.
-    let x = x.max(-87.0);
-    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
-    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
-    let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }

@@ -1,5 +1,5 @@
-//! Scalar math kernels (erf, GELU, a vectorisable exp) and the strided iteration plan shared by
-//! the elementwise, reduction and normalisation ops.
+//! Scalar math kernels (an f32 erf and erfc, a vectorisable exp) and the strided iteration plan
+//! shared by the elementwise, reduction and normalisation ops.
 
 use crate::Layout;
 use rayon::prelude::*;
@@ -10,115 +10,117 @@ pub const PAR_MIN: usize = 1 << 16;
 /// Work unit for parallel elementwise loops (elements).
 pub const PAR_CHUNK: usize = 1 << 14;
 
-// ---- erf / GELU ---------------------------------------------------------------------------
+// ---- erf ----------------------------------------------------------------------------------
 
-const ERF_TAYLOR_TERMS: usize = 33;
+/// erf(z)/z as a polynomial in z^2 on |z| < ERF_SMALL (relative fit error 1.4e-9).
+const ERF_SMALL_POLY: [f32; 6] =
+    [1.128_379_1, -0.376_126_2, 0.112_833_77, -0.026_834_626, 0.005_114_345_3, -0.000_674_950_95];
+/// erfcx(a) = exp(a^2) erfc(a) for a >= ERF_SMALL as t Q(t), t = 1 / (1 + a/2), Q of degree 9
+/// (relative fit error 3e-9; Q(0) = 1/(2 sqrt pi) gives the 1/(a sqrt pi) tail).
+const ERFCX_POLY: [f32; 10] = [
+    0.282_094_78,
+    0.282_094_78,
+    0.246_839_12,
+    0.176_114_04,
+    0.086_341_456,
+    -0.022_804_344,
+    0.019_202_657,
+    -0.238_603_29,
+    0.243_843_17,
+    -0.075_279_77,
+];
+/// Below this |z| erf comes from its odd polynomial, above from 1 - erfc (which then loses at
+/// most a factor 2.5 to cancellation).
+pub const ERF_SMALL: f32 = 0.75;
 
-/// Maclaurin coefficients of erf(z)/z as a polynomial in z^2: 2/sqrt(pi) (-1)^n / (n! (2n+1)).
-const ERF_TAYLOR: [f64; ERF_TAYLOR_TERMS] = {
-    let mut c = [0.0; ERF_TAYLOR_TERMS];
-    let mut fact = 1.0f64;
-    let mut n = 0;
-    while n < ERF_TAYLOR_TERMS {
-        if n > 0 {
-            fact *= n as f64;
-        }
-        let sign = if n % 2 == 0 { 1.0 } else { -1.0 };
-        c[n] = sign * std::f64::consts::FRAC_2_SQRT_PI / (fact * (2 * n + 1) as f64);
-        n += 1;
-    }
-    c
-};
-
-/// erf by its Maclaurin series; accurate to ~1e-15 for |z| <= 2 (the cancellation is mild there).
-#[inline]
-fn erf_series(z: f64) -> f64 {
-    let z2 = z * z;
-    let mut s = 0.0;
-    for &c in ERF_TAYLOR.iter().rev() {
-        s = s * z2 + c;
-    }
-    s * z
+/// erf(z) for |z| < ERF_SMALL.
+#[inline(always)]
+pub fn erf_small(z: f32) -> f32 {
+    let s = z * z;
+    let c = &ERF_SMALL_POLY;
+    let p = ((((c[5] * s + c[4]) * s + c[3]) * s + c[2]) * s + c[1]) * s + c[0];
+    p * z
 }
 
-/// erfc for z >= 2 by Laplace's continued fraction, evaluated bottom-up with a fixed depth
-/// (30 levels give ~5e-12 relative at z = 2 and better beyond).
-#[inline]
-fn erfc_cf(z: f64) -> f64 {
-    let mut t = z;
-    for k in (1..=30).rev() {
-        t = z + (k as f64 * 0.5) / t;
-    }
-    (-z * z).exp() / (std::f64::consts::PI.sqrt() * t)
+/// exp(a^2) erfc(a) for a >= ERF_SMALL (any a >= 0 gives a finite value; inf gives 0).
+#[inline(always)]
+pub fn erfcx_large(a: f32) -> f32 {
+    let t = 1.0 / (1.0 + 0.5 * a);
+    let c = &ERFCX_POLY;
+    let mut p = c[9];
+    p = p * t + c[8];
+    p = p * t + c[7];
+    p = p * t + c[6];
+    p = p * t + c[5];
+    p = p * t + c[4];
+    p = p * t + c[3];
+    p = p * t + c[2];
+    p = p * t + c[1];
+    p = p * t + c[0];
+    p * t
 }
 
-/// The error function in f64, relative error ~1e-13 (far below one f32 ulp).
-pub fn erf(x: f64) -> f64 {
+/// exp(-s u^2) for u >= 0 and s a power of two, with u^2 split exactly (Veltkamp) into a head
+/// whose product is exact and a small tail, so the large argument carries no rounding error:
+/// relative error ~1e-7 also where exp(-u^2) is tiny (a rounded u^2 would lose ~u^2 * 6e-8).
+/// NaN gives NaN; u >= 16 is treated as 16 (exp(-256 s) is 0 or far below every use).
+#[inline(always)]
+pub fn exp_neg_sq(u: f32, s: f32) -> f32 {
+    let u = if u > 16.0 { 16.0 } else { u };
+    let c = u * 4097.0;
+    let uh = c - (c - u);
+    let ul = u - uh;
+    let hi = -(uh * uh) * s;
+    let lo = -((uh + uh) * ul + ul * ul) * s;
+    exp_hi_lo(hi, lo)
+}
+
+/// exp(hi + lo) for hi + lo <= 0, |lo| small against |hi|, without rounding hi + lo first: the
+/// Cody-Waite reduction subtracts n ln2 from hi (exactly, by Sterbenz) before adding lo.
+#[inline(always)]
+fn exp_hi_lo(hi: f32, lo: f32) -> f32 {
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    const SHIFTER: f32 = 12_582_912.0;
+    let x = hi + lo;
+    let hc = if hi < -104.0 { -104.0 } else { hi };
+    let t = (hc + lo) * std::f32::consts::LOG2_E + SHIFTER;
+    let n = t - SHIFTER;
+    let r = ((hc - n * LN2_HI) + lo) - n * LN2_LO;
+    let y = ldexp(exp_poly(r), (t.to_bits() as i32).wrapping_sub(0x4B40_0000));
+    if x < -104.0 {
+        0.0
+    } else {
+        y
+    }
+}
+
+/// The error function in f32: max abs error 1.2e-7 (2 ulp near 1) over all f32, relative error
+/// near 0 within 2 ulp; erf(+-inf) = +-1, NaN stays NaN. Branch-free, so loops over it vectorise.
+#[inline(always)]
+pub fn erf_f32(x: f32) -> f32 {
     let a = x.abs();
-    if a < 2.0 {
-        erf_series(x)
-    } else if a.is_nan() {
-        x
+    let small = erf_small(x);
+    let big = 1.0 - exp_neg_sq(a, 1.0) * erfcx_large(a);
+    let big = if x < 0.0 { -big } else { big };
+    if a < ERF_SMALL {
+        small
     } else {
-        (1.0 - erfc_cf(a)).copysign(x)
+        big
     }
 }
 
-/// The complementary error function, accurate in relative terms also in the far tail.
-pub fn erfc(x: f64) -> f64 {
-    if x.is_nan() {
-        x
-    } else if x >= 2.0 {
-        erfc_cf(x)
-    } else if x > -2.0 {
-        1.0 - erf_series(x)
+/// The complementary error function in f32, relative error ~4e-7 also in the far tail.
+#[inline(always)]
+pub fn erfc_f32(x: f32) -> f32 {
+    let a = x.abs();
+    let ec = exp_neg_sq(a, 1.0) * erfcx_large(a);
+    let small = 1.0 - erf_small(x);
+    let big = if x < 0.0 { 2.0 - ec } else { ec };
+    if a < ERF_SMALL {
+        small
     } else {
-        2.0 - erfc_cf(-x)
-    }
-}
-
-/// Exact GELU x * (1 + erf(x / sqrt 2)) / 2, computed in f64 so the f32 result is correctly
-/// rounded but for rare ties; the negative side uses erfc to keep tiny outputs accurate.
-#[inline]
-pub fn gelu_f64(x: f64) -> f64 {
-    let z = x * std::f64::consts::FRAC_1_SQRT_2;
-    if x == f64::NEG_INFINITY {
-        -0.0
-    } else if x >= 0.0 {
-        0.5 * x * (1.0 + erf(z))
-    } else {
-        0.5 * x * erfc(-z)
-    }
-}
-
-#[inline]
-pub fn gelu_f32(x: f32) -> f32 {
-    gelu_f64(x as f64) as f32
-}
-
-/// GELU over a slice, eight elements at a time: the series is evaluated branch-free on all lanes
-/// (so it vectorises and the Horner latency overlaps), and the rare |x| > 2 sqrt 2 lanes are
-/// redone with the continued fraction. Same results as `gelu_f32`.
-pub fn gelu_slice(xs: &[f32], out: &mut [f32]) {
-    for (xc, oc) in xs.chunks(8).zip(out.chunks_mut(8)) {
-        let mut z = [0.0f64; 8];
-        for (z, &x) in z.iter_mut().zip(xc) {
-            *z = (x as f64 * std::f64::consts::FRAC_1_SQRT_2).clamp(-2.0, 2.0);
-        }
-        let mut s = [0.0f64; 8];
-        for &c in ERF_TAYLOR.iter().rev() {
-            for k in 0..8 {
-                s[k] = s[k] * (z[k] * z[k]) + c;
-            }
-        }
-        for (k, (o, &x)) in oc.iter_mut().zip(xc).enumerate() {
-            let x = x as f64;
-            *o = if (x * std::f64::consts::FRAC_1_SQRT_2).abs() < 2.0 {
-                (0.5 * x * (1.0 + s[k] * z[k])) as f32
-            } else {
-                gelu_f64(x) as f32
-            };
-        }
+        big
     }
 }
 
@@ -140,6 +142,17 @@ pub fn exp_f32(x: f32) -> f32 {
     let t = xc * LOG2E + SHIFTER;
     let n = t - SHIFTER;
     let r = (xc - n * LN2_HI) - n * LN2_LO;
+    let y = ldexp(exp_poly(r), (t.to_bits() as i32).wrapping_sub(0x4B40_0000));
+    if x < -104.0 {
+        0.0
+    } else {
+        y
+    }
+}
+
+/// e^r for |r| <= ln2 / 2 by its degree-7 Taylor polynomial (truncation error < 6e-9 relative).
+#[inline(always)]
+fn exp_poly(r: f32) -> f32 {
     let mut p = 1.0 / 5040.0;
     p = p * r + 1.0 / 720.0;
     p = p * r + 1.0 / 120.0;
@@ -147,19 +160,18 @@ pub fn exp_f32(x: f32) -> f32 {
     p = p * r + 1.0 / 6.0;
     p = p * r + 0.5;
     p = p * r + 1.0;
-    p = p * r + 1.0;
-    // 2^n as two factors so that subnormal results and n = 128 (overflow to inf) come out right.
-    let ni = (t.to_bits() as i32).wrapping_sub(0x4B40_0000);
-    let n1 = ni >> 1;
-    let n2 = ni.wrapping_sub(n1);
+    p * r + 1.0
+}
+
+/// p 2^n for -150 <= n <= 128, with 2^n as two factors so that subnormal results and n = 128
+/// (overflow to inf) come out right.
+#[inline(always)]
+fn ldexp(p: f32, n: i32) -> f32 {
+    let n1 = n >> 1;
+    let n2 = n.wrapping_sub(n1);
     let s1 = f32::from_bits((n1.wrapping_add(127) as u32) << 23);
     let s2 = f32::from_bits((n2.wrapping_add(127) as u32) << 23);
-    let y = p * s1 * s2;
-    if x < -104.0 {
-        0.0
-    } else {
-        y
-    }
+    p * s1 * s2
 }
 
 // ---- strided iteration --------------------------------------------------------------------
@@ -311,7 +323,8 @@ pub fn map_slice<S: Copy + Sync, T: Send>(src: &[S], out: &mut [T], f: impl Fn(S
     }
 }
 
-/// Shared helpers for the op tests: random data, non-contiguous views, tolerance checks.
+/// Shared helpers for the op tests: random data, non-contiguous views, and (re-exported) the
+/// crate's f64 references and tolerance checks.
 #[cfg(test)]
 pub mod testing {
     use crate::{DType, SplitMix64, Tensor};
@@ -382,37 +395,7 @@ pub mod testing {
         }
     }
 
-    /// erfc(z) for z >= 0 by Simpson integration of 2/sqrt(pi) exp(-t^2) over [z, z + 6]:
-    /// an independent reference, accurate in relative terms in the tail.
-    pub fn erfc_ref(z: f64) -> f64 {
-        let n = 20_000;
-        let h = 6.0 / n as f64;
-        let g = |t: f64| (-t * t).exp();
-        let mut s = g(z) + g(z + 6.0);
-        for i in 1..n {
-            s += g(z + i as f64 * h) * if i % 2 == 1 { 4.0 } else { 2.0 };
-        }
-        s * h / 3.0 * std::f64::consts::FRAC_2_SQRT_PI
-    }
-
-    /// Exact GELU from `erfc_ref`.
-    pub fn gelu_ref(x: f64) -> f64 {
-        let z = x / 2f64.sqrt();
-        if x >= 0.0 {
-            0.5 * x * (2.0 - erfc_ref(z))
-        } else {
-            0.5 * x * erfc_ref(-z)
-        }
-    }
-
-    #[track_caller]
-    pub fn assert_close(got: &[f64], want: &[f64], rtol: f64, atol: f64, what: &str) {
-        assert_eq!(got.len(), want.len(), "{what}: length");
-        for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-            let ok = (g.is_nan() && w.is_nan()) || g == w || (g - w).abs() <= atol + rtol * w.abs();
-            assert!(ok, "{what}: element {i}: got {g}, want {w}");
-        }
-    }
+    pub use crate::testing::*;
 }
 
 #[cfg(test)]
@@ -420,57 +403,53 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// erf by composite Simpson integration of 2/sqrt(pi) exp(-t^2): an independent reference.
-    fn erf_ref(x: f64) -> f64 {
-        let n = 20_000;
-        let h = x / n as f64;
-        let g = |t: f64| (-t * t).exp();
-        let mut s = g(0.0) + g(x);
-        for i in 1..n {
-            s += g(i as f64 * h) * if i % 2 == 1 { 4.0 } else { 2.0 };
+    /// erf_f32 and erfc_f32 against the f64 reference on every 1e-3 in [-10, 10], a stride
+    /// through all finite f32 (tiny, subnormal and huge included) and the special values.
+    #[test]
+    fn erf_f32_max_error() {
+        let mut xs: Vec<f32> = (-10_000..=10_000).map(|i| i as f32 * 1e-3).collect();
+        xs.extend((0..0x7f80_0000u32).step_by(4099).flat_map(|b| [f32::from_bits(b), -f32::from_bits(b)]));
+        xs.extend([0.75, -0.75, f32::MIN_POSITIVE, f32::MAX, f32::MIN, 1e-30, -1e-40, 3.9, 10.5]);
+        let (mut worst_abs, mut worst_rel_small, mut worst_erfc_rel) = (0.0f64, 0.0f64, 0.0f64);
+        for &x in &xs {
+            let (got, want) = (erf_f32(x) as f64, testing::erf_f64(x as f64));
+            worst_abs = worst_abs.max((got - want).abs());
+            if want != 0.0 && (x.abs() as f64) < 0.75 && x.abs() > 1e-37 {
+                worst_rel_small = worst_rel_small.max(((got - want) / want).abs());
+            }
+            let (got, want) = (erfc_f32(x) as f64, testing::erfc_f64(x as f64));
+            if want > 1e-36 {
+                worst_erfc_rel = worst_erfc_rel.max(((got - want) / want).abs());
+            }
         }
-        s * h / 3.0 * std::f64::consts::FRAC_2_SQRT_PI
+        // The brief's bound is 2e-7; observed 1.2e-7 (2 ulp just below 1).
+        assert!(worst_abs <= 1.5e-7, "erf_f32 max abs error {worst_abs:e}");
+        assert!(worst_rel_small <= 2.5e-7, "erf_f32 max rel error below 0.75: {worst_rel_small:e}");
+        assert!(worst_erfc_rel <= 5e-7, "erfc_f32 max rel error: {worst_erfc_rel:e}");
+        assert_eq!((erf_f32(f32::INFINITY), erf_f32(f32::NEG_INFINITY)), (1.0, -1.0));
+        assert_eq!((erfc_f32(f32::INFINITY), erfc_f32(f32::NEG_INFINITY)), (0.0, 2.0));
+        assert!(erf_f32(f32::NAN).is_nan() && erfc_f32(f32::NAN).is_nan());
+        assert_eq!(erf_f32(0.0), 0.0);
+        assert!(erf_f32(-0.0).is_sign_negative());
+        println!("erf_f32: max abs error {worst_abs:e}, max rel error below 0.75 {worst_rel_small:e}");
+        println!("erfc_f32: max rel error {worst_erfc_rel:e}");
     }
 
     #[test]
-    fn erf_matches_quadrature() {
-        for i in -60..=60 {
-            let x = i as f64 * 0.1 + 0.013;
-            let (got, want) = (erf(x), erf_ref(x));
-            assert!((got - want).abs() <= 1e-13 * want.abs().max(1e-3), "erf({x}) = {got}, want {want}");
+    fn exp_neg_sq_is_accurate_in_the_tail() {
+        let mut worst = 0.0f64;
+        for i in 0..200_000 {
+            let u = i as f32 * 7e-5;
+            for s in [1.0f32, 0.5] {
+                let want = (-(s as f64) * (u as f64) * (u as f64)).exp();
+                if want > 1.2e-38 {
+                    worst = worst.max(((exp_neg_sq(u, s) as f64 - want) / want).abs());
+                }
+            }
         }
-        // erfc tail against the asymptotic series 1/(x sqrt(pi)) exp(-x^2) (1 - 1/(2x^2) + 3/(4x^4) - ...).
-        for &x in &[6.0f64, 8.0, 10.0] {
-            let y = 1.0 / (2.0 * x * x);
-            let series = 1.0 - y + 3.0 * y * y - 15.0 * y * y * y + 105.0 * y.powi(4);
-            let want = (-x * x).exp() / (x * std::f64::consts::PI.sqrt()) * series;
-            assert!((erfc(x) - want).abs() <= 1e-6 * want, "erfc({x})");
-            assert!((erfc(-x) - (2.0 - want)).abs() < 1e-15);
-        }
-        assert_eq!(erf(0.0), 0.0);
-        assert!(erf(f64::NAN).is_nan());
-        assert_eq!(erf(f64::INFINITY), 1.0);
-    }
-
-    #[test]
-    fn gelu_known_values() {
-        // 0.5 x (1 + erf(x / sqrt 2)) from an independently integrated erfc.
-        for &x in &[-6.0f64, -3.0, -1.0, -0.25, 0.0, 0.5, 1.0, 2.0, 4.0] {
-            let want = testing::gelu_ref(x);
-            let got = gelu_f64(x);
-            assert!((got - want).abs() <= 1e-10 * want.abs().max(1e-9), "gelu({x}) = {got}, want {want}");
-        }
-    }
-
-    #[test]
-    fn gelu_slice_agrees_with_scalar() {
-        let xs: Vec<f32> = (0..1003).map(|i| (i as f32 - 501.0) * 0.013).collect();
-        let mut out = vec![0.0; xs.len()];
-        gelu_slice(&xs, &mut out);
-        for (&x, &y) in xs.iter().zip(&out) {
-            let want = gelu_f32(x);
-            assert!((y - want).abs() <= f32::EPSILON * want.abs(), "gelu_slice({x}) = {y}, scalar {want}");
-        }
+        assert!(worst < 2e-7, "worst relative error {worst:e}");
+        assert_eq!(exp_neg_sq(f32::INFINITY, 1.0), 0.0);
+        assert!(exp_neg_sq(f32::NAN, 1.0).is_nan());
     }
 
     #[test]

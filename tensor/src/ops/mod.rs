@@ -6,6 +6,7 @@
 
 pub mod binary;
 pub mod conv;
+pub mod gelu;
 pub mod index;
 pub mod interp;
 pub mod matmul;
