@@ -4,6 +4,7 @@ use crate::layout::{contiguous_strides, resolve_dim, Layout};
 use crate::storage::{CpuStorage, Device, Storage};
 use crate::{DType, Element, Error, Result};
 use half::{bf16, f16};
+use rayon::prelude::*;
 use std::sync::Arc;
 
 #[derive(Clone)]
@@ -282,18 +283,40 @@ impl Tensor {
 }
 
 /// Copy the elements a layout selects into a new contiguous vector.
-pub fn gather_strided<T: Copy>(data: &[T], layout: &Layout) -> Vec<T> {
+pub fn gather_strided<T: Copy + Send + Sync>(data: &[T], layout: &Layout) -> Vec<T> {
     if let Some(r) = layout.contiguous_range() {
         return data[r].to_vec();
     }
-    let mut out = Vec::with_capacity(layout.elem_count());
-    layout.for_each_row(|off, n, s| {
-        if s == 1 {
-            out.extend_from_slice(&data[off..off + n]);
-        } else {
-            out.extend((0..n).map(|i| data[off + i * s]));
-        }
+    let n = layout.elem_count();
+    let mut out = Vec::with_capacity(n);
+    if n < crate::cpu::vecmath::PAR_MIN || layout.rank() < 2 || layout.shape[0] < 2 {
+        layout.for_each_row(|off, len, s| {
+            if s == 1 {
+                out.extend_from_slice(&data[off..off + len]);
+            } else {
+                out.extend((0..len).map(|i| data[off + i * s]));
+            }
+        });
+        return out;
+    }
+    // Large copies (a transpose before a GEMM): slabs of dim 0 in parallel, each written into its
+    // own part of the output.
+    let slab = n / layout.shape[0];
+    let per = layout.shape[0].div_ceil((n / crate::cpu::vecmath::PAR_CHUNK).clamp(1, layout.shape[0]));
+    out.spare_capacity_mut()[..n].par_chunks_mut(per * slab).enumerate().for_each(|(c, dst)| {
+        let mut sub = layout.clone();
+        sub.shape[0] = dst.len() / slab;
+        sub.offset += c * per * layout.strides[0];
+        let mut w = 0;
+        sub.for_each_row(|off, len, s| {
+            for i in 0..len {
+                dst[w + i].write(data[off + i * s]);
+            }
+            w += len;
+        });
     });
+    // SAFETY: the chunks above cover 0..n and every element of each was written.
+    unsafe { out.set_len(n) };
     out
 }
 

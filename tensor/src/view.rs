@@ -189,6 +189,27 @@ mod tests {
     }
 
     #[test]
+    fn large_strided_copies_match_the_index_formula() {
+        // Above the parallel threshold: a permute, a narrowed slice with an offset, a broadcast,
+        // and a dim 0 that does not divide into equal slabs.
+        let x = Tensor::arange(67 * 40 * 30, DType::F32).reshape(&[67, 40, 30]).unwrap();
+        let p = x.permute(&[2, 0, 1]).unwrap().contiguous(); // p[i,j,k] = x[j,k,i]
+        let v = p.to_vec::<f32>().unwrap();
+        for (i, j, k) in [(0, 0, 0), (29, 66, 39), (7, 13, 21), (15, 66, 0)] {
+            assert_eq!(v[(i * 67 + j) * 40 + k], ((j * 40 + k) * 30 + i) as f32, "permute at {i},{j},{k}");
+        }
+        let n = x.narrow(0, 3, 61).unwrap().narrow(2, 5, 20).unwrap();
+        let v = n.to_vec::<f32>().unwrap();
+        assert_eq!(v.len(), 61 * 40 * 20);
+        for (j, k, i) in [(0, 0, 0), (60, 39, 19), (31, 7, 11)] {
+            assert_eq!(v[(j * 40 + k) * 20 + i], (((j + 3) * 40 + k) * 30 + i + 5) as f32, "narrow at {j},{k},{i}");
+        }
+        let b = Tensor::arange(70, DType::F32).reshape(&[1, 70]).unwrap().broadcast_to(&[1000, 70]).unwrap();
+        let v = b.to_vec::<f32>().unwrap();
+        assert!(v.chunks(70).all(|r| r.iter().enumerate().all(|(c, &e)| e == c as f32)));
+    }
+
+    #[test]
     fn view_errors_name_the_op() {
         let x = t234();
         let e = x.reshape(&[5, 5]).unwrap_err().to_string();

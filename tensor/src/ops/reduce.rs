@@ -107,7 +107,45 @@ where
         }
         return out;
     }
-    // General: the output as a broadcast view over the input's shape (stride 0 on reduced dims).
+    // Large general reductions (a bias gradient: [rows, C] summed over rows): split dim 0 into
+    // chunks fixed by the size alone (not the thread count, so every machine gets the same bits),
+    // reduce the chunks in parallel, then combine them in order.
+    if n >= 2 * PAR_MIN && shape[0] > 1 {
+        let per = shape[0].div_ceil((n / PAR_MIN).min(shape[0]).min(64));
+        let starts: Vec<usize> = (0..shape[0]).step_by(per).collect();
+        let parts: Vec<Vec<A>> = starts
+            .par_iter()
+            .map(|&s| {
+                let chunk = x.narrow(0, s, per.min(shape[0] - s)).expect("chunk within dim 0");
+                reduce_strided(&chunk, data, mask, init, &conv, &comb)
+            })
+            .collect();
+        if !mask[0] {
+            return parts.concat(); // dim 0 kept: each chunk owns its slice of the output
+        }
+        let mut parts = parts.into_iter();
+        let mut acc = parts.next().expect("at least one chunk");
+        for p in parts {
+            acc.iter_mut().zip(p).for_each(|(a, b)| *a = comb(*a, b));
+        }
+        return acc;
+    }
+    reduce_strided(x, data, mask, init, &conv, &comb)
+}
+
+/// The general path on one thread: any layout, any set of reduced dims.
+fn reduce_strided<T: Copy, A: Copy>(
+    x: &Tensor,
+    data: &[T],
+    mask: &[bool],
+    init: A,
+    conv: &impl Fn(T) -> A,
+    comb: &impl Fn(A, A) -> A,
+) -> Vec<A> {
+    let shape = x.shape();
+    let out_count: usize = shape.iter().zip(mask).filter(|(_, &m)| !m).map(|(&n, _)| n).product();
+    let n = x.elem_count();
+    // The output as a broadcast view over the input's shape (stride 0 on reduced dims).
     let kept: Vec<usize> = shape.iter().zip(mask).map(|(&d, &m)| if m { 1 } else { d }).collect();
     let mut ostrides = contiguous_strides(&kept);
     for (s, &m) in ostrides.iter_mut().zip(mask) {
@@ -123,7 +161,7 @@ where
         if so == 0 {
             let a = &mut acc[oo];
             if sx == 1 {
-                *a = comb(*a, fold_lanes(&data[ox..ox + cnt], init, &conv, &comb));
+                *a = comb(*a, fold_lanes(&data[ox..ox + cnt], init, conv, comb));
             } else {
                 for j in 0..cnt {
                     *a = comb(*a, conv(data[ox + j * sx]));
@@ -410,6 +448,26 @@ mod tests {
             let want: f64 = (0..1000).map(|r| v[r * 131 + c]).sum();
             assert!((cols[c] - want).abs() < 1e-4 * want.abs().max(1.0));
         }
+    }
+
+    #[test]
+    fn large_general_reductions_split_over_dim0_match_the_reference() {
+        // Big enough for the parallel split of the general path: reduced dim 0 (partials
+        // combined), kept dim 0 (outputs concatenated), and a transposed (strided) input.
+        let shape = [37usize, 64, 70];
+        let data = normal_data(shape.iter().product(), 5);
+        let x = Tensor::from_f64_vec(&data, &shape, DType::F32);
+        let xs = rounded(&data, DType::F32);
+        for (dims, mask) in [(vec![0isize, 1], [true, true, false]), (vec![1], [false, true, false])] {
+            for (name, y) in [("sum", x.sum(&dims, false)), ("max", x.max(&dims, false))] {
+                let want = reference(&xs, &shape, &mask, name);
+                assert_close(&y.unwrap().to_f64_vec().unwrap(), &want, 1e-5, 1e-5, &format!("{name} {dims:?}"));
+            }
+        }
+        let t = x.transpose(0, 2).unwrap(); // [70, 64, 37], strided
+        let tdata = t.contiguous().to_f64_vec().unwrap();
+        let want = reference(&tdata, &[70, 64, 37], &[true, false, true], "sum");
+        assert_close(&t.sum(&[0, 2], false).unwrap().to_f64_vec().unwrap(), &want, 1e-5, 1e-5, "transposed sum");
     }
 
     #[test]
