@@ -5,20 +5,20 @@
 #   bash scripts/demo.sh            # writes demo/ (synthetic data, run, evaluation, analysis)
 #
 # Steps (each is a plain facex command; see the README):
-#   1. facex data synth    250 faces in the native layouts of LaPa, 300W, 300W-LP/AFLW2000,
+#   1. facex data synth    500 faces in the native layouts of LaPa, 300W, 300W-LP/AFLW2000,
 #                          CelebA, UTKFace and COFW (80% train, 20% held out)
-#   2. facex train         configs/demo-synthetic.toml (tiny model, 320 steps of 8)
+#   2. facex train         configs/demo-synthetic.toml (tiny model, 400 steps of 8)
 #   3. facex eval          held-out faces: parsing F1, NME, pose MAE, attributes, visibility,
 #                          each beside its trivial baseline
 #   4. facex analyze       one held-out face with the trained weights: JSON, parsing, overlay
 set -euo pipefail
 cd "$(dirname "$0")/.."
-STEPS=${STEPS:-320}
+STEPS=${STEPS:-400}
 cargo build --release -q -p facex
 facex=target/release/facex
 rm -rf demo
 start=$(date +%s)
-$facex data synth --out demo/synth --count 250 --seed 1
+$facex data synth --out demo/synth --count 500 --seed 1
 $facex train configs/demo-synthetic.toml --out demo/run --steps "$STEPS"
 trained=$(date +%s)
 $facex eval --weights demo/run/weights.safetensors --json demo/eval.json \
