@@ -172,6 +172,61 @@ impl Tensor {
     }
 }
 
+impl Tensor {
+    /// The weight gradient of both convolutions as one primitive, `self` [N, R, Ho, Wo] against
+    /// the im2col of `src` [N, C, H, W] at the output positions Ho x Wo:
+    /// out[r, (c·kh + a)·kw + b] = sum over n, i, j of self[n, r, i, j] · src[n, c, i·sh + a - ph,
+    /// j·sw + b - pw] (0 outside), an f32 [R, C·kh·kw]. conv2d's dW is `grad.conv2d_weight_grad(x)`
+    /// (with Ho x Wo its output), conv_transpose2d's is `x.conv2d_weight_grad(grad)`.
+    pub fn conv2d_weight_grad(
+        &self,
+        src: &Tensor,
+        (kh, kw): (usize, usize),
+        (sh, sw): (usize, usize),
+        (ph, pw): (usize, usize),
+    ) -> Result<Tensor> {
+        const OP: &str = "conv2d_weight_grad";
+        let [n, r, ho, wo] = nchw_dims(OP, self)?;
+        let [ns, c, h, w] = nchw_dims(OP, src)?;
+        if ns != n || kh == 0 || kw == 0 || sh == 0 || sw == 0 {
+            bail!(
+                OP,
+                "left {:?} and source {:?} need the same batch, kernel {:?} and stride {:?} nonzero",
+                self.shape(),
+                src.shape(),
+                (kh, kw),
+                (sh, sw)
+            );
+        }
+        let g = Geom { c, h, w, kh, kw, sh, sw, ph, pw, ho, wo };
+        let (k, l) = (c * kh * kw, ho * wo);
+        let mut acc = vec![0f32; r * k];
+        if n * l * k * r == 0 {
+            return Tensor::from_vec(acc, &[r, k]);
+        }
+        let left = self.f32_slice()?;
+        let xs = src.f32_slice()?;
+        let one_by_one = kh == 1 && kw == 1 && sh == 1 && sw == 1 && ph == 0 && pw == 0 && (h, w) == (ho, wo);
+        let rows_per_tile = (COL_BUDGET / (k * wo)).clamp(1, ho);
+        let mut col = if one_by_one { vec![] } else { vec![0f32; k * rows_per_tile * wo] };
+        for (li, xi) in left.chunks_exact(r * l).zip(xs.chunks_exact(c * h * w)) {
+            if one_by_one {
+                // The image itself is the column matrix [C, H·W]: acc += left_n · x_nᵀ.
+                sgemm(r, k, l, li, l, 1, xi, 1, l, &mut acc, k, true);
+                continue;
+            }
+            for r0 in (0..ho).step_by(rows_per_tile) {
+                let rows = rows_per_tile.min(ho - r0);
+                let nl = rows * wo;
+                im2col(&g, xi, r0, rows, &mut col[..k * nl]);
+                // acc [R, K] += left_n[:, tile] [R, nl] · colᵀ [nl, K]
+                sgemm(r, k, nl, &li[r0 * wo..], l, 1, &col, 1, nl, &mut acc, k, true);
+            }
+        }
+        Tensor::from_vec(acc, &[r, k])
+    }
+}
+
 /// conv2d with an explicit im2col tile budget (tests force tiny tiles through it).
 fn conv2d_impl(
     x: &Tensor,
@@ -581,6 +636,56 @@ mod tests {
             let (want, shape) = conv_t_ref(&vals(&x), xs, &vals(&wt), ws, Some(&vals(&b)), s, (0, 0), (0, 0));
             assert_close("conv_transpose2d", &got, &want, &shape, 1e-4);
         }
+    }
+
+    /// The weight-gradient primitive against its definition, in f64, for both convolutions'
+    /// uses (the gradient of conv2d and of conv_transpose2d) and strided operands.
+    #[test]
+    fn weight_grad_matches_definition() {
+        // (n, c, r, h, w, kh, kw, sh, sw, ph, pw, ho, wo): ho x wo output positions.
+        let cases = [
+            (2, 3, 4, 7, 6, 3, 3, 1, 1, 1, 1, 7, 6),
+            (1, 2, 3, 9, 8, 3, 2, 2, 3, 1, 0, 5, 3),
+            (2, 3, 5, 8, 8, 4, 4, 4, 4, 0, 0, 2, 2),
+            (2, 4, 3, 5, 5, 1, 1, 1, 1, 0, 0, 5, 5),
+            // conv_transpose2d's use: left is the input, the source its (larger) output gradient.
+            (2, 3, 2, 9, 11, 3, 3, 2, 2, 1, 1, 5, 6),
+        ];
+        for (case, &(n, c, r, h, w, kh, kw, sh, sw, ph, pw, ho, wo)) in cases.iter().enumerate() {
+            let left = nchw_input([n, r, ho, wo], case as u64, case as u8, DType::F32);
+            let src = nchw_input([n, c, h, w], 50 + case as u64, case as u8 + 1, DType::F32);
+            let got = left.conv2d_weight_grad(&src, (kh, kw), (sh, sw), (ph, pw)).unwrap();
+            let (lv, sv) = (vals(&left), vals(&src));
+            let mut want = vec![0.0; r * c * kh * kw];
+            for ni in 0..n {
+                for ri in 0..r {
+                    for ci in 0..c {
+                        for a in 0..kh {
+                            for b in 0..kw {
+                                for i in 0..ho {
+                                    for j in 0..wo {
+                                        let (y, x) =
+                                            ((i * sh + a) as isize - ph as isize, (j * sw + b) as isize - pw as isize);
+                                        if y < 0 || x < 0 || y >= h as isize || x >= w as isize {
+                                            continue;
+                                        }
+                                        want[ri * c * kh * kw + (ci * kh + a) * kw + b] += lv
+                                            [((ni * r + ri) * ho + i) * wo + j]
+                                            * sv[((ni * c + ci) * h + y as usize) * w + x as usize];
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            assert_close(&format!("weight grad case {case}"), &got, &want, &[r, c * kh * kw], 1e-5);
+        }
+        let e = Tensor::zeros(&[2, 1, 3, 3], DType::F32)
+            .conv2d_weight_grad(&Tensor::zeros(&[1, 1, 3, 3], DType::F32), (1, 1), (1, 1), (0, 0))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("conv2d_weight_grad") && e.contains("[2, 1, 3, 3]"), "{e}");
     }
 
     #[test]

@@ -46,6 +46,15 @@ fn check(op: &'static str, x: &Tensor, size: (usize, usize)) -> Result<[usize; 4
     Ok(d)
 }
 
+/// The backward's checks: nonzero sizes on both sides.
+fn check_sizes(op: &'static str, g: &Tensor, in_hw: (usize, usize)) -> Result<()> {
+    let s = g.shape();
+    if in_hw.0 == 0 || in_hw.1 == 0 || s[2] == 0 || s[3] == 0 {
+        bail!(op, "gradient {s:?} and input size {in_hw:?} must have nonzero height and width");
+    }
+    Ok(())
+}
+
 /// Runs `f(input_plane, output_plane)` over every N·C plane in parallel and wraps the result.
 fn per_plane(
     x: &Tensor,
@@ -57,6 +66,56 @@ fn per_plane(
     let mut out = vec![0f32; n * c * ho * wo];
     out.par_chunks_mut(ho * wo).zip(xs.par_chunks(h * w)).for_each(|(y, plane)| f(plane, y));
     Ok(from_f32_vec(out, &[n, c, ho, wo], x.dtype()))
+}
+
+/// Input taps (index, weight) of each output index along one axis: the forward's weights.
+type Taps = Vec<Vec<(usize, f32)>>;
+
+fn bilinear_taps(len_in: usize, len_out: usize) -> Taps {
+    lerp_table(len_in, len_out).into_iter().map(|l| vec![(l.i0, l.l0), (l.i1, l.l1)]).collect()
+}
+
+fn area_taps(len_in: usize, len_out: usize) -> Taps {
+    area_windows(len_in, len_out)
+        .into_iter()
+        .map(|(a, b)| {
+            let wt = 1.0 / (b - a) as f32;
+            (a..b).map(|p| (p, wt)).collect()
+        })
+        .collect()
+}
+
+/// The adjoint of a separable resampling: dx[p, q] = sum over the taps of wy wx g[i, j], for
+/// g [N, C, Ho, Wo] and input planes `in_hw`; first along the width (into [Ho, W]), then along
+/// the height, every N·C plane in parallel.
+fn separable_adjoint(op: &'static str, g: &Tensor, in_hw: (usize, usize), ty: &Taps, tx: &Taps) -> Result<Tensor> {
+    let [n, c, ho, wo] = nchw_dims(op, g)?;
+    let (h, w) = in_hw;
+    let gs = g.f32_slice()?;
+    let mut out = vec![0f32; n * c * h * w];
+    if h * w > 0 && ho * wo > 0 {
+        out.par_chunks_mut(h * w).zip(gs.par_chunks(ho * wo)).for_each_init(
+            || vec![0f32; ho * w],
+            |rows, (dx, gp)| {
+                rows.fill(0.0);
+                for (row, g_row) in rows.chunks_exact_mut(w).zip(gp.chunks_exact(wo)) {
+                    for (taps, &gv) in tx.iter().zip(g_row) {
+                        for &(q, wx) in taps {
+                            row[q] += wx * gv;
+                        }
+                    }
+                }
+                for (taps, row) in ty.iter().zip(rows.chunks_exact(w)) {
+                    for &(p, wy) in taps {
+                        for (d, &v) in dx[p * w..(p + 1) * w].iter_mut().zip(row) {
+                            *d += wy * v;
+                        }
+                    }
+                }
+            },
+        );
+    }
+    Ok(from_f32_vec(out, &[n, c, h, w], g.dtype()))
 }
 
 impl Tensor {
@@ -115,6 +174,23 @@ impl Tensor {
                 }
             }
         })
+    }
+
+    /// The backward of `interpolate_bilinear` to an input of spatial size `in_hw`: `self` is the
+    /// output gradient [N, C, Ho, Wo]; each input gathers it with the forward's weights.
+    pub fn interpolate_bilinear_backward(&self, in_hw: (usize, usize)) -> Result<Tensor> {
+        const OP: &str = "interpolate_bilinear_backward";
+        let [_, _, ho, wo] = nchw_dims(OP, self)?;
+        check_sizes(OP, self, in_hw)?;
+        separable_adjoint(OP, self, in_hw, &bilinear_taps(in_hw.0, ho), &bilinear_taps(in_hw.1, wo))
+    }
+
+    /// The backward of `interpolate_area` (adaptive average pooling) to an input of size `in_hw`.
+    pub fn interpolate_area_backward(&self, in_hw: (usize, usize)) -> Result<Tensor> {
+        const OP: &str = "interpolate_area_backward";
+        let [_, _, ho, wo] = nchw_dims(OP, self)?;
+        check_sizes(OP, self, in_hw)?;
+        separable_adjoint(OP, self, in_hw, &area_taps(in_hw.0, ho), &area_taps(in_hw.1, wo))
     }
 }
 
@@ -203,6 +279,31 @@ mod tests {
             let want = bilinear_ref(&x.to_f64_vec().unwrap(), xs, size);
             assert_close("interpolate_bilinear", &got, &want, &[xs[0], xs[1], size.0, size.1], 1e-2);
         }
+    }
+
+    /// The backward is the forward's adjoint: <interp(x), g> = <x, backward(g)>.
+    #[test]
+    fn backward_is_the_adjoint_of_the_forward() {
+        for (i, (h, w, ho, wo)) in
+            [(5, 7, 9, 4), (6, 6, 3, 3), (1, 4, 3, 8), (8, 5, 8, 5), (3, 3, 7, 2)].into_iter().enumerate()
+        {
+            let x = nchw_input([2, 3, h, w], i as u64, 0, DType::F32);
+            let g = nchw_input([2, 3, ho, wo], 100 + i as u64, 0, DType::F32);
+            let dot = |a: &Tensor, b: &Tensor| -> f64 {
+                a.to_f64_vec().unwrap().iter().zip(b.to_f64_vec().unwrap()).map(|(p, q)| p * q).sum()
+            };
+            for (y, dx) in [
+                (x.interpolate_bilinear((ho, wo)), g.interpolate_bilinear_backward((h, w))),
+                (x.interpolate_area((ho, wo)), g.interpolate_area_backward((h, w))),
+            ] {
+                let (y, dx) = (y.unwrap(), dx.unwrap());
+                assert_eq!(dx.shape(), &[2, 3, h, w]);
+                let (lhs, rhs) = (dot(&y, &g), dot(&x, &dx));
+                assert!((lhs - rhs).abs() <= 1e-5 * (1.0 + lhs.abs()), "{h}x{w} -> {ho}x{wo}: {lhs} vs {rhs}");
+            }
+        }
+        let e = Tensor::zeros(&[1, 1, 2, 2], DType::F32).interpolate_area_backward((0, 3)).unwrap_err().to_string();
+        assert!(e.contains("interpolate_area_backward"), "{e}");
     }
 
     #[test]
