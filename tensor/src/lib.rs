@@ -24,5 +24,5 @@ pub use dtype::{DType, Element};
 pub use error::{Error, Result};
 pub use half::{bf16, f16};
 pub use layout::Layout;
-pub use storage::{CpuStorage, Device, Storage};
+pub use storage::CpuStorage;
 pub use tensor::{gather_strided, SplitMix64, Tensor};

@@ -1,4 +1,5 @@
-//! Storage: the buffer a tensor's layout indexes into. Shared by views through an `Arc`.
+//! Storage: the host buffer a tensor's layout indexes into, shared by views through an `Arc`.
+//! Tensors live on the CPU only; device memory is a separate type (`backend::DevTensor`).
 
 use crate::{DType, Element};
 use half::{bf16, f16};
@@ -66,24 +67,4 @@ impl CpuStorage {
             DType::U8 => CpuStorage::U8(bytes.to_vec()),
         })
     }
-}
-
-/// Where a tensor's data lives. The CUDA variant is added by the CUDA backend.
-#[derive(Debug)]
-pub enum Storage {
-    Cpu(CpuStorage),
-}
-
-impl Storage {
-    pub fn dtype(&self) -> DType {
-        match self {
-            Storage::Cpu(s) => s.dtype(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Device {
-    Cpu,
-    Cuda(usize),
 }

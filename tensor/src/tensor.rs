@@ -1,7 +1,7 @@
 //! The Tensor type: shared storage plus a layout. Cloning a tensor is cheap (an `Arc` bump).
 
 use crate::layout::{contiguous_strides, resolve_dim, Layout};
-use crate::storage::{CpuStorage, Device, Storage};
+use crate::storage::CpuStorage;
 use crate::{DType, Element, Error, Result};
 use half::{bf16, f16};
 use rayon::prelude::*;
@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 #[derive(Clone)]
 pub struct Tensor {
-    storage: Arc<Storage>,
+    storage: Arc<CpuStorage>,
     layout: Layout,
 }
 
@@ -38,12 +38,7 @@ impl Tensor {
 
     pub fn from_storage(storage: CpuStorage, layout: Layout) -> Tensor {
         debug_assert!(layout.storage_extent() <= storage.len(), "layout exceeds storage");
-        Tensor { storage: Arc::new(Storage::Cpu(storage)), layout }
-    }
-
-    /// Used by device backends to wrap their own storage.
-    pub fn from_arc_storage(storage: Arc<Storage>, layout: Layout) -> Tensor {
-        Tensor { storage, layout }
+        Tensor { storage: Arc::new(storage), layout }
     }
 
     pub fn from_vec<T: Element>(data: Vec<T>, shape: &[usize]) -> Result<Tensor> {
@@ -146,12 +141,7 @@ impl Tensor {
     pub fn dtype(&self) -> DType {
         self.storage.dtype()
     }
-    pub fn device(&self) -> Device {
-        match &*self.storage {
-            Storage::Cpu(_) => Device::Cpu,
-        }
-    }
-    pub fn storage(&self) -> &Arc<Storage> {
+    pub fn storage(&self) -> &Arc<CpuStorage> {
         &self.storage
     }
     pub fn is_contiguous(&self) -> bool {
@@ -166,11 +156,9 @@ impl Tensor {
         Arc::ptr_eq(&self.storage, &other.storage)
     }
 
-    /// The CPU storage. Device tensors must be copied to the CPU first.
+    /// The storage. (A `Result` for its many callers' sake; tensors are always on the CPU.)
     pub fn cpu_storage(&self) -> Result<&CpuStorage> {
-        match &*self.storage {
-            Storage::Cpu(s) => Ok(s),
-        }
+        Ok(&self.storage)
     }
 
     /// A new tensor over the same storage with another layout (the primitive behind views).
