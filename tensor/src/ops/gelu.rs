@@ -48,13 +48,8 @@ pub fn gelu_f32(x: f32) -> f32 {
 /// d gelu / dx = Phi(x) + x phi(x) in f32; 1 at +inf, 0 at -inf, NaN stays NaN.
 #[inline(always)]
 pub fn gelu_grad_f32(x: f32) -> f32 {
-    let xc = if x < -X_LIMIT {
-        -X_LIMIT
-    } else if x > X_LIMIT {
-        X_LIMIT
-    } else {
-        x
-    };
+    // NaN stays NaN through clamp.
+    let xc = x.clamp(-X_LIMIT, X_LIMIT);
     let (is_small, small_cdf, gauss, half_erfcx) = cdf_pieces(xc);
     let tail = gauss * half_erfcx;
     let big_cdf = if xc > 0.0 { 1.0 - tail } else { tail };
