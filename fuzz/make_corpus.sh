@@ -16,9 +16,10 @@ target/release/facex data synth --out "$synth" --count 2 >/dev/null
 # MAT: Level 5 and v7.3 (HDF5) fixtures, plus the synthetic COFW / 300W-LP files.
 mats=data/tests/fixtures/mat
 for f in "$mats"/types.mat "$mats"/cofw_v5/COFW.mat "$mats"/300w_lp/*/*.mat "$mats"/300w_lp/landmarks/AFW/*.mat \
-    "$mats"/aflw2000/AFLW2000/*.mat "$synth"/300w_lp/AFW/synth_000000.mat; do
+    "$mats"/aflw2000/AFLW2000/*.mat; do
     cp "$f" "$out/mat_v5/$(echo "${f#*/mat/}" | tr / _)"
 done
+cp "$synth"/300w_lp/AFW/synth_000000.mat "$out/mat_v5/synth_300w_lp.mat"
 for f in "$mats"/latest.mat "$mats"/hostile_big.mat "$mats"/hostile_loop.mat "$mats"/cofw/*.mat; do
     cp "$f" "$out/hdf5/$(basename "$f")"
 done
