@@ -333,6 +333,15 @@ fn damaged_files_never_panic() {
     }
 }
 
+/// Found by `fuzz/` (target hdf5): a chunked dataset with a zero dim beside two dims whose product
+/// overflows usize. Its element count is 0, but copying a chunk computed the row offsets from the
+/// other dims and overflowed (a panic). An empty dataset now copies nothing.
+#[test]
+fn v73_empty_chunked_dataset_with_huge_dims_does_not_overflow() {
+    let path = fixture("fuzz_zero_dim_chunked.mat");
+    let _ = mat::read_bytes(&path, &std::fs::read(&path).unwrap());
+}
+
 #[test]
 fn v73_hostile_files_end_in_errors() {
     // A cell whose references point to itself: bounded by the nesting depth, not a hang.

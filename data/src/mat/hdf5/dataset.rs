@@ -249,6 +249,11 @@ fn assemble(
     if rank == 0 || chunk.len() != rank + 1 || chunk[..rank].contains(&0) {
         return Err(format!("chunk dims {chunk:?} for a dataset of dims {dims:?}"));
     }
+    // An empty dataset (a zero dim) has nothing to copy; its other dims may multiply past usize,
+    // which the offsets below would overflow on (found by fuzz/, target hdf5).
+    if total == 0 {
+        return Ok(Vec::new());
+    }
     let chunk_elems: usize = chunk[..rank].iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or("chunk overflow")?;
     let chunk_bytes = chunk_elems.checked_mul(size).ok_or("chunk overflow")?;
     let mut out = vec![0u8; total];
