@@ -790,7 +790,7 @@ mod tests {
         for _ in 0..200_000 {
             p.extend([b'h', 0]);
         }
-        p.extend([b'e', b'.']);
+        p.extend(b"e.");
         let u = run(&p).unwrap();
         let Some(Obj::List(items)) = u.obj(&u.root) else { panic!("not a list") };
         assert_eq!(items.len(), 200_001);
@@ -818,7 +818,7 @@ mod tests {
         for _ in 0..100_000 {
             p.extend([b'h', 0]);
         }
-        p.extend([b'e', b'.']);
+        p.extend(b"e.");
         let u = run(&p).unwrap();
         let Some(Obj::List(items)) = u.obj(&u.root) else { panic!("not a list") };
         assert_eq!(items.len(), 100_001);
@@ -833,17 +833,15 @@ mod tests {
         let mut p = vec![0x80, 2, b']', b'('];
         p.extend(b"cargparse\nNamespace\n");
         p.extend([b'q', 0, b'(']);
-        for _ in 0..n {
-            p.push(b'N');
-        }
+        p.extend(std::iter::repeat_n(b'N', n));
         p.extend([b't', b'q', 1, b'0']);
         for _ in 0..n {
             p.extend([b'h', 0, b'h', 1, b'R']);
         }
-        p.extend([b'e', b'.']);
-        let t = std::time::Instant::now();
+        p.extend(b"e.");
+        // No timing assertion (speed belongs in benchmarks): a quadratic reader would take
+        // minutes here, which the suite's run time shows.
         let u = run(&p).unwrap();
-        assert!(t.elapsed().as_secs() < 5, "{:?}", t.elapsed());
         let Some(Obj::List(items)) = u.obj(&u.root) else { panic!("not a list") };
         assert_eq!(items.len(), n + 1);
     }

@@ -484,7 +484,7 @@ mod tests {
         for _ in 0..100_000 {
             p.extend([b'h', 0, b'N']);
         }
-        p.extend([b'u', b'.']);
+        p.extend(b"u.");
         let e = load(&zip(&[("a/data.pkl", &p)], None));
         assert!(e.len() < 3000 && e.contains("100001 in all"), "{} bytes: {}", e.len(), &e[..200]);
     }
