@@ -73,3 +73,18 @@ pub fn float32_errors(dir: &Path) -> HashMap<String, f64> {
 pub fn allowed(errors: &HashMap<String, f64>, name: &str, base: f64) -> f64 {
     errors.get(name).map_or(base, |&e| base.max(3.0 * e))
 }
+
+/// CUDA device 0 for the device tests, or `None` (with a note on stderr) on a machine without
+/// one; a device that is present but unusable fails the test.
+#[cfg(feature = "cuda")]
+pub fn cuda_device_or_skip() -> Option<tensor::backend::cuda::Cuda> {
+    use tensor::cuda::CudaError;
+    match tensor::backend::cuda::Cuda::new(0) {
+        Ok(gpu) => Some(gpu),
+        Err(CudaError::Unavailable(why)) => {
+            eprintln!("skipped: no CUDA device ({why})");
+            None
+        }
+        Err(e) => panic!("CUDA device present but unusable: {e}"),
+    }
+}

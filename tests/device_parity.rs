@@ -122,16 +122,7 @@ fn emulator_backend_bf16_stays_close() {
 #[cfg(feature = "cuda")]
 #[test]
 fn cuda_backend_matches_the_official_outputs() {
-    use tensor::backend::cuda::Cuda;
-    use tensor::cuda::CudaError;
-    let gpu = match Cuda::new(0) {
-        Ok(g) => g,
-        Err(CudaError::Unavailable(why)) => {
-            eprintln!("skipped: no CUDA device ({why})");
-            return;
-        }
-        Err(e) => panic!("CUDA device present but unusable: {e}"),
-    };
+    let Some(gpu) = facex_suite::cuda_device_or_skip() else { return };
     assert_all(&parity(gpu.clone(), DType::F32));
     assert_all(&parity(gpu, DType::BF16));
 }

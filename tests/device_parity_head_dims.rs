@@ -127,16 +127,7 @@ fn emulator_matches_at_swin_head_dim_64() {
 #[cfg(feature = "cuda")]
 #[test]
 fn cuda_matches_at_head_dims_24_and_64() {
-    use tensor::backend::cuda::Cuda;
-    use tensor::cuda::CudaError;
-    let gpu = match Cuda::new(0) {
-        Ok(g) => g,
-        Err(CudaError::Unavailable(why)) => {
-            eprintln!("skipped: no CUDA device ({why})");
-            return;
-        }
-        Err(e) => panic!("CUDA device present but unusable: {e}"),
-    };
+    let Some(gpu) = facex_suite::cuda_device_or_skip() else { return };
     for fixture in ["facexformer-hd24", "facexformer-hd64"] {
         check(gpu.clone(), fixture);
     }
