@@ -13,6 +13,10 @@ mod pickle;
 mod pytorch;
 mod safetensors_io;
 mod state_dict;
+#[cfg(test)]
+mod test_archive;
+#[cfg(test)]
+mod tests;
 pub mod torchvision;
 mod validate;
 

@@ -306,99 +306,16 @@ fn convert(dtype: StorageDType, b: &[u8]) -> CpuStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn crc32(data: &[u8]) -> u32 {
-        let mut crc = !0u32;
-        for &b in data {
-            crc ^= b as u32;
-            for _ in 0..8 {
-                crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
-            }
-        }
-        !crc
-    }
-
-    /// A zip of stored entries, as torch.save writes; `claim` gives one entry a zip64 size in the
-    /// central directory (what a hostile file can claim whatever its real length).
-    fn zip(entries: &[(&str, &[u8])], claim: Option<(&str, u64)>) -> Vec<u8> {
-        let (mut out, mut central) = (Vec::new(), Vec::new());
-        for (name, data) in entries {
-            let offset = out.len() as u32;
-            let claimed = claim.filter(|(n, _)| n == name).map(|(_, size)| size);
-            let header = |v: &mut Vec<u8>, size: u32, extra: u16| {
-                for x in [45u16, 0, 0, 0, 0x21] {
-                    v.extend(x.to_le_bytes()); // version, flags, stored, time, date
-                }
-                v.extend(crc32(data).to_le_bytes());
-                v.extend(size.to_le_bytes());
-                v.extend(size.to_le_bytes());
-                v.extend((name.len() as u16).to_le_bytes());
-                v.extend(extra.to_le_bytes());
-            };
-            out.extend(0x0403_4b50u32.to_le_bytes());
-            header(&mut out, data.len() as u32, 0);
-            out.extend(name.as_bytes());
-            out.extend(*data);
-            central.extend(0x0201_4b50u32.to_le_bytes());
-            central.extend(45u16.to_le_bytes());
-            match claimed {
-                None => header(&mut central, data.len() as u32, 0),
-                Some(_) => header(&mut central, u32::MAX, 20),
-            }
-            central.extend([0u8; 6]); // comment length, disk number, internal attributes
-            central.extend(0u32.to_le_bytes()); // external attributes
-            central.extend(offset.to_le_bytes());
-            central.extend(name.as_bytes());
-            if let Some(size) = claimed {
-                // The zip64 extended information: uncompressed, then compressed size.
-                central.extend(1u16.to_le_bytes());
-                central.extend(16u16.to_le_bytes());
-                central.extend(size.to_le_bytes());
-                central.extend(size.to_le_bytes());
-            }
-        }
-        let cd_offset = out.len() as u32;
-        out.extend(&central);
-        out.extend(0x0605_4b50u32.to_le_bytes());
-        out.extend([0u8; 4]);
-        out.extend((entries.len() as u16).to_le_bytes());
-        out.extend((entries.len() as u16).to_le_bytes());
-        out.extend((central.len() as u32).to_le_bytes());
-        out.extend(cd_offset.to_le_bytes());
-        out.extend(0u16.to_le_bytes());
-        out
-    }
+    use crate::checkpoint::test_archive::{zip, zip_claiming, Pickle};
 
     /// `{'w': _rebuild_tensor_v2(storage(FloatStorage, '0', numel), 0, size, stride)}`, every
     /// int a LONG1 of 8 bytes.
     fn one_tensor_pickle(numel: i64, size: &[i64], stride: &[i64]) -> Vec<u8> {
-        let int = |p: &mut Vec<u8>, i: i64| {
-            p.extend([0x8a, 8]);
-            p.extend(i.to_le_bytes());
-        };
-        let s = |p: &mut Vec<u8>, t: &str| {
-            p.extend([0x8c, t.len() as u8]);
-            p.extend(t.as_bytes());
-        };
-        let mut p = vec![0x80, 2, b'}'];
-        s(&mut p, "w");
-        p.extend(b"ctorch._utils\n_rebuild_tensor_v2\n((");
-        s(&mut p, "storage");
-        p.extend(b"ctorch\nFloatStorage\n");
-        s(&mut p, "0");
-        s(&mut p, "cpu");
-        int(&mut p, numel);
-        p.extend(b"tQ");
-        int(&mut p, 0);
-        for dims in [size, stride] {
-            p.push(b'(');
-            for &d in dims {
-                int(&mut p, d);
-            }
-            p.push(b't');
-        }
-        p.extend(b"\x89tRs.");
-        p
+        let mut p = Pickle::default();
+        p.op(&[0x80, 2, b'}']).short_str("w").global("torch._utils", "_rebuild_tensor_v2").op(b"((");
+        p.short_str("storage").global("torch", "FloatStorage").short_str("0").short_str("cpu").long(numel);
+        p.op(b"tQ").long(0).long_tuple(size).long_tuple(stride).op(b"\x89tRs.");
+        p.0
     }
 
     fn load(bytes: &[u8]) -> String {
@@ -409,7 +326,7 @@ mod tests {
     fn small_tensor_loads() {
         let pkl = one_tensor_pickle(4, &[2, 2], &[2, 1]);
         let data: Vec<u8> = [1f32, 2., 3., 4.].iter().flat_map(|x| x.to_le_bytes()).collect();
-        let sd = load_pytorch_from_bytes(&zip(&[("a/data.pkl", &pkl), ("a/data/0", &data)], None), "ok.pt", None);
+        let sd = load_pytorch_from_bytes(&zip(&[("a/data.pkl", &pkl), ("a/data/0", &data)]), "ok.pt", None);
         assert_eq!(sd.unwrap().get("w").unwrap().shape(), &[2, 2]);
     }
 
@@ -419,7 +336,7 @@ mod tests {
     fn zip_entry_claiming_100_gb_is_refused() {
         let pkl = one_tensor_pickle(4, &[2, 2], &[2, 1]);
         let data = [0u8; 16];
-        let bytes = zip(&[("a/data.pkl", &pkl), ("a/data/0", &data)], Some(("a/data/0", 100 << 30)));
+        let bytes = zip_claiming(&[("a/data.pkl", &pkl), ("a/data/0", &data)], Some(("a/data/0", 100 << 30)));
         let e = load(&bytes);
         assert!(e.contains("hostile.pt") && e.contains("a/data/0"), "{e}");
     }
@@ -429,7 +346,7 @@ mod tests {
     #[test]
     fn storage_claiming_1e12_elements_is_refused() {
         let pkl = one_tensor_pickle(1_000_000_000_000, &[1_000_000, 1_000_000], &[1_000_000, 1]);
-        let e = load(&zip(&[("a/data.pkl", &pkl), ("a/data/0", &[0u8; 16])], None));
+        let e = load(&zip(&[("a/data.pkl", &pkl), ("a/data/0", &[0u8; 16])]));
         assert!(e.contains("hostile.pt") && e.contains("tensor `w`") && e.contains("holds (4)"), "{e}");
     }
 
@@ -438,7 +355,7 @@ mod tests {
     #[test]
     fn broadcast_view_of_1e12_elements_is_refused() {
         let pkl = one_tensor_pickle(1, &[1_000_000, 1_000_000], &[0, 0]);
-        let e = load(&zip(&[("a/data.pkl", &pkl), ("a/data/0", &[0u8; 4])], None));
+        let e = load(&zip(&[("a/data.pkl", &pkl), ("a/data/0", &[0u8; 4])]));
         assert!(e.contains("hostile.pt") && e.contains("tensor `w` of size [1000000, 1000000]"), "{e}");
         assert!(e.contains("holds (1)"), "{e}");
     }
@@ -464,12 +381,12 @@ mod tests {
     fn deep_and_self_referential_pickles_are_refused() {
         let mut deep = vec![0x80, 2];
         deep.extend(std::iter::repeat_n(b'(', 5000));
-        let e = load(&zip(&[("a/data.pkl", &deep)], None));
+        let e = load(&zip(&[("a/data.pkl", &deep)]));
         assert!(e.contains("hostile.pt: bad pickle") && e.contains("nested deeper"), "{e}");
         let mut selfref = vec![0x80, 2, b'}', b'q', 0, 0x8c, 10];
         selfref.extend(b"state_dict");
         selfref.extend([b'h', 0, b's', b'.']);
-        let e = load(&zip(&[("a/data.pkl", &selfref)], None));
+        let e = load(&zip(&[("a/data.pkl", &selfref)]));
         assert!(e.contains("hostile.pt: not a state dict") && e.contains("keys: state_dict"), "{e}");
     }
 
@@ -485,7 +402,7 @@ mod tests {
             p.extend([b'h', 0, b'N']);
         }
         p.extend(b"u.");
-        let e = load(&zip(&[("a/data.pkl", &p)], None));
+        let e = load(&zip(&[("a/data.pkl", &p)]));
         assert!(e.len() < 3000 && e.contains("100001 in all"), "{} bytes: {}", e.len(), &e[..200]);
     }
 }

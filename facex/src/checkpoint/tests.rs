@@ -2,16 +2,18 @@
 //! and as safetensors, the MTCNN weights (legacy torch.save format), and hand-built archives for
 //! dtypes, strided views, forbidden globals and malformed files.
 
-use facex::checkpoint::{
+use super::test_archive::{zip, Pickle};
+use super::{
     infer_config, load_model_weights, load_pytorch, load_pytorch_from_bytes, load_safetensors,
     load_safetensors_from_bytes, load_weights, save_safetensors, validate, CheckpointError, StateDict,
 };
-use facex::model::FacexConfig;
+use crate::model::FacexConfig;
 use std::path::{Path, PathBuf};
 use tensor::{DType, Tensor};
 
+/// A path from the workspace root (this crate lives in `facex/`).
 fn repo(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
 }
 
 fn tiny(file: &str) -> PathBuf {
@@ -206,94 +208,6 @@ fn corrupted_pickles_never_panic() {
 
 // ---- hand-built torch.save archives --------------------------------------------------------
 
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= b as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
-        }
-    }
-    !crc
-}
-
-/// A zip with stored (uncompressed) entries, as torch.save writes.
-fn build_zip(entries: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut central = Vec::new();
-    for (name, data) in entries {
-        let offset = out.len() as u32;
-        let (crc, size) = (crc32(data), data.len() as u32);
-        let common = |v: &mut Vec<u8>| {
-            for x in [20u16, 0, 0, 0, 0x21] {
-                v.extend(x.to_le_bytes()); // version, flags, stored, time, date (1980-01-01)
-            }
-            v.extend(crc.to_le_bytes());
-            v.extend(size.to_le_bytes());
-            v.extend(size.to_le_bytes());
-            v.extend((name.len() as u16).to_le_bytes());
-            v.extend(0u16.to_le_bytes());
-        };
-        out.extend(0x0403_4b50u32.to_le_bytes());
-        common(&mut out);
-        out.extend(name.as_bytes());
-        out.extend(*data);
-        central.extend(0x0201_4b50u32.to_le_bytes());
-        central.extend(20u16.to_le_bytes());
-        common(&mut central);
-        central.extend([0u8; 6]); // comment length, disk number, internal attributes
-        central.extend(0u32.to_le_bytes()); // external attributes
-        central.extend(offset.to_le_bytes());
-        central.extend(name.as_bytes());
-    }
-    let cd_offset = out.len() as u32;
-    out.extend(&central);
-    out.extend(0x0605_4b50u32.to_le_bytes());
-    out.extend([0u8; 4]);
-    out.extend((entries.len() as u16).to_le_bytes());
-    out.extend((entries.len() as u16).to_le_bytes());
-    out.extend((central.len() as u32).to_le_bytes());
-    out.extend(cd_offset.to_le_bytes());
-    out.extend(0u16.to_le_bytes());
-    out
-}
-
-/// Writes pickle opcodes.
-#[derive(Default)]
-struct Pickle(Vec<u8>);
-
-impl Pickle {
-    fn op(&mut self, b: &[u8]) -> &mut Self {
-        self.0.extend(b);
-        self
-    }
-    fn str(&mut self, s: &str) -> &mut Self {
-        self.0.push(b'X');
-        self.0.extend((s.len() as u32).to_le_bytes());
-        self.op(s.as_bytes())
-    }
-    fn int(&mut self, i: i32) -> &mut Self {
-        self.0.push(b'J');
-        self.op(&i.to_le_bytes())
-    }
-    fn global(&mut self, module: &str, name: &str) -> &mut Self {
-        self.op(format!("c{module}\n{name}\n").as_bytes())
-    }
-    fn tuple(&mut self, items: &[i32]) -> &mut Self {
-        self.op(b"(");
-        for &i in items {
-            self.int(i);
-        }
-        self.op(b"t")
-    }
-    /// `_rebuild_tensor_v2(storage, offset, size, stride, False, OrderedDict())`.
-    fn tensor(&mut self, storage: &str, key: &str, numel: i32, offset: i32, size: &[i32], stride: &[i32]) -> &mut Self {
-        self.global("torch._utils", "_rebuild_tensor_v2").op(b"((").str("storage").global("torch", storage);
-        self.str(key).str("cuda:0").int(numel).op(b"tQ").int(offset).tuple(size).tuple(stride);
-        self.op(b"\x89").global("collections", "OrderedDict").op(b")RtR")
-    }
-}
-
 fn synthetic_pickle() -> Vec<u8> {
     let mut p = Pickle::default();
     p.op(b"\x80\x02}(").str("state_dict_backbone").op(b"}(");
@@ -317,7 +231,7 @@ fn synthetic_zip(pickle: &[u8]) -> Vec<u8> {
     let i32s: Vec<u8> = [1i32, -2, 3, -4, 5].iter().flat_map(|x| x.to_le_bytes()).collect();
     let f16s: Vec<u8> = [1.5f32, -2.0].iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect();
     let f32s: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0].iter().flat_map(|x| x.to_le_bytes()).collect();
-    build_zip(&[
+    zip(&[
         ("archive/data.pkl", pickle),
         ("archive/byteorder", b"little"),
         ("archive/data/0", &f64s),
