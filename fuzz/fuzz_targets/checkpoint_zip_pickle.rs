@@ -1,8 +1,7 @@
-//! `model.pt`: the torch.save zip container and the legacy format, both through the restricted
-//! pickle reader, down to the tensors copied out of their storages.
+//! libFuzzer target `checkpoint_zip_pickle`: model.pt: zip container or legacy format, the pickle reader, tensor copies. The body is `fuzz/bodies.rs`,
+//! shared with the bounded run in CI (`tests/fuzz_bounded.rs`).
 #![no_main]
-use libfuzzer_sys::fuzz_target;
+#[path = "../bodies.rs"]
+mod bodies;
 
-fuzz_target!(|data: &[u8]| {
-    let _ = facex::checkpoint::load_pytorch_from_bytes(data, "fuzz.pt", None);
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| bodies::checkpoint_zip_pickle(data));

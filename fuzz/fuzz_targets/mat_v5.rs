@@ -1,7 +1,7 @@
-//! MATLAB Level 5 `.mat` (v5/v6, v7 with zlib): COFW, 300W-LP and AFLW2000 annotations.
+//! libFuzzer target `mat_v5`: MATLAB Level 5 .mat. The body is `fuzz/bodies.rs`,
+//! shared with the bounded run in CI (`tests/fuzz_bounded.rs`).
 #![no_main]
-use libfuzzer_sys::fuzz_target;
+#[path = "../bodies.rs"]
+mod bodies;
 
-fuzz_target!(|data: &[u8]| {
-    let _ = data::mat::read_bytes(std::path::Path::new("fuzz.mat"), data);
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| bodies::mat_v5(data));

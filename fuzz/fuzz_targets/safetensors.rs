@@ -1,8 +1,7 @@
-//! `.safetensors` weights: the header, the metadata and every tensor's conversion.
+//! libFuzzer target `safetensors`: .safetensors: header, metadata, every tensor. The body is `fuzz/bodies.rs`,
+//! shared with the bounded run in CI (`tests/fuzz_bounded.rs`).
 #![no_main]
-use libfuzzer_sys::fuzz_target;
+#[path = "../bodies.rs"]
+mod bodies;
 
-fuzz_target!(|data: &[u8]| {
-    let _ = facex::checkpoint::safetensors_metadata(data, "fuzz.safetensors");
-    let _ = facex::checkpoint::load_safetensors_from_bytes(data, "fuzz.safetensors");
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| bodies::safetensors(data));
