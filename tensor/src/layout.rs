@@ -1,9 +1,12 @@
 //! Layout: how a tensor's logical elements sit in its storage. Plain data: a shape,
 //! strides in elements (0 for a broadcast dimension) and an offset. Every view op
 //! (reshape of contiguous data, permute, narrow, step slicing, broadcast) only makes
-//! a new Layout; no element moves.
+//! a new Layout; no element moves. [`Plan`] walks several layouts of one shape together.
 
 use crate::{Error, Result};
+
+mod plan;
+pub use plan::Plan;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {

@@ -277,7 +277,7 @@ pub fn gather_strided<T: Copy + Send + Sync>(data: &[T], layout: &Layout) -> Vec
     }
     let n = layout.elem_count();
     let mut out = Vec::with_capacity(n);
-    if n < crate::cpu::vecmath::PAR_MIN || layout.rank() < 2 || layout.shape[0] < 2 {
+    if n < crate::cpu::parallel::PAR_MIN || layout.rank() < 2 || layout.shape[0] < 2 {
         layout.for_each_row(|off, len, s| {
             if s == 1 {
                 out.extend_from_slice(&data[off..off + len]);
@@ -290,7 +290,7 @@ pub fn gather_strided<T: Copy + Send + Sync>(data: &[T], layout: &Layout) -> Vec
     // Large copies (a transpose before a GEMM): slabs of dim 0 in parallel, each written into its
     // own part of the output.
     let slab = n / layout.shape[0];
-    let per = layout.shape[0].div_ceil((n / crate::cpu::vecmath::PAR_CHUNK).clamp(1, layout.shape[0]));
+    let per = layout.shape[0].div_ceil((n / crate::cpu::parallel::PAR_CHUNK).clamp(1, layout.shape[0]));
     out.spare_capacity_mut()[..n].par_chunks_mut(per * slab).enumerate().for_each(|(c, dst)| {
         let mut sub = layout.clone();
         sub.shape[0] = dst.len() / slab;

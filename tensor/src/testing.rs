@@ -4,6 +4,9 @@
 //! compiled only for tests, so it can never be called by accident from model code, and it costs
 //! the normal build nothing.
 
+#[cfg(test)]
+pub mod inputs;
+
 const ERF_TAYLOR_TERMS: usize = 33;
 
 /// Maclaurin coefficients of erf(z)/z as a polynomial in z^2: 2/sqrt(pi) (-1)^n / (n! (2n+1)).

@@ -1,3 +1,4 @@
 //! Hot CPU kernels.
 pub mod gemm;
+pub mod parallel;
 pub mod vecmath;

@@ -3,8 +3,9 @@
 //! Operands are broadcast as views (stride 0, no copy). Two contiguous operands of one shape take a
 //! straight zipped loop; anything else walks rows through a `Plan`, with the inner loop specialised
 //! for the common stride patterns (both unit, one broadcast). Large outputs are filled in parallel.
-use crate::cpu::vecmath::{Plan, PAR_CHUNK, PAR_MIN};
+use crate::cpu::parallel::{PAR_CHUNK, PAR_MIN};
 use crate::layout::broadcast_shape;
+use crate::layout::Plan;
 use crate::{bf16, f16, CpuStorage, DType, Error, Layout, Result, Tensor};
 use rayon::prelude::*;
 
@@ -217,7 +218,7 @@ impl Tensor {
 
 #[cfg(test)]
 mod tests {
-    use crate::cpu::vecmath::testing::*;
+    use crate::testing::inputs::*;
     use crate::{DType, Tensor};
     use proptest::prelude::*;
 

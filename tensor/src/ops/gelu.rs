@@ -8,7 +8,8 @@
 //! GELU within 6 ulp (relative 5e-7), its derivative within 1.6e-7 absolute. The loops are
 //! branch-free; they run on AVX-512 or AVX2 when the CPU has them (same results bit for bit, no
 //! FMA contraction) and on rayon chunks when large.
-use crate::cpu::vecmath::{erf_small, erfcx_large, exp_neg_sq, ERF_SMALL, PAR_CHUNK, PAR_MIN};
+use crate::cpu::parallel::{PAR_CHUNK, PAR_MIN};
+use crate::cpu::vecmath::{erf_small, erfcx_large, exp_neg_sq, ERF_SMALL};
 use crate::{CpuStorage, DType, Error, Result, Tensor};
 use rayon::prelude::*;
 

@@ -3,7 +3,7 @@
 //! All of them copy strided source views straight into regions of a new contiguous output (a
 //! `Plan` walks both; runs that are contiguous on both sides become `copy_from_slice`), so no
 //! intermediate contiguous copies are made.
-use crate::cpu::vecmath::Plan;
+use crate::layout::Plan;
 use crate::layout::{contiguous_strides, resolve_dim};
 use crate::{bf16, f16, CpuStorage, DType, Element, Error, Layout, Result, Tensor};
 
@@ -210,7 +210,7 @@ impl Tensor {
 
 #[cfg(test)]
 mod tests {
-    use crate::cpu::vecmath::testing::*;
+    use crate::testing::inputs::*;
     use crate::{DType, Tensor};
     use proptest::prelude::*;
 

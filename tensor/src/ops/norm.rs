@@ -2,7 +2,7 @@
 //!
 //! Statistics are two-pass (mean, then mean squared deviation) accumulated in f64, so large
 //! offsets do not cancel; the normalisation itself runs in f32 over contiguous rows, in parallel.
-use crate::cpu::vecmath::{PAR_CHUNK, PAR_MIN};
+use crate::cpu::parallel::{PAR_CHUNK, PAR_MIN};
 use crate::{Error, Result, Tensor};
 use rayon::prelude::*;
 
@@ -155,7 +155,7 @@ impl Tensor {
 
 #[cfg(test)]
 mod tests {
-    use crate::cpu::vecmath::testing::*;
+    use crate::testing::inputs::*;
     use crate::{DType, Tensor};
     use proptest::prelude::*;
 

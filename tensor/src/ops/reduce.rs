@@ -4,7 +4,8 @@
 //! either way), integers in i64. A contiguous tensor reduced over trailing dims reduces rows with
 //! eight independent accumulators (vectorisable), rows in parallel; other layouts walk the input in
 //! storage-friendly row order and scatter into the accumulators.
-use crate::cpu::vecmath::{Plan, PAR_CHUNK, PAR_MIN};
+use crate::cpu::parallel::{PAR_CHUNK, PAR_MIN};
+use crate::layout::Plan;
 use crate::layout::{contiguous_strides, resolve_dim};
 use crate::{CpuStorage, Element, Error, Layout, Result, Tensor};
 use rayon::prelude::*;
@@ -329,7 +330,7 @@ impl Tensor {
 
 #[cfg(test)]
 mod tests {
-    use crate::cpu::vecmath::testing::*;
+    use crate::testing::inputs::*;
     use crate::{DType, Tensor};
     use proptest::prelude::*;
 

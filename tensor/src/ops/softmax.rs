@@ -3,7 +3,8 @@
 //! The kernel works on contiguous f32 rows along the last dim: row max, `exp(x - max)` with the
 //! vectorisable `exp_f32`, an f64 sum, then one scale (or, for log_softmax, one shift). Rows run in
 //! parallel. Another dim is moved last (one copy in, one out); f16/bf16 go through f32.
-use crate::cpu::vecmath::{exp_f32, PAR_CHUNK, PAR_MIN};
+use crate::cpu::parallel::{PAR_CHUNK, PAR_MIN};
+use crate::cpu::vecmath::exp_f32;
 use crate::layout::resolve_dim;
 use crate::{Result, Tensor};
 use rayon::prelude::*;
@@ -100,7 +101,7 @@ impl Tensor {
 
 #[cfg(test)]
 mod tests {
-    use crate::cpu::vecmath::testing::*;
+    use crate::testing::inputs::*;
     use crate::{DType, Tensor};
     use proptest::prelude::*;
 

@@ -3,7 +3,9 @@
 //! Every op maps a (possibly strided) input into a new contiguous tensor of the same dtype.
 //! Float math runs in f32 (f16/bf16 widened and rounded back); contiguous inputs take a straight
 //! slice loop, strided ones walk rows through a `Plan`, both parallel when large.
-use crate::cpu::vecmath::{self, map_slice, Plan};
+use crate::cpu::parallel::map_slice;
+use crate::cpu::vecmath;
+use crate::layout::Plan;
 use crate::{bf16, f16, CpuStorage, Element, Error, Layout, Result, Tensor};
 
 /// `f` over the logical elements of `t` (whose storage slice is `data`), into a contiguous vector.
@@ -172,7 +174,7 @@ impl Tensor {
 
 #[cfg(test)]
 mod tests {
-    use crate::cpu::vecmath::testing::*;
+    use crate::testing::inputs::*;
     use crate::{DType, Tensor};
     use proptest::prelude::*;
 
