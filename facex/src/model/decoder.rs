@@ -1,9 +1,9 @@
 //! The FaceX decoder: SAM's TwoWayTransformer (post-norm, ReLU MLP, cross-attention at a
 //! reduced internal width), as `face_decoder.transformer`.
 
-use super::layers::{LayerNorm, Linear, LinearInit};
+use super::layers::{LayerNorm, Linear};
 use super::params::Builder;
-use crate::model::DecoderConfig;
+use super::schema::{AttentionSpec, TransformerSpec, TwoWayBlockSpec};
 use autograd::Var;
 use tensor::ops::Activation;
 use tensor::Result;
@@ -20,16 +20,12 @@ pub(crate) struct Attention {
 }
 
 impl Attention {
-    fn new(b: &mut Builder, p: &str, dim: usize, heads: usize, downsample: usize) -> Attention {
-        let internal = dim / downsample;
-        let lin = |b: &mut Builder, name: &str, i: usize, o: usize| {
-            Linear::new(b, &format!("{p}.{name}"), i, o, true, LinearInit::Default)
-        };
-        let q = lin(b, "q_proj", dim, internal);
-        let k = lin(b, "k_proj", dim, internal);
-        let v = lin(b, "v_proj", dim, internal);
-        let out = lin(b, "out_proj", internal, dim);
-        Attention { q, k, v, out, heads, internal }
+    fn new(b: &mut Builder, spec: &AttentionSpec) -> Attention {
+        let q = Linear::new(b, &spec.q);
+        let k = Linear::new(b, &spec.k);
+        let v = Linear::new(b, &spec.v);
+        let out = Linear::new(b, &spec.out);
+        Attention { q, k, v, out, heads: spec.heads, internal: spec.internal }
     }
 
     /// q [B, Nq, D], k and v [B, Nk, D] -> [B, Nq, D].
@@ -65,20 +61,19 @@ struct TwoWayBlock {
 }
 
 impl TwoWayBlock {
-    fn new(b: &mut Builder, p: &str, cfg: &DecoderConfig, skip_first_layer_pe: bool) -> TwoWayBlock {
-        let d = cfg.dim;
-        let self_attn = Attention::new(b, &format!("{p}.self_attn"), d, cfg.heads, 1);
-        let norm1 = LayerNorm::new(b, &format!("{p}.norm1"), d, 1e-5);
-        let cross_t2i =
-            Attention::new(b, &format!("{p}.cross_attn_token_to_image"), d, cfg.heads, cfg.cross_downsample);
-        let norm2 = LayerNorm::new(b, &format!("{p}.norm2"), d, 1e-5);
-        let lin1 = Linear::new(b, &format!("{p}.mlp.lin1"), d, cfg.mlp_dim, true, LinearInit::Default);
-        let lin2 = Linear::new(b, &format!("{p}.mlp.lin2"), cfg.mlp_dim, d, true, LinearInit::Default);
-        let norm3 = LayerNorm::new(b, &format!("{p}.norm3"), d, 1e-5);
-        let norm4 = LayerNorm::new(b, &format!("{p}.norm4"), d, 1e-5);
-        let cross_i2t =
-            Attention::new(b, &format!("{p}.cross_attn_image_to_token"), d, cfg.heads, cfg.cross_downsample);
-        TwoWayBlock { self_attn, norm1, cross_t2i, norm2, lin1, lin2, norm3, norm4, cross_i2t, skip_first_layer_pe }
+    fn new(b: &mut Builder, spec: &TwoWayBlockSpec) -> TwoWayBlock {
+        TwoWayBlock {
+            self_attn: Attention::new(b, &spec.self_attn),
+            norm1: LayerNorm::new(b, &spec.norm1),
+            cross_t2i: Attention::new(b, &spec.cross_t2i),
+            norm2: LayerNorm::new(b, &spec.norm2),
+            lin1: Linear::new(b, &spec.lin1),
+            lin2: Linear::new(b, &spec.lin2),
+            norm3: LayerNorm::new(b, &spec.norm3),
+            norm4: LayerNorm::new(b, &spec.norm4),
+            cross_i2t: Attention::new(b, &spec.cross_i2t),
+            skip_first_layer_pe: spec.skip_first_layer_pe,
+        }
     }
 
     /// queries [B, T, D], keys [B, HW, D]; the positional terms are added to q and k inputs only.
@@ -114,12 +109,10 @@ pub(crate) struct TwoWayTransformer {
 }
 
 impl TwoWayTransformer {
-    pub fn new(b: &mut Builder, cfg: &DecoderConfig) -> TwoWayTransformer {
-        let p = "face_decoder.transformer";
-        let layers = (0..cfg.depth).map(|l| TwoWayBlock::new(b, &format!("{p}.layers.{l}"), cfg, l == 0)).collect();
-        let final_attn =
-            Attention::new(b, &format!("{p}.final_attn_token_to_image"), cfg.dim, cfg.heads, cfg.cross_downsample);
-        let norm_final = LayerNorm::new(b, &format!("{p}.norm_final_attn"), cfg.dim, 1e-5);
+    pub fn new(b: &mut Builder, spec: &TransformerSpec) -> TwoWayTransformer {
+        let layers = spec.layers.iter().map(|l| TwoWayBlock::new(b, l)).collect();
+        let final_attn = Attention::new(b, &spec.final_attn);
+        let norm_final = LayerNorm::new(b, &spec.norm_final);
         TwoWayTransformer { layers, final_attn, norm_final }
     }
 

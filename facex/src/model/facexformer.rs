@@ -6,6 +6,7 @@ use super::fusion::{gaussian_matrix, positional_encoding, Fusion};
 use super::heads::{Heads, Tokens, NUM_MASKS, NUM_TOKENS};
 use super::layers::LayerNorm;
 use super::params::{Builder, Entry, Source};
+use super::schema::Schema;
 use super::swin::SwinEncoder;
 use super::{FacexConfig, ModelError};
 use crate::checkpoint::StateDict;
@@ -98,6 +99,8 @@ impl Outputs {
 
 pub struct FaceXFormer {
     config: FacexConfig,
+    /// What `entries` holds, by module (the device loader reads the same keys).
+    schema: Schema,
     entries: Vec<(String, Entry)>,
     encoder: SwinEncoder,
     fusion: Fusion,
@@ -111,42 +114,19 @@ pub struct FaceXFormer {
 
 impl FaceXFormer {
     fn build(config: &FacexConfig, source: Source) -> std::result::Result<FaceXFormer, ModelError> {
+        let schema = Schema::new(config)?;
         let d = &config.decoder;
-        if config.backbone.depths.len() != 4 {
-            return Err(ModelError::Config(format!(
-                "the backbone has {} stages ({:?}); FaceXFormer fuses exactly 4",
-                config.backbone.depths.len(),
-                config.backbone.depths
-            )));
-        }
-        if d.dim == 0 || !d.dim.is_multiple_of(8) || d.heads == 0 || d.cross_downsample == 0 {
-            return Err(ModelError::Config(format!(
-                "decoder dim {} must be a positive multiple of 8, heads {} and cross_downsample {} positive",
-                d.dim, d.heads, d.cross_downsample
-            )));
-        }
-        let internal = d.dim / d.cross_downsample;
-        if !d.dim.is_multiple_of(d.heads) || !internal.is_multiple_of(d.heads) || internal * d.cross_downsample != d.dim
-        {
-            return Err(ModelError::Config(format!(
-                "decoder dim {} with {} heads and cross_downsample {}: every attention width must split evenly",
-                d.dim, d.heads, d.cross_downsample
-            )));
-        }
         let mut b = Builder::new(source);
         // Construction order = the official state-dict order.
-        let encoder = SwinEncoder::new(&mut b, &config.backbone, IMAGE_SIZE)?;
-        let n_stages = config.backbone.depths.len();
-        let top = config.backbone.embed_dim << (n_stages - 1);
-        let _final_norm = LayerNorm::new(&mut b, "backbone.1", top, 1e-5); // unused by the model
-        let gaussian = gaussian_matrix(&mut b, d.dim);
-        let transformer = TwoWayTransformer::new(&mut b, d);
-        let tokens = Tokens::new(&mut b, d.dim);
-        let heads = Heads::new(&mut b, d.dim);
-        let widths: Vec<usize> = (0..n_stages).map(|i| config.backbone.embed_dim << i).collect();
-        let fusion = Fusion::new(&mut b, &widths, d.dim);
+        let encoder = SwinEncoder::new(&mut b, &schema.backbone);
+        let _final_norm = LayerNorm::new(&mut b, &schema.final_norm); // unused by the model
+        let gaussian = gaussian_matrix(&mut b, &schema.gaussian);
+        let transformer = TwoWayTransformer::new(&mut b, &schema.transformer);
+        let tokens = Tokens::new(&mut b, &schema.tokens);
+        let heads = Heads::new(&mut b, &schema.heads);
+        let fusion = Fusion::new(&mut b, &schema.fusion);
 
-        let side = IMAGE_SIZE / config.backbone.patch_size;
+        let side = schema.pe_side;
         let pe = if b.is_spec() {
             Tensor::zeros(&[d.dim, side, side], DType::F32)
         } else {
@@ -156,6 +136,7 @@ impl FaceXFormer {
         let entries = b.finish()?;
         Ok(FaceXFormer {
             config: config.clone(),
+            schema,
             entries,
             encoder,
             fusion,
@@ -198,6 +179,10 @@ impl FaceXFormer {
 
     pub fn config(&self) -> &FacexConfig {
         &self.config
+    }
+
+    pub(crate) fn schema(&self) -> &Schema {
+        &self.schema
     }
 
     /// Every trainable parameter (named with its key), in state-dict order. `backbone.1.*` is

@@ -1,7 +1,8 @@
 //! Multi-scale fusion ("MLP-Fusion") and the random-Fourier positional encoding.
 
-use super::layers::{Linear, LinearInit};
+use super::layers::{conv_params, Linear};
 use super::params::{Builder, Init};
+use super::schema::{FusionSpec, TensorSpec};
 use autograd::Var;
 use tensor::{Result, Tensor};
 
@@ -15,15 +16,10 @@ pub(crate) struct Fusion {
 }
 
 impl Fusion {
-    pub fn new(b: &mut Builder, widths: &[usize], dim: usize) -> Fusion {
-        let proj = widths
-            .iter()
-            .enumerate()
-            .map(|(i, &c)| Linear::new(b, &format!("linear_c.{i}.proj"), c, dim, true, LinearInit::Default))
-            .collect();
-        let cin = dim * widths.len();
-        let fuse = b.param("linear_fuse.weight".into(), &[dim, cin, 1, 1], Init::Uniform(1.0 / (cin as f64).sqrt()));
-        Fusion { proj, fuse, dim }
+    pub fn new(b: &mut Builder, spec: &FusionSpec) -> Fusion {
+        let proj = spec.proj.iter().map(|l| Linear::new(b, l)).collect();
+        let (fuse, _) = conv_params(b, &spec.fuse);
+        Fusion { proj, fuse, dim: spec.dim }
     }
 
     /// Stage outputs (NHWC) -> the fused map as image tokens [B, H1·W1, D] (row-major pixels),
@@ -76,6 +72,6 @@ pub fn positional_encoding(gaussian: &Tensor, h: usize, w: usize) -> Result<Tens
 }
 
 /// The Gaussian matrix G [2, D/2]: a buffer, drawn N(0,1) at random initialisation.
-pub(crate) fn gaussian_matrix(b: &mut Builder, dim: usize) -> Tensor {
-    b.random_buffer("pe_layer.positional_encoding_gaussian_matrix".into(), &[2, dim / 2], Init::Normal)
+pub(crate) fn gaussian_matrix(b: &mut Builder, spec: &TensorSpec) -> Tensor {
+    b.random_buffer(spec.key.clone(), &spec.shape, Init::Normal)
 }

@@ -1,8 +1,9 @@
 //! The decoder's task tokens and everything after the transformer: seven MLP heads and the
 //! parsing branch (upscaler + shared hypernetwork MLP).
 
-use super::layers::{LayerNorm, Mlp3};
+use super::layers::{conv_params, LayerNorm, Mlp3};
 use super::params::{Builder, Init};
+use super::schema::{HeadsSpec, TensorSpec, UpscalerSpec};
 use autograd::Var;
 use tensor::Result;
 
@@ -20,13 +21,8 @@ pub(crate) struct Tokens {
 }
 
 impl Tokens {
-    pub fn new(b: &mut Builder, dim: usize) -> Tokens {
-        let mut weights: Vec<Var> = TASKS
-            .iter()
-            .map(|(name, _)| b.param(format!("face_decoder.{name}_token.weight"), &[1, dim], Init::Normal))
-            .collect();
-        weights.push(b.param("face_decoder.mask_tokens.weight".into(), &[NUM_MASKS, dim], Init::Normal));
-        Tokens { weights }
+    pub fn new(b: &mut Builder, spec: &[TensorSpec]) -> Tokens {
+        Tokens { weights: spec.iter().map(|t| b.param(t.key.clone(), &t.shape, Init::Normal)).collect() }
     }
 
     /// [T, D]: the token table every sample starts from.
@@ -35,7 +31,7 @@ impl Tokens {
     }
 }
 
-/// ConvTranspose2d(D, D/4, 2, 2), LayerNorm2d(eps 1e-6), GELU, ConvTranspose2d(D/4, D/8, 2, 2), GELU.
+/// ConvTranspose2d(D, D/4, 2, 2), LayerNorm2d (its eps in the schema), GELU, ConvTranspose2d(D/4, D/8, 2, 2), GELU.
 pub(crate) struct Upscaler {
     up0_w: Var,
     up0_b: Var,
@@ -45,18 +41,12 @@ pub(crate) struct Upscaler {
 }
 
 impl Upscaler {
-    pub fn new(b: &mut Builder, dim: usize) -> Upscaler {
-        let p = "face_decoder.output_upscaling";
-        let (c1, c2) = (dim / 4, dim / 8);
-        // PyTorch's ConvTranspose fan_in is weight.size(1)·k·k.
-        let b0 = 1.0 / ((c1 * 4) as f64).sqrt();
-        let up0_w = b.param(format!("{p}.0.weight"), &[dim, c1, 2, 2], Init::Uniform(b0));
-        let up0_b = b.param(format!("{p}.0.bias"), &[c1], Init::Uniform(b0));
-        let norm = LayerNorm::new(b, &format!("{p}.1"), c1, 1e-6);
-        let b1 = 1.0 / ((c2 * 4) as f64).sqrt();
-        let up1_w = b.param(format!("{p}.3.weight"), &[c1, c2, 2, 2], Init::Uniform(b1));
-        let up1_b = b.param(format!("{p}.3.bias"), &[c2], Init::Uniform(b1));
-        Upscaler { up0_w, up0_b, norm, up1_w, up1_b }
+    pub fn new(b: &mut Builder, spec: &UpscalerSpec) -> Upscaler {
+        let (up0_w, up0_b) = conv_params(b, &spec.up0);
+        let norm = LayerNorm::new(b, &spec.norm);
+        let (up1_w, up1_b) = conv_params(b, &spec.up1);
+        let bias = "the upscaler's transposed convs have biases";
+        Upscaler { up0_w, up0_b: up0_b.expect(bias), norm, up1_w, up1_b: up1_b.expect(bias) }
     }
 
     /// [B, D, H, W] -> [B, D/8, 4H, 4W].
@@ -74,13 +64,10 @@ pub(crate) struct Heads {
 }
 
 impl Heads {
-    pub fn new(b: &mut Builder, dim: usize) -> Heads {
-        let upscaler = Upscaler::new(b, dim);
-        let hyper = Mlp3::new(b, "face_decoder.output_hypernetwork_mlps", dim, dim, dim / 8);
-        let heads = TASKS
-            .iter()
-            .map(|(name, out)| Mlp3::new(b, &format!("face_decoder.{name}_prediction_head"), dim, dim, *out))
-            .collect();
+    pub fn new(b: &mut Builder, spec: &HeadsSpec) -> Heads {
+        let upscaler = Upscaler::new(b, &spec.upscaler);
+        let hyper = Mlp3::new(b, &spec.hyper);
+        let heads = spec.tasks.iter().map(|m| Mlp3::new(b, m)).collect();
         Heads { upscaler, hyper, heads }
     }
 

@@ -1,6 +1,7 @@
 //! The small building blocks shared by the encoder, the decoder and the heads.
 
 use super::params::{Builder, Init};
+use super::schema::{ConvSpec, LinearInit, LinearSpec, Mlp3Spec, NormSpec};
 use autograd::Var;
 use tensor::ops::Activation;
 use tensor::Result;
@@ -12,24 +13,15 @@ pub(crate) struct Linear {
     pub bias: Option<Var>,
 }
 
-/// How a Linear's weight is drawn at random initialisation.
-#[derive(Clone, Copy)]
-pub(crate) enum LinearInit {
-    /// PyTorch's default: weight and bias U(±1/sqrt(in)).
-    Default,
-    /// torchvision Swin: weight trunc-normal(0.02), bias 0.
-    Swin,
-}
-
 impl Linear {
-    pub fn new(b: &mut Builder, prefix: &str, inp: usize, out: usize, bias: bool, init: LinearInit) -> Linear {
-        let bound = 1.0 / (inp as f64).sqrt();
-        let (wi, bi) = match init {
+    pub fn new(b: &mut Builder, spec: &LinearSpec) -> Linear {
+        let bound = 1.0 / (spec.inp as f64).sqrt();
+        let (wi, bi) = match spec.init {
             LinearInit::Default => (Init::Uniform(bound), Init::Uniform(bound)),
             LinearInit::Swin => (Init::TruncNormal(0.02), Init::Const(0.0)),
         };
-        let weight = b.param(format!("{prefix}.weight"), &[out, inp], wi);
-        let bias = bias.then(|| b.param(format!("{prefix}.bias"), &[out], bi));
+        let weight = b.param(spec.weight_key(), &[spec.out, spec.inp], wi);
+        let bias = spec.bias.then(|| b.param(spec.bias_key(), &[spec.out], bi));
         Linear { weight, bias }
     }
 
@@ -51,10 +43,10 @@ pub(crate) struct LayerNorm {
 }
 
 impl LayerNorm {
-    pub fn new(b: &mut Builder, prefix: &str, dim: usize, eps: f64) -> LayerNorm {
-        let weight = b.param(format!("{prefix}.weight"), &[dim], Init::Const(1.0));
-        let bias = b.param(format!("{prefix}.bias"), &[dim], Init::Const(0.0));
-        LayerNorm { weight, bias, eps }
+    pub fn new(b: &mut Builder, spec: &NormSpec) -> LayerNorm {
+        let weight = b.param(spec.weight_key(), &[spec.dim], Init::Const(1.0));
+        let bias = b.param(spec.bias_key(), &[spec.dim], Init::Const(0.0));
+        LayerNorm { weight, bias, eps: spec.eps }
     }
 
     pub fn forward(&self, x: &Var) -> Result<Var> {
@@ -74,11 +66,8 @@ pub(crate) struct Mlp3 {
 }
 
 impl Mlp3 {
-    pub fn new(b: &mut Builder, prefix: &str, inp: usize, hidden: usize, out: usize) -> Mlp3 {
-        let l0 = Linear::new(b, &format!("{prefix}.layers.0"), inp, hidden, true, LinearInit::Default);
-        let l1 = Linear::new(b, &format!("{prefix}.layers.1"), hidden, hidden, true, LinearInit::Default);
-        let l2 = Linear::new(b, &format!("{prefix}.layers.2"), hidden, out, true, LinearInit::Default);
-        Mlp3 { layers: [l0, l1, l2] }
+    pub fn new(b: &mut Builder, spec: &Mlp3Spec) -> Mlp3 {
+        Mlp3 { layers: spec.layers.each_ref().map(|l| Linear::new(b, l)) }
     }
 
     pub fn forward(&self, x: &Var) -> Result<Var> {
@@ -86,4 +75,12 @@ impl Mlp3 {
         let h = self.layers[1].forward_act(&h, Activation::Relu)?;
         self.layers[2].forward(&h)
     }
+}
+
+/// A convolution's weight and optional bias, drawn U(±1/sqrt(fan_in)) (PyTorch's default).
+pub(crate) fn conv_params(b: &mut Builder, spec: &ConvSpec) -> (Var, Option<Var>) {
+    let init = Init::Uniform(spec.init_bound());
+    let weight = b.param(spec.weight_key(), &spec.weight_shape(), init);
+    let bias = spec.bias.then(|| b.param(spec.bias_key(), &[spec.out], init));
+    (weight, bias)
 }

@@ -10,6 +10,7 @@ mod fusion;
 mod heads;
 mod layers;
 mod params;
+mod schema;
 pub(crate) mod swin;
 
 pub use config::{DecoderConfig, FacexConfig, SwinConfig};

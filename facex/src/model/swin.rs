@@ -7,10 +7,9 @@
 //! activations twice instead of four times; attention runs as one batched matmul over
 //! [B·windows, heads, w², head_dim].
 
-use super::layers::{LayerNorm, Linear, LinearInit};
+use super::layers::{conv_params, LayerNorm, Linear};
 use super::params::{Builder, Init};
-use super::ModelError;
-use crate::model::SwinConfig;
+use super::schema::{PatchMergeSpec, SwinBlockSpec, SwinSpec};
 use autograd::Var;
 use tensor::ops::Activation;
 use tensor::{DType, Result, Tensor};
@@ -123,21 +122,26 @@ pub(crate) struct SwinBlock {
 }
 
 impl SwinBlock {
-    fn new(b: &mut Builder, p: &str, dim: usize, heads: usize, window: usize, shifted: bool) -> SwinBlock {
-        let norm1 = LayerNorm::new(b, &format!("{p}.norm1"), dim, 1e-5);
-        let t = (2 * window - 1) * (2 * window - 1);
-        let bias_table =
-            b.param(format!("{p}.attn.relative_position_bias_table"), &[t, heads], Init::TruncNormal(0.02));
-        let n = window * window;
-        let bias_index = b.derived_buffer(format!("{p}.attn.relative_position_index"), &[n * n], DType::I64, || {
-            Tensor::from_vec(relative_position_index(window), &[n * n]).expect("relative_position_index")
+    fn new(b: &mut Builder, spec: &SwinBlockSpec) -> SwinBlock {
+        let norm1 = LayerNorm::new(b, &spec.norm1);
+        let bias_table = b.param(spec.bias_table.key.clone(), &spec.bias_table.shape, Init::TruncNormal(0.02));
+        let window = spec.window;
+        let bias_index = b.derived_buffer(spec.index.key.clone(), &spec.index.shape, DType::I64, || {
+            Tensor::from_vec(relative_position_index(window), &spec.index.shape).expect("relative_position_index")
         });
-        let qkv = Linear::new(b, &format!("{p}.attn.qkv"), dim, 3 * dim, true, LinearInit::Swin);
-        let proj = Linear::new(b, &format!("{p}.attn.proj"), dim, dim, true, LinearInit::Swin);
-        let norm2 = LayerNorm::new(b, &format!("{p}.norm2"), dim, 1e-5);
-        let fc1 = Linear::new(b, &format!("{p}.mlp.0"), dim, 4 * dim, true, LinearInit::Swin);
-        let fc2 = Linear::new(b, &format!("{p}.mlp.3"), 4 * dim, dim, true, LinearInit::Swin);
-        SwinBlock { norm1, bias_table, bias_index, qkv, proj, norm2, fc1, fc2, heads, window, shifted }
+        SwinBlock {
+            norm1,
+            bias_table,
+            bias_index,
+            qkv: Linear::new(b, &spec.qkv),
+            proj: Linear::new(b, &spec.proj),
+            norm2: LayerNorm::new(b, &spec.norm2),
+            fc1: Linear::new(b, &spec.fc1),
+            fc2: Linear::new(b, &spec.fc2),
+            heads: spec.heads,
+            window,
+            shifted: spec.shift > 0,
+        }
     }
 
     /// The relative position bias [heads, w², w²], plus the shift mask ([windows, heads, w², w²])
@@ -192,13 +196,14 @@ impl SwinBlock {
 #[derive(Clone, Debug)]
 pub(crate) struct PatchMerging {
     norm: LayerNorm,
-    reduction: Var,
+    /// Without bias.
+    reduction: Linear,
 }
 
 impl PatchMerging {
-    fn new(b: &mut Builder, p: &str, dim: usize) -> PatchMerging {
-        let reduction = b.param(format!("{p}.reduction.weight"), &[2 * dim, 4 * dim], Init::TruncNormal(0.02));
-        let norm = LayerNorm::new(b, &format!("{p}.norm"), 4 * dim, 1e-5);
+    fn new(b: &mut Builder, spec: &PatchMergeSpec) -> PatchMerging {
+        let reduction = Linear::new(b, &spec.reduction);
+        let norm = LayerNorm::new(b, &spec.norm);
         PatchMerging { norm, reduction }
     }
 
@@ -209,7 +214,7 @@ impl PatchMerging {
         // the flattened (col, row) parity order is exactly the concatenation order.
         let x =
             x.reshape(&[b, h / 2, 2, w / 2, 2, c])?.permute(&[0, 1, 3, 4, 2, 5])?.reshape(&[b, h / 2, w / 2, 4 * c])?;
-        self.norm.forward(&x)?.linear(&self.reduction, None)
+        self.reduction.forward(&self.norm.forward(&x)?)
     }
 }
 
@@ -232,48 +237,26 @@ pub(crate) struct SwinEncoder {
 }
 
 impl SwinEncoder {
-    /// `image` is the (square) input side; it fixes each stage's resolution and window plans.
-    pub fn new(b: &mut Builder, cfg: &SwinConfig, image: usize) -> std::result::Result<SwinEncoder, ModelError> {
-        let (p, c, win) = (cfg.patch_size, cfg.embed_dim, cfg.window_size);
-        if cfg.depths.len() != cfg.num_heads.len() || cfg.depths.is_empty() {
-            return Err(ModelError::Config(format!(
-                "backbone depths {:?} and num_heads {:?} must be non-empty and of the same length",
-                cfg.depths, cfg.num_heads
-            )));
-        }
-        if p == 0 || win == 0 || c == 0 {
-            return Err(ModelError::Config(format!("backbone patch {p}, window {win}, width {c} must be positive")));
-        }
-        let fan_in = 3 * p * p;
-        let bound = 1.0 / (fan_in as f64).sqrt();
-        let patch_weight = b.param("backbone.0.0.0.weight".into(), &[c, 3, p, p], Init::Uniform(bound));
-        let patch_bias = b.param("backbone.0.0.0.bias".into(), &[c], Init::Uniform(bound));
-        let patch_norm = LayerNorm::new(b, "backbone.0.0.2", c, 1e-5);
-
+    /// Built from a checked schema (resolutions and window plans included).
+    pub fn new(b: &mut Builder, spec: &SwinSpec) -> SwinEncoder {
+        let (patch_weight, patch_bias) = conv_params(b, &spec.patch_embed.conv);
+        let patch_bias = patch_bias.expect("the patch embedding has a bias");
+        let patch_norm = LayerNorm::new(b, &spec.patch_embed.norm);
+        let win = spec.window;
         let mut stages = Vec::new();
         let mut merges = Vec::new();
-        let mut res = image / p;
-        for (i, (&depth, &heads)) in cfg.depths.iter().zip(&cfg.num_heads).enumerate() {
-            let dim = c << i;
-            if i > 0 {
-                merges.push(PatchMerging::new(b, &format!("backbone.0.{}", 2 * i), dim / 2));
-                res /= 2;
+        for st in &spec.stages {
+            if let Some(m) = &st.merge {
+                merges.push(PatchMerging::new(b, m));
             }
-            if res == 0 || !res.is_multiple_of(win) || heads == 0 || dim % heads != 0 {
-                return Err(ModelError::Config(format!(
-                    "stage {} has a {res}x{res} map, window {win}, width {dim} and {heads} heads: the map must be a \
-                     positive multiple of the window and the width a multiple of the heads",
-                    i + 1
-                )));
-            }
-            let blocks = (0..depth)
-                .map(|k| SwinBlock::new(b, &format!("backbone.0.{}.{k}", 2 * i + 1), dim, heads, win, k % 2 == 1))
-                .collect();
+            let blocks = st.blocks.iter().map(|k| SwinBlock::new(b, k)).collect();
             // Key listing needs no plans; they are cheap anyway, but skip the big masks.
-            let shifted = (win < res && !b.is_spec()).then(|| WindowPlan::new(res, res, win, win / 2));
+            let res = st.res;
+            let shifted = (st.shift > 0 && !b.is_spec()).then(|| WindowPlan::new(res, res, win, st.shift));
             stages.push(Stage { blocks, plain: WindowPlan::new(res, res, win, 0), shifted });
         }
-        Ok(SwinEncoder { patch_weight, patch_bias, patch_norm, stages, merges, patch: p, embed_dim: c })
+        let embed_dim = spec.patch_embed.conv.out;
+        SwinEncoder { patch_weight, patch_bias, patch_norm, stages, merges, patch: spec.patch, embed_dim }
     }
 
     /// x: [B, 3, H, W] -> the four raw stage outputs, NHWC.
