@@ -2,7 +2,8 @@
 
 use super::{DevLinear, DevNorm, Loader, T};
 use crate::model::positional_encoding;
-use crate::model::{FacexConfig, NUM_MASKS, TASKS};
+use crate::model::schema::{AttentionSpec, ConvSpec, HeadsSpec, Mlp3Spec, Schema};
+use crate::model::{NUM_MASKS, TASKS};
 use tensor::backend::{Backend, BinaryOp};
 use tensor::ops::Activation;
 use tensor::Result;
@@ -18,13 +19,13 @@ struct DevAttention<B: Backend> {
 }
 
 impl<B: Backend> DevAttention<B> {
-    fn new(ld: &Loader<'_, B>, p: &str, heads: usize) -> Result<Self> {
+    fn new(ld: &Loader<'_, B>, spec: &AttentionSpec) -> Result<Self> {
         Ok(DevAttention {
-            q: ld.linear(&format!("{p}.q_proj"), true)?,
-            k: ld.linear(&format!("{p}.k_proj"), true)?,
-            v: ld.linear(&format!("{p}.v_proj"), true)?,
-            out: ld.linear(&format!("{p}.out_proj"), true)?,
-            heads,
+            q: ld.linear(&spec.q)?,
+            k: ld.linear(&spec.k)?,
+            v: ld.linear(&spec.v)?,
+            out: ld.linear(&spec.out)?,
+            heads: spec.heads,
         })
     }
 
@@ -69,32 +70,31 @@ fn add<B: Backend>(be: &B, a: &T<B>, b: &T<B>) -> Result<T<B>> {
 }
 
 impl<B: Backend> DevDecoder<B> {
-    pub fn new(ld: &Loader<'_, B>, cfg: &FacexConfig, side: usize) -> Result<Self> {
-        let d = &cfg.decoder;
-        let p = "face_decoder.transformer";
+    pub fn new(ld: &Loader<'_, B>, schema: &Schema) -> Result<Self> {
+        let t = &schema.transformer;
         let mut layers = Vec::new();
-        for l in 0..d.depth {
-            let q = format!("{p}.layers.{l}");
+        for l in &t.layers {
             layers.push(DevTwoWayBlock {
-                self_attn: DevAttention::new(ld, &format!("{q}.self_attn"), d.heads)?,
-                norm1: ld.norm(&format!("{q}.norm1"), 1e-5)?,
-                cross_t2i: DevAttention::new(ld, &format!("{q}.cross_attn_token_to_image"), d.heads)?,
-                norm2: ld.norm(&format!("{q}.norm2"), 1e-5)?,
-                lin1: ld.linear(&format!("{q}.mlp.lin1"), true)?,
-                lin2: ld.linear(&format!("{q}.mlp.lin2"), true)?,
-                norm3: ld.norm(&format!("{q}.norm3"), 1e-5)?,
-                norm4: ld.norm(&format!("{q}.norm4"), 1e-5)?,
-                cross_i2t: DevAttention::new(ld, &format!("{q}.cross_attn_image_to_token"), d.heads)?,
-                skip_first_layer_pe: l == 0,
+                self_attn: DevAttention::new(ld, &l.self_attn)?,
+                norm1: ld.norm(&l.norm1)?,
+                cross_t2i: DevAttention::new(ld, &l.cross_t2i)?,
+                norm2: ld.norm(&l.norm2)?,
+                lin1: ld.linear(&l.lin1)?,
+                lin2: ld.linear(&l.lin2)?,
+                norm3: ld.norm(&l.norm3)?,
+                norm4: ld.norm(&l.norm4)?,
+                cross_i2t: DevAttention::new(ld, &l.cross_i2t)?,
+                skip_first_layer_pe: l.skip_first_layer_pe,
             });
         }
-        let gaussian = ld.host("pe_layer.positional_encoding_gaussian_matrix")?;
+        let (side, dim) = (schema.pe_side, schema.dim);
+        let gaussian = ld.host(&schema.gaussian.key)?;
         let pe = positional_encoding(gaussian, side, side)?; // [D, H, W]
-        let pe = pe.reshape(&[d.dim, side * side])?.t()?.contiguous();
+        let pe = pe.reshape(&[dim, side * side])?.t()?.contiguous();
         Ok(DevDecoder {
             layers,
-            final_attn: DevAttention::new(ld, &format!("{p}.final_attn_token_to_image"), d.heads)?,
-            norm_final: ld.norm(&format!("{p}.norm_final_attn"), 1e-5)?,
+            final_attn: DevAttention::new(ld, &t.final_attn)?,
+            norm_final: ld.norm(&t.norm_final)?,
             image_pe: ld.tensor(&pe)?,
         })
     }
@@ -138,9 +138,9 @@ struct DevMlp3<B: Backend> {
 }
 
 impl<B: Backend> DevMlp3<B> {
-    fn new(ld: &Loader<'_, B>, p: &str) -> Result<Self> {
-        let l = |i: usize| ld.linear(&format!("{p}.layers.{i}"), true);
-        Ok(DevMlp3 { layers: [l(0)?, l(1)?, l(2)?] })
+    fn new(ld: &Loader<'_, B>, spec: &Mlp3Spec) -> Result<Self> {
+        let [l0, l1, l2] = &spec.layers;
+        Ok(DevMlp3 { layers: [ld.linear(l0)?, ld.linear(l1)?, ld.linear(l2)?] })
     }
     fn forward(&self, be: &B, x: &T<B>) -> Result<T<B>> {
         let h = self.layers[0].forward(be, x, Activation::Relu)?;
@@ -163,21 +163,18 @@ const TASK_OUTPUTS: [&str; 7] =
     ["out.landmarks", "out.pose", "out.attributes", "out.visibility", "out.age", "out.gender", "out.race"];
 
 impl<B: Backend> DevHeads<B> {
-    pub fn new(ld: &Loader<'_, B>, _cfg: &FacexConfig) -> Result<Self> {
-        let tasks = TASKS
-            .iter()
-            .map(|(name, _)| DevMlp3::new(ld, &format!("face_decoder.{name}_prediction_head")))
-            .collect::<Result<_>>()?;
-        let p = "face_decoder.output_upscaling";
-        let conv = |i: usize| -> Result<(T<B>, T<B>)> {
-            Ok((ld.weight(&format!("{p}.{i}.weight"))?, ld.weight(&format!("{p}.{i}.bias"))?))
-        };
+    pub fn new(ld: &Loader<'_, B>, spec: &HeadsSpec) -> Result<Self> {
+        let tasks = spec.tasks.iter().map(|m| DevMlp3::new(ld, m)).collect::<Result<_>>()?;
+        // Conv biases in the model dtype, like the weights.
+        let conv =
+            |c: &ConvSpec| -> Result<(T<B>, T<B>)> { Ok((ld.weight(&c.weight_key())?, ld.weight(&c.bias_key())?)) };
+        let up = &spec.upscaler;
         Ok(DevHeads {
             tasks,
-            hyper: DevMlp3::new(ld, "face_decoder.output_hypernetwork_mlps")?,
-            up0: conv(0)?,
-            up_norm: ld.norm(&format!("{p}.1"), 1e-6)?,
-            up1: conv(3)?,
+            hyper: DevMlp3::new(ld, &spec.hyper)?,
+            up0: conv(&up.up0)?,
+            up_norm: ld.norm(&up.norm)?,
+            up1: conv(&up.up1)?,
         })
     }
 

@@ -1,9 +1,8 @@
 //! The Swin-B encoder and the fusion module on a device backend.
 
 use super::{DevLinear, DevNorm, Loader, T};
+use crate::model::schema::Schema;
 use crate::model::swin::{relative_position_index, shift_mask};
-use crate::model::FacexConfig;
-use crate::model::IMAGE_SIZE;
 use tensor::backend::{Backend, BinaryOp};
 use tensor::ops::Activation;
 use tensor::{DType, Result, Tensor};
@@ -60,51 +59,42 @@ pub(crate) struct DevEncoder<B: Backend> {
 }
 
 impl<B: Backend> DevEncoder<B> {
-    pub fn new(ld: &Loader<'_, B>, cfg: &FacexConfig) -> Result<Self> {
-        let bb = &cfg.backbone;
-        let (p, c0, win) = (bb.patch_size, bb.embed_dim, bb.window_size);
-        let pw = ld.host("backbone.0.0.0.weight")?.reshape(&[c0, 3 * p * p])?;
-        let patch = DevLinear { w: ld.tensor(&pw)?, b: Some(ld.f32(ld.host("backbone.0.0.0.bias")?)?) };
-        let patch_norm = ld.norm("backbone.0.0.2", 1e-5)?;
+    pub fn new(ld: &Loader<'_, B>, schema: &Schema) -> Result<Self> {
+        let bb = &schema.backbone;
+        let (p, win, conv) = (bb.patch, bb.window, &bb.patch_embed.conv);
+        let pw = ld.host(&conv.weight_key())?.reshape(&[conv.out, 3 * p * p])?;
+        let patch = DevLinear { w: ld.tensor(&pw)?, b: Some(ld.f32(ld.host(&conv.bias_key())?)?) };
+        let patch_norm = ld.norm(&bb.patch_embed.norm)?;
         let n = win * win;
         let index = Tensor::from_vec(relative_position_index(win), &[n * n])?;
 
         let mut stages = Vec::new();
-        let mut res = IMAGE_SIZE / p;
-        for (i, (&depth, &heads)) in bb.depths.iter().zip(&bb.num_heads).enumerate() {
-            let merge = if i > 0 {
-                res /= 2;
-                let pre = format!("backbone.0.{}", 2 * i);
-                Some((ld.norm(&format!("{pre}.norm"), 1e-5)?, ld.linear(&format!("{pre}.reduction"), false)?))
-            } else {
-                None
+        for st in &bb.stages {
+            let merge = match &st.merge {
+                Some(m) => Some((ld.norm(&m.norm)?, ld.linear(&m.reduction)?)),
+                None => None,
             };
-            // torchvision uses no shift when the window covers the whole map.
-            let shifted_mask = if win < res {
-                let m = shift_mask(res, res, win, win / 2);
+            let shifted_mask = if st.shift > 0 {
+                let m = shift_mask(st.res, st.res, win, st.shift);
                 Some(ld.f32(&m.reshape(&[m.shape()[0], n, n])?)?)
             } else {
                 None
             };
             let mut blocks = Vec::new();
-            for k in 0..depth {
-                let pre = format!("backbone.0.{}.{k}", 2 * i + 1);
-                let table = ld.host(&format!("{pre}.attn.relative_position_bias_table"))?;
+            for blk in &st.blocks {
+                let (heads, table) = (blk.heads, ld.host(&blk.bias_table.key)?);
                 let bias = table.index_select(0, &index)?.t()?.reshape(&[heads, n, n])?.contiguous();
-                let (mask, shift) = match (&shifted_mask, k % 2 == 1) {
-                    (Some(m), true) => (Some(m.clone()), win / 2),
-                    _ => (None, 0),
-                };
+                let mask = if blk.shift > 0 { shifted_mask.clone() } else { None };
                 blocks.push(DevBlock {
-                    norm1: ld.norm(&format!("{pre}.norm1"), 1e-5)?,
-                    qkv: ld.linear(&format!("{pre}.attn.qkv"), true)?,
-                    proj: ld.linear(&format!("{pre}.attn.proj"), true)?,
-                    norm2: ld.norm(&format!("{pre}.norm2"), 1e-5)?,
-                    fc1: ld.linear(&format!("{pre}.mlp.0"), true)?,
-                    fc2: ld.linear(&format!("{pre}.mlp.3"), true)?,
+                    norm1: ld.norm(&blk.norm1)?,
+                    qkv: ld.linear(&blk.qkv)?,
+                    proj: ld.linear(&blk.proj)?,
+                    norm2: ld.norm(&blk.norm2)?,
+                    fc1: ld.linear(&blk.fc1)?,
+                    fc2: ld.linear(&blk.fc2)?,
                     bias: ld.f32(&bias)?,
                     mask,
-                    shift,
+                    shift: blk.shift,
                     heads,
                 });
             }
@@ -113,15 +103,15 @@ impl<B: Backend> DevEncoder<B> {
 
         // Fusion: fused = Σ_i W_i up(P_i x_i + b_i) = Σ_i up((W_i P_i) x_i + W_i b_i), since the
         // bilinear weights of every output pixel sum to one. Composed once, in f32.
-        let d = cfg.decoder.dim;
-        let n_stages = bb.depths.len();
-        let fuse = ld.host("linear_fuse.weight")?.reshape(&[d, n_stages * d])?.to_dtype(DType::F32);
+        let fs = &schema.fusion;
+        let (d, n_stages) = (fs.dim, fs.proj.len());
+        let fuse = ld.host(&fs.fuse.weight_key())?.reshape(&[d, n_stages * d])?.to_dtype(DType::F32);
         let mut fusion = Vec::new();
-        for i in 0..n_stages {
+        for (i, proj) in fs.proj.iter().enumerate() {
             // The official concatenation is in reverse stage order.
             let wi = fuse.narrow(1, (n_stages - 1 - i) * d, d)?;
-            let pw = ld.host(&format!("linear_c.{i}.proj.weight"))?.to_dtype(DType::F32);
-            let pb = ld.host(&format!("linear_c.{i}.proj.bias"))?.to_dtype(DType::F32);
+            let pw = ld.host(&proj.weight_key())?.to_dtype(DType::F32);
+            let pb = ld.host(&proj.bias_key())?.to_dtype(DType::F32);
             let w = wi.matmul(&pw)?; // [D, C_i]
             let b = wi.matmul(&pb.reshape(&[d, 1])?)?.reshape(&[d])?;
             fusion.push(DevLinear { w: ld.tensor(&w)?, b: Some(ld.f32(&b)?) });

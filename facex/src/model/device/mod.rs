@@ -17,6 +17,7 @@
 mod decoder;
 mod encoder;
 
+use super::schema::{LinearSpec, NormSpec};
 use super::{FaceXFormer, FacexConfig, IMAGE_SIZE, NUM_TOKENS};
 use crate::checkpoint::StateDict;
 use decoder::{DevDecoder, DevHeads};
@@ -79,12 +80,13 @@ impl<B: Backend> Loader<'_, B> {
     fn f32(&self, t: &Tensor) -> Result<T<B>> {
         self.be.upload(t, DType::F32)
     }
-    fn linear(&self, prefix: &str, bias: bool) -> Result<DevLinear<B>> {
-        let b = if bias { Some(self.f32(self.host(&format!("{prefix}.bias"))?)?) } else { None };
-        Ok(DevLinear { w: self.weight(&format!("{prefix}.weight"))?, b })
+    fn linear(&self, spec: &LinearSpec) -> Result<DevLinear<B>> {
+        let b = if spec.bias { Some(self.f32(self.host(&spec.bias_key())?)?) } else { None };
+        Ok(DevLinear { w: self.weight(&spec.weight_key())?, b })
     }
-    fn norm(&self, prefix: &str, eps: f32) -> Result<DevNorm<B>> {
-        Ok(DevNorm { w: self.weight(&format!("{prefix}.weight"))?, b: self.weight(&format!("{prefix}.bias"))?, eps })
+    fn norm(&self, spec: &NormSpec) -> Result<DevNorm<B>> {
+        let (w, b) = (self.weight(&spec.weight_key())?, self.weight(&spec.bias_key())?);
+        Ok(DevNorm { w, b, eps: spec.eps as f32 })
     }
 }
 
@@ -117,16 +119,12 @@ impl<B: Backend> DeviceModel<B> {
     pub fn new(backend: B, model: &FaceXFormer, dtype: DType) -> Result<Self> {
         tensor::backend::expect_device_dtype("DeviceModel::new", dtype)?;
         let sd = model.state_dict();
-        let config = model.config().clone();
+        let (config, schema) = (model.config().clone(), model.schema());
         let ld = Loader { sd: &sd, be: &backend, dtype };
-        let encoder = DevEncoder::new(&ld, &config)?;
-        let decoder = DevDecoder::new(&ld, &config, IMAGE_SIZE / config.backbone.patch_size)?;
-        let heads = DevHeads::new(&ld, &config)?;
-        let mut parts: Vec<Tensor> = super::TASKS
-            .iter()
-            .map(|(name, _)| ld.host(&format!("face_decoder.{name}_token.weight")).cloned())
-            .collect::<Result<_>>()?;
-        parts.push(ld.host("face_decoder.mask_tokens.weight")?.clone());
+        let encoder = DevEncoder::new(&ld, schema)?;
+        let decoder = DevDecoder::new(&ld, schema)?;
+        let heads = DevHeads::new(&ld, &schema.heads)?;
+        let parts: Vec<Tensor> = schema.tokens.iter().map(|t| ld.host(&t.key).cloned()).collect::<Result<_>>()?;
         let tokens = Tensor::cat(&parts.iter().collect::<Vec<_>>(), 0)?.to_dtype(DType::F32);
         Ok(DeviceModel { be: backend, dtype, config, encoder, decoder, heads, tokens })
     }
