@@ -13,7 +13,7 @@
 //! bytes so the 8 row addresses of an `ldmatrix` fall in different banks.
 
 use crate::ctx::{Ctx, Dim3, LaunchConfig};
-use crate::math::{activate, Elem};
+use crate::math::{activate, Bf16, Elem, F16};
 
 pub const BM: usize = 128;
 pub const BN: usize = 128;
@@ -22,19 +22,17 @@ pub const BK: usize = 32;
 const LDS: usize = BK + 8;
 const TILE_ELEMS: usize = BM * LDS;
 
-/// Which 16-bit input format: selects the `mma` variant.
-pub trait MmaInput {
+/// A 16-bit input format (its element type, [`Bf16`] or [`F16`]): selects the `mma` variant.
+pub trait MmaInput: Copy {
     fn mma<C: Ctx>(c: &C, a: [u32; 4], b: [u32; 2], acc: [f32; 4]) -> [f32; 4];
 }
-pub struct Bf16In;
-pub struct F16In;
-impl MmaInput for Bf16In {
+impl MmaInput for Bf16 {
     #[inline(always)]
     fn mma<C: Ctx>(c: &C, a: [u32; 4], b: [u32; 2], acc: [f32; 4]) -> [f32; 4] {
         c.mma_bf16(a, b, acc)
     }
 }
-impl MmaInput for F16In {
+impl MmaInput for F16 {
     #[inline(always)]
     fn mma<C: Ctx>(c: &C, a: [u32; 4], b: [u32; 2], acc: [f32; 4]) -> [f32; 4] {
         c.mma_f16(a, b, acc)
@@ -105,8 +103,8 @@ fn epilogue<O: Elem>(x: f32, act: u32) -> O {
 #[inline(always)]
 pub unsafe fn gemm_tc<C: Ctx, I: MmaInput, O: Elem>(
     c: &C,
-    a: *const u16,
-    b: *const u16,
+    a: *const I,
+    b: *const I,
     bias: *const f32,
     out: *mut O,
     m: u32,
@@ -119,8 +117,9 @@ pub unsafe fn gemm_tc<C: Ctx, I: MmaInput, O: Elem>(
     let (m, n, k) = (m as usize, n as usize, k as usize);
     let bid = c.block_idx();
     let (m0, n0) = (bid.y as usize * BM, bid.x as usize * BN);
-    let a = a.add(bid.z as usize * s.batch_a as usize);
-    let b = b.add(bid.z as usize * s.batch_b as usize);
+    // Both formats are moved as raw 16-bit words; only the `mma` reads them as numbers.
+    let a = a.cast::<u16>().add(bid.z as usize * s.batch_a as usize);
+    let b = b.cast::<u16>().add(bid.z as usize * s.batch_b as usize);
     let out = out.add(bid.z as usize * s.batch_c as usize);
     let (lda, ldb) = (s.lda as usize, s.ldb as usize);
     // 16-byte loads need 16-byte aligned rows; otherwise the element-wise path is used.

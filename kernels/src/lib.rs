@@ -2,10 +2,13 @@
 //!
 //! One crate, two targets:
 //! - on `nvptx64-nvidia-cuda` (built by `scripts/ptx.sh`) it is `no_std` and every kernel gets an
-//!   `extern "ptx-kernel"` entry point in [`device`]; the result is committed as `ptx/kernels.ptx`;
+//!   `extern "ptx-kernel"` entry point; the result is committed as `ptx/kernels.ptx`;
 //! - on the host the same kernel bodies run under [`emu`], an emulator of the thread grid, so every
 //!   `cargo test` checks them against plain CPU references; [`PTX`] embeds the committed PTX for
 //!   the CUDA runtime in `tensor::cuda`.
+//!
+//! [`abi`] describes each kernel once (parameters, body, entry names): the entry points, the
+//! emulator launch and the CUDA launch all come from that description.
 //!
 //! Kernel bodies are generic over [`Ctx`], the thread context (indices, barrier, shared memory,
 //! warp shuffles, tensor-core ops). On the device its methods are intrinsics or one inline PTX
@@ -26,6 +29,7 @@
 // Kernel bodies take their buffers and sizes as plain arguments, as the entry points do.
 #![allow(clippy::too_many_arguments)]
 
+pub mod abi;
 pub mod attention;
 pub mod ctx;
 pub mod elementwise;
@@ -45,8 +49,9 @@ pub mod device;
 #[cfg(not(target_arch = "nvptx64"))]
 pub mod emu;
 
+pub use abi::{Args, Kernel};
 pub use ctx::{Ctx, Dim3};
-pub use math::{Bf16, Elem};
+pub use math::{Bf16, Elem, F16};
 
 /// The committed PTX of every kernel in this crate (regenerate with `scripts/ptx.sh`).
 #[cfg(not(target_arch = "nvptx64"))]

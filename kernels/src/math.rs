@@ -128,6 +128,10 @@ impl Elem for f32 {
         x
     }
 }
+/// An IEEE half value as its bit pattern (a tensor-core GEMM input; no arithmetic here).
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+#[repr(transparent)]
+pub struct F16(pub u16);
 /// A bf16 value as its bit pattern.
 #[derive(Clone, Copy, Debug, PartialEq, Default)]
 #[repr(transparent)]

@@ -3,7 +3,7 @@
 mod common;
 use common::*;
 use kernels::gemm::{self, Strides};
-use kernels::gemm_tc::{self, Bf16In, F16In};
+use kernels::gemm_tc;
 use kernels::math::{ACT_GELU, ACT_NONE, ACT_RELU};
 use kernels::{Bf16, Elem};
 use proptest::prelude::*;
@@ -127,9 +127,13 @@ fn check_tc<O: Elem>(
         let (mm, nn, kk) = (m as u32, n as u32, k as u32);
         unsafe {
             if f16 {
-                run(cfg, order, |c| gemm_tc::gemm_tc::<_, F16In, O>(c, pa, pb, pbias, po, mm, nn, kk, &s, 1.0, act))
+                run(cfg, order, |c| {
+                    gemm_tc::gemm_tc::<_, kernels::F16, O>(c, pa.cast(), pb.cast(), pbias, po, mm, nn, kk, &s, 1.0, act)
+                })
             } else {
-                run(cfg, order, |c| gemm_tc::gemm_tc::<_, Bf16In, O>(c, pa, pb, pbias, po, mm, nn, kk, &s, 1.0, act))
+                run(cfg, order, |c| {
+                    gemm_tc::gemm_tc::<_, Bf16, O>(c, pa.cast(), pb.cast(), pbias, po, mm, nn, kk, &s, 1.0, act)
+                })
             }
         };
         let got: Vec<f32> = (0..batch * m * n).map(|e| out[(e / n) * ldc + e % n].to_f32()).collect();

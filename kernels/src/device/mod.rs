@@ -1,11 +1,10 @@
 //! The device side: [`Gpu`], the zero-sized thread context whose methods are special registers and
-//! inline PTX, and (in [`entry`]) the `extern "ptx-kernel"` entry points that the host launches.
+//! inline PTX. The `extern "ptx-kernel"` entry points that the host launches are declared in
+//! [`crate::abi`], from the same description the host launches with.
 
 use crate::ctx::{Ctx, Dim3};
 use core::arch::asm;
 use core::arch::nvptx::*;
-
-mod entry;
 
 /// The real thread context on an NVIDIA GPU. Zero-sized: every call compiles to one instruction.
 #[derive(Clone, Copy)]

@@ -18,6 +18,7 @@ pub mod barrier;
 pub mod tensor_core;
 pub mod warp;
 
+use crate::abi::{Args, Threads};
 use crate::ctx::{Ctx, Dim3};
 use barrier::YieldBarrier as Barrier;
 use std::cell::UnsafeCell;
@@ -197,6 +198,19 @@ pub unsafe fn launch_independent<F: Fn(&EmuCtx)>(cfg: LaunchConfig, order: Order
                 EmuCtx { tid, bid, bdim: d, gdim: g, lane: t as u32 % 32, block: &block, warp: &block.warps[t / 32] };
             kernel(&ctx);
         }
+    }
+}
+
+/// Runs the kernel described by `args` ([`crate::abi`]): with [`launch`] when its threads
+/// cooperate, with [`launch_independent`] when they do not (which panics on a barrier or warp op,
+/// so a kernel described as independent by mistake cannot pass silently).
+///
+/// # Safety
+/// As [`launch`], for the pointers in `args`.
+pub unsafe fn launch_args<K: Args>(cfg: LaunchConfig, order: Order, args: &K) {
+    match K::THREADS {
+        Threads::Cooperative => launch(cfg, order, |c| args.run(c)),
+        Threads::Independent => launch_independent(cfg, order, |c| args.run(c)),
     }
 }
 

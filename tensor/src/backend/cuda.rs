@@ -2,18 +2,19 @@
 //!
 //! Each op picks the same kernel, geometry (the kernel module's `config`) and arguments as the
 //! emulator backend, which runs the same bodies on the CPU in every test: the two files are
-//! twins, op by op. Buffers come from the device's caching pool; a tensor's offset becomes a
+//! twins, op by op, and both fill the kernels' typed argument structs (`kernels::abi`), the
+//! description that also declares each PTX entry point. Buffers come from the device's caching pool; a tensor's offset becomes a
 //! pointer offset. All work goes to the device's stream; `download` and `synchronize` wait.
 
 use super::kernel_args::*;
 use super::{check, Backend, BinaryOp, DevTensor};
-use crate::cuda::launch::args;
 use crate::cuda::{CudaDevice, CudaError, DeviceBuffer};
 use crate::ops::Activation;
 use crate::{bf16, DType, Error, Result, Tensor};
+use kernels::abi::*;
 use kernels::ctx::LaunchConfig;
 use kernels::math::ACT_NONE;
-use kernels::{attention, elementwise, fusion, gemm, gemm_tc, hyper, layernorm, permute, remap, softmax};
+use kernels::{attention, elementwise, fusion, gemm, gemm_tc, hyper, layernorm, permute, remap, softmax, Bf16, Elem};
 use std::sync::Arc;
 
 /// Device memory holding `len` elements of `dtype` (F32 or BF16).
@@ -47,15 +48,6 @@ fn device_err(op: &'static str) -> impl Fn(CudaError) -> Error {
     move |e| Error::Device { op, msg: e.to_string() }
 }
 
-/// The entry point of a kernel for an element type.
-fn entry(f32_name: &'static str, bf16_name: &'static str, dtype: DType) -> &'static str {
-    if dtype == DType::F32 {
-        f32_name
-    } else {
-        bf16_name
-    }
-}
-
 impl Cuda {
     /// Opens GPU `ordinal`; `CudaError::Unavailable` without a driver or device.
     pub fn new(ordinal: usize) -> std::result::Result<Cuda, CudaError> {
@@ -71,9 +63,9 @@ impl Cuda {
         &self.dev
     }
 
-    /// A kernel argument: the device address of `t`'s first element, after checking that `t`
-    /// lies inside its buffer with the buffer's dtype.
-    fn ptr(&self, op: &'static str, t: &T) -> Result<u64> {
+    /// The device address of `t`'s first element, after checking that `t` lies inside its buffer
+    /// with the buffer's dtype.
+    fn addr(&self, op: &'static str, t: &T) -> Result<u64> {
         let buf = t.buf();
         if t.dtype() != buf.dtype || t.offset() + t.elem_count() > buf.len {
             return Err(Error::Device { op, msg: format!("{t:?} does not fit its buffer of {}", buf.len) });
@@ -81,8 +73,16 @@ impl Cuda {
         Ok(buf.mem.ptr() + (t.offset() * t.dtype().size_in_bytes()) as u64)
     }
 
-    fn opt_ptr(&self, op: &'static str, t: Option<&T>) -> Result<u64> {
-        t.map_or(Ok(0), |t| self.ptr(op, t))
+    /// A kernel argument: `t`'s device address as a pointer to the kernel's element type `E`.
+    fn ptr<E>(&self, op: &'static str, t: &T) -> Result<*const E> {
+        if std::mem::size_of::<E>() != t.dtype().size_in_bytes() {
+            return Err(Error::Device { op, msg: format!("{t:?} passed as a {}", std::any::type_name::<E>()) });
+        }
+        Ok(self.addr(op, t)? as *const E)
+    }
+
+    fn opt_ptr<E>(&self, op: &'static str, t: Option<&T>) -> Result<*const E> {
+        t.map_or(Ok(std::ptr::null()), |t| self.ptr(op, t))
     }
 
     fn alloc(&self, op: &'static str, shape: Vec<usize>, dtype: DType) -> Result<T> {
@@ -91,61 +91,77 @@ impl Cuda {
         Ok(DevTensor::from_parts(Arc::new(Buf { mem, len, dtype }), 0, shape, dtype))
     }
 
-    /// A new output, filled by one launch of `name` (skipped when empty: a launch needs a block).
-    /// `args(out_ptr)` builds the argument list around the output's address.
-    fn run(
+    /// A new output of `shape` and `dtype`, filled by one launch of the kernel whose arguments
+    /// `args(out)` builds around the output's address (skipped when empty: a launch needs a block).
+    fn run<E, K: Kernel>(
         &self,
         op: &'static str,
-        name: &'static str,
         cfg: LaunchConfig,
         shape: Vec<usize>,
         dtype: DType,
-        launch: impl FnOnce(u64, LaunchConfig) -> std::result::Result<(), CudaError>,
+        args: impl FnOnce(*mut E) -> K,
     ) -> Result<T> {
         let out = self.alloc(op, shape, dtype)?;
         if out.elem_count() > 0 {
-            let po = self.ptr(op, &out)?;
-            launch(po, cfg).map_err(|e| Error::Device { op, msg: format!("{name}: {e}") })?;
+            let args = args(self.ptr::<E>(op, &out)? as *mut E);
+            self.dev.launch(cfg, &args).map_err(|e| Error::Device { op, msg: format!("{}: {e}", K::NAME) })?;
         }
         Ok(out)
     }
 
     fn elementwise(&self, op: &'static str, a: &T, b: Option<&T>, code: u32, act: u32) -> Result<T> {
-        let (n, nb) = (a.elem_count() as u32, b.map_or(1, |b| b.elem_count()) as u32);
-        let (pa, pb) = (self.ptr(op, a)?, self.opt_ptr(op, b)?);
-        let name = entry("ew_binary_f32", "ew_binary_bf16", a.dtype());
-        self.run(op, name, elementwise::config(n as usize), a.shape().to_vec(), a.dtype(), |po, cfg| {
-            self.dev.launch(name, cfg, &mut args![pa, pb, po, n, nb, code, act])
+        let (n, nb) = (a.elem_count(), b.map_or(1, |b| b.elem_count()));
+        by_dtype!(a.dtype(), E => {
+            let (pa, pb) = (self.ptr::<E>(op, a)?, self.opt_ptr::<E>(op, b)?);
+            self.run(op, elementwise::config(n), a.shape().to_vec(), a.dtype(), |out| {
+                EwBinary { a: pa, b: pb, out, n: n as u32, nb: nb as u32, op: code, act }
+            })
         })
     }
 }
 
 impl Cuda {
-    /// The attention kernel on q, k, v addresses laid out as `s` says; output `[b, nq, h·d]`.
+    /// The attention kernel on q, k, v pointers laid out as `s` says; output `[b, nq, h·d]`.
     #[allow(clippy::too_many_arguments)]
-    fn attend(
+    fn attend<E: Elem>(
         &self,
         op: &'static str,
-        [pq, pk, pv]: [u64; 3],
+        [q, k, v]: [*const E; 3],
         bias: Option<&T>,
         mask: Option<&T>,
         (b, h, nq, d): (usize, usize, usize, usize),
         s: attention::AttnShape,
         dtype: DType,
-    ) -> Result<T> {
-        let (pb, pm) = (self.opt_ptr(op, bias)?, self.opt_ptr(op, mask)?);
+    ) -> Result<T>
+    where
+        Attention<E, 8>: Kernel,
+        Attention<E, 16>: Kernel,
+        Attention<E, 32>: Kernel,
+        Attention<E, 64>: Kernel,
+        Attention<E, 128>: Kernel,
+    {
+        let (bias, mask) = (self.opt_ptr::<f32>(op, bias)?, self.opt_ptr::<f32>(op, mask)?);
         // The instance that holds head dim d (check::attention has kept d <= 128).
-        let (f32_name, bf16_name, cfg) = match attention::instance(d) {
-            Some(8) => ("attention_d8_f32", "attention_d8_bf16", attention::config::<8>(b, h, nq)),
-            Some(16) => ("attention_d16_f32", "attention_d16_bf16", attention::config::<16>(b, h, nq)),
-            Some(32) => ("attention_d32_f32", "attention_d32_bf16", attention::config::<32>(b, h, nq)),
-            Some(64) => ("attention_d64_f32", "attention_d64_bf16", attention::config::<64>(b, h, nq)),
-            _ => ("attention_d128_f32", "attention_d128_bf16", attention::config::<128>(b, h, nq)),
-        };
-        let name = if dtype == DType::F32 { f32_name } else { bf16_name };
-        self.run(op, name, cfg, vec![b, nq, h * d], dtype, |po, cfg| {
-            self.dev.launch(name, cfg, &mut args![pq, pk, pv, pb, pm, po, s])
-        })
+        macro_rules! run {
+            ($D:literal) => {
+                self.run(op, attention::config::<$D>(b, h, nq), vec![b, nq, h * d], dtype, |out| Attention::<E, $D> {
+                    q,
+                    k,
+                    v,
+                    bias,
+                    mask,
+                    out,
+                    s,
+                })
+            };
+        }
+        match attention::instance(d) {
+            Some(8) => run!(8),
+            Some(16) => run!(16),
+            Some(32) => run!(32),
+            Some(64) => run!(64),
+            _ => run!(128),
+        }
     }
 }
 
@@ -170,7 +186,7 @@ impl Backend for Cuda {
     }
 
     fn download(&self, x: &T) -> Result<Tensor> {
-        let p = self.ptr("download", x)?;
+        let p = self.addr("download", x)?;
         let bytes =
             self.dev.download_bytes(p, x.elem_count() * x.dtype().size_in_bytes()).map_err(device_err("download"))?;
         match x.dtype() {
@@ -192,12 +208,11 @@ impl Backend for Cuda {
     fn permute(&self, x: &T, perm: &[usize]) -> Result<T> {
         const OP: &str = "permute";
         let shape = check::permute(x, perm)?;
-        let n = x.elem_count() as u32;
+        let n = x.elem_count();
         let s = permute_shape(x.shape(), perm, &shape);
-        let px = self.ptr(OP, x)?;
-        let name = entry("permute_f32", "permute_bf16", x.dtype());
-        self.run(OP, name, permute::config(n as usize), shape, x.dtype(), |po, cfg| {
-            self.dev.launch(name, cfg, &mut args![px, po, n, s])
+        by_dtype!(x.dtype(), E => {
+            let px = self.ptr::<E>(OP, x)?;
+            self.run(OP, permute::config(n), shape, x.dtype(), |out| Permute { x: px, out, n: n as u32, s })
         })
     }
 
@@ -206,18 +221,37 @@ impl Backend for Cuda {
         let (rows, k, n) = check::linear(x, w, bias)?;
         let mut shape = x.shape().to_vec();
         *shape.last_mut().expect("rank >= 1") = n;
-        let (px, pw, pb) = (self.ptr(OP, x)?, self.ptr(OP, w)?, self.opt_ptr(OP, bias)?);
-        let (m32, n32, k32, act, alpha) = (rows as u32, n as u32, k as u32, act_code(act), 1.0f32);
+        let pb = self.opt_ptr::<f32>(OP, bias)?;
+        let (m32, n32, k32, act) = (rows as u32, n as u32, k as u32, act_code(act));
         if x.dtype() == DType::F32 {
+            let (a, b) = (self.ptr::<f32>(OP, x)?, self.ptr::<f32>(OP, w)?);
             let s = linear_f32_strides(k, n);
-            self.run(OP, "gemm_f32", gemm::config(rows, n, 1), shape, DType::F32, |po, cfg| {
-                self.dev.launch("gemm_f32", cfg, &mut args![px, pw, pb, po, m32, n32, k32, s, alpha, act])
+            self.run(OP, gemm::config(rows, n, 1), shape, DType::F32, |out| GemmF32 {
+                a,
+                b,
+                bias: pb,
+                out,
+                m: m32,
+                n: n32,
+                k: k32,
+                s,
+                alpha: 1.0,
+                act,
             })
         } else {
+            let (a, b) = (self.ptr::<Bf16>(OP, x)?, self.ptr::<Bf16>(OP, w)?);
             let s = linear_tc_strides(k, n);
-            let name = "gemm_tc_bf16_bf16";
-            self.run(OP, name, gemm_tc::config(rows, n, 1), shape, DType::BF16, |po, cfg| {
-                self.dev.launch(name, cfg, &mut args![px, pw, pb, po, m32, n32, k32, s, alpha, act])
+            self.run(OP, gemm_tc::config(rows, n, 1), shape, DType::BF16, |out: *mut Bf16| GemmTc {
+                a,
+                b,
+                bias: pb,
+                out,
+                m: m32,
+                n: n32,
+                k: k32,
+                s,
+                alpha: 1.0,
+                act,
             })
         }
     }
@@ -235,31 +269,34 @@ impl Backend for Cuda {
     fn layer_norm(&self, x: &T, w: &T, b: &T, eps: f32) -> Result<T> {
         const OP: &str = "layer_norm";
         let (rows, cols) = check::rows(OP, x, &[w, b])?;
-        let (px, pw, pb) = (self.ptr(OP, x)?, self.ptr(OP, w)?, self.ptr(OP, b)?);
-        let name = entry("layernorm_rows_f32", "layernorm_rows_bf16", x.dtype());
-        self.run(OP, name, layernorm::config_rows(rows), x.shape().to_vec(), x.dtype(), |po, cfg| {
-            self.dev.launch(name, cfg, &mut args![px, pw, pb, po, rows, cols, eps])
+        by_dtype!(x.dtype(), E => {
+            let (px, g, pb) = (self.ptr::<E>(OP, x)?, self.ptr::<E>(OP, w)?, self.ptr::<E>(OP, b)?);
+            self.run(OP, layernorm::config_rows(rows), x.shape().to_vec(), x.dtype(), |out| {
+                LayernormRows { x: px, g, b: pb, out, rows, cols, eps }
+            })
         })
     }
 
     fn layer_norm2d(&self, x: &T, w: &T, b: &T, eps: f32) -> Result<T> {
         const OP: &str = "layer_norm2d";
         let [n, ch, h, wd] = check::layer_norm2d(x, w, b)?;
-        let (n32, ch32, hw32) = (n as u32, ch as u32, (h * wd) as u32);
-        let (px, pw, pb) = (self.ptr(OP, x)?, self.ptr(OP, w)?, self.ptr(OP, b)?);
-        let name = entry("layernorm2d_f32", "layernorm2d_bf16", x.dtype());
-        self.run(OP, name, layernorm::config_2d(n * h * wd), x.shape().to_vec(), x.dtype(), |po, cfg| {
-            self.dev.launch(name, cfg, &mut args![px, pw, pb, po, n32, ch32, hw32, eps])
+        let [n32, ch32, hw32] = [n, ch, h * wd].map(|v| v as u32);
+        by_dtype!(x.dtype(), E => {
+            let (px, g, pb) = (self.ptr::<E>(OP, x)?, self.ptr::<E>(OP, w)?, self.ptr::<E>(OP, b)?);
+            self.run(OP, layernorm::config_2d(n * h * wd), x.shape().to_vec(), x.dtype(), |out| {
+                Layernorm2d { x: px, g, b: pb, out, n: n32, ch: ch32, hw: hw32, eps }
+            })
         })
     }
 
     fn softmax_rows(&self, x: &T) -> Result<T> {
         const OP: &str = "softmax_rows";
         let (rows, cols) = check::rows(OP, x, &[])?;
-        let px = self.ptr(OP, x)?;
-        let name = entry("softmax_rows_f32", "softmax_rows_bf16", x.dtype());
-        self.run(OP, name, softmax::config(rows), x.shape().to_vec(), x.dtype(), |po, cfg| {
-            self.dev.launch(name, cfg, &mut args![px, po, rows, cols])
+        by_dtype!(x.dtype(), E => {
+            let px = self.ptr::<E>(OP, x)?;
+            self.run(OP, softmax::config(rows), x.shape().to_vec(), x.dtype(), |out| {
+                SoftmaxRows { x: px, out, rows, cols }
+            })
         })
     }
 
@@ -276,8 +313,10 @@ impl Backend for Cuda {
         const OP: &str = "attention";
         let (b, h, nq, nk, d) = check::attention(q, k, v, heads, bias, mask)?;
         let s = attention_shape((h, nq, nk, d), mask, scale);
-        let p = [self.ptr(OP, q)?, self.ptr(OP, k)?, self.ptr(OP, v)?];
-        self.attend(OP, p, bias, mask, (b, h, nq, d), s, q.dtype())
+        by_dtype!(q.dtype(), E => {
+            let p = [self.ptr::<E>(OP, q)?, self.ptr::<E>(OP, k)?, self.ptr::<E>(OP, v)?];
+            self.attend::<E>(OP, p, bias, mask, (b, h, nq, d), s, q.dtype())
+        })
     }
 
     fn attention_packed(&self, qkv: &T, heads: usize, bias: Option<&T>, mask: Option<&T>, scale: f32) -> Result<T> {
@@ -285,43 +324,47 @@ impl Backend for Cuda {
         let (b, h, n, d) = check::attention_packed(qkv, heads, bias, mask)?;
         let s = attention_packed_shape((h, n, d), mask, scale);
         let [_, ok, ov] = packed_offsets(h, d);
-        let pq = self.ptr(OP, qkv)?;
-        let esz = qkv.dtype().size_in_bytes();
-        let p = [pq, pq + (ok * esz) as u64, pq + (ov * esz) as u64];
-        self.attend(OP, p, bias, mask, (b, h, n, d), s, qkv.dtype())
+        by_dtype!(qkv.dtype(), E => {
+            // Device addresses: offset without dereferencing (`wrapping_add` is address arithmetic).
+            let pq = self.ptr::<E>(OP, qkv)?;
+            self.attend::<E>(OP, [pq, pq.wrapping_add(ok), pq.wrapping_add(ov)], bias, mask, (b, h, n, d), s, qkv.dtype())
+        })
     }
 
     fn window_partition(&self, x: &T, window: usize, shift: usize) -> Result<T> {
         const OP: &str = "window_partition";
         let [b, h, w, c] = check::windows(x, window, shift)?;
         let shape = vec![b * (h / window) * (w / window), window * window, c];
-        let [b32, h32, w32, c32, ws, sh] = [b, h, w, c, window, shift].map(|v| v as u32);
-        let px = self.ptr(OP, x)?;
-        let name = entry("window_partition_f32", "window_partition_bf16", x.dtype());
-        self.run(OP, name, remap::config(x.elem_count()), shape, x.dtype(), |po, cfg| {
-            self.dev.launch(name, cfg, &mut args![px, po, b32, h32, w32, c32, ws, sh])
+        let [b32, h32, w32, ch, ws, shift] = [b, h, w, c, window, shift].map(|v| v as u32);
+        by_dtype!(x.dtype(), E => {
+            let px = self.ptr::<E>(OP, x)?;
+            self.run(OP, remap::config(x.elem_count()), shape, x.dtype(), |out| {
+                WindowPartition { x: px, out, b: b32, h: h32, w: w32, ch, ws, shift }
+            })
         })
     }
 
     fn window_reverse(&self, x: &T, hw: (usize, usize), window: usize, shift: usize) -> Result<T> {
         const OP: &str = "window_reverse";
         let [b, h, w, c] = check::window_reverse(x, hw, window, shift)?;
-        let [b32, h32, w32, c32, ws, sh] = [b, h, w, c, window, shift].map(|v| v as u32);
-        let px = self.ptr(OP, x)?;
-        let name = entry("window_reverse_f32", "window_reverse_bf16", x.dtype());
-        self.run(OP, name, remap::config(x.elem_count()), vec![b, h, w, c], x.dtype(), |po, cfg| {
-            self.dev.launch(name, cfg, &mut args![px, po, b32, h32, w32, c32, ws, sh])
+        let [b32, h32, w32, ch, ws, shift] = [b, h, w, c, window, shift].map(|v| v as u32);
+        by_dtype!(x.dtype(), E => {
+            let px = self.ptr::<E>(OP, x)?;
+            self.run(OP, remap::config(x.elem_count()), vec![b, h, w, c], x.dtype(), |out| {
+                WindowReverse { x: px, out, b: b32, h: h32, w: w32, ch, ws, shift }
+            })
         })
     }
 
     fn patch_merge(&self, x: &T) -> Result<T> {
         const OP: &str = "patch_merge";
         let [b, h, w, c] = check::patch_merge(x)?;
-        let [b32, h32, w32, c32] = [b, h, w, c].map(|v| v as u32);
-        let px = self.ptr(OP, x)?;
-        let name = entry("patch_merge_f32", "patch_merge_bf16", x.dtype());
-        self.run(OP, name, remap::config(x.elem_count()), vec![b, h / 2, w / 2, 4 * c], x.dtype(), |po, cfg| {
-            self.dev.launch(name, cfg, &mut args![px, po, b32, h32, w32, c32])
+        let [b32, h32, w32, ch] = [b, h, w, c].map(|v| v as u32);
+        by_dtype!(x.dtype(), E => {
+            let px = self.ptr::<E>(OP, x)?;
+            self.run(OP, remap::config(x.elem_count()), vec![b, h / 2, w / 2, 4 * c], x.dtype(), |out| {
+                PatchMerge { x: px, out, b: b32, h: h32, w: w32, ch }
+            })
         })
     }
 
@@ -330,10 +373,11 @@ impl Backend for Cuda {
         let [n, c, h, w] = check::upsample_bilinear(x, size)?;
         let (oh, ow) = size;
         let [nc, h32, w32, oh32, ow32] = [n * c, h, w, oh, ow].map(|v| v as u32);
-        let px = self.ptr(OP, x)?;
-        let name = entry("upsample_bilinear_f32", "upsample_bilinear_bf16", x.dtype());
-        self.run(OP, name, remap::config(n * c * oh * ow), vec![n, c, oh, ow], x.dtype(), |po, cfg| {
-            self.dev.launch(name, cfg, &mut args![px, po, nc, h32, w32, oh32, ow32])
+        by_dtype!(x.dtype(), E => {
+            let px = self.ptr::<E>(OP, x)?;
+            self.run(OP, remap::config(n * c * oh * ow), vec![n, c, oh, ow], x.dtype(), |out| {
+                UpsampleBilinear { x: px, out, nc, h: h32, w: w32, oh: oh32, ow: ow32 }
+            })
         })
     }
 
@@ -342,14 +386,15 @@ impl Backend for Cuda {
         let (b, c) = check::upsample_sum(maps, size)?;
         let (oh, ow) = size;
         let s = upsample_sum_shape(maps, (b, c), size);
-        let mut p = [0u64; 4];
-        for (pi, m) in p.iter_mut().zip(maps) {
-            *pi = self.ptr(OP, m)?;
-        }
-        let [p0, p1, p2, p3] = p;
-        let name = entry("upsample_sum_nhwc_f32", "upsample_sum_nhwc_bf16", maps[0].dtype());
-        self.run(OP, name, fusion::config(b * oh * ow * c), vec![b, oh, ow, c], maps[0].dtype(), |po, cfg| {
-            self.dev.launch(name, cfg, &mut args![p0, p1, p2, p3, po, s])
+        by_dtype!(maps[0].dtype(), E => {
+            let mut p = [std::ptr::null::<E>(); 4];
+            for (pi, m) in p.iter_mut().zip(maps) {
+                *pi = self.ptr::<E>(OP, m)?;
+            }
+            let [m0, m1, m2, m3] = p;
+            self.run(OP, fusion::config(b * oh * ow * c), vec![b, oh, ow, c], maps[0].dtype(), |out| {
+                UpsampleSumNhwc { m0, m1, m2, m3, out, s }
+            })
         })
     }
 
@@ -357,22 +402,24 @@ impl Backend for Cuda {
         const OP: &str = "conv_transpose2x2";
         let ([n, cin, h, wd], cout) = check::conv_transpose2x2(x, w, bias)?;
         let [n32, cin32, cout32, h32, w32] = [n, cin, cout, h, wd].map(|v| v as u32);
-        let (px, pw, pb) = (self.ptr(OP, x)?, self.ptr(OP, w)?, self.ptr(OP, bias)?);
-        let name = entry("conv_transpose2x2_f32", "conv_transpose2x2_bf16", x.dtype());
         let total = n * cout * 4 * h * wd;
-        self.run(OP, name, remap::config(total), vec![n, cout, 2 * h, 2 * wd], x.dtype(), |po, cfg| {
-            self.dev.launch(name, cfg, &mut args![px, pw, pb, po, n32, cin32, cout32, h32, w32])
+        by_dtype!(x.dtype(), E => {
+            let (px, wt, pb) = (self.ptr::<E>(OP, x)?, self.ptr::<E>(OP, w)?, self.ptr::<E>(OP, bias)?);
+            self.run(OP, remap::config(total), vec![n, cout, 2 * h, 2 * wd], x.dtype(), |out| {
+                ConvTranspose2x2 { x: px, wt, bias: pb, out, n: n32, cin: cin32, cout: cout32, h: h32, w: w32 }
+            })
         })
     }
 
     fn hyper_product(&self, h: &T, u: &T) -> Result<T> {
         const OP: &str = "hyper_product";
         let (b, m, c, p) = check::hyper_product(h, u)?;
-        let (m32, c32, p32) = (m as u32, c as u32, p as u32);
-        let (ph, pu) = (self.ptr(OP, h)?, self.ptr(OP, u)?);
-        let name = entry("hyper_product_f32", "hyper_product_bf16", h.dtype());
-        self.run(OP, name, hyper::config(b, m, c, p), vec![b, m, p], h.dtype(), |po, cfg| {
-            self.dev.launch(name, cfg, &mut args![ph, pu, po, m32, c32, p32])
+        let [m32, ch, p32] = [m, c, p].map(|v| v as u32);
+        by_dtype!(h.dtype(), E => {
+            let (ph, pu) = (self.ptr::<E>(OP, h)?, self.ptr::<E>(OP, u)?);
+            self.run(OP, hyper::config(b, m, c, p), vec![b, m, p], h.dtype(), |out| {
+                HyperProduct { h: ph, u: pu, out, m: m32, ch, p: p32 }
+            })
         })
     }
 }

@@ -3,10 +3,11 @@
 //!
 //! Each op picks the kernel, the geometry (the kernel module's `config`) and the arguments exactly
 //! as the CUDA backend does, so a kernel that passes the conformance harness here runs the same
-//! code path on the GPU. Kernels whose threads cooperate (barriers, shared memory, warp shuffles,
-//! tensor-core ops) run with one OS thread per GPU thread ([`emu::launch`]); kernels whose threads
-//! never cooperate (elementwise, gathers) run one thread after another ([`emu::launch_independent`],
-//! which panics on a barrier or warp op, so a misclassified kernel cannot pass silently).
+//! code path on the GPU. Both launch the kernels' argument structs (`kernels::abi`), the
+//! description that also declares each PTX entry point. Kernels whose threads cooperate (barriers,
+//! shared memory, warp shuffles, tensor-core ops) run with one OS thread per GPU thread; kernels
+//! whose threads never cooperate (elementwise, gathers) run one thread after another
+//! ([`emu::launch_args`]: the description says which).
 //!
 //! Every output buffer is filled with NaN bytes (0xff) before its launch, so an element that no
 //! thread writes fails any comparison. Blocks and threads start in the emulator's [`Order`]
@@ -18,9 +19,10 @@ use super::kernel_args::*;
 use super::{check, Backend, BinaryOp, DevTensor};
 use crate::ops::Activation;
 use crate::{bf16, DType, Error, Result, Tensor};
+use kernels::abi::*;
 /// The start order of blocks and threads ([`Emulator::new`]).
 pub use kernels::emu::Order;
-use kernels::emu::{self, EmuCtx, LaunchConfig};
+use kernels::emu::{self, LaunchConfig};
 use kernels::math::ACT_NONE;
 use kernels::{attention, elementwise, fusion, gemm, gemm_tc, hyper, layernorm, permute, remap, softmax, Bf16, Elem};
 use std::sync::Arc;
@@ -107,31 +109,6 @@ impl Default for Emulator {
 
 type T = DevTensor<Emulator>;
 
-/// Runs `$body` with `$E` the kernel element type of `$dt` (f32 or Bf16).
-macro_rules! by_dtype {
-    ($dt:expr, $E:ident => $body:expr) => {
-        match $dt {
-            DType::F32 => {
-                type $E = f32;
-                $body
-            }
-            _ => {
-                type $E = Bf16;
-                $body
-            }
-        }
-    };
-}
-
-/// How the threads of a kernel interact, which decides how the emulator runs them.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Threads {
-    /// Barriers, shared memory or warp-level ops: every GPU thread alive at once.
-    Cooperative,
-    /// No interaction: one thread after another.
-    Independent,
-}
-
 impl Emulator {
     pub fn new(order: Order) -> Self {
         Emulator { order }
@@ -175,12 +152,10 @@ impl Emulator {
     }
 
     /// # Safety
-    /// As [`emu::launch`]: the kernel's pointers are valid for what it accesses under `cfg`.
-    unsafe fn launch<F: Fn(&EmuCtx)>(&self, cfg: LaunchConfig, threads: Threads, kernel: F) {
-        match threads {
-            Threads::Cooperative => emu::launch(cfg, self.order, kernel),
-            Threads::Independent => emu::launch_independent(cfg, self.order, kernel),
-        }
+    /// As [`emu::launch_args`]: the pointers in `args` are valid for what the kernel accesses
+    /// under `cfg`.
+    unsafe fn launch<K: Args>(&self, cfg: LaunchConfig, args: &K) {
+        emu::launch_args(cfg, self.order, args)
     }
 
     /// `out = act(a op b[i % nb])` (`b` null: the activation only), as the CUDA binary wrapper.
@@ -188,10 +163,9 @@ impl Emulator {
         let (n, nb) = (a.elem_count(), b.map_or(1, |b| b.elem_count()));
         Ok(by_dtype!(a.dtype(), E => {
             let (pa, pb) = (self.arg::<E>(op, a)?, self.opt_arg::<E>(op, b)?);
-            self.output::<E>(a.shape().to_vec(), a.dtype(), |po| unsafe {
-                self.launch(elementwise::config(n), Threads::Independent, |c| {
-                    elementwise::binary(c, pa, pb, po, n as u32, nb as u32, code, act)
-                })
+            self.output::<E>(a.shape().to_vec(), a.dtype(), |out| unsafe {
+                let (n, nb) = (n as u32, nb as u32);
+                self.launch(elementwise::config(n as usize), &EwBinary { a: pa, b: pb, out, n, nb, op: code, act })
             })
         }))
     }
@@ -203,22 +177,21 @@ impl Emulator {
     fn attend<E: Elem>(
         &self,
         op: &'static str,
-        [pq, pk, pv]: [*const E; 3],
+        [q, k, v]: [*const E; 3],
         bias: Option<&T>,
         mask: Option<&T>,
         (b, h, nq, d): (usize, usize, usize, usize),
-        s: &attention::AttnShape,
+        s: attention::AttnShape,
         dtype: DType,
     ) -> Result<T> {
-        let (pbias, pmask) = (self.opt_arg::<f32>(op, bias)?, self.opt_arg::<f32>(op, mask)?);
+        let (bias, mask) = (self.opt_arg::<f32>(op, bias)?, self.opt_arg::<f32>(op, mask)?);
         // The body is compiled per instance (a const parameter), as the device entry points
         // attention_d{8,16,32,64,128}_*; the head dim itself travels in `s`.
         macro_rules! run {
             ($D:literal) => {
-                self.output::<E>(vec![b, nq, h * d], dtype, |po| unsafe {
-                    self.launch(attention::config::<$D>(b, h, nq), Threads::Cooperative, |c| {
-                        attention::attention::<_, E, $D>(c, pq, pk, pv, pbias, pmask, po, s)
-                    })
+                self.output::<E>(vec![b, nq, h * d], dtype, |out| unsafe {
+                    let args = Attention::<E, $D> { q, k, v, bias, mask, out, s };
+                    self.launch(attention::config::<$D>(b, h, nq), &args)
                 })
             };
         }
@@ -278,8 +251,8 @@ impl Backend for Emulator {
         let s = permute_shape(x.shape(), perm, &shape);
         Ok(by_dtype!(x.dtype(), E => {
             let px = self.arg::<E>(OP, x)?;
-            self.output::<E>(shape, x.dtype(), |po| unsafe {
-                self.launch(permute::config(n), Threads::Independent, |c| permute::permute(c, px, po, n as u32, &s))
+            self.output::<E>(shape, x.dtype(), |out| unsafe {
+                self.launch(permute::config(n), &Permute { x: px, out, n: n as u32, s })
             })
         }))
     }
@@ -292,20 +265,18 @@ impl Backend for Emulator {
         let pb = self.opt_arg::<f32>(OP, bias)?;
         let (m32, n32, k32, act) = (rows as u32, n as u32, k as u32, act_code(act));
         if x.dtype() == DType::F32 {
-            let (px, pw) = (self.arg::<f32>(OP, x)?, self.arg::<f32>(OP, w)?);
+            let (a, b) = (self.arg::<f32>(OP, x)?, self.arg::<f32>(OP, w)?);
             let s = linear_f32_strides(k, n);
-            Ok(self.output::<f32>(shape, DType::F32, |po| unsafe {
-                self.launch(gemm::config(rows, n, 1), Threads::Cooperative, |c| {
-                    gemm::gemm_f32::<_, f32>(c, px, pw, pb, po, m32, n32, k32, &s, 1.0, act)
-                })
+            Ok(self.output::<f32>(shape, DType::F32, |out| unsafe {
+                let args = GemmF32 { a, b, bias: pb, out, m: m32, n: n32, k: k32, s, alpha: 1.0, act };
+                self.launch(gemm::config(rows, n, 1), &args)
             }))
         } else {
-            let (px, pw) = (self.arg::<u16>(OP, x)?, self.arg::<u16>(OP, w)?);
+            let (a, b) = (self.arg::<Bf16>(OP, x)?, self.arg::<Bf16>(OP, w)?);
             let s = linear_tc_strides(k, n);
-            Ok(self.output::<Bf16>(shape, DType::BF16, |po| unsafe {
-                self.launch(gemm_tc::config(rows, n, 1), Threads::Cooperative, |c| {
-                    gemm_tc::gemm_tc::<_, gemm_tc::Bf16In, Bf16>(c, px, pw, pb, po, m32, n32, k32, &s, 1.0, act)
-                })
+            Ok(self.output::<Bf16>(shape, DType::BF16, |out| unsafe {
+                let args = GemmTc { a, b, bias: pb, out, m: m32, n: n32, k: k32, s, alpha: 1.0, act };
+                self.launch(gemm_tc::config(rows, n, 1), &args)
             }))
         }
     }
@@ -324,11 +295,10 @@ impl Backend for Emulator {
         const OP: &str = "layer_norm";
         let (rows, cols) = check::rows(OP, x, &[w, b])?;
         Ok(by_dtype!(x.dtype(), E => {
-            let (px, pw, pb) = (self.arg::<E>(OP, x)?, self.arg::<E>(OP, w)?, self.arg::<E>(OP, b)?);
-            self.output::<E>(x.shape().to_vec(), x.dtype(), |po| unsafe {
-                self.launch(layernorm::config_rows(rows), Threads::Cooperative, |c| {
-                    layernorm::layernorm_rows(c, px, pw, pb, po, rows, cols, eps)
-                })
+            let (px, g, pb) = (self.arg::<E>(OP, x)?, self.arg::<E>(OP, w)?, self.arg::<E>(OP, b)?);
+            self.output::<E>(x.shape().to_vec(), x.dtype(), |out| unsafe {
+                let args = LayernormRows { x: px, g, b: pb, out, rows, cols, eps };
+                self.launch(layernorm::config_rows(rows), &args)
             })
         }))
     }
@@ -336,13 +306,12 @@ impl Backend for Emulator {
     fn layer_norm2d(&self, x: &T, w: &T, b: &T, eps: f32) -> Result<T> {
         const OP: &str = "layer_norm2d";
         let [n, ch, h, wd] = check::layer_norm2d(x, w, b)?;
-        let (n32, ch32, hw32) = (n as u32, ch as u32, (h * wd) as u32);
+        let [n32, ch32, hw32] = [n, ch, h * wd].map(|v| v as u32);
         Ok(by_dtype!(x.dtype(), E => {
-            let (px, pw, pb) = (self.arg::<E>(OP, x)?, self.arg::<E>(OP, w)?, self.arg::<E>(OP, b)?);
-            self.output::<E>(x.shape().to_vec(), x.dtype(), |po| unsafe {
-                self.launch(layernorm::config_2d(n * h * wd), Threads::Independent, |c| {
-                    layernorm::layernorm2d(c, px, pw, pb, po, n32, ch32, hw32, eps)
-                })
+            let (px, g, pb) = (self.arg::<E>(OP, x)?, self.arg::<E>(OP, w)?, self.arg::<E>(OP, b)?);
+            self.output::<E>(x.shape().to_vec(), x.dtype(), |out| unsafe {
+                let args = Layernorm2d { x: px, g, b: pb, out, n: n32, ch: ch32, hw: hw32, eps };
+                self.launch(layernorm::config_2d(n * h * wd), &args)
             })
         }))
     }
@@ -352,8 +321,8 @@ impl Backend for Emulator {
         let (rows, cols) = check::rows(OP, x, &[])?;
         Ok(by_dtype!(x.dtype(), E => {
             let px = self.arg::<E>(OP, x)?;
-            self.output::<E>(x.shape().to_vec(), x.dtype(), |po| unsafe {
-                self.launch(softmax::config(rows), Threads::Cooperative, |c| softmax::softmax_rows(c, px, po, rows, cols))
+            self.output::<E>(x.shape().to_vec(), x.dtype(), |out| unsafe {
+                self.launch(softmax::config(rows), &SoftmaxRows { x: px, out, rows, cols })
             })
         }))
     }
@@ -373,7 +342,7 @@ impl Backend for Emulator {
         let s = attention_shape((h, nq, nk, d), mask, scale);
         by_dtype!(q.dtype(), E => {
             let (pq, pk, pv) = (self.arg::<E>(OP, q)?, self.arg::<E>(OP, k)?, self.arg::<E>(OP, v)?);
-            self.attend::<E>(OP, [pq, pk, pv], bias, mask, (b, h, nq, d), &s, q.dtype())
+            self.attend::<E>(OP, [pq, pk, pv], bias, mask, (b, h, nq, d), s, q.dtype())
         })
     }
 
@@ -385,7 +354,7 @@ impl Backend for Emulator {
         by_dtype!(qkv.dtype(), E => {
             let pq = self.arg::<E>(OP, qkv)?;
             let (pk, pv) = unsafe { (pq.add(ok), pq.add(ov)) };
-            self.attend::<E>(OP, [pq, pk, pv], bias, mask, (b, h, n, d), &s, qkv.dtype())
+            self.attend::<E>(OP, [pq, pk, pv], bias, mask, (b, h, n, d), s, qkv.dtype())
         })
     }
 
@@ -394,13 +363,12 @@ impl Backend for Emulator {
         let [b, h, w, c] = check::windows(x, window, shift)?;
         let n = b * h * w * c;
         let shape = vec![b * (h / window) * (w / window), window * window, c];
-        let a = [b, h, w, c, window, shift].map(|v| v as u32);
+        let [b32, h32, w32, ch, ws, shift] = [b, h, w, c, window, shift].map(|v| v as u32);
         Ok(by_dtype!(x.dtype(), E => {
             let px = self.arg::<E>(OP, x)?;
-            self.output::<E>(shape, x.dtype(), |po| unsafe {
-                self.launch(remap::config(n), Threads::Independent, |ctx| {
-                    remap::window_partition(ctx, px, po, a[0], a[1], a[2], a[3], a[4], a[5])
-                })
+            self.output::<E>(shape, x.dtype(), |out| unsafe {
+                let args = WindowPartition { x: px, out, b: b32, h: h32, w: w32, ch, ws, shift };
+                self.launch(remap::config(n), &args)
             })
         }))
     }
@@ -409,13 +377,12 @@ impl Backend for Emulator {
         const OP: &str = "window_reverse";
         let [b, h, w, c] = check::window_reverse(x, hw, window, shift)?;
         let n = b * h * w * c;
-        let a = [b, h, w, c, window, shift].map(|v| v as u32);
+        let [b32, h32, w32, ch, ws, shift] = [b, h, w, c, window, shift].map(|v| v as u32);
         Ok(by_dtype!(x.dtype(), E => {
             let px = self.arg::<E>(OP, x)?;
-            self.output::<E>(vec![b, h, w, c], x.dtype(), |po| unsafe {
-                self.launch(remap::config(n), Threads::Independent, |ctx| {
-                    remap::window_reverse(ctx, px, po, a[0], a[1], a[2], a[3], a[4], a[5])
-                })
+            self.output::<E>(vec![b, h, w, c], x.dtype(), |out| unsafe {
+                let args = WindowReverse { x: px, out, b: b32, h: h32, w: w32, ch, ws, shift };
+                self.launch(remap::config(n), &args)
             })
         }))
     }
@@ -424,13 +391,11 @@ impl Backend for Emulator {
         const OP: &str = "patch_merge";
         let [b, h, w, c] = check::patch_merge(x)?;
         let n = b * h * w * c;
-        let a = [b, h, w, c].map(|v| v as u32);
+        let [b32, h32, w32, ch] = [b, h, w, c].map(|v| v as u32);
         Ok(by_dtype!(x.dtype(), E => {
             let px = self.arg::<E>(OP, x)?;
-            self.output::<E>(vec![b, h / 2, w / 2, 4 * c], x.dtype(), |po| unsafe {
-                self.launch(remap::config(n), Threads::Independent, |ctx| {
-                    remap::patch_merge(ctx, px, po, a[0], a[1], a[2], a[3])
-                })
+            self.output::<E>(vec![b, h / 2, w / 2, 4 * c], x.dtype(), |out| unsafe {
+                self.launch(remap::config(n), &PatchMerge { x: px, out, b: b32, h: h32, w: w32, ch })
             })
         }))
     }
@@ -440,13 +405,12 @@ impl Backend for Emulator {
         let [n, c, h, w] = check::upsample_bilinear(x, size)?;
         let (oh, ow) = size;
         let total = n * c * oh * ow;
-        let a = [n * c, h, w, oh, ow].map(|v| v as u32);
+        let [nc, h32, w32, oh32, ow32] = [n * c, h, w, oh, ow].map(|v| v as u32);
         Ok(by_dtype!(x.dtype(), E => {
             let px = self.arg::<E>(OP, x)?;
-            self.output::<E>(vec![n, c, oh, ow], x.dtype(), |po| unsafe {
-                self.launch(remap::config(total), Threads::Independent, |ctx| {
-                    remap::upsample_bilinear(ctx, px, po, a[0], a[1], a[2], a[3], a[4])
-                })
+            self.output::<E>(vec![n, c, oh, ow], x.dtype(), |out| unsafe {
+                let args = UpsampleBilinear { x: px, out, nc, h: h32, w: w32, oh: oh32, ow: ow32 };
+                self.launch(remap::config(total), &args)
             })
         }))
     }
@@ -462,10 +426,9 @@ impl Backend for Emulator {
             for (pi, m) in p.iter_mut().zip(maps) {
                 *pi = self.arg::<E>(OP, m)?;
             }
-            self.output::<E>(vec![b, oh, ow, c], maps[0].dtype(), |po| unsafe {
-                self.launch(fusion::config(n), Threads::Independent, |ctx| {
-                    fusion::upsample_sum_nhwc(ctx, p[0], p[1], p[2], p[3], po, &s)
-                })
+            let [m0, m1, m2, m3] = p;
+            self.output::<E>(vec![b, oh, ow, c], maps[0].dtype(), |out| unsafe {
+                self.launch(fusion::config(n), &UpsampleSumNhwc { m0, m1, m2, m3, out, s })
             })
         }))
     }
@@ -474,13 +437,13 @@ impl Backend for Emulator {
         const OP: &str = "conv_transpose2x2";
         let ([n, cin, h, wd], cout) = check::conv_transpose2x2(x, w, bias)?;
         let total = n * cout * 4 * h * wd;
-        let a = [n, cin, cout, h, wd].map(|v| v as u32);
+        let [n32, cin32, cout32, h32, w32] = [n, cin, cout, h, wd].map(|v| v as u32);
         Ok(by_dtype!(x.dtype(), E => {
-            let (px, pw, pb) = (self.arg::<E>(OP, x)?, self.arg::<E>(OP, w)?, self.arg::<E>(OP, bias)?);
-            self.output::<E>(vec![n, cout, 2 * h, 2 * wd], x.dtype(), |po| unsafe {
-                self.launch(remap::config(total), Threads::Independent, |ctx| {
-                    remap::conv_transpose2x2(ctx, px, pw, pb, po, a[0], a[1], a[2], a[3], a[4])
-                })
+            let (px, wt, pb) = (self.arg::<E>(OP, x)?, self.arg::<E>(OP, w)?, self.arg::<E>(OP, bias)?);
+            self.output::<E>(vec![n, cout, 2 * h, 2 * wd], x.dtype(), |out| unsafe {
+                let args =
+                    ConvTranspose2x2 { x: px, wt, bias: pb, out, n: n32, cin: cin32, cout: cout32, h: h32, w: w32 };
+                self.launch(remap::config(total), &args)
             })
         }))
     }
@@ -488,13 +451,11 @@ impl Backend for Emulator {
     fn hyper_product(&self, h: &T, u: &T) -> Result<T> {
         const OP: &str = "hyper_product";
         let (b, m, c, p) = check::hyper_product(h, u)?;
-        let (m32, c32, p32) = (m as u32, c as u32, p as u32);
+        let [m32, ch, p32] = [m, c, p].map(|v| v as u32);
         Ok(by_dtype!(h.dtype(), E => {
             let (ph, pu) = (self.arg::<E>(OP, h)?, self.arg::<E>(OP, u)?);
-            self.output::<E>(vec![b, m, p], h.dtype(), |po| unsafe {
-                self.launch(hyper::config(b, m, c, p), Threads::Cooperative, |ctx| {
-                    hyper::hyper_product(ctx, ph, pu, po, m32, c32, p32)
-                })
+            self.output::<E>(vec![b, m, p], h.dtype(), |out| unsafe {
+                self.launch(hyper::config(b, m, c, p), &HyperProduct { h: ph, u: pu, out, m: m32, ch, p: p32 })
             })
         }))
     }

@@ -10,6 +10,24 @@ use kernels::math::{ACT_GELU, ACT_NONE, ACT_RELU};
 use kernels::permute::PermuteShape;
 use kernels::{elementwise, gemm, gemm_tc};
 
+/// Runs `$body` with `$E` the kernels' element type for `$dt` (f32 or `kernels::Bf16`), so one
+/// generic expression builds the f32 or the bf16 instance of a kernel's argument struct.
+macro_rules! by_dtype {
+    ($dt:expr, $E:ident => $body:expr) => {
+        match $dt {
+            $crate::DType::F32 => {
+                type $E = f32;
+                $body
+            }
+            _ => {
+                type $E = kernels::Bf16;
+                $body
+            }
+        }
+    };
+}
+pub(super) use by_dtype;
+
 pub fn act_code(a: Activation) -> u32 {
     match a {
         Activation::None => ACT_NONE,

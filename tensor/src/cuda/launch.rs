@@ -1,13 +1,18 @@
-//! Typed launch wrappers, one per kernel: they check the arguments against the buffers (an error
-//! naming the kernel and shapes, never an out-of-bounds launch), pick the geometry from the kernel
-//! module's `config`, and launch on the default stream.
+//! Launching the kernels' typed argument structs (`kernels::abi`: one per kernel, the same
+//! description that declares its PTX entry point), and checked wrappers on whole buffers, one per
+//! kernel: they check the arguments against the buffers (an error naming the kernel and shapes,
+//! never an out-of-bounds launch), pick the geometry from the kernel module's `config`, and launch.
+//! The backend (`backend::cuda`) launches the same structs on tensor views.
 
 use super::{drv, CudaDevice, CudaError, CudaResult, DeviceBuffer};
 use cudarc::driver::result;
 use half::{bf16, f16};
+use kernels::abi::{
+    Attention, ConvTranspose2x2, EwBinary, GemmF32, GemmTc, Layernorm2d, LayernormRows, PatchMerge, SoftmaxRows,
+    UpsampleBilinear, WindowPartition, WindowReverse,
+};
 use kernels::ctx::LaunchConfig;
-use kernels::{attention, elementwise, gemm, gemm_tc, layernorm, remap, softmax};
-use std::ffi::c_void;
+use kernels::{attention, elementwise, gemm, gemm_tc, layernorm, remap, softmax, Elem, Kernel};
 
 pub use kernels::attention::AttnShape;
 pub use kernels::elementwise::{OP_ADD, OP_MUL};
@@ -15,53 +20,58 @@ pub use kernels::gemm::Strides as GemmStrides;
 pub use kernels::gemm_tc::Strides as TcStrides;
 pub use kernels::math::{ACT_GELU, ACT_NONE, ACT_RELU};
 
-/// Element types with f32/bf16 kernel variants.
+/// Host element types of device buffers, and the kernels' element type each one is.
 pub trait DevElem: Copy + Default {
-    const SUFFIX: &'static str;
+    type K: Elem;
 }
 impl DevElem for f32 {
-    const SUFFIX: &'static str = "f32";
+    type K = f32;
 }
 impl DevElem for bf16 {
-    const SUFFIX: &'static str = "bf16";
+    type K = kernels::Bf16;
 }
 
-/// Kernel names per element type (`&'static str` for the function table).
-fn pick<E: DevElem>(f32_name: &'static str, bf16_name: &'static str) -> &'static str {
-    if E::SUFFIX == "f32" {
-        f32_name
-    } else {
-        bf16_name
-    }
+/// 16-bit input formats of the tensor-core GEMM.
+pub trait TcInput: Copy + Default {
+    type K: gemm_tc::MmaInput;
+}
+impl TcInput for bf16 {
+    type K = kernels::Bf16;
+}
+impl TcInput for f16 {
+    type K = kernels::F16;
 }
 
-/// Pointers to each argument value, as `cuLaunchKernel` takes them.
-macro_rules! args {
-    ($($a:ident),* $(,)?) => { [$(&$a as *const _ as *mut std::ffi::c_void),*] };
+/// A buffer's device address as a kernel pointer of element type `K`.
+fn p<T, K>(b: &DeviceBuffer<T>) -> *const K {
+    b.ptr() as *const K
 }
-pub(crate) use args;
+fn p_mut<T, K>(b: &DeviceBuffer<T>) -> *mut K {
+    b.ptr() as *mut K
+}
+fn p_opt<T, K>(b: Option<&DeviceBuffer<T>>) -> *const K {
+    b.map_or(std::ptr::null(), p)
+}
 
 fn invalid(kernel: &'static str, reason: String) -> CudaError {
     CudaError::Invalid { kernel, reason }
 }
 
-fn null_or<T>(b: Option<&DeviceBuffer<T>>) -> u64 {
-    b.map_or(0, |b| b.ptr())
-}
-
 impl CudaDevice {
-    /// Launches kernel `name` on this device's stream (`args`: pointers to each argument).
-    pub(crate) fn launch(&self, name: &'static str, cfg: LaunchConfig, args: &mut [*mut c_void]) -> CudaResult<()> {
+    /// Launches the kernel instance `K` with `args` on this device's stream. The pointers in
+    /// `args` are device addresses; the caller keeps them inside its buffers for `cfg`.
+    pub fn launch<K: Kernel>(&self, cfg: LaunchConfig, args: &K) -> CudaResult<()> {
         self.bind()?;
         let (g, b) = (cfg.grid, cfg.block);
+        let mut params = args.params();
         drv("cuLaunchKernel", unsafe {
             result::launch_kernel(
-                self.function(name),
+                self.function(K::NAME),
                 (g.x, g.y, g.z),
                 (b.x, b.y, b.z),
                 cfg.shared_bytes as u32,
                 self.stream(),
-                args,
+                &mut params[..K::PARAM_SIZES.len()],
             )
         })
     }
@@ -74,17 +84,20 @@ impl CudaDevice {
         out: &DeviceBuffer<E>,
         op: u32,
         act: u32,
-    ) -> CudaResult<()> {
-        let name = pick::<E>("ew_binary_f32", "ew_binary_bf16");
+    ) -> CudaResult<()>
+    where
+        EwBinary<E::K>: Kernel,
+    {
         let (n, nb) = (a.len(), b.map_or(1, |b| b.len()));
         if out.len() != n || nb == 0 || n % nb != 0 || n >= 1 << 31 {
-            return Err(invalid(name, format!("a {n}, b {nb}, out {}: need out = a, a a multiple of b", out.len())));
+            let reason = format!("a {n}, b {nb}, out {}: need out = a, a a multiple of b", out.len());
+            return Err(invalid(EwBinary::<E::K>::NAME, reason));
         }
         if n == 0 {
             return Ok(());
         }
-        let (pa, pb, po, n32, nb32) = (a.ptr(), null_or(b), out.ptr(), n as u32, nb as u32);
-        self.launch(name, elementwise::config(n), &mut args![pa, pb, po, n32, nb32, op, act])
+        let args = EwBinary { a: p(a), b: p_opt(b), out: p_mut(out), n: n as u32, nb: nb as u32, op, act };
+        self.launch(elementwise::config(n), &args)
     }
 
     /// Softmax over rows of `[rows, cols]`.
@@ -94,16 +107,18 @@ impl CudaDevice {
         out: &DeviceBuffer<E>,
         rows: usize,
         cols: usize,
-    ) -> CudaResult<()> {
-        let name = pick::<E>("softmax_rows_f32", "softmax_rows_bf16");
+    ) -> CudaResult<()>
+    where
+        SoftmaxRows<E::K>: Kernel,
+    {
         if x.len() < rows * cols || out.len() < rows * cols {
-            return Err(invalid(name, format!("[{rows}, {cols}] with x {} and out {}", x.len(), out.len())));
+            let reason = format!("[{rows}, {cols}] with x {} and out {}", x.len(), out.len());
+            return Err(invalid(SoftmaxRows::<E::K>::NAME, reason));
         }
         if rows * cols == 0 {
             return Ok(());
         }
-        let (px, po) = (x.ptr(), out.ptr());
-        self.launch(name, softmax::config(rows), &mut args![px, po, rows, cols])
+        self.launch(softmax::config(rows), &SoftmaxRows { x: p(x), out: p_mut(out), rows, cols })
     }
 
     /// LayerNorm over the last dim of `[rows, cols]`; gamma/beta hold `cols` or are absent.
@@ -117,17 +132,20 @@ impl CudaDevice {
         rows: usize,
         cols: usize,
         eps: f32,
-    ) -> CudaResult<()> {
-        let name = pick::<E>("layernorm_rows_f32", "layernorm_rows_bf16");
+    ) -> CudaResult<()>
+    where
+        LayernormRows<E::K>: Kernel,
+    {
         let affine_ok = gamma.is_none_or(|g| g.len() >= cols) && beta.is_none_or(|b| b.len() >= cols);
         if x.len() < rows * cols || out.len() < rows * cols || !affine_ok {
-            return Err(invalid(name, format!("[{rows}, {cols}] with x {} and out {}", x.len(), out.len())));
+            let reason = format!("[{rows}, {cols}] with x {} and out {}", x.len(), out.len());
+            return Err(invalid(LayernormRows::<E::K>::NAME, reason));
         }
         if rows * cols == 0 {
             return Ok(());
         }
-        let (px, pg, pb, po) = (x.ptr(), null_or(gamma), null_or(beta), out.ptr());
-        self.launch(name, layernorm::config_rows(rows), &mut args![px, pg, pb, po, rows, cols, eps])
+        let args = LayernormRows { x: p(x), g: p_opt(gamma), b: p_opt(beta), out: p_mut(out), rows, cols, eps };
+        self.launch(layernorm::config_rows(rows), &args)
     }
 
     /// LayerNorm2d over channels of NCHW `[n, ch, hw]`.
@@ -142,19 +160,22 @@ impl CudaDevice {
         ch: usize,
         hw: usize,
         eps: f32,
-    ) -> CudaResult<()> {
-        let name = pick::<E>("layernorm2d_f32", "layernorm2d_bf16");
+    ) -> CudaResult<()>
+    where
+        Layernorm2d<E::K>: Kernel,
+    {
         let total = n * ch * hw;
         let affine_ok = gamma.is_none_or(|g| g.len() >= ch) && beta.is_none_or(|b| b.len() >= ch);
         if x.len() < total || out.len() < total || !affine_ok || total >= 1 << 31 {
-            return Err(invalid(name, format!("[{n}, {ch}, {hw}] with x {} and out {}", x.len(), out.len())));
+            let reason = format!("[{n}, {ch}, {hw}] with x {} and out {}", x.len(), out.len());
+            return Err(invalid(Layernorm2d::<E::K>::NAME, reason));
         }
         if total == 0 {
             return Ok(());
         }
-        let (px, pg, pb, po) = (x.ptr(), null_or(gamma), null_or(beta), out.ptr());
-        let (n32, c32, hw32) = (n as u32, ch as u32, hw as u32);
-        self.launch(name, layernorm::config_2d(n * hw), &mut args![px, pg, pb, po, n32, c32, hw32, eps])
+        let (x, g, b, out) = (p(x), p_opt(gamma), p_opt(beta), p_mut(out));
+        let args = Layernorm2d { x, g, b, out, n: n as u32, ch: ch as u32, hw: hw as u32, eps };
+        self.launch(layernorm::config_2d(n * hw), &args)
     }
 
     /// f32 batched GEMM with arbitrary strides (see `kernels::gemm`).
@@ -170,7 +191,6 @@ impl CudaDevice {
         alpha: f32,
         act: u32,
     ) -> CudaResult<()> {
-        let name = "gemm_f32";
         let last = |bs: u64, rs: u64, cs: u64, r: usize, c: usize| {
             (batch - 1) * bs as usize + (r - 1) * rs as usize + (c - 1) * cs as usize + 1
         };
@@ -180,17 +200,19 @@ impl CudaDevice {
         let fits = k == 0
             || (a.len() >= last(s.batch_a, s.a_rs, s.a_cs, m, k) && b.len() >= last(s.batch_b, s.b_rs, s.b_cs, k, n));
         if !fits || out.len() < last(s.batch_c, s.c_rs, 1, m, n) || bias.is_some_and(|b| b.len() < n) {
-            return Err(invalid(name, format!("batch {batch} m {m} n {n} k {k} {s:?}: buffers too small")));
+            let reason = format!("batch {batch} m {m} n {n} k {k} {s:?}: buffers too small");
+            return Err(invalid(GemmF32::<f32>::NAME, reason));
         }
-        let (pa, pb, pbias, po) = (a.ptr(), b.ptr(), null_or(bias), out.ptr());
-        let (m32, n32, k32) = (m as u32, n as u32, k as u32);
-        self.launch(name, gemm::config(m, n, batch), &mut args![pa, pb, pbias, po, m32, n32, k32, s, alpha, act])
+        let (m, n, k) = (m as u32, n as u32, k as u32);
+        let args = GemmF32 { a: p(a), b: p(b), bias: p_opt(bias), out: p_mut(out), m, n, k, s, alpha, act };
+        self.launch(gemm::config(m as usize, n as usize, batch), &args)
     }
 
     /// Tensor-core GEMM `C = act(alpha * A B^T + bias)`, A `[m, k]`, B `[n, k]`, 16-bit inputs
-    /// (bf16 or f16), f32 accumulation, output f32 or bf16.
+    /// (bf16 or f16), f32 accumulation, output f32 or bf16 (the instances that exist: a missing
+    /// one does not compile).
     #[allow(clippy::too_many_arguments)]
-    pub fn gemm_tc<I: TcInput, O: TcOutput>(
+    pub fn gemm_tc<I: TcInput, O: DevElem>(
         &self,
         a: &DeviceBuffer<I>,
         b: &DeviceBuffer<I>,
@@ -200,24 +222,22 @@ impl CudaDevice {
         s: TcStrides,
         alpha: f32,
         act: u32,
-    ) -> CudaResult<()> {
-        let name = match (I::NAME, O::NAME) {
-            ("bf16", "f32") => "gemm_tc_bf16_f32",
-            ("bf16", "bf16") => "gemm_tc_bf16_bf16",
-            ("f16", "f32") => "gemm_tc_f16_f32",
-            (i, o) => return Err(invalid("gemm_tc", format!("no variant for {i} inputs and {o} output"))),
-        };
+    ) -> CudaResult<()>
+    where
+        GemmTc<I::K, O::K>: Kernel,
+    {
         if batch * m * n == 0 {
             return Ok(());
         }
         let last = |bs: u64, ld: u64, r: usize, c: usize| (batch - 1) * bs as usize + (r - 1) * ld as usize + c;
         let fits = k == 0 || (a.len() >= last(s.batch_a, s.lda, m, k) && b.len() >= last(s.batch_b, s.ldb, n, k));
         if !fits || out.len() < last(s.batch_c, s.ldc, m, n) || bias.is_some_and(|b| b.len() < n) {
-            return Err(invalid(name, format!("batch {batch} m {m} n {n} k {k} {s:?}: buffers too small")));
+            let reason = format!("batch {batch} m {m} n {n} k {k} {s:?}: buffers too small");
+            return Err(invalid(GemmTc::<I::K, O::K>::NAME, reason));
         }
-        let (pa, pb, pbias, po) = (a.ptr(), b.ptr(), null_or(bias), out.ptr());
-        let (m32, n32, k32) = (m as u32, n as u32, k as u32);
-        self.launch(name, gemm_tc::config(m, n, batch), &mut args![pa, pb, pbias, po, m32, n32, k32, s, alpha, act])
+        let (m, n, k) = (m as u32, n as u32, k as u32);
+        let args = GemmTc { a: p(a), b: p(b), bias: p_opt(bias), out: p_mut(out), m, n, k, s, alpha, act };
+        self.launch(gemm_tc::config(m as usize, n as usize, batch), &args)
     }
 
     /// Fused attention, head dim 32: q/out `[batch, heads, nq, 32]`, k/v `[batch, heads, nk, 32]`,
@@ -233,9 +253,12 @@ impl CudaDevice {
         out: &DeviceBuffer<E>,
         batch: usize,
         s: AttnShape,
-    ) -> CudaResult<()> {
+    ) -> CudaResult<()>
+    where
+        Attention<E::K, 32>: Kernel,
+    {
         const D: usize = 32;
-        let name = pick::<E>("attention_d32_f32", "attention_d32_bf16");
+        let name = Attention::<E::K, D>::NAME;
         let (h, nq, nk, nm) = (s.heads as usize, s.nq as usize, s.nk as usize, s.n_mask as usize);
         // This typed wrapper takes whole head-major buffers; strided layouts go through
         // `backend::cuda`, which checks the views it launches on.
@@ -258,8 +281,9 @@ impl CudaDevice {
         if batch * h * nq == 0 {
             return Ok(());
         }
-        let (pq, pk, pv, pb, pm, po) = (q.ptr(), k.ptr(), v.ptr(), null_or(bias), null_or(mask), out.ptr());
-        self.launch(name, attention::config::<D>(batch, h, nq), &mut args![pq, pk, pv, pb, pm, po, s])
+        let (q, k, v, out) = (p(q), p(k), p(v), p_mut(out));
+        let args = Attention::<E::K, D> { q, k, v, bias: p_opt(bias), mask: p_opt(mask), out, s };
+        self.launch(attention::config::<D>(batch, h, nq), &args)
     }
 
     /// Checks an index-remapping launch: element counts below 2^31 and buffers large enough.
@@ -291,13 +315,12 @@ impl CudaDevice {
         ws: usize,
         shift: usize,
         reverse: bool,
-    ) -> CudaResult<()> {
-        let name = match (reverse, E::SUFFIX) {
-            (false, "f32") => "window_partition_f32",
-            (false, _) => "window_partition_bf16",
-            (true, "f32") => "window_reverse_f32",
-            (true, _) => "window_reverse_bf16",
-        };
+    ) -> CudaResult<()>
+    where
+        WindowPartition<E::K>: Kernel,
+        WindowReverse<E::K>: Kernel,
+    {
+        let name = if reverse { WindowReverse::<E::K>::NAME } else { WindowPartition::<E::K>::NAME };
         let n = b * h * w * ch;
         if ws == 0 || h % ws != 0 || w % ws != 0 {
             return Err(invalid(name, format!("[{b}, {h}, {w}, {ch}] is not a whole number of {ws}x{ws} windows")));
@@ -306,9 +329,13 @@ impl CudaDevice {
         if n == 0 {
             return Ok(());
         }
-        let (px, po) = (x.ptr(), out.ptr());
-        let (b, h, w, ch, ws, shift) = (b as u32, h as u32, w as u32, ch as u32, ws as u32, shift as u32);
-        self.launch(name, remap::config(n), &mut args![px, po, b, h, w, ch, ws, shift])
+        let (x, out) = (p(x), p_mut(out));
+        let [b, h, w, ch, ws, shift] = [b, h, w, ch, ws, shift].map(|v| v as u32);
+        if reverse {
+            self.launch(remap::config(n), &WindowReverse { x, out, b, h, w, ch, ws, shift })
+        } else {
+            self.launch(remap::config(n), &WindowPartition { x, out, b, h, w, ch, ws, shift })
+        }
     }
 
     /// Patch merging gather `[b, h, w, ch]` -> `[b, h/2, w/2, 4ch]` (Swin's order).
@@ -317,8 +344,11 @@ impl CudaDevice {
         x: &DeviceBuffer<E>,
         out: &DeviceBuffer<E>,
         (b, h, w, ch): (usize, usize, usize, usize),
-    ) -> CudaResult<()> {
-        let name = pick::<E>("patch_merge_f32", "patch_merge_bf16");
+    ) -> CudaResult<()>
+    where
+        PatchMerge<E::K>: Kernel,
+    {
+        let name = PatchMerge::<E::K>::NAME;
         if h % 2 != 0 || w % 2 != 0 {
             return Err(invalid(name, format!("[{b}, {h}, {w}, {ch}]: h and w must be even")));
         }
@@ -327,8 +357,8 @@ impl CudaDevice {
         if n == 0 {
             return Ok(());
         }
-        let (px, po, b, h, w, ch) = (x.ptr(), out.ptr(), b as u32, h as u32, w as u32, ch as u32);
-        self.launch(name, remap::config(n), &mut args![px, po, b, h, w, ch])
+        let [b, h, w, ch] = [b, h, w, ch].map(|v| v as u32);
+        self.launch(remap::config(n), &PatchMerge { x: p(x), out: p_mut(out), b, h, w, ch })
     }
 
     /// Bilinear resize (`align_corners=False`) of NCHW planes `[nc, h, w]` to `[nc, oh, ow]`.
@@ -338,25 +368,22 @@ impl CudaDevice {
         out: &DeviceBuffer<E>,
         (nc, h, w): (usize, usize, usize),
         (oh, ow): (usize, usize),
-    ) -> CudaResult<()> {
-        let name = pick::<E>("upsample_bilinear_f32", "upsample_bilinear_bf16");
+    ) -> CudaResult<()>
+    where
+        UpsampleBilinear<E::K>: Kernel,
+    {
+        let name = UpsampleBilinear::<E::K>::NAME;
         if h * w == 0 && nc * oh * ow > 0 {
             return Err(invalid(name, format!("empty input plane [{h}, {w}]")));
         }
-        Self::remap_check(
-            name,
-            nc * h * w,
-            x.len(),
-            nc * oh * ow,
-            out.len(),
-            format!("[{nc}, {h}, {w}] -> [{oh}, {ow}]"),
-        )?;
+        let shape = format!("[{nc}, {h}, {w}] -> [{oh}, {ow}]");
+        Self::remap_check(name, nc * h * w, x.len(), nc * oh * ow, out.len(), shape)?;
         if nc * oh * ow == 0 {
             return Ok(());
         }
-        let (px, po) = (x.ptr(), out.ptr());
-        let (nc, h, w, oh32, ow32) = (nc as u32, h as u32, w as u32, oh as u32, ow as u32);
-        self.launch(name, remap::config(nc as usize * oh * ow), &mut args![px, po, nc, h, w, oh32, ow32])
+        let total = nc * oh * ow;
+        let [nc, h, w, oh, ow] = [nc, h, w, oh, ow].map(|v| v as u32);
+        self.launch(remap::config(total), &UpsampleBilinear { x: p(x), out: p_mut(out), nc, h, w, oh, ow })
     }
 
     /// Transposed convolution, kernel 2 stride 2: `[n, cin, h, w]` -> `[n, cout, 2h, 2w]`, weight
@@ -370,46 +397,22 @@ impl CudaDevice {
         out: &DeviceBuffer<E>,
         (n, cin, h, w): (usize, usize, usize, usize),
         cout: usize,
-    ) -> CudaResult<()> {
-        let name = pick::<E>("conv_transpose2x2_f32", "conv_transpose2x2_bf16");
+    ) -> CudaResult<()>
+    where
+        ConvTranspose2x2<E::K>: Kernel,
+    {
+        let name = ConvTranspose2x2::<E::K>::NAME;
         let n_out = n * cout * 4 * h * w;
         if wt.len() < cin * cout * 4 || bias.is_some_and(|b| b.len() < cout) {
             return Err(invalid(name, format!("weight {} for [{cin}, {cout}, 2, 2] or bias too small", wt.len())));
         }
-        Self::remap_check(
-            name,
-            n * cin * h * w,
-            x.len(),
-            n_out,
-            out.len(),
-            format!("[{n}, {cin}, {h}, {w}] -> {cout}"),
-        )?;
+        let shape = format!("[{n}, {cin}, {h}, {w}] -> {cout}");
+        Self::remap_check(name, n * cin * h * w, x.len(), n_out, out.len(), shape)?;
         if n_out == 0 {
             return Ok(());
         }
-        let (px, pw, pb, po) = (x.ptr(), wt.ptr(), null_or(bias), out.ptr());
-        let (n, cin, cout, h, w) = (n as u32, cin as u32, cout as u32, h as u32, w as u32);
-        self.launch(name, remap::config(n_out), &mut args![px, pw, pb, po, n, cin, cout, h, w])
+        let (x, wt, bias, out) = (p(x), p(wt), p_opt(bias), p_mut(out));
+        let [n, cin, cout, h, w] = [n, cin, cout, h, w].map(|v| v as u32);
+        self.launch(remap::config(n_out), &ConvTranspose2x2 { x, wt, bias, out, n, cin, cout, h, w })
     }
-}
-
-/// 16-bit input formats of the tensor-core GEMM.
-pub trait TcInput: Copy + Default {
-    const NAME: &'static str;
-}
-impl TcInput for bf16 {
-    const NAME: &'static str = "bf16";
-}
-impl TcInput for f16 {
-    const NAME: &'static str = "f16";
-}
-/// Output formats of the tensor-core GEMM.
-pub trait TcOutput: Copy + Default {
-    const NAME: &'static str;
-}
-impl TcOutput for f32 {
-    const NAME: &'static str = "f32";
-}
-impl TcOutput for bf16 {
-    const NAME: &'static str = "bf16";
 }

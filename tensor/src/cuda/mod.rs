@@ -1,5 +1,6 @@
 //! The CUDA runtime for the `kernels` crate: one device, the embedded PTX loaded once, a caching
-//! allocation pool, host <-> device copies and a typed launch wrapper per kernel ([`launch`]).
+//! allocation pool, host <-> device copies, and launches of the kernels' typed argument structs
+//! (`kernels::abi`); [`launch`] adds checked wrappers on whole buffers (tests and benchmarks).
 //!
 //! It talks to the driver API through `cudarc` with dynamic loading, so building needs no CUDA
 //! toolkit and a machine without a GPU gets an error from [`CudaDevice::new`], never a panic.
@@ -60,50 +61,6 @@ pub struct CudaDevice {
 unsafe impl Send for CudaDevice {}
 unsafe impl Sync for CudaDevice {}
 
-/// Every entry point in `kernels/ptx/kernels.ptx`, looked up once at start.
-pub const KERNELS: &[&str] = &[
-    "ew_binary_f32",
-    "ew_binary_bf16",
-    "softmax_rows_f32",
-    "softmax_rows_bf16",
-    "layernorm_rows_f32",
-    "layernorm_rows_bf16",
-    "layernorm2d_f32",
-    "layernorm2d_bf16",
-    "gemm_f32",
-    "gemm_tc_bf16_f32",
-    "gemm_tc_bf16_bf16",
-    "gemm_tc_f16_f32",
-    "attention_d32_f32",
-    "attention_d32_bf16",
-    "window_partition_f32",
-    "window_partition_bf16",
-    "window_reverse_f32",
-    "window_reverse_bf16",
-    "patch_merge_f32",
-    "patch_merge_bf16",
-    "upsample_bilinear_f32",
-    "upsample_bilinear_bf16",
-    "conv_transpose2x2_f32",
-    "conv_transpose2x2_bf16",
-    "attention_d16_f32",
-    "attention_d16_bf16",
-    "attention_d8_f32",
-    "attention_d8_bf16",
-    "attention_d64_f32",
-    "attention_d64_bf16",
-    "attention_d128_f32",
-    "attention_d128_bf16",
-    "permute_f32",
-    "permute_bf16",
-    "upsample_sum_nhwc_f32",
-    "upsample_sum_nhwc_bf16",
-    "hyper_product_f32",
-    "hyper_product_bf16",
-    "reduce_rows_f32",
-    "reduce_rows_bf16",
-];
-
 impl CudaDevice {
     /// Opens GPU `ordinal` and loads the kernels. `Err(Unavailable)` when there is no driver or no
     /// such device.
@@ -122,10 +79,11 @@ impl CudaDevice {
         let src = CString::new(kernels::PTX).expect("PTX has no NUL");
         let module = drv("cuModuleLoadData", unsafe { result::module::load_data(src.as_ptr() as *const _) })?;
         let mut functions = HashMap::new();
-        for &k in KERNELS {
-            let f =
-                drv("cuModuleGetFunction", unsafe { result::module::get_function(module, CString::new(k).unwrap()) })?;
-            functions.insert(k, f);
+        // Every entry point the kernels crate describes (`kernels::abi`), looked up once.
+        for k in kernels::abi::ENTRIES {
+            let name = CString::new(k.name).unwrap();
+            let f = drv("cuModuleGetFunction", unsafe { result::module::get_function(module, name) })?;
+            functions.insert(k.name, f);
         }
         let stream = drv("cuStreamCreate", result::stream::create(result::stream::StreamKind::NonBlocking))?;
         Ok(Arc::new(CudaDevice { ctx, functions, pool: Mutex::new(HashMap::new()), stream, name }))

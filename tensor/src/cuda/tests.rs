@@ -254,7 +254,8 @@ fn cuda_attention_window_and_decoder() {
 /// gathers and within rounding for the arithmetic ones.
 #[test]
 fn cuda_remap_kernels_match_emulator() {
-    use kernels::emu::{launch, Order};
+    use kernels::abi::{ConvTranspose2x2, PatchMerge, UpsampleBilinear, WindowPartition};
+    use kernels::emu::{launch_args, Order};
     use kernels::remap;
     let Some(dev) = device() else { return };
     let emu = |n: usize, f: &dyn Fn(kernels::emu::LaunchConfig, *mut f32)| -> Vec<f32> {
@@ -271,9 +272,10 @@ fn cuda_remap_kernels_match_emulator() {
     dev.window_partition(&dx, &out, (b, h, w, ch), ws, sh, false).unwrap();
     let got = dev.download(&out).unwrap();
     let px = x.as_ptr();
-    let a = (b as u32, h as u32, w as u32, ch as u32, ws as u32, sh as u32);
-    let want = emu(x.len(), &|cfg, po| unsafe {
-        launch(cfg, Order::Forward, |c| remap::window_partition(c, px, po, a.0, a.1, a.2, a.3, a.4, a.5))
+    let [b32, h32, w32, ch32, ws32, sh32] = [b, h, w, ch, ws, sh].map(|v| v as u32);
+    let want = emu(x.len(), &|cfg, out| unsafe {
+        let args = WindowPartition { x: px, out, b: b32, h: h32, w: w32, ch: ch32, ws: ws32, shift: sh32 };
+        launch_args(cfg, Order::Forward, &args)
     });
     assert_eq!(got, want, "window_partition");
     let back = dev.alloc::<f32>(x.len()).unwrap();
@@ -282,8 +284,8 @@ fn cuda_remap_kernels_match_emulator() {
 
     // Patch merging [2, 56, 56, 8] -> [2, 28, 28, 32].
     dev.patch_merge(&dx, &out, (b, h, w, ch)).unwrap();
-    let want = emu(x.len(), &|cfg, po| unsafe {
-        launch(cfg, Order::Forward, |c| remap::patch_merge(c, px, po, a.0, a.1, a.2, a.3))
+    let want = emu(x.len(), &|cfg, out| unsafe {
+        launch_args(cfg, Order::Forward, &PatchMerge { x: px, out, b: b32, h: h32, w: w32, ch: ch32 })
     });
     assert_eq!(dev.download(&out).unwrap(), want, "patch_merge");
 
@@ -295,10 +297,9 @@ fn cuda_remap_kernels_match_emulator() {
     dev.fill_bytes(&up, 0xff).unwrap();
     dev.upsample_bilinear(&dxi, &up, (nc, ih, iw), (oh, ow)).unwrap();
     let pxi = xi.as_ptr();
-    let want = emu(nc * oh * ow, &|cfg, po| unsafe {
-        launch(cfg, Order::Forward, |c| {
-            remap::upsample_bilinear(c, pxi, po, nc as u32, ih as u32, iw as u32, oh as u32, ow as u32)
-        })
+    let want = emu(nc * oh * ow, &|cfg, out| unsafe {
+        let [nc, h, w, oh, ow] = [nc, ih, iw, oh, ow].map(|v| v as u32);
+        launch_args(cfg, Order::Forward, &UpsampleBilinear { x: pxi, out, nc, h, w, oh, ow })
     });
     let e = rel_err(&dev.download(&up).unwrap(), &want.iter().map(|&v| v as f64).collect::<Vec<_>>());
     assert!(e < 1e-6, "upsample_bilinear rel err {e}");
@@ -313,10 +314,9 @@ fn cuda_remap_kernels_match_emulator() {
     dev.fill_bytes(&oc, 0xff).unwrap();
     dev.conv_transpose2x2(&dxc, &dwt, Some(&db), &oc, (n, cin, hh, ww), cout).unwrap();
     let (pxc, pwt, pb) = (xc.as_ptr(), wt.as_ptr(), bias.as_ptr());
-    let want = emu(n * cout * 4 * hh * ww, &|cfg, po| unsafe {
-        launch(cfg, Order::Forward, |c| {
-            remap::conv_transpose2x2(c, pxc, pwt, pb, po, n as u32, cin as u32, cout as u32, hh as u32, ww as u32)
-        })
+    let want = emu(n * cout * 4 * hh * ww, &|cfg, out| unsafe {
+        let [n, cin, cout, h, w] = [n, cin, cout, hh, ww].map(|v| v as u32);
+        launch_args(cfg, Order::Forward, &ConvTranspose2x2 { x: pxc, wt: pwt, bias: pb, out, n, cin, cout, h, w })
     });
     let e = rel_err(&dev.download(&oc).unwrap(), &want.iter().map(|&v| v as f64).collect::<Vec<_>>());
     assert!(e < 1e-6, "conv_transpose2x2 rel err {e}");
@@ -328,7 +328,8 @@ fn cuda_rejects_bad_shapes() {
     let a = dev.alloc::<f32>(10).unwrap();
     let b = dev.alloc::<f32>(3).unwrap();
     let err = dev.binary(&a, Some(&b), &a, OP_ADD, ACT_NONE).unwrap_err();
-    assert!(matches!(err, CudaError::Invalid { kernel: "ew_binary_f32", .. }), "{err}");
+    let name = <kernels::abi::EwBinary<f32> as kernels::Kernel>::NAME;
+    assert!(matches!(err, CudaError::Invalid { kernel, .. } if kernel == name), "{err}");
 }
 
 /// The timing table: each kernel at model-sized shapes, as CSV lines `name,ms,bytes,flops` (to
