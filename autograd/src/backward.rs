@@ -3,9 +3,10 @@
 //! flows), already reduced to the input's shape and in the input's dtype.
 //!
 //! Rules recompute what they need from the inputs' values and the output value (nothing extra is
-//! saved at forward time). Where the tensor crate has no primitive for a backward (scatter-add,
-//! max-pool routing, bilinear and area backward, conv weight gradients), a private helper here
-//! works on contiguous f32 data.
+//! saved at forward time). The numerical backward primitives (max-pool routing, bilinear and area
+//! backward, conv weight gradients, GELU's derivative) live beside their forwards in the tensor
+//! crate; the scatter-adds of the indexing ops' backwards (strided slices, index_select, gather)
+//! are private helpers in `shape.rs` working on contiguous f32 data.
 //!
 //! Ties: max/min reductions and maximum/minimum split the gradient evenly between tied elements
 //! (as PyTorch does); max_pool2d routes it to the first maximum of each window (as PyTorch does).

@@ -1,7 +1,8 @@
-//! max_pool2d (NCHW) with PyTorch's ceil_mode rule. Padding counts as -inf.
+//! max_pool2d (NCHW) with PyTorch's ceil_mode rule, and its backward (the gradient routed to
+//! each window's maximum). Padding counts as -inf.
 
 use crate::ops::conv::{from_f32_vec, nchw_dims};
-use crate::{bail, Result, Tensor};
+use crate::{bail, Error, Result, Tensor};
 use rayon::prelude::*;
 
 /// PyTorch's pooling output size. In ceil mode the last window may hang over the end, but
@@ -87,6 +88,59 @@ impl Tensor {
             );
         }
         Ok(from_f32_vec(out, &out_shape, self.dtype()))
+    }
+
+    /// The input gradient of [`Tensor::max_pool2d`]: `self` is the output gradient
+    /// [N, C, Ho, Wo], `x` the forward's input [N, C, H, W]; every output gradient goes to the
+    /// first maximum of its window (NaN counts as a maximum; ceil-mode windows are clipped to
+    /// the input like PyTorch's; padding never wins). The result has `x`'s shape and `self`'s
+    /// dtype.
+    pub fn max_pool2d_backward(
+        &self,
+        x: &Tensor,
+        (kh, kw): (usize, usize),
+        (sh, sw): (usize, usize),
+        (ph, pw): (usize, usize),
+    ) -> Result<Tensor> {
+        const OP: &str = "max_pool2d_backward";
+        let [n, c, h, w] = nchw_dims(OP, x)?;
+        let [gn, gc, ho, wo] = nchw_dims(OP, self)?;
+        if (gn, gc) != (n, c) {
+            return Err(Error::ShapeMismatch { op: OP, lhs: self.shape().to_vec(), rhs: x.shape().to_vec() });
+        }
+        if sh == 0 || sw == 0 {
+            bail!(OP, "stride {:?} must be positive", (sh, sw));
+        }
+        let xv = x.to_f32_vec()?;
+        let gv = self.to_f32_vec()?;
+        let mut out = vec![0f32; xv.len()];
+        if h * w == 0 || ho * wo == 0 {
+            return Ok(from_f32_vec(out, x.shape(), self.dtype()));
+        }
+        out.par_chunks_exact_mut(h * w).zip(xv.par_chunks_exact(h * w)).zip(gv.par_chunks_exact(ho * wo)).for_each(
+            |((dplane, plane), gplane)| {
+                for i in 0..ho {
+                    let (r0, r1) = ((i * sh).saturating_sub(ph), (i * sh + kh).saturating_sub(ph).min(h));
+                    for j in 0..wo {
+                        let (c0, c1) = ((j * sw).saturating_sub(pw), (j * sw + kw).saturating_sub(pw).min(w));
+                        let mut best: Option<(usize, f32)> = None;
+                        for r in r0..r1 {
+                            for c in c0..c1 {
+                                let v = plane[r * w + c];
+                                // First maximum wins; NaN propagates like a maximum (PyTorch).
+                                if best.is_none_or(|(_, b)| v > b || v.is_nan() && !b.is_nan()) {
+                                    best = Some((r * w + c, v));
+                                }
+                            }
+                        }
+                        if let Some((at, _)) = best {
+                            dplane[at] += gplane[i * wo + j];
+                        }
+                    }
+                }
+            },
+        );
+        Ok(from_f32_vec(out, x.shape(), self.dtype()))
     }
 }
 
@@ -222,5 +276,82 @@ mod tests {
         let e = Tensor::zeros(&[2, 4, 4], DType::F32).max_pool2d((2, 2), (2, 2), (0, 0), false).unwrap_err();
         assert!(e.to_string().contains("max_pool2d") && e.to_string().contains("[2, 4, 4]"), "{e}");
         assert!(Tensor::zeros(&[1, 1, 4, 4], DType::U8).max_pool2d((2, 2), (2, 2), (0, 0), false).is_err());
+    }
+
+    /// The max-pool gradient in f64: each output gradient added at the first maximum of its
+    /// window (the in-bounds part).
+    #[allow(clippy::too_many_arguments)]
+    fn pool_grad_ref(
+        x: &[f64],
+        g: &[f64],
+        [n, c, h, w]: [usize; 4],
+        (kh, kw): (usize, usize),
+        (sh, sw): (usize, usize),
+        (ph, pw): (usize, usize),
+        (ho, wo): (usize, usize),
+    ) -> Vec<f64> {
+        let mut dx = vec![0.0; n * c * h * w];
+        for p in 0..n * c {
+            for i in 0..ho {
+                for j in 0..wo {
+                    let mut best: Option<(usize, f64)> = None;
+                    for a in 0..kh {
+                        for b in 0..kw {
+                            let (y, xx) = ((i * sh + a) as isize - ph as isize, (j * sw + b) as isize - pw as isize);
+                            if y >= 0 && xx >= 0 && y < h as isize && xx < w as isize {
+                                let at = (p * h + y as usize) * w + xx as usize;
+                                if best.is_none_or(|(_, m)| x[at] > m) {
+                                    best = Some((at, x[at]));
+                                }
+                            }
+                        }
+                    }
+                    let (at, _) = best.expect("a window saw no input");
+                    dx[at] += g[(p * ho + i) * wo + j];
+                }
+            }
+        }
+        dx
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn max_pool2d_backward_matches_reference(
+            (n, c, kh, kw, sh, sw) in (1usize..=2, 1usize..=3, 1usize..=4, 1usize..=4, 1usize..=3, 1usize..=3),
+            (ph, pw, h_extra, w_extra) in (0usize..=2, 0usize..=2, 0usize..=7, 0usize..=7),
+            ceil_mode: bool,
+            kind in 0u8..4,
+            seed: u64,
+        ) {
+            let (ph, pw) = (ph.min(kh / 2), pw.min(kw / 2));
+            let h = kh.saturating_sub(2 * ph).max(1) + h_extra;
+            let w = kw.saturating_sub(2 * pw).max(1) + w_extra;
+            let x = nchw_input([n, c, h, w], seed, kind, DType::F32);
+            let y = x.max_pool2d((kh, kw), (sh, sw), (ph, pw), ceil_mode).unwrap();
+            let g = nchw_input([n, c, y.shape()[2], y.shape()[3]], seed ^ 5, kind + 1, DType::F32);
+            let got = g.max_pool2d_backward(&x, (kh, kw), (sh, sw), (ph, pw)).unwrap();
+            let (ho, wo) = (y.shape()[2], y.shape()[3]);
+            let want = pool_grad_ref(
+                &x.to_f64_vec().unwrap(), &g.to_f64_vec().unwrap(), [n, c, h, w], (kh, kw), (sh, sw), (ph, pw), (ho, wo),
+            );
+            // Sums of at most a few f32 gradients in window order: within a few ulp.
+            assert_close("max_pool2d_backward", &got, &want, &[n, c, h, w], 1e-6);
+        }
+    }
+
+    #[test]
+    fn max_pool2d_backward_routes_to_the_first_maximum() {
+        // Ties go to the first maximum in row-major order; NaN wins; overlapping windows add up.
+        let x = Tensor::from_vec(vec![1.0f32, 5.0, 5.0, 0.0, 2.0, 5.0, f32::NAN, 3.0, 4.0], &[1, 1, 3, 3]).unwrap();
+        let g = Tensor::from_vec(vec![1.0f32, 10.0, 100.0, 1000.0], &[1, 1, 2, 2]).unwrap();
+        let dx = g.max_pool2d_backward(&x, (2, 2), (1, 1), (0, 0)).unwrap();
+        assert_eq!(dx.to_vec::<f32>().unwrap(), [0.0, 11.0, 0.0, 0.0, 0.0, 1000.0, 100.0, 0.0, 0.0]);
+        // The gradient's dtype, the input's shape.
+        let dx = g.to_dtype(DType::BF16).max_pool2d_backward(&x, (2, 2), (1, 1), (0, 0)).unwrap();
+        assert_eq!((dx.dtype(), dx.shape()), (DType::BF16, &[1, 1, 3, 3][..]));
+        let e = g.max_pool2d_backward(&Tensor::zeros(&[1, 2, 3, 3], DType::F32), (2, 2), (1, 1), (0, 0)).unwrap_err();
+        assert!(e.to_string().contains("max_pool2d_backward"), "{e}");
     }
 }
