@@ -1,4 +1,6 @@
-//! Every derivative rule, one module per op family, one arm per op beside its formula. `g` is
+//! Every derivative rule, one module per op family, one arm per op beside its formula. The modules
+//! are named after the tensor crate's op families (`tensor/src/ops/{unary,gelu,binary,reduce,
+//! softmax,norm,index,matmul,conv,pool,interp}.rs`; `view.rs` after `tensor/src/view.rs`). `g` is
 //! dL/d(out); each rule returns dL/d(input) for every input in order (None where no gradient
 //! flows), already reduced to the input's shape and in the input's dtype.
 //!
@@ -6,16 +8,23 @@
 //! saved at forward time). The numerical backward primitives (max-pool routing, bilinear and area
 //! backward, conv weight gradients, GELU's derivative) live beside their forwards in the tensor
 //! crate; the scatter-adds of the indexing ops' backwards (strided slices, index_select, gather)
-//! are private helpers in `shape.rs` working on contiguous f32 data.
+//! are private helpers in `index.rs` and `view.rs` working on contiguous f32 data.
 //!
 //! Ties: max/min reductions and maximum/minimum split the gradient evenly between tied elements
 //! (as PyTorch does); max_pool2d routes it to the first maximum of each window (as PyTorch does).
 
-mod elementwise;
-mod image;
-mod linalg;
+mod binary;
+mod conv;
+mod gelu;
+mod index;
+mod interp;
+mod matmul;
+mod norm;
+mod pool;
 mod reduce;
-mod shape;
+mod softmax;
+mod unary;
+mod view;
 
 use crate::op::Op;
 use crate::var::Var;
@@ -41,26 +50,17 @@ pub(crate) fn backward_op(op: &Op, inputs: &[Var], out: &Tensor, g: &Tensor) -> 
         | Recip
         | Sigmoid
         | Relu
-        | Gelu
         | Affine { .. }
         | Powf { .. }
         | Clamp { .. }
-        | Prelu => elementwise::unary(op, &xs, out, g),
-        Add | Sub | Mul | Div | Maximum | Minimum | Where { .. } => elementwise::binary(op, &xs, out, g),
-        Sum { .. }
-        | Mean { .. }
-        | Max { .. }
-        | Min { .. }
-        | Softmax { .. }
-        | LogSoftmax { .. }
-        | LayerNorm { .. }
-        | LayerNorm2d { .. } => reduce::backward(op, &xs, out, g),
-        Cat { .. }
-        | Stack { .. }
-        | Roll { .. }
-        | IndexSelect { .. }
-        | Gather { .. }
-        | Reshape
+        | Prelu => unary::backward(op, &xs, out, g),
+        Gelu => gelu::backward(op, &xs, g),
+        Add | Sub | Mul | Div | Maximum | Minimum | Where { .. } => binary::backward(op, &xs, out, g),
+        Sum { .. } | Mean { .. } | Max { .. } | Min { .. } => reduce::backward(op, &xs, out, g),
+        Softmax { .. } | LogSoftmax { .. } => softmax::backward(op, out, g),
+        LayerNorm { .. } | LayerNorm2d { .. } => norm::backward(op, &xs, g),
+        Cat { .. } | Stack { .. } | Roll { .. } | IndexSelect { .. } | Gather { .. } => index::backward(op, &xs, g),
+        Reshape
         | Permute { .. }
         | Narrow { .. }
         | SliceStep { .. }
@@ -68,9 +68,11 @@ pub(crate) fn backward_op(op: &Op, inputs: &[Var], out: &Tensor, g: &Tensor) -> 
         | Unsqueeze { .. }
         | Squeeze { .. }
         | Contiguous
-        | ToDType { .. } => shape::backward(op, &xs, g),
-        Matmul | Linear { .. } | Conv2d { .. } | ConvTranspose2d { .. } => linalg::backward(op, &xs, out, g),
-        MaxPool2d { .. } | InterpolateBilinear | InterpolateArea => image::backward(op, &xs, out, g),
+        | ToDType { .. } => view::backward(op, &xs, g),
+        Matmul | Linear { .. } => matmul::backward(op, &xs, out, g),
+        Conv2d { .. } | ConvTranspose2d { .. } => conv::backward(op, &xs, g),
+        MaxPool2d { .. } => pool::backward(op, &xs, g),
+        InterpolateBilinear | InterpolateArea => interp::backward(op, &xs, g),
     }
 }
 

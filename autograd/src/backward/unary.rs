@@ -1,11 +1,11 @@
-//! Elementwise rules: unary ops and activations, and binary ops with broadcasting.
+//! Unary ops and activations (tensor::ops::unary), PReLU included; GELU is in `gelu.rs`.
 
 use super::{mask, no_rule, scalar, sum_to_shape, InputGrads};
 use crate::op::Op;
 use tensor::{Result, Tensor};
 
 /// x is the input, y the output.
-pub(super) fn unary(op: &Op, xs: &[Tensor], y: &Tensor, g: &Tensor) -> Result<InputGrads> {
+pub(super) fn backward(op: &Op, xs: &[Tensor], y: &Tensor, g: &Tensor) -> Result<InputGrads> {
     let x = &xs[0];
     let dt = x.dtype();
     let dx = match op {
@@ -35,8 +35,6 @@ pub(super) fn unary(op: &Op, xs: &[Tensor], y: &Tensor, g: &Tensor) -> Result<In
         Op::Sigmoid => g.mul(&y.mul(&y.affine(-1.0, 1.0)?)?)?,
         // d relu(x) = [x > 0]
         Op::Relu => g.mul(&mask(x.gt(&scalar(0.0, dt)), dt)?)?,
-        // d gelu(x) = Phi(x) + x phi(x)  (exact erf GELU; beside its forward in tensor::ops::gelu)
-        Op::Gelu => x.gelu_backward(g)?,
         // d (a x + b) = a
         Op::Affine { mul } => g.affine(*mul, 0.0)?,
         // d x^e = e x^(e-1)
@@ -51,48 +49,6 @@ pub(super) fn unary(op: &Op, xs: &[Tensor], y: &Tensor, g: &Tensor) -> Result<In
         other => return Err(no_rule(other)),
     };
     Ok(vec![Some(dx)])
-}
-
-/// Binary ops: each input's gradient is summed back to its own (pre-broadcast) shape.
-pub(super) fn binary(op: &Op, xs: &[Tensor], y: &Tensor, g: &Tensor) -> Result<InputGrads> {
-    let (a, b) = (&xs[0], &xs[1]);
-    let dt = g.dtype();
-    let (da, db) = match op {
-        // d(a + b) = da + db
-        Op::Add => (g.clone(), g.clone()),
-        // d(a - b) = da - db
-        Op::Sub => (g.clone(), g.neg()?),
-        // d(ab) = b da + a db
-        Op::Mul => (g.mul(b)?, g.mul(a)?),
-        // d(a/b) = da / b - (a/b²) db = da / b - (y/b) db
-        Op::Div => {
-            let ga = g.div(b)?;
-            let gb = ga.mul(y)?.neg()?;
-            (ga, gb)
-        }
-        // d max(a, b) = [a > b] da + [a < b] db, ties split in half
-        Op::Maximum => {
-            let wa = tie_split(a.gt(b), a.eq(b), dt)?;
-            (g.mul(&wa)?, g.mul(&wa.affine(-1.0, 1.0)?)?)
-        }
-        // d min(a, b) = [a < b] da + [a > b] db, ties split in half
-        Op::Minimum => {
-            let wa = tie_split(a.lt(b), a.eq(b), dt)?;
-            (g.mul(&wa)?, g.mul(&wa.affine(-1.0, 1.0)?)?)
-        }
-        // where(c, a, b): da = [c] g, db = [!c] g
-        Op::Where { cond } => {
-            let zero = scalar(0.0, dt);
-            (cond.where_cond(g, &zero)?, cond.where_cond(&zero, g)?)
-        }
-        other => return Err(no_rule(other)),
-    };
-    Ok(vec![Some(sum_to_shape(&da, a.shape())?), Some(sum_to_shape(&db, b.shape())?)])
-}
-
-/// The share of the first operand: 1 where it wins, 1/2 on a tie, 0 where it loses.
-fn tie_split(wins: Result<Tensor>, ties: Result<Tensor>, dt: tensor::DType) -> Result<Tensor> {
-    mask(wins, dt)?.add(&mask(ties, dt)?.affine(0.5, 0.0)?)
 }
 
 /// sign(x) as -1, 0 or 1.

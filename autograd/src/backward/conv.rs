@@ -1,38 +1,13 @@
-//! matmul, linear and the convolutions: compositions of tensor ops. The convolutions' input
-//! gradients are the adjoint conv, their weight gradients `Tensor::conv2d_weight_grad` (an
-//! im2col GEMM, beside the forward in tensor::ops::conv).
+//! conv2d and conv_transpose2d (tensor::ops::conv): the input gradients are the adjoint conv,
+//! the weight gradients `Tensor::conv2d_weight_grad` (an im2col GEMM, beside the forward).
 
-use super::{mask, no_rule, scalar, sum_to_shape, InputGrads};
+use super::{no_rule, InputGrads};
 use crate::op::Op;
-use tensor::ops::Activation;
 use tensor::{Result, Tensor};
 
-pub(super) fn backward(op: &Op, xs: &[Tensor], y: &Tensor, g: &Tensor) -> Result<InputGrads> {
+pub(super) fn backward(op: &Op, xs: &[Tensor], g: &Tensor) -> Result<InputGrads> {
     let (x, w) = (&xs[0], &xs[1]);
     match op {
-        // y = a b:  da = g bᵀ,  db = aᵀ g  (summed over broadcast batch dims)
-        Op::Matmul => Ok(vec![
-            Some(sum_to_shape(&g.matmul(&w.t()?)?, x.shape())?),
-            Some(sum_to_shape(&x.t()?.matmul(g)?, w.shape())?),
-        ]),
-        // y = act(x wᵀ + b):  gz = g act'(z),  dx = gz w,  dw = gzᵀ x,  db = sum gz
-        Op::Linear { act, has_bias } => {
-            let gz = match act {
-                Activation::None => g.clone(),
-                // relu'(z) = [z > 0] = [y > 0]
-                Activation::Relu => g.mul(&mask(y.gt(&scalar(0.0, y.dtype())), y.dtype())?)?,
-                // gelu'(z) with z recomputed
-                Activation::Gelu => x.linear(w, xs.get(2).filter(|_| *has_bias))?.gelu_backward(g)?,
-            };
-            let (n_in, n_out) = (w.shape()[1], w.shape()[0]);
-            let x2 = x.reshape(&[usize::MAX, n_in])?;
-            let gz2 = gz.reshape(&[x2.shape()[0], n_out])?;
-            let mut out = vec![Some(gz2.matmul(w)?.reshape(x.shape())?), Some(gz2.t()?.matmul(&x2)?)];
-            if *has_bias {
-                out.push(Some(gz2.sum(&[0], false)?));
-            }
-            Ok(out)
-        }
         // dx = conv_transpose2d(g, w) (output padding restores the floored rows),
         // dw[o, c, a, b] = sum g[n, o, i, j] x[n, c, i s + a - p, j s + b - p],  db = sum g
         Op::Conv2d { stride, padding, has_bias } => {
