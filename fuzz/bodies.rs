@@ -9,8 +9,11 @@ use data::datasets::{self, lapa, utkface, w300};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+/// A target's body: one input, anything may be wrong with it.
+pub type Body = fn(&[u8]);
+
 /// Every target: its name (the folder of its seeds under `fuzz/corpus/`) and its body.
-pub const TARGETS: [(&str, fn(&[u8])); 6] = [
+pub const TARGETS: [(&str, Body); 6] = [
     ("checkpoint_zip_pickle", checkpoint_zip_pickle),
     ("safetensors", safetensors),
     ("image", image),

@@ -50,7 +50,7 @@ fn mutate(rng: &mut SplitMix64, input: &[u8], other: &[u8]) -> Vec<u8> {
                 let width = 1 << below(rng, 4);
                 let v = INTERESTING[below(rng, INTERESTING.len())];
                 let (le, be) = (v.to_le_bytes(), v.to_be_bytes());
-                let src = if rng.next_u64() % 2 == 0 { &le[..width] } else { &be[8 - width..] };
+                let src = if rng.next_u64().is_multiple_of(2) { &le[..width] } else { &be[8 - width..] };
                 let at = below(rng, len);
                 let end = (at + width).min(len);
                 x[at..end].copy_from_slice(&src[..end - at]);
