@@ -7,7 +7,8 @@
 use criterion::{black_box, Criterion};
 use rayon::prelude::*;
 use std::time::{Duration, Instant};
-use tensor::cpu::gemm::{sgemm, Isa};
+use tensor::cpu::gemm::sgemm;
+use tensor::profile::peak::{fma_lanes, fma_peak};
 use tensor::{DType, Tensor};
 
 /// [batch] x (m x k) @ (k x n), all row-major.
@@ -124,77 +125,6 @@ fn median_secs(mut f: impl FnMut()) -> f64 {
     times[times.len() / 2]
 }
 
-/// Peak f32 FMA throughput of one core: 16 independent FMA chains on registers (enough to
-/// cover latency x issue width), with the widest vectors the CPU has.
-fn fma_peak_one_thread(iters: usize) -> f64 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::*;
-        #[target_feature(enable = "avx512f")]
-        fn chains512(iters: usize) -> f32 {
-            let (x, y) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-7));
-            let mut acc = [_mm512_set1_ps(1.0); 16];
-            for _ in 0..iters {
-                for a in acc.iter_mut() {
-                    *a = _mm512_fmadd_ps(*a, x, y);
-                }
-            }
-            acc.iter().map(|&a| _mm512_reduce_add_ps(a)).sum()
-        }
-        #[target_feature(enable = "avx2,fma")]
-        fn chains256(iters: usize) -> f32 {
-            let (x, y) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
-            let mut acc = [_mm256_set1_ps(1.0); 16];
-            for _ in 0..iters {
-                for a in acc.iter_mut() {
-                    *a = _mm256_fmadd_ps(*a, x, y);
-                }
-            }
-            let mut out = [0.0f32; 8];
-            acc.iter().for_each(|&a| unsafe { _mm256_storeu_ps(out.as_mut_ptr(), a) });
-            out.iter().sum()
-        }
-        let t = Instant::now();
-        let lanes = if Isa::Avx512.available() {
-            black_box(unsafe { chains512(black_box(iters)) });
-            16
-        } else if Isa::Avx2Fma.available() {
-            black_box(unsafe { chains256(black_box(iters)) });
-            8
-        } else {
-            return f64::NAN;
-        };
-        (iters * 16 * lanes * 2) as f64 / t.elapsed().as_secs_f64()
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    f64::NAN
-}
-
-/// Peak over all rayon threads at once (each runs the register loop), best of a few tries.
-fn fma_peak() -> (f64, f64) {
-    let iters = 20_000_000;
-    let single = (0..3).map(|_| fma_peak_one_thread(iters)).fold(0.0, f64::max);
-    let threads = rayon::current_num_threads();
-    let all = (0..3)
-        .map(|_| {
-            let t = Instant::now();
-            (0..threads).into_par_iter().for_each(|_| {
-                fma_peak_one_thread(iters);
-            });
-            (threads * iters * 16 * 2) as f64 * lanes() as f64 / t.elapsed().as_secs_f64()
-        })
-        .fold(0.0, f64::max);
-    (single, all)
-}
-
-fn lanes() -> usize {
-    if Isa::Avx512.available() {
-        16
-    } else {
-        8
-    }
-}
-
 fn criterion_benches(c: &mut Criterion, operands: &mut [Operands]) {
     for ops in operands.iter_mut() {
         let mut group = c.benchmark_group(format!("sgemm/{}", ops.s.name));
@@ -212,11 +142,11 @@ fn print_table(operands: &mut [Operands]) {
     println!();
     println!(
         "FMA peak (measured, f32, {}-wide): {:.1} GFLOP/s on 1 thread, {:.1} GFLOP/s on {threads} threads",
-        lanes(),
+        fma_lanes(),
         single / 1e9,
         peak / 1e9
     );
-    println!("kernel: {:?}; times are medians of repeated calls", Isa::detect());
+    println!("kernel: {:?}; times are medians of repeated calls", tensor::cpu::gemm::Isa::detect());
     println!(
         "{:<18} {:>10} {:>10} {:>10} {:>8} {:>10} {:>10}",
         "shape (m x k x n)", "ours GF/s", "gemm GF/s", "mm GF/s", "% peak", "ours/gemm", "ours/mm"

@@ -12,6 +12,7 @@ pub mod dtype;
 pub mod error;
 pub mod layout;
 pub mod ops;
+pub mod profile;
 pub mod storage;
 mod tensor;
 /// Shared test numerics (f64 references, tolerance checks): for tests only, here and in the

@@ -213,6 +213,11 @@ impl Tensor {
         if self.layout.is_contiguous() && self.layout.offset == 0 {
             return self.clone();
         }
+        let _prof = crate::profile::op(
+            crate::profile::Kind::Copy,
+            0.0,
+            2.0 * (self.elem_count() * self.dtype().size_in_bytes()) as f64,
+        );
         let s = self.cpu_storage().expect("contiguous: cpu tensor");
         let storage = with_slice!(s, v => Element::into_storage(gather_strided(v, &self.layout)));
         Tensor::from_storage(storage, Layout::contiguous(self.shape()))

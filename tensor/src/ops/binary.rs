@@ -6,6 +6,7 @@
 use crate::cpu::parallel::{PAR_CHUNK, PAR_MIN};
 use crate::layout::broadcast_shape;
 use crate::layout::Plan;
+use crate::profile;
 use crate::{bf16, f16, CpuStorage, DType, Error, Layout, Result, Tensor};
 use rayon::prelude::*;
 
@@ -119,6 +120,11 @@ impl Tensor {
         fi: impl Fn(i64, i64) -> i64 + Sync,
         fu: impl Fn(u8, u8) -> u8 + Sync,
     ) -> Result<Tensor> {
+        let _prof = profile::op(
+            profile::Kind::Elementwise,
+            0.0,
+            profile::f32_traffic(self.elem_count().max(rhs.elem_count()), 2),
+        );
         let (a, b, shape) = broadcast_pair(op, self, rhs)?;
         let storage = match (a.cpu_storage()?, b.cpu_storage()?) {
             (CpuStorage::F32(x), CpuStorage::F32(y)) => CpuStorage::F32(zip_typed(&shape, &a, x, &b, y, ff)),
@@ -179,6 +185,7 @@ impl Tensor {
     }
     /// `self` is a u8 condition; picks `on_true` where nonzero, else `on_false` (all broadcast).
     pub fn where_cond(&self, on_true: &Tensor, on_false: &Tensor) -> Result<Tensor> {
+        let _prof = profile::op(profile::Kind::Elementwise, 0.0, profile::f32_traffic(self.elem_count(), 3));
         const OP: &str = "where_cond";
         if self.dtype() != DType::U8 {
             return Err(Error::UnsupportedDType { op: OP, dtype: self.dtype() });

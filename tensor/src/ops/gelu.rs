@@ -10,6 +10,7 @@
 //! FMA contraction) and on rayon chunks when large.
 use crate::cpu::parallel::{PAR_CHUNK, PAR_MIN};
 use crate::cpu::vecmath::{erf_small, erfcx_large, exp_neg_sq, ERF_SMALL};
+use crate::profile;
 use crate::{CpuStorage, DType, Error, Result, Tensor};
 use rayon::prelude::*;
 
@@ -152,6 +153,7 @@ fn expect_gelu_float(op: &'static str, t: &Tensor) -> Result<()> {
 impl Tensor {
     /// Exact (erf) GELU, in f32 (f16/bf16 widened and rounded back).
     pub fn gelu(&self) -> Result<Tensor> {
+        let _prof = profile::op(profile::Kind::Gelu, 0.0, profile::f32_traffic(self.elem_count(), 1));
         expect_gelu_float("gelu", self)?;
         let y = Tensor::from_vec(forward_par(&f32_data(self)?), self.shape())?;
         Ok(if self.dtype() == DType::F32 { y } else { y.to_dtype(self.dtype()) })
@@ -160,6 +162,7 @@ impl Tensor {
     /// The GELU backward: `grad * gelu'(self)` with `self` the forward's input, in f32, in the
     /// input's dtype. `grad` must have the input's shape and dtype.
     pub fn gelu_backward(&self, grad: &Tensor) -> Result<Tensor> {
+        let _prof = profile::op(profile::Kind::Gelu, 0.0, profile::f32_traffic(self.elem_count(), 2));
         const OP: &str = "gelu_backward";
         expect_gelu_float(OP, self)?;
         if grad.shape() != self.shape() {

@@ -5,6 +5,7 @@
 //! intermediate contiguous copies are made.
 use crate::layout::Plan;
 use crate::layout::{contiguous_strides, resolve_dim};
+use crate::profile;
 use crate::{bf16, f16, CpuStorage, DType, Element, Error, Layout, Result, Tensor};
 
 /// Copies the elements `src_layout` selects in `src` to the positions `dst_layout` selects in
@@ -109,6 +110,8 @@ fn gather_typed<T: Element>(x: &Tensor, d: usize, index: &Tensor, idx: &[i64]) -
 impl Tensor {
     /// Concatenate along `dim`; shapes must agree on every other dim, dtypes must match.
     pub fn cat(tensors: &[&Tensor], dim: isize) -> Result<Tensor> {
+        let _prof =
+            profile::op(profile::Kind::Copy, 0.0, 8.0 * tensors.iter().map(|t| t.elem_count()).sum::<usize>() as f64);
         const OP: &str = "cat";
         let Some(first) = tensors.first() else {
             return Err(Error::InvalidArgument { op: OP, msg: "no tensors to concatenate".into() });
@@ -146,6 +149,7 @@ impl Tensor {
     /// torch.roll: element i moves to (i + shift) mod n along each dim. With no dims, the
     /// tensor is rolled as if flattened (one shift).
     pub fn roll(&self, shifts: &[isize], dims: &[isize]) -> Result<Tensor> {
+        let _prof = profile::op(profile::Kind::Copy, 0.0, 8.0 * self.elem_count() as f64);
         const OP: &str = "roll";
         if dims.is_empty() {
             if shifts.len() != 1 {
@@ -180,6 +184,7 @@ impl Tensor {
 
     /// Pick slices along `dim` at the i64 indices of the 1-D `index`.
     pub fn index_select(&self, dim: isize, index: &Tensor) -> Result<Tensor> {
+        let _prof = profile::op(profile::Kind::Copy, 0.0, 0.0);
         const OP: &str = "index_select";
         let d = resolve_dim(OP, dim, self.rank())?;
         if index.rank() != 1 {
@@ -195,6 +200,7 @@ impl Tensor {
     /// torch.gather: out[..i..] = self[..index[..i..]..] along `dim`. The index has the rank
     /// of `self` and no larger extent on the other dims; the output has the index's shape.
     pub fn gather(&self, dim: isize, index: &Tensor) -> Result<Tensor> {
+        let _prof = profile::op(profile::Kind::Copy, 0.0, 0.0);
         const OP: &str = "gather";
         let d = resolve_dim(OP, dim, self.rank())?;
         let fits =

@@ -5,6 +5,7 @@
 //! once, then every N·C plane is filled in parallel.
 
 use crate::ops::conv::{from_f32_vec, nchw_dims};
+use crate::profile;
 use crate::{bail, Result, Tensor};
 use rayon::prelude::*;
 
@@ -121,6 +122,7 @@ fn separable_adjoint(op: &'static str, g: &Tensor, in_hw: (usize, usize), ty: &T
 impl Tensor {
     /// `F.interpolate(x, size, mode='bilinear', align_corners=False)`.
     pub fn interpolate_bilinear(&self, size: (usize, usize)) -> Result<Tensor> {
+        let _prof = profile::op(profile::Kind::Resample, 0.0, 0.0);
         let dims @ [_, _, h, w] = check("interpolate_bilinear", self, size)?;
         let wo = size.1;
         let rows = lerp_table(h, size.0);
@@ -163,6 +165,7 @@ impl Tensor {
 
     /// PyTorch's mode='area' (adaptive average pooling).
     pub fn interpolate_area(&self, size: (usize, usize)) -> Result<Tensor> {
+        let _prof = profile::op(profile::Kind::Resample, 0.0, 0.0);
         let dims @ [_, _, h, w] = check("interpolate_area", self, size)?;
         let rows = area_windows(h, size.0);
         let cols = area_windows(w, size.1);
@@ -179,6 +182,7 @@ impl Tensor {
     /// The backward of `interpolate_bilinear` to an input of spatial size `in_hw`: `self` is the
     /// output gradient [N, C, Ho, Wo]; each input gathers it with the forward's weights.
     pub fn interpolate_bilinear_backward(&self, in_hw: (usize, usize)) -> Result<Tensor> {
+        let _prof = profile::op(profile::Kind::Resample, 0.0, 0.0);
         const OP: &str = "interpolate_bilinear_backward";
         let [_, _, ho, wo] = nchw_dims(OP, self)?;
         check_sizes(OP, self, in_hw)?;
@@ -187,6 +191,7 @@ impl Tensor {
 
     /// The backward of `interpolate_area` (adaptive average pooling) to an input of size `in_hw`.
     pub fn interpolate_area_backward(&self, in_hw: (usize, usize)) -> Result<Tensor> {
+        let _prof = profile::op(profile::Kind::Resample, 0.0, 0.0);
         const OP: &str = "interpolate_area_backward";
         let [_, _, ho, wo] = nchw_dims(OP, self)?;
         check_sizes(OP, self, in_hw)?;

@@ -6,6 +6,7 @@
 use crate::cpu::gemm::{sgemm_with, GemmOpts};
 use crate::layout::broadcast_shape;
 use crate::ops::Activation;
+use crate::profile;
 use crate::{CpuStorage, DType, Error, Layout, Result, Tensor};
 use rayon::prelude::*;
 
@@ -17,6 +18,7 @@ const SMALL_PRODUCT: usize = 1 << 19;
 impl Tensor {
     /// [..., m, k] @ [..., k, n] -> [..., m, n]; batch dims broadcast; transposed views need no copy.
     pub fn matmul(&self, rhs: &Tensor) -> Result<Tensor> {
+        let _prof = profile::op(profile::Kind::Gemm, profile::matmul_flops(self.shape(), rhs.shape()), 0.0);
         let mismatch = || Error::ShapeMismatch { op: "matmul", lhs: self.shape().to_vec(), rhs: rhs.shape().to_vec() };
         let (ra, rb) = (self.rank(), rhs.rank());
         if ra < 2 || rb < 2 || self.shape()[ra - 1] != rhs.shape()[rb - 2] {
@@ -86,6 +88,11 @@ impl Tensor {
 
     /// linear followed by an activation, fused into the GEMM's output pass.
     pub fn linear_act(&self, weight: &Tensor, bias: Option<&Tensor>, act: Activation) -> Result<Tensor> {
+        let _prof = profile::op(
+            profile::Kind::Gemm,
+            2.0 * self.elem_count() as f64 * weight.shape().first().copied().unwrap_or(0) as f64,
+            0.0,
+        );
         let mismatch =
             |rhs: &Tensor| Error::ShapeMismatch { op: "linear", lhs: self.shape().to_vec(), rhs: rhs.shape().to_vec() };
         if self.rank() < 1 || weight.rank() != 2 || self.shape()[self.rank() - 1] != weight.shape()[1] {

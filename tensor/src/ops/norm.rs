@@ -3,6 +3,7 @@
 //! Statistics are two-pass (mean, then mean squared deviation) accumulated in f64, so large
 //! offsets do not cancel; the normalisation itself runs in f32 over contiguous rows, in parallel.
 use crate::cpu::parallel::{PAR_CHUNK, PAR_MIN};
+use crate::profile;
 use crate::{Error, Result, Tensor};
 use rayon::prelude::*;
 
@@ -60,6 +61,7 @@ fn layer_norm_row(x: &[f32], out: &mut [f32], w: Option<&[f32]>, b: Option<&[f32
 impl Tensor {
     /// Normalise over the last dim: (x - mean) / sqrt(var + eps) * weight + bias (biased variance).
     pub fn layer_norm(&self, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64) -> Result<Tensor> {
+        let _prof = profile::op(profile::Kind::LayerNorm, 0.0, profile::f32_traffic(self.elem_count(), 1));
         const OP: &str = "layer_norm";
         self.expect_float(OP)?;
         if self.rank() == 0 {
@@ -90,6 +92,7 @@ impl Tensor {
 
     /// Normalise NCHW over C for each pixel; weight and bias have shape [C].
     pub fn layer_norm2d(&self, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64) -> Result<Tensor> {
+        let _prof = profile::op(profile::Kind::LayerNorm, 0.0, profile::f32_traffic(self.elem_count(), 1));
         const OP: &str = "layer_norm2d";
         self.expect_float(OP)?;
         if self.rank() != 4 {

@@ -2,6 +2,7 @@
 //! each window's maximum). Padding counts as -inf.
 
 use crate::ops::conv::{from_f32_vec, nchw_dims};
+use crate::profile;
 use crate::{bail, Error, Result, Tensor};
 use rayon::prelude::*;
 
@@ -39,6 +40,7 @@ impl Tensor {
         padding: (usize, usize),
         ceil_mode: bool,
     ) -> Result<Tensor> {
+        let _prof = profile::op(profile::Kind::Resample, 0.0, 0.0);
         const OP: &str = "max_pool2d";
         let [n, c, h, w] = nchw_dims(OP, self)?;
         let ((kh, kw), (sh, sw), (ph, pw)) = (kernel, stride, padding);
@@ -102,6 +104,7 @@ impl Tensor {
         (sh, sw): (usize, usize),
         (ph, pw): (usize, usize),
     ) -> Result<Tensor> {
+        let _prof = profile::op(profile::Kind::Resample, 0.0, 0.0);
         const OP: &str = "max_pool2d_backward";
         let [n, c, h, w] = nchw_dims(OP, x)?;
         let [gn, gc, ho, wo] = nchw_dims(OP, self)?;

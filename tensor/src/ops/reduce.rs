@@ -7,6 +7,7 @@
 use crate::cpu::parallel::{PAR_CHUNK, PAR_MIN};
 use crate::layout::Plan;
 use crate::layout::{contiguous_strides, resolve_dim};
+use crate::profile;
 use crate::{CpuStorage, Element, Error, Layout, Result, Tensor};
 use rayon::prelude::*;
 
@@ -266,9 +267,11 @@ impl Tensor {
 
     /// Sum over `dims` (negative allowed; empty = all dims).
     pub fn sum(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+        let _prof = profile::op(profile::Kind::Reduce, 0.0, 4.0 * self.elem_count() as f64);
         self.reduce(dims, keepdim, Kind::Sum)
     }
     pub fn mean(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+        let _prof = profile::op(profile::Kind::Reduce, 0.0, 4.0 * self.elem_count() as f64);
         self.reduce(dims, keepdim, Kind::Mean)
     }
     pub fn max(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {

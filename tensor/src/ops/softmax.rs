@@ -6,6 +6,7 @@
 use crate::cpu::parallel::{PAR_CHUNK, PAR_MIN};
 use crate::cpu::vecmath::exp_f32;
 use crate::layout::resolve_dim;
+use crate::profile;
 use crate::{Result, Tensor};
 use rayon::prelude::*;
 
@@ -92,9 +93,11 @@ impl Tensor {
     }
 
     pub fn softmax(&self, dim: isize) -> Result<Tensor> {
+        let _prof = profile::op(profile::Kind::Softmax, 0.0, profile::f32_traffic(self.elem_count(), 1));
         self.softmax_impl(dim, false)
     }
     pub fn log_softmax(&self, dim: isize) -> Result<Tensor> {
+        let _prof = profile::op(profile::Kind::Softmax, 0.0, profile::f32_traffic(self.elem_count(), 1));
         self.softmax_impl(dim, true)
     }
 }

@@ -6,6 +6,7 @@
 use crate::cpu::parallel::map_slice;
 use crate::cpu::vecmath;
 use crate::layout::Plan;
+use crate::profile;
 use crate::{bf16, f16, CpuStorage, Element, Error, Layout, Result, Tensor};
 
 /// `f` over the logical elements of `t` (whose storage slice is `data`), into a contiguous vector.
@@ -39,6 +40,7 @@ where
 impl Tensor {
     /// Applies `f` (in f32) to every element of a float tensor; output has the input's dtype.
     pub(crate) fn map_float(&self, op: &'static str, f: impl Fn(f32) -> f32 + Sync) -> Result<Tensor> {
+        let _prof = profile::op(profile::Kind::Elementwise, 0.0, profile::f32_traffic(self.elem_count(), 1));
         let storage = match self.cpu_storage()? {
             CpuStorage::F32(v) => CpuStorage::F32(map_strided(self, v, f)),
             CpuStorage::F16(v) => CpuStorage::F16(map_strided(self, v, |x: f16| f16::from_f32(f(x.to_f32())))),

@@ -2,6 +2,7 @@
 
 use super::{check_bias, check_common, from_f32_vec, index_range, Geom, COL_BUDGET, PAR_MIN_FLOATS};
 use crate::cpu::gemm::sgemm;
+use crate::profile;
 use crate::{bail, Error, Result, Tensor};
 use rayon::prelude::*;
 
@@ -14,6 +15,7 @@ impl Tensor {
         stride: (usize, usize),
         padding: (usize, usize),
     ) -> Result<Tensor> {
+        let _prof = profile::op(profile::Kind::Conv, 0.0, 0.0);
         conv2d_impl(self, weight, bias, stride, padding, COL_BUDGET)
     }
 }

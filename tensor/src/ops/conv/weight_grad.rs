@@ -3,6 +3,7 @@
 use super::conv2d::im2col;
 use super::{nchw_dims, Geom, COL_BUDGET};
 use crate::cpu::gemm::sgemm;
+use crate::profile;
 use crate::{bail, Result, Tensor};
 
 impl Tensor {
@@ -18,6 +19,7 @@ impl Tensor {
         (sh, sw): (usize, usize),
         (ph, pw): (usize, usize),
     ) -> Result<Tensor> {
+        let _prof = profile::op(profile::Kind::Conv, 0.0, 0.0);
         const OP: &str = "conv2d_weight_grad";
         let [n, r, ho, wo] = nchw_dims(OP, self)?;
         let [ns, c, h, w] = nchw_dims(OP, src)?;
