@@ -12,6 +12,7 @@ use super::{FacexConfig, ModelError};
 use crate::checkpoint::StateDict;
 use autograd::Var;
 use std::collections::HashMap;
+use tensor::profile;
 use tensor::{DType, Error, Result, Tensor};
 
 /// The model's input side: inputs are [N, 3, 224, 224].
@@ -244,19 +245,28 @@ impl FaceXFormer {
         let d = self.config.decoder.dim;
 
         let stages = self.encoder.forward(&x)?;
-        let image = self.fusion.forward(&stages)?; // [B, HW, D]
+        let image = {
+            let _stage = profile::stage("fusion");
+            self.fusion.forward(&stages)?
+        }; // [B, HW, D]
         let hw = image.shape()[1];
         let side = (hw as f64).sqrt().round() as usize;
         let fused = image.reshape(&[b, side, side, d])?.permute(&[0, 3, 1, 2])?;
 
         let table = self.tokens.table()?; // [T, D]
         let tokens = table.unsqueeze(0)?.broadcast_to(&[b, NUM_TOKENS, d])?;
-        let (hs, keys) = self.transformer.forward(&tokens, &image, &self.image_pe)?;
+        let (hs, keys) = {
+            let _stage = profile::stage("decoder");
+            self.transformer.forward(&tokens, &image, &self.image_pe)?
+        };
 
+        let heads_stage = profile::stage("heads");
         let mut task = self.heads.tasks(&hs)?.into_iter();
         let mut next = || task.next().expect("seven task heads");
         let (landmarks, pose, attributes, visibility) = (next(), next(), next(), next());
         let (age, gender, race) = (next(), next(), next());
+        drop(heads_stage);
+        let _stage = profile::stage("upscaler");
         let segmentation = match rows {
             None => self.heads.segmentation(&hs, &keys)?,
             Some([]) => Var::constant(Tensor::zeros(&[0, NUM_MASKS, IMAGE_SIZE, IMAGE_SIZE], DType::F32)),

@@ -12,6 +12,7 @@ use super::params::{Builder, Init};
 use super::schema::{PatchMergeSpec, SwinBlockSpec, SwinSpec};
 use autograd::Var;
 use tensor::ops::Activation;
+use tensor::profile;
 use tensor::{DType, Result, Tensor};
 
 /// Added to attention scores between tokens of different regions of a shifted window.
@@ -261,6 +262,7 @@ impl SwinEncoder {
 
     /// x: [B, 3, H, W] -> the four raw stage outputs, NHWC.
     pub fn forward(&self, x: &Var) -> Result<Vec<Var>> {
+        const STAGE_LABELS: [&str; 4] = ["stage1", "stage2", "stage3", "stage4"];
         let s = x.shape();
         let (b, h, w, p, c) = (s[0], s[2], s[3], self.patch, self.embed_dim);
         // The k=s=p conv as one GEMM over non-overlapping patches, giving NHWC directly.
@@ -271,10 +273,14 @@ impl SwinEncoder {
             3 * p * p,
         ])?;
         let weight = self.patch_weight.reshape(&[c, 3 * p * p])?;
+        let patch_stage = profile::stage("patch_embed");
         let mut x = self.patch_norm.forward(&patches.linear(&weight, Some(&self.patch_bias))?)?;
 
+        drop(patch_stage);
         let mut outs = Vec::with_capacity(self.stages.len());
         for (i, stage) in self.stages.iter().enumerate() {
+            // Labels for `facex bench --profile` (free when it is off); merging counts with the stage it feeds.
+            let _stage = profile::stage(STAGE_LABELS.get(i).copied().unwrap_or("stage5+"));
             if i > 0 {
                 x = self.merges[i - 1].forward(&x)?;
             }

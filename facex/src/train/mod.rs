@@ -17,7 +17,7 @@ use crate::model::{FaceXFormer, Outputs};
 use crate::optim::AdamW;
 use autograd::Var;
 use data::{Batch, Target, Task};
-use tensor::{DType, Error, Result, SplitMix64, Tensor};
+use tensor::{profile, DType, Error, Result, SplitMix64, Tensor};
 
 /// The eight losses, by the name the logs and the gradient fixture use, with their task group.
 pub const LOSSES: [(&str, Task); 8] = [
@@ -212,12 +212,20 @@ pub fn weighted_total(parts: &[(&'static str, Var)], weight: impl Fn(&str) -> f6
 }
 
 /// One optimisation step: forward, summed loss, backward, AdamW. Returns the loss value.
+/// The stage labels are for `facex bench --profile` (`tensor::profile`; free when it is off).
 pub fn train_step(model: &FaceXFormer, opt: &mut AdamW, input: &Tensor, targets: &Targets) -> Result<f64> {
     let out = model.forward(&Var::constant(input.clone()))?;
-    let loss = total_loss(&task_losses(&out, targets)?)?;
+    let loss = {
+        let _stage = profile::stage("loss");
+        total_loss(&task_losses(&out, targets)?)?
+    };
     let value = loss.value().item()?;
-    let grads = loss.backward()?;
+    let grads = {
+        let _stage = profile::stage("backward");
+        loss.backward()?
+    };
     drop(out);
+    let _stage = profile::stage("optimizer");
     opt.step(&model.parameters(), &grads)?;
     Ok(value)
 }

@@ -11,6 +11,7 @@ use facex::train::{train_step, Targets};
 use std::process::ExitCode;
 use std::time::Instant;
 use tensor::backend::Backend;
+use tensor::profile::{self, Kind, Record};
 use tensor::{DType, Tensor};
 
 #[derive(clap::Args)]
@@ -35,6 +36,10 @@ pub struct Args {
     /// Precision on a device: f32 or bf16.
     #[arg(long, default_value = "f32")]
     dtype: String,
+    /// Also print where the time goes (CPU f32): per model stage and per op kind, with rates as a
+    /// fraction of this machine's measured FMA peak and copy bandwidth.
+    #[arg(long)]
+    profile: bool,
 }
 
 /// Seconds per pass of the device graph on an input already on the device: the outputs stay
@@ -97,6 +102,9 @@ pub fn run(args: Args) -> ExitCode {
             let targets = Targets::random(args.batch, 2);
             let mut opt = AdamW::new(1e-4, 1e-5);
             for i in 0..=args.iters {
+                if args.profile && i == 1 {
+                    profile::enable(true); // after the warm-up pass; clears the table
+                }
                 let t = Instant::now();
                 train_step(&model, &mut opt, &input, &targets).map_err(|e| e.to_string())?;
                 if i > 0 {
@@ -106,6 +114,9 @@ pub fn run(args: Args) -> ExitCode {
         } else {
             let x = Var::constant(input);
             for i in 0..=args.iters {
+                if args.profile && i == 1 {
+                    profile::enable(true); // after the warm-up pass; clears the table
+                }
                 let t = Instant::now();
                 no_grad(|| model.forward(&x)).map_err(|e| e.to_string())?;
                 if i > 0 {
@@ -113,6 +124,7 @@ pub fn run(args: Args) -> ExitCode {
                 }
             }
         }
+        profile::enable(false);
         Ok(times)
     })();
     match result {
@@ -127,6 +139,10 @@ pub fn run(args: Args) -> ExitCode {
                     peak_rss_mib().unwrap_or(f64::NAN),
                     rayon::current_num_threads()
                 );
+                if args.profile {
+                    let total: f64 = times.iter().sum();
+                    print_profile(&profile::take(), total, times.len());
+                }
             } else {
                 println!(
                     "facex {mode} {} {} batch {}: median {:.2} ms, {:.1} images/s",
@@ -143,5 +159,67 @@ pub fn run(args: Args) -> ExitCode {
             eprintln!("facex bench: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The profile of the timed passes, per pass: one table per stage, one per op kind. "outside ops"
+/// is the pass time no op accounts for (autograd bookkeeping, allocation, freeing the graph).
+fn print_profile(records: &[Record], total: f64, passes: usize) {
+    let (fma_one, fma_all) = profile::peak::fma_peak();
+    let bandwidth = profile::peak::copy_bandwidth();
+    let per = |s: f64| 1e3 * s / passes as f64;
+    println!(
+        "peaks measured now: FMA {:.0} GFLOP/s on {} threads ({:.0} on one), copy {:.1} GB/s",
+        fma_all / 1e9,
+        rayon::current_num_threads(),
+        fma_one / 1e9,
+        bandwidth / 1e9
+    );
+    let accounted: f64 = records.iter().map(|r| r.seconds).sum();
+
+    let mut stages: Vec<&str> = Vec::new();
+    for r in records {
+        if !stages.contains(&r.stage) {
+            stages.push(r.stage);
+        }
+    }
+    println!("\n{:<16} {:>10} {:>7}  top kinds", "stage", "ms/pass", "share");
+    for st in &stages {
+        let mut cells: Vec<&Record> = records.iter().filter(|r| r.stage == *st).collect();
+        cells.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+        let t: f64 = cells.iter().map(|r| r.seconds).sum();
+        let top: Vec<String> =
+            cells.iter().take(3).map(|r| format!("{} {:.0}%", r.kind.name(), 100.0 * r.seconds / t)).collect();
+        println!("{st:<16} {:>10.1} {:>6.1}%  {}", per(t), 100.0 * t / total, top.join(", "));
+    }
+    println!("{:<16} {:>10.1} {:>6.1}%", "outside ops", per(total - accounted), 100.0 * (total - accounted) / total);
+
+    println!("\n{:<12} {:>10} {:>7} {:>8} {:>14} {:>8}", "op kind", "ms/pass", "share", "calls", "rate", "of peak");
+    for kind in Kind::ALL {
+        let cells: Vec<&Record> = records.iter().filter(|r| r.kind == kind).collect();
+        if cells.is_empty() {
+            continue;
+        }
+        let t: f64 = cells.iter().map(|r| r.seconds).sum();
+        let calls: u64 = cells.iter().map(|r| r.calls).sum();
+        let (work, peak, unit) = if kind.compute_bound() {
+            (cells.iter().map(|r| r.flops).sum::<f64>(), fma_all, "GFLOP/s")
+        } else {
+            (cells.iter().map(|r| r.bytes).sum::<f64>(), bandwidth, "GB/s")
+        };
+        let (rate, share_of_peak) = if work > 0.0 {
+            (format!("{:.1} {unit}", work / t / 1e9), format!("{:.0}%", 100.0 * work / t / peak))
+        } else {
+            ("-".into(), "-".into())
+        };
+        println!(
+            "{:<12} {:>10.1} {:>6.1}% {:>8} {:>14} {:>8}",
+            kind.name(),
+            per(t),
+            100.0 * t / total,
+            calls / passes as u64,
+            rate,
+            share_of_peak
+        );
     }
 }
