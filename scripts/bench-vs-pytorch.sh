@@ -1,20 +1,32 @@
 #!/usr/bin/env bash
 # The full-size model (swin_b, random weights) on this machine's CPU: facex beside PyTorch running
-# the official model code, in the same run, each mode in its own process (for its peak memory).
-#   scripts/bench-vs-pytorch.sh [THREADS]      (PyTorch + facexformer-pipeline must be importable
-#                                               by $PYTHON, default python3)
+# the official model code and, for inference, ONNX Runtime running its export, in the same run,
+# each mode in its own process (for its peak memory).
+#   scripts/bench-vs-pytorch.sh [THREADS] [--profile]
+# PyTorch + facexformer-pipeline (and onnxruntime + onnx for the third column) must be importable
+# by $PYTHON (default python3). --profile adds each side's per-stage and per-op-kind tables.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 threads=${1:-2}
+profile=""; [ "${2:-}" = --profile ] && profile="--profile"
 py=${PYTHON:-python3}
 cargo build --release -q -p facex
 bin=target/release/facex
+median() { sed -n 's/.*median \([0-9.]*\) s.*/\1/p' <<<"$1" | head -1; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.2f", a/b; else printf "-" }'; }
+echo "CPU: $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1), $threads threads"
 for mode in "forward --batch 1" "forward --batch 8" "train --batch 8"; do
   set -- $mode
   flag=""; [ "$1" = train ] && flag="--train"
-  ours=$($bin bench $flag --batch "$3" --threads "$threads" --iters 3)
-  theirs=$($py scripts/bench_pytorch.py "$1" --batch "$3" --threads "$threads" --iters 3)
+  ours=$($bin bench $flag --batch "$3" --threads "$threads" --iters 3 $profile)
+  theirs=$($py scripts/bench_pytorch.py "$1" --batch "$3" --threads "$threads" --iters 3 $profile 2>/dev/null)
   echo "$ours"; echo "$theirs"
-  a=$(sed -n 's/.*median \([0-9.]*\) s.*/\1/p' <<<"$ours"); b=$(sed -n 's/.*median \([0-9.]*\) s.*/\1/p' <<<"$theirs")
-  echo "  -> $1 batch $3: facex/pytorch time ratio $(awk -v a="$a" -v b="$b" 'BEGIN{printf "%.2f", a/b}')"
+  a=$(median "$ours"); b=$(median "$theirs")
+  line="  -> $1 batch $3: facex/pytorch time ratio $(ratio "$a" "$b")"
+  if [ "$1" = forward ] && $py -c "import onnxruntime" 2>/dev/null; then
+    ort=$($py scripts/bench_pytorch.py ort --batch "$3" --threads "$threads" --iters 3 2>/dev/null)
+    echo "$ort"
+    line="$line, facex/onnxruntime $(ratio "$a" "$(median "$ort")")"
+  fi
+  echo "$line"
 done

@@ -4,6 +4,9 @@
   python scripts/bench_pytorch.py forward --batch 1 [--threads 2] [--iters 3]
   python scripts/bench_pytorch.py train   --batch 8
   python scripts/bench_pytorch.py forward --device cuda --dtype bf16 --batch 64   (PyTorch eager on a GPU)
+  python scripts/bench_pytorch.py forward --batch 8 --profile   (also: per stage, per op kind)
+  python scripts/bench_pytorch.py ort --batch 8   (ONNX Runtime on the official model exported by
+                                                   torch.onnx.export, opset 17; needs onnxruntime)
 
 Prints one line: mode, batch, median seconds, peak RSS (MiB). Run one mode per process so that
 the peak memory belongs to that mode alone.
@@ -71,6 +74,106 @@ def total_loss(outs, n):
             + ce(race, torch.randint(0, 5, (n,), generator=g)))
 
 
+# The stages of `facex bench --profile`, as module paths of the official model. Patch merging
+# (backbone.0.{2,4,6}) counts with the stage it feeds, as in ours.
+STAGES = [("patch_embed", ["backbone.0.0"]), ("stage1", ["backbone.0.1"]),
+          ("stage2", ["backbone.0.2", "backbone.0.3"]), ("stage3", ["backbone.0.4", "backbone.0.5"]),
+          ("stage4", ["backbone.0.6", "backbone.0.7"]), ("fusion", ["linear_c.0", "linear_c.1", "linear_c.2", "linear_c.3", "linear_fuse"]),
+          ("decoder", ["face_decoder.transformer"]),
+          ("heads", [f"face_decoder.{t}_prediction_head" for t in
+                     ["landmarks", "pose", "attribute", "visibility", "age", "gender", "race"]]),
+          ("upscaler", ["face_decoder.output_upscaling", "face_decoder.output_hypernetwork_mlps"])]
+
+# torch.profiler op names -> the op kinds of `facex bench --profile`.
+KINDS = [("gemm", ["addmm", "mm", "bmm", "matmul", "linear", "baddbmm"]), ("conv", ["conv", "convolution"]),
+         ("softmax", ["softmax"]), ("layernorm", ["layer_norm"]), ("gelu", ["gelu"]),
+         ("copy", ["copy_", "cat", "contiguous", "clone", "roll", "index", "gather", "pad", "permute"]),
+         ("resample", ["upsample", "interpolate", "pool"]), ("optimizer", ["adamw", "_foreach", "lerp"]),
+         ("reduce", ["sum", "mean", "max", "min"]),
+         ("elementwise", ["add", "mul", "sub", "div", "exp", "log", "sqrt", "where", "neg", "tanh", "sigmoid",
+                          "abs", "cos", "sin", "acos", "clamp", "fill_", "zero_"])]
+
+
+def kind_of(name):
+    n = name.lower()
+    for kind, keys in KINDS:
+        if any(k in n for k in keys):
+            return kind
+    return "other"
+
+
+def profile_run(model, step, passes):
+    """Per stage (wall time between forward hooks, summed over the stage's modules) and per op
+    kind (torch.profiler's self CPU time of each aten op on the calling thread), per pass."""
+    stage_of = {m: st for st, paths in STAGES for path in paths
+                for name, m in model.named_modules() if name == path}
+    stage_t, starts, hooks = {}, {}, []
+    for m, st in stage_of.items():
+        hooks.append(m.register_forward_pre_hook(lambda mod, inp: starts.__setitem__(mod, time.perf_counter())))
+        hooks.append(m.register_forward_hook(
+            lambda mod, inp, out, st=st: stage_t.__setitem__(st, stage_t.get(st, 0.0) + time.perf_counter() - starts[mod])))
+    from torch.profiler import profile, ProfilerActivity
+    t = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(passes):
+            step()
+    total = (time.perf_counter() - t) / passes
+    for h in hooks:
+        h.remove()
+    print(f"pytorch profile: {total * 1e3:.1f} ms/pass (profiler on; forward-hook stages, backward not split)")
+    print(f"{'stage':<16} {'ms/pass':>10} {'share':>7}")
+    for st, _ in STAGES:
+        if st in stage_t:
+            print(f"{st:<16} {stage_t[st] / passes * 1e3:>10.1f} {100 * stage_t[st] / passes / total:>6.1f}%")
+    kinds = {}
+    for e in prof.key_averages():
+        if e.key.startswith("aten::") or "optim" in e.key.lower():
+            kinds[kind_of(e.key)] = kinds.get(kind_of(e.key), 0.0) + e.self_cpu_time_total / 1e6
+    print(f"{'op kind':<12} {'ms/pass':>10} {'share':>7}")
+    for kind, sec in sorted(kinds.items(), key=lambda kv: -kv[1]):
+        print(f"{kind:<12} {sec / passes * 1e3:>10.1f} {100 * sec / passes / total:>6.1f}%")
+
+
+class AllHeads(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return all_heads(self.model, x)
+
+
+def ort_forward(args):
+    """ONNX Runtime, the deployment peer: the official model exported with torch.onnx.export
+    (opset 17, the batch size fixed), run with `threads` intra-op threads, full graph optimisation."""
+    import tempfile
+    import onnxruntime as ort
+    torch.manual_seed(0)
+    model = AllHeads(load_official_model().eval())
+    n = args.batch
+    x = torch.randn(n, 3, 224, 224)
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "facexformer.onnx")
+        with torch.no_grad():
+            torch.onnx.export(model, (x,), path, opset_version=17, dynamo=False)
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = args.threads
+        so.inter_op_num_threads = 1
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+        feed = {sess.get_inputs()[0].name: x.numpy()}
+        sess.run(None, feed)  # warm-up
+        times = []
+        for _ in range(args.iters):
+            t = time.perf_counter()
+            sess.run(None, feed)
+            times.append(time.perf_counter() - t)
+    times.sort()
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"onnxruntime {ort.__version__} forward batch {n}: median {times[len(times) // 2]:.3f} s, "
+          f"peak RSS {peak_mib:.0f} MiB (includes the export)")
+
+
 def gpu_forward(args):
     """Inference on a GPU in eager mode: the official model code, random weights, model and input
     in the given dtype (bf16: `model.to(torch.bfloat16)`, as a user would), CUDA events around
@@ -102,16 +205,19 @@ def gpu_forward(args):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["forward", "train"])
+    ap.add_argument("mode", choices=["forward", "train", "ort"])
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--iters", type=int, default=3)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", choices=["f32", "bf16"], default="f32")
+    ap.add_argument("--profile", action="store_true", help="also print per-stage and per-op-kind times")
     args = ap.parse_args()
     if args.device != "cpu":
         return gpu_forward(args)
     torch.set_num_threads(args.threads)
+    if args.mode == "ort":
+        return ort_forward(args)
     torch.manual_seed(0)
     model = load_official_model()
     n = args.batch
@@ -145,6 +251,17 @@ def main():
     times.sort()
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"pytorch {args.mode} batch {n}: median {times[len(times) // 2]:.3f} s, peak RSS {peak_mib:.0f} MiB")
+    if args.profile:
+        if args.mode == "forward":
+            def step():
+                with torch.no_grad():
+                    all_heads(model, x)
+        else:
+            def step():
+                opt.zero_grad(set_to_none=True)
+                total_loss(all_heads(model, x), n).backward()
+                opt.step()
+        profile_run(model, step, args.iters)
 
 
 if __name__ == "__main__":
