@@ -53,31 +53,7 @@ pub fn assert_close(got: &[f32], want: &[f64], atol: f64, rtol: f64, what: &str)
     }
 }
 
-pub fn gelu64(x: f64) -> f64 {
-    0.5 * x * (1.0 + erf64(x / std::f64::consts::SQRT_2))
-}
-
-/// erf in f64 by its series / continued fraction (enough for reference use, |err| < 1e-12).
-pub fn erf64(x: f64) -> f64 {
-    if x.abs() > 3.0 {
-        // erfc by continued fraction
-        let a = x.abs();
-        let mut f = 0.0;
-        for k in (1..60).rev() {
-            f = k as f64 / 2.0 / (a + f);
-        }
-        let erfc = (-a * a).exp() / std::f64::consts::PI.sqrt() / (a + f);
-        return x.signum() * (1.0 - erfc);
-    }
-    let mut sum = x;
-    let mut term = x;
-    for n in 1..200 {
-        term *= -x * x / n as f64;
-        let t = term / (2 * n + 1) as f64;
-        sum += t;
-        if t.abs() < 1e-17 {
-            break;
-        }
-    }
-    sum * 2.0 / std::f64::consts::PI.sqrt()
-}
+/// The exact GELU in f64: the workspace's one reference (`tensor::testing`, a dev-dependency: the
+/// tensor crate builds on this one, and cargo allows the cycle for tests).
+#[allow(unused_imports)] // not every test file uses it
+pub use tensor::testing::gelu_f64 as gelu64;
