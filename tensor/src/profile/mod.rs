@@ -108,8 +108,17 @@ pub fn take() -> Vec<Record> {
 
 /// Times one op while alive (see the module doc). Build it with [`op`].
 #[must_use = "the op is timed until the guard is dropped"]
-pub struct OpGuard {
-    start: Option<(Kind, Instant, f64, f64)>,
+pub enum OpGuard {
+    /// Accounting was off when the op started.
+    Off,
+    /// Inside another timed op: its time belongs to that op.
+    Nested,
+    Timed {
+        kind: Kind,
+        start: Instant,
+        flops: f64,
+        bytes: f64,
+    },
 }
 
 /// Start timing an op of `kind` doing `flops` arithmetic and moving `bytes` of memory (either
@@ -117,21 +126,25 @@ pub struct OpGuard {
 #[inline]
 pub fn op(kind: Kind, flops: f64, bytes: f64) -> OpGuard {
     if !ENABLED.load(Ordering::Relaxed) {
-        return OpGuard { start: None };
+        return OpGuard::Off;
     }
     if DEPTH.fetch_add(1, Ordering::AcqRel) > 0 {
-        return OpGuard { start: Some((kind, Instant::now(), f64::NAN, 0.0)) };
+        return OpGuard::Nested;
     }
-    OpGuard { start: Some((kind, Instant::now(), flops, bytes)) }
+    OpGuard::Timed { kind, start: Instant::now(), flops, bytes }
 }
 
 impl Drop for OpGuard {
     fn drop(&mut self) {
-        let Some((kind, start, flops, bytes)) = self.start else { return };
+        let (kind, start, flops, bytes) = match *self {
+            OpGuard::Off => return,
+            OpGuard::Nested => {
+                DEPTH.fetch_sub(1, Ordering::AcqRel);
+                return;
+            }
+            OpGuard::Timed { kind, start, flops, bytes } => (kind, start, flops, bytes),
+        };
         DEPTH.fetch_sub(1, Ordering::AcqRel);
-        if flops.is_nan() {
-            return; // nested: its time belongs to the outer op
-        }
         let seconds = start.elapsed().as_secs_f64();
         let stage = *STAGE.lock().unwrap();
         let mut table = TABLE.lock().unwrap();
