@@ -47,16 +47,26 @@ pub struct Args {
 fn time_device<B: Backend>(dm: &DeviceModel<B>, input: &Tensor, iters: usize) -> Result<Vec<f64>, String> {
     let be = dm.backend();
     let x = be.upload(input, dm.dtype()).map_err(|e| e.to_string())?;
-    let mut times = Vec::new();
-    for i in 0..=iters {
-        let t = Instant::now();
+    time_passes(iters, false, || {
         dm.run(&x).map_err(|e| e.to_string())?;
-        be.synchronize().map_err(|e| e.to_string())?;
-        if i > 0 {
-            times.push(t.elapsed().as_secs_f64());
-        }
-    }
-    Ok(times)
+        be.synchronize().map_err(|e| e.to_string())
+    })
+}
+
+/// Seconds of each of `iters` passes after one warm-up pass. With `profile`, `tensor::profile`
+/// accounts the timed passes (not the warm-up) and is off again on return.
+fn time_passes(iters: usize, profile: bool, mut pass: impl FnMut() -> Result<(), String>) -> Result<Vec<f64>, String> {
+    pass()?;
+    profile::enable(profile); // clears the table
+    let times = (0..iters)
+        .map(|_| {
+            let t = Instant::now();
+            pass()?;
+            Ok(t.elapsed().as_secs_f64())
+        })
+        .collect();
+    profile::enable(false);
+    times
 }
 
 /// Peak resident memory of this process (VmHWM), in MiB.
@@ -85,7 +95,6 @@ pub fn run(args: Args) -> ExitCode {
     let result = (|| -> Result<Vec<f64>, String> {
         let model = FaceXFormer::new_random(&config, 0).map_err(|e| e.to_string())?;
         let input = Tensor::randn(&[args.batch, 3, 224, 224], 1, DType::F32);
-        let mut times = Vec::new();
         if args.device != "cpu" || args.dtype != "f32" {
             if args.train {
                 return Err("training runs on the cpu device".into());
@@ -101,31 +110,13 @@ pub fn run(args: Args) -> ExitCode {
         if args.train {
             let targets = Targets::random(args.batch, 2);
             let mut opt = AdamW::new(1e-4, 1e-5);
-            for i in 0..=args.iters {
-                if args.profile && i == 1 {
-                    profile::enable(true); // after the warm-up pass; clears the table
-                }
-                let t = Instant::now();
-                train_step(&model, &mut opt, &input, &targets).map_err(|e| e.to_string())?;
-                if i > 0 {
-                    times.push(t.elapsed().as_secs_f64());
-                }
-            }
+            time_passes(args.iters, args.profile, || {
+                train_step(&model, &mut opt, &input, &targets).map(drop).map_err(|e| e.to_string())
+            })
         } else {
             let x = Var::constant(input);
-            for i in 0..=args.iters {
-                if args.profile && i == 1 {
-                    profile::enable(true); // after the warm-up pass; clears the table
-                }
-                let t = Instant::now();
-                no_grad(|| model.forward(&x)).map_err(|e| e.to_string())?;
-                if i > 0 {
-                    times.push(t.elapsed().as_secs_f64());
-                }
-            }
+            time_passes(args.iters, args.profile, || no_grad(|| model.forward(&x)).map(drop).map_err(|e| e.to_string()))
         }
-        profile::enable(false);
-        Ok(times)
     })();
     match result {
         Ok(mut times) => {
