@@ -193,6 +193,22 @@ mod tests {
         out
     }
 
+    /// A pooling case PyTorch accepts: padding at most half the kernel, an input at least one
+    /// window (after padding) plus `extra`. Returns the input and the clamped padding.
+    fn pool_input(
+        [n, c]: [usize; 2],
+        (kh, kw): (usize, usize),
+        (ph, pw): (usize, usize),
+        (h_extra, w_extra): (usize, usize),
+        seed: u64,
+        kind: u8,
+    ) -> (Tensor, (usize, usize)) {
+        let (ph, pw) = (ph.min(kh / 2), pw.min(kw / 2));
+        let h = kh.saturating_sub(2 * ph).max(1) + h_extra;
+        let w = kw.saturating_sub(2 * pw).max(1) + w_extra;
+        (nchw_input([n, c, h, w], seed, kind, DType::F32), (ph, pw))
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
 
@@ -204,10 +220,8 @@ mod tests {
             kind in 0u8..4,
             seed: u64,
         ) {
-            let (ph, pw) = (ph.min(kh / 2), pw.min(kw / 2));
-            let h = kh.saturating_sub(2 * ph).max(1) + h_extra;
-            let w = kw.saturating_sub(2 * pw).max(1) + w_extra;
-            let x = nchw_input([n, c, h, w], seed, kind, DType::F32);
+            let (x, (ph, pw)) = pool_input([n, c], (kh, kw), (ph, pw), (h_extra, w_extra), seed, kind);
+            let [h, w] = [x.shape()[2], x.shape()[3]];
             let got = x.max_pool2d((kh, kw), (sh, sw), (ph, pw), ceil_mode).unwrap();
             let ho = out_len_ref(h, kh, sh, ph, ceil_mode);
             let wo = out_len_ref(w, kw, sw, pw, ceil_mode);
@@ -328,10 +342,8 @@ mod tests {
             kind in 0u8..4,
             seed: u64,
         ) {
-            let (ph, pw) = (ph.min(kh / 2), pw.min(kw / 2));
-            let h = kh.saturating_sub(2 * ph).max(1) + h_extra;
-            let w = kw.saturating_sub(2 * pw).max(1) + w_extra;
-            let x = nchw_input([n, c, h, w], seed, kind, DType::F32);
+            let (x, (ph, pw)) = pool_input([n, c], (kh, kw), (ph, pw), (h_extra, w_extra), seed, kind);
+            let [h, w] = [x.shape()[2], x.shape()[3]];
             let y = x.max_pool2d((kh, kw), (sh, sw), (ph, pw), ceil_mode).unwrap();
             let g = nchw_input([n, c, y.shape()[2], y.shape()[3]], seed ^ 5, kind + 1, DType::F32);
             let got = g.max_pool2d_backward(&x, (kh, kw), (sh, sw), (ph, pw)).unwrap();
