@@ -31,6 +31,7 @@
 
 pub mod abi;
 pub mod attention;
+pub mod attention_tc;
 pub mod ctx;
 pub mod elementwise;
 pub mod fusion;

@@ -261,3 +261,129 @@ fn packed_qkv_in_and_token_major_out() {
         assert_close(&out, &want, 2e-5, 2e-5, &format!("packed qkv {order:?}"));
     });
 }
+
+// ---- The tensor-core kernel (`attention_tc`): against the f64 composite and its CUDA-core twin ----
+
+/// Head dim `d` in tensor-core instance `I`: bf16 q, k, v (values in [-2, 2)), f64 reference on the
+/// same rounded inputs, and the CUDA-core twin ([`attention::attention`], bf16) on the same inputs.
+/// Tolerance: P enters the tensor cores rounded to bf16 and the output is bf16 (2^-8 relative).
+#[allow(clippy::too_many_arguments, non_snake_case)]
+fn check_tc<const I: usize>(
+    D: usize,
+    batch: usize,
+    heads: usize,
+    nq: usize,
+    nk: usize,
+    with_bias: bool,
+    n_mask: usize,
+    seed: u64,
+) {
+    use kernels::attention_tc;
+    let mk = |n: usize, s: u64| -> (Vec<Bf16>, Vec<f32>) {
+        let e: Vec<Bf16> = rand_vec(n, s).iter().map(|&x| Bf16::from_f32(x * 2.0)).collect();
+        let f = e.iter().map(|x| x.to_f32()).collect();
+        (e, f)
+    };
+    let (q, qf) = mk(batch * heads * nq * D, seed);
+    let (k, kf) = mk(batch * heads * nk * D, seed + 1);
+    let (v, vf) = mk(batch * heads * nk * D, seed + 2);
+    let bias: Vec<f32> = rand_vec(heads * nq * nk, seed + 3).iter().map(|x| x * 3.0).collect();
+    let mask: Vec<f32> = (0..n_mask.max(1) * nq * nk)
+        .map(|e| if (e / nk + e % nk + e / (nq * nk)).is_multiple_of(3) { -100.0 } else { 0.0 })
+        .collect();
+    let scale = 1.0 / (D as f32).sqrt();
+    let (pb, pm) = (
+        if with_bias { bias.as_ptr() } else { std::ptr::null() },
+        if n_mask > 0 { mask.as_ptr() } else { std::ptr::null() },
+    );
+    let want = attention_ref(
+        D,
+        &qf,
+        &kf,
+        &vf,
+        with_bias.then_some(&bias[..]),
+        (n_mask > 0).then_some((&mask[..], n_mask)),
+        batch,
+        heads,
+        nq,
+        nk,
+        scale as f64,
+    );
+    let shape = AttnShape::head_major(heads, nq, nk, n_mask.max(1), scale, D);
+    let (pq, pk, pv) = (q.as_ptr(), k.as_ptr(), v.as_ptr());
+    let what = format!("attention_tc d{D} (instance {I}) b{batch} h{heads} {nq}x{nk} bias {with_bias} masks {n_mask}");
+    // The twin, once (the default order).
+    let mut twin = vec![Bf16::from_f32(f32::NAN); want.len()];
+    let po = twin.as_mut_ptr();
+    macro_rules! twin {
+        ($T:literal) => {
+            unsafe {
+                run(attention::config::<$T>(batch, heads, nq), kernels::emu::TEST_ORDERS[0], |c| {
+                    attention::attention::<_, Bf16, $T>(c, pq, pk, pv, pb, pm, po, &shape)
+                })
+            }
+        };
+    }
+    match attention::instance(D) {
+        Some(8) => twin!(8),
+        Some(16) => twin!(16),
+        Some(32) => twin!(32),
+        Some(64) => twin!(64),
+        _ => twin!(128),
+    }
+    let twin: Vec<f64> = twin.iter().map(|x| x.to_f32() as f64).collect();
+    for_each_order(|order| {
+        let mut out = vec![Bf16::from_f32(f32::NAN); want.len()];
+        let po = out.as_mut_ptr();
+        let cfg = attention_tc::config::<I>(batch, heads, nq);
+        unsafe { run(cfg, order, |c| attention_tc::attention_tc::<_, Bf16, I>(c, pq, pk, pv, pb, pm, po, &shape)) };
+        let got: Vec<f32> = out.iter().map(|x| x.to_f32()).collect();
+        assert_close(&got, &want, 2e-2, 2e-2, &format!("{what} vs f64 {order:?}"));
+        assert_close(&got, &twin, 2e-2, 2e-2, &format!("{what} vs the CUDA-core twin {order:?}"));
+    });
+}
+
+#[test]
+fn tc_swin_windows_with_bias_and_shift_mask() {
+    // Swin-B's heads are 32 wide; 2 images x 4 windows of 49 tokens, bias and a shifted-window mask.
+    check_tc::<32>(32, 8, 3, 49, 49, true, 4, 40);
+    check_tc::<32>(32, 2, 2, 49, 49, false, 0, 41);
+}
+
+#[test]
+fn tc_decoder_shapes_over_several_key_tiles() {
+    // The decoder's heads are 16 wide: 18 tokens over many image tokens (3 key tiles, the last
+    // partial) and many image tokens over 18 tokens (2 query blocks, the last partial).
+    check_tc::<16>(16, 1, 2, 18, 150, false, 0, 42);
+    check_tc::<16>(16, 1, 2, 100, 18, false, 0, 43);
+}
+
+#[test]
+fn tc_head_dim_64() {
+    check_tc::<64>(64, 2, 2, 49, 49, true, 2, 44);
+    check_tc::<64>(64, 1, 1, 70, 130, false, 1, 45);
+}
+
+#[test]
+fn tc_other_head_dims_run_padded() {
+    use kernels::attention_tc::instance;
+    for (d, seed) in [(8, 50), (12, 51), (24, 52), (40, 53), (5, 55), (63, 56)] {
+        match instance(d) {
+            Some(16) => check_tc::<16>(d, 2, 2, 49, 49, true, 2, seed),
+            Some(32) => check_tc::<32>(d, 2, 2, 49, 49, true, 2, seed),
+            Some(64) => check_tc::<64>(d, 1, 2, 49, 70, true, 1, seed),
+            other => panic!("d {d}: instance {other:?}"),
+        }
+    }
+    // Wider heads run on the CUDA-core twin.
+    assert_eq!((instance(0), instance(65), instance(128)), (None, None, None));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4))]
+    #[test]
+    fn tc_attention_shapes(batch in 1usize..3, heads in 1usize..3, nq in 1usize..80, nk in 1usize..140,
+                           with_bias: bool, n_mask in 0usize..3, seed: u64) {
+        check_tc::<32>(32, batch, heads, nq, nk, with_bias, n_mask, seed % 1000);
+    }
+}
