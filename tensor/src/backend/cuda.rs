@@ -14,7 +14,9 @@ use crate::{bf16, DType, Error, Result, Tensor};
 use kernels::abi::*;
 use kernels::ctx::LaunchConfig;
 use kernels::math::ACT_NONE;
-use kernels::{attention, elementwise, fusion, gemm, gemm_tc, hyper, layernorm, permute, remap, softmax, Bf16, Elem};
+use kernels::{
+    attention, attention_tc, elementwise, fusion, gemm, gemm_tc, hyper, layernorm, permute, remap, softmax, Bf16, Elem,
+};
 use std::sync::Arc;
 
 /// Device memory holding `len` elements of `dtype` (F32 or BF16).
@@ -154,6 +156,23 @@ impl Cuda {
                     s,
                 })
             };
+        }
+        // bf16 heads up to 64 wide run on the tensor cores; the CUDA-core kernel is their twin.
+        macro_rules! run_tc {
+            ($D:literal) => {
+                self.run(op, attention_tc::config::<$D>(b, h, nq), vec![b, nq, h * d], dtype, |out: *mut E| {
+                    let [q, k, v] = [q, k, v].map(|p| p.cast::<Bf16>());
+                    AttentionTc::<Bf16, $D> { q, k, v, bias, mask, out: out.cast(), s }
+                })
+            };
+        }
+        if dtype == DType::BF16 {
+            match attention_tc::instance(d) {
+                Some(16) => return run_tc!(16),
+                Some(32) => return run_tc!(32),
+                Some(64) => return run_tc!(64),
+                _ => {}
+            }
         }
         match attention::instance(d) {
             Some(8) => run!(8),

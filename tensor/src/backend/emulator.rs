@@ -24,7 +24,9 @@ use kernels::abi::*;
 pub use kernels::emu::Order;
 use kernels::emu::{self, LaunchConfig};
 use kernels::math::ACT_NONE;
-use kernels::{attention, elementwise, fusion, gemm, gemm_tc, hyper, layernorm, permute, remap, softmax, Bf16, Elem};
+use kernels::{
+    attention, attention_tc, elementwise, fusion, gemm, gemm_tc, hyper, layernorm, permute, remap, softmax, Bf16, Elem,
+};
 use std::sync::Arc;
 
 /// 16 bytes, 16-byte aligned: the unit of an emulator buffer, so that the kernels' vector loads
@@ -194,6 +196,24 @@ impl Emulator {
                     self.launch(attention::config::<$D>(b, h, nq), &args)
                 })
             };
+        }
+        // bf16 heads up to 64 wide run on the tensor cores; the CUDA-core kernel is their twin.
+        macro_rules! run_tc {
+            ($D:literal) => {
+                self.output::<E>(vec![b, nq, h * d], dtype, |out| unsafe {
+                    let [q, k, v] = [q, k, v].map(|p| p.cast::<Bf16>());
+                    let args = AttentionTc::<Bf16, $D> { q, k, v, bias, mask, out: out.cast(), s };
+                    self.launch(attention_tc::config::<$D>(b, h, nq), &args)
+                })
+            };
+        }
+        if dtype == DType::BF16 {
+            match attention_tc::instance(d) {
+                Some(16) => return Ok(run_tc!(16)),
+                Some(32) => return Ok(run_tc!(32)),
+                Some(64) => return Ok(run_tc!(64)),
+                _ => {}
+            }
         }
         Ok(match attention::instance(d) {
             Some(8) => run!(8),
