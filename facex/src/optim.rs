@@ -28,11 +28,28 @@ pub struct AdamW {
     pub weight_decay: f64,
     step: u64,
     moments: HashMap<usize, (Vec<f32>, Vec<f32>)>,
+    /// A parameter's learning rate is `lr` times its scale (1 when absent): torch's parameter
+    /// groups, with the schedule applied to all of them alike.
+    lr_scale: HashMap<usize, f64>,
 }
 
 impl AdamW {
     pub fn new(lr: f64, weight_decay: f64) -> Self {
-        AdamW { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay, step: 0, moments: HashMap::new() }
+        AdamW {
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay,
+            step: 0,
+            moments: HashMap::new(),
+            lr_scale: HashMap::new(),
+        }
+    }
+
+    /// Train `p` at `scale` x the learning rate (0 freezes it, weight decay included).
+    pub fn set_lr_scale(&mut self, p: &Var, scale: f64) {
+        self.lr_scale.insert(p.id(), scale);
     }
 
     pub fn step_count(&self) -> u64 {
@@ -85,10 +102,11 @@ impl AdamW {
         for p in params {
             let Some(g) = grad_of(grads, p)? else { continue };
             let mut x = p.value().to_f32_vec()?;
+            let lr = self.lr * self.lr_scale.get(&p.id()).copied().unwrap_or(1.0);
             let (m, v) = self.moments.entry(p.id()).or_insert_with(|| (vec![0.0; x.len()], vec![0.0; x.len()]));
             let k = AdamWConstants {
-                decay: (1.0 - self.lr * self.weight_decay) as f32,
-                step_size: (self.lr / bc1) as f32,
+                decay: (1.0 - lr * self.weight_decay) as f32,
+                step_size: (lr / bc1) as f32,
                 b1: b1 as f32,
                 b2: b2 as f32,
                 bc2_sqrt: bc2_sqrt as f32,
@@ -283,6 +301,31 @@ mod tests {
         for i in 0..3 {
             assert!((got[i] as f64 - x[i]).abs() < 1e-6, "{i}: {} vs {}", got[i], x[i]);
         }
+    }
+
+    #[test]
+    fn adamw_lr_scale_is_a_parameter_group() {
+        // A parameter at scale s steps as an optimizer at lr x s would; one at 0 stays put.
+        let gs = [[0.1f32, -0.3], [0.2, 0.05], [-0.6, 0.3]];
+        let (a, b, c) = (
+            Var::param(Tensor::from_slice(&[0.5f32, -1.0], &[2]).unwrap(), "a"),
+            Var::param(Tensor::from_slice(&[0.5f32, -1.0], &[2]).unwrap(), "b"),
+            Var::param(Tensor::from_slice(&[0.5f32, -1.0], &[2]).unwrap(), "c"),
+        );
+        let mut grouped = AdamW::new(1e-2, 0.1);
+        grouped.set_lr_scale(&a, 0.25);
+        grouped.set_lr_scale(&c, 0.0);
+        let mut plain = AdamW::new(1e-2 * 0.25, 0.1);
+        for g in &gs {
+            let gv = Var::constant(Tensor::from_slice(g, &[2]).unwrap());
+            let loss = |p: &Var| p.mul(&gv).unwrap().sum_all().unwrap();
+            let grads = loss(&a).add(&loss(&c)).unwrap().backward().unwrap();
+            grouped.step(&[a.clone(), c.clone()], &grads).unwrap();
+            plain.step(std::slice::from_ref(&b), &loss(&b).backward().unwrap()).unwrap();
+        }
+        assert_eq!(a.value().to_f32_vec().unwrap(), b.value().to_f32_vec().unwrap());
+        assert_ne!(a.value().to_f32_vec().unwrap(), vec![0.5, -1.0]);
+        assert_eq!(c.value().to_f32_vec().unwrap(), vec![0.5, -1.0]);
     }
 
     #[test]

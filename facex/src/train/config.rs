@@ -80,6 +80,9 @@ pub struct OptimizerSection {
     pub warmup_steps: u64,
     /// Global-norm gradient clipping (0: off).
     pub clip_grad_norm: f64,
+    /// Learning-rate multiplier by parameter-name prefix (torch's parameter groups): the longest
+    /// matching prefix wins, 1 where none matches, 0 freezes. Each prefix must name a parameter.
+    pub lr_scale: BTreeMap<String, f64>,
 }
 
 impl Default for OptimizerSection {
@@ -95,6 +98,7 @@ impl Default for OptimizerSection {
             gamma: 0.1,
             warmup_steps: 0,
             clip_grad_norm: 0.0,
+            lr_scale: BTreeMap::new(),
         }
     }
 }
@@ -193,6 +197,23 @@ impl TrainConfig {
         }
     }
 
+    /// The learning-rate multiplier of each named parameter (`optimizer.lr_scale`), or an error
+    /// naming a prefix that matches no parameter.
+    pub fn lr_scales(&self, names: &[String]) -> Result<Vec<f64>, String> {
+        let table = &self.optimizer.lr_scale;
+        if let Some(prefix) = table.keys().find(|p| !names.iter().any(|n| n.starts_with(p.as_str()))) {
+            return Err(format!("optimizer.lr_scale: {prefix:?} is the prefix of no parameter of the model"));
+        }
+        let scale = |name: &String| {
+            table
+                .iter()
+                .filter(|(p, _)| name.starts_with(p.as_str()))
+                .max_by_key(|(p, _)| p.len())
+                .map_or(1.0, |(_, s)| *s)
+        };
+        Ok(names.iter().map(scale).collect())
+    }
+
     /// The weight of a task loss (1 unless the config says otherwise).
     pub fn loss_weight(&self, name: &str) -> f64 {
         self.loss_weights.get(name).copied().unwrap_or(1.0)
@@ -216,6 +237,11 @@ impl TrainConfig {
         if !(o.weight_decay.is_finite() && o.weight_decay >= 0.0) || o.clip_grad_norm.is_nan() || o.clip_grad_norm < 0.0
         {
             return Err("optimizer.weight_decay and optimizer.clip_grad_norm must be >= 0".into());
+        }
+        for (prefix, scale) in &o.lr_scale {
+            if !(scale.is_finite() && *scale >= 0.0) {
+                return Err(format!("optimizer.lr_scale.{prefix:?} must be >= 0, not {scale}"));
+            }
         }
         if o.epochs == 0 {
             return Err("optimizer.epochs must be at least 1".into());
@@ -298,6 +324,23 @@ mod tests {
         assert!(e.contains("model.weights"), "{e}");
         let e = TrainConfig::from_toml("").unwrap_err();
         assert!(e.contains("[[dataset]]"), "{e}");
+    }
+
+    #[test]
+    fn lr_scale_takes_the_longest_prefix() {
+        let text = format!(
+            "[optimizer.lr_scale]\n\"face_decoder\" = 0.1\n\"face_decoder.landmarks\" = 2.0\n\"backbone.\" = 0\n{MINIMAL}"
+        );
+        let cfg = TrainConfig::from_toml(&text).unwrap();
+        let names: Vec<String> =
+            ["backbone.a", "face_decoder.x", "face_decoder.landmarks_head.w", "linear_fuse.weight"]
+                .map(String::from)
+                .into();
+        assert_eq!(cfg.lr_scales(&names).unwrap(), vec![0.0, 0.1, 2.0, 1.0]);
+        let e = cfg.lr_scales(&names[1..]).unwrap_err();
+        assert!(e.contains("\"backbone.\"") && e.contains("no parameter"), "{e}");
+        let bad = TrainConfig::from_toml(&format!("[optimizer.lr_scale]\nbackbone = -1\n{MINIMAL}")).unwrap_err();
+        assert!(bad.contains("lr_scale") && bad.contains("backbone"), "{bad}");
     }
 
     #[test]

@@ -251,6 +251,10 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, stop: &AtomicBool) -> Result<
     };
 
     let params = model.named_parameters();
+    let names: Vec<String> = params.iter().map(|(n, _)| n.clone()).collect();
+    for ((_, p), scale) in params.iter().zip(cfg.lr_scales(&names)?) {
+        opt.set_lr_scale(p, scale);
+    }
     let plain: Vec<Var> = params.iter().map(|(_, p)| p.clone()).collect();
     let mut window: Vec<(String, f64, usize)> = Vec::new();
     let (mut first_losses, mut last_losses) = (Vec::new(), Vec::new());
