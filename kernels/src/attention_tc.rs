@@ -253,7 +253,7 @@ unsafe fn body<C: Ctx, I: MmaInput + Elem, const KS: usize, const NT: usize>(
                 tile_max[r] = tile_max[r].max(y);
             }
         }
-        // 3. Online softmax: the group's 4 lanes (xor 1, 2) share each row. 
+        // 3. Online softmax: the group's 4 lanes (xor 1, 2) share each row.
         let mut scale_old = [0.0f32; 2];
         for r in 0..2 {
             let mut mx = tile_max[r];

@@ -8,11 +8,11 @@ use super::{drv, CudaDevice, CudaError, CudaResult, DeviceBuffer};
 use cudarc::driver::result;
 use half::{bf16, f16};
 use kernels::abi::{
-    Attention, ConvTranspose2x2, EwBinary, GemmF32, GemmTc, Layernorm2d, LayernormRows, PatchMerge, SoftmaxRows,
-    UpsampleBilinear, WindowPartition, WindowReverse,
+    Attention, AttentionTc, ConvTranspose2x2, EwBinary, GemmF32, GemmTc, Layernorm2d, LayernormRows, PatchMerge,
+    SoftmaxRows, UpsampleBilinear, WindowPartition, WindowReverse,
 };
 use kernels::ctx::LaunchConfig;
-use kernels::{attention, elementwise, gemm, gemm_tc, layernorm, remap, softmax, Elem, Kernel};
+use kernels::{attention, attention_tc, elementwise, gemm, gemm_tc, layernorm, remap, softmax, Elem, Kernel};
 
 pub use kernels::attention::AttnShape;
 pub use kernels::elementwise::{OP_ADD, OP_MUL};
@@ -258,32 +258,37 @@ impl CudaDevice {
         Attention<E::K, 32>: Kernel,
     {
         const D: usize = 32;
-        let name = Attention::<E::K, D>::NAME;
-        let (h, nq, nk, nm) = (s.heads as usize, s.nq as usize, s.nk as usize, s.n_mask as usize);
-        // This typed wrapper takes whole head-major buffers; strided layouts go through
-        // `backend::cuda`, which checks the views it launches on.
-        let hm = AttnShape::head_major(h, nq, nk, nm, s.scale, D);
-        let strides = |a: &AttnShape| [a.q_bs, a.q_hs, a.q_rs, a.kv_bs, a.kv_hs, a.kv_rs, a.o_bs, a.o_hs, a.o_rs];
-        if strides(&s) != strides(&hm) {
-            return Err(invalid(name, format!("{s:?}: this wrapper takes head-major [batch, heads, n, {D}] buffers")));
-        }
-        let ok = q.len() >= batch * h * nq * D
-            && out.len() >= batch * h * nq * D
-            && k.len() >= batch * h * nk * D
-            && v.len() >= batch * h * nk * D
-            && bias.is_none_or(|b| b.len() >= h * nq * nk)
-            && mask.is_none_or(|m| nm > 0 && m.len() >= nm * nq * nk)
-            && nm > 0
-            && nk > 0;
-        if !ok {
-            return Err(invalid(name, format!("batch {batch} {s:?}: buffers too small or empty keys")));
-        }
-        if batch * h * nq == 0 {
+        if !attention_fits(Attention::<E::K, D>::NAME, D, [q.len(), k.len(), v.len(), out.len()], bias, mask, batch, s)?
+        {
             return Ok(());
         }
         let (q, k, v, out) = (p(q), p(k), p(v), p_mut(out));
         let args = Attention::<E::K, D> { q, k, v, bias: p_opt(bias), mask: p_opt(mask), out, s };
-        self.launch(attention::config::<D>(batch, h, nq), &args)
+        self.launch(attention::config::<D>(batch, s.heads as usize, s.nq as usize), &args)
+    }
+
+    /// [`Self::attention`] on the tensor cores (`attention_tc`: bf16, head dim 32), the same
+    /// buffers and shapes.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention_tc(
+        &self,
+        q: &DeviceBuffer<bf16>,
+        k: &DeviceBuffer<bf16>,
+        v: &DeviceBuffer<bf16>,
+        bias: Option<&DeviceBuffer<f32>>,
+        mask: Option<&DeviceBuffer<f32>>,
+        out: &DeviceBuffer<bf16>,
+        batch: usize,
+        s: AttnShape,
+    ) -> CudaResult<()> {
+        const D: usize = 32;
+        type K = AttentionTc<kernels::Bf16, D>;
+        if !attention_fits(K::NAME, D, [q.len(), k.len(), v.len(), out.len()], bias, mask, batch, s)? {
+            return Ok(());
+        }
+        let (q, k, v, out) = (p(q), p(k), p(v), p_mut(out));
+        let args = K { q, k, v, bias: p_opt(bias), mask: p_opt(mask), out, s };
+        self.launch(attention_tc::config::<D>(batch, s.heads as usize, s.nq as usize), &args)
     }
 
     /// Checks an index-remapping launch: element counts below 2^31 and buffers large enough.
@@ -415,4 +420,38 @@ impl CudaDevice {
         let [n, cin, cout, h, w] = [n, cin, cout, h, w].map(|v| v as u32);
         self.launch(remap::config(n_out), &ConvTranspose2x2 { x, wt, bias, out, n, cin, cout, h, w })
     }
+}
+
+/// Checks the typed attention wrappers' head-major buffers (q, k, v, out lengths) for head dim `d`:
+/// an error naming the kernel, or whether there is anything to compute.
+#[allow(clippy::too_many_arguments)]
+fn attention_fits(
+    name: &'static str,
+    d: usize,
+    [q, k, v, out]: [usize; 4],
+    bias: Option<&DeviceBuffer<f32>>,
+    mask: Option<&DeviceBuffer<f32>>,
+    batch: usize,
+    s: AttnShape,
+) -> CudaResult<bool> {
+    let (h, nq, nk, nm) = (s.heads as usize, s.nq as usize, s.nk as usize, s.n_mask as usize);
+    // These wrappers take whole head-major buffers; strided layouts go through `backend::cuda`,
+    // which checks the views it launches on.
+    let hm = AttnShape::head_major(h, nq, nk, nm, s.scale, d);
+    let strides = |a: &AttnShape| [a.q_bs, a.q_hs, a.q_rs, a.kv_bs, a.kv_hs, a.kv_rs, a.o_bs, a.o_hs, a.o_rs];
+    if strides(&s) != strides(&hm) {
+        return Err(invalid(name, format!("{s:?}: this wrapper takes head-major [batch, heads, n, {d}] buffers")));
+    }
+    let ok = q >= batch * h * nq * d
+        && out >= batch * h * nq * d
+        && k >= batch * h * nk * d
+        && v >= batch * h * nk * d
+        && bias.is_none_or(|b| b.len() >= h * nq * nk)
+        && mask.is_none_or(|m| nm > 0 && m.len() >= nm * nq * nk)
+        && nm > 0
+        && nk > 0;
+    if !ok {
+        return Err(invalid(name, format!("batch {batch} {s:?}: buffers too small or empty keys")));
+    }
+    Ok(batch * h * nq > 0)
 }

@@ -249,6 +249,34 @@ fn cuda_attention_window_and_decoder() {
     }
 }
 
+/// The tensor-core attention on the device against the f64 reference on the inputs as bf16 sees
+/// them, at the Swin window and decoder shapes.
+#[test]
+fn cuda_attention_tc_window_and_decoder() {
+    let Some(dev) = device() else { return };
+    for &(batch, heads, nq, nk, n_mask) in &[(16, 3, 49, 49, 4), (2, 2, 18, 3136, 1), (1, 2, 3136, 18, 1)] {
+        let round = |v: Vec<f32>| v.iter().map(|&x| bf16::from_f32(x)).collect::<Vec<_>>();
+        let (q, k, v) = (
+            round(rand_vec(batch * heads * nq * 32, 21)),
+            round(rand_vec(batch * heads * nk * 32, 22)),
+            round(rand_vec(batch * heads * nk * 32, 23)),
+        );
+        let wide = |v: &[bf16]| v.iter().map(|x| x.to_f32()).collect::<Vec<_>>();
+        let bias = rand_vec(heads * nq * nk, 24);
+        let mask: Vec<f32> = (0..n_mask * nq * nk).map(|e| if e % 7 == 0 { -100.0 } else { 0.0 }).collect();
+        let want = attention_ref(&wide(&q), &wide(&k), &wide(&v), &bias, &mask, n_mask, (batch, heads), nq, nk);
+        let (dq, dk, dv) = (dev.upload(&q).unwrap(), dev.upload(&k).unwrap(), dev.upload(&v).unwrap());
+        let (db, dm) = (dev.upload(&bias).unwrap(), dev.upload(&mask).unwrap());
+        let out = dev.alloc::<bf16>(q.len()).unwrap();
+        dev.fill_bytes(&out, 0xff).unwrap();
+        let s = AttnShape::head_major(heads, nq, nk, n_mask, 1.0 / 32f32.sqrt(), 32);
+        dev.attention_tc(&dq, &dk, &dv, Some(&db), Some(&dm), &out, batch, s).unwrap();
+        let e = rel_err(&wide(&dev.download(&out).unwrap()), &want);
+        // P enters the tensor cores as bf16 and the output is bf16.
+        assert!(e < 1e-2, "attention_tc {batch}x{heads}x{nq}x{nk} rel err {e}");
+    }
+}
+
 /// The remapping kernels on the device against the same bodies under the CPU emulator (which the
 /// kernels crate tests against plain references): the results must be bit-identical for the pure
 /// gathers and within rounding for the arithmetic ones.
@@ -398,6 +426,8 @@ fn cuda_bench() {
     let bytes = 4.0 * (qkv_len * 2) as f64 + ((heads + 64) * t * t * 4) as f64;
     let flops = 4.0 * (batch * heads * t * t * 32) as f64;
     rec(format!("window_attention_bf16 {batch}x{heads}x{t}"), ms, bytes, flops);
+    let ms = dev.time_ms(20, || dev.attention_tc(&q, &k, &v, Some(&bias), Some(&mask), &out, batch, s)).unwrap();
+    rec(format!("window_attention_tc_bf16 {batch}x{heads}x{t}"), ms, bytes, flops);
     drop((q, k, v, out));
 
     // GEMMs, bf16 in, bf16 out, f32 accumulate: C[m,n] = A[m,k] B[n,k]^T (+ bias for the MLP).
