@@ -4,7 +4,8 @@
 #   scripts/ptx.sh            rebuild and overwrite the committed PTX
 #   scripts/ptx.sh --check    rebuild into a temp file, fail if it differs from the committed one,
 #                             then assemble it with ptxas for sm_80 and sm_90 and print registers,
-#                             stack and spills per kernel (fails if a hot kernel spills)
+#                             stack and spills per kernel (fails if any kernel spills or has a
+#                             local stack frame)
 #
 # Needs the pinned toolchain's rust-src and llvm-bitcode-linker (rust-toolchain.toml). ptxas comes
 # from the PyPI wheel nvidia-cuda-nvcc-cu12 (downloaded once into ~/.cache/facex-nvcc) unless
@@ -78,6 +79,12 @@ if [[ "${1:-}" == "--check" ]]; then
                                      printf "  %-28s regs %4s  stack %4s  spill st/ld %s/%s\n", name, regs, frame, sst, sld }'
         if echo "$report" | grep -q "[1-9][0-9]* bytes spill"; then
             echo "ptx.sh --check: spills on $arch" >&2
+            status=1
+        fi
+        # A stack frame without spills is an array LLVM left in local memory (a loop it did not
+        # unroll, a closure it did not inline): as slow as a spill.
+        if echo "$report" | grep -q "[1-9][0-9]* bytes stack frame"; then
+            echo "ptx.sh --check: a local stack frame on $arch" >&2
             status=1
         fi
     done

@@ -222,16 +222,16 @@ kernels! {
         layernorm2d_bf16 { type E = Bf16; }
     }
 
-    /// Batched f32 GEMM with arbitrary strides, alpha, bias and activation (SIMT).
+    /// Batched f32 GEMM with arbitrary strides, alpha, bias, activation and residual (SIMT).
     Cooperative GemmF32[O][O: Elem]
-    (a: *const f32, b: *const f32, bias: *const f32, out: *mut O, m: u32, n: u32, k: u32,
+    (a: *const f32, b: *const f32, bias: *const f32, residual: *const O, out: *mut O, m: u32, n: u32, k: u32,
         s: gemm::Strides, alpha: f32, act: u32) => gemm::gemm_f32::<_, O> {
         gemm_f32 { type O = f32; }
     }
 
-    /// Tensor-core GEMM `C = act(alpha A Bᵀ + bias)`, 16-bit inputs `I`, output `O`.
+    /// Tensor-core GEMM `C = act(alpha A Bᵀ + bias) + R`, 16-bit inputs `I`, output `O`.
     Cooperative GemmTc[I, O][I: MmaInput, O: Elem]
-    (a: *const I, b: *const I, bias: *const f32, out: *mut O, m: u32, n: u32, k: u32,
+    (a: *const I, b: *const I, bias: *const f32, residual: *const O, out: *mut O, m: u32, n: u32, k: u32,
         s: gemm_tc::Strides, alpha: f32, act: u32) => gemm_tc::gemm_tc::<_, I, O> {
         gemm_tc_bf16_f32 { type I = Bf16; type O = f32; }
         gemm_tc_bf16_bf16 { type I = Bf16; type O = Bf16; }

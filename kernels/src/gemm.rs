@@ -1,6 +1,9 @@
-//! f32 GEMM on the CUDA cores (SIMT), any strides, batched, with a fused bias + activation epilogue:
+//! f32 GEMM on the CUDA cores (SIMT), any strides, batched, with a fused bias + activation +
+//! residual epilogue:
 //!
-//! `C[b][i][j] = act(alpha * sum_k A[b][i][k] * B[b][k][j] + bias[j])`
+//! `C[b][i][j] = act(alpha * sum_k A[b][i][k] * B[b][k][j] + bias[j]) + R[b][i][j]`
+//!
+//! `R` (null: none) has C's layout; it may be C itself (an in-place residual add).
 //!
 //! Element (i, k) of A is at `a + b*batch_a + i*a_rs + k*a_cs` (likewise B, C), so transposed and
 //! broadcast (stride 0) operands need no copy. A block computes a 64x64 tile of C with 256 threads,
@@ -37,7 +40,8 @@ pub fn config(m: usize, n: usize, batch: usize) -> LaunchConfig {
 
 /// # Safety
 /// The operands hold every element the strides address for `m x k`, `k x n` and `m x n` (per
-/// batch); `bias` is null or holds `n`. Launch with [`config`].
+/// batch); `bias` is null or holds `n`; `residual` is null or laid out as `out`. Launch with
+/// [`config`].
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub unsafe fn gemm_f32<C: Ctx, O: Elem>(
@@ -45,6 +49,7 @@ pub unsafe fn gemm_f32<C: Ctx, O: Elem>(
     a: *const f32,
     b: *const f32,
     bias: *const f32,
+    residual: *const O,
     out: *mut O,
     m: u32,
     n: u32,
@@ -59,6 +64,7 @@ pub unsafe fn gemm_f32<C: Ctx, O: Elem>(
     let a = a.add(bid.z as usize * s.batch_a as usize);
     let b = b.add(bid.z as usize * s.batch_b as usize);
     let out = out.add(bid.z as usize * s.batch_c as usize);
+    let residual = if residual.is_null() { residual } else { residual.add(bid.z as usize * s.batch_c as usize) };
     // Shared: As[BK][BM] (A transposed, so each thread reads 4 consecutive rows), Bs[BK][BN].
     let a_sh: *mut f32 = c.shared();
     let b_sh = a_sh.add(BK * BM);
@@ -104,7 +110,9 @@ pub unsafe fn gemm_f32<C: Ctx, O: Elem>(
             let gj = n0 + tx * 4 + j;
             if gi < m && gj < n {
                 let bj = if bias.is_null() { 0.0 } else { *bias.add(gj) };
-                *out.add(gi * s.c_rs as usize + gj) = O::from_f32(activate(alpha * v + bj, act));
+                let at = gi * s.c_rs as usize + gj;
+                let r = if residual.is_null() { 0.0 } else { (*residual.add(at)).to_f32() };
+                *out.add(at) = O::from_f32(activate(alpha * v + bj, act) + r);
             }
         }
     }

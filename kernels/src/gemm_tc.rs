@@ -1,7 +1,10 @@
 //! GEMM on tensor cores: bf16 or f16 inputs, f32 accumulation (`mma.sync.m16n8k16`), batched, with
-//! a fused `alpha`, bias and activation epilogue:
+//! a fused `alpha`, bias, activation and residual epilogue:
 //!
-//! `C[b][i][j] = act(alpha * sum_k A[b][i][k] * B[b][j][k] + bias[j])`
+//! `C[b][i][j] = act(alpha * sum_k A[b][i][k] * B[b][j][k] + bias[j]) + R[b][i][j]`
+//!
+//! `R` (null: none) has C's layout, so a Swin MLP's `x + fc2(h)` is one pass: the sum is rounded
+//! once, where the unfused pair rounds the product and then the sum.
 //!
 //! B is given as `[n, k]` (k contiguous): the layout of a linear layer's weight, so `x @ W^T` needs
 //! no transpose; `A` is `[m, k]`, `C` is `[m, n]`, each with its own row stride and batch stride.
@@ -88,17 +91,19 @@ unsafe fn load8(p: *const u16, ld: usize, row: usize, rows: usize, k0: usize, k:
     ])
 }
 
-/// The activation and conversion, kept out of line: inlined 64 times (GELU is ~30 instructions) it stops LLVM
-/// from unrolling the epilogue, and then the accumulators are indexed at run time and live in
-/// local memory instead of registers.
+/// One output element: activation, residual, conversion and store, kept out of line: inlined 64
+/// times (GELU is ~30 instructions) it stops LLVM from unrolling the epilogue, and then the
+/// accumulators are indexed at run time and live in local memory instead of registers.
 #[inline(never)]
-fn epilogue<O: Elem>(x: f32, act: u32) -> O {
-    O::from_f32(activate(x, act))
+unsafe fn epilogue<O: Elem>(out: *mut O, residual: *const O, batch_off: usize, at: usize, x: f32, act: u32) {
+    let r = if residual.is_null() { 0.0 } else { (*residual.add(batch_off + at)).to_f32() };
+    *out.add(at) = O::from_f32(activate(x, act) + r);
 }
 
 /// # Safety
 /// `a` holds `m x k` (row stride `lda`), `b` holds `n x k` (row stride `ldb`), `out` holds `m x n`
-/// (row stride `ldc`), each per batch; `bias` is null or holds `n`. Launch with [`config`].
+/// (row stride `ldc`), each per batch; `bias` is null or holds `n`; `residual` is null or laid out
+/// as `out`. Launch with [`config`].
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub unsafe fn gemm_tc<C: Ctx, I: MmaInput, O: Elem>(
@@ -106,6 +111,7 @@ pub unsafe fn gemm_tc<C: Ctx, I: MmaInput, O: Elem>(
     a: *const I,
     b: *const I,
     bias: *const f32,
+    residual: *const O,
     out: *mut O,
     m: u32,
     n: u32,
@@ -196,22 +202,27 @@ pub unsafe fn gemm_tc<C: Ctx, I: MmaInput, O: Elem>(
 
     // Epilogue: fragment element e of tile (i, j) is at row g + 8*(e/2), column 2*(lane%4) + e%2.
     let (g, tq) = (lane / 4, lane % 4);
-    let store = |i: usize, acc_i: &[[f32; 4]; 4]| {
-        for (j, frag) in acc_i.iter().enumerate() {
-            for (e, v) in frag.iter().enumerate() {
-                let row = m0 + wm * 64 + i * 16 + g + 8 * (e / 2);
-                let col = n0 + wn * 32 + j * 8 + 2 * tq + e % 2;
-                if row < m && col < n {
-                    let bj = if bias.is_null() { 0.0 } else { *bias.add(col) };
-                    *out.add(row * s.ldc as usize + col) = epilogue::<O>(alpha * v + bj, act);
+    // `out` is already at this batch item; the residual (same layout) is offset in the epilogue.
+    let batch_off = bid.z as usize * s.batch_c as usize;
+    // A macro, written out per i rather than a loop or a closure: LLVM would not unroll a loop
+    // over i here (a run-time index into `acc` moves it to local memory), and it stopped inlining
+    // the closure once the residual was added (its captures then went to the stack).
+    macro_rules! store {
+        ($i:literal) => {
+            for (j, frag) in acc[$i].iter().enumerate() {
+                for (e, v) in frag.iter().enumerate() {
+                    let row = m0 + wm * 64 + $i * 16 + g + 8 * (e / 2);
+                    let col = n0 + wn * 32 + j * 8 + 2 * tq + e % 2;
+                    if row < m && col < n {
+                        let bj = if bias.is_null() { 0.0 } else { *bias.add(col) };
+                        epilogue(out, residual, batch_off, row * s.ldc as usize + col, alpha * v + bj, act);
+                    }
                 }
             }
-        }
-    };
-    // Written out rather than looped: LLVM would not unroll a loop over i here, and a run-time
-    // index into `acc` moves it to local memory.
-    store(0, &acc[0]);
-    store(1, &acc[1]);
-    store(2, &acc[2]);
-    store(3, &acc[3]);
+        };
+    }
+    store!(0);
+    store!(1);
+    store!(2);
+    store!(3);
 }

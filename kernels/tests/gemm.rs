@@ -48,7 +48,8 @@ proptest! {
     /// the batch, padded C rows.
     #[test]
     fn gemm_f32_strided(m in 1usize..80, n in 1usize..80, k in 1usize..40, batch in 1usize..3,
-                        a_t: bool, b_t: bool, b_bcast: bool, bias_on: bool, act in 0u32..3, seed: u64) {
+                        a_t: bool, b_t: bool, b_bcast: bool, bias_on: bool, act in 0u32..3, res_on: bool,
+                        seed: u64) {
         let a = rand_vec(batch * m * k, seed);
         let b = rand_vec(batch * k * n, seed + 1);
         let bias = rand_vec(n, seed + 2);
@@ -59,16 +60,24 @@ proptest! {
             a_rs: a_rs as u64, a_cs: a_cs as u64, b_rs: b_rs as u64, b_cs: b_cs as u64, c_rs: ldc as u64,
             batch_a: (m * k) as u64, batch_b: if b_bcast { 0 } else { (k * n) as u64 }, batch_c: (m * ldc) as u64,
         };
-        let want = gemm_ref(batch, m, n, k,
+        // The residual has C's layout (padded rows); added after the activation.
+        let res = rand_vec(batch * m * ldc, seed + 3);
+        let mut want = gemm_ref(batch, m, n, k,
             |z, i, kk| a[z * m * k + i * a_rs + kk * a_cs],
             |z, kk, j| b[z * s.batch_b as usize + kk * b_rs + j * b_cs],
             bias_on.then_some(&bias[..]), 0.5, act);
+        if res_on {
+            for (e, w) in want.iter_mut().enumerate() { *w += res[(e / n) * ldc + e % n] as f64; }
+        }
         for_each_order(|order| {
             let mut out = vec![f32::NAN; batch * m * ldc];
             let (pa, pb, po) = (a.as_ptr(), b.as_ptr(), out.as_mut_ptr());
             let pbias = if bias_on { bias.as_ptr() } else { std::ptr::null() };
+            let pres = if res_on { res.as_ptr() } else { std::ptr::null() };
             let cfg = gemm::config(m, n, batch);
-            unsafe { run(cfg, order, |c| gemm::gemm_f32(c, pa, pb, pbias, po, m as u32, n as u32, k as u32, &s, 0.5, act)) };
+            unsafe {
+                run(cfg, order, |c| gemm::gemm_f32(c, pa, pb, pbias, pres, po, m as u32, n as u32, k as u32, &s, 0.5, act))
+            };
             let got: Vec<f32> = (0..batch * m * n).map(|e| out[(e / n) * ldc + e % n]).collect();
             assert_close(&got, &want, 1e-5, 1e-5, &format!("gemm_f32 {batch}x{m}x{n}x{k} {order:?}"));
             // The padding between C rows is untouched.
@@ -90,6 +99,7 @@ fn check_tc<O: Elem>(
     f16: bool,
     bias_on: bool,
     act: u32,
+    res_on: bool,
     seed: u64,
     tol: f64,
 ) {
@@ -108,7 +118,7 @@ fn check_tc<O: Elem>(
         batch_b: 0,
         batch_c: (m * ldc) as u64,
     };
-    let want = gemm_ref(
+    let mut want = gemm_ref(
         batch,
         m,
         n,
@@ -119,20 +129,41 @@ fn check_tc<O: Elem>(
         1.0,
         act,
     );
+    // The residual in the output type and C's layout (padded rows), added after the activation.
+    let res: Vec<O> = rand_vec(batch * m * ldc, seed + 3).into_iter().map(O::from_f32).collect();
+    if res_on {
+        for (e, w) in want.iter_mut().enumerate() {
+            *w += res[(e / n) * ldc + e % n].to_f32() as f64;
+        }
+    }
     for_each_order(|order| {
         let mut out = vec![O::from_f32(f32::NAN); batch * m * ldc];
         let (pa, pb, po) = (a.as_ptr(), b.as_ptr(), out.as_mut_ptr());
         let pbias = if bias_on { bias.as_ptr() } else { std::ptr::null() };
+        let pres = if res_on { res.as_ptr() } else { std::ptr::null() };
         let cfg = gemm_tc::config(m, n, batch);
         let (mm, nn, kk) = (m as u32, n as u32, k as u32);
         unsafe {
             if f16 {
                 run(cfg, order, |c| {
-                    gemm_tc::gemm_tc::<_, kernels::F16, O>(c, pa.cast(), pb.cast(), pbias, po, mm, nn, kk, &s, 1.0, act)
+                    gemm_tc::gemm_tc::<_, kernels::F16, O>(
+                        c,
+                        pa.cast(),
+                        pb.cast(),
+                        pbias,
+                        pres,
+                        po,
+                        mm,
+                        nn,
+                        kk,
+                        &s,
+                        1.0,
+                        act,
+                    )
                 })
             } else {
                 run(cfg, order, |c| {
-                    gemm_tc::gemm_tc::<_, Bf16, O>(c, pa.cast(), pb.cast(), pbias, po, mm, nn, kk, &s, 1.0, act)
+                    gemm_tc::gemm_tc::<_, Bf16, O>(c, pa.cast(), pb.cast(), pbias, pres, po, mm, nn, kk, &s, 1.0, act)
                 })
             }
         };
@@ -146,17 +177,24 @@ proptest! {
     /// Edge tiles in m and n, k not a multiple of 8 or 32, unaligned rows (pad), f16 and bf16.
     #[test]
     fn gemm_tc_bf16_f32out(m in 1usize..140, n in 1usize..140, k in 1usize..70, pad in 0usize..9,
-                           f16: bool, bias_on: bool, act in 0u32..3, seed: u64) {
-        check_tc::<f32>(m, n, k, 1, pad, f16, bias_on, act, seed, 2e-5);
+                           f16: bool, bias_on: bool, act in 0u32..3, res_on: bool, seed: u64) {
+        check_tc::<f32>(m, n, k, 1, pad, f16, bias_on, act, res_on, seed, 2e-5);
     }
 }
 
 #[test]
 fn gemm_tc_batched_bf16_out() {
-    check_tc::<Bf16>(70, 40, 64, 2, 0, false, true, ACT_GELU, 11, 1e-2);
+    check_tc::<Bf16>(70, 40, 64, 2, 0, false, true, ACT_GELU, false, 11, 1e-2);
+}
+
+#[test]
+fn gemm_tc_residual_epilogue() {
+    // A Swin MLP's `x + fc2(h)`: bias, no activation, bf16 residual and output; and with GELU.
+    check_tc::<Bf16>(70, 40, 64, 2, 0, false, true, ACT_NONE, true, 13, 1e-2);
+    check_tc::<f32>(130, 70, 40, 1, 3, false, true, ACT_GELU, true, 14, 2e-5);
 }
 
 #[test]
 fn gemm_tc_full_tiles_several_k_steps() {
-    check_tc::<f32>(128, 128, 96, 1, 0, false, false, ACT_NONE, 12, 2e-5);
+    check_tc::<f32>(128, 128, 96, 1, 0, false, false, ACT_NONE, false, 12, 2e-5);
 }

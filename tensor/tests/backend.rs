@@ -213,6 +213,10 @@ impl Backend for Skewed {
     fn linear(&self, x: &S, w: &S, bias: Option<&S>, act: Activation) -> Result<S> {
         self.back("linear", Reference.linear(&to_r(x), &to_r(w), bias.map(to_r).as_ref(), act))
     }
+    fn linear_add(&self, x: &S, w: &S, bias: Option<&S>, act: Activation, residual: &S) -> Result<S> {
+        let r = Reference.linear_add(&to_r(x), &to_r(w), bias.map(to_r).as_ref(), act, &to_r(residual));
+        self.back("linear_add", r)
+    }
     fn binary(&self, a: &S, b: &S, op: BinaryOp) -> Result<S> {
         self.back("binary", Reference.binary(&to_r(a), &to_r(b), op))
     }
@@ -278,6 +282,7 @@ fn harness_flags_a_wrong_op() {
     let ops = [
         "permute",
         "linear",
+        "linear_add",
         "softmax_rows",
         "attention",
         "attention_packed",

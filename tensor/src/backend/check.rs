@@ -64,6 +64,27 @@ pub fn linear<B: Backend + ?Sized>(x: &T<B>, w: &T<B>, bias: Option<&T<B>>) -> R
     Ok((xs[..xs.len() - 1].iter().product(), ws[1], ws[0]))
 }
 
+/// [`linear`] plus a residual of the output's shape and dtype.
+pub fn linear_add<B: Backend + ?Sized>(
+    x: &T<B>,
+    w: &T<B>,
+    bias: Option<&T<B>>,
+    residual: &T<B>,
+) -> Result<(usize, usize, usize)> {
+    const OP: &str = "linear_add";
+    let (rows, k, n) = linear(x, w, bias).map_err(|e| match e {
+        Error::ShapeMismatch { lhs, rhs, .. } => Error::ShapeMismatch { op: OP, lhs, rhs },
+        other => other,
+    })?;
+    same_dtype(OP, x.dtype(), &[residual])?;
+    let mut out = x.shape().to_vec();
+    *out.last_mut().expect("rank >= 1") = n;
+    if residual.shape() != out.as_slice() {
+        return Err(Error::ShapeMismatch { op: OP, lhs: out, rhs: residual.shape().to_vec() });
+    }
+    Ok((rows, k, n))
+}
+
 pub fn binary<B: Backend + ?Sized>(a: &T<B>, b: &T<B>) -> Result<()> {
     const OP: &str = "binary";
     let dt = elem(OP, a)?;

@@ -174,6 +174,42 @@ impl Emulator {
 }
 
 impl Emulator {
+    /// `act(x wᵀ + bias) (+ residual)` on the GEMM kernels (f32: SIMT, bf16: tensor cores), the
+    /// residual added in their output pass. The caller checked the operands.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_linear(
+        &self,
+        op: &'static str,
+        x: &T,
+        w: &T,
+        bias: Option<&T>,
+        act: Activation,
+        residual: Option<&T>,
+        (rows, k, n): (usize, usize, usize),
+    ) -> Result<T> {
+        let mut shape = x.shape().to_vec();
+        *shape.last_mut().expect("rank >= 1") = n;
+        let pb = self.opt_arg::<f32>(op, bias)?;
+        let (m32, n32, k32, act) = (rows as u32, n as u32, k as u32, act_code(act));
+        if x.dtype() == DType::F32 {
+            let (a, b, residual) =
+                (self.arg::<f32>(op, x)?, self.arg::<f32>(op, w)?, self.opt_arg::<f32>(op, residual)?);
+            let s = linear_f32_strides(k, n);
+            Ok(self.output::<f32>(shape, DType::F32, |out| unsafe {
+                let args = GemmF32 { a, b, bias: pb, residual, out, m: m32, n: n32, k: k32, s, alpha: 1.0, act };
+                self.launch(gemm::config(rows, n, 1), &args)
+            }))
+        } else {
+            let (a, b, residual) =
+                (self.arg::<Bf16>(op, x)?, self.arg::<Bf16>(op, w)?, self.opt_arg::<Bf16>(op, residual)?);
+            let s = linear_tc_strides(k, n);
+            Ok(self.output::<Bf16>(shape, DType::BF16, |out| unsafe {
+                let args = GemmTc { a, b, bias: pb, residual, out, m: m32, n: n32, k: k32, s, alpha: 1.0, act };
+                self.launch(gemm_tc::config(rows, n, 1), &args)
+            }))
+        }
+    }
+
     /// The attention kernel on q, k, v pointers laid out as `s` says; output `[b, nq, h·d]`.
     #[allow(clippy::too_many_arguments)]
     fn attend<E: Elem>(
@@ -278,27 +314,13 @@ impl Backend for Emulator {
     }
 
     fn linear(&self, x: &T, w: &T, bias: Option<&T>, act: Activation) -> Result<T> {
-        const OP: &str = "linear";
         let (rows, k, n) = check::linear(x, w, bias)?;
-        let mut shape = x.shape().to_vec();
-        *shape.last_mut().expect("rank >= 1") = n;
-        let pb = self.opt_arg::<f32>(OP, bias)?;
-        let (m32, n32, k32, act) = (rows as u32, n as u32, k as u32, act_code(act));
-        if x.dtype() == DType::F32 {
-            let (a, b) = (self.arg::<f32>(OP, x)?, self.arg::<f32>(OP, w)?);
-            let s = linear_f32_strides(k, n);
-            Ok(self.output::<f32>(shape, DType::F32, |out| unsafe {
-                let args = GemmF32 { a, b, bias: pb, out, m: m32, n: n32, k: k32, s, alpha: 1.0, act };
-                self.launch(gemm::config(rows, n, 1), &args)
-            }))
-        } else {
-            let (a, b) = (self.arg::<Bf16>(OP, x)?, self.arg::<Bf16>(OP, w)?);
-            let s = linear_tc_strides(k, n);
-            Ok(self.output::<Bf16>(shape, DType::BF16, |out| unsafe {
-                let args = GemmTc { a, b, bias: pb, out, m: m32, n: n32, k: k32, s, alpha: 1.0, act };
-                self.launch(gemm_tc::config(rows, n, 1), &args)
-            }))
-        }
+        self.gemm_linear("linear", x, w, bias, act, None, (rows, k, n))
+    }
+
+    fn linear_add(&self, x: &T, w: &T, bias: Option<&T>, act: Activation, residual: &T) -> Result<T> {
+        let (rows, k, n) = check::linear_add(x, w, bias, residual)?;
+        self.gemm_linear("linear_add", x, w, bias, act, Some(residual), (rows, k, n))
     }
 
     fn binary(&self, a: &T, b: &T, op: BinaryOp) -> Result<T> {

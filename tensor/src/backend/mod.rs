@@ -134,6 +134,21 @@ pub trait Backend: Send + Sync {
         bias: Option<&DevTensor<Self>>,
         act: Activation,
     ) -> Result<DevTensor<Self>>;
+    /// `act(x wᵀ + bias) + residual`, residual of the output's shape and dtype: a Swin MLP's
+    /// `x + fc2(h)` or a decoder's `q + out_proj(a)` in one pass. This default is the composite
+    /// twin (a linear, then an add); the device backends fuse the add into the GEMM's output pass,
+    /// so the sum is rounded once (in bf16 the two differ by at most that rounding).
+    fn linear_add(
+        &self,
+        x: &DevTensor<Self>,
+        w: &DevTensor<Self>,
+        bias: Option<&DevTensor<Self>>,
+        act: Activation,
+        residual: &DevTensor<Self>,
+    ) -> Result<DevTensor<Self>> {
+        check::linear_add(x, w, bias, residual)?;
+        self.binary(&self.linear(x, w, bias, act)?, residual, BinaryOp::Add)
+    }
     /// `out[i] = a[i] op b[i % b.len]`.
     fn binary(&self, a: &DevTensor<Self>, b: &DevTensor<Self>, op: BinaryOp) -> Result<DevTensor<Self>>;
     /// `act(x)` elementwise.

@@ -204,7 +204,8 @@ impl CudaDevice {
             return Err(invalid(GemmF32::<f32>::NAME, reason));
         }
         let (m, n, k) = (m as u32, n as u32, k as u32);
-        let args = GemmF32 { a: p(a), b: p(b), bias: p_opt(bias), out: p_mut(out), m, n, k, s, alpha, act };
+        let residual = std::ptr::null();
+        let args = GemmF32 { a: p(a), b: p(b), bias: p_opt(bias), residual, out: p_mut(out), m, n, k, s, alpha, act };
         self.launch(gemm::config(m as usize, n as usize, batch), &args)
     }
 
@@ -236,7 +237,8 @@ impl CudaDevice {
             return Err(invalid(GemmTc::<I::K, O::K>::NAME, reason));
         }
         let (m, n, k) = (m as u32, n as u32, k as u32);
-        let args = GemmTc { a: p(a), b: p(b), bias: p_opt(bias), out: p_mut(out), m, n, k, s, alpha, act };
+        let residual = std::ptr::null();
+        let args = GemmTc { a: p(a), b: p(b), bias: p_opt(bias), residual, out: p_mut(out), m, n, k, s, alpha, act };
         self.launch(gemm_tc::config(m as usize, n as usize, batch), &args)
     }
 

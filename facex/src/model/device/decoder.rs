@@ -31,6 +31,15 @@ impl<B: Backend> DevAttention<B> {
 
     /// q [B, Nq, D], k and v [B, Nk, D] -> [B, Nq, D].
     fn forward(&self, be: &B, q: &T<B>, k: &T<B>, v: &T<B>) -> Result<T<B>> {
+        self.forward_residual(be, q, k, v, None)
+    }
+
+    /// `residual + attention(q, k, v)`, the add fused into the output projection.
+    fn forward_add(&self, be: &B, q: &T<B>, k: &T<B>, v: &T<B>, residual: &T<B>) -> Result<T<B>> {
+        self.forward_residual(be, q, k, v, Some(residual))
+    }
+
+    fn forward_residual(&self, be: &B, q: &T<B>, k: &T<B>, v: &T<B>, residual: Option<&T<B>>) -> Result<T<B>> {
         let internal = self.q.w.shape()[0];
         let dh = internal / self.heads;
         // Token-major [B, N, internal] in and out: the kernel reads each head's columns in place.
@@ -40,7 +49,10 @@ impl<B: Backend> DevAttention<B> {
             self.v.forward(be, v, Activation::None)?,
         );
         let o = be.attention(&q, &k, &v, self.heads, None, None, 1.0 / (dh as f32).sqrt())?;
-        self.out.forward(be, &o, Activation::None)
+        match residual {
+            Some(r) => self.out.forward_add(be, &o, Activation::None, r),
+            None => self.out.forward(be, &o, Activation::None),
+        }
     }
 }
 
@@ -108,26 +120,25 @@ impl<B: Backend> DevDecoder<B> {
                 l.self_attn.forward(be, &queries, &queries, &queries)?
             } else {
                 let q = add(be, &queries, tokens)?;
-                add(be, &queries, &l.self_attn.forward(be, &q, &q, &queries)?)?
+                l.self_attn.forward_add(be, &q, &q, &queries, &queries)?
             };
             queries = l.norm1.forward(be, &queries)?;
 
             // Tokens attend to the image.
             let q = add(be, &queries, tokens)?;
             let k = add(be, &keys, &self.image_pe)?;
-            queries = l.norm2.forward(be, &add(be, &queries, &l.cross_t2i.forward(be, &q, &k, &keys)?)?)?;
+            queries = l.norm2.forward(be, &l.cross_t2i.forward_add(be, &q, &k, &keys, &queries)?)?;
 
             let m = l.lin1.forward(be, &queries, Activation::Relu)?;
-            let m = l.lin2.forward(be, &m, Activation::None)?;
-            queries = l.norm3.forward(be, &add(be, &queries, &m)?)?;
+            queries = l.norm3.forward(be, &l.lin2.forward_add(be, &m, Activation::None, &queries)?)?;
 
             // The image attends to the tokens.
             let q = add(be, &queries, tokens)?;
-            keys = l.norm4.forward(be, &add(be, &keys, &l.cross_i2t.forward(be, &k, &q, &queries)?)?)?;
+            keys = l.norm4.forward(be, &l.cross_i2t.forward_add(be, &k, &q, &queries, &keys)?)?;
         }
         let q = add(be, &queries, tokens)?;
         let k = add(be, &keys, &self.image_pe)?;
-        let queries = self.norm_final.forward(be, &add(be, &queries, &self.final_attn.forward(be, &q, &k, &keys)?)?)?;
+        let queries = self.norm_final.forward(be, &self.final_attn.forward_add(be, &q, &k, &keys, &queries)?)?;
         Ok((queries, keys))
     }
 }

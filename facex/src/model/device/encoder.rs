@@ -38,7 +38,7 @@ impl<B: Backend> DevBlock<B> {
         let x = be.binary(x, &be.window_reverse(&o, (h, w), window, self.shift)?, BinaryOp::Add)?;
 
         let m = self.fc1.forward(be, &self.norm2.forward(be, &x)?, Activation::Gelu)?;
-        be.binary(&x, &self.fc2.forward(be, &m, Activation::None)?, BinaryOp::Add)
+        self.fc2.forward_add(be, &m, Activation::None, &x)
     }
 }
 

@@ -38,6 +38,10 @@ impl<B: Backend> DevLinear<B> {
     fn forward(&self, be: &B, x: &T<B>, act: Activation) -> Result<T<B>> {
         be.linear(x, &self.w, self.b.as_ref(), act)
     }
+    /// `residual + act(x wᵀ + b)` with the add in the GEMM's output pass.
+    fn forward_add(&self, be: &B, x: &T<B>, act: Activation, residual: &T<B>) -> Result<T<B>> {
+        be.linear_add(x, &self.w, self.b.as_ref(), act, residual)
+    }
 }
 
 /// LayerNorm weight and bias (model dtype) and eps.

@@ -60,7 +60,17 @@ fn linear_case(g: &mut Gen, lead: &[usize], k: usize, n: usize, act: Activation,
     if bias {
         ins.push((g.rand(&[n]), F));
     }
-    case(Op::Linear { act, bias }, ins)
+    case(Op::Linear { act, bias, residual: false }, ins)
+}
+
+/// [`linear_case`] plus a residual of the output's shape (`linear_add`).
+fn linear_add_case(g: &mut Gen, lead: &[usize], k: usize, n: usize, act: Activation, bias: bool) -> Case {
+    let mut c = linear_case(g, lead, k, n, act, bias);
+    let mut out = lead.to_vec();
+    out.push(n);
+    c.inputs.push((g.rand(&out), E));
+    c.op = Op::Linear { act, bias, residual: true };
+    c
 }
 
 /// Token-major q `[b, nq, h·d]`, k and v `[b, nk, h·d]`.
@@ -114,6 +124,9 @@ pub(super) fn small_cases(g: &mut Gen) -> Vec<Case> {
     v.push(linear_case(g, &[130], 33, 136, NoAct, true));
     // No inputs features: the bias alone.
     v.push(linear_case(g, &[3], 0, 4, NoAct, true));
+    // The fused residual: several tiles, with and without bias, after an activation.
+    v.push(linear_add_case(g, &[130], 33, 136, NoAct, true));
+    v.push(linear_add_case(g, &[2, 3], 19, 5, Gelu, false));
     v.push(case(Op::Binary(BinaryOp::Add), vec![(g.rand(&[6, 7, 5]), E), (g.rand(&[5]), E)]));
     v.push(case(Op::Binary(BinaryOp::Mul), vec![(g.rand(&[6, 7, 5]), E), (g.rand(&[7, 5]), E)]));
     v.push(case(Op::Binary(BinaryOp::Add), vec![(g.rand(&[3, 11]), E), (g.rand(&[3, 11]), E)]));
@@ -187,6 +200,9 @@ pub(super) fn model_cases(g: &mut Gen) -> Vec<Case> {
         linear_case(g, &[3136], 128, 384, NoAct, true),
         linear_case(g, &[3136], 128, 512, Gelu, true),
         linear_case(g, &[3136], 512, 128, NoAct, true),
+        // Swin stage 1's fc2 with its residual; the decoder's out_proj (128 -> 256) with its.
+        linear_add_case(g, &[3136], 512, 128, NoAct, true),
+        linear_add_case(g, &[18], 128, 256, NoAct, true),
         linear_case(g, &[49], 1024, 3072, NoAct, true),
         linear_case(g, &[18], 256, 2048, Gelu, true),
         case(Op::Binary(BinaryOp::Add), vec![(g.rand(&[1, 3136, 128]), E), (g.rand(&[1, 3136, 128]), E)]),
@@ -237,7 +253,8 @@ pub(super) fn model_cases(g: &mut Gen) -> Vec<Case> {
 pub(super) fn error_cases() -> Vec<Case> {
     let z = |shape: &[usize]| Tensor::zeros(shape, DType::F32);
     let bad = |what: &'static str, op: Op, inputs: Vec<(Tensor, Kind)>| Case { op, inputs, bad: Some(what) };
-    let lin = |bias| Op::Linear { act: Activation::None, bias };
+    let lin = |bias| Op::Linear { act: Activation::None, bias, residual: false };
+    let lin_add = Op::Linear { act: Activation::None, bias: false, residual: true };
     let attn = |bias, mask| Op::Attention { heads: 1, packed: false, scale: 1.0, bias, mask };
     let attn2 = |bias, mask| Op::Attention { heads: 2, packed: false, scale: 1.0, bias, mask };
     let packed = |heads| Op::Attention { heads, packed: true, scale: 1.0, bias: false, mask: false };
@@ -248,6 +265,8 @@ pub(super) fn error_cases() -> Vec<Case> {
         bad("bias length", lin(true), vec![(z(&[3, 4]), E), (z(&[5, 4]), E), (z(&[4]), F)]),
         bad("weight dtype", lin(false), vec![(z(&[3, 4]), E), (z(&[5, 4]), Kind::Other)]),
         bad("bf16 bias", lin(true), vec![(z(&[3, 4]), E), (z(&[5, 4]), E), (z(&[5]), Kind::Bf16)]),
+        bad("residual shape", lin_add.clone(), vec![(z(&[3, 4]), E), (z(&[5, 4]), E), (z(&[3, 4]), E)]),
+        bad("residual dtype", lin_add, vec![(z(&[3, 4]), E), (z(&[5, 4]), E), (z(&[3, 5]), Kind::Other)]),
         bad("b does not divide a", Op::Binary(BinaryOp::Add), vec![(z(&[3, 4]), E), (z(&[3]), E)]),
         bad("b not a suffix", Op::Binary(BinaryOp::Mul), vec![(z(&[4, 3]), E), (z(&[4, 1]), E)]),
         bad("weight length", Op::LayerNorm(1e-5), vec![(z(&[3, 4]), E), (z(&[3]), E), (z(&[4]), E)]),

@@ -22,9 +22,11 @@ pub(super) enum Kind {
 #[derive(Debug, Clone)]
 pub(super) enum Op {
     Permute(Vec<usize>),
+    /// `linear`, or `linear_add` with a residual (the last input).
     Linear {
         act: Activation,
         bias: bool,
+        residual: bool,
     },
     Binary(BinaryOp),
     Act(Activation),
@@ -59,7 +61,8 @@ impl Op {
     pub(super) fn name(&self) -> &'static str {
         match self {
             Op::Permute(_) => "permute",
-            Op::Linear { .. } => "linear",
+            Op::Linear { residual: false, .. } => "linear",
+            Op::Linear { residual: true, .. } => "linear_add",
             Op::Binary(_) => "binary",
             Op::Act(_) => "activation",
             Op::LayerNorm(_) => "layer_norm",
@@ -81,7 +84,9 @@ impl Op {
     pub(super) fn params(&self) -> String {
         match self {
             Op::Permute(p) => format!(" perm {p:?}"),
-            Op::Linear { act, bias } => format!(" {act:?}{}", if *bias { " +bias" } else { "" }),
+            Op::Linear { act, bias, residual } => {
+                format!(" {act:?}{}{}", if *bias { " +bias" } else { "" }, if *residual { " +residual" } else { "" })
+            }
             Op::Binary(op) => format!(" {op:?}"),
             Op::Act(a) => format!(" {a:?}"),
             Op::LayerNorm(eps) | Op::LayerNorm2d(eps) => format!(" eps {eps:e}"),
@@ -124,7 +129,10 @@ impl Op {
         let opt = |flag: bool, i: usize| if flag { x.get(i) } else { None };
         match self {
             Op::Permute(p) => b.permute(&x[0], p),
-            Op::Linear { act, bias } => b.linear(&x[0], &x[1], opt(*bias, 2), *act),
+            Op::Linear { act, bias, residual: false } => b.linear(&x[0], &x[1], opt(*bias, 2), *act),
+            Op::Linear { act, bias, residual: true } => {
+                b.linear_add(&x[0], &x[1], opt(*bias, 2), *act, x.last().expect("a residual"))
+            }
             Op::Binary(op) => b.binary(&x[0], &x[1], *op),
             Op::Act(a) => b.activation(&x[0], *a),
             Op::LayerNorm(eps) => b.layer_norm(&x[0], &x[1], &x[2], *eps),
