@@ -274,7 +274,7 @@ kernels! {
 
     /// The inverse of [`WindowPartition`].
     Independent WindowReverse[E][E: Elem]
-    (x: *const E, out: *mut E, b: u32, h: u32, w: u32, ch: u32, ws: u32, shift: u32)
+    (x: *const E, residual: *const E, out: *mut E, b: u32, h: u32, w: u32, ch: u32, ws: u32, shift: u32)
         => remap::window_reverse::<_, E> {
         window_reverse_f32 { type E = f32; }
         window_reverse_bf16 { type E = Bf16; }

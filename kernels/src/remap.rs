@@ -47,14 +47,18 @@ pub unsafe fn window_partition<C: Ctx, E: Elem>(
     })
 }
 
-/// Inverse of [`window_partition`] (including the shift back): windows -> `[b, h, w, ch]`.
+/// Inverse of [`window_partition`] (including the shift back): windows -> `[b, h, w, ch]`, plus
+/// `residual` (null: none; laid out as `out`): Swin's `x + attention branch` in the same pass. A
+/// gather and one add, so the sum is rounded once, as in the unfused pair.
 ///
 /// # Safety
-/// `win` and `out` hold `b * h * w * ch` elements.
+/// `win` and `out` (and `residual` unless null) hold `b * h * w * ch` elements.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 pub unsafe fn window_reverse<C: Ctx, E: Elem>(
     c: &C,
     win: *const E,
+    residual: *const E,
     out: *mut E,
     b: u32,
     h: u32,
@@ -74,7 +78,9 @@ pub unsafe fn window_reverse<C: Ctx, E: Elem>(
         let sw = (x_w + w - shift % w) % w;
         let win_idx = (bi * nwh + sh / ws) * nww + sw / ws;
         let pos = (sh % ws) * ws + sw % ws;
-        *out.add(o as usize) = *win.add(((win_idx * ws * ws + pos) * ch + k) as usize);
+        let v = *win.add(((win_idx * ws * ws + pos) * ch + k) as usize);
+        *out.add(o as usize) =
+            if residual.is_null() { v } else { E::from_f32((*residual.add(o as usize)).to_f32() + v.to_f32()) };
     })
 }
 

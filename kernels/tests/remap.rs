@@ -44,10 +44,18 @@ proptest! {
         assert_close(&got, &want, 0.0, 0.0, "window_partition");
         let pg = got.as_ptr();
         let back = launch_out::<f32>(x.len(), |cfg, order, po| unsafe {
-            run(cfg, order, |c| remap::window_reverse(c, pg, po, args.0, args.1, args.2, args.3, args.4, args.5))
+            run(cfg, order, |c| remap::window_reverse(c, pg, std::ptr::null(), po, args.0, args.1, args.2, args.3, args.4, args.5))
         });
         let xs: Vec<f64> = x.iter().map(|&v| v as f64).collect();
         assert_close(&back, &xs, 0.0, 0.0, "window_reverse(window_partition(x)) = x");
+        // With a residual: r + x, exactly (one f32 add per element).
+        let r = rand_vec(x.len(), seed + 1);
+        let pr = r.as_ptr();
+        let summed = launch_out::<f32>(x.len(), |cfg, order, po| unsafe {
+            run(cfg, order, |c| remap::window_reverse(c, pg, pr, po, args.0, args.1, args.2, args.3, args.4, args.5))
+        });
+        let want: Vec<f64> = x.iter().zip(&r).map(|(&v, &r)| (r + v) as f64).collect();
+        assert_close(&summed, &want, 0.0, 0.0, "window_reverse(window_partition(x)) + r = x + r");
     }
 
     #[test]

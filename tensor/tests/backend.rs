@@ -217,6 +217,9 @@ impl Backend for Skewed {
         let r = Reference.linear_add(&to_r(x), &to_r(w), bias.map(to_r).as_ref(), act, &to_r(residual));
         self.back("linear_add", r)
     }
+    fn window_reverse_add(&self, x: &S, hw: (usize, usize), window: usize, shift: usize, residual: &S) -> Result<S> {
+        self.back("window_reverse_add", Reference.window_reverse_add(&to_r(x), hw, window, shift, &to_r(residual)))
+    }
     fn binary(&self, a: &S, b: &S, op: BinaryOp) -> Result<S> {
         self.back("binary", Reference.binary(&to_r(a), &to_r(b), op))
     }
@@ -289,6 +292,7 @@ fn harness_flags_a_wrong_op() {
         "upsample_sum_nhwc",
         "hyper_product",
         "window_reverse",
+        "window_reverse_add",
     ];
     for op in ops {
         // One bf16 step at 1 is 2^-7: a skew of 0.05 is beyond every tolerance, in both dtypes.

@@ -236,6 +236,23 @@ pub fn windows<B: Backend + ?Sized>(x: &T<B>, window: usize, shift: usize) -> Re
     }
 }
 
+/// [`window_reverse`] plus a residual of the output's shape and dtype.
+pub fn window_reverse_add<B: Backend + ?Sized>(
+    x: &T<B>,
+    hw: (usize, usize),
+    window: usize,
+    shift: usize,
+    residual: &T<B>,
+) -> Result<[usize; 4]> {
+    const OP: &str = "window_reverse_add";
+    let out = window_reverse(x, hw, window, shift)?;
+    same_dtype(OP, x.dtype(), &[residual])?;
+    if residual.shape() != out {
+        return Err(Error::ShapeMismatch { op: OP, lhs: out.to_vec(), rhs: residual.shape().to_vec() });
+    }
+    Ok(out)
+}
+
 pub fn window_reverse<B: Backend + ?Sized>(
     x: &T<B>,
     (h, w): (usize, usize),

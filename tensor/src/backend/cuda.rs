@@ -123,6 +123,25 @@ impl Cuda {
 }
 
 impl Cuda {
+    /// The window-reverse gather (`+ residual`); the caller checked the operands.
+    fn reverse_windows(
+        &self,
+        op: &'static str,
+        x: &T,
+        [b, h, w, c]: [usize; 4],
+        window: usize,
+        shift: usize,
+        residual: Option<&T>,
+    ) -> Result<T> {
+        let [b32, h32, w32, ch, ws, shift] = [b, h, w, c, window, shift].map(|v| v as u32);
+        by_dtype!(x.dtype(), E => {
+            let (px, residual) = (self.ptr::<E>(op, x)?, self.opt_ptr::<E>(op, residual)?);
+            self.run(op, remap::config(x.elem_count()), vec![b, h, w, c], x.dtype(), |out| {
+                WindowReverse { x: px, residual, out, b: b32, h: h32, w: w32, ch, ws, shift }
+            })
+        })
+    }
+
     /// `act(x wᵀ + bias) (+ residual)` on the GEMM kernels (f32: SIMT, bf16: tensor cores), the
     /// residual added in their output pass. The caller checked the operands.
     #[allow(clippy::too_many_arguments)]
@@ -388,15 +407,13 @@ impl Backend for Cuda {
     }
 
     fn window_reverse(&self, x: &T, hw: (usize, usize), window: usize, shift: usize) -> Result<T> {
-        const OP: &str = "window_reverse";
-        let [b, h, w, c] = check::window_reverse(x, hw, window, shift)?;
-        let [b32, h32, w32, ch, ws, shift] = [b, h, w, c, window, shift].map(|v| v as u32);
-        by_dtype!(x.dtype(), E => {
-            let px = self.ptr::<E>(OP, x)?;
-            self.run(OP, remap::config(x.elem_count()), vec![b, h, w, c], x.dtype(), |out| {
-                WindowReverse { x: px, out, b: b32, h: h32, w: w32, ch, ws, shift }
-            })
-        })
+        let shape = check::window_reverse(x, hw, window, shift)?;
+        self.reverse_windows("window_reverse", x, shape, window, shift, None)
+    }
+
+    fn window_reverse_add(&self, x: &T, hw: (usize, usize), window: usize, shift: usize, residual: &T) -> Result<T> {
+        let shape = check::window_reverse_add(x, hw, window, shift, residual)?;
+        self.reverse_windows("window_reverse_add", x, shape, window, shift, Some(residual))
     }
 
     fn patch_merge(&self, x: &T) -> Result<T> {

@@ -174,6 +174,27 @@ impl Emulator {
 }
 
 impl Emulator {
+    /// The window-reverse gather (`+ residual`); the caller checked the operands.
+    fn reverse_windows(
+        &self,
+        op: &'static str,
+        x: &T,
+        [b, h, w, c]: [usize; 4],
+        window: usize,
+        shift: usize,
+        residual: Option<&T>,
+    ) -> Result<T> {
+        let n = b * h * w * c;
+        let [b32, h32, w32, ch, ws, shift] = [b, h, w, c, window, shift].map(|v| v as u32);
+        Ok(by_dtype!(x.dtype(), E => {
+            let (px, residual) = (self.arg::<E>(op, x)?, self.opt_arg::<E>(op, residual)?);
+            self.output::<E>(vec![b, h, w, c], x.dtype(), |out| unsafe {
+                let args = WindowReverse { x: px, residual, out, b: b32, h: h32, w: w32, ch, ws, shift };
+                self.launch(remap::config(n), &args)
+            })
+        }))
+    }
+
     /// `act(x wᵀ + bias) (+ residual)` on the GEMM kernels (f32: SIMT, bf16: tensor cores), the
     /// residual added in their output pass. The caller checked the operands.
     #[allow(clippy::too_many_arguments)]
@@ -416,17 +437,13 @@ impl Backend for Emulator {
     }
 
     fn window_reverse(&self, x: &T, hw: (usize, usize), window: usize, shift: usize) -> Result<T> {
-        const OP: &str = "window_reverse";
-        let [b, h, w, c] = check::window_reverse(x, hw, window, shift)?;
-        let n = b * h * w * c;
-        let [b32, h32, w32, ch, ws, shift] = [b, h, w, c, window, shift].map(|v| v as u32);
-        Ok(by_dtype!(x.dtype(), E => {
-            let px = self.arg::<E>(OP, x)?;
-            self.output::<E>(vec![b, h, w, c], x.dtype(), |out| unsafe {
-                let args = WindowReverse { x: px, out, b: b32, h: h32, w: w32, ch, ws, shift };
-                self.launch(remap::config(n), &args)
-            })
-        }))
+        let shape = check::window_reverse(x, hw, window, shift)?;
+        self.reverse_windows("window_reverse", x, shape, window, shift, None)
+    }
+
+    fn window_reverse_add(&self, x: &T, hw: (usize, usize), window: usize, shift: usize, residual: &T) -> Result<T> {
+        let shape = check::window_reverse_add(x, hw, window, shift, residual)?;
+        self.reverse_windows("window_reverse_add", x, shape, window, shift, Some(residual))
     }
 
     fn patch_merge(&self, x: &T) -> Result<T> {

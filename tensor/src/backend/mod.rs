@@ -207,6 +207,19 @@ pub trait Backend: Send + Sync {
         window: usize,
         shift: usize,
     ) -> Result<DevTensor<Self>>;
+    /// `residual + window_reverse(x)`: Swin's attention-branch residual. The default is the
+    /// composite twin; the device backends add in the gather's pass (the same single rounding).
+    fn window_reverse_add(
+        &self,
+        x: &DevTensor<Self>,
+        hw: (usize, usize),
+        window: usize,
+        shift: usize,
+        residual: &DevTensor<Self>,
+    ) -> Result<DevTensor<Self>> {
+        check::window_reverse_add(x, hw, window, shift, residual)?;
+        self.binary(residual, &self.window_reverse(x, hw, window, shift)?, BinaryOp::Add)
+    }
     /// Swin's patch merging gather: `[B, H, W, C]` -> `[B, H/2, W/2, 4C]`, order x0, x1, x2, x3.
     fn patch_merge(&self, x: &DevTensor<Self>) -> Result<DevTensor<Self>>;
     /// Bilinear resize of NCHW `x` to `size`, `align_corners=False`.

@@ -339,7 +339,7 @@ impl CudaDevice {
         let (x, out) = (p(x), p_mut(out));
         let [b, h, w, ch, ws, shift] = [b, h, w, ch, ws, shift].map(|v| v as u32);
         if reverse {
-            self.launch(remap::config(n), &WindowReverse { x, out, b, h, w, ch, ws, shift })
+            self.launch(remap::config(n), &WindowReverse { x, residual: std::ptr::null(), out, b, h, w, ch, ws, shift })
         } else {
             self.launch(remap::config(n), &WindowPartition { x, out, b, h, w, ch, ws, shift })
         }

@@ -3,7 +3,7 @@
 use super::{DevLinear, DevNorm, Loader, T};
 use crate::model::schema::Schema;
 use crate::model::swin::{relative_position_index, shift_mask};
-use tensor::backend::{Backend, BinaryOp};
+use tensor::backend::Backend;
 use tensor::ops::Activation;
 use tensor::{DType, Result, Tensor};
 
@@ -35,7 +35,7 @@ impl<B: Backend> DevBlock<B> {
         let scale = ((c / heads) as f32).powf(-0.5);
         let o = be.attention_packed(&qkv, heads, Some(&self.bias), self.mask.as_ref(), scale)?;
         let o = self.proj.forward(be, &o, Activation::None)?;
-        let x = be.binary(x, &be.window_reverse(&o, (h, w), window, self.shift)?, BinaryOp::Add)?;
+        let x = be.window_reverse_add(&o, (h, w), window, self.shift, x)?;
 
         let m = self.fc1.forward(be, &self.norm2.forward(be, &x)?, Activation::Gelu)?;
         self.fc2.forward_add(be, &m, Activation::None, &x)

@@ -167,8 +167,15 @@ pub(super) fn small_cases(g: &mut Gen) -> Vec<Case> {
     v.push(attention_packed_case(g, (1, 2, 6, 12), false, 0));
     v.push(case(Op::WindowPartition { window: 3, shift: 1 }, vec![(g.rand(&[2, 6, 9, 3]), E)]));
     v.push(case(Op::WindowPartition { window: 2, shift: 0 }, vec![(g.rand(&[1, 4, 2, 5]), E)]));
-    v.push(case(Op::WindowReverse { hw: (6, 9), window: 3, shift: 2 }, vec![(g.rand(&[12, 9, 3]), E)]));
-    v.push(case(Op::WindowReverse { hw: (4, 2), window: 2, shift: 0 }, vec![(g.rand(&[2, 4, 5]), E)]));
+    v.push(case(
+        Op::WindowReverse { hw: (6, 9), window: 3, shift: 2, residual: false },
+        vec![(g.rand(&[12, 9, 3]), E)],
+    ));
+    v.push(case(Op::WindowReverse { hw: (4, 2), window: 2, shift: 0, residual: false }, vec![(g.rand(&[2, 4, 5]), E)]));
+    v.push(case(
+        Op::WindowReverse { hw: (6, 9), window: 3, shift: 2, residual: true },
+        vec![(g.rand(&[12, 9, 3]), E), (g.rand(&[2, 6, 9, 3]), E)],
+    ));
     v.push(case(Op::PatchMerge, vec![(g.rand(&[2, 4, 6, 3]), E)]));
     v.push(case(Op::Upsample((11, 8)), vec![(g.rand(&[2, 3, 5, 7]), E)]));
     v.push(case(Op::Upsample((3, 4)), vec![(g.rand(&[1, 2, 7, 9]), E)]));
@@ -229,7 +236,14 @@ pub(super) fn model_cases(g: &mut Gen) -> Vec<Case> {
     v.push(with_scale(attention_case(g, (1, 8, 18, 18, 32), false, 0), scale32));
     v.extend([
         case(Op::WindowPartition { window: 7, shift: 3 }, vec![(g.rand(&[1, 56, 56, 128]), E)]),
-        case(Op::WindowReverse { hw: (56, 56), window: 7, shift: 3 }, vec![(g.rand(&[64, 49, 128]), E)]),
+        case(
+            Op::WindowReverse { hw: (56, 56), window: 7, shift: 3, residual: false },
+            vec![(g.rand(&[64, 49, 128]), E)],
+        ),
+        case(
+            Op::WindowReverse { hw: (56, 56), window: 7, shift: 3, residual: true },
+            vec![(g.rand(&[64, 49, 128]), E), (g.rand(&[1, 56, 56, 128]), E)],
+        ),
         case(Op::WindowPartition { window: 7, shift: 0 }, vec![(g.rand(&[1, 14, 14, 512]), E)]),
         case(Op::PatchMerge, vec![(g.rand(&[1, 56, 56, 128]), E)]),
         case(Op::PatchMerge, vec![(g.rand(&[1, 14, 14, 512]), E)]),
@@ -298,7 +312,16 @@ pub(super) fn error_cases() -> Vec<Case> {
         bad("packed without tokens", packed(1), vec![(z(&[1, 0, 24]), E)]),
         bad("H not a multiple of the window", Op::WindowPartition { window: 3, shift: 0 }, vec![(z(&[1, 4, 6, 2]), E)]),
         bad("shift >= window", Op::WindowPartition { window: 2, shift: 2 }, vec![(z(&[1, 4, 4, 2]), E)]),
-        bad("tokens per window", Op::WindowReverse { hw: (4, 4), window: 2, shift: 1 }, vec![(z(&[4, 3, 2]), E)]),
+        bad(
+            "tokens per window",
+            Op::WindowReverse { hw: (4, 4), window: 2, shift: 1, residual: false },
+            vec![(z(&[4, 3, 2]), E)],
+        ),
+        bad(
+            "residual shape",
+            Op::WindowReverse { hw: (4, 4), window: 2, shift: 1, residual: true },
+            vec![(z(&[4, 4, 2]), E), (z(&[1, 4, 2, 2]), E)],
+        ),
         bad("odd H", Op::PatchMerge, vec![(z(&[1, 3, 4, 2]), E)]),
         bad("not NCHW", Op::Upsample((4, 4)), vec![(z(&[2, 3, 3]), E)]),
         bad("empty size", Op::Upsample((0, 4)), vec![(z(&[1, 1, 3, 3]), E)]),

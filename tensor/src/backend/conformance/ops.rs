@@ -45,10 +45,12 @@ pub(super) enum Op {
         window: usize,
         shift: usize,
     },
+    /// `window_reverse`, or `window_reverse_add` with a residual (the second input).
     WindowReverse {
         hw: (usize, usize),
         window: usize,
         shift: usize,
+        residual: bool,
     },
     PatchMerge,
     Upsample((usize, usize)),
@@ -71,7 +73,8 @@ impl Op {
             Op::Attention { packed: false, .. } => "attention",
             Op::Attention { packed: true, .. } => "attention_packed",
             Op::WindowPartition { .. } => "window_partition",
-            Op::WindowReverse { .. } => "window_reverse",
+            Op::WindowReverse { residual: false, .. } => "window_reverse",
+            Op::WindowReverse { residual: true, .. } => "window_reverse_add",
             Op::PatchMerge => "patch_merge",
             Op::Upsample(_) => "upsample_bilinear",
             Op::UpsampleSum(_) => "upsample_sum_nhwc",
@@ -94,7 +97,9 @@ impl Op {
                 format!(" {heads} heads{}{}", if *bias { " +bias" } else { "" }, if *mask { " +mask" } else { "" })
             }
             Op::WindowPartition { window, shift } => format!(" window {window} shift {shift}"),
-            Op::WindowReverse { hw, window, shift } => format!(" to {hw:?} window {window} shift {shift}"),
+            Op::WindowReverse { hw, window, shift, residual } => {
+                format!(" to {hw:?} window {window} shift {shift}{}", if *residual { " +residual" } else { "" })
+            }
             Op::Upsample(s) | Op::UpsampleSum(s) => format!(" to {s:?}"),
             Op::Softmax | Op::PatchMerge | Op::ConvTranspose | Op::Hyper => String::new(),
         }
@@ -149,7 +154,10 @@ impl Op {
                 b.attention_packed(&x[0], *heads, bias_t, mask_t, *scale)
             }
             Op::WindowPartition { window, shift } => b.window_partition(&x[0], *window, *shift),
-            Op::WindowReverse { hw, window, shift } => b.window_reverse(&x[0], *hw, *window, *shift),
+            Op::WindowReverse { hw, window, shift, residual: false } => b.window_reverse(&x[0], *hw, *window, *shift),
+            Op::WindowReverse { hw, window, shift, residual: true } => {
+                b.window_reverse_add(&x[0], *hw, *window, *shift, &x[1])
+            }
             Op::PatchMerge => b.patch_merge(&x[0]),
             Op::Upsample(s) => b.upsample_bilinear(&x[0], *s),
             Op::UpsampleSum(s) => b.upsample_sum_nhwc(&x.iter().collect::<Vec<_>>(), *s),
