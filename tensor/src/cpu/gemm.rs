@@ -167,6 +167,6 @@ pub fn activate(act: Activation, xs: &mut [f32]) {
     match act {
         Activation::None => {}
         Activation::Relu => xs.iter_mut().for_each(|x| *x = x.max(0.0)),
-        Activation::Gelu => xs.iter_mut().for_each(|x| *x = crate::ops::gelu::gelu_f32(*x)),
+        Activation::Gelu => crate::ops::gelu::gelu_in_place(xs),
     }
 }
