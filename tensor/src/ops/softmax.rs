@@ -12,6 +12,7 @@ use rayon::prelude::*;
 
 /// Max of a row with independent lanes (vectorises); NaN is ignored here and propagates through
 /// the sum instead.
+#[inline(always)]
 fn row_max(x: &[f32]) -> f32 {
     let mut lanes = [f32::NEG_INFINITY; 8];
     let (chunks, rest) = x.as_chunks::<8>();
@@ -23,6 +24,7 @@ fn row_max(x: &[f32]) -> f32 {
     rest.iter().chain(&lanes).fold(f32::NEG_INFINITY, |a, &b| a.max(b))
 }
 
+#[inline(always)]
 fn sum_f64(x: &[f32]) -> f64 {
     let mut lanes = [0.0f64; 4];
     let (chunks, rest) = x.as_chunks::<4>();
@@ -35,6 +37,7 @@ fn sum_f64(x: &[f32]) -> f64 {
 }
 
 /// Softmax (or log-softmax) of one row into `out`.
+#[inline(always)]
 fn softmax_row(x: &[f32], out: &mut [f32], log: bool) {
     let m = row_max(x);
     for (o, &v) in out.iter_mut().zip(x) {
@@ -55,6 +58,38 @@ fn softmax_row(x: &[f32], out: &mut [f32], log: bool) {
     }
 }
 
+/// Softmax of whole rows of length `len`, compiled for the best vector extension this CPU has
+/// (the crate itself targets baseline x86-64, where `exp_f32` runs 4 wide). Plain f32
+/// arithmetic in a fixed order, so every path gives the same bits.
+fn rows(src: &[f32], out: &mut [f32], len: usize, log: bool) {
+    #[inline(always)]
+    fn body(src: &[f32], out: &mut [f32], len: usize, log: bool) {
+        for (o, x) in out.chunks_mut(len).zip(src.chunks(len)) {
+            softmax_row(x, o, log);
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f")]
+        unsafe fn avx512(src: &[f32], out: &mut [f32], len: usize, log: bool) {
+            body(src, out, len, log)
+        }
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2(src: &[f32], out: &mut [f32], len: usize, log: bool) {
+            body(src, out, len, log)
+        }
+        if std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F (checked above).
+            return unsafe { avx512(src, out, len, log) };
+        }
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked above).
+            return unsafe { avx2(src, out, len, log) };
+        }
+    }
+    body(src, out, len, log)
+}
+
 /// Row-wise softmax of contiguous rows of length `len`.
 fn softmax_rows(src: &[f32], len: usize, log: bool) -> Vec<f32> {
     let mut out = vec![0.0f32; src.len()];
@@ -62,16 +97,10 @@ fn softmax_rows(src: &[f32], len: usize, log: bool) -> Vec<f32> {
         return out;
     }
     if src.len() < PAR_MIN {
-        for (o, x) in out.chunks_mut(len).zip(src.chunks(len)) {
-            softmax_row(x, o, log);
-        }
+        rows(src, &mut out, len, log);
     } else {
         let step = PAR_CHUNK.div_ceil(len) * len;
-        out.par_chunks_mut(step).zip(src.par_chunks(step)).for_each(|(o, x)| {
-            for (o, x) in o.chunks_mut(len).zip(x.chunks(len)) {
-                softmax_row(x, o, log);
-            }
-        });
+        out.par_chunks_mut(step).zip(src.par_chunks(step)).for_each(|(o, x)| rows(x, o, len, log));
     }
     out
 }
