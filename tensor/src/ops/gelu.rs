@@ -9,6 +9,7 @@
 //! branch-free; they run on AVX-512 or AVX2 when the CPU has them (same results bit for bit, no
 //! FMA contraction) and on rayon chunks when large.
 use crate::cpu::parallel::{PAR_CHUNK, PAR_MIN};
+use crate::cpu::simd::dispatch;
 use crate::cpu::vecmath::{erf_small, erfcx_large, exp_neg_sq, ERF_SMALL};
 use crate::profile;
 use crate::{CpuStorage, DType, Error, Result, Tensor};
@@ -59,33 +60,6 @@ pub fn gelu_grad_f32(x: f32) -> f32 {
     cdf + xc * (gauss * FRAC_1_SQRT_2PI)
 }
 
-/// Runs `body` compiled for the best vector extension this CPU has (AVX-512, AVX2, baseline).
-/// The body is plain f32 arithmetic, so every path gives the same bits.
-macro_rules! dispatch {
-    ($body:ident ( $($arg:expr),* )) => {{
-        #[cfg(target_arch = "x86_64")]
-        {
-            #[target_feature(enable = "avx512f")]
-            unsafe fn avx512(xs: &[f32], gs: &[f32], out: &mut [f32]) {
-                $body(xs, gs, out)
-            }
-            #[target_feature(enable = "avx2")]
-            unsafe fn avx2(xs: &[f32], gs: &[f32], out: &mut [f32]) {
-                $body(xs, gs, out)
-            }
-            if std::is_x86_feature_detected!("avx512f") {
-                // SAFETY: the CPU has AVX-512F (checked above).
-                return unsafe { avx512($($arg),*) };
-            }
-            if std::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU has AVX2 (checked above).
-                return unsafe { avx2($($arg),*) };
-            }
-        }
-        $body($($arg),*)
-    }};
-}
-
 #[inline(always)]
 fn forward_body(xs: &[f32], _: &[f32], out: &mut [f32]) {
     for (o, &x) in out.iter_mut().zip(xs) {
@@ -103,7 +77,8 @@ fn backward_body(xs: &[f32], gs: &[f32], out: &mut [f32]) {
 /// `out[i] = gelu(xs[i])` on this thread.
 pub fn gelu_slice(xs: &[f32], out: &mut [f32]) {
     assert_eq!(xs.len(), out.len(), "gelu_slice: lengths");
-    dispatch!(forward_body(xs, &[], out))
+    let gs: &[f32] = &[];
+    dispatch!(forward_body(xs: &[f32], gs: &[f32], out: &mut [f32]))
 }
 
 /// `out[i] = gs[i] * gelu'(xs[i])` on this thread.
@@ -117,31 +92,12 @@ pub fn gelu_in_place(xs: &mut [f32]) {
             *x = gelu_f32(*x);
         }
     }
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f")]
-        unsafe fn avx512(xs: &mut [f32]) {
-            body(xs)
-        }
-        #[target_feature(enable = "avx2")]
-        unsafe fn avx2(xs: &mut [f32]) {
-            body(xs)
-        }
-        if std::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F (checked above).
-            return unsafe { avx512(xs) };
-        }
-        if std::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2 (checked above).
-            return unsafe { avx2(xs) };
-        }
-    }
-    body(xs)
+    dispatch!(body(xs: &mut [f32]))
 }
 
 pub fn gelu_backward_slice(xs: &[f32], gs: &[f32], out: &mut [f32]) {
     assert!(xs.len() == out.len() && gs.len() == out.len(), "gelu_backward_slice: lengths");
-    dispatch!(backward_body(xs, gs, out))
+    dispatch!(backward_body(xs: &[f32], gs: &[f32], out: &mut [f32]))
 }
 
 /// The slice loops over rayon chunks when large.

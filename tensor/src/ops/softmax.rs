@@ -4,6 +4,7 @@
 //! vectorisable `exp_f32`, an f64 sum, then one scale (or, for log_softmax, one shift). Rows run in
 //! parallel. Another dim is moved last (one copy in, one out); f16/bf16 go through f32.
 use crate::cpu::parallel::{PAR_CHUNK, PAR_MIN};
+use crate::cpu::simd::dispatch;
 use crate::cpu::vecmath::exp_f32;
 use crate::layout::resolve_dim;
 use crate::profile;
@@ -58,9 +59,8 @@ fn softmax_row(x: &[f32], out: &mut [f32], log: bool) {
     }
 }
 
-/// Softmax of whole rows of length `len`, compiled for the best vector extension this CPU has
-/// (the crate itself targets baseline x86-64, where `exp_f32` runs 4 wide). Plain f32
-/// arithmetic in a fixed order, so every path gives the same bits.
+/// Softmax of whole rows of length `len`, on the best vector extension this CPU has (baseline
+/// x86-64 runs `exp_f32` 4 wide; `cpu::simd`).
 fn rows(src: &[f32], out: &mut [f32], len: usize, log: bool) {
     #[inline(always)]
     fn body(src: &[f32], out: &mut [f32], len: usize, log: bool) {
@@ -68,26 +68,7 @@ fn rows(src: &[f32], out: &mut [f32], len: usize, log: bool) {
             softmax_row(x, o, log);
         }
     }
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f")]
-        unsafe fn avx512(src: &[f32], out: &mut [f32], len: usize, log: bool) {
-            body(src, out, len, log)
-        }
-        #[target_feature(enable = "avx2")]
-        unsafe fn avx2(src: &[f32], out: &mut [f32], len: usize, log: bool) {
-            body(src, out, len, log)
-        }
-        if std::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F (checked above).
-            return unsafe { avx512(src, out, len, log) };
-        }
-        if std::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2 (checked above).
-            return unsafe { avx2(src, out, len, log) };
-        }
-    }
-    body(src, out, len, log)
+    dispatch!(body(src: &[f32], out: &mut [f32], len: usize, log: bool))
 }
 
 /// Row-wise softmax of contiguous rows of length `len`.
