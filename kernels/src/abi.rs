@@ -254,7 +254,7 @@ kernels! {
         attention_d128_bf16 { type E = Bf16; const D: usize = 128; }
     }
 
-    /// Tensor-core attention (`mma.sync`, bf16 in and out, f32 softmax), the twin of
+    /// Tensor-core attention (`mma.sync`, bf16 or f16 in and out, f32 softmax), the twin of
     /// [`Attention`]; head dims up to `D` run in the instance `D` (see `attention_tc::instance`).
     Cooperative AttentionTc[I, D][I: MmaInput + Elem, const D: usize]
     (q: *const I, k: *const I, v: *const I, bias: *const f32, mask: *const f32, out: *mut I,
@@ -262,6 +262,9 @@ kernels! {
         attention_tc_d16_bf16 { type I = Bf16; const D: usize = 16; }
         attention_tc_d32_bf16 { type I = Bf16; const D: usize = 32; }
         attention_tc_d64_bf16 { type I = Bf16; const D: usize = 64; }
+        attention_tc_d16_f16 { type I = F16; const D: usize = 16; }
+        attention_tc_d32_f16 { type I = F16; const D: usize = 32; }
+        attention_tc_d64_f16 { type I = F16; const D: usize = 64; }
     }
 
     /// Swin windows `[b, h, w, ch]` -> `[b·nW, ws², ch]` after a cyclic shift by `-shift`.

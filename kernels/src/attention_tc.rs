@@ -1,5 +1,5 @@
-//! Attention on tensor cores: FlashAttention-2's scheme on `mma.sync.m16n8k16`, bf16 q, k, v in,
-//! f32 scores, softmax and accumulation, bf16 out. The same operation, shapes and strides as the
+//! Attention on tensor cores: FlashAttention-2's scheme on `mma.sync.m16n8k16`, bf16 or f16 q, k, v
+//! in, f32 scores, softmax and accumulation, out in the input format. The same operation, shapes and strides as the
 //! CUDA-core kernel in [`crate::attention`] (its twin and reference): `out = softmax(scale · q kᵀ
 //! + bias + mask) v`, with Swin's relative-position bias and shift mask fused.
 //!

@@ -128,10 +128,60 @@ impl Elem for f32 {
         x
     }
 }
-/// An IEEE half value as its bit pattern (a tensor-core GEMM input; no arithmetic here).
+/// IEEE half <-> f32 without the `half` crate. f16 -> f32 is exact; f32 -> f16 rounds to
+/// nearest even, overflows to infinity, keeps subnormals and turns every NaN into a quiet NaN.
+#[inline(always)]
+pub fn f16_to_f32(h: u16) -> f32 {
+    let sign = if h & 0x8000 != 0 { -1.0f32 } else { 1.0 };
+    let (exp, man) = ((h >> 10) & 0x1f, (h & 0x3ff) as u32);
+    match exp {
+        // Subnormal (or zero): man x 2^-24, exact in f32.
+        0 => sign * man as f32 * (1.0 / 16_777_216.0),
+        0x1f => f32::from_bits(((h as u32 & 0x8000) << 16) | 0x7f80_0000 | (man << 13)),
+        _ => f32::from_bits(((h as u32 & 0x8000) << 16) | ((exp as u32 + 112) << 23) | (man << 13)),
+    }
+}
+#[inline(always)]
+pub fn f32_to_f16(x: f32) -> u16 {
+    let u = x.to_bits();
+    let sign = ((u >> 16) & 0x8000) as u16;
+    let (exp, man) = (((u >> 23) & 0xff) as i32, u & 0x7f_ffff);
+    if exp == 0xff {
+        return sign | if man != 0 { 0x7e00 } else { 0x7c00 };
+    }
+    // The exponent in half's bias.
+    let e = exp - 127 + 15;
+    if e >= 0x1f {
+        return sign | 0x7c00;
+    }
+    if e <= 0 {
+        // A half subnormal: the 24-bit significand shifted right by 14 - e, rounded to even.
+        if e < -10 {
+            return sign;
+        }
+        let (m, shift) = (man | 0x80_0000, (14 - e) as u32);
+        return sign | ((m + (1 << (shift - 1)) - 1 + ((m >> shift) & 1)) >> shift) as u16;
+    }
+    // Drop 13 mantissa bits, rounded to even; a carry moves into the exponent by the addition.
+    let rounded = man + 0xfff + ((man >> 13) & 1);
+    let bits = ((e as u32) << 10) + (rounded >> 13);
+    sign | if bits >= 0x7c00 { 0x7c00 } else { bits as u16 }
+}
+
+/// An IEEE half value as its bit pattern.
 #[derive(Clone, Copy, Debug, PartialEq, Default)]
 #[repr(transparent)]
 pub struct F16(pub u16);
+impl Elem for F16 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        f16_to_f32(self.0)
+    }
+    #[inline(always)]
+    fn from_f32(x: f32) -> Self {
+        F16(f32_to_f16(x))
+    }
+}
 /// A bf16 value as its bit pattern.
 #[derive(Clone, Copy, Debug, PartialEq, Default)]
 #[repr(transparent)]

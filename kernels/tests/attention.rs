@@ -264,11 +264,12 @@ fn packed_qkv_in_and_token_major_out() {
 
 // ---- The tensor-core kernel (`attention_tc`): against the f64 composite and its CUDA-core twin ----
 
-/// Head dim `d` in tensor-core instance `I`: bf16 q, k, v (values in [-2, 2)), f64 reference on the
-/// same rounded inputs, and the CUDA-core twin ([`attention::attention`], bf16) on the same inputs.
-/// Tolerance: P enters the tensor cores rounded to bf16 and the output is bf16 (2^-8 relative).
+/// Head dim `D` in tensor-core instance `I`, 16-bit inputs `E` (bf16 or f16; values in [-2, 2)),
+/// f64 reference on the same rounded inputs, and the CUDA-core twin ([`attention::attention`], the
+/// same `E`) on the same inputs. Tolerance: P enters the tensor cores rounded to `E` and the
+/// output is `E` (bf16: 2^-8 relative).
 #[allow(clippy::too_many_arguments, non_snake_case)]
-fn check_tc<const I: usize>(
+fn check_tc_in<E: Elem + kernels::gemm_tc::MmaInput, const I: usize>(
     D: usize,
     batch: usize,
     heads: usize,
@@ -279,8 +280,8 @@ fn check_tc<const I: usize>(
     seed: u64,
 ) {
     use kernels::attention_tc;
-    let mk = |n: usize, s: u64| -> (Vec<Bf16>, Vec<f32>) {
-        let e: Vec<Bf16> = rand_vec(n, s).iter().map(|&x| Bf16::from_f32(x * 2.0)).collect();
+    let mk = |n: usize, s: u64| -> (Vec<E>, Vec<f32>) {
+        let e: Vec<E> = rand_vec(n, s).iter().map(|&x| E::from_f32(x * 2.0)).collect();
         let f = e.iter().map(|x| x.to_f32()).collect();
         (e, f)
     };
@@ -313,13 +314,13 @@ fn check_tc<const I: usize>(
     let (pq, pk, pv) = (q.as_ptr(), k.as_ptr(), v.as_ptr());
     let what = format!("attention_tc d{D} (instance {I}) b{batch} h{heads} {nq}x{nk} bias {with_bias} masks {n_mask}");
     // The twin, once (the default order).
-    let mut twin = vec![Bf16::from_f32(f32::NAN); want.len()];
+    let mut twin = vec![E::from_f32(f32::NAN); want.len()];
     let po = twin.as_mut_ptr();
     macro_rules! twin {
         ($T:literal) => {
             unsafe {
                 run(attention::config::<$T>(batch, heads, nq), kernels::emu::TEST_ORDERS[0], |c| {
-                    attention::attention::<_, Bf16, $T>(c, pq, pk, pv, pb, pm, po, &shape)
+                    attention::attention::<_, E, $T>(c, pq, pk, pv, pb, pm, po, &shape)
                 })
             }
         };
@@ -333,14 +334,37 @@ fn check_tc<const I: usize>(
     }
     let twin: Vec<f64> = twin.iter().map(|x| x.to_f32() as f64).collect();
     for_each_order(|order| {
-        let mut out = vec![Bf16::from_f32(f32::NAN); want.len()];
+        let mut out = vec![E::from_f32(f32::NAN); want.len()];
         let po = out.as_mut_ptr();
         let cfg = attention_tc::config::<I>(batch, heads, nq);
-        unsafe { run(cfg, order, |c| attention_tc::attention_tc::<_, Bf16, I>(c, pq, pk, pv, pb, pm, po, &shape)) };
+        unsafe { run(cfg, order, |c| attention_tc::attention_tc::<_, E, I>(c, pq, pk, pv, pb, pm, po, &shape)) };
         let got: Vec<f32> = out.iter().map(|x| x.to_f32()).collect();
         assert_close(&got, &want, 2e-2, 2e-2, &format!("{what} vs f64 {order:?}"));
         assert_close(&got, &twin, 2e-2, 2e-2, &format!("{what} vs the CUDA-core twin {order:?}"));
     });
+}
+
+/// [`check_tc_in`] with bf16, the model's half precision.
+#[allow(clippy::too_many_arguments, non_snake_case)]
+fn check_tc<const I: usize>(
+    D: usize,
+    batch: usize,
+    heads: usize,
+    nq: usize,
+    nk: usize,
+    with_bias: bool,
+    n_mask: usize,
+    seed: u64,
+) {
+    check_tc_in::<Bf16, I>(D, batch, heads, nq, nk, with_bias, n_mask, seed)
+}
+
+#[test]
+fn tc_f16_inputs() {
+    // f16 (10 mantissa bits) through the same body: the f16 mma and conversions.
+    check_tc_in::<kernels::F16, 32>(32, 2, 2, 49, 49, true, 2, 60);
+    check_tc_in::<kernels::F16, 16>(16, 1, 2, 18, 150, false, 0, 61);
+    check_tc_in::<kernels::F16, 64>(48, 1, 1, 70, 90, true, 1, 62);
 }
 
 #[test]

@@ -4,23 +4,7 @@
 //! Notation: `g = lane / 4` (group), `t = lane % 4` (thread in group). A 32-bit register holds two
 //! 16-bit elements, the lower-indexed one in the low half.
 
-/// f16 bits to f32 (the emulator only; the device has native conversions).
-pub fn f16_to_f32(h: u16) -> f32 {
-    let sign = if h & 0x8000 != 0 { -1.0f32 } else { 1.0 };
-    let exp = ((h >> 10) & 0x1f) as i32;
-    let man = (h & 0x3ff) as f32;
-    match exp {
-        0 => sign * man * 2f32.powi(-24),
-        31 => {
-            if man == 0.0 {
-                sign * f32::INFINITY
-            } else {
-                f32::NAN
-            }
-        }
-        _ => sign * (1.0 + man / 1024.0) * 2f32.powi(exp - 15),
-    }
-}
+pub use crate::math::f16_to_f32;
 
 fn half(reg: u32, hi: bool) -> u16 {
     if hi {
