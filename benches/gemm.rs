@@ -2,13 +2,15 @@
 //! the same run, plus the machine's FMA peak measured by a register-only microbenchmark.
 //!
 //! `cargo bench --bench gemm` runs criterion (short windows) and then prints a table of
-//! GFLOP/s, fraction of the measured peak and the ratios against both peers.
+//! GFLOP/s, fraction of the measured peak and the ratios against both peers; where the CPU has
+//! AVX512-BF16, also our bf16 product (operands rounded to bf16, f32 accumulation) against its
+//! own measured peak.
 
 use criterion::{black_box, Criterion};
 use rayon::prelude::*;
 use std::time::{Duration, Instant};
-use tensor::cpu::gemm::sgemm;
-use tensor::profile::peak::{fma_lanes, fma_peak};
+use tensor::cpu::gemm::{set_matmul_precision, sgemm, Isa, MatmulPrecision};
+use tensor::profile::peak::{bf16_peak, fma_lanes, fma_peak};
 use tensor::{DType, Tensor};
 
 /// [batch] x (m x k) @ (k x n), all row-major.
@@ -102,13 +104,27 @@ impl Operands {
     }
 }
 
-const IMPLS: [&str; 3] = ["ours", "gemm", "matrixmultiply"];
+const IMPLS: [&str; 4] = ["ours", "gemm", "matrixmultiply", "ours_bf16"];
 
 fn run_impl(ops: &mut Operands, which: usize) {
     match which {
         0 => ops.ours(),
         1 => ops.gemm_crate(),
-        _ => ops.matrixmultiply(),
+        2 => ops.matrixmultiply(),
+        _ => {
+            set_matmul_precision(MatmulPrecision::Bf16);
+            ops.ours();
+            set_matmul_precision(MatmulPrecision::F32);
+        }
+    }
+}
+
+/// Our bf16 product runs only where the CPU has AVX512-BF16.
+fn impls() -> usize {
+    if Isa::Avx512Bf16.available() {
+        4
+    } else {
+        3
     }
 }
 
@@ -129,7 +145,7 @@ fn criterion_benches(c: &mut Criterion, operands: &mut [Operands]) {
     for ops in operands.iter_mut() {
         let mut group = c.benchmark_group(format!("sgemm/{}", ops.s.name));
         group.throughput(criterion::Throughput::Elements(ops.s.flops() as u64));
-        for (which, name) in IMPLS.iter().enumerate() {
+        for (which, name) in IMPLS.iter().enumerate().take(impls()) {
             group.bench_function(*name, |bench| bench.iter(|| run_impl(ops, which)));
         }
         group.finish();
@@ -146,25 +162,45 @@ fn print_table(operands: &mut [Operands]) {
         single / 1e9,
         peak / 1e9
     );
-    println!("kernel: {:?}; times are medians of repeated calls", tensor::cpu::gemm::Isa::detect());
+    let (bf16_single, bf16_all) = bf16_peak();
+    if impls() == 4 {
+        println!(
+            "bf16 product peak (measured, vdpbf16ps): {:.1} GFLOP/s on 1 thread, {:.1} GFLOP/s on {threads} threads",
+            bf16_single / 1e9,
+            bf16_all / 1e9
+        );
+    }
+    println!("kernel: {:?}; times are medians of repeated calls", Isa::detect());
     println!(
-        "{:<18} {:>10} {:>10} {:>10} {:>8} {:>10} {:>10}",
-        "shape (m x k x n)", "ours GF/s", "gemm GF/s", "mm GF/s", "% peak", "ours/gemm", "ours/mm"
+        "{:<18} {:>10} {:>10} {:>10} {:>8} {:>10} {:>10} {:>10} {:>10} {:>9}",
+        "shape (m x k x n)",
+        "ours GF/s",
+        "gemm GF/s",
+        "mm GF/s",
+        "% peak",
+        "ours/gemm",
+        "ours/mm",
+        "bf16 GF/s",
+        "bf16/ours",
+        "% bf16 pk"
     );
     for ops in operands.iter_mut() {
-        let mut gflops = [0.0; 3];
-        for (which, g) in gflops.iter_mut().enumerate() {
+        let mut gflops = [f64::NAN; 4];
+        for (which, g) in gflops.iter_mut().enumerate().take(impls()) {
             *g = ops.s.flops() / median_secs(|| run_impl(ops, which)) / 1e9;
         }
         println!(
-            "{:<18} {:>10.1} {:>10.1} {:>10.1} {:>7.1}% {:>10.2} {:>10.2}",
+            "{:<18} {:>10.1} {:>10.1} {:>10.1} {:>7.1}% {:>10.2} {:>10.2} {:>10.1} {:>10.2} {:>8.1}%",
             ops.s.name,
             gflops[0],
             gflops[1],
             gflops[2],
             100.0 * gflops[0] * 1e9 / peak,
             gflops[0] / gflops[1],
-            gflops[0] / gflops[2]
+            gflops[0] / gflops[2],
+            gflops[3],
+            gflops[3] / gflops[0],
+            100.0 * gflops[3] * 1e9 / bf16_all
         );
     }
 }

@@ -5,13 +5,16 @@
 use crate::model::{DeviceModel, FaceXFormer};
 use autograd::{no_grad, Var};
 use tensor::backend::reference::Reference;
+use tensor::cpu::gemm::{matmul_precision, set_matmul_precision, Isa, MatmulPrecision};
 use tensor::{DType, Result, Tensor};
 
 /// `--device` values.
 pub const DEVICES: &str = "cpu, cuda, cuda:N, reference";
 
 pub enum Engine {
-    /// The autograd model on the CPU, f32.
+    /// The autograd model on the CPU: f32, or with `--dtype bf16` f32 tensors whose products
+    /// (linear layers, attention, convolutions) round their operands to bf16 and accumulate in
+    /// f32, as PyTorch's CPU autocast does (the process-wide `cpu::gemm` precision).
     Cpu(FaceXFormer),
     /// The device graph on the tensor crate's CPU ops.
     Reference(DeviceModel<Reference>),
@@ -29,13 +32,30 @@ pub fn parse_dtype(s: &str) -> std::result::Result<DType, String> {
     }
 }
 
+/// The CPU model's precision in words: f32, bf16 products, or bf16 asked for on a CPU without
+/// AVX512-BF16 (the f32 kernels then run).
+pub fn cpu_precision() -> String {
+    match (matmul_precision(), Isa::for_precision(matmul_precision())) {
+        (MatmulPrecision::F32, _) => "cpu (f32)".into(),
+        (MatmulPrecision::Bf16, Isa::Avx512Bf16) => "cpu (bf16 products, f32 accumulation, AVX512-BF16)".into(),
+        (MatmulPrecision::Bf16, isa) => format!("cpu (bf16 asked for; this CPU lacks AVX512-BF16: f32 on {isa:?})"),
+    }
+}
+
 impl Engine {
-    /// Puts `model` on `device` (see [`DEVICES`]) in `dtype`. The CPU model runs in f32 only.
+    /// Puts `model` on `device` (see [`DEVICES`]) in `dtype`. On the CPU, bf16 sets the
+    /// process-wide product precision (see [`Engine::Cpu`]); f32 resets it.
     pub fn new(model: FaceXFormer, device: &str, dtype: DType) -> std::result::Result<Engine, String> {
         let device_err = |e: tensor::Error| format!("device {device}: {e}");
         match device {
-            "cpu" if dtype == DType::F32 => Ok(Engine::Cpu(model)),
-            "cpu" => Err(format!("the CPU model runs in f32 (asked for {dtype:?}); bf16 runs on cuda")),
+            "cpu" => {
+                let precision = match dtype {
+                    DType::BF16 => MatmulPrecision::Bf16,
+                    _ => MatmulPrecision::F32,
+                };
+                set_matmul_precision(precision);
+                Ok(Engine::Cpu(model))
+            }
             "reference" => Ok(Engine::Reference(DeviceModel::new(Reference, &model, dtype).map_err(device_err)?)),
             d if d == "cuda" || d.starts_with("cuda:") => Self::cuda(model, d, dtype),
             other => Err(format!("unknown device `{other}`: expected one of {DEVICES}")),
@@ -61,7 +81,7 @@ impl Engine {
     /// What runs the model, for messages.
     pub fn describe(&self) -> String {
         match self {
-            Engine::Cpu(_) => "cpu (f32)".into(),
+            Engine::Cpu(_) => cpu_precision(),
             Engine::Reference(m) => format!("reference ({:?})", m.dtype()),
             #[cfg(feature = "cuda")]
             Engine::Cuda(m) => format!("{} ({:?})", tensor::backend::Backend::name(m.backend()), m.dtype()),

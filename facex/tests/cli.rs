@@ -191,9 +191,24 @@ fn forward_on_the_reference_device_and_clear_device_errors() {
     let (code, _, err) = run("tpu", "f32");
     assert_ne!(code, 0);
     assert!(err.contains("unknown device `tpu`") && err.contains("cuda"), "{err}");
-    let (code, _, err) = run("cpu", "bf16");
-    assert_ne!(code, 0);
-    assert!(err.contains("f32"), "{err}");
+    // bf16 on the device graph and bf16 products on the CPU (the f32 kernels where the CPU lacks
+    // AVX512-BF16): near the official f32 outputs, and not equal to them where bf16 ran. This
+    // fixture's random tiny model is ill-conditioned: both land at 4-11% relative L2 (the device
+    // graph rounds every activation to bf16, the CPU only the products' operands).
+    for dev in ["reference", "cpu"] {
+        let (code, _, err) = run(dev, "bf16");
+        assert_eq!(code, 0, "{err}");
+        let ours = facex_suite_like_read(&result);
+        for name in ["out.landmarks", "out.attributes", "out.segmentation"] {
+            let (a, b) = (&ours[name], &want[name]);
+            let num: f64 = a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum::<f64>().sqrt();
+            let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum::<f64>().sqrt();
+            assert!(num / den < 0.2, "bf16 {dev} {name}: {}", num / den);
+            if dev == "reference" || tensor::cpu::gemm::Isa::Avx512Bf16.available() {
+                assert!(num / den > 1e-6, "bf16 {name} equals f32: the bf16 kernel did not run");
+            }
+        }
+    }
     let (code, _, err) = run("reference", "f8");
     assert_ne!(code, 0);
     assert!(err.contains("f8"), "{err}");

@@ -2,9 +2,15 @@
 //! the instruction set picked at run time (AVX-512F, AVX2+FMA, or portable Rust), rayon
 //! threads for large products, and an optional fused bias + activation output pass.
 //!
+//! With [`set_matmul_precision`]`(Bf16)` (torch's `set_float32_matmul_precision("medium")`)
+//! every product rounds its operands to bf16 and accumulates in f32 on AVX512-BF16 (`bf16`),
+//! where the CPU has it; elsewhere the f32 kernels stay.
+//!
 //! Layout: `driver` holds the loop nest and the thread split, `pack` the panel packing,
-//! `kernels` the microkernels.
+//! `kernels` the microkernels, `bf16` the bf16 packing, kernel and loop.
 
+#[cfg(target_arch = "x86_64")]
+pub mod bf16;
 mod driver;
 pub mod kernels;
 pub mod pack;
@@ -18,6 +24,7 @@ pub(crate) mod tests_support {
 
 pub use crate::ops::Activation;
 use driver::Problem;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 /// Below this many multiply-adds a product runs on the calling thread: waking workers would
@@ -30,6 +37,33 @@ pub enum Isa {
     Avx512,
     Avx2Fma,
     Generic,
+    /// Operands rounded to bf16, f32 accumulation (`vdpbf16ps`): chosen by the matmul
+    /// precision, never by [`Isa::detect`], since it changes the numbers.
+    Avx512Bf16,
+}
+
+/// The precision of every f32 product: [`MatmulPrecision::F32`] (the default) or bf16 operands
+/// with f32 accumulation, where the CPU has AVX512-BF16.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatmulPrecision {
+    F32,
+    Bf16,
+}
+
+static BF16_PRODUCTS: AtomicBool = AtomicBool::new(false);
+
+/// Sets the precision of every later product in this process (all threads).
+pub fn set_matmul_precision(p: MatmulPrecision) {
+    BF16_PRODUCTS.store(p == MatmulPrecision::Bf16, Ordering::Relaxed);
+}
+
+/// The precision set by [`set_matmul_precision`].
+pub fn matmul_precision() -> MatmulPrecision {
+    if BF16_PRODUCTS.load(Ordering::Relaxed) {
+        MatmulPrecision::Bf16
+    } else {
+        MatmulPrecision::F32
+    }
 }
 
 impl Isa {
@@ -39,11 +73,22 @@ impl Isa {
         *BEST.get_or_init(|| [Isa::Avx512, Isa::Avx2Fma].into_iter().find(|i| i.available()).unwrap_or(Isa::Generic))
     }
 
+    /// The kernel products run on at `precision`: bf16 falls back to the f32 kernels on CPUs
+    /// without AVX512-BF16.
+    pub fn for_precision(precision: MatmulPrecision) -> Isa {
+        match precision {
+            MatmulPrecision::Bf16 if Isa::Avx512Bf16.available() => Isa::Avx512Bf16,
+            _ => Isa::detect(),
+        }
+    }
+
     /// Whether this CPU can run the kernel.
     pub fn available(self) -> bool {
         match self {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => is_x86_feature_detected!("avx512f"),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Bf16 => is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16"),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2Fma => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
             Isa::Generic => true,
@@ -59,6 +104,8 @@ impl Isa {
             Isa::Avx512 => (kernels::avx512::MR, kernels::avx512::NR),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2Fma => (kernels::avx2::MR, kernels::avx2::NR),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Bf16 => (bf16::MR, bf16::NR),
             _ => (kernels::generic::MR, kernels::generic::NR),
         }
     }
@@ -75,7 +122,8 @@ pub struct GemmOpts<'a> {
     pub act: Activation,
     /// May use rayon threads (large products only). Off inside an outer parallel loop.
     pub parallel: bool,
-    /// Force an instruction set (tests, benchmarks); `None` picks the best available.
+    /// Force an instruction set (tests, benchmarks); `None` picks the best available at the
+    /// process's [`matmul_precision`].
     pub isa: Option<Isa>,
 }
 
@@ -128,7 +176,7 @@ pub fn sgemm_with(
     if let Some(bias) = opts.bias {
         assert!(bias.len() >= n, "sgemm: bias shorter than n");
     }
-    let isa = opts.isa.unwrap_or_else(Isa::detect);
+    let isa = opts.isa.unwrap_or_else(|| Isa::for_precision(matmul_precision()));
     assert!(isa.available(), "sgemm: {isa:?} is not supported by this CPU");
     let threads = if opts.parallel && m * n * k >= PARALLEL_MIN_WORK { rayon::current_num_threads() } else { 1 };
     let p = Problem {
@@ -145,7 +193,12 @@ pub fn sgemm_with(
     unsafe {
         match isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => {
+            Isa::Avx512Bf16 if k > 0 => {
+                use bf16::{serial, MR, NR};
+                driver::split::<MR, NR>(&p, threads, |sub| serial(sub))
+            }
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 | Isa::Avx512Bf16 => {
                 use kernels::avx512::{kernel, MR, NR};
                 driver::run::<MR, NR>(kernel, &p, threads, fast_pack)
             }

@@ -11,7 +11,7 @@ use std::time::Instant;
 /// f32 lanes of the widest FMA this CPU has (0 without FMA).
 pub fn fma_lanes() -> usize {
     match Isa::detect() {
-        Isa::Avx512 => 16,
+        Isa::Avx512 | Isa::Avx512Bf16 => 16,
         Isa::Avx2Fma => 8,
         Isa::Generic => 0,
     }
@@ -50,7 +50,7 @@ pub fn fma_peak_one_thread(iters: usize) -> f64 {
         let t = Instant::now();
         // SAFETY: each is called only when `Isa::detect` found its instruction set.
         match Isa::detect() {
-            Isa::Avx512 => black_box(unsafe { chains512(black_box(iters)) }),
+            Isa::Avx512 | Isa::Avx512Bf16 => black_box(unsafe { chains512(black_box(iters)) }),
             Isa::Avx2Fma => black_box(unsafe { chains256(black_box(iters)) }),
             Isa::Generic => return f64::NAN,
         };
@@ -61,6 +61,61 @@ pub fn fma_peak_one_thread(iters: usize) -> f64 {
         let _ = iters;
         f64::NAN
     }
+}
+
+/// Peak FLOP/s of one core on bf16 products (`vdpbf16ps`: 16 lanes x 2 multiply-adds), measured
+/// like [`fma_peak_one_thread`]. NaN without AVX512-BF16.
+pub fn bf16_peak_one_thread(iters: usize) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::*;
+        #[target_feature(enable = "avx512f,avx512bf16")]
+        fn chains(iters: usize) -> f32 {
+            // SAFETY: same-size bit casts.
+            let (x, y) = unsafe {
+                (
+                    std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(0x3F80_3F80)),
+                    std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(0x3380_3380)),
+                )
+            };
+            let mut acc = [_mm512_set1_ps(1.0); 16];
+            for _ in 0..iters {
+                for a in acc.iter_mut() {
+                    *a = _mm512_dpbf16_ps(*a, x, y);
+                }
+            }
+            acc.iter().map(|&a| _mm512_reduce_add_ps(a)).sum()
+        }
+        if !Isa::Avx512Bf16.available() {
+            return f64::NAN;
+        }
+        let t = Instant::now();
+        // SAFETY: the CPU has AVX512-BF16 (checked above).
+        black_box(unsafe { chains(black_box(iters)) });
+        (iters * 16 * 16 * 4) as f64 / t.elapsed().as_secs_f64()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = iters;
+        f64::NAN
+    }
+}
+
+/// (one thread, all rayon threads at once) peak bf16-product FLOP/s, best of three each.
+pub fn bf16_peak() -> (f64, f64) {
+    let iters = 20_000_000;
+    let single = (0..3).map(|_| bf16_peak_one_thread(iters)).fold(0.0, f64::max);
+    let threads = rayon::current_num_threads();
+    let all = (0..3)
+        .map(|_| {
+            let t = Instant::now();
+            (0..threads).into_par_iter().for_each(|_| {
+                bf16_peak_one_thread(iters);
+            });
+            (threads * iters * 16 * 16 * 4) as f64 / t.elapsed().as_secs_f64()
+        })
+        .fold(0.0, f64::max);
+    (single, all)
 }
 
 /// (one thread, all rayon threads at once) peak f32 FLOP/s, best of three tries each.
@@ -99,6 +154,13 @@ pub fn copy_bandwidth() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bf16_peak_is_a_rate_where_the_cpu_has_it() {
+        let one = bf16_peak_one_thread(1000);
+        assert_eq!(one.is_nan(), !Isa::Avx512Bf16.available(), "bf16 peak {one}");
+        assert!(one.is_nan() || one > 1e8, "bf16 peak {one}");
+    }
 
     #[test]
     fn peaks_are_positive_rates() {

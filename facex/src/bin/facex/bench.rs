@@ -1,5 +1,6 @@
-//! `facex bench`: time the model with random weights (no download needed), on the CPU or, with
-//! `--device cuda --dtype bf16`, the device graph on a GPU.
+//! `facex bench`: time the model with random weights (no download needed), on the CPU (f32, or
+//! `--dtype bf16`: bf16 products with f32 accumulation, each head's error against f32 printed)
+//! or, with `--device cuda`, the device graph on a GPU.
 //! One mode per process, so that the reported peak memory belongs to that mode alone;
 //! `scripts/bench-vs-pytorch.sh` runs it beside PyTorch's official model in the same run.
 
@@ -33,7 +34,7 @@ pub struct Args {
     /// cpu (the autograd model), cuda, cuda:N or reference (inference only off the CPU).
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// Precision on a device: f32 or bf16.
+    /// Precision: f32 or bf16 (on the CPU: bf16 products, f32 accumulation).
     #[arg(long, default_value = "f32")]
     dtype: String,
     /// Also print where the time goes (CPU f32): per model stage and per op kind, with rates as a
@@ -95,18 +96,26 @@ pub fn run(args: Args) -> ExitCode {
     let result = (|| -> Result<Vec<f64>, String> {
         let model = FaceXFormer::new_random(&config, 0).map_err(|e| e.to_string())?;
         let input = Tensor::randn(&[args.batch, 3, 224, 224], 1, DType::F32);
-        if args.device != "cpu" || args.dtype != "f32" {
+        let dtype = parse_dtype(&args.dtype)?;
+        if args.device == "cpu" && dtype == DType::BF16 && !args.train {
+            print_bf16_errors(&model, &input)?;
+        }
+        if args.device != "cpu" {
             if args.train {
                 return Err("training runs on the cpu device".into());
             }
-            let dtype = parse_dtype(&args.dtype)?;
             return match Engine::new(model, &args.device, dtype)? {
-                Engine::Cpu(_) => unreachable!("cpu f32 is handled below"),
+                Engine::Cpu(_) => unreachable!("the cpu is handled below"),
                 Engine::Reference(dm) => time_device(&dm, &input, args.iters),
                 #[cfg(feature = "cuda")]
                 Engine::Cuda(dm) => time_device(&dm, &input, args.iters),
             };
         }
+        // The CPU engine sets the process's product precision for `dtype`.
+        let model = match Engine::new(model, "cpu", dtype)? {
+            Engine::Cpu(m) => m,
+            _ => unreachable!("the cpu engine is Engine::Cpu"),
+        };
         if args.train {
             let targets = Targets::random(args.batch, 2);
             let mut opt = AdamW::new(1e-4, 1e-5);
@@ -125,10 +134,11 @@ pub fn run(args: Args) -> ExitCode {
             let median = times[times.len() / 2];
             if args.device == "cpu" {
                 println!(
-                    "facex {mode} batch {}: median {median:.3} s, peak RSS {:.0} MiB ({} threads)",
+                    "facex {mode} batch {}: median {median:.3} s, peak RSS {:.0} MiB ({} threads, {})",
                     args.batch,
                     peak_rss_mib().unwrap_or(f64::NAN),
-                    rayon::current_num_threads()
+                    rayon::current_num_threads(),
+                    facex::engine::cpu_precision()
                 );
                 if args.profile {
                     let total: f64 = times.iter().sum();
@@ -151,6 +161,27 @@ pub fn run(args: Args) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Each head's largest error at bf16 products against the same model and input in f32, relative
+/// to the head's largest f32 value. Leaves the product precision at bf16.
+fn print_bf16_errors(model: &FaceXFormer, input: &Tensor) -> Result<(), String> {
+    use tensor::cpu::gemm::{set_matmul_precision, MatmulPrecision};
+    let x = Var::constant(input.clone());
+    let heads = |p: MatmulPrecision| -> Result<Vec<(&'static str, Vec<f32>)>, String> {
+        set_matmul_precision(p);
+        let out = no_grad(|| model.forward(&x)).map_err(|e| e.to_string())?;
+        out.heads().into_iter().map(|(n, v)| Ok((n, v.value().to_vec::<f32>().map_err(|e| e.to_string())?))).collect()
+    };
+    let (f32s, bf16s) = (heads(MatmulPrecision::F32)?, heads(MatmulPrecision::Bf16)?);
+    println!("bf16 products against f32, same weights and input ({}):", facex::engine::cpu_precision());
+    println!("{:<18} {:>12} {:>12} {:>14}", "head", "max |f32|", "max error", "error / scale");
+    for ((name, want), (_, got)) in f32s.iter().zip(&bf16s) {
+        let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let err = want.iter().zip(got).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        println!("{name:<18} {scale:>12.4} {err:>12.2e} {:>14.2e}", err / scale.max(f32::MIN_POSITIVE));
+    }
+    Ok(())
 }
 
 /// The profile of the timed passes, per pass: one table per stage, one per op kind. "outside ops"

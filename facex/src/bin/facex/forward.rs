@@ -21,7 +21,7 @@ pub struct Args {
     /// Where the model runs: cpu, cuda, cuda:N, or reference (the GPU graph on CPU ops).
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// Model precision on a device: f32 or bf16 (the CPU model is f32). Outputs are f32.
+    /// Precision: f32 or bf16 (on the CPU: bf16 products with f32 accumulation, where the CPU has AVX512-BF16). Outputs are f32.
     #[arg(long, default_value = "f32")]
     dtype: String,
 }

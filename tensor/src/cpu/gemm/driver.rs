@@ -41,7 +41,7 @@ unsafe impl Send for Problem {}
 unsafe impl Sync for Problem {}
 
 impl Problem {
-    fn has_epilogue(&self) -> bool {
+    pub(super) fn has_epilogue(&self) -> bool {
         self.bias.is_some() || self.act != Activation::None
     }
 
@@ -86,9 +86,18 @@ thread_local! {
 /// # Safety
 /// `p` must describe valid, in-bounds operands; `kern` must be runnable on this CPU.
 pub unsafe fn run<const MR: usize, const NR: usize>(kern: KernelFn, p: &Problem, threads: usize, fast_pack: bool) {
+    split::<MR, NR>(p, threads, |sub| serial::<MR, NR>(kern, sub, fast_pack))
+}
+
+/// Splits the product over `threads` rayon workers (MR x NR tiles never straddle two parts) and
+/// runs `serial` on each part.
+///
+/// # Safety
+/// `p` must describe valid, in-bounds operands; `serial` must be safe to run on any sub-product.
+pub unsafe fn split<const MR: usize, const NR: usize>(p: &Problem, threads: usize, serial: impl Fn(&Problem) + Sync) {
     let (m_panels, n_panels) = (p.m.div_ceil(MR), p.n.div_ceil(NR));
     if threads <= 1 || (m_panels < 2 && n_panels < 2) {
-        return serial::<MR, NR>(kern, p, fast_pack);
+        return serial(p);
     }
     // Splitting rows makes every thread pack all of B; splitting columns, all of A. Weigh the
     // duplicated packing (a transposing pack costs about twice a copying one).
@@ -103,7 +112,7 @@ pub unsafe fn run<const MR: usize, const NR: usize>(kern: KernelFn, p: &Problem,
         // SAFETY: the parts cover disjoint rows (or columns) of C.
         unsafe {
             let sub = if split_rows { p.sub(start, end - start, 0, p.n) } else { p.sub(0, p.m, start, end - start) };
-            serial::<MR, NR>(kern, &sub, fast_pack);
+            serial(&sub);
         }
     });
 }
@@ -200,7 +209,7 @@ unsafe fn blocked<const MR: usize, const NR: usize>(kern: KernelFn, p: &Problem,
 
 /// The fused output pass on one finished row segment starting at column `col`.
 #[inline]
-unsafe fn finish_row(p: &Problem, row: &mut [f32], col: usize) {
+pub(super) unsafe fn finish_row(p: &Problem, row: &mut [f32], col: usize) {
     if let Some(bias) = p.bias {
         let bias = std::slice::from_raw_parts(bias.add(col), row.len());
         for (x, b) in row.iter_mut().zip(bias) {

@@ -74,9 +74,12 @@ pub mod avx512 {
     use std::arch::x86_64::*;
 
     /// In-register transpose: on return `r[j]` holds what was column j.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F (a safe target-feature fn, unsafe to call elsewhere).
     #[inline]
     #[target_feature(enable = "avx512f")]
-    fn transpose16(r: &mut [__m512; 16]) {
+    pub fn transpose16(r: &mut [__m512; 16]) {
         // Interleave 32-bit pairs, then 64-bit pairs: each 128-bit lane of u[4g + c] then holds
         // column (4 * lane + c) of rows 4g..4g+4.
         let mut t = [_mm512_setzero_ps(); 16];

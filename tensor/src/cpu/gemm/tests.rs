@@ -10,8 +10,14 @@ pub(crate) fn act_ref(act: Activation, x: f64) -> f64 {
     }
 }
 
+/// Every kernel this CPU runs, the bf16 one included (checked on its rounded operands).
 fn isas() -> Vec<Isa> {
-    [Isa::Avx512, Isa::Avx2Fma, Isa::Generic].into_iter().filter(|i| i.available()).collect()
+    [Isa::Avx512, Isa::Avx2Fma, Isa::Generic, Isa::Avx512Bf16].into_iter().filter(|i| i.available()).collect()
+}
+
+/// What the bf16 kernel multiplies: `x` rounded to bf16 (nearest even).
+fn bf16_rounded(x: f32) -> f64 {
+    half::bf16::from_f32(x).to_f64()
 }
 
 /// One test case: operands with arbitrary strides (transposed or padded), C with padding.
@@ -63,13 +69,15 @@ impl Case {
         }
     }
 
-    fn expected(&self, accumulate: bool, act: Activation) -> Vec<f64> {
+    /// The f64 product; with `bf16`, of the operands rounded to bf16 (what that kernel multiplies).
+    fn expected(&self, accumulate: bool, act: Activation, bf16: bool) -> Vec<f64> {
+        let op = |x: f32| if bf16 { bf16_rounded(x) } else { x as f64 };
         let mut out = self.c.iter().map(|&x| x as f64).collect::<Vec<_>>();
         for i in 0..self.m {
             for j in 0..self.n {
                 let mut acc = 0.0f64;
                 for p in 0..self.k {
-                    acc += self.a[i * self.a_rs + p * self.a_cs] as f64 * self.b[p * self.b_rs + j * self.b_cs] as f64;
+                    acc += op(self.a[i * self.a_rs + p * self.a_cs]) * op(self.b[p * self.b_rs + j * self.b_cs]);
                 }
                 let o = &mut out[i * self.ldc + j];
                 acc += if accumulate { *o } else { 0.0 };
@@ -91,7 +99,7 @@ impl Case {
 
     fn check(&self, accumulate: bool, act: Activation, isa: Isa, parallel: bool) {
         let got = self.run(accumulate, act, isa, parallel);
-        let want = self.expected(accumulate, act);
+        let want = self.expected(accumulate, act, isa == Isa::Avx512Bf16);
         let tol = 1e-5 * (self.k as f64 + 4.0);
         for (idx, (&g, &w)) in got.iter().zip(&want).enumerate() {
             assert!(
@@ -178,6 +186,58 @@ fn avx512_pack_matches_scalar() {
             both::<32>(rows, kc);
         }
     }
+}
+
+/// The bf16 packs (depth-contiguous rows, panel-contiguous rows) equal the scalar one, odd
+/// depths, partial panels and zero padding included.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn bf16_packs_match_scalar() {
+    if !Isa::Avx512Bf16.available() {
+        return;
+    }
+    fn both<const R: usize>(rows: usize, kc: usize, depth_contiguous: bool) {
+        let (s_panel, s_k) = if depth_contiguous { (kc + 3, 1) } else { (1, R + 5) };
+        let len = rows.max(1) * s_panel.max(1) + kc * s_k + R;
+        let src: Vec<f32> = (0..len).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
+        let kp = kc.div_ceil(2);
+        let (mut fast, mut slow) = (vec![u32::MAX; R * kp], vec![u32::MAX; R * kp]);
+        unsafe {
+            bf16::pack_pairs::<R>(rows, kc, src.as_ptr(), s_panel, s_k, fast.as_mut_ptr());
+            bf16::pack_scalar::<R>(rows, kc, src.as_ptr(), s_panel, s_k, slow.as_mut_ptr());
+        }
+        assert_eq!(fast, slow, "R={R} rows={rows} kc={kc} depth_contiguous={depth_contiguous}");
+    }
+    for depth_contiguous in [true, false] {
+        for kc in [1, 2, 15, 16, 17, 31, 32, 33, 63, 80] {
+            for rows in [1, 7, 14] {
+                both::<14>(rows, kc, depth_contiguous);
+            }
+            for rows in [1, 16, 17, 32] {
+                both::<32>(rows, kc, depth_contiguous);
+            }
+        }
+    }
+}
+
+/// A pair holds depth 2p in its low half: the order `vdpbf16ps` pairs with the other operand's.
+#[test]
+fn bf16_pair_layout() {
+    #[cfg(target_arch = "x86_64")]
+    {
+        assert_eq!(bf16::pair(1.0, -2.0), 0xC000_3F80);
+        assert_eq!(bf16::pair(1.0 + 1.0 / 256.0, 0.0), 0x3F80, "ties round to even");
+        assert_eq!(bf16::pair(1.0 + 3.0 / 256.0, 0.0), 0x3F82, "ties round to even");
+    }
+}
+
+/// The process-wide precision picks the bf16 kernel where the CPU has it, the f32 one elsewhere.
+#[test]
+fn precision_picks_the_kernel() {
+    assert_eq!(Isa::for_precision(MatmulPrecision::F32), Isa::detect());
+    let bf16 = Isa::for_precision(MatmulPrecision::Bf16);
+    assert_eq!(bf16 == Isa::Avx512Bf16, Isa::Avx512Bf16.available());
+    assert!(bf16.available());
 }
 
 #[test]

@@ -1,0 +1,276 @@
+//! The bf16 product: C (f32) (+)= A · B with both operands rounded to bf16 (round to nearest
+//! even) and f32 accumulation, on AVX512-BF16's `vdpbf16ps`. One instruction multiplies 16
+//! pairs of bf16 values per register and adds each pair's two products to an f32 lane, so the
+//! depth runs in steps of two: twice the multiply-adds of an f32 FMA per instruction.
+//!
+//! The operands stay f32 in memory; packing rounds them. A packed panel holds, for each depth
+//! pair p and each of its R rows (or columns), one u32: the bf16 of depth 2p in the low half and
+//! of 2p + 1 in the high half (zero past the depth). The loop nest is the f32 driver's, with the
+//! depth block counted in values (pairs = half of it) and B always packed.
+//!
+//! Rounding happens exactly where the f32 path would multiply, so the test reference is the f64
+//! product of the rounded operands. The conversion instructions treat subnormal inputs as zero;
+//! the scalar path of unusual strides uses `half`, which keeps them: the two differ only there.
+
+use super::driver::{finish_row, Problem};
+use std::cell::RefCell;
+
+pub const MR: usize = 14;
+pub const NR: usize = 32;
+/// Depth values per block: KC/2 pairs x NR u32 of B is the same 32 KiB as the f32 panel.
+const KC: usize = 512;
+const MC: usize = 336;
+const NC: usize = 4096;
+
+/// One bf16 pair from two f32 values (scalar path).
+#[inline]
+pub fn pair(lo: f32, hi: f32) -> u32 {
+    half::bf16::from_f32(lo).to_bits() as u32 | (half::bf16::from_f32(hi).to_bits() as u32) << 16
+}
+
+/// Packs `len` x `kc` into panels of R pairs: `dst[q * R * kp + p * R + i]` = pair (2p, 2p + 1)
+/// of panel row `q * R + i`, with kp = kc.div_ceil(2). The source element (i, p) is at
+/// `src[i * s_panel + p * s_k]`.
+///
+/// # Safety
+/// The CPU must support AVX512-BF16; every addressed source element must be readable and `dst`
+/// must hold `len.div_ceil(R) * R * kp` values.
+#[target_feature(enable = "avx512f,avx512bf16")]
+pub unsafe fn pack_pairs<const R: usize>(
+    len: usize,
+    kc: usize,
+    src: *const f32,
+    s_panel: usize,
+    s_k: usize,
+    dst: *mut u32,
+) {
+    let kp = kc.div_ceil(2);
+    for (q, i0) in (0..len).step_by(R).enumerate() {
+        let rows = R.min(len - i0);
+        let (s, d) = (src.add(i0 * s_panel), dst.add(q * R * kp));
+        if s_k == 1 {
+            simd::pack_depth_contiguous::<R>(rows, kc, s, s_panel, d);
+        } else if s_panel == 1 {
+            simd::pack_panel_contiguous::<R>(rows, kc, s, s_k, d);
+        } else {
+            pack_scalar::<R>(rows, kc, s, s_panel, s_k, d);
+        }
+    }
+}
+
+/// One panel with plain loops (any strides): the reference the fast packs are tested against.
+///
+/// # Safety
+/// As for [`pack_pairs`], for one panel of `rows` <= R.
+pub unsafe fn pack_scalar<const R: usize>(
+    rows: usize,
+    kc: usize,
+    src: *const f32,
+    s_panel: usize,
+    s_k: usize,
+    dst: *mut u32,
+) {
+    for p in 0..kc.div_ceil(2) {
+        for i in 0..R {
+            let at = |k: usize| if i < rows && k < kc { *src.add(i * s_panel + k * s_k) } else { 0.0 };
+            *dst.add(p * R + i) = pair(at(2 * p), at(2 * p + 1));
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub mod simd {
+    use super::super::pack::avx512::transpose16;
+    use std::arch::x86_64::*;
+
+    /// Mask of the first `n` (<= 16) lanes.
+    #[inline]
+    fn lanes(n: usize) -> u16 {
+        ((1u32 << n) - 1) as u16
+    }
+
+    /// Rows contiguous along the depth (activations, `x Wᵀ`'s weight): 16 rows x 16 pairs are
+    /// loaded as 32 floats a row, rounded to 16 pairs, and transposed as 32-bit lanes.
+    ///
+    /// # Safety
+    /// As for [`super::pack_pairs`], one panel.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub unsafe fn pack_depth_contiguous<const R: usize>(
+        rows: usize,
+        kc: usize,
+        src: *const f32,
+        s_row: usize,
+        dst: *mut u32,
+    ) {
+        let kp = kc.div_ceil(2);
+        for g in (0..R).step_by(16) {
+            let group = 16.min(R - g);
+            let valid = rows.saturating_sub(g).min(group);
+            for p0 in (0..kp).step_by(16) {
+                let k0 = 2 * p0;
+                let (m_lo, m_hi) = (lanes(16.min(kc - k0)), lanes(kc.saturating_sub(k0 + 16).min(16)));
+                let mut r = [_mm512_setzero_ps(); 16];
+                for (i, ri) in r.iter_mut().enumerate().take(valid) {
+                    let row = src.add((g + i) * s_row + k0);
+                    let lo = _mm512_maskz_loadu_ps(m_lo, row);
+                    let hi = _mm512_maskz_loadu_ps(m_hi, row.add(16));
+                    // Low half of the result from `lo`: pair j = values (2j, 2j + 1) of the row.
+                    *ri = _mm512_castsi512_ps(std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo)));
+                }
+                transpose16(&mut r);
+                for (q, rq) in r.iter().enumerate().take(16.min(kp - p0)) {
+                    _mm512_mask_storeu_ps(dst.add((p0 + q) * R + g) as *mut f32, lanes(group), *rq);
+                }
+            }
+        }
+    }
+
+    /// The panel dimension contiguous (a row-major right operand): depth rows 2p and 2p + 1 are
+    /// rounded 16 values at a time and interleaved into pairs.
+    ///
+    /// # Safety
+    /// As for [`super::pack_pairs`], one panel.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub unsafe fn pack_panel_contiguous<const R: usize>(
+        rows: usize,
+        kc: usize,
+        src: *const f32,
+        s_k: usize,
+        dst: *mut u32,
+    ) {
+        let half16 = |x: __m512| _mm512_cvtepu16_epi32(std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(x)));
+        for p in 0..kc.div_ceil(2) {
+            for g in (0..R).step_by(16) {
+                let group = 16.min(R - g);
+                let valid = lanes(rows.saturating_sub(g).min(group));
+                let lo = _mm512_maskz_loadu_ps(valid, src.add(2 * p * s_k + g));
+                let hi = if 2 * p + 1 < kc {
+                    _mm512_maskz_loadu_ps(valid, src.add((2 * p + 1) * s_k + g))
+                } else {
+                    _mm512_setzero_ps()
+                };
+                let v = _mm512_or_si512(half16(lo), _mm512_slli_epi32::<16>(half16(hi)));
+                _mm512_mask_storeu_epi32(dst.add(p * R + g) as *mut i32, lanes(group), v);
+            }
+        }
+    }
+
+    /// C[MR, NR] (+)= A · B over `kp` depth pairs: 28 zmm accumulators, two B vectors and one
+    /// broadcast pair, as the f32 kernel. `b` is a packed panel (NR pairs per depth pair).
+    ///
+    /// # Safety
+    /// The CPU must support AVX512-BF16; the pointers must cover the tile.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub unsafe fn kernel(kp: usize, a: *const u32, b: *const u32, c: *mut f32, ldc: usize, load_c: bool) {
+        use super::{MR, NR};
+        let bh = |x: __m512i| std::mem::transmute::<__m512i, __m512bh>(x);
+        let mut acc0 = [_mm512_setzero_ps(); MR];
+        let mut acc1 = [_mm512_setzero_ps(); MR];
+        let (mut a, mut b) = (a, b);
+        for _ in 0..kp {
+            let b0 = bh(_mm512_loadu_si512(b as *const __m512i));
+            let b1 = bh(_mm512_loadu_si512(b.add(16) as *const __m512i));
+            for i in 0..MR {
+                let ai = bh(_mm512_set1_epi32(*a.add(i) as i32));
+                acc0[i] = _mm512_dpbf16_ps(acc0[i], ai, b0);
+                acc1[i] = _mm512_dpbf16_ps(acc1[i], ai, b1);
+            }
+            a = a.add(MR);
+            b = b.add(NR);
+        }
+        for i in 0..MR {
+            let row = c.add(i * ldc);
+            let (mut v0, mut v1) = (acc0[i], acc1[i]);
+            if load_c {
+                v0 = _mm512_add_ps(v0, _mm512_loadu_ps(row));
+                v1 = _mm512_add_ps(v1, _mm512_loadu_ps(row.add(16)));
+            }
+            _mm512_storeu_ps(row, v0);
+            _mm512_storeu_ps(row.add(16), v1);
+        }
+    }
+}
+
+/// 64-byte aligned storage for packed pairs.
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+struct Line([u32; 16]);
+
+#[derive(Default)]
+struct PackBufs {
+    a: Vec<Line>,
+    b: Vec<Line>,
+}
+
+fn line_ptr(v: &mut Vec<Line>, len: usize) -> *mut u32 {
+    if v.len() * 16 < len {
+        v.resize(len.div_ceil(16), Line([0; 16]));
+    }
+    v.as_mut_ptr() as *mut u32
+}
+
+thread_local! {
+    static BUFS: RefCell<PackBufs> = RefCell::new(PackBufs::default());
+}
+
+/// The single-threaded blocked bf16 product (the thread split is the f32 driver's `run`).
+///
+/// # Safety
+/// `p` must describe valid, in-bounds operands with k > 0; the CPU must support AVX512-BF16.
+pub unsafe fn serial(p: &Problem) {
+    BUFS.with(|bufs| match bufs.try_borrow_mut() {
+        Ok(mut bufs) => blocked(p, &mut bufs),
+        Err(_) => blocked(p, &mut PackBufs::default()),
+    })
+}
+
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn blocked(p: &Problem, bufs: &mut PackBufs) {
+    let mc_max = MC / MR * MR;
+    let kp_max = KC.min(p.k).div_ceil(2);
+    let nc_max = NC.min(p.n.div_ceil(NR) * NR);
+    let abuf = line_ptr(&mut bufs.a, mc_max.min(p.m.div_ceil(MR) * MR) * kp_max);
+    let bbuf = line_ptr(&mut bufs.b, nc_max * kp_max);
+    let mut tmp = [0.0f32; MR * NR];
+    let tmp = tmp.as_mut_ptr();
+    for jc in (0..p.n).step_by(NC) {
+        let nc = NC.min(p.n - jc);
+        for pc in (0..p.k).step_by(KC) {
+            let kc = KC.min(p.k - pc);
+            let kp = kc.div_ceil(2);
+            let load_c = p.accumulate || pc > 0;
+            let last = pc + kc == p.k;
+            pack_pairs::<NR>(nc, kc, p.b.add(pc * p.b_rs + jc * p.b_cs), p.b_cs, p.b_rs, bbuf);
+            for ic in (0..p.m).step_by(mc_max) {
+                let mc = mc_max.min(p.m - ic);
+                pack_pairs::<MR>(mc, kc, p.a.add(ic * p.a_rs + pc * p.a_cs), p.a_rs, p.a_cs, abuf);
+                for jr in (0..nc).step_by(NR) {
+                    let nr = NR.min(nc - jr);
+                    let bp = bbuf.add(jr * kp);
+                    for ir in (0..mc).step_by(MR) {
+                        let mr = MR.min(mc - ir);
+                        let ap = abuf.add(ir * kp);
+                        let cp = p.c.add((ic + ir) * p.ldc + jc + jr);
+                        if mr == MR && nr == NR {
+                            simd::kernel(kp, ap, bp, cp, p.ldc, load_c);
+                        } else {
+                            simd::kernel(kp, ap, bp, tmp, NR, false);
+                            for i in 0..mr {
+                                let (crow, trow) = (cp.add(i * p.ldc), tmp.add(i * NR));
+                                for j in 0..nr {
+                                    let v = *trow.add(j);
+                                    *crow.add(j) = if load_c { *crow.add(j) + v } else { v };
+                                }
+                            }
+                        }
+                        if last && p.has_epilogue() {
+                            for i in 0..mr {
+                                finish_row(p, std::slice::from_raw_parts_mut(cp.add(i * p.ldc), nr), jc + jr);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
