@@ -167,8 +167,33 @@ impl SwinBlock {
         // Shift + window partition as one token gather: [B, HW, C] in window order.
         let y = self.norm1.forward(x)?.reshape(&[b, h * w, c])?.index_select(1, &plan.gather)?;
         let qkv = self.qkv.forward(&y.reshape(&[bw, n, c])?)?;
+        let scale = (hd as f64).powf(-0.5);
+        let o = if autograd::is_grad_enabled() {
+            self.attention_composite(&qkv, plan, b, scale)?
+        } else {
+            // Inference: one fused pass per window (`Tensor::window_attention`, the composite's twin).
+            let bias = self.bias_table.value().index_select(0, &self.bias_index)?.t()?.reshape(&[heads, n, n])?;
+            let mask = plan.mask.as_ref().map(|m| m.reshape(&[plan.windows, n, n])).transpose()?;
+            Var::constant(qkv.value().window_attention(heads, Some(&bias), mask.as_ref(), scale as f32)?)
+        };
+        let o = self.proj.forward(&o)?;
+        // Window reverse + roll back as the inverse gather.
+        let o = o.reshape(&[b, h * w, c])?.index_select(1, &plan.scatter)?.reshape(&[b, h, w, c])?;
+        let x = x.add(&o)?;
+
+        let m = self.norm2.forward(&x)?;
+        let m = self.fc1.forward_act(&m, Activation::Gelu)?;
+        x.add(&self.fc2.forward(&m)?)
+    }
+
+    /// Window attention as recorded ops (differentiable): qkv [B·windows, n, 3C] -> [B·windows, n, C].
+    fn attention_composite(&self, qkv: &Var, plan: &WindowPlan, b: usize, scale: f64) -> Result<Var> {
+        let (n, heads) = (self.window * self.window, self.heads);
+        let s = qkv.shape();
+        let (bw, c) = (s[0], s[2] / 3);
+        let hd = c / heads;
         let qkv = qkv.reshape(&[bw, n, 3, heads, hd])?.permute(&[2, 0, 3, 1, 4])?; // [3, bw, heads, n, hd]
-        let q = qkv.select(0, 0)?.affine((hd as f64).powf(-0.5), 0.0)?;
+        let q = qkv.select(0, 0)?.affine(scale, 0.0)?;
         let k = qkv.select(0, 1)?;
         let v = qkv.select(0, 2)?;
 
@@ -180,15 +205,7 @@ impl SwinBlock {
         } else {
             attn.add(&bias)?.softmax(-1)?
         };
-        let o = attn.matmul(&v)?.permute(&[0, 2, 1, 3])?.reshape(&[bw, n, c])?;
-        let o = self.proj.forward(&o)?;
-        // Window reverse + roll back as the inverse gather.
-        let o = o.reshape(&[b, h * w, c])?.index_select(1, &plan.scatter)?.reshape(&[b, h, w, c])?;
-        let x = x.add(&o)?;
-
-        let m = self.norm2.forward(&x)?;
-        let m = self.fc1.forward_act(&m, Activation::Gelu)?;
-        x.add(&self.fc2.forward(&m)?)
+        attn.matmul(&v)?.permute(&[0, 2, 1, 3])?.reshape(&[bw, n, c])
     }
 }
 

@@ -4,6 +4,7 @@
 //!
 //! Floating ops on f16/bf16 widen to f32, compute, and round the result back.
 
+pub mod attention;
 pub mod binary;
 pub mod conv;
 pub mod gelu;

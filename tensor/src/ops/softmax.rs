@@ -61,7 +61,7 @@ fn softmax_row(x: &[f32], out: &mut [f32], log: bool) {
 
 /// Softmax of whole rows of length `len`, on the best vector extension this CPU has (baseline
 /// x86-64 runs `exp_f32` 4 wide; `cpu::simd`).
-fn rows(src: &[f32], out: &mut [f32], len: usize, log: bool) {
+pub(crate) fn rows(src: &[f32], out: &mut [f32], len: usize, log: bool) {
     #[inline(always)]
     fn body(src: &[f32], out: &mut [f32], len: usize, log: bool) {
         for (o, x) in out.chunks_mut(len).zip(src.chunks(len)) {

@@ -22,6 +22,9 @@ pub enum Kind {
     Gemm,
     /// conv2d and its transpose (im2col + GEMM) and their gradients.
     Conv,
+    /// The fused window attention (scores, softmax and weighted sum in one pass); 4·n²·d FLOPs
+    /// per window and head.
+    Attention,
     Softmax,
     LayerNorm,
     Gelu,
@@ -38,9 +41,10 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Gemm,
         Kind::Conv,
+        Kind::Attention,
         Kind::Softmax,
         Kind::LayerNorm,
         Kind::Gelu,
@@ -55,6 +59,7 @@ impl Kind {
         match self {
             Kind::Gemm => "gemm",
             Kind::Conv => "conv",
+            Kind::Attention => "attention",
             Kind::Softmax => "softmax",
             Kind::LayerNorm => "layernorm",
             Kind::Gelu => "gelu",
@@ -68,7 +73,7 @@ impl Kind {
 
     /// Whether the kind is bound by arithmetic (rate in FLOP/s) rather than memory (bytes/s).
     pub fn compute_bound(self) -> bool {
-        matches!(self, Kind::Gemm | Kind::Conv)
+        matches!(self, Kind::Gemm | Kind::Conv | Kind::Attention)
     }
 }
 
