@@ -1,6 +1,6 @@
 //! Every derivative rule, one module per op family, one arm per op beside its formula. The modules
 //! are named after the tensor crate's op families (`tensor/src/ops/{unary,gelu,binary,reduce,
-//! softmax,norm,index,matmul,conv,pool,interp}.rs`; `view.rs` after `tensor/src/view.rs`). `g` is
+//! softmax,norm,index,matmul,attention,conv,pool,interp}.rs`; `view.rs` after `tensor/src/view.rs`). `g` is
 //! dL/d(out); each rule returns dL/d(input) for every input in order (None where no gradient
 //! flows), already reduced to the input's shape and in the input's dtype.
 //!
@@ -13,6 +13,7 @@
 //! Ties: max/min reductions and maximum/minimum split the gradient evenly between tied elements
 //! (as PyTorch does); max_pool2d routes it to the first maximum of each window (as PyTorch does).
 
+mod attention;
 mod binary;
 mod conv;
 mod gelu;
@@ -70,6 +71,7 @@ pub(crate) fn backward_op(op: &Op, inputs: &[Var], out: &Tensor, g: &Tensor) -> 
         | Contiguous
         | ToDType { .. } => view::backward(op, &xs, g),
         Matmul | Linear { .. } => matmul::backward(op, &xs, out, g),
+        WindowAttention { .. } => attention::backward(op, &xs, g),
         Conv2d { .. } | ConvTranspose2d { .. } => conv::backward(op, &xs, g),
         MaxPool2d { .. } => pool::backward(op, &xs, g),
         InterpolateBilinear | InterpolateArea => interp::backward(op, &xs, g),

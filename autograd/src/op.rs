@@ -125,6 +125,14 @@ pub enum Op {
     },
     // linear algebra and images
     Matmul,
+    /// Swin's fused window attention (`Tensor::window_attention`). inputs: the packed qkv, then
+    /// the bias when present; the shift mask is a constant.
+    WindowAttention {
+        heads: usize,
+        scale: f32,
+        mask: Option<Tensor>,
+        has_bias: bool,
+    },
     /// inputs: x, weight, then bias when present
     Linear {
         act: Activation,

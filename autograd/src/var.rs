@@ -291,6 +291,15 @@ impl Var {
         Ok(Var::from_op(self.value().to_dtype(dtype), Op::ToDType { from }, &[self]))
     }
 
+    /// Window attention on a packed qkv `[B, n, 3·H·d]` -> `[B, n, H·d]`
+    /// (`Tensor::window_attention`); gradients flow to qkv and the bias, not the mask.
+    pub fn window_attention(&self, heads: usize, bias: Option<&Var>, mask: Option<&Tensor>, scale: f32) -> Result<Var> {
+        let b = bias.map(Var::value);
+        let v = self.value().window_attention(heads, b.as_ref(), mask, scale)?;
+        let op = Op::WindowAttention { heads, scale, mask: mask.cloned(), has_bias: bias.is_some() };
+        Ok(Var::from_op(v, op, &opt_inputs(&[self], &[bias])))
+    }
+
     pub fn linear(&self, weight: &Var, bias: Option<&Var>) -> Result<Var> {
         self.linear_act(weight, bias, Activation::None)
     }

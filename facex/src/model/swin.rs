@@ -105,6 +105,29 @@ pub(crate) fn shift_mask(h: usize, w: usize, win: usize, shift: usize) -> Tensor
     Tensor::from_vec(m, &[nh * nw, 1, n, n]).expect("plan: mask")
 }
 
+/// Window attention as the recorded ops of the official code, the twin of the fused
+/// `Var::window_attention`: qkv `[B·windows, n, 3C]`, bias `[heads, n, n]`, mask
+/// `[windows, n, n]` -> `[B·windows, n, C]`.
+#[cfg(test)]
+fn attention_composite(qkv: &Var, bias: &Var, mask: Option<&Tensor>, heads: usize, scale: f64) -> Result<Var> {
+    let s = qkv.shape();
+    let (bw, n, c) = (s[0], s[1], s[2] / 3);
+    let qkv = qkv.reshape(&[bw, n, 3, heads, c / heads])?.permute(&[2, 0, 3, 1, 4])?; // [3, bw, heads, n, hd]
+    let q = qkv.select(0, 0)?.affine(scale, 0.0)?;
+    let (k, v) = (qkv.select(0, 1)?, qkv.select(0, 2)?);
+    let attn = q.matmul(&k.t()?)?.add(bias)?; // [bw, heads, n, n]
+    let attn = match mask {
+        // The mask differs per window: view the scores as [B, windows, heads, n, n].
+        Some(m) => {
+            let w = m.shape()[0];
+            let m = Var::constant(m.reshape(&[w, 1, n, n])?);
+            attn.reshape(&[bw / w, w, heads, n, n])?.add(&m)?.reshape(&[bw, heads, n, n])?
+        }
+        None => attn,
+    };
+    attn.softmax(-1)?.matmul(&v)?.permute(&[0, 2, 1, 3])?.reshape(&[bw, n, c])
+}
+
 /// One Swin v1 block: `x + attn(norm1(x))`, then `x + mlp(norm2(x))`.
 #[derive(Clone, Debug)]
 pub(crate) struct SwinBlock {
@@ -145,17 +168,6 @@ impl SwinBlock {
         }
     }
 
-    /// The relative position bias [heads, w², w²], plus the shift mask ([windows, heads, w², w²])
-    /// when there is one. Built once per forward; the gather keeps gradients to the table.
-    fn attention_bias(&self, plan: &WindowPlan) -> Result<Var> {
-        let n = self.window * self.window;
-        let bias = self.bias_table.index_select(0, &self.bias_index)?.t()?.reshape(&[self.heads, n, n])?;
-        match &plan.mask {
-            Some(m) => bias.add(&Var::constant(m.clone())),
-            None => Ok(bias),
-        }
-    }
-
     /// x: [B, H, W, C] -> [B, H, W, C].
     fn forward(&self, x: &Var, plan: &WindowPlan) -> Result<Var> {
         let s = x.shape();
@@ -167,15 +179,11 @@ impl SwinBlock {
         // Shift + window partition as one token gather: [B, HW, C] in window order.
         let y = self.norm1.forward(x)?.reshape(&[b, h * w, c])?.index_select(1, &plan.gather)?;
         let qkv = self.qkv.forward(&y.reshape(&[bw, n, c])?)?;
-        let scale = (hd as f64).powf(-0.5);
-        let o = if autograd::is_grad_enabled() {
-            self.attention_composite(&qkv, plan, b, scale)?
-        } else {
-            // Inference: one fused pass per window (`Tensor::window_attention`, the composite's twin).
-            let bias = self.bias_table.value().index_select(0, &self.bias_index)?.t()?.reshape(&[heads, n, n])?;
-            let mask = plan.mask.as_ref().map(|m| m.reshape(&[plan.windows, n, n])).transpose()?;
-            Var::constant(qkv.value().window_attention(heads, Some(&bias), mask.as_ref(), scale as f32)?)
-        };
+        // The relative position bias [heads, n, n] (a gather: gradients reach the table), and
+        // one pass per window and head (`Tensor::window_attention`; twin: `attention_composite`).
+        let bias = self.bias_table.index_select(0, &self.bias_index)?.t()?.reshape(&[heads, n, n])?;
+        let mask = plan.mask.as_ref().map(|m| m.reshape(&[plan.windows, n, n])).transpose()?;
+        let o = qkv.window_attention(heads, Some(&bias), mask.as_ref(), (hd as f32).powf(-0.5))?;
         let o = self.proj.forward(&o)?;
         // Window reverse + roll back as the inverse gather.
         let o = o.reshape(&[b, h * w, c])?.index_select(1, &plan.scatter)?.reshape(&[b, h, w, c])?;
@@ -184,28 +192,6 @@ impl SwinBlock {
         let m = self.norm2.forward(&x)?;
         let m = self.fc1.forward_act(&m, Activation::Gelu)?;
         x.add(&self.fc2.forward(&m)?)
-    }
-
-    /// Window attention as recorded ops (differentiable): qkv [B·windows, n, 3C] -> [B·windows, n, C].
-    fn attention_composite(&self, qkv: &Var, plan: &WindowPlan, b: usize, scale: f64) -> Result<Var> {
-        let (n, heads) = (self.window * self.window, self.heads);
-        let s = qkv.shape();
-        let (bw, c) = (s[0], s[2] / 3);
-        let hd = c / heads;
-        let qkv = qkv.reshape(&[bw, n, 3, heads, hd])?.permute(&[2, 0, 3, 1, 4])?; // [3, bw, heads, n, hd]
-        let q = qkv.select(0, 0)?.affine(scale, 0.0)?;
-        let k = qkv.select(0, 1)?;
-        let v = qkv.select(0, 2)?;
-
-        let attn = q.matmul(&k.t()?)?; // [bw, heads, n, n]
-        let bias = self.attention_bias(plan)?;
-        let attn = if plan.mask.is_some() {
-            // The mask differs per window: view the scores as [B, windows, heads, n, n].
-            attn.reshape(&[b, plan.windows, heads, n, n])?.add(&bias)?.softmax(-1)?.reshape(&[bw, heads, n, n])?
-        } else {
-            attn.add(&bias)?.softmax(-1)?
-        };
-        attn.matmul(&v)?.permute(&[0, 2, 1, 3])?.reshape(&[bw, n, c])
     }
 }
 
@@ -317,6 +303,40 @@ impl SwinEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fused window attention against its composite twin: outputs and the gradients of qkv
+    /// and of the bias table (through the gather), shifted windows included.
+    #[test]
+    fn fused_attention_equals_composite_twin() {
+        let (b, side, win, heads, c) = (2, 14, 7, 2, 64);
+        let n = win * win;
+        let plan = WindowPlan::new(side, side, win, 3);
+        let bw = b * plan.windows;
+        let qkv = Var::param(Tensor::randn(&[bw, n, 3 * c], 1, DType::F32), "qkv");
+        let table = Var::param(Tensor::randn(&[169, heads], 2, DType::F32), "table");
+        let index = Tensor::from_vec(relative_position_index(win), &[n * n]).unwrap();
+        let g = Tensor::randn(&[bw, n, c], 3, DType::F32);
+        let mask = plan.mask.as_ref().map(|m| m.reshape(&[plan.windows, n, n]).unwrap());
+        let scale = (c as f64 / heads as f64).powf(-0.5);
+        let run = |fused: bool| {
+            let bias = table.index_select(0, &index).unwrap().t().unwrap().reshape(&[heads, n, n]).unwrap();
+            let out = if fused {
+                qkv.window_attention(heads, Some(&bias), mask.as_ref(), scale as f32).unwrap()
+            } else {
+                attention_composite(&qkv, &bias, mask.as_ref(), heads, scale).unwrap()
+            };
+            let loss = out.mul(&Var::constant(g.clone())).unwrap().sum(&[0, 1, 2], false).unwrap();
+            let grads = loss.backward().unwrap();
+            let vals = |t: &Tensor| t.to_vec::<f32>().unwrap();
+            (vals(&out.value()), vals(&grads.get(&qkv).unwrap()), vals(&grads.get(&table).unwrap()))
+        };
+        let (fused, twin) = (run(true), run(false));
+        for (name, a, b) in [("out", &fused.0, &twin.0), ("dqkv", &fused.1, &twin.1), ("dtable", &fused.2, &twin.2)] {
+            let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let err = a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+            assert!(err <= 1e-5 * scale.max(1.0) * 10.0, "{name}: max error {err} (scale {scale})");
+        }
+    }
 
     #[test]
     fn relative_index_matches_torchvision_formula() {
