@@ -5,6 +5,8 @@
 #   scripts/bench-vs-pytorch.sh [THREADS] [--profile]
 # PyTorch + facexformer-pipeline (and onnxruntime + onnx for the third column) must be importable
 # by $PYTHON (default python3). --profile adds each side's per-stage and per-op-kind tables.
+# The bf16 rows: `facex bench --dtype bf16` (bf16 products, f32 accumulation, where the CPU has
+# AVX512-BF16; it also prints each head's error against f32) beside PyTorch's CPU autocast.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 threads=${1:-2}
@@ -15,15 +17,17 @@ bin=target/release/facex
 median() { sed -n 's/.*median \([0-9.]*\) s.*/\1/p' <<<"$1" | head -1; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.2f", a/b; else printf "-" }'; }
 echo "CPU: $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1), $threads threads"
-for mode in "forward --batch 1" "forward --batch 8" "train --batch 8"; do
+for mode in "forward --batch 1 f32" "forward --batch 8 f32" "train --batch 8 f32" \
+            "forward --batch 1 bf16" "forward --batch 8 bf16"; do
   set -- $mode
   flag=""; [ "$1" = train ] && flag="--train"
-  ours=$($bin bench $flag --batch "$3" --threads "$threads" --iters 3 $profile)
-  theirs=$($py scripts/bench_pytorch.py "$1" --batch "$3" --threads "$threads" --iters 3 $profile 2>/dev/null)
+  dtype=$4
+  ours=$($bin bench $flag --batch "$3" --threads "$threads" --iters 3 --dtype "$dtype" $profile)
+  theirs=$($py scripts/bench_pytorch.py "$1" --batch "$3" --threads "$threads" --iters 3 --dtype "$dtype" $profile 2>/dev/null)
   echo "$ours"; echo "$theirs"
   a=$(median "$ours"); b=$(median "$theirs")
-  line="  -> $1 batch $3: facex/pytorch time ratio $(ratio "$a" "$b")"
-  if [ "$1" = forward ] && $py -c "import onnxruntime" 2>/dev/null; then
+  line="  -> $1 batch $3 $dtype: facex/pytorch time ratio $(ratio "$a" "$b")"
+  if [ "$1" = forward ] && [ "$dtype" = f32 ] && $py -c "import onnxruntime" 2>/dev/null; then
     ort=$($py scripts/bench_pytorch.py ort --batch "$3" --threads "$threads" --iters 3 2>/dev/null)
     echo "$ort"
     line="$line, facex/onnxruntime $(ratio "$a" "$(median "$ort")")"

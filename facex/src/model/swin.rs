@@ -328,7 +328,7 @@ mod tests {
             let loss = out.mul(&Var::constant(g.clone())).unwrap().sum(&[0, 1, 2], false).unwrap();
             let grads = loss.backward().unwrap();
             let vals = |t: &Tensor| t.to_vec::<f32>().unwrap();
-            (vals(&out.value()), vals(&grads.get(&qkv).unwrap()), vals(&grads.get(&table).unwrap()))
+            (vals(&out.value()), vals(grads.get(&qkv).unwrap()), vals(grads.get(&table).unwrap()))
         };
         let (fused, twin) = (run(true), run(false));
         for (name, a, b) in [("out", &fused.0, &twin.0), ("dqkv", &fused.1, &twin.1), ("dtable", &fused.2, &twin.2)] {
