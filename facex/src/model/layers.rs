@@ -3,14 +3,23 @@
 use super::params::{Builder, Init};
 use super::schema::{ConvSpec, LinearInit, LinearSpec, Mlp3Spec, NormSpec};
 use autograd::Var;
+use std::sync::{Arc, Mutex};
+use tensor::cpu::gemm::{matmul_precision, Isa};
+use tensor::ops::matmul::PackedWeight;
 use tensor::ops::Activation;
-use tensor::Result;
+use tensor::{Result, Tensor};
+
+/// A weight packed for the bf16 kernel, beside the weight value it was packed from.
+type PackedSlot = Arc<Mutex<Option<(Tensor, Arc<PackedWeight>)>>>;
 
 /// nn.Linear: `y = x Wᵀ + b`, weight [out, in].
 #[derive(Clone, Debug)]
 pub(crate) struct Linear {
     pub weight: Var,
     pub bias: Option<Var>,
+    /// For bf16 inference: the weight packed once for the bf16 kernel, beside the weight value
+    /// it was packed from (a new value, e.g. after an optimizer step, packs again).
+    packed: PackedSlot,
 }
 
 impl Linear {
@@ -22,14 +31,35 @@ impl Linear {
         };
         let weight = b.param(spec.weight_key(), &[spec.out, spec.inp], wi);
         let bias = spec.bias.then(|| b.param(spec.bias_key(), &[spec.out], bi));
-        Linear { weight, bias }
+        Linear { weight, bias, packed: Arc::default() }
+    }
+
+    /// The weight packed for the bf16 kernel, packing it on first use or when it changed.
+    fn packed_weight(&self, w: &Tensor) -> Result<Arc<PackedWeight>> {
+        let mut slot = self.packed.lock().expect("packed weight lock");
+        if let Some((from, p)) = slot.as_ref() {
+            // `from` is held, so its storage cannot be freed and reused by another value.
+            if from.same_storage(w) && from.layout() == w.layout() {
+                return Ok(p.clone());
+            }
+        }
+        let p = Arc::new(PackedWeight::new(w)?);
+        *slot = Some((w.clone(), p.clone()));
+        Ok(p)
     }
 
     pub fn forward(&self, x: &Var) -> Result<Var> {
-        x.linear(&self.weight, self.bias.as_ref())
+        self.forward_act(x, Activation::None)
     }
 
     pub fn forward_act(&self, x: &Var, act: Activation) -> Result<Var> {
+        // Inference on bf16 products: the weight's bf16 panels are packed once, not every call.
+        if !autograd::is_grad_enabled() && Isa::for_precision(matmul_precision()) == Isa::Avx512Bf16 {
+            let w = self.weight.value();
+            let packed = self.packed_weight(&w)?;
+            let b = self.bias.as_ref().map(Var::value);
+            return Ok(Var::constant(x.value().linear_act_packed(&w, b.as_ref(), act, Some(&packed))?));
+        }
         x.linear_act(&self.weight, self.bias.as_ref(), act)
     }
 }

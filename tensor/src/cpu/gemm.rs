@@ -125,11 +125,23 @@ pub struct GemmOpts<'a> {
     /// Force an instruction set (tests, benchmarks); `None` picks the best available at the
     /// process's [`matmul_precision`].
     pub isa: Option<Isa>,
+    /// B already packed for the bf16 kernel (used when that kernel runs and the sizes match;
+    /// `b` must still be the same operand, for the other kernels).
+    #[cfg(target_arch = "x86_64")]
+    pub packed_b: Option<&'a bf16::PackedB>,
 }
 
 impl Default for GemmOpts<'_> {
     fn default() -> Self {
-        GemmOpts { accumulate: false, bias: None, act: Activation::None, parallel: true, isa: None }
+        GemmOpts {
+            accumulate: false,
+            bias: None,
+            act: Activation::None,
+            parallel: true,
+            isa: None,
+            #[cfg(target_arch = "x86_64")]
+            packed_b: None,
+        }
     }
 }
 
@@ -187,6 +199,9 @@ pub fn sgemm_with(
         accumulate: opts.accumulate,
         bias: opts.bias.map(|b| b.as_ptr()),
         act: opts.act,
+        #[cfg(target_arch = "x86_64")]
+        packed_b: opts.packed_b.filter(|pb| pb.dims() == (k, n)).map(|pb| pb as *const bf16::PackedB),
+        col0: 0,
     };
     let fast_pack = Isa::Avx512.available();
     // SAFETY: the asserts above keep every index in bounds; the kernel's ISA is available.

@@ -88,6 +88,18 @@ impl Tensor {
 
     /// linear followed by an activation, fused into the GEMM's output pass.
     pub fn linear_act(&self, weight: &Tensor, bias: Option<&Tensor>, act: Activation) -> Result<Tensor> {
+        self.linear_act_packed(weight, bias, act, None)
+    }
+
+    /// [`Tensor::linear_act`] with the weight also given packed for the bf16 kernel
+    /// ([`PackedWeight::new`]); the packed copy is used when that kernel runs.
+    pub fn linear_act_packed(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        act: Activation,
+        packed: Option<&PackedWeight>,
+    ) -> Result<Tensor> {
         let _prof = profile::op(
             profile::Kind::Gemm,
             2.0 * self.elem_count() as f64 * weight.shape().first().copied().unwrap_or(0) as f64,
@@ -120,12 +132,43 @@ impl Tensor {
         let (xv, wv) = (f32_storage(&x), f32_storage(weight));
         let bias_vals = bias.map(|b| b.f32_slice()).transpose()?;
         let mut out = vec![0.0f32; rows * out_f];
-        let opts = GemmOpts { bias: bias_vals.as_deref(), act, ..GemmOpts::default() };
+        #[allow(unused_mut)]
+        let mut opts = GemmOpts { bias: bias_vals.as_deref(), act, ..GemmOpts::default() };
+        #[cfg(target_arch = "x86_64")]
+        {
+            opts.packed_b = packed.and_then(|p| p.0.as_ref());
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = packed;
         // weight^T is weight with its strides swapped.
         #[rustfmt::skip]
         sgemm_with(rows, out_f, in_f, &xv[xl.offset..], xl.strides[0], xl.strides[1],
             &wv[wl.offset..], wl.strides[1], wl.strides[0], &mut out, out_f, &opts);
         Tensor::from_vec(out, &out_shape)
+    }
+}
+
+/// A linear layer's weight `[out, in]` packed once as the bf16 kernel's right operand (`Wᵀ`):
+/// holds nothing on CPUs without AVX512-BF16, where the f32 weight is used as always.
+#[derive(Debug)]
+pub struct PackedWeight(#[cfg(target_arch = "x86_64")] Option<crate::cpu::gemm::bf16::PackedB>);
+
+impl PackedWeight {
+    /// Packs `weight` (f32, `[out, in]`).
+    pub fn new(weight: &Tensor) -> Result<PackedWeight> {
+        if weight.rank() != 2 || weight.dtype() != DType::F32 {
+            let expected = "an f32 [out, in] weight".to_string();
+            return Err(Error::BadShape { op: "PackedWeight::new", shape: weight.shape().to_vec(), expected });
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            let (l, v) = (weight.layout(), f32_storage(weight));
+            let (out_f, in_f) = (weight.shape()[0], weight.shape()[1]);
+            let packed = crate::cpu::gemm::bf16::PackedB::new(in_f, out_f, &v[l.offset..], l.strides[1], l.strides[0]);
+            Ok(PackedWeight(packed))
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        Ok(PackedWeight())
     }
 }
 

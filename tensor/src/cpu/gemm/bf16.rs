@@ -191,6 +191,63 @@ pub mod simd {
     }
 }
 
+/// A whole right operand (k x n) packed once, in the panels [`blocked`] would pack for each
+/// product: for each depth block of KC, n.div_ceil(NR) panels of kp x NR pairs. A linear
+/// layer's weight packed at its first bf16 inference call saves the conversion and transpose of
+/// every later call (the GEMM's "weights packed once" path).
+pub struct PackedB {
+    k: usize,
+    n: usize,
+    /// Start of each depth block in `data`, in u32s.
+    blocks: Vec<usize>,
+    data: Vec<Line>,
+}
+
+impl std::fmt::Debug for PackedB {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PackedB {{ k: {}, n: {} }}", self.k, self.n)
+    }
+}
+
+impl PackedB {
+    /// Packs B (element (p, j) at `b[p * b_rs + j * b_cs]`); None without AVX512-BF16.
+    ///
+    /// Panics if `b` is too short for the sizes and strides (a caller bug).
+    pub fn new(k: usize, n: usize, b: &[f32], b_rs: usize, b_cs: usize) -> Option<PackedB> {
+        if !super::Isa::Avx512Bf16.available() || k == 0 || n == 0 {
+            return None;
+        }
+        assert!(b.len() > (k - 1) * b_rs + (n - 1) * b_cs, "PackedB: B too short");
+        let panels = n.div_ceil(NR);
+        let mut blocks = Vec::new();
+        let mut total = 0;
+        for pc in (0..k).step_by(KC) {
+            blocks.push(total);
+            total += panels * NR * KC.min(k - pc).div_ceil(2);
+        }
+        let mut data = Vec::new();
+        let ptr = line_ptr(&mut data, total);
+        for (i, pc) in (0..k).step_by(KC).enumerate() {
+            // SAFETY: the CPU has AVX512-BF16 (checked above); the assert keeps B in bounds and
+            // each block has room for its panels.
+            unsafe { pack_pairs::<NR>(n, KC.min(k - pc), b.as_ptr().add(pc * b_rs), b_cs, b_rs, ptr.add(blocks[i])) };
+        }
+        Some(PackedB { k, n, blocks, data })
+    }
+
+    /// (k, n) of the packed operand.
+    pub fn dims(&self) -> (usize, usize) {
+        (self.k, self.n)
+    }
+
+    /// The panel holding column `col` (a multiple of NR) of depth block `pc / KC`.
+    fn panel(&self, pc: usize, col: usize) -> *const u32 {
+        let kp = KC.min(self.k - pc).div_ceil(2);
+        // SAFETY: in bounds for pc < k and col < n (the panels of a block are contiguous).
+        unsafe { (self.data.as_ptr() as *const u32).add(self.blocks[pc / KC] + col / NR * NR * kp) }
+    }
+}
+
 /// 64-byte aligned storage for packed pairs.
 #[repr(C, align(64))]
 #[derive(Clone, Copy)]
@@ -240,13 +297,21 @@ unsafe fn blocked(p: &Problem, bufs: &mut PackBufs) {
             let kp = kc.div_ceil(2);
             let load_c = p.accumulate || pc > 0;
             let last = pc + kc == p.k;
-            pack_pairs::<NR>(nc, kc, p.b.add(pc * p.b_rs + jc * p.b_cs), p.b_cs, p.b_rs, bbuf);
+            // SAFETY (packed): a product with a packed B covers columns col0.. of it (checked by
+            // sgemm_with), and sub-products start on panel boundaries.
+            let packed = p.packed_b.map(|pb| &*pb);
+            if packed.is_none() {
+                pack_pairs::<NR>(nc, kc, p.b.add(pc * p.b_rs + jc * p.b_cs), p.b_cs, p.b_rs, bbuf);
+            }
             for ic in (0..p.m).step_by(mc_max) {
                 let mc = mc_max.min(p.m - ic);
                 pack_pairs::<MR>(mc, kc, p.a.add(ic * p.a_rs + pc * p.a_cs), p.a_rs, p.a_cs, abuf);
                 for jr in (0..nc).step_by(NR) {
                     let nr = NR.min(nc - jr);
-                    let bp = bbuf.add(jr * kp);
+                    let bp = match packed {
+                        Some(pb) => pb.panel(pc, p.col0 + jc + jr),
+                        None => bbuf.add(jr * kp),
+                    };
                     for ir in (0..mc).step_by(MR) {
                         let mr = MR.min(mc - ir);
                         let ap = abuf.add(ir * kp);

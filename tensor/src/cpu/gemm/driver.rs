@@ -34,6 +34,11 @@ pub struct Problem {
     /// Per-column bias (n values) and activation, applied once each output tile is final.
     pub bias: Option<*const f32>,
     pub act: Activation,
+    /// B packed once for the bf16 kernel (that kernel only), and this product's first column
+    /// in it (a sub-product of a thread split starts further in).
+    #[cfg(target_arch = "x86_64")]
+    pub packed_b: Option<*const super::bf16::PackedB>,
+    pub col0: usize,
 }
 
 // Threads work on disjoint parts of C; A, B and bias are only read.
@@ -54,6 +59,7 @@ impl Problem {
             b: self.b.add(c0 * self.b_cs),
             c: self.c.add(r0 * self.ldc + c0),
             bias: self.bias.map(|b| b.add(c0)),
+            col0: self.col0 + c0,
             ..*self
         }
     }

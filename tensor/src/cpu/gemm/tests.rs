@@ -90,7 +90,8 @@ impl Case {
 
     fn run(&self, accumulate: bool, act: Activation, isa: Isa, parallel: bool) -> Vec<f32> {
         let mut c = self.c.clone();
-        let opts = GemmOpts { accumulate, bias: self.bias.as_deref(), act, parallel, isa: Some(isa) };
+        let opts =
+            GemmOpts { accumulate, bias: self.bias.as_deref(), act, parallel, isa: Some(isa), ..GemmOpts::default() };
         #[rustfmt::skip]
         sgemm_with(self.m, self.n, self.k, &self.a, self.a_rs, self.a_cs, &self.b, self.b_rs, self.b_cs,
             &mut c, self.ldc, &opts);
@@ -216,6 +217,34 @@ fn bf16_packs_match_scalar() {
             for rows in [1, 16, 17, 32] {
                 both::<32>(rows, kc, depth_contiguous);
             }
+        }
+    }
+}
+
+/// A B packed once gives the bits of the product that packs it per call: depth blocks, edge
+/// panels, both thread splits (column sub-products start inside the packed B).
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn prepacked_b_equals_packing_per_call() {
+    if !Isa::Avx512Bf16.available() {
+        return;
+    }
+    for (m, n, k, tb) in [(30, 45, 20, false), (350, 100, 600, true), (20, 700, 1030, true), (3, 33, 1, false)] {
+        let case = Case::new(m, n, k, false, tb, 0, true, 5);
+        let packed = bf16::PackedB::new(k, n, &case.b, case.b_rs, case.b_cs).unwrap();
+        for parallel in [false, true] {
+            let mut c = case.c.clone();
+            let opts = GemmOpts {
+                bias: case.bias.as_deref(),
+                act: Activation::Gelu,
+                parallel,
+                isa: Some(Isa::Avx512Bf16),
+                packed_b: Some(&packed),
+                ..GemmOpts::default()
+            };
+            #[rustfmt::skip]
+            sgemm_with(m, n, k, &case.a, case.a_rs, case.a_cs, &case.b, case.b_rs, case.b_cs, &mut c, case.ldc, &opts);
+            assert_eq!(c, case.run(false, Activation::Gelu, Isa::Avx512Bf16, parallel), "m={m} n={n} k={k}");
         }
     }
 }
