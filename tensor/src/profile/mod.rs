@@ -207,46 +207,5 @@ pub fn f32_traffic(n: usize, reads: usize) -> f64 {
     (4 * n * (reads + 1)) as f64
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    // One test touches the global table, so the assertions cannot race with each other.
-    #[test]
-    fn outermost_ops_are_counted_once_per_stage_and_kind() {
-        enable(false);
-        drop(op(Kind::Gemm, 1.0, 0.0));
-        enable(true);
-        assert!(take().is_empty(), "nothing is recorded while accounting is off");
-        {
-            let _s = stage("encoder");
-            let _outer = op(Kind::Conv, 10.0, 4.0);
-            let _inner = op(Kind::Gemm, 99.0, 99.0); // part of the conv
-        }
-        {
-            let _s = stage("decoder");
-            drop(op(Kind::Softmax, 0.0, 8.0));
-            drop(op(Kind::Softmax, 0.0, 8.0));
-            {
-                let _h = stage("heads");
-                drop(op(Kind::Gemm, 6.0, 0.0));
-            }
-            drop(op(Kind::Gelu, 0.0, 2.0)); // back in "decoder"
-        }
-        enable(false);
-        let t = take();
-        let cells: Vec<(&str, Kind, u64, f64, f64)> =
-            t.iter().map(|r| (r.stage, r.kind, r.calls, r.flops, r.bytes)).collect();
-        assert_eq!(
-            cells,
-            vec![
-                ("encoder", Kind::Conv, 1, 10.0, 4.0),
-                ("decoder", Kind::Softmax, 2, 0.0, 16.0),
-                ("heads", Kind::Gemm, 1, 6.0, 0.0),
-                ("decoder", Kind::Gelu, 1, 0.0, 2.0),
-            ]
-        );
-        assert!(t.iter().all(|r| r.seconds >= 0.0 && r.seconds.is_finite()));
-        assert_eq!(DEPTH.load(Ordering::Relaxed), 0);
-    }
-}
+// The accounting's test is `tensor/tests/profile.rs`: the table is process-wide, and any other
+// test's op running at the same time would nest under or beside its ops.
