@@ -32,11 +32,12 @@ pub fn parse_dtype(s: &str) -> std::result::Result<DType, String> {
     }
 }
 
-/// The CPU model's precision in words: f32, bf16 products, or bf16 asked for on a CPU without
-/// AVX512-BF16 (the f32 kernels then run).
+/// The CPU model's precision in words: f32, bf16 products (on AMX tiles or AVX512-BF16), or bf16
+/// asked for on a CPU without either (the f32 kernels then run).
 pub fn cpu_precision() -> String {
     match (matmul_precision(), Isa::for_precision(matmul_precision())) {
         (MatmulPrecision::F32, _) => "cpu (f32)".into(),
+        (MatmulPrecision::Bf16, Isa::Amx) => "cpu (bf16 products, f32 accumulation, AMX)".into(),
         (MatmulPrecision::Bf16, Isa::Avx512Bf16) => "cpu (bf16 products, f32 accumulation, AVX512-BF16)".into(),
         (MatmulPrecision::Bf16, isa) => format!("cpu (bf16 asked for; this CPU lacks AVX512-BF16: f32 on {isa:?})"),
     }

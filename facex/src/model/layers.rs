@@ -54,7 +54,7 @@ impl Linear {
 
     pub fn forward_act(&self, x: &Var, act: Activation) -> Result<Var> {
         // Inference on bf16 products: the weight's bf16 panels are packed once, not every call.
-        if !autograd::is_grad_enabled() && Isa::for_precision(matmul_precision()) == Isa::Avx512Bf16 {
+        if !autograd::is_grad_enabled() && Isa::for_precision(matmul_precision()).is_bf16() {
             let w = self.weight.value();
             let packed = self.packed_weight(&w)?;
             let b = self.bias.as_ref().map(Var::value);

@@ -6,9 +6,14 @@
 //! every product rounds its operands to bf16 and accumulates in f32 on AVX512-BF16 (`bf16`),
 //! where the CPU has it; elsewhere the f32 kernels stay.
 //!
+//! Where the CPU has AMX (Intel Xeon from Sapphire Rapids on), those products run on its tiles
+//! (`amx`) instead.
+//!
 //! Layout: `driver` holds the loop nest and the thread split, `pack` the panel packing,
-//! `kernels` the microkernels, `bf16` the bf16 packing, kernel and loop.
+//! `kernels` the microkernels, `bf16` the bf16 packing, kernel and loop, `amx` the tile loop.
 
+#[cfg(target_arch = "x86_64")]
+pub mod amx;
 #[cfg(target_arch = "x86_64")]
 pub mod bf16;
 mod driver;
@@ -40,6 +45,9 @@ pub enum Isa {
     /// Operands rounded to bf16, f32 accumulation (`vdpbf16ps`): chosen by the matmul
     /// precision, never by [`Isa::detect`], since it changes the numbers.
     Avx512Bf16,
+    /// The same rounding on AMX tiles (`tdpbf16ps`), for depths that are a multiple of 32 (the
+    /// others take [`Isa::Avx512Bf16`]); preferred to it by the bf16 precision where present.
+    Amx,
 }
 
 /// The precision of every f32 product: [`MatmulPrecision::F32`] (the default) or bf16 operands
@@ -77,6 +85,7 @@ impl Isa {
     /// without AVX512-BF16.
     pub fn for_precision(precision: MatmulPrecision) -> Isa {
         match precision {
+            MatmulPrecision::Bf16 if Isa::Amx.available() => Isa::Amx,
             MatmulPrecision::Bf16 if Isa::Avx512Bf16.available() => Isa::Avx512Bf16,
             _ => Isa::detect(),
         }
@@ -90,11 +99,18 @@ impl Isa {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512Bf16 => is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16"),
             #[cfg(target_arch = "x86_64")]
+            Isa::Amx => amx::available(),
+            #[cfg(target_arch = "x86_64")]
             Isa::Avx2Fma => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
             Isa::Generic => true,
             #[allow(unreachable_patterns)]
             _ => false,
         }
+    }
+
+    /// Whether products on this kernel round their operands to bf16.
+    pub fn is_bf16(self) -> bool {
+        matches!(self, Isa::Avx512Bf16 | Isa::Amx)
     }
 
     /// Microkernel tile (MR rows, NR columns).
@@ -106,6 +122,8 @@ impl Isa {
             Isa::Avx2Fma => (kernels::avx2::MR, kernels::avx2::NR),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512Bf16 => (bf16::MR, bf16::NR),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Amx => (amx::MR, bf16::NR),
             _ => (kernels::generic::MR, kernels::generic::NR),
         }
     }
@@ -208,12 +226,16 @@ pub fn sgemm_with(
     unsafe {
         match isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512Bf16 if k > 0 => {
+            Isa::Amx if k % 32 == 0 && k > 0 => {
+                driver::split::<{ amx::MR }, { bf16::NR }>(&p, threads, |sub| amx::serial(sub))
+            }
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Bf16 | Isa::Amx if k > 0 => {
                 use bf16::{serial, MR, NR};
                 driver::split::<MR, NR>(&p, threads, |sub| serial(sub))
             }
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 | Isa::Avx512Bf16 => {
+            Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx => {
                 use kernels::avx512::{kernel, MR, NR};
                 driver::run::<MR, NR>(kernel, &p, threads, fast_pack)
             }

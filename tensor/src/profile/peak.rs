@@ -11,7 +11,7 @@ use std::time::Instant;
 /// f32 lanes of the widest FMA this CPU has (0 without FMA).
 pub fn fma_lanes() -> usize {
     match Isa::detect() {
-        Isa::Avx512 | Isa::Avx512Bf16 => 16,
+        Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx => 16,
         Isa::Avx2Fma => 8,
         Isa::Generic => 0,
     }
@@ -50,7 +50,7 @@ pub fn fma_peak_one_thread(iters: usize) -> f64 {
         let t = Instant::now();
         // SAFETY: each is called only when `Isa::detect` found its instruction set.
         match Isa::detect() {
-            Isa::Avx512 | Isa::Avx512Bf16 => black_box(unsafe { chains512(black_box(iters)) }),
+            Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx => black_box(unsafe { chains512(black_box(iters)) }),
             Isa::Avx2Fma => black_box(unsafe { chains256(black_box(iters)) }),
             Isa::Generic => return f64::NAN,
         };
@@ -63,11 +63,15 @@ pub fn fma_peak_one_thread(iters: usize) -> f64 {
     }
 }
 
-/// Peak FLOP/s of one core on bf16 products (`vdpbf16ps`: 16 lanes x 2 multiply-adds), measured
-/// like [`fma_peak_one_thread`]. NaN without AVX512-BF16.
+/// Peak FLOP/s of one core on bf16 products, measured like [`fma_peak_one_thread`], on the
+/// instruction the bf16 GEMM uses: AMX's `tdpbf16ps` where the CPU has it (`iters / 16` x 4
+/// tiles), else `vdpbf16ps` (16 lanes x 2 multiply-adds). NaN without either.
 pub fn bf16_peak_one_thread(iters: usize) -> f64 {
     #[cfg(target_arch = "x86_64")]
     {
+        if Isa::Amx.available() {
+            return crate::cpu::gemm::amx::peak_one_thread(iters / 16);
+        }
         use std::arch::x86_64::*;
         #[target_feature(enable = "avx512f,avx512bf16")]
         fn chains(iters: usize) -> f32 {

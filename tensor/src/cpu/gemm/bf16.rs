@@ -241,7 +241,7 @@ impl PackedB {
     }
 
     /// The panel holding column `col` (a multiple of NR) of depth block `pc / KC`.
-    fn panel(&self, pc: usize, col: usize) -> *const u32 {
+    pub(super) fn panel(&self, pc: usize, col: usize) -> *const u32 {
         let kp = KC.min(self.k - pc).div_ceil(2);
         // SAFETY: in bounds for pc < k and col < n (the panels of a block are contiguous).
         unsafe { (self.data.as_ptr() as *const u32).add(self.blocks[pc / KC] + col / NR * NR * kp) }

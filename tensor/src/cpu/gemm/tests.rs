@@ -10,9 +10,9 @@ pub(crate) fn act_ref(act: Activation, x: f64) -> f64 {
     }
 }
 
-/// Every kernel this CPU runs, the bf16 one included (checked on its rounded operands).
+/// Every kernel this CPU runs, the bf16 ones included (checked on their rounded operands).
 fn isas() -> Vec<Isa> {
-    [Isa::Avx512, Isa::Avx2Fma, Isa::Generic, Isa::Avx512Bf16].into_iter().filter(|i| i.available()).collect()
+    [Isa::Avx512, Isa::Avx2Fma, Isa::Generic, Isa::Avx512Bf16, Isa::Amx].into_iter().filter(|i| i.available()).collect()
 }
 
 /// What the bf16 kernel multiplies: `x` rounded to bf16 (nearest even).
@@ -100,7 +100,7 @@ impl Case {
 
     fn check(&self, accumulate: bool, act: Activation, isa: Isa, parallel: bool) {
         let got = self.run(accumulate, act, isa, parallel);
-        let want = self.expected(accumulate, act, isa == Isa::Avx512Bf16);
+        let want = self.expected(accumulate, act, isa.is_bf16());
         let tol = 1e-5 * (self.k as f64 + 4.0);
         for (idx, (&g, &w)) in got.iter().zip(&want).enumerate() {
             assert!(
@@ -120,7 +120,7 @@ proptest! {
     #[test]
     fn sgemm_matches_f64_reference(
         m in 1usize..70, n in 1usize..70, k in 1usize..70,
-        ta: bool, tb: bool, pad in 0usize..3, accumulate: bool, isa_pick in 0usize..3, seed: u64,
+        ta: bool, tb: bool, pad in 0usize..3, accumulate: bool, isa_pick in 0usize..5, seed: u64,
     ) {
         let all = isas();
         let isa = all[isa_pick % all.len()];
@@ -149,6 +149,33 @@ fn each_isa_on_blocked_shapes() {
                 case.check(false, Activation::Gelu, isa, true);
                 case.check(true, Activation::None, isa, false);
             }
+        }
+    }
+}
+
+/// The AMX tile loop on depths it takes (multiples of 32): one tile, edge tiles on both sides,
+/// several depth blocks (KC = 512), row blocks (MC = 256) and strided operands; against the f64
+/// product of the rounded operands, and against the AVX512-BF16 kernel (same rounding, other
+/// summation order).
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn amx_tiles_on_whole_depth_steps() {
+    if !Isa::Amx.available() {
+        eprintln!("skipped: this CPU (or OS) has no AMX");
+        return;
+    }
+    let shapes = [(32, 32, 32), (1, 1, 32), (33, 31, 64), (300, 70, 544), (64, 40, 1056), (17, 600, 96)];
+    for (idx, &(m, n, k)) in shapes.iter().enumerate() {
+        for (ta, tb) in [(false, false), (true, true), (false, true)] {
+            let case = Case::new(m, n, k, ta, tb, idx % 3, idx % 2 == 0, 40 + idx as u64);
+            case.check(false, Activation::Gelu, Isa::Amx, true);
+            case.check(true, Activation::None, Isa::Amx, false);
+            let (amx, avx) = (
+                case.run(true, Activation::None, Isa::Amx, true),
+                case.run(true, Activation::None, Isa::Avx512Bf16, true),
+            );
+            let worst = amx.iter().zip(&avx).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(worst < 1e-4 * k as f32, "AMX vs AVX512-BF16 m={m} n={n} k={k}: {worst}");
         }
     }
 }
@@ -229,7 +256,10 @@ fn prepacked_b_equals_packing_per_call() {
     if !Isa::Avx512Bf16.available() {
         return;
     }
-    for (m, n, k, tb) in [(30, 45, 20, false), (350, 100, 600, true), (20, 700, 1030, true), (3, 33, 1, false)] {
+    let cases =
+        [(30, 45, 20, false), (350, 100, 600, true), (20, 700, 1030, true), (3, 33, 1, false), (40, 100, 1024, true)];
+    let bf16_isas = [Isa::Avx512Bf16, Isa::Amx].into_iter().filter(|i| i.available());
+    for (isa, (m, n, k, tb)) in bf16_isas.flat_map(|isa| cases.map(|c| (isa, c))) {
         let case = Case::new(m, n, k, false, tb, 0, true, 5);
         let packed = bf16::PackedB::new(k, n, &case.b, case.b_rs, case.b_cs).unwrap();
         for parallel in [false, true] {
@@ -238,13 +268,13 @@ fn prepacked_b_equals_packing_per_call() {
                 bias: case.bias.as_deref(),
                 act: Activation::Gelu,
                 parallel,
-                isa: Some(Isa::Avx512Bf16),
+                isa: Some(isa),
                 packed_b: Some(&packed),
                 ..GemmOpts::default()
             };
             #[rustfmt::skip]
             sgemm_with(m, n, k, &case.a, case.a_rs, case.a_cs, &case.b, case.b_rs, case.b_cs, &mut c, case.ldc, &opts);
-            assert_eq!(c, case.run(false, Activation::Gelu, Isa::Avx512Bf16, parallel), "m={m} n={n} k={k}");
+            assert_eq!(c, case.run(false, Activation::Gelu, isa, parallel), "{isa:?} m={m} n={n} k={k}");
         }
     }
 }
@@ -265,7 +295,8 @@ fn bf16_pair_layout() {
 fn precision_picks_the_kernel() {
     assert_eq!(Isa::for_precision(MatmulPrecision::F32), Isa::detect());
     let bf16 = Isa::for_precision(MatmulPrecision::Bf16);
-    assert_eq!(bf16 == Isa::Avx512Bf16, Isa::Avx512Bf16.available());
+    assert_eq!(bf16.is_bf16(), Isa::Avx512Bf16.available());
+    assert_eq!(bf16 == Isa::Amx, Isa::Amx.available());
     assert!(bf16.available());
 }
 
