@@ -226,7 +226,7 @@ pub fn sgemm_with(
     unsafe {
         match isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Amx if k % 32 == 0 && k > 0 => {
+            Isa::Amx if k > 0 && k.is_multiple_of(32) => {
                 driver::split::<{ amx::MR }, { bf16::NR }>(&p, threads, |sub| amx::serial(sub))
             }
             #[cfg(target_arch = "x86_64")]

@@ -96,7 +96,7 @@ const CONFIG: TileConfig = {
 /// # Safety
 /// Tiles configured with [`CONFIG`] on this thread; every pointer covers its tile.
 unsafe fn tile_32x32(kp: usize, a: *const u32, lda: usize, b: *const u32, c: *mut f32, ldc: usize, load_c: bool) {
-    debug_assert!(kp > 0 && kp % 16 == 0);
+    debug_assert!(kp > 0 && kp.is_multiple_of(16));
     let (sa, sc) = (lda * 4, ldc * 4);
     asm!(
         "test {load:e}, {load:e}",
@@ -150,6 +150,7 @@ unsafe fn tile_32x32(kp: usize, a: *const u32, lda: usize, b: *const u32, c: *mu
 ///
 /// # Safety
 /// Every addressed A element readable; `dst` holds `rows_padded * lda` u32s, lda >= kc / 2.
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bf16")]
 unsafe fn round_rows(
     rows: usize,
@@ -162,7 +163,7 @@ unsafe fn round_rows(
     lda: usize,
 ) {
     use std::arch::x86_64::*;
-    debug_assert!(kc % 32 == 0);
+    debug_assert!(kc.is_multiple_of(32));
     for i in 0..rows_padded {
         let d = dst.add(i * lda);
         if i >= rows {
@@ -211,7 +212,7 @@ thread_local! {
 /// `p` must describe valid, in-bounds operands with k > 0 and k % 32 == 0, and [`available`]
 /// must be true.
 pub unsafe fn serial(p: &Problem) {
-    debug_assert!(p.k > 0 && p.k % 32 == 0);
+    debug_assert!(p.k > 0 && p.k.is_multiple_of(32));
     // SAFETY: loading a valid configuration; tilerelease returns the tile state to init.
     asm!("ldtilecfg [{}]", in(reg) &CONFIG, options(nostack, readonly));
     BUFS.with(|bufs| match bufs.try_borrow_mut() {
