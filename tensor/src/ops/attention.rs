@@ -120,17 +120,15 @@ fn attend(qkv: &[f32], bias: Option<&[f32]>, mask: Option<&[f32]>, out: &mut [f3
                 let bias = bias.map(|b| &b[h * n * n..][..n * n]);
                 probabilities(qkv, bias, mask, h, s, dims);
                 let v = Rows { data: qkv, offset: 2 * c + h * dims.d, stride: 3 * c };
-                weighted(&s.probs, v, RowsMut { data: o, offset: h * dims.d, stride: c }, &mut s.staged, dims);
+                weighted(&s.probs, v, RowsMut { data: o, offset: h * dims.d, stride: c }, dims);
             }
         },
     );
 }
 
-/// Per-thread buffers: one head's kᵀ (padded to 64 keys), its rows for [`weighted`] and four
-/// n x n matrices.
+/// Per-thread buffers: one head's kᵀ (padded to 64 keys) and four n x n matrices.
 struct Scratch {
     kt: Vec<f32>,
-    staged: Vec<f32>,
     scores: Vec<f32>,
     probs: Vec<f32>,
     grad: Vec<f32>,
@@ -140,14 +138,7 @@ struct Scratch {
 impl Scratch {
     fn new(n: usize, d: usize) -> Scratch {
         let nn = || vec![0.0; n * n];
-        Scratch {
-            kt: vec![0.0; d * 64],
-            staged: vec![0.0; n * d],
-            scores: nn(),
-            probs: nn(),
-            grad: nn(),
-            transposed: nn(),
-        }
+        Scratch { kt: vec![0.0; d * 64], scores: nn(), probs: nn(), grad: nn(), transposed: nn() }
     }
 }
 
@@ -206,25 +197,12 @@ fn dots(a: Rows, b: Rows, scale: f32, kt: &mut [f32], out: &mut [f32], dims: Dim
 }
 
 /// out_i = Σ_j m[i, j] x_j (m is n x n, x and out rows of d values).
-fn weighted(m: &[f32], x: Rows, out: RowsMut, staged: &mut [f32], dims: Dims) {
+fn weighted(m: &[f32], x: Rows, out: RowsMut, dims: Dims) {
     let Dims { n, d, .. } = dims;
     assert!(m.len() >= n * n && x.offset + (n - 1) * x.stride + d <= x.data.len());
     assert!(out.offset + (n - 1) * out.stride + d <= out.data.len());
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = staged;
     #[cfg(target_arch = "x86_64")]
     if use_avx512(dims) {
-        // The tiles read every x row once per 12 output rows. Rows 3·C floats apart (one head of
-        // the packed qkv) fall into a few L1 sets when 3·C·4 bytes is a multiple of 2 KiB
-        // (C = 512: 6 KiB): copied together first, they stay in L1.
-        let x = if x.stride == d {
-            x
-        } else {
-            for (j, dst) in staged[..n * d].chunks_exact_mut(d).enumerate() {
-                dst.copy_from_slice(&x.data[x.offset + j * x.stride..][..d]);
-            }
-            Rows { data: staged, offset: 0, stride: d }
-        };
         // SAFETY: the CPU has AVX-512F; the asserts above keep every row in bounds.
         unsafe {
             return match d / 16 {
@@ -366,7 +344,7 @@ fn head_backward(
     let go = Rows { data: grad_out, offset: h * d, stride: c };
     // dV = Pᵀ dO.
     transpose_into(&s.probs, &mut s.transposed, n);
-    weighted(&s.transposed, go, RowsMut { data: dqkv, offset: 2 * c + h * d, stride: 3 * c }, &mut s.staged, dims);
+    weighted(&s.transposed, go, RowsMut { data: dqkv, offset: 2 * c + h * d, stride: 3 * c }, dims);
     // dP = dO Vᵀ, then dS = P ∘ (dP − rowsum(P ∘ dP)) in place; dbias += dS.
     dots(go, part(2), 1.0, &mut s.kt, &mut s.grad, dims);
     for i in 0..n {
@@ -377,9 +355,9 @@ fn head_backward(
     dbias.iter_mut().zip(&s.grad).for_each(|(a, g)| *a += g);
     // The scale of the scores, once: dQ = (scale dS) K, dK = (scale dS)ᵀ Q.
     s.grad.iter_mut().for_each(|g| *g *= dims.scale);
-    weighted(&s.grad, part(1), RowsMut { data: dqkv, offset: h * d, stride: 3 * c }, &mut s.staged, dims);
+    weighted(&s.grad, part(1), RowsMut { data: dqkv, offset: h * d, stride: 3 * c }, dims);
     transpose_into(&s.grad, &mut s.transposed, n);
-    weighted(&s.transposed, part(0), RowsMut { data: dqkv, offset: c + h * d, stride: 3 * c }, &mut s.staged, dims);
+    weighted(&s.transposed, part(0), RowsMut { data: dqkv, offset: c + h * d, stride: 3 * c }, dims);
 }
 
 /// Register tiles: rows of an n x n result in C16 zmm (up to 64 columns), rows of d values in
@@ -446,56 +424,30 @@ mod avx512 {
     /// # Safety
     /// The CPU must support AVX-512F; d == 16·D16; rows in bounds (checked by the caller).
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn weighted<const D16: usize>(m: &[f32], x: Rows, mut out: RowsMut, dims: Dims) {
+    pub unsafe fn weighted<const D16: usize>(m: &[f32], x: Rows, out: RowsMut, dims: Dims) {
         let n = dims.n;
         assert!(dims.d == 16 * D16 && m.len() >= n * n);
-        let full = n / OUT_ROWS * OUT_ROWS;
-        for i0 in (0..full).step_by(OUT_ROWS) {
-            weighted_rows::<D16, OUT_ROWS>(m, x, &mut out, i0, n);
-        }
-        // The tail in blocks whose size is known when compiled (a loop bound known only at run
-        // time would keep the accumulators in memory instead of registers).
-        let mut i0 = full;
-        while n - i0 >= 4 {
-            weighted_rows::<D16, 4>(m, x, &mut out, i0, n);
-            i0 += 4;
-        }
-        for i in i0..n {
-            weighted_rows::<D16, 1>(m, x, &mut out, i, n);
-        }
-    }
-
-    /// Rows [i0, i0 + R) of [`weighted`].
-    ///
-    /// # Safety
-    /// As for [`weighted`], with i0 + R <= n.
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    unsafe fn weighted_rows<const D16: usize, const R: usize>(
-        m: &[f32],
-        x: Rows,
-        out: &mut RowsMut,
-        i0: usize,
-        n: usize,
-    ) {
         let xp = x.data.as_ptr().add(x.offset);
-        let mut acc = [[_mm512_setzero_ps(); D16]; R];
-        for j in 0..n {
-            let mut xv = [_mm512_setzero_ps(); D16];
-            for (dd, v) in xv.iter_mut().enumerate() {
-                *v = _mm512_loadu_ps(xp.add(j * x.stride + 16 * dd));
-            }
-            for (r, acc_r) in acc.iter_mut().enumerate() {
-                let p = _mm512_set1_ps(*m.get_unchecked((i0 + r) * n + j));
-                for (a, v) in acc_r.iter_mut().zip(&xv) {
-                    *a = _mm512_fmadd_ps(p, *v, *a);
+        for i0 in (0..n).step_by(OUT_ROWS) {
+            let rows = OUT_ROWS.min(n - i0);
+            let mut acc = [[_mm512_setzero_ps(); D16]; OUT_ROWS];
+            for j in 0..n {
+                let mut xv = [_mm512_setzero_ps(); D16];
+                for (dd, v) in xv.iter_mut().enumerate() {
+                    *v = _mm512_loadu_ps(xp.add(j * x.stride + 16 * dd));
+                }
+                for (r, acc_r) in acc.iter_mut().enumerate().take(rows) {
+                    let p = _mm512_set1_ps(*m.get_unchecked((i0 + r) * n + j));
+                    for (a, v) in acc_r.iter_mut().zip(&xv) {
+                        *a = _mm512_fmadd_ps(p, *v, *a);
+                    }
                 }
             }
-        }
-        for (r, acc_r) in acc.iter().enumerate() {
-            let dst = out.data.as_mut_ptr().add(out.offset + (i0 + r) * out.stride);
-            for (dd, a) in acc_r.iter().enumerate() {
-                _mm512_storeu_ps(dst.add(16 * dd), *a);
+            for (r, acc_r) in acc.iter().enumerate().take(rows) {
+                let dst = out.data.as_mut_ptr().add(out.offset + (i0 + r) * out.stride);
+                for (dd, a) in acc_r.iter().enumerate() {
+                    _mm512_storeu_ps(dst.add(16 * dd), *a);
+                }
             }
         }
     }
