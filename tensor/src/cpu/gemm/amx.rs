@@ -16,10 +16,10 @@
 //! Linux lends AMX's tile data state to a process only on request (`arch_prctl`), made once by
 //! [`available`]. Inline assembly (`asm!`) is used because the AMX intrinsics are not stable Rust.
 
-use super::bf16::{pack_pairs, pair, PackedB, NR};
-use super::driver::{finish_row, Problem};
+use super::bf16::{line_ptr, pack_pairs, pair, with_bufs, PackBufs, PackedB, NR};
+use super::driver::{finish_tile, store_edge, Problem};
+use super::Isa;
 use std::arch::asm;
-use std::cell::RefCell;
 use std::sync::OnceLock;
 
 /// Rows of C per tile kernel call (two A tiles).
@@ -38,7 +38,7 @@ const A_PAD: usize = 16;
 pub fn available() -> bool {
     static OK: OnceLock<bool> = OnceLock::new();
     *OK.get_or_init(|| {
-        if !(is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16")) {
+        if !Isa::Avx512Bf16.available() {
             return false;
         }
         // cpuid leaf 7 (structured extended features) exists on every CPU with AVX-512.
@@ -184,28 +184,6 @@ unsafe fn round_rows(
     }
 }
 
-/// 64-byte aligned storage.
-#[repr(C, align(64))]
-#[derive(Clone, Copy)]
-struct Line([u32; 16]);
-
-#[derive(Default)]
-struct Bufs {
-    a: Vec<Line>,
-    b: Vec<Line>,
-}
-
-fn line_ptr(v: &mut Vec<Line>, len: usize) -> *mut u32 {
-    if v.len() * 16 < len {
-        v.resize(len.div_ceil(16), Line([0; 16]));
-    }
-    v.as_mut_ptr() as *mut u32
-}
-
-thread_local! {
-    static BUFS: RefCell<Bufs> = RefCell::new(Bufs::default());
-}
-
 /// The single-threaded blocked product on AMX tiles (the thread split is the driver's).
 ///
 /// # Safety
@@ -215,15 +193,12 @@ pub unsafe fn serial(p: &Problem) {
     debug_assert!(p.k > 0 && p.k.is_multiple_of(32));
     // SAFETY: loading a valid configuration; tilerelease returns the tile state to init.
     asm!("ldtilecfg [{}]", in(reg) &CONFIG, options(nostack, readonly));
-    BUFS.with(|bufs| match bufs.try_borrow_mut() {
-        Ok(mut bufs) => blocked(p, &mut bufs),
-        Err(_) => blocked(p, &mut Bufs::default()),
-    });
+    with_bufs(|bufs| blocked(p, bufs));
     asm!("tilerelease", options(nostack, nomem));
 }
 
 #[target_feature(enable = "avx512f,avx512bf16")]
-unsafe fn blocked(p: &Problem, bufs: &mut Bufs) {
+unsafe fn blocked(p: &Problem, bufs: &mut PackBufs) {
     let kp_max = KC.min(p.k) / 2;
     let lda = kp_max + A_PAD;
     let nc_max = NC.min(p.n.div_ceil(NR) * NR);
@@ -260,18 +235,10 @@ unsafe fn blocked(p: &Problem, bufs: &mut Bufs) {
                             tile_32x32(kp, ap, lda, bp, cp, p.ldc, load_c);
                         } else {
                             tile_32x32(kp, ap, lda, bp, tmp, NR, false);
-                            for i in 0..mr {
-                                let (crow, trow) = (cp.add(i * p.ldc), tmp.add(i * NR));
-                                for j in 0..nr {
-                                    let v = *trow.add(j);
-                                    *crow.add(j) = if load_c { *crow.add(j) + v } else { v };
-                                }
-                            }
+                            store_edge(tmp, NR, cp, p.ldc, mr, nr, load_c);
                         }
-                        if last && p.has_epilogue() {
-                            for i in 0..mr {
-                                finish_row(p, std::slice::from_raw_parts_mut(cp.add(i * p.ldc), nr), jc + jr);
-                            }
+                        if last {
+                            finish_tile(p, cp, mr, nr, jc + jr);
                         }
                     }
                 }

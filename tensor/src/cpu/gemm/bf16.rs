@@ -12,7 +12,7 @@
 //! product of the rounded operands. The conversion instructions treat subnormal inputs as zero;
 //! the scalar path of unusual strides uses `half`, which keeps them: the two differ only there.
 
-use super::driver::{finish_row, Problem};
+use super::driver::{finish_tile, store_edge, Problem};
 use std::cell::RefCell;
 
 pub const MR: usize = 14;
@@ -251,15 +251,17 @@ impl PackedB {
 /// 64-byte aligned storage for packed pairs.
 #[repr(C, align(64))]
 #[derive(Clone, Copy)]
-struct Line([u32; 16]);
+pub(super) struct Line([u32; 16]);
 
+/// This thread's pack buffers (of this kernel and of the AMX loop).
 #[derive(Default)]
-struct PackBufs {
-    a: Vec<Line>,
-    b: Vec<Line>,
+pub(super) struct PackBufs {
+    pub(super) a: Vec<Line>,
+    pub(super) b: Vec<Line>,
 }
 
-fn line_ptr(v: &mut Vec<Line>, len: usize) -> *mut u32 {
+/// `v` grown to hold at least `len` u32s, as a pointer to its start.
+pub(super) fn line_ptr(v: &mut Vec<Line>, len: usize) -> *mut u32 {
     if v.len() * 16 < len {
         v.resize(len.div_ceil(16), Line([0; 16]));
     }
@@ -275,9 +277,15 @@ thread_local! {
 /// # Safety
 /// `p` must describe valid, in-bounds operands with k > 0; the CPU must support AVX512-BF16.
 pub unsafe fn serial(p: &Problem) {
+    with_bufs(|bufs| blocked(p, bufs))
+}
+
+/// Runs `f` on this thread's pack buffers (fresh ones if a caller re-entered from inside a
+/// product).
+pub(super) fn with_bufs<R>(f: impl FnOnce(&mut PackBufs) -> R) -> R {
     BUFS.with(|bufs| match bufs.try_borrow_mut() {
-        Ok(mut bufs) => blocked(p, &mut bufs),
-        Err(_) => blocked(p, &mut PackBufs::default()),
+        Ok(mut bufs) => f(&mut bufs),
+        Err(_) => f(&mut PackBufs::default()),
     })
 }
 
@@ -320,18 +328,10 @@ unsafe fn blocked(p: &Problem, bufs: &mut PackBufs) {
                             simd::kernel(kp, ap, bp, cp, p.ldc, load_c);
                         } else {
                             simd::kernel(kp, ap, bp, tmp, NR, false);
-                            for i in 0..mr {
-                                let (crow, trow) = (cp.add(i * p.ldc), tmp.add(i * NR));
-                                for j in 0..nr {
-                                    let v = *trow.add(j);
-                                    *crow.add(j) = if load_c { *crow.add(j) + v } else { v };
-                                }
-                            }
+                            store_edge(tmp, NR, cp, p.ldc, mr, nr, load_c);
                         }
-                        if last && p.has_epilogue() {
-                            for i in 0..mr {
-                                finish_row(p, std::slice::from_raw_parts_mut(cp.add(i * p.ldc), nr), jc + jr);
-                            }
+                        if last {
+                            finish_tile(p, cp, mr, nr, jc + jr);
                         }
                     }
                 }

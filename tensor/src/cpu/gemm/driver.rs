@@ -193,18 +193,10 @@ unsafe fn blocked<const MR: usize, const NR: usize>(kern: KernelFn, p: &Problem,
                             kern(kc, ap, bp, b_rs, cp, p.ldc, load_c);
                         } else {
                             kern(kc, ap, bp, b_rs, tmp, NR, false);
-                            for i in 0..mr {
-                                let (crow, trow) = (cp.add(i * p.ldc), tmp.add(i * NR));
-                                for j in 0..nr {
-                                    let v = *trow.add(j);
-                                    *crow.add(j) = if load_c { *crow.add(j) + v } else { v };
-                                }
-                            }
+                            store_edge(tmp, NR, cp, p.ldc, mr, nr, load_c);
                         }
-                        if last && p.has_epilogue() {
-                            for i in 0..mr {
-                                finish_row(p, std::slice::from_raw_parts_mut(cp.add(i * p.ldc), nr), jc + jr);
-                            }
+                        if last {
+                            finish_tile(p, cp, mr, nr, jc + jr);
                         }
                     }
                 }
@@ -213,9 +205,46 @@ unsafe fn blocked<const MR: usize, const NR: usize>(kern: KernelFn, p: &Problem,
     }
 }
 
+/// Copies an mr x nr edge tile computed into `tmp` (rows `tmp_ld` apart) into C, adding it to
+/// C's values with `load_c`.
+///
+/// # Safety
+/// `tmp` holds the tile; `c` covers mr rows of nr values, `ldc` apart.
+pub(super) unsafe fn store_edge(
+    tmp: *const f32,
+    tmp_ld: usize,
+    c: *mut f32,
+    ldc: usize,
+    mr: usize,
+    nr: usize,
+    load_c: bool,
+) {
+    for i in 0..mr {
+        let (crow, trow) = (c.add(i * ldc), tmp.add(i * tmp_ld));
+        for j in 0..nr {
+            let v = *trow.add(j);
+            *crow.add(j) = if load_c { *crow.add(j) + v } else { v };
+        }
+    }
+}
+
+/// The fused output pass (if any) on a finished mr x nr tile of C at `c`, whose first column is
+/// column `col` of the product.
+///
+/// # Safety
+/// `c` covers mr rows of nr values, `p.ldc` apart.
+#[inline]
+pub(super) unsafe fn finish_tile(p: &Problem, c: *mut f32, mr: usize, nr: usize, col: usize) {
+    if p.has_epilogue() {
+        for i in 0..mr {
+            finish_row(p, std::slice::from_raw_parts_mut(c.add(i * p.ldc), nr), col);
+        }
+    }
+}
+
 /// The fused output pass on one finished row segment starting at column `col`.
 #[inline]
-pub(super) unsafe fn finish_row(p: &Problem, row: &mut [f32], col: usize) {
+unsafe fn finish_row(p: &Problem, row: &mut [f32], col: usize) {
     if let Some(bias) = p.bias {
         let bias = std::slice::from_raw_parts(bias.add(col), row.len());
         for (x, b) in row.iter_mut().zip(bias) {
