@@ -2,7 +2,10 @@
 //!
 //! The kernel works on contiguous f32 rows along the last dim: row max, `exp(x - max)` with the
 //! vectorisable `exp_f32`, an f64 sum, then one scale (or, for log_softmax, one shift). Rows run in
-//! parallel. Another dim is moved last (one copy in, one out); f16/bf16 go through f32.
+//! parallel. Another dim runs as columns: the data is seen as [outer, n, inner] and each block of
+//! `inner` columns is reduced over the n rows with the same steps, vectorised along `inner` (no
+//! transposing copies; the class dim of the parsing loss is the case that matters).
+//! f16/bf16 go through f32.
 use crate::cpu::parallel::{PAR_CHUNK, PAR_MIN};
 use crate::cpu::simd::dispatch;
 use crate::cpu::vecmath::exp_f32;
@@ -86,20 +89,93 @@ fn softmax_rows(src: &[f32], len: usize, log: bool) -> Vec<f32> {
     out
 }
 
+/// Columns per block of the column softmax: the block's maxima and sums stay in L1.
+const COLUMN_BLOCK: usize = 256;
+
+/// Softmax (or log-softmax) over the n rows of one block of columns: `x` and `out` hold n rows of
+/// `w <= COLUMN_BLOCK` values, `stride` apart. The same steps as [`softmax_row`], per column.
+#[inline(always)]
+fn softmax_column_block(x: &[f32], out: &mut [f32], n: usize, w: usize, stride: usize, log: bool) {
+    let mut max = [f32::NEG_INFINITY; COLUMN_BLOCK];
+    let mut sum = [0.0f64; COLUMN_BLOCK];
+    let (max, sum) = (&mut max[..w], &mut sum[..w]);
+    for k in 0..n {
+        for (m, &v) in max.iter_mut().zip(&x[k * stride..][..w]) {
+            *m = m.max(v);
+        }
+    }
+    for k in 0..n {
+        let (xr, or) = (&x[k * stride..][..w], &mut out[k * stride..][..w]);
+        for j in 0..w {
+            let e = exp_f32(xr[j] - max[j]);
+            or[j] = e;
+            sum[j] += e as f64;
+        }
+    }
+    if log {
+        let mut ls = [0.0f32; COLUMN_BLOCK];
+        for (l, s) in ls.iter_mut().zip(sum.iter()) {
+            *l = s.ln() as f32;
+        }
+        for k in 0..n {
+            let (xr, or) = (&x[k * stride..][..w], &mut out[k * stride..][..w]);
+            for j in 0..w {
+                or[j] = (xr[j] - max[j]) - ls[j];
+            }
+        }
+    } else {
+        let mut inv = [0.0f32; COLUMN_BLOCK];
+        for (i, s) in inv.iter_mut().zip(sum.iter()) {
+            *i = (1.0 / s) as f32;
+        }
+        for k in 0..n {
+            for (o, i) in out[k * stride..][..w].iter_mut().zip(&inv) {
+                *o *= i;
+            }
+        }
+    }
+}
+
+/// Softmax along the middle dim of one contiguous [n, inner] slab, block of columns by block.
+fn softmax_slab(x: &[f32], out: &mut [f32], n: usize, inner: usize, log: bool) {
+    #[inline(always)]
+    fn body(x: &[f32], out: &mut [f32], n: usize, inner: usize, log: bool) {
+        for j0 in (0..inner).step_by(COLUMN_BLOCK) {
+            let w = COLUMN_BLOCK.min(inner - j0);
+            softmax_column_block(&x[j0..], &mut out[j0..], n, w, inner, log);
+        }
+    }
+    dispatch!(body(x: &[f32], out: &mut [f32], n: usize, inner: usize, log: bool))
+}
+
+/// Softmax along the middle dim of contiguous [outer, n, inner] data; slabs run in parallel.
+fn softmax_columns(src: &[f32], n: usize, inner: usize, log: bool) -> Vec<f32> {
+    let mut out = vec![0.0f32; src.len()];
+    let slab = n * inner;
+    if slab == 0 {
+        return out;
+    }
+    if src.len() < PAR_MIN {
+        out.chunks_mut(slab).zip(src.chunks(slab)).for_each(|(o, x)| softmax_slab(x, o, n, inner, log));
+    } else {
+        out.par_chunks_mut(slab).zip(src.par_chunks(slab)).for_each(|(o, x)| softmax_slab(x, o, n, inner, log));
+    }
+    out
+}
+
 impl Tensor {
     fn softmax_impl(&self, dim: isize, log: bool) -> Result<Tensor> {
         let op = if log { "log_softmax" } else { "softmax" };
         self.expect_float(op)?;
         let d = resolve_dim(op, dim, self.rank())?;
-        let last = self.rank() - 1;
-        let x = if d == last { self.clone() } else { self.transpose(d as isize, -1)? };
-        let len = x.shape()[last];
-        let y = softmax_rows(&x.f32_slice()?, len, log);
-        let mut y = Tensor::from_vec(y, x.shape())?;
-        if d != last {
-            y = y.transpose(d as isize, -1)?.contiguous();
-        }
-        Ok(y.to_dtype(self.dtype()))
+        let shape = self.shape();
+        let inner: usize = shape[d + 1..].iter().product();
+        let y = if inner == 1 {
+            softmax_rows(&self.f32_slice()?, shape[d], log)
+        } else {
+            softmax_columns(&self.f32_slice()?, shape[d], inner, log)
+        };
+        Ok(Tensor::from_vec(y, shape)?.to_dtype(self.dtype()))
     }
 
     pub fn softmax(&self, dim: isize) -> Result<Tensor> {
@@ -173,6 +249,21 @@ mod tests {
         }
         let y = x.log_softmax(1).unwrap().to_f64_vec().unwrap();
         assert_close(&y, &reference(&xs, &[64, 49, 49], 1, true), 2e-6, 1e-6, "log_softmax dim 1");
+    }
+
+    #[test]
+    fn class_dim_of_a_parsing_map_in_column_blocks() {
+        // [B, classes, H, W] over the class dim: column blocks with a partial last block, and
+        // enough slabs for the parallel path.
+        let shape = [3, 11, 37, 41];
+        let x = Tensor::randn(&shape, 7, DType::F32).affine(5.0, 0.0).unwrap();
+        let xs = x.to_f64_vec().unwrap();
+        for log in [false, true] {
+            let y = if log { x.log_softmax(1) } else { x.softmax(1) }.unwrap().to_f64_vec().unwrap();
+            assert_close(&y, &reference(&xs, &shape, 1, log), 2e-6, 1e-7, &format!("log {log}"));
+        }
+        let t = Tensor::from_vec(vec![f32::NEG_INFINITY, 0.0, f32::NEG_INFINITY, 1.0, 0.0, 1.0], &[1, 2, 3]).unwrap();
+        assert_eq!(t.softmax(1).unwrap().to_vec::<f32>().unwrap(), vec![0.0, 0.5, 0.0, 1.0, 0.5, 1.0]);
     }
 
     #[test]
