@@ -169,6 +169,11 @@ fn reduce_strided<T: Copy, A: Copy>(
                     *a = comb(*a, conv(data[ox + j * sx]));
                 }
             }
+        } else if so == 1 && sx == 1 {
+            // Kept dim innermost in both (a bias gradient's columns): unit strides vectorise.
+            for (a, &v) in acc[oo..oo + cnt].iter_mut().zip(&data[ox..ox + cnt]) {
+                *a = comb(*a, conv(v));
+            }
         } else {
             for j in 0..cnt {
                 let a = &mut acc[oo + j * so];
