@@ -31,7 +31,10 @@ impl Grads {
     /// Add `grad` into the entry for `id`: gradients accumulate by explicit addition.
     fn accumulate(&mut self, id: usize, grad: Tensor) -> Result<()> {
         let sum = match self.map.remove(&id) {
-            Some(prev) => prev.add(&grad)?,
+            Some(mut prev) => {
+                prev.add_assign(&grad)?;
+                prev
+            }
             None => grad,
         };
         self.map.insert(id, sum);

@@ -162,6 +162,16 @@ impl Tensor {
     }
 
     /// A new tensor over the same storage with another layout (the primitive behind views).
+    /// The f32 values to write in place, when this tensor is the only owner of its storage and
+    /// covers all of it in row-major order (a fresh op output); `None` otherwise.
+    pub(crate) fn f32_values_mut(&mut self) -> Option<&mut [f32]> {
+        let whole = self.layout.contiguous_range() == Some(0..self.storage.len());
+        match Arc::get_mut(&mut self.storage) {
+            Some(CpuStorage::F32(v)) if whole => Some(v),
+            _ => None,
+        }
+    }
+
     pub(crate) fn with_layout(&self, layout: Layout) -> Tensor {
         Tensor { storage: self.storage.clone(), layout }
     }

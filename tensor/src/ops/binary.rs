@@ -144,6 +144,27 @@ impl Tensor {
     pub fn add(&self, rhs: &Tensor) -> Result<Tensor> {
         self.arith(rhs, "add", |a, b| a + b, i64::wrapping_add, u8::wrapping_add)
     }
+    /// `self = self + rhs`, written into `self`'s buffer when it is an f32 tensor of rhs's shape
+    /// that owns its storage alone (gradient accumulation: no new buffer, one pass); otherwise
+    /// through [`Tensor::add`]. The same bits either way.
+    pub fn add_assign(&mut self, rhs: &Tensor) -> Result<()> {
+        if self.shape() == rhs.shape() && rhs.dtype() == DType::F32 {
+            let n = self.elem_count();
+            let rv = rhs.f32_slice()?;
+            if let Some(dst) = self.f32_values_mut() {
+                let _prof = profile::op(profile::Kind::Elementwise, 0.0, profile::f32_traffic(n, 2));
+                let run = |d: &mut [f32], r: &[f32]| d.iter_mut().zip(r).for_each(|(d, &r)| *d += r);
+                if n < PAR_MIN {
+                    run(dst, &rv);
+                } else {
+                    dst.par_chunks_mut(PAR_CHUNK).zip(rv.par_chunks(PAR_CHUNK)).for_each(|(d, r)| run(d, r));
+                }
+                return Ok(());
+            }
+        }
+        *self = self.add(rhs)?;
+        Ok(())
+    }
     pub fn sub(&self, rhs: &Tensor) -> Result<Tensor> {
         self.arith(rhs, "sub", |a, b| a - b, i64::wrapping_sub, u8::wrapping_sub)
     }
@@ -225,6 +246,46 @@ impl Tensor {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn add_assign_writes_in_place_only_into_a_buffer_it_owns() {
+        let a = Tensor::randn(&[300, 301], 1, DType::F32); // large enough for the parallel path
+        let b = Tensor::randn(&[300, 301], 2, DType::F32);
+        let want = a.add(&b).unwrap().to_vec::<f32>().unwrap();
+        // Owned alone: in place, same bits as add.
+        let mut owned = a.add(&Tensor::zeros(&[300, 301], DType::F32)).unwrap();
+        let buffer = owned.f32_slice().unwrap().as_ptr();
+        owned.add_assign(&b).unwrap();
+        assert_eq!(owned.f32_slice().unwrap().as_ptr(), buffer, "written in place");
+        assert_eq!(owned.to_vec::<f32>().unwrap(), want);
+        // Shared with a clone: the clone keeps its values.
+        let a_values = a.to_vec::<f32>().unwrap();
+        let mut shared = a.clone();
+        shared.add_assign(&b).unwrap();
+        assert_eq!(shared.to_vec::<f32>().unwrap(), want);
+        assert_eq!(a.to_vec::<f32>().unwrap(), a_values);
+        // A view of a larger buffer, a transposed view, a broadcast rhs: through add.
+        let big = Tensor::randn(&[301, 301], 3, DType::F32);
+        let mut view = big.narrow(0, 1, 300).unwrap();
+        view.add_assign(&b).unwrap();
+        assert_eq!(
+            view.to_vec::<f32>().unwrap(),
+            big.narrow(0, 1, 300).unwrap().add(&b).unwrap().to_vec::<f32>().unwrap()
+        );
+        let mut t = Tensor::randn(&[301, 300], 4, DType::F32).transpose(0, 1).unwrap();
+        let t_want = t.add(&b).unwrap().to_vec::<f32>().unwrap();
+        t.add_assign(&b).unwrap();
+        assert_eq!(t.to_vec::<f32>().unwrap(), t_want);
+        let row = Tensor::randn(&[301], 5, DType::F32);
+        let mut m = a.add(&Tensor::zeros(&[300, 301], DType::F32)).unwrap();
+        m.add_assign(&row).unwrap();
+        assert_eq!(m.to_vec::<f32>().unwrap(), a.add(&row).unwrap().to_vec::<f32>().unwrap());
+        // Mismatched dtypes or shapes: add's errors.
+        let mut h = Tensor::zeros(&[2, 3], DType::F16);
+        assert!(h.add_assign(&Tensor::zeros(&[2, 3], DType::F32)).unwrap_err().to_string().contains("add"));
+        let mut s = Tensor::zeros(&[2, 3], DType::F32);
+        assert!(s.add_assign(&Tensor::zeros(&[4], DType::F32)).is_err());
+    }
+
     use crate::testing::inputs::*;
     use crate::{DType, Tensor};
     use proptest::prelude::*;
