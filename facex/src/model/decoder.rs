@@ -38,9 +38,14 @@ impl Attention {
             .affine(1.0 / (dh as f64).sqrt(), 0.0)?
             .reshape(&[b, nq, h, dh])?
             .permute(&[0, 2, 1, 3])?;
-        let k = self.k.forward(k)?.reshape(&[b, nk, h, dh])?.permute(&[0, 2, 3, 1])?; // [b, h, dh, nk]
+        let k = self.k.forward(k)?.reshape(&[b, nk, h, dh])?.permute(&[0, 2, 1, 3])?;
         let v = self.v.forward(v)?.reshape(&[b, nk, h, dh])?.permute(&[0, 2, 1, 3])?;
-        let o = q.matmul(&k)?.softmax(-1)?.matmul(&v)?; // [b, h, nq, dh]
+        let o = if q.requires_grad() || k.requires_grad() || v.requires_grad() {
+            q.matmul(&k.transpose(2, 3)?)?.softmax(-1)?.matmul(&v)? // [b, h, nq, dh]
+        } else {
+            // No gradient to record: one fused pass per head (`Tensor::attention`, twin above).
+            Var::constant(q.value().attention(&k.value(), &v.value())?)
+        };
         let o = o.permute(&[0, 2, 1, 3])?.reshape(&[b, nq, self.internal])?;
         self.out.forward(&o)
     }

@@ -7,6 +7,7 @@
 pub mod attention;
 pub mod binary;
 pub mod conv;
+pub mod cross_attention;
 pub mod gelu;
 pub mod index;
 pub mod interp;

@@ -90,12 +90,12 @@ fn softmax_rows(src: &[f32], len: usize, log: bool) -> Vec<f32> {
 }
 
 /// Columns per block of the column softmax: the block's maxima and sums stay in L1.
-const COLUMN_BLOCK: usize = 256;
+pub(crate) const COLUMN_BLOCK: usize = 256;
 
 /// Softmax (or log-softmax) over the n rows of one block of columns: `x` and `out` hold n rows of
 /// `w <= COLUMN_BLOCK` values, `stride` apart. The same steps as [`softmax_row`], per column.
 #[inline(always)]
-fn softmax_column_block(x: &[f32], out: &mut [f32], n: usize, w: usize, stride: usize, log: bool) {
+pub(crate) fn softmax_column_block(x: &[f32], out: &mut [f32], n: usize, w: usize, stride: usize, log: bool) {
     let mut max = [f32::NEG_INFINITY; COLUMN_BLOCK];
     let mut sum = [0.0f64; COLUMN_BLOCK];
     let (max, sum) = (&mut max[..w], &mut sum[..w]);

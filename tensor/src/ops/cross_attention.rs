@@ -1,0 +1,266 @@
+//! Plain scaled-dot-product attention without bias or mask, `softmax(q kᵀ) v`, in one pass per
+//! batch and head: the FaceX decoder's attentions, where one side is a handful of tokens (18) and
+//! the other the image (3136 positions) with 16-dim heads. As batched GEMMs those are thousands
+//! of tiny products (10-15 GFLOP/s) with the scores going through memory; here every block of
+//! query rows computes its scores, their softmax (`ops::softmax`'s row or column code, so the
+//! probabilities match the composite's) and the weighted sum of v rows (vectorised along the
+//! head dim), in cache. Many keys: k is transposed once per head and each row's scores vectorise
+//! along the keys. Few keys (the image attending to 18 tokens): the block's q is transposed and
+//! the scores, stored key-major, vectorise along the block's rows, softmax included.
+//!
+//! Inference only (no backward of its own): the autograd model records the composite twin
+//! `q.matmul(kᵀ).softmax(-1).matmul(v)` when gradients are needed; the tests compare the two.
+//! Computes in f32 whatever the matmul precision (bf16 products are not used here).
+
+use crate::cpu::simd::dispatch;
+use crate::ops::softmax::{rows as softmax_rows, softmax_column_block, COLUMN_BLOCK};
+use crate::profile;
+use crate::{CpuStorage, DType, Error, Result, Tensor};
+use rayon::prelude::*;
+
+/// Query rows whose scores are computed before one softmax call.
+const ROW_BLOCK: usize = 32;
+const _: () = assert!(ROW_BLOCK <= COLUMN_BLOCK);
+
+/// Sizes of one head's problem.
+#[derive(Clone, Copy)]
+struct Head {
+    nq: usize,
+    nk: usize,
+    d: usize,
+    dv: usize,
+    /// Row strides of q, k and v (their values within a row are contiguous).
+    qs: usize,
+    ks: usize,
+    vs: usize,
+}
+
+/// Keys below this count take the column scheme (scores stored key-major, vectorised along a
+/// block of query rows), since rows of a few scores vectorise poorly one at a time.
+const FEW_KEYS: usize = 64;
+
+/// `out[..] = Σ_j p(j) · v[j·vs ..][..out.len()]`, accumulated in fixed chunks of 16 and 8 lanes
+/// (whole registers, the sum kept in them across j) and single lanes for the rest.
+#[inline(always)]
+fn weighted_sum(out: &mut [f32], nk: usize, p: impl Fn(usize) -> f32, v: &[f32], vs: usize) {
+    #[inline(always)]
+    fn chunk<const L: usize>(out: &mut [f32], c: usize, nk: usize, p: &impl Fn(usize) -> f32, v: &[f32], vs: usize) {
+        let mut acc = [0.0f32; L];
+        for j in 0..nk {
+            let pj = p(j);
+            let x: &[f32; L] = v[j * vs + c..][..L].try_into().expect("chunk of L values");
+            for l in 0..L {
+                acc[l] += pj * x[l];
+            }
+        }
+        out[c..c + L].copy_from_slice(&acc);
+    }
+    let n = out.len();
+    let mut c = 0;
+    while c + 16 <= n {
+        chunk::<16>(out, c, nk, &p, v, vs);
+        c += 16;
+    }
+    while c + 8 <= n {
+        chunk::<8>(out, c, nk, &p, v, vs);
+        c += 8;
+    }
+    while c < n {
+        chunk::<1>(out, c, nk, &p, v, vs);
+        c += 1;
+    }
+}
+
+/// One head: q [nq, d], k [nk, d], v [nk, dv] (rows `qs`, `ks`, `vs` apart) -> out [nq, dv]. `t` is scratch of
+/// d·max(nk, ROW_BLOCK) values; `scores` of 2·ROW_BLOCK·nk (the scores, then the probabilities).
+fn head_attention(q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], t: &mut [f32], scores: &mut [f32], s: Head) {
+    #[inline(always)]
+    fn body(q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], t: &mut [f32], scores: &mut [f32], s: Head) {
+        let Head { nq, nk, d, dv, qs, ks, vs } = s;
+        let (scores, probs) = scores.split_at_mut(ROW_BLOCK * nk);
+        if nk < FEW_KEYS {
+            // Column scheme: q's block transposed to [d, rows]; scores and probabilities [nk, rows].
+            for r0 in (0..nq).step_by(ROW_BLOCK) {
+                let w = ROW_BLOCK.min(nq - r0);
+                for i in 0..w {
+                    for c in 0..d {
+                        t[c * ROW_BLOCK + i] = q[(r0 + i) * qs + c];
+                    }
+                }
+                // Scores of key j for the block's rows: Σ_c k[j][c] · qᵀ[c][..], like the weighted sum.
+                for j in 0..nk {
+                    let kj = &k[j * ks..][..d];
+                    weighted_sum(&mut scores[j * ROW_BLOCK..][..w], d, |c| kj[c], t, ROW_BLOCK);
+                }
+                softmax_column_block(scores, probs, nk, w, ROW_BLOCK, false);
+                for i in 0..w {
+                    weighted_sum(&mut out[(r0 + i) * dv..][..dv], nk, |j| probs[j * ROW_BLOCK + i], v, vs);
+                }
+            }
+            return;
+        }
+        // Row scheme: k transposed to [d, nk]; each query row's scores vectorise along the keys.
+        for j in 0..nk {
+            for c in 0..d {
+                t[c * nk + j] = k[j * ks + c];
+            }
+        }
+        for r0 in (0..nq).step_by(ROW_BLOCK) {
+            let rows = ROW_BLOCK.min(nq - r0);
+            let (block, probs) = (&mut scores[..rows * nk], &mut probs[..rows * nk]);
+            for (i, srow) in block.chunks_mut(nk).enumerate() {
+                srow.fill(0.0);
+                for (c, &qc) in q[(r0 + i) * qs..][..d].iter().enumerate() {
+                    for (s, &kc) in srow.iter_mut().zip(&t[c * nk..][..nk]) {
+                        *s += qc * kc;
+                    }
+                }
+            }
+            softmax_rows(block, probs, nk, false);
+            for (i, prow) in probs.chunks(nk).enumerate() {
+                weighted_sum(&mut out[(r0 + i) * dv..][..dv], nk, |j| prow[j], v, vs);
+            }
+        }
+    }
+    dispatch!(body(q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], t: &mut [f32], scores: &mut [f32], s: Head))
+}
+
+/// The f32 storage of a tensor (checked by the caller).
+fn f32_data(t: &Tensor) -> Result<&[f32]> {
+    match t.cpu_storage()? {
+        CpuStorage::F32(v) => Ok(v),
+        _ => Err(Error::InvalidArgument { op: "attention", msg: "expected f32 storage".into() }),
+    }
+}
+
+impl Tensor {
+    /// `softmax(q kᵀ) v` per batch and head: q `[B, H, Nq, D]`, k `[B, H, Nk, D]`, v
+    /// `[B, H, Nk, Dv]` (any strides: permuted views are read in place of a copy) ->
+    /// `[B, H, Nq, Dv]`. Scale q beforehand. f16/bf16 go through f32.
+    pub fn attention(&self, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+        let (qs, ks, vs) = (self.shape(), k.shape(), v.shape());
+        let bad = || Error::ShapeMismatch { op: "attention", lhs: qs.to_vec(), rhs: ks.to_vec() };
+        if qs.len() != 4 || ks.len() != 4 || vs.len() != 4 {
+            return Err(Error::BadShape {
+                op: "attention",
+                shape: if qs.len() != 4 {
+                    qs.to_vec()
+                } else if ks.len() != 4 {
+                    ks.to_vec()
+                } else {
+                    vs.to_vec()
+                },
+                expected: "rank 4: [B, H, N, D]".into(),
+            });
+        }
+        if qs[..2] != ks[..2] || qs[3] != ks[3] {
+            return Err(bad());
+        }
+        if vs[..3] != ks[..3] {
+            return Err(Error::ShapeMismatch { op: "attention (k, v)", lhs: ks.to_vec(), rhs: vs.to_vec() });
+        }
+        for t in [self, k, v] {
+            t.expect_float("attention")?;
+        }
+        let dtype = self.dtype();
+        // Read in place: f32 views whose last dim is contiguous (the decoder's permuted heads);
+        // anything else is copied to that form first.
+        let prep = |t: &Tensor| {
+            if t.dtype() == DType::F32 && t.strides()[3] == 1 {
+                t.clone()
+            } else {
+                t.to_dtype(DType::F32).contiguous()
+            }
+        };
+        let (q, k, v) = (prep(self), prep(k), prep(v));
+        let s = Head {
+            nq: qs[2],
+            nk: ks[2],
+            d: qs[3],
+            dv: vs[3],
+            qs: q.strides()[2],
+            ks: k.strides()[2],
+            vs: v.strides()[2],
+        };
+        let (heads, bh) = (qs[1], qs[0] * qs[1]);
+        let flops = 2.0 * (bh * s.nq * s.nk * (s.d + s.dv)) as f64;
+        let _prof = profile::op(profile::Kind::Attention, flops, 0.0);
+        let (qd, kd, vd) = (f32_data(&q)?, f32_data(&k)?, f32_data(&v)?);
+        // Offset of head i = (b, h) in a view.
+        let at = |t: &Tensor, i: usize| t.layout().offset + (i / heads) * t.strides()[0] + (i % heads) * t.strides()[1];
+        let mut out = vec![0.0f32; bh * s.nq * s.dv];
+        if s.nq > 0 && s.dv > 0 && s.nk > 0 {
+            let one = |(i, o): (usize, &mut [f32])| {
+                let mut t = vec![0.0f32; s.d * s.nk.max(ROW_BLOCK)];
+                let mut scores = vec![0.0f32; 2 * ROW_BLOCK * s.nk];
+                head_attention(&qd[at(&q, i)..], &kd[at(&k, i)..], &vd[at(&v, i)..], o, &mut t, &mut scores, s);
+            };
+            out.par_chunks_mut(s.nq * s.dv).enumerate().for_each(one);
+        }
+        let out = Tensor::from_vec(out, &[qs[0], qs[1], s.nq, s.dv])?;
+        Ok(if dtype == DType::F32 { out } else { out.to_dtype(dtype) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::assert_close;
+    use crate::{DType, Tensor};
+
+    /// The composite twin: two matmuls and a softmax.
+    fn composite(q: &Tensor, k: &Tensor, v: &Tensor) -> Vec<f64> {
+        q.matmul(&k.transpose(2, 3).unwrap()).unwrap().softmax(-1).unwrap().matmul(v).unwrap().to_f64_vec().unwrap()
+    }
+
+    #[test]
+    fn matches_the_composite_on_decoder_shapes_and_permuted_views() {
+        // Tokens -> image and image -> tokens, heads of 16 (swin_b) and 8 (tiny), q/k/v as the
+        // decoder passes them: [B, N, H, D] permuted to [B, H, N, D].
+        for (b, h, nq, nk, d) in [(2, 8, 18, 200, 16), (2, 8, 200, 18, 16), (1, 4, 37, 5, 8), (1, 1, 1, 1, 3)] {
+            let view = |n: usize, seed: u64| {
+                Tensor::randn(&[b, n, h, d], seed, DType::F32).affine(2.0, 0.0).unwrap().permute(&[0, 2, 1, 3]).unwrap()
+            };
+            let (q, k, v) = (view(nq, 1), view(nk, 2), view(nk, 3));
+            let got = q.attention(&k, &v).unwrap();
+            assert_eq!(got.shape(), &[b, h, nq, d]);
+            assert_close(
+                &got.to_f64_vec().unwrap(),
+                &composite(&q, &k, &v),
+                1e-5,
+                2e-5,
+                &format!("{b}x{h}x{nq}x{nk}x{d}"),
+            );
+        }
+    }
+
+    #[test]
+    fn value_width_may_differ_and_half_types_round_back() {
+        let q = Tensor::randn(&[1, 2, 5, 4], 4, DType::F32);
+        let k = Tensor::randn(&[1, 2, 7, 4], 5, DType::F32);
+        let v = Tensor::randn(&[1, 2, 7, 6], 6, DType::F32);
+        let got = q.attention(&k, &v).unwrap();
+        assert_close(&got.to_f64_vec().unwrap(), &composite(&q, &k, &v), 1e-5, 2e-5, "dv 6");
+        // A q whose last dim is strided goes through a contiguous copy.
+        let qt = Tensor::randn(&[1, 2, 4, 5], 7, DType::F32).transpose(2, 3).unwrap();
+        let got = qt.attention(&k, &v).unwrap();
+        assert_close(&got.to_f64_vec().unwrap(), &composite(&qt, &k, &v), 1e-5, 2e-5, "strided q");
+        let half = |t: &Tensor| t.to_dtype(DType::BF16);
+        let got = half(&q).attention(&half(&k), &half(&v)).unwrap();
+        assert_eq!(got.dtype(), DType::BF16);
+        let want =
+            composite(&half(&q).to_dtype(DType::F32), &half(&k).to_dtype(DType::F32), &half(&v).to_dtype(DType::F32));
+        assert_close(&got.to_f64_vec().unwrap(), &want, 1e-2, 1e-2, "bf16");
+    }
+
+    #[test]
+    fn shape_errors_name_the_op() {
+        let t = |s: &[usize]| Tensor::zeros(s, DType::F32);
+        let e = t(&[1, 2, 3]).attention(&t(&[1, 2, 3, 4]), &t(&[1, 2, 3, 4])).unwrap_err().to_string();
+        assert!(e.contains("attention") && e.contains("rank 4"), "{e}");
+        let e = t(&[1, 2, 3, 4]).attention(&t(&[1, 2, 5, 3]), &t(&[1, 2, 5, 4])).unwrap_err().to_string();
+        assert!(e.contains("attention"), "{e}");
+        let e = t(&[1, 2, 3, 4]).attention(&t(&[1, 2, 5, 4]), &t(&[1, 2, 6, 4])).unwrap_err().to_string();
+        assert!(e.contains("attention (k, v)"), "{e}");
+        assert!(Tensor::zeros(&[1, 1, 2, 2], DType::I64).attention(&t(&[1, 1, 2, 2]), &t(&[1, 1, 2, 2])).is_err());
+    }
+}
