@@ -5,6 +5,7 @@ use super::layers::{LayerNorm, Linear};
 use super::params::Builder;
 use super::schema::{AttentionSpec, TransformerSpec, TwoWayBlockSpec};
 use autograd::Var;
+use tensor::cpu::gemm::{matmul_precision, MatmulPrecision};
 use tensor::ops::Activation;
 use tensor::Result;
 
@@ -40,7 +41,10 @@ impl Attention {
             .permute(&[0, 2, 1, 3])?;
         let k = self.k.forward(k)?.reshape(&[b, nk, h, dh])?.permute(&[0, 2, 1, 3])?;
         let v = self.v.forward(v)?.reshape(&[b, nk, h, dh])?.permute(&[0, 2, 1, 3])?;
-        let o = if q.requires_grad() || k.requires_grad() || v.requires_grad() {
+        let composite = q.requires_grad() || k.requires_grad() || v.requires_grad();
+        // bf16 products keep the composite too, so every product follows the chosen precision.
+        let f32_products = matmul_precision() == MatmulPrecision::F32;
+        let o = if composite || !f32_products {
             q.matmul(&k.transpose(2, 3)?)?.softmax(-1)?.matmul(&v)? // [b, h, nq, dh]
         } else {
             // No gradient to record: one fused pass per head (`Tensor::attention`, twin above).
