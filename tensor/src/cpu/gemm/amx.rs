@@ -17,7 +17,7 @@
 //! [`available`]. Inline assembly (`asm!`) is used because the AMX intrinsics are not stable Rust.
 
 use super::bf16::{line_ptr, pack_pairs, pair, with_bufs, PackBufs, PackedB, NR};
-use super::driver::{finish_tile, store_edge, Problem};
+use super::driver::{micro_tile, Problem, Tile};
 use super::Isa;
 use std::arch::asm;
 use std::sync::OnceLock;
@@ -228,18 +228,10 @@ unsafe fn blocked(p: &Problem, bufs: &mut PackBufs) {
                         None => bbuf.add(jr * kp),
                     };
                     for ir in (0..mc).step_by(MR) {
-                        let mr = MR.min(mc - ir);
                         let ap = abuf.add(ir * lda);
                         let cp = p.c.add((ic + ir) * p.ldc + jc + jr);
-                        if mr == MR && nr == NR {
-                            tile_32x32(kp, ap, lda, bp, cp, p.ldc, load_c);
-                        } else {
-                            tile_32x32(kp, ap, lda, bp, tmp, NR, false);
-                            store_edge(tmp, NR, cp, p.ldc, mr, nr, load_c);
-                        }
-                        if last {
-                            finish_tile(p, cp, mr, nr, jc + jr);
-                        }
+                        let tile = Tile { c: cp, mr: MR.min(mc - ir), nr, col: jc + jr, load_c, last };
+                        micro_tile::<MR, NR>(p, tile, tmp, |c, ldc, load| tile_32x32(kp, ap, lda, bp, c, ldc, load));
                     }
                 }
             }

@@ -12,7 +12,7 @@
 //! product of the rounded operands. The conversion instructions treat subnormal inputs as zero;
 //! the scalar path of unusual strides uses `half`, which keeps them: the two differ only there.
 
-use super::driver::{finish_tile, store_edge, Problem};
+use super::driver::{micro_tile, Problem, Tile};
 use std::cell::RefCell;
 
 pub const MR: usize = 14;
@@ -321,18 +321,10 @@ unsafe fn blocked(p: &Problem, bufs: &mut PackBufs) {
                         None => bbuf.add(jr * kp),
                     };
                     for ir in (0..mc).step_by(MR) {
-                        let mr = MR.min(mc - ir);
                         let ap = abuf.add(ir * kp);
                         let cp = p.c.add((ic + ir) * p.ldc + jc + jr);
-                        if mr == MR && nr == NR {
-                            simd::kernel(kp, ap, bp, cp, p.ldc, load_c);
-                        } else {
-                            simd::kernel(kp, ap, bp, tmp, NR, false);
-                            store_edge(tmp, NR, cp, p.ldc, mr, nr, load_c);
-                        }
-                        if last {
-                            finish_tile(p, cp, mr, nr, jc + jr);
-                        }
+                        let tile = Tile { c: cp, mr: MR.min(mc - ir), nr, col: jc + jr, load_c, last };
+                        micro_tile::<MR, NR>(p, tile, tmp, |c, ldc, load| simd::kernel(kp, ap, bp, c, ldc, load));
                     }
                 }
             }

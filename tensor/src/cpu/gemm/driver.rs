@@ -186,22 +186,53 @@ unsafe fn blocked<const MR: usize, const NR: usize>(kern: KernelFn, p: &Problem,
                         (false, _) => (bbuf.add(jr * kc) as *const f32, NR),
                     };
                     for ir in (0..mc).step_by(MR) {
-                        let mr = MR.min(mc - ir);
                         let ap = abuf.add(ir * kc);
                         let cp = p.c.add((ic + ir) * p.ldc + jc + jr);
-                        if mr == MR && nr == NR {
-                            kern(kc, ap, bp, b_rs, cp, p.ldc, load_c);
-                        } else {
-                            kern(kc, ap, bp, b_rs, tmp, NR, false);
-                            store_edge(tmp, NR, cp, p.ldc, mr, nr, load_c);
-                        }
-                        if last {
-                            finish_tile(p, cp, mr, nr, jc + jr);
-                        }
+                        let tile = Tile { c: cp, mr: MR.min(mc - ir), nr, col: jc + jr, load_c, last };
+                        micro_tile::<MR, NR>(p, tile, tmp, |c, ldc, load| kern(kc, ap, bp, b_rs, c, ldc, load));
                     }
                 }
             }
         }
+    }
+}
+
+/// Where one micro-tile of C goes: mr x nr values at `c` (at most MR x NR), whose first column is
+/// column `col` of the product; `load_c` adds to C's values, `last` is the last depth block.
+#[derive(Clone, Copy)]
+pub(super) struct Tile {
+    pub c: *mut f32,
+    pub mr: usize,
+    pub nr: usize,
+    pub col: usize,
+    pub load_c: bool,
+    pub last: bool,
+}
+
+/// One micro-tile, the step every blocked loop (f32, bf16, AMX) ends in: `kernel(dst, ld, load)`
+/// computes a whole MR x NR tile into `dst` (rows `ld` apart, added to its values with `load`);
+/// an edge tile is computed into `tmp` (MR x NR, rows NR apart) and copied in; after the last
+/// depth block the fused output pass runs.
+///
+/// # Safety
+/// `tile.c` covers mr rows of nr values, `p.ldc` apart; `tmp` holds MR x NR values; `kernel`
+/// must be safe to run on either destination.
+#[inline(always)]
+pub(super) unsafe fn micro_tile<const MR: usize, const NR: usize>(
+    p: &Problem,
+    tile: Tile,
+    tmp: *mut f32,
+    kernel: impl FnOnce(*mut f32, usize, bool),
+) {
+    let Tile { c, mr, nr, col, load_c, last } = tile;
+    if mr == MR && nr == NR {
+        kernel(c, p.ldc, load_c);
+    } else {
+        kernel(tmp, NR, false);
+        store_edge(tmp, NR, c, p.ldc, mr, nr, load_c);
+    }
+    if last {
+        finish_tile(p, c, mr, nr, col);
     }
 }
 
@@ -210,15 +241,7 @@ unsafe fn blocked<const MR: usize, const NR: usize>(kern: KernelFn, p: &Problem,
 ///
 /// # Safety
 /// `tmp` holds the tile; `c` covers mr rows of nr values, `ldc` apart.
-pub(super) unsafe fn store_edge(
-    tmp: *const f32,
-    tmp_ld: usize,
-    c: *mut f32,
-    ldc: usize,
-    mr: usize,
-    nr: usize,
-    load_c: bool,
-) {
+unsafe fn store_edge(tmp: *const f32, tmp_ld: usize, c: *mut f32, ldc: usize, mr: usize, nr: usize, load_c: bool) {
     for i in 0..mr {
         let (crow, trow) = (c.add(i * ldc), tmp.add(i * tmp_ld));
         for j in 0..nr {
@@ -234,7 +257,7 @@ pub(super) unsafe fn store_edge(
 /// # Safety
 /// `c` covers mr rows of nr values, `p.ldc` apart.
 #[inline]
-pub(super) unsafe fn finish_tile(p: &Problem, c: *mut f32, mr: usize, nr: usize, col: usize) {
+unsafe fn finish_tile(p: &Problem, c: *mut f32, mr: usize, nr: usize, col: usize) {
     if p.has_epilogue() {
         for i in 0..mr {
             finish_row(p, std::slice::from_raw_parts_mut(c.add(i * p.ldc), nr), col);
