@@ -2,7 +2,10 @@
 //! are named after the tensor crate's op families (`tensor/src/ops/{unary,gelu,binary,reduce,
 //! softmax,norm,index,matmul,attention,conv,pool,interp}.rs`; `view.rs` after `tensor/src/view.rs`). `g` is
 //! dL/d(out); each rule returns dL/d(input) for every input in order (None where no gradient
-//! flows), already reduced to the input's shape and in the input's dtype.
+//! flows), already reduced to the input's shape and in the input's dtype. `needs[i]` says whether
+//! input i wants its gradient: the rules whose input gradients are products of their own (matmul,
+//! linear, conv) skip the unwanted ones (a frozen weight, the constant input image); the others
+//! compute every gradient and the engine drops the unwanted.
 //!
 //! Rules recompute what they need from the inputs' values and the output value (nothing extra is
 //! saved at forward time). The numerical backward primitives (max-pool routing, bilinear and area
@@ -34,7 +37,7 @@ use tensor::{DType, Error, Result, Tensor};
 
 pub(crate) type InputGrads = Vec<Option<Tensor>>;
 
-pub(crate) fn backward_op(op: &Op, inputs: &[Var], out: &Tensor, g: &Tensor) -> Result<InputGrads> {
+pub(crate) fn backward_op(op: &Op, inputs: &[Var], needs: &[bool], out: &Tensor, g: &Tensor) -> Result<InputGrads> {
     let xs: Vec<Tensor> = inputs.iter().map(Var::value).collect();
     use Op::*;
     match op {
@@ -70,12 +73,17 @@ pub(crate) fn backward_op(op: &Op, inputs: &[Var], out: &Tensor, g: &Tensor) -> 
         | Squeeze { .. }
         | Contiguous
         | ToDType { .. } => view::backward(op, &xs, g),
-        Matmul | Linear { .. } => matmul::backward(op, &xs, out, g),
+        Matmul | Linear { .. } => matmul::backward(op, &xs, needs, out, g),
         WindowAttention { .. } => attention::backward(op, &xs, g),
-        Conv2d { .. } | ConvTranspose2d { .. } => conv::backward(op, &xs, g),
+        Conv2d { .. } | ConvTranspose2d { .. } => conv::backward(op, &xs, needs, g),
         MaxPool2d { .. } => pool::backward(op, &xs, g),
         InterpolateBilinear | InterpolateArea => interp::backward(op, &xs, g),
     }
+}
+
+/// `Some(f())` when the input wants its gradient, else `None` without computing it.
+fn if_needed(needed: bool, f: impl FnOnce() -> Result<Tensor>) -> Result<Option<Tensor>> {
+    needed.then(f).transpose()
 }
 
 /// The error for an op handed to a family that has no rule for it (a dispatch bug).

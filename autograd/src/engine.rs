@@ -94,7 +94,8 @@ impl Var {
             let Some(node) = var.node() else { continue };
             // An intermediate's gradient is complete once we reach it; free it after use.
             let Some(g) = grads.map.remove(&var.id()) else { continue };
-            let input_grads = backward_op(&node.op, &node.inputs, &var.value(), &g)?;
+            let needs: Vec<bool> = node.inputs.iter().map(Var::requires_grad).collect();
+            let input_grads = backward_op(&node.op, &node.inputs, &needs, &var.value(), &g)?;
             for (input, ig) in node.inputs.iter().zip(input_grads) {
                 if let (true, Some(ig)) = (input.requires_grad(), ig) {
                     grads.accumulate(input.id(), ig)?;

@@ -3,7 +3,7 @@
 
 use crate::grad_mode::is_grad_enabled;
 use crate::op::Op;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use tensor::ops::Activation;
 use tensor::{DType, Result, Tensor};
@@ -20,7 +20,8 @@ pub(crate) struct VarInner {
     pub id: usize,
     /// A lock only so that optimizers can update parameters in place between steps.
     pub value: RwLock<Tensor>,
-    pub requires_grad: bool,
+    /// Atomic only so that a leaf can be frozen or unfrozen between steps (`set_requires_grad`).
+    pub requires_grad: AtomicBool,
     pub node: Option<Node>,
     pub name: Option<String>,
 }
@@ -59,7 +60,13 @@ impl std::fmt::Debug for Var {
 impl Var {
     fn make(value: Tensor, requires_grad: bool, node: Option<Node>, name: Option<String>) -> Var {
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        Var(Arc::new(VarInner { id, value: RwLock::new(value), requires_grad, node, name }))
+        Var(Arc::new(VarInner {
+            id,
+            value: RwLock::new(value),
+            requires_grad: AtomicBool::new(requires_grad),
+            node,
+            name,
+        }))
     }
 
     /// A constant: no gradient flows into it.
@@ -94,7 +101,20 @@ impl Var {
         self.0.name.as_deref()
     }
     pub fn requires_grad(&self) -> bool {
-        self.0.requires_grad
+        self.0.requires_grad.load(Ordering::Relaxed)
+    }
+    /// Freeze (`false`) or unfreeze a leaf, as torch's `requires_grad_`: ops on frozen leaves
+    /// record nothing, so a frozen backbone costs a forward pass only. Vars computed by a
+    /// recorded op follow their inputs and cannot be changed.
+    pub fn set_requires_grad(&self, requires_grad: bool) -> Result<()> {
+        if self.0.node.is_some() {
+            return Err(tensor::Error::InvalidArgument {
+                op: "Var::set_requires_grad",
+                msg: format!("Var#{} is the result of an op; only leaves can be frozen", self.id()),
+            });
+        }
+        self.0.requires_grad.store(requires_grad, Ordering::Relaxed);
+        Ok(())
     }
     pub fn node(&self) -> Option<&Node> {
         self.0.node.as_ref()

@@ -142,3 +142,53 @@ fn dropping_a_very_long_graph_does_not_overflow() {
     drop(y);
     assert_eq!(x.value().to_f32_vec().unwrap(), vec![1.0, 2.0]);
 }
+
+/// Freezing a leaf (torch's `requires_grad_(False)`): no gradient for it, the others unchanged bit
+/// for bit, and ops whose inputs are all frozen record nothing. Linear and conv skip the frozen
+/// inputs' products, so each of their inputs is frozen in turn.
+#[test]
+fn frozen_leaves_get_no_gradient_and_leave_the_others_unchanged() {
+    let x = Var::leaf(Tensor::randn(&[2, 3, 6, 6], 1, DType::F32));
+    let cw = Var::param(Tensor::randn(&[4, 3, 3, 3], 2, DType::F32), "conv.weight");
+    let cb = Var::param(Tensor::randn(&[4], 3, DType::F32), "conv.bias");
+    let lw = Var::param(Tensor::randn(&[5, 4], 4, DType::F32), "lin.weight");
+    let lb = Var::param(Tensor::randn(&[5], 5, DType::F32), "lin.bias");
+    let m = Var::param(Tensor::randn(&[5, 2], 6, DType::F32), "m");
+    let all = [&x, &cw, &cb, &lw, &lb, &m];
+    let loss = || {
+        let h = x.conv2d(&cw, Some(&cb), (2, 2), (1, 1)).unwrap(); // [2, 4, 3, 3]
+        let h = h.permute(&[0, 2, 3, 1]).unwrap(); // [2, 3, 3, 4]
+        let h = h.linear_act(&lw, Some(&lb), tensor::ops::Activation::Gelu).unwrap();
+        h.matmul(&m).unwrap().sqr().unwrap().sum_all().unwrap()
+    };
+    let full = loss().backward().unwrap();
+    assert_eq!(full.len(), all.len());
+    for frozen in 0..all.len() {
+        all[frozen].set_requires_grad(false).unwrap();
+        let g = loss().backward().unwrap();
+        assert!(g.get(all[frozen]).is_none(), "frozen input {frozen} got a gradient");
+        assert_eq!(g.len(), all.len() - 1);
+        for (i, v) in all.iter().enumerate().filter(|&(i, _)| i != frozen) {
+            assert_eq!(grad_of(&g, v), grad_of(&full, v), "input {i} with input {frozen} frozen");
+        }
+        all[frozen].set_requires_grad(true).unwrap();
+    }
+    // Everything upstream of the matmul frozen: the conv and linear record nothing.
+    for v in &all[..5] {
+        v.set_requires_grad(false).unwrap();
+    }
+    let h = x.conv2d(&cw, Some(&cb), (2, 2), (1, 1)).unwrap();
+    assert!(h.node().is_none() && !h.requires_grad());
+    let g = loss().backward().unwrap();
+    assert_eq!(g.len(), 1);
+    assert_eq!(grad_of(&g, &m), grad_of(&full, &m));
+}
+
+#[test]
+fn only_leaves_can_be_frozen() {
+    let x = leaf(&[1.0, 2.0]);
+    let y = x.exp().unwrap();
+    let e = y.set_requires_grad(false).unwrap_err().to_string();
+    assert!(e.contains("set_requires_grad") && e.contains("leaves"), "{e}");
+    assert!(y.requires_grad());
+}

@@ -167,3 +167,33 @@ fn a_diverging_run_stops_naming_the_step_and_keeps_its_checkpoint() {
     assert_eq!(std::fs::read(out.join("last.ckpt")).unwrap(), before, "the checkpoint changed");
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// `lr_scale = 0` freezes: the backbone's weights stay the initial ones to the bit, it gets no
+/// AdamW moments (no gradient was computed for it), and the rest of the model trains.
+#[test]
+fn a_frozen_backbone_keeps_its_weights_and_gets_no_gradient() {
+    let root = temp_dir("frozen");
+    write_datasets(&root);
+    let cfg = config(&root, "[optimizer.lr_scale]\n\"backbone\" = 0");
+    let (one, three) = (root.join("one"), root.join("three"));
+    run(&cfg, &one, 1, false).unwrap();
+    run(&cfg, &three, 3, false).unwrap();
+    let load = |d: &Path| facex::checkpoint::load_safetensors(d.join("last.ckpt")).unwrap();
+    let (a, b) = (load(&one), load(&three));
+    let (mut frozen, mut trained, mut changed) = (0, 0, 0);
+    for (key, t) in a.iter().filter(|(k, _)| k.starts_with("model.")) {
+        let name = &key["model.".len()..];
+        let same = t.to_f32_vec().unwrap() == b.get(key).unwrap().to_f32_vec().unwrap();
+        if name.starts_with("backbone") {
+            assert!(same, "{name} changed although frozen");
+            assert!(!b.contains(&format!("adam.m.{name}")), "{name} has moments although frozen");
+            frozen += 1;
+        } else if b.contains(&format!("adam.m.{name}")) {
+            trained += 1;
+            changed += usize::from(!same);
+        }
+    }
+    assert!(frozen > 20 && trained > 20, "{frozen} frozen, {trained} trained");
+    assert!(changed * 10 > trained * 9, "only {changed} of {trained} trained parameters changed");
+    let _ = std::fs::remove_dir_all(&root);
+}

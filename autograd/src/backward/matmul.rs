@@ -1,17 +1,17 @@
 //! matmul and linear (tensor::ops::matmul): compositions of tensor ops.
 
-use super::{mask, no_rule, scalar, sum_to_shape, InputGrads};
+use super::{if_needed, mask, no_rule, scalar, sum_to_shape, InputGrads};
 use crate::op::Op;
 use tensor::ops::Activation;
 use tensor::{Result, Tensor};
 
-pub(super) fn backward(op: &Op, xs: &[Tensor], y: &Tensor, g: &Tensor) -> Result<InputGrads> {
+pub(super) fn backward(op: &Op, xs: &[Tensor], needs: &[bool], y: &Tensor, g: &Tensor) -> Result<InputGrads> {
     let (x, w) = (&xs[0], &xs[1]);
     match op {
         // y = a b:  da = g bᵀ,  db = aᵀ g  (summed over broadcast batch dims)
         Op::Matmul => Ok(vec![
-            Some(sum_to_shape(&g.matmul(&w.t()?)?, x.shape())?),
-            Some(sum_to_shape(&x.t()?.matmul(g)?, w.shape())?),
+            if_needed(needs[0], || sum_to_shape(&g.matmul(&w.t()?)?, x.shape()))?,
+            if_needed(needs[1], || sum_to_shape(&x.t()?.matmul(g)?, w.shape()))?,
         ]),
         // y = act(x wᵀ + b):  gz = g act'(z),  dx = gz w,  dw = gzᵀ x,  db = sum gz
         Op::Linear { act, has_bias } => {
@@ -25,9 +25,12 @@ pub(super) fn backward(op: &Op, xs: &[Tensor], y: &Tensor, g: &Tensor) -> Result
             let (n_in, n_out) = (w.shape()[1], w.shape()[0]);
             let x2 = x.reshape(&[usize::MAX, n_in])?;
             let gz2 = gz.reshape(&[x2.shape()[0], n_out])?;
-            let mut out = vec![Some(gz2.matmul(w)?.reshape(x.shape())?), Some(gz2.t()?.matmul(&x2)?)];
+            let mut out = vec![
+                if_needed(needs[0], || gz2.matmul(w)?.reshape(x.shape()))?,
+                if_needed(needs[1], || gz2.t()?.matmul(&x2))?,
+            ];
             if *has_bias {
-                out.push(Some(gz2.sum(&[0], false)?));
+                out.push(if_needed(needs[2], || gz2.sum(&[0], false))?);
             }
             Ok(out)
         }

@@ -254,6 +254,8 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, stop: &AtomicBool) -> Result<
     let names: Vec<String> = params.iter().map(|(n, _)| n.clone()).collect();
     for ((_, p), scale) in params.iter().zip(cfg.lr_scales(&names)?) {
         opt.set_lr_scale(p, scale);
+        // A frozen parameter gets no gradient at all: a frozen backbone costs its forward only.
+        p.set_requires_grad(scale > 0.0).map_err(|e| e.to_string())?;
     }
     let plain: Vec<Var> = params.iter().map(|(_, p)| p.clone()).collect();
     let mut window: Vec<(String, f64, usize)> = Vec::new();
