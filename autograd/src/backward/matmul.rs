@@ -19,8 +19,9 @@ pub(super) fn backward(op: &Op, xs: &[Tensor], needs: &[bool], y: &Tensor, g: &T
                 Activation::None => g.clone(),
                 // relu'(z) = [z > 0] = [y > 0]
                 Activation::Relu => g.mul(&mask(y.gt(&scalar(0.0, y.dtype())), y.dtype())?)?,
-                // gelu'(z) with z recomputed
-                Activation::Gelu => x.linear(w, xs.get(2).filter(|_| *has_bias))?.gelu_backward(g)?,
+                // gelu'(z) with z recomputed by the GEMM and consumed tile by tile, never stored
+                // (the composite twin, linear then gelu_backward, is tested equal in the tensor crate)
+                Activation::Gelu => x.linear_act_grad(w, xs.get(2).filter(|_| *has_bias), Activation::Gelu, g)?,
             };
             let (n_in, n_out) = (w.shape()[1], w.shape()[0]);
             let x2 = x.reshape(&[usize::MAX, n_in])?;

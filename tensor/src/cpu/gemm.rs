@@ -138,6 +138,9 @@ pub struct GemmOpts<'a> {
     pub bias: Option<&'a [f32]>,
     /// Activation applied in the output pass, after the bias.
     pub act: Activation,
+    /// The backward of that activation instead: with `Some(g)` the output pass writes
+    /// `g ⊙ act'(z)`, z = A·B (+ C) + bias, never storing z. `g` is laid out as C (`ldc`).
+    pub act_grad: Option<&'a [f32]>,
     /// May use rayon threads (large products only). Off inside an outer parallel loop.
     pub parallel: bool,
     /// Force an instruction set (tests, benchmarks); `None` picks the best available at the
@@ -155,6 +158,7 @@ impl Default for GemmOpts<'_> {
             accumulate: false,
             bias: None,
             act: Activation::None,
+            act_grad: None,
             parallel: true,
             isa: None,
             #[cfg(target_arch = "x86_64")]
@@ -206,6 +210,9 @@ pub fn sgemm_with(
     if let Some(bias) = opts.bias {
         assert!(bias.len() >= n, "sgemm: bias shorter than n");
     }
+    if let Some(g) = opts.act_grad {
+        assert!(g.len() >= extent(m, ldc, n, 1), "sgemm: act_grad shorter than C");
+    }
     let isa = opts.isa.unwrap_or_else(|| Isa::for_precision(matmul_precision()));
     assert!(isa.available(), "sgemm: {isa:?} is not supported by this CPU");
     let threads = if opts.parallel && m * n * k >= PARALLEL_MIN_WORK { rayon::current_num_threads() } else { 1 };
@@ -217,6 +224,7 @@ pub fn sgemm_with(
         accumulate: opts.accumulate,
         bias: opts.bias.map(|b| b.as_ptr()),
         act: opts.act,
+        act_grad: opts.act_grad.map(|g| g.as_ptr()),
         #[cfg(target_arch = "x86_64")]
         packed_b: opts.packed_b.filter(|pb| pb.dims() == (k, n)).map(|pb| pb as *const bf16::PackedB),
         col0: 0,
@@ -258,5 +266,15 @@ pub fn activate(act: Activation, xs: &mut [f32]) {
         Activation::None => {}
         Activation::Relu => xs.iter_mut().for_each(|x| *x = x.max(0.0)),
         Activation::Gelu => crate::ops::gelu::gelu_in_place(xs),
+    }
+}
+
+/// `zs[i] = gs[i] * act'(zs[i])` in place (the fused output pass of an activation's backward):
+/// the same bits as the activation's backward op on a stored z.
+pub fn activate_grad(act: Activation, zs: &mut [f32], gs: &[f32]) {
+    match act {
+        Activation::None => zs.copy_from_slice(gs),
+        Activation::Relu => zs.iter_mut().zip(gs).for_each(|(z, &g)| *z = g * if *z > 0.0 { 1.0 } else { 0.0 }),
+        Activation::Gelu => crate::ops::gelu::gelu_backward_in_place(zs, gs),
     }
 }

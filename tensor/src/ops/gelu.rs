@@ -100,6 +100,20 @@ pub fn gelu_backward_slice(xs: &[f32], gs: &[f32], out: &mut [f32]) {
     dispatch!(backward_body(xs: &[f32], gs: &[f32], out: &mut [f32]))
 }
 
+/// `zs[i] = gs[i] * gelu'(zs[i])` in place: the fused output pass of a linear layer's GELU
+/// backward (the GEMM recomputes z tile by tile). Same vector paths and bits as
+/// [`gelu_backward_slice`].
+pub fn gelu_backward_in_place(zs: &mut [f32], gs: &[f32]) {
+    #[inline(always)]
+    fn body(zs: &mut [f32], gs: &[f32]) {
+        for (z, &g) in zs.iter_mut().zip(gs) {
+            *z = g * gelu_grad_f32(*z);
+        }
+    }
+    assert_eq!(zs.len(), gs.len(), "gelu_backward_in_place: lengths");
+    dispatch!(body(zs: &mut [f32], gs: &[f32]))
+}
+
 /// The slice loops over rayon chunks when large.
 fn forward_par(xs: &[f32]) -> Vec<f32> {
     let mut out = vec![0.0f32; xs.len()];
@@ -224,6 +238,9 @@ mod tests {
         gelu_backward_slice(&xs, &gs, &mut dx);
         let mut in_place = xs.clone();
         gelu_in_place(&mut in_place);
+        let mut grad_in_place = xs.clone();
+        gelu_backward_in_place(&mut grad_in_place, &gs);
+        assert_eq!(grad_in_place, dx, "gelu_backward_in_place");
         for i in 0..xs.len() {
             assert_eq!(y[i].to_bits(), gelu_f32(xs[i]).to_bits(), "gelu({})", xs[i]);
             assert_eq!(in_place[i].to_bits(), y[i].to_bits(), "gelu in place ({})", xs[i]);

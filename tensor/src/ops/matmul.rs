@@ -100,13 +100,39 @@ impl Tensor {
         act: Activation,
         packed: Option<&PackedWeight>,
     ) -> Result<Tensor> {
+        self.linear_impl("linear", weight, bias, act, packed, None)
+    }
+
+    /// The backward of [`Tensor::linear_act`] at the activation: `grad ⊙ act'(z)` with
+    /// z = self · weightᵀ + bias recomputed by the GEMM and turned into the result tile by tile
+    /// while in cache, never stored. Its composite twin is `linear` then `gelu_backward` (or the
+    /// ReLU mask): the same bits in f32. Other dtypes are computed in f32 and rounded once.
+    pub fn linear_act_grad(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        act: Activation,
+        grad: &Tensor,
+    ) -> Result<Tensor> {
+        self.linear_impl("linear_act_grad", weight, bias, act, None, Some(grad))
+    }
+
+    fn linear_impl(
+        &self,
+        op: &'static str,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        act: Activation,
+        packed: Option<&PackedWeight>,
+        act_grad: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let _prof = profile::op(
             profile::Kind::Gemm,
             2.0 * self.elem_count() as f64 * weight.shape().first().copied().unwrap_or(0) as f64,
             0.0,
         );
         let mismatch =
-            |rhs: &Tensor| Error::ShapeMismatch { op: "linear", lhs: self.shape().to_vec(), rhs: rhs.shape().to_vec() };
+            |rhs: &Tensor| Error::ShapeMismatch { op, lhs: self.shape().to_vec(), rhs: rhs.shape().to_vec() };
         if self.rank() < 1 || weight.rank() != 2 || self.shape()[self.rank() - 1] != weight.shape()[1] {
             return Err(mismatch(weight));
         }
@@ -115,25 +141,34 @@ impl Tensor {
             if bias.shape() != [out_f] {
                 return Err(mismatch(bias));
             }
-            float_dtype("linear", self, bias)?;
+            float_dtype(op, self, bias)?;
         }
-        let dtype = float_dtype("linear", self, weight)?;
-        if dtype != DType::F32 {
-            let bias32 = bias.map(|b| b.to_dtype(DType::F32));
-            let x32 = self.to_dtype(DType::F32);
-            return Ok(x32.linear_act(&weight.to_dtype(DType::F32), bias32.as_ref(), act)?.to_dtype(dtype));
-        }
+        let dtype = float_dtype(op, self, weight)?;
         let lead = &self.shape()[..self.rank() - 1];
-        let rows: usize = lead.iter().product();
         let mut out_shape = lead.to_vec();
         out_shape.push(out_f);
+        if let Some(g) = act_grad {
+            if g.shape() != out_shape.as_slice() {
+                return Err(Error::ShapeMismatch { op, lhs: out_shape, rhs: g.shape().to_vec() });
+            }
+            float_dtype(op, self, g)?;
+        }
+        if dtype != DType::F32 {
+            let f32s = |t: &Tensor| t.to_dtype(DType::F32);
+            let (x32, w32, b32, g32) = (f32s(self), f32s(weight), bias.map(f32s), act_grad.map(f32s));
+            return Ok(x32.linear_impl(op, &w32, b32.as_ref(), act, None, g32.as_ref())?.to_dtype(dtype));
+        }
+        let rows: usize = lead.iter().product();
         let x = self.reshape(&[rows, in_f])?;
         let (xl, wl) = (x.layout(), weight.layout());
         let (xv, wv) = (f32_storage(&x), f32_storage(weight));
         let bias_vals = bias.map(|b| b.f32_slice()).transpose()?;
+        // The upstream gradient in the output's row-major order (copied only if it is a view).
+        let grad_vals = act_grad.map(|g| g.f32_slice()).transpose()?;
         let mut out = vec![0.0f32; rows * out_f];
         #[allow(unused_mut)]
-        let mut opts = GemmOpts { bias: bias_vals.as_deref(), act, ..GemmOpts::default() };
+        let mut opts =
+            GemmOpts { bias: bias_vals.as_deref(), act, act_grad: grad_vals.as_deref(), ..GemmOpts::default() };
         #[cfg(target_arch = "x86_64")]
         {
             opts.packed_b = packed.and_then(|p| p.0.as_ref());
@@ -316,6 +351,49 @@ mod tests {
             }
             assert_close(&got, &[lead, rows, out_f], &want, dtype, in_f);
         }
+    }
+
+    /// The fused activation backward against its composite twin (z = linear, then the rule on
+    /// the stored z): the same bits in f32, for GELU and ReLU, with views as x and as the
+    /// gradient, shapes with edge tiles and shapes large enough for threads; in bf16 (computed
+    /// in f32, rounded once) within bf16 rounding of the f32 result. Wrong shapes are errors.
+    #[test]
+    fn linear_act_grad_equals_linear_then_the_backward_rule() {
+        for (rows, in_f, out_f, seed) in [(1, 1, 1, 1), (13, 7, 33, 2), (70, 96, 130, 3), (400, 128, 512, 4)] {
+            let x = Tensor::rand_uniform(&[in_f, rows], -2.0, 2.0, seed, DType::F32).t().unwrap();
+            let w = Tensor::rand_uniform(&[out_f, in_f], -0.5, 0.5, seed ^ 1, DType::F32);
+            let b = Tensor::rand_uniform(&[out_f], -1.0, 1.0, seed ^ 2, DType::F32);
+            let g = Tensor::rand_uniform(&[out_f, rows], -1.0, 1.0, seed ^ 3, DType::F32).t().unwrap();
+            let z = x.linear(&w, Some(&b)).unwrap();
+            let gelu = x.linear_act_grad(&w, Some(&b), Activation::Gelu, &g).unwrap();
+            assert_eq!(
+                gelu.to_vec::<f32>().unwrap(),
+                z.gelu_backward(&g.contiguous()).unwrap().to_vec::<f32>().unwrap()
+            );
+            let relu = x.linear_act_grad(&w, None, Activation::Relu, &g).unwrap();
+            let z0 = x.linear(&w, None).unwrap();
+            let mask0 = z0.gt(&Tensor::full(0.0, &[], DType::F32)).unwrap().to_dtype(DType::F32);
+            assert_eq!(relu.to_vec::<f32>().unwrap(), g.mul(&mask0).unwrap().to_vec::<f32>().unwrap());
+            let half = |t: &Tensor| t.to_dtype(DType::BF16);
+            let got = half(&x).linear_act_grad(&half(&w), Some(&half(&b)), Activation::Gelu, &half(&g)).unwrap();
+            assert_eq!(got.dtype(), DType::BF16);
+            let want = half(&x)
+                .to_dtype(DType::F32)
+                .linear_act_grad(
+                    &half(&w).to_dtype(DType::F32),
+                    Some(&half(&b).to_dtype(DType::F32)),
+                    Activation::Gelu,
+                    &half(&g).to_dtype(DType::F32),
+                )
+                .unwrap()
+                .to_dtype(DType::BF16);
+            assert_eq!(got.to_vec::<half::bf16>().unwrap(), want.to_vec::<half::bf16>().unwrap());
+        }
+        let t = |s: &[usize]| Tensor::zeros(s, DType::F32);
+        let err = t(&[2, 3]).linear_act_grad(&t(&[4, 3]), None, Activation::Gelu, &t(&[2, 5])).unwrap_err();
+        assert_eq!(err, Error::ShapeMismatch { op: "linear_act_grad", lhs: vec![2, 4], rhs: vec![2, 5] });
+        let err = t(&[2, 3]).linear_act_grad(&t(&[4, 2]), None, Activation::Gelu, &t(&[2, 4])).unwrap_err();
+        assert_eq!(err, Error::ShapeMismatch { op: "linear_act_grad", lhs: vec![2, 3], rhs: vec![4, 2] });
     }
 
     /// Many small products (the parallel-over-batch path) and a shared right operand (folded

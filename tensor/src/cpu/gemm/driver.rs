@@ -34,6 +34,9 @@ pub struct Problem {
     /// Per-column bias (n values) and activation, applied once each output tile is final.
     pub bias: Option<*const f32>,
     pub act: Activation,
+    /// When set, the output pass writes `g ⊙ act'(z)` instead of `act(z)`: g is laid out as C
+    /// (rows `ldc` apart), starts at the same element, and is only read.
+    pub act_grad: Option<*const f32>,
     /// B packed once for the bf16 kernel (that kernel only), and this product's first column
     /// in it (a sub-product of a thread split starts further in).
     #[cfg(target_arch = "x86_64")]
@@ -47,7 +50,7 @@ unsafe impl Sync for Problem {}
 
 impl Problem {
     pub(super) fn has_epilogue(&self) -> bool {
-        self.bias.is_some() || self.act != Activation::None
+        self.bias.is_some() || self.act != Activation::None || self.act_grad.is_some()
     }
 
     /// The sub-product of rows [r0, r0 + m) and columns [c0, c0 + n).
@@ -59,6 +62,7 @@ impl Problem {
             b: self.b.add(c0 * self.b_cs),
             c: self.c.add(r0 * self.ldc + c0),
             bias: self.bias.map(|b| b.add(c0)),
+            act_grad: self.act_grad.map(|g| g.add(r0 * self.ldc + c0)),
             col0: self.col0 + c0,
             ..*self
         }
@@ -137,7 +141,7 @@ pub unsafe fn serial<const MR: usize, const NR: usize>(kern: KernelFn, p: &Probl
             if !p.accumulate {
                 row.fill(0.0);
             }
-            finish_row(p, row, 0);
+            finish_row(p, row, i * p.ldc, 0);
         }
         return;
     }
@@ -259,20 +263,26 @@ unsafe fn store_edge(tmp: *const f32, tmp_ld: usize, c: *mut f32, ldc: usize, mr
 #[inline]
 unsafe fn finish_tile(p: &Problem, c: *mut f32, mr: usize, nr: usize, col: usize) {
     if p.has_epilogue() {
+        // The tile's place in C, which is also its place in act_grad.
+        let at = c.offset_from(p.c) as usize;
         for i in 0..mr {
-            finish_row(p, std::slice::from_raw_parts_mut(c.add(i * p.ldc), nr), col);
+            finish_row(p, std::slice::from_raw_parts_mut(c.add(i * p.ldc), nr), at + i * p.ldc, col);
         }
     }
 }
 
-/// The fused output pass on one finished row segment starting at column `col`.
+/// The fused output pass on one finished row segment, `at` elements into C, starting at column
+/// `col` of the product.
 #[inline]
-unsafe fn finish_row(p: &Problem, row: &mut [f32], col: usize) {
+unsafe fn finish_row(p: &Problem, row: &mut [f32], at: usize, col: usize) {
     if let Some(bias) = p.bias {
         let bias = std::slice::from_raw_parts(bias.add(col), row.len());
         for (x, b) in row.iter_mut().zip(bias) {
             *x += b;
         }
     }
-    super::activate(p.act, row);
+    match p.act_grad {
+        Some(g) => super::activate_grad(p.act, row, std::slice::from_raw_parts(g.add(at), row.len())),
+        None => super::activate(p.act, row),
+    }
 }

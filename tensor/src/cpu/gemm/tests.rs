@@ -306,3 +306,42 @@ fn short_operand_panics() {
     let mut c = vec![0.0; 4];
     sgemm(2, 2, 2, &[1.0; 3], 2, 1, &[1.0; 4], 2, 1, &mut c, 2, false);
 }
+
+/// The activation-gradient output pass equals the plain product followed by `activate_grad`
+/// (the composite: z stored, then the backward rule), bit for bit, for every kernel, whole and
+/// edge tiles, padded C, bias or not, threads or not, and a product with k = 0.
+#[test]
+fn act_grad_output_pass_equals_product_then_activate_grad() {
+    let shapes = [(1, 1, 1), (7, 9, 5), (33, 70, 40), (130, 47, 96), (64, 512, 128), (5, 3, 0)];
+    let mut seed = 40;
+    for isa in isas() {
+        for &(m, n, k) in &shapes {
+            for act in [Activation::Gelu, Activation::Relu, Activation::None] {
+                for (bias, pad, parallel) in [(true, 0, true), (false, 2, false), (true, 1, false)] {
+                    seed += 1;
+                    let case = Case::new(m, n, k, seed % 2 == 0, seed % 3 == 0, pad, bias, seed);
+                    let mut rng = SplitMix64(seed ^ 0xAB);
+                    let g: Vec<f32> = (0..case.c.len()).map(|_| rng.uniform() as f32 * 4.0 - 2.0).collect();
+                    let mut want = case.run(false, Activation::None, isa, parallel);
+                    for i in 0..m {
+                        let r = i * case.ldc..i * case.ldc + n;
+                        activate_grad(act, &mut want[r.clone()], &g[r]);
+                    }
+                    let mut got = case.c.clone();
+                    let opts = GemmOpts {
+                        bias: case.bias.as_deref(),
+                        act,
+                        act_grad: Some(&g),
+                        parallel,
+                        isa: Some(isa),
+                        ..GemmOpts::default()
+                    };
+                    #[rustfmt::skip]
+                    sgemm_with(m, n, k, &case.a, case.a_rs, case.a_cs, &case.b, case.b_rs, case.b_cs,
+                        &mut got, case.ldc, &opts);
+                    assert_eq!(got, want, "{isa:?} {act:?} m={m} n={n} k={k} bias={bias} pad={pad}");
+                }
+            }
+        }
+    }
+}
