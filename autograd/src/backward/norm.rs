@@ -1,4 +1,6 @@
-//! layer_norm and layer_norm2d (tensor::ops::norm): a composition of tensor ops.
+//! layer_norm and layer_norm2d (tensor::ops::norm). LayerNorm over the last dim uses the fused
+//! `Tensor::layer_norm_backward` (one pass per row); `layer_norm_grad`, the same formula as a
+//! composition of tensor ops, is its twin (tested against it below) and serves LayerNorm2d.
 
 use super::{no_rule, sum_to_shape, InputGrads};
 use crate::op::Op;
@@ -10,7 +12,15 @@ pub(super) fn backward(op: &Op, xs: &[Tensor], g: &Tensor) -> Result<InputGrads>
     match op {
         // see layer_norm_grad
         Op::LayerNorm { eps, has_weight, has_bias } => {
-            layer_norm_grad(xs, g, x.rank().saturating_sub(1), *eps, *has_weight, *has_bias)
+            let (dx, dw, db) = x.layer_norm_backward(has_weight.then(|| &xs[1]), g, *eps)?;
+            let mut out = vec![Some(dx)];
+            if *has_weight {
+                out.push(Some(dw));
+            }
+            if *has_bias {
+                out.push(Some(db));
+            }
+            Ok(out)
         }
         Op::LayerNorm2d { eps, has_weight, has_bias } => layer_norm_grad(xs, g, 1, *eps, *has_weight, *has_bias),
         other => Err(no_rule(other)),
@@ -50,4 +60,41 @@ fn layer_norm_grad(xs: &[Tensor], g: &Tensor, d: usize, eps: f64, has_w: bool, h
         out.push(Some(param_grad(g.clone(), &xs[xs.len() - 1])?));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::layer_norm_grad;
+    use crate::op::Op;
+    use tensor::{DType, Tensor};
+
+    /// The fused rule against its composite twin on Swin-like rows and small odd ones, with
+    /// every combination of weight and bias.
+    #[test]
+    fn fused_layer_norm_backward_equals_the_composite() {
+        for (shape, seed) in [(vec![2, 3, 5], 1u64), (vec![4, 49, 128], 2), (vec![300, 512], 3)] {
+            let d = *shape.last().unwrap();
+            let x = Tensor::randn(&shape, seed, DType::F32).affine(3.0, -2.0).unwrap();
+            let g = Tensor::randn(&shape, seed ^ 5, DType::F32);
+            let (w, b) = (Tensor::randn(&[d], seed ^ 6, DType::F32), Tensor::randn(&[d], seed ^ 7, DType::F32));
+            for (has_weight, has_bias) in [(true, true), (true, false), (false, true), (false, false)] {
+                let mut xs = vec![x.clone()];
+                xs.extend(has_weight.then(|| w.clone()));
+                xs.extend(has_bias.then(|| b.clone()));
+                let op = Op::LayerNorm { eps: 1e-5, has_weight, has_bias };
+                let fused = super::backward(&op, &xs, &g).unwrap();
+                let composite = layer_norm_grad(&xs, &g, shape.len() - 1, 1e-5, has_weight, has_bias).unwrap();
+                assert_eq!(fused.len(), composite.len());
+                for (i, (f, c)) in fused.iter().zip(&composite).enumerate() {
+                    let (f, c) = (f.as_ref().unwrap().to_f64_vec().unwrap(), c.as_ref().unwrap().to_f64_vec().unwrap());
+                    let scale = c.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-6);
+                    let err = f.iter().zip(&c).fold(0.0f64, |m, (a, b)| m.max((a - b).abs())) / scale;
+                    assert!(
+                        err < 1e-5,
+                        "{shape:?} weight {has_weight} bias {has_bias}: input {i} differs by {err:.2e} of its scale"
+                    );
+                }
+            }
+        }
+    }
 }

@@ -58,6 +58,46 @@ fn layer_norm_row(x: &[f32], out: &mut [f32], w: Option<&[f32]>, b: Option<&[f32
     }
 }
 
+/// One row of the LayerNorm backward (llm.c's layernorm_backward, with the statistics
+/// recomputed as the forward computes them). With xhat = (x - mean) rstd and dxhat = g w:
+///   dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat));
+/// and into the parameter sums: dw += g xhat, db += g.
+fn layer_norm_backward_row(
+    x: &[f32],
+    g: &[f32],
+    w: Option<&[f32]>,
+    eps: f64,
+    dx: &mut [f32],
+    dw: &mut [f64],
+    db: &mut [f64],
+) {
+    let (mean, rstd) = row_stats(x, eps);
+    let n = x.len() as f64;
+    // Pass 1: xhat into dx (scratch), the two row means in f64.
+    let (mut m1, mut m2) = (0.0f64, 0.0f64);
+    for (i, (o, &v)) in dx.iter_mut().zip(x).enumerate() {
+        let xhat = (v as f64 - mean) as f32 * rstd;
+        *o = xhat;
+        let dxhat = match w {
+            Some(w) => g[i] * w[i],
+            None => g[i],
+        };
+        m1 += dxhat as f64;
+        m2 += (dxhat * xhat) as f64;
+        dw[i] += (g[i] * xhat) as f64;
+        db[i] += g[i] as f64;
+    }
+    let (m1, m2) = ((m1 / n) as f32, (m2 / n) as f32);
+    // Pass 2: dx from xhat, in place.
+    for (i, o) in dx.iter_mut().enumerate() {
+        let dxhat = match w {
+            Some(w) => g[i] * w[i],
+            None => g[i],
+        };
+        *o = rstd * (dxhat - m1 - *o * m2);
+    }
+}
+
 impl Tensor {
     /// Normalise over the last dim: (x - mean) / sqrt(var + eps) * weight + bias (biased variance).
     pub fn layer_norm(&self, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64) -> Result<Tensor> {
@@ -88,6 +128,61 @@ impl Tensor {
             }
         }
         Ok(Tensor::from_vec(out, self.shape())?.to_dtype(self.dtype()))
+    }
+
+    /// The backward of [`Tensor::layer_norm`] (self is its input x, `grad` the output's
+    /// gradient): (dx, dweight, dbias) in one pass per row instead of a dozen tensor ops. dweight
+    /// is `sum g xhat` and dbias `sum g` over the rows whatever `weight` is; the caller keeps what
+    /// it needs. The rows are split into fixed chunks whose parameter sums (f64) are added in
+    /// order, so the result does not depend on the thread count. Its composite twin is the
+    /// autograd rule written with tensor ops (tested against each other there).
+    pub fn layer_norm_backward(
+        &self,
+        weight: Option<&Tensor>,
+        grad: &Tensor,
+        eps: f64,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let _prof = profile::op(profile::Kind::LayerNorm, 0.0, profile::f32_traffic(self.elem_count(), 2));
+        const OP: &str = "layer_norm_backward";
+        self.expect_float(OP)?;
+        if self.rank() == 0 {
+            return Err(Error::BadShape { op: OP, shape: vec![], expected: "rank >= 1".into() });
+        }
+        if grad.shape() != self.shape() {
+            return Err(Error::ShapeMismatch { op: OP, lhs: self.shape().to_vec(), rhs: grad.shape().to_vec() });
+        }
+        let d = self.shape()[self.rank() - 1];
+        let w = param(OP, self, weight, d)?;
+        let (src, g) = (self.f32_slice()?, grad.f32_slice()?);
+        let mut dx = vec![0.0f32; src.len()];
+        let (mut dw, mut db) = (vec![0.0f64; d], vec![0.0f64; d]);
+        if d > 0 && !src.is_empty() {
+            let w = w.as_deref();
+            let step = PAR_CHUNK.div_ceil(d) * d;
+            let chunk = |(o, (x, g)): (&mut [f32], (&[f32], &[f32]))| {
+                let (mut cw, mut cb) = (vec![0.0f64; d], vec![0.0f64; d]);
+                for (o, (x, g)) in o.chunks_mut(d).zip(x.chunks(d).zip(g.chunks(d))) {
+                    layer_norm_backward_row(x, g, w, eps, o, &mut cw, &mut cb);
+                }
+                (cw, cb)
+            };
+            let partials: Vec<(Vec<f64>, Vec<f64>)> = if src.len() < PAR_MIN {
+                dx.chunks_mut(step).zip(src.chunks(step).zip(g.chunks(step))).map(chunk).collect()
+            } else {
+                dx.par_chunks_mut(step).zip(src.par_chunks(step).zip(g.par_chunks(step))).map(chunk).collect()
+            };
+            for (cw, cb) in partials {
+                dw.iter_mut().zip(cw).for_each(|(a, b)| *a += b);
+                db.iter_mut().zip(cb).for_each(|(a, b)| *a += b);
+            }
+        }
+        let to_f32 = |v: Vec<f64>| v.into_iter().map(|x| x as f32).collect::<Vec<f32>>();
+        let dtype = self.dtype();
+        Ok((
+            Tensor::from_vec(dx, self.shape())?.to_dtype(dtype),
+            Tensor::from_vec(to_f32(dw), &[d])?.to_dtype(weight.map_or(dtype, |w| w.dtype())),
+            Tensor::from_vec(to_f32(db), &[d])?.to_dtype(dtype),
+        ))
     }
 
     /// Normalise NCHW over C for each pixel; weight and bias have shape [C].
@@ -229,6 +324,62 @@ mod tests {
         let y = x.layer_norm2d(Some(&w), None, 1e-6).unwrap().to_f64_vec().unwrap();
         let want = reference(&x.to_f64_vec().unwrap(), 2, 32, 40 * 41, &w.to_f64_vec().unwrap(), &[0.0; 32], 1e-6);
         assert_close(&y, &want, 1e-5, 2e-5, "layer_norm2d");
+    }
+
+    /// f64 LayerNorm backward over rows of length d: (dx, dw, db).
+    fn backward_reference(x: &[f64], g: &[f64], w: &[f64], d: usize, eps: f64) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+        let (mut dx, mut dw, mut db) = (vec![0.0; x.len()], vec![0.0; d], vec![0.0; d]);
+        for r in 0..x.len() / d {
+            let (x, g) = (&x[r * d..(r + 1) * d], &g[r * d..(r + 1) * d]);
+            let mean = x.iter().sum::<f64>() / d as f64;
+            let rstd = 1.0 / (x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / d as f64 + eps).sqrt();
+            let xhat: Vec<f64> = x.iter().map(|v| (v - mean) * rstd).collect();
+            let dxhat: Vec<f64> = (0..d).map(|i| g[i] * w[i]).collect();
+            let m1 = dxhat.iter().sum::<f64>() / d as f64;
+            let m2 = (0..d).map(|i| dxhat[i] * xhat[i]).sum::<f64>() / d as f64;
+            for i in 0..d {
+                dx[r * d + i] = rstd * (dxhat[i] - m1 - xhat[i] * m2);
+                dw[i] += g[i] * xhat[i];
+                db[i] += g[i];
+            }
+        }
+        (dx, dw, db)
+    }
+
+    /// The fused backward against the f64 formula: small and swin-sized rows (the parallel
+    /// path), with and without weight, an input far from zero, a view as the gradient, the
+    /// same bits on one thread and on many; shape errors name the op.
+    #[test]
+    fn layer_norm_backward_matches_f64() {
+        for (rows, d, seed) in [(1, 1, 1), (3, 7, 2), (50, 96, 3), (600, 128, 4), (40, 1024, 5)] {
+            let x = Tensor::from_f64_vec(
+                &normal_data(rows * d, seed).iter().map(|v| v * 2.0 + 30.0).collect::<Vec<_>>(),
+                &[rows, d],
+                DType::F32,
+            );
+            let g = Tensor::randn(&[d, rows], seed ^ 9, DType::F32).t().unwrap();
+            let w = Tensor::randn(&[d], seed ^ 7, DType::F32);
+            for weight in [Some(&w), None] {
+                let (dx, dw, db) = x.layer_norm_backward(weight, &g, 1e-5).unwrap();
+                let ones = vec![1.0; d];
+                let wv = weight.map_or(ones, |w| w.to_f64_vec().unwrap());
+                let (rx, rw, rb) = backward_reference(&x.to_f64_vec().unwrap(), &g.to_f64_vec().unwrap(), &wv, d, 1e-5);
+                let what = format!("layer_norm_backward [{rows}, {d}] weight {}", weight.is_some());
+                assert_close(&dx.to_f64_vec().unwrap(), &rx, 1e-4, 1e-4, &format!("{what}: dx"));
+                assert_close(&dw.to_f64_vec().unwrap(), &rw, 1e-4, 1e-4, &format!("{what}: dw"));
+                assert_close(&db.to_f64_vec().unwrap(), &rb, 1e-5, 1e-5, &format!("{what}: db"));
+                let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+                let (dx1, dw1, db1) = one.install(|| x.layer_norm_backward(weight, &g, 1e-5)).unwrap();
+                assert_eq!(dx1.to_vec::<f32>().unwrap(), dx.to_vec::<f32>().unwrap(), "{what}: threads");
+                assert_eq!(dw1.to_vec::<f32>().unwrap(), dw.to_vec::<f32>().unwrap(), "{what}: threads");
+                assert_eq!(db1.to_vec::<f32>().unwrap(), db.to_vec::<f32>().unwrap(), "{what}: threads");
+            }
+        }
+        let x = Tensor::zeros(&[2, 3], DType::F32);
+        let e = x.layer_norm_backward(None, &Tensor::zeros(&[3, 2], DType::F32), 1e-5).unwrap_err().to_string();
+        assert!(e.contains("layer_norm_backward") && e.contains("[2, 3]") && e.contains("[3, 2]"), "{e}");
+        let e = x.layer_norm_backward(Some(&Tensor::ones(&[2], DType::F32)), &x, 1e-5).unwrap_err().to_string();
+        assert!(e.contains("layer_norm_backward") && e.contains("[2]"), "{e}");
     }
 
     #[test]
