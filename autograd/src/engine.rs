@@ -96,8 +96,8 @@ impl Var {
             let Some(g) = grads.map.remove(&var.id()) else { continue };
             let needs: Vec<bool> = node.inputs.iter().map(Var::requires_grad).collect();
             let input_grads = backward_op(&node.op, &node.inputs, &needs, &var.value(), &g)?;
-            for (input, ig) in node.inputs.iter().zip(input_grads) {
-                if let (true, Some(ig)) = (input.requires_grad(), ig) {
+            for ((input, ig), need) in node.inputs.iter().zip(input_grads).zip(needs) {
+                if let (true, Some(ig)) = (need, ig) {
                     grads.accumulate(input.id(), ig)?;
                 }
             }

@@ -73,15 +73,13 @@ fn layer_norm_backward_row(
 ) {
     let (mean, rstd) = row_stats(x, eps);
     let n = x.len() as f64;
+    let dxhat = |i: usize| w.map_or(g[i], |w| g[i] * w[i]);
     // Pass 1: xhat into dx (scratch), the two row means in f64.
     let (mut m1, mut m2) = (0.0f64, 0.0f64);
     for (i, (o, &v)) in dx.iter_mut().zip(x).enumerate() {
         let xhat = (v as f64 - mean) as f32 * rstd;
         *o = xhat;
-        let dxhat = match w {
-            Some(w) => g[i] * w[i],
-            None => g[i],
-        };
+        let dxhat = dxhat(i);
         m1 += dxhat as f64;
         m2 += (dxhat * xhat) as f64;
         dw[i] += (g[i] * xhat) as f64;
@@ -90,11 +88,7 @@ fn layer_norm_backward_row(
     let (m1, m2) = ((m1 / n) as f32, (m2 / n) as f32);
     // Pass 2: dx from xhat, in place.
     for (i, o) in dx.iter_mut().enumerate() {
-        let dxhat = match w {
-            Some(w) => g[i] * w[i],
-            None => g[i],
-        };
-        *o = rstd * (dxhat - m1 - *o * m2);
+        *o = rstd * (dxhat(i) - m1 - *o * m2);
     }
 }
 
