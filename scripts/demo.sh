@@ -7,21 +7,26 @@
 # Steps (each is a plain facex command; see the README):
 #   1. facex data synth    500 faces in the native layouts of LaPa, 300W, 300W-LP/AFLW2000,
 #                          CelebA, UTKFace and COFW (80% train, 20% held out)
-#   2. facex train         configs/demo-synthetic.toml (tiny model, 400 steps of 8)
+#   2. facex train         three stages (docs/training.md says why):
+#                          configs/demo-synthetic.toml  every task from scratch, 400 steps of 8
+#                          configs/demo-decoder.toml    a fresh decoder on the frozen encoder,
+#                                                       landmarks and pose, 600 steps of 8
+#                          configs/demo-finish.toml     every task again, frozen encoder, 300 steps
 #   3. facex eval          held-out faces: parsing F1, NME, pose MAE, attributes, visibility,
 #                          each beside its trivial baseline
 #   4. facex analyze       one held-out face with the trained weights: JSON, parsing, overlay
 set -euo pipefail
 cd "$(dirname "$0")/.."
-STEPS=${STEPS:-400}
 cargo build --release -q -p facex
 facex=target/release/facex
 rm -rf demo
 start=$(date +%s)
 $facex data synth --out demo/synth --count 500 --seed 1
-$facex train configs/demo-synthetic.toml --out demo/run --steps "$STEPS"
+$facex train configs/demo-synthetic.toml --out demo/run --steps 400
+$facex train configs/demo-decoder.toml --out demo/decoder --steps 600
+$facex train configs/demo-finish.toml --out demo/final --steps 300
 trained=$(date +%s)
-$facex eval --weights demo/run/weights.safetensors --json demo/eval.json \
+$facex eval --weights demo/final/weights.safetensors --json demo/eval.json \
   --dataset lapa --root demo/synth/lapa --split test \
   --dataset 300w --root demo/synth/300w --split test \
   --dataset aflw2000 --root demo/synth/aflw2000 --split test \
@@ -29,12 +34,15 @@ $facex eval --weights demo/run/weights.safetensors --json demo/eval.json \
   --dataset cofw --root demo/synth/cofw --split test
 face=$(ls demo/synth/celeba/img_align_celeba | tail -n 1)
 $facex analyze "demo/synth/celeba/img_align_celeba/$face" --no-detect \
-  --weights demo/run/weights.safetensors --out demo/analysis
+  --weights demo/final/weights.safetensors --out demo/analysis
 end=$(date +%s)
 echo
-echo "loss per task (mean over each logged window of 10 steps):"
-grep '"losses"' demo/run/log.jsonl | awk 'NR == 1 || NR % 8 == 0' | sed -E 's/.*"losses":\{([^}]*)\}.*"step":([0-9]+).*/step \2: \1/; s/"//g; s/,/  /g' \
-  | sed -E 's/([0-9]\.[0-9]{3})[0-9]*/\1/g'
+for stage in run decoder final; do
+  echo "demo/$stage: loss per task (mean over each logged window of 10 steps):"
+  grep '"losses"' "demo/$stage/log.jsonl" | awk 'NR == 1 || NR % 10 == 0' \
+    | sed -E 's/.*"losses":\{([^}]*)\}.*"step":([0-9]+).*/step \2: \1/; s/"//g; s/,/  /g' \
+    | sed -E 's/([0-9]\.[0-9]{3})[0-9]*/\1/g'
+done
 echo
 echo "data + training: $((trained - start)) s; evaluation + analysis: $((end - trained)) s"
 echo "analysis of one held-out face: demo/analysis/${face%.*}.overlay.png"

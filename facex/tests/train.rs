@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use facex::train::config::TrainConfig;
-use facex::train::run::{train, RunOptions};
+use facex::train::run::{build_model, train, RunOptions};
 
 fn temp_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("facex-train-{name}-{}", std::process::id()));
@@ -195,5 +195,56 @@ fn a_frozen_backbone_keeps_its_weights_and_gets_no_gradient() {
     }
     assert!(frozen > 20 && trained > 20, "{frozen} frozen, {trained} trained");
     assert!(changed * 10 > trained * 9, "only {changed} of {trained} trained parameters changed");
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// Fine-tuning loads every entry of the weights file, buffers included; `model.reinit` keeps the
+/// named parameters at their random initialisation: the decoder equals a fresh model's,
+/// everything else the loaded weights, bit for bit.
+#[test]
+fn reinit_keeps_a_fresh_decoder_and_loads_the_rest() {
+    let root = temp_dir("reinit");
+    write_datasets(&root);
+    let trained = root.join("trained");
+    run(&config(&root, ""), &trained, 2, false).unwrap();
+    let weights = trained.join("weights.safetensors");
+    let with_reinit = |reinit: &[&str]| {
+        let mut cfg = config(&root, "");
+        cfg.model.init = "finetune".into();
+        cfg.model.weights = Some(weights.clone());
+        cfg.model.seed = 5;
+        cfg.model.reinit = reinit.iter().map(|s| s.to_string()).collect();
+        cfg
+    };
+    let loaded = build_model(&with_reinit(&[])).unwrap();
+    // Every entry of the file, buffers included (the decoder's positional-encoding matrix is one,
+    // and the fine-tuned model's seed 5 would draw another), is what the fine-tuned model holds.
+    let (file, _) = facex::checkpoint::load_model_weights(&weights).unwrap();
+    let held = loaded.state_dict();
+    for (name, t) in file.iter() {
+        let h = held.get(name).unwrap_or_else(|| panic!("{name}: not in the model"));
+        assert_eq!(h.to_f32_vec().unwrap(), t.to_f32_vec().unwrap(), "{name}: not the file's value");
+    }
+    assert!(file.contains("pe_layer.positional_encoding_gaussian_matrix"));
+    let fresh_decoder = build_model(&with_reinit(&["face_decoder"])).unwrap();
+    let scratch = facex::model::FaceXFormer::new_random(&facex::model::FacexConfig::tiny(), 5).unwrap();
+    let values = |m: &facex::model::FaceXFormer| -> Vec<(String, Vec<f32>)> {
+        m.named_parameters().into_iter().map(|(n, p)| (n, p.value().to_f32_vec().unwrap())).collect()
+    };
+    let (loaded, fresh_decoder, scratch) = (values(&loaded), values(&fresh_decoder), values(&scratch));
+    let mut decoder = 0;
+    for ((name, l), ((_, f), (_, s))) in loaded.iter().zip(fresh_decoder.iter().zip(&scratch)) {
+        if name.starts_with("face_decoder") {
+            assert_eq!(f, s, "{name}: not the fresh initialisation");
+            decoder += usize::from(f != l);
+        } else {
+            assert_eq!(f, l, "{name}: not the loaded weights");
+        }
+    }
+    assert!(decoder > 20, "only {decoder} decoder parameters differ from the loaded ones");
+    let Err(bad) = build_model(&with_reinit(&["face_decoderr"])) else {
+        panic!("a prefix of no parameter was accepted")
+    };
+    assert!(bad.contains("face_decoderr"), "{bad}");
     let _ = std::fs::remove_dir_all(&root);
 }

@@ -56,11 +56,14 @@ pub struct ModelSection {
     pub weights: Option<PathBuf>,
     /// Seed of the random initialisation.
     pub seed: u64,
+    /// Parameter-name prefixes that keep their random initialisation when `weights` are loaded
+    /// (fine-tuning with fresh heads, torch's re-initialised modules): `["face_decoder"]`.
+    pub reinit: Vec<String>,
 }
 
 impl Default for ModelSection {
     fn default() -> Self {
-        ModelSection { config: "swin_b".into(), init: "scratch".into(), weights: None, seed: 0 }
+        ModelSection { config: "swin_b".into(), init: "scratch".into(), weights: None, seed: 0, reinit: Vec::new() }
     }
 }
 
@@ -227,6 +230,9 @@ impl TrainConfig {
             "imagenet" | "finetune" => return Err(format!("model.init = {:?} needs model.weights", self.model.init)),
             other => return Err(format!("model.init: unknown {other:?} (scratch, imagenet or finetune)")),
         }
+        if !self.model.reinit.is_empty() && self.model.init == "scratch" {
+            return Err("model.reinit needs weights to load (model.init = \"finetune\" or \"imagenet\")".into());
+        }
         let o = &self.optimizer;
         let positive = [("optimizer.lr", o.lr), ("optimizer.gamma", o.gamma)];
         for (name, v) in positive {
@@ -322,6 +328,8 @@ mod tests {
         assert!(e.contains("landmark"), "{e}");
         let e = TrainConfig::from_toml(&format!("[model]\ninit = \"imagenet\"\n{MINIMAL}")).unwrap_err();
         assert!(e.contains("model.weights"), "{e}");
+        let e = TrainConfig::from_toml(&format!("[model]\nreinit = [\"face_decoder\"]\n{MINIMAL}")).unwrap_err();
+        assert!(e.contains("model.reinit"), "{e}");
         let e = TrainConfig::from_toml("").unwrap_err();
         assert!(e.contains("[[dataset]]"), "{e}");
     }
@@ -345,8 +353,12 @@ mod tests {
 
     #[test]
     fn the_shipped_configs_parse() {
-        for text in [include_str!("../../../configs/paper.toml"), include_str!("../../../configs/demo-synthetic.toml")]
-        {
+        for text in [
+            include_str!("../../../configs/paper.toml"),
+            include_str!("../../../configs/demo-synthetic.toml"),
+            include_str!("../../../configs/demo-decoder.toml"),
+            include_str!("../../../configs/demo-finish.toml"),
+        ] {
             let cfg = TrainConfig::from_toml(text).unwrap();
             assert!(!cfg.datasets.is_empty() && !cfg.evals.is_empty());
         }

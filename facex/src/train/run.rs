@@ -77,12 +77,17 @@ pub fn build_model(cfg: &TrainConfig) -> Result<FaceXFormer, String> {
     let config = cfg.model_config()?;
     let model = FaceXFormer::new_random(&config, cfg.model.seed).map_err(|e| e.to_string())?;
     let Some(path) = cfg.model.weights.as_deref() else { return Ok(model) };
+    let names: Vec<String> = model.named_parameters().into_iter().map(|(n, _)| n).collect();
+    if let Some(prefix) = cfg.model.reinit.iter().find(|p| !names.iter().any(|n| n.starts_with(p.as_str()))) {
+        return Err(format!("model.reinit: {prefix:?} is the prefix of no parameter of the model"));
+    }
+    let fresh = |name: &str| cfg.model.reinit.iter().any(|p| name.starts_with(p.as_str()));
     match cfg.model.init.as_str() {
         "imagenet" => {
             let sd = checkpoint::load_pytorch(path, None).map_err(|e| e.to_string())?;
             let backbone =
                 torchvision::backbone_from_torchvision(&sd, &config).map_err(|e| format!("{}: {e}", path.display()))?;
-            set_parameters(&model, &backbone)?;
+            set_parameters_except(&model, &backbone, fresh)?;
         }
         "finetune" => {
             let (sd, found) = checkpoint::load_model_weights(path).map_err(|e| e.to_string())?;
@@ -93,7 +98,15 @@ pub fn build_model(cfg: &TrainConfig) -> Result<FaceXFormer, String> {
                     cfg.model.config
                 ));
             }
-            set_parameters(&model, &sd)?;
+            // The whole state dict, buffers included: the decoder's positional encoding is
+            // computed from the `pe_layer` buffer, which a parameters-only copy would leave at
+            // the random model's (the fine-tuned model would then read positions wrongly).
+            let loaded = FaceXFormer::from_state_dict(&config, &sd).map_err(|e| format!("{}: {e}", path.display()))?;
+            let fresh_values = checkpoint::StateDict::from_iter(
+                model.named_parameters().into_iter().filter(|(n, _)| fresh(n)).map(|(n, p)| (n, p.value())),
+            );
+            set_parameters(&loaded, &fresh_values)?;
+            return Ok(loaded);
         }
         _ => {}
     }
@@ -102,8 +115,20 @@ pub fn build_model(cfg: &TrainConfig) -> Result<FaceXFormer, String> {
 
 /// Overwrite the model's parameters that `sd` names (shapes must match).
 pub fn set_parameters(model: &FaceXFormer, sd: &checkpoint::StateDict) -> Result<usize, String> {
+    set_parameters_except(model, sd, |_| false)
+}
+
+/// [`set_parameters`], leaving the parameters that `skip` names as they are.
+fn set_parameters_except(
+    model: &FaceXFormer,
+    sd: &checkpoint::StateDict,
+    skip: impl Fn(&str) -> bool,
+) -> Result<usize, String> {
     let mut n = 0;
     for (name, p) in model.named_parameters() {
+        if skip(&name) {
+            continue;
+        }
         if let Some(t) = sd.get(&name) {
             if t.shape() != p.shape().as_slice() {
                 return Err(format!("{name}: shape {:?}, the model wants {:?}", t.shape(), p.shape()));
