@@ -75,19 +75,17 @@ pub fn open_datasets(entries: &[super::config::DatasetEntry]) -> Result<Vec<(Dat
 /// The model of the config, initialised as `model.init` says.
 pub fn build_model(cfg: &TrainConfig) -> Result<FaceXFormer, String> {
     let config = cfg.model_config()?;
-    let model = FaceXFormer::new_random(&config, cfg.model.seed).map_err(|e| e.to_string())?;
-    let Some(path) = cfg.model.weights.as_deref() else { return Ok(model) };
-    let names: Vec<String> = model.named_parameters().into_iter().map(|(n, _)| n).collect();
-    if let Some(prefix) = cfg.model.reinit.iter().find(|p| !names.iter().any(|n| n.starts_with(p.as_str()))) {
-        return Err(format!("model.reinit: {prefix:?} is the prefix of no parameter of the model"));
-    }
+    let random = || FaceXFormer::new_random(&config, cfg.model.seed).map_err(|e| e.to_string());
+    let Some(path) = cfg.model.weights.as_deref() else { return random() };
     let fresh = |name: &str| cfg.model.reinit.iter().any(|p| name.starts_with(p.as_str()));
-    match cfg.model.init.as_str() {
+    let model = match cfg.model.init.as_str() {
         "imagenet" => {
+            let model = random()?;
             let sd = checkpoint::load_pytorch(path, None).map_err(|e| e.to_string())?;
             let backbone =
                 torchvision::backbone_from_torchvision(&sd, &config).map_err(|e| format!("{}: {e}", path.display()))?;
             set_parameters_except(&model, &backbone, fresh)?;
+            model
         }
         "finetune" => {
             let (sd, found) = checkpoint::load_model_weights(path).map_err(|e| e.to_string())?;
@@ -102,13 +100,19 @@ pub fn build_model(cfg: &TrainConfig) -> Result<FaceXFormer, String> {
             // computed from the `pe_layer` buffer, which a parameters-only copy would leave at
             // the random model's (the fine-tuned model would then read positions wrongly).
             let loaded = FaceXFormer::from_state_dict(&config, &sd).map_err(|e| format!("{}: {e}", path.display()))?;
-            let fresh_values = checkpoint::StateDict::from_iter(
-                model.named_parameters().into_iter().filter(|(n, _)| fresh(n)).map(|(n, p)| (n, p.value())),
-            );
-            set_parameters(&loaded, &fresh_values)?;
-            return Ok(loaded);
+            if !cfg.model.reinit.is_empty() {
+                let fresh_values = checkpoint::StateDict::from_iter(
+                    random()?.named_parameters().into_iter().filter(|(n, _)| fresh(n)).map(|(n, p)| (n, p.value())),
+                );
+                set_parameters(&loaded, &fresh_values)?;
+            }
+            loaded
         }
-        _ => {}
+        _ => random()?,
+    };
+    let names: Vec<String> = model.named_parameters().into_iter().map(|(n, _)| n).collect();
+    if let Some(prefix) = cfg.model.reinit.iter().find(|p| !names.iter().any(|n| n.starts_with(p.as_str()))) {
+        return Err(format!("model.reinit: {prefix:?} is the prefix of no parameter of the model"));
     }
     Ok(model)
 }
