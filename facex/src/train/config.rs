@@ -161,6 +161,14 @@ fn one() -> f64 {
     1.0
 }
 
+/// The first of `prefixes` that starts none of `names` (a config key that names nothing).
+pub(crate) fn prefix_of_no_name<'a>(
+    prefixes: impl IntoIterator<Item = &'a String>,
+    names: &[String],
+) -> Option<&'a String> {
+    prefixes.into_iter().find(|p| !names.iter().any(|n| n.starts_with(p.as_str())))
+}
+
 impl TrainConfig {
     /// Parse a config file; dataset roots and weights are resolved relative to its folder.
     pub fn from_file(path: &Path) -> Result<TrainConfig, String> {
@@ -204,7 +212,7 @@ impl TrainConfig {
     /// naming a prefix that matches no parameter.
     pub fn lr_scales(&self, names: &[String]) -> Result<Vec<f64>, String> {
         let table = &self.optimizer.lr_scale;
-        if let Some(prefix) = table.keys().find(|p| !names.iter().any(|n| n.starts_with(p.as_str()))) {
+        if let Some(prefix) = prefix_of_no_name(table.keys(), names) {
             return Err(format!("optimizer.lr_scale: {prefix:?} is the prefix of no parameter of the model"));
         }
         let scale = |name: &String| {

@@ -111,7 +111,7 @@ pub fn build_model(cfg: &TrainConfig) -> Result<FaceXFormer, String> {
         _ => random()?,
     };
     let names: Vec<String> = model.named_parameters().into_iter().map(|(n, _)| n).collect();
-    if let Some(prefix) = cfg.model.reinit.iter().find(|p| !names.iter().any(|n| n.starts_with(p.as_str()))) {
+    if let Some(prefix) = super::config::prefix_of_no_name(&cfg.model.reinit, &names) {
         return Err(format!("model.reinit: {prefix:?} is the prefix of no parameter of the model"));
     }
     Ok(model)
