@@ -1,10 +1,15 @@
 //! `tensor::profile` keeps one process-wide table, and the ops of any test running beside this one
 //! would count in it (or nest this test's ops under theirs), so this test has its own binary.
 
+use std::sync::Mutex;
 use tensor::profile::{enable, op, stage, take, Kind};
+
+/// The tests of this file take turns: each switches the process-wide accounting on and off.
+static TURN: Mutex<()> = Mutex::new(());
 
 #[test]
 fn outermost_ops_are_counted_once_per_stage_and_kind() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
     enable(false);
     drop(op(Kind::Gemm, 1.0, 0.0));
     enable(true);
@@ -45,4 +50,28 @@ fn outermost_ops_are_counted_once_per_stage_and_kind() {
     let t = take();
     assert_eq!(t.len(), 1, "{t:?}");
     assert_eq!((t[0].stage, t[0].kind, t[0].calls), ("other", Kind::Copy, 1));
+}
+
+#[test]
+fn gemm_calls_are_tabled_by_shape_and_operand_layout() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    use tensor::cpu::gemm::sgemm;
+    use tensor::profile::take_gemm_shapes;
+    let (m, n, k) = (3, 5, 4);
+    let (a, b) = (vec![1.0f32; m * k], vec![1.0f32; 4 * k * n]);
+    let mut c = vec![0.0f32; m * n];
+    enable(false);
+    sgemm(m, n, k, &a, k, 1, &b, n, 1, &mut c, n, false);
+    enable(true);
+    sgemm(m, n, k, &a, k, 1, &b, n, 1, &mut c, n, false); // A, B row-major
+    sgemm(m, n, k, &a, k, 1, &b, 1, k, &mut c, n, false); // B = a [n, k] matrix transposed
+    sgemm(m, n, k, &a, k, 1, &b, n, 1, &mut c, n, true);
+    sgemm(m, n, k, &a, 1, m, &b, 2 * n, 2, &mut c, n, false); // A transposed, B strided
+    enable(false);
+    assert_eq!(c[0], 4.0);
+    let t = take_gemm_shapes();
+    let rows: Vec<_> = t.iter().map(|r| (r.m, r.n, r.k, r.layout, r.calls)).collect();
+    assert_eq!(rows, vec![(3, 5, 4, ['N', 'N'], 2), (3, 5, 4, ['N', 'T'], 1), (3, 5, 4, ['T', 'S'], 1)]);
+    assert!(t.iter().all(|r| r.seconds >= 0.0 && r.seconds.is_finite()));
+    let _ = take();
 }

@@ -230,6 +230,7 @@ pub fn sgemm_with(
         col0: 0,
     };
     let fast_pack = Isa::Avx512.available();
+    let timer = crate::profile::enabled().then(std::time::Instant::now);
     // SAFETY: the asserts above keep every index in bounds; the kernel's ISA is available.
     unsafe {
         match isa {
@@ -257,6 +258,14 @@ pub fn sgemm_with(
                 driver::run::<MR, NR>(kernel, &p, threads, fast_pack)
             }
         }
+    }
+    if let Some(start) = timer {
+        let tag = |row_stride: usize, col_stride: usize| match (row_stride, col_stride) {
+            (_, 1) => 'N',
+            (1, _) => 'T',
+            _ => 'S',
+        };
+        crate::profile::gemm_call(m, n, k, [tag(a_rs, a_cs), tag(b_rs, b_cs)], start.elapsed().as_secs_f64());
     }
 }
 

@@ -93,11 +93,44 @@ static ENABLED: AtomicBool = AtomicBool::new(false);
 static DEPTH: AtomicU32 = AtomicU32::new(0);
 static STAGE: Mutex<&'static str> = Mutex::new("other");
 static TABLE: Mutex<Vec<Record>> = Mutex::new(Vec::new());
+static GEMM_SHAPES: Mutex<Vec<GemmRecord>> = Mutex::new(Vec::new());
+
+/// Every f32/bf16 GEMM call of one shape and operand layout (nested ones included: the GEMM
+/// inside a conv counts here too), for the bench's table of products by shape.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GemmRecord {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    /// How A [m, k] and B [k, n] are laid out: 'N' rows contiguous, 'T' columns contiguous
+    /// (a transposed view), 'S' neither.
+    pub layout: [char; 2],
+    pub calls: u64,
+    pub seconds: f64,
+}
+
+/// Adds one GEMM call to the shape table (the caller checks [`enabled`]).
+pub fn gemm_call(m: usize, n: usize, k: usize, layout: [char; 2], seconds: f64) {
+    let mut table = GEMM_SHAPES.lock().unwrap();
+    match table.iter_mut().find(|r| (r.m, r.n, r.k, r.layout) == (m, n, k, layout)) {
+        Some(r) => {
+            r.calls += 1;
+            r.seconds += seconds;
+        }
+        None => table.push(GemmRecord { m, n, k, layout, calls: 1, seconds }),
+    }
+}
+
+/// The GEMM shape table so far; it is cleared.
+pub fn take_gemm_shapes() -> Vec<GemmRecord> {
+    std::mem::take(&mut *GEMM_SHAPES.lock().unwrap())
+}
 
 /// Turn accounting on or off (it starts off). Turning it on clears the table.
 pub fn enable(on: bool) {
     if on {
         TABLE.lock().unwrap().clear();
+        GEMM_SHAPES.lock().unwrap().clear();
     }
     ENABLED.store(on, Ordering::Relaxed);
 }

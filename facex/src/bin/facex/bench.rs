@@ -143,6 +143,7 @@ pub fn run(args: Args) -> ExitCode {
                 if args.profile {
                     let total: f64 = times.iter().sum();
                     print_profile(&profile::take(), total, times.len());
+                    print_gemm_shapes(&profile::take_gemm_shapes(), times.len());
                 }
             } else {
                 println!(
@@ -186,6 +187,39 @@ fn print_bf16_errors(model: &FaceXFormer, input: &Tensor) -> Result<(), String> 
 
 /// The profile of the timed passes, per pass: one table per stage, one per op kind. "outside ops"
 /// is the pass time no op accounts for (autograd bookkeeping, allocation, freeing the graph).
+/// The GEMM calls by shape, slowest first (the 15 that take the most time), with each shape's
+/// rate as a fraction of the product peak.
+fn print_gemm_shapes(shapes: &[profile::GemmRecord], passes: usize) {
+    let isa = tensor::cpu::gemm::Isa::for_precision(tensor::cpu::gemm::matmul_precision());
+    let peak = if isa.is_bf16() { profile::peak::bf16_peak().1 } else { profile::peak::fma_peak().1 };
+    let total: f64 = shapes.iter().map(|r| r.seconds).sum();
+    let mut rows: Vec<&profile::GemmRecord> = shapes.iter().collect();
+    rows.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+    println!(
+        "\nGEMM calls by shape (A, B layout: N rows contiguous, T transposed, S strided), top 15 of {}",
+        rows.len()
+    );
+    println!(
+        "{:>6} {:>6} {:>6} {:>4} {:>8} {:>9} {:>7} {:>12} {:>8}",
+        "m", "n", "k", "A,B", "calls", "ms/pass", "share", "GFLOP/s", "of peak"
+    );
+    for r in rows.iter().take(15) {
+        let rate = 2.0 * (r.m * r.n * r.k) as f64 * r.calls as f64 / r.seconds;
+        println!(
+            "{:>6} {:>6} {:>6} {:>4} {:>8} {:>9.1} {:>6.1}% {:>12.1} {:>7.0}%",
+            r.m,
+            r.n,
+            r.k,
+            format!("{},{}", r.layout[0], r.layout[1]),
+            r.calls / passes as u64,
+            1e3 * r.seconds / passes as f64,
+            100.0 * r.seconds / total,
+            rate / 1e9,
+            100.0 * rate / peak
+        );
+    }
+}
+
 fn print_profile(records: &[Record], total: f64, passes: usize) {
     let (fma_one, fma_all) = profile::peak::fma_peak();
     let bandwidth = profile::peak::copy_bandwidth();

@@ -45,6 +45,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Training frees and reallocates the same large buffers every step: keep them in the
+    // process rather than faulting in fresh pages each time (see tensor::cpu::malloc).
+    tensor::cpu::malloc::keep_freed_memory();
     let cli = Cli::parse();
     match cli.command {
         Command::Analyze(args) => analyze::run(args),

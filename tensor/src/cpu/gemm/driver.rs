@@ -229,6 +229,9 @@ pub(super) unsafe fn micro_tile<const MR: usize, const NR: usize>(
     kernel: impl FnOnce(*mut f32, usize, bool),
 ) {
     let Tile { c, mr, nr, col, load_c, last } = tile;
+    if last {
+        prefetch_epilogue_inputs(p, c, mr, nr);
+    }
     if mr == MR && nr == NR {
         kernel(c, p.ldc, load_c);
     } else {
@@ -237,6 +240,23 @@ pub(super) unsafe fn micro_tile<const MR: usize, const NR: usize>(
     }
     if last {
         finish_tile(p, c, mr, nr, col);
+    }
+}
+
+/// Asks for the output pass's gradient rows (read from memory, usually not in cache) before
+/// the kernel runs, so that their loads overlap its arithmetic.
+#[inline(always)]
+unsafe fn prefetch_epilogue_inputs(p: &Problem, c: *mut f32, mr: usize, nr: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(g) = p.act_grad {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let at = c.offset_from(p.c) as usize;
+        for i in 0..mr {
+            let row = g.add(at + i * p.ldc);
+            for j in (0..nr).step_by(16) {
+                _mm_prefetch::<_MM_HINT_T0>(row.add(j) as *const i8);
+            }
+        }
     }
 }
 
