@@ -197,12 +197,59 @@ pub fn sgemm_with(
     c: &mut [f32], ldc: usize,
     opts: &GemmOpts,
 ) {
+    // SAFETY: C is an initialised slice of c.len() values.
+    unsafe { sgemm_raw(m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, c.as_mut_ptr(), c.len(), ldc, opts) }
+}
+
+/// [`sgemm_with`] into a new row-major `[m, n]` buffer that is never zero-filled: the product
+/// writes every element, so the allocator's zeroing (a whole extra pass over C, the larger
+/// part of the time of a product with k = 128) is skipped. `opts.accumulate` must be false.
+#[allow(clippy::too_many_arguments)]
+#[rustfmt::skip]
+pub fn sgemm_new(
+    m: usize, n: usize, k: usize,
+    a: &[f32], a_rs: usize, a_cs: usize,
+    b: &[f32], b_rs: usize, b_cs: usize,
+    opts: &GemmOpts,
+) -> Vec<f32> {
+    assert!(!opts.accumulate, "sgemm_new: a new C has nothing to accumulate into");
+    if k == 0 {
+        // The output pass alone (bias, activation) on zeros: the plain path does it.
+        let mut c = vec![0.0; m * n];
+        sgemm_with(m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, &mut c, n, opts);
+        return c;
+    }
+    let mut c: Vec<f32> = Vec::with_capacity(m * n);
+    // SAFETY: with k > 0 and no accumulation every element of C is written (each depth block
+    // after the first and the output pass only read what the first block wrote), and nothing
+    // forms a reference to C before that; then all m * n values are initialised.
+    unsafe {
+        sgemm_raw(m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, c.as_mut_ptr(), m * n, n, opts);
+        c.set_len(m * n);
+    }
+    c
+}
+
+/// The product into C at `c` (`c_len` values, which need not be initialised unless
+/// `opts.accumulate`).
+///
+/// # Safety
+/// `c` must be valid for writes (and, with accumulate, reads) of `c_len` values.
+#[allow(clippy::too_many_arguments)]
+#[rustfmt::skip]
+unsafe fn sgemm_raw(
+    m: usize, n: usize, k: usize,
+    a: &[f32], a_rs: usize, a_cs: usize,
+    b: &[f32], b_rs: usize, b_cs: usize,
+    c: *mut f32, c_len: usize, ldc: usize,
+    opts: &GemmOpts,
+) {
     if m == 0 || n == 0 {
         return;
     }
     let extent = |rows: usize, rs: usize, cols: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs + 1;
     assert!(m == 1 || ldc >= n, "sgemm: ldc {ldc} < n {n}");
-    assert!(c.len() >= extent(m, ldc, n, 1), "sgemm: C too short");
+    assert!(c_len >= extent(m, ldc, n, 1), "sgemm: C too short");
     if k > 0 {
         assert!(a.len() >= extent(m, a_rs, k, a_cs), "sgemm: A too short");
         assert!(b.len() >= extent(k, b_rs, n, b_cs), "sgemm: B too short");
@@ -220,7 +267,7 @@ pub fn sgemm_with(
         m, n, k,
         a: a.as_ptr(), a_rs, a_cs,
         b: b.as_ptr(), b_rs, b_cs,
-        c: c.as_mut_ptr(), ldc,
+        c, ldc,
         accumulate: opts.accumulate,
         bias: opts.bias.map(|b| b.as_ptr()),
         act: opts.act,

@@ -3,7 +3,7 @@
 //! Both go straight to `cpu::gemm`: operand views (transposes, narrows, broadcast batch dims)
 //! are passed as strides, never copied. f16/bf16 operands are widened to f32, multiplied and
 //! rounded back.
-use crate::cpu::gemm::{sgemm_with, GemmOpts};
+use crate::cpu::gemm::{sgemm_new, sgemm_with, GemmOpts};
 use crate::layout::broadcast_shape;
 use crate::ops::Activation;
 use crate::profile;
@@ -36,35 +36,27 @@ impl Tensor {
         let b = rhs.broadcast_to(&full(&[k, n]))?;
         let mut out_shape = batch.clone();
         out_shape.extend([m, n]);
-        let mut out = vec![0.0f32; out_shape.iter().product()];
         let (av, bv) = (f32_storage(&a), f32_storage(&b));
         let (al, bl) = (a.layout(), b.layout());
         let r = al.rank();
         let (a_rs, a_cs, b_rs, b_cs) = (al.strides[r - 2], al.strides[r - 1], bl.strides[r - 2], bl.strides[r - 1]);
         let nbatch: usize = batch.iter().product();
 
-        // One shared right operand and left rows that merge into one matrix: a single product.
-        if nbatch > 1 && bl.strides[..r - 2].iter().all(|&s| s == 0) {
-            if let Some(rows) = al.reshape(&[nbatch * m, k]) {
-                let (rs, cs) = (rows.strides[0], rows.strides[1]);
-                let opts = GemmOpts::default();
-                sgemm_with(
-                    nbatch * m,
-                    n,
-                    k,
-                    &av[rows.offset..],
-                    rs,
-                    cs,
-                    &bv[bl.offset..],
-                    b_rs,
-                    b_cs,
-                    &mut out,
-                    n,
-                    &opts,
-                );
-                return Tensor::from_vec(out, &out_shape);
-            }
+        // One product (no batch, or one shared right operand and left rows that merge into one
+        // matrix): straight into a new, unfilled output.
+        let merged = if nbatch == 1 {
+            Some((al.offset, a_rs, a_cs, bl.offset))
+        } else if bl.strides[..r - 2].iter().all(|&s| s == 0) {
+            al.reshape(&[nbatch * m, k]).map(|rows| (rows.offset, rows.strides[0], rows.strides[1], bl.offset))
+        } else {
+            None
+        };
+        if let Some((a_off, rs, cs, b_off)) = merged {
+            #[rustfmt::skip]
+            let out = sgemm_new(nbatch * m, n, k, &av[a_off..], rs, cs, &bv[b_off..], b_rs, b_cs, &GemmOpts::default());
+            return Tensor::from_vec(out, &out_shape);
         }
+        let mut out = vec![0.0f32; out_shape.iter().product()];
 
         let offsets = batch_offsets(al, bl, &batch);
         let one = |(i, c): (usize, &mut [f32]), parallel: bool| {
@@ -165,7 +157,6 @@ impl Tensor {
         let bias_vals = bias.map(|b| b.f32_slice()).transpose()?;
         // The upstream gradient in the output's row-major order (copied only if it is a view).
         let grad_vals = act_grad.map(|g| g.f32_slice()).transpose()?;
-        let mut out = vec![0.0f32; rows * out_f];
         #[allow(unused_mut)]
         let mut opts =
             GemmOpts { bias: bias_vals.as_deref(), act, act_grad: grad_vals.as_deref(), ..GemmOpts::default() };
@@ -177,8 +168,8 @@ impl Tensor {
         let _ = packed;
         // weight^T is weight with its strides swapped.
         #[rustfmt::skip]
-        sgemm_with(rows, out_f, in_f, &xv[xl.offset..], xl.strides[0], xl.strides[1],
-            &wv[wl.offset..], wl.strides[1], wl.strides[0], &mut out, out_f, &opts);
+        let out = sgemm_new(rows, out_f, in_f, &xv[xl.offset..], xl.strides[0], xl.strides[1],
+            &wv[wl.offset..], wl.strides[1], wl.strides[0], &opts);
         Tensor::from_vec(out, &out_shape)
     }
 }

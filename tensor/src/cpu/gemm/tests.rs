@@ -345,3 +345,34 @@ fn act_grad_output_pass_equals_product_then_activate_grad() {
         }
     }
 }
+
+#[test]
+fn new_output_equals_product_into_zeros_on_every_isa() {
+    // Blocked and edge shapes, k = 0 (bias only) included; every ISA; with and without the
+    // fused output pass. A large NaN-filled buffer is freed first, so the unfilled output is
+    // likely to reuse dirty memory: any element the product failed to write would show.
+    for &(m, n, k) in &[(1, 1, 1), (37, 45, 300), (200, 70, 33), (15, 33, 0), (500, 64, 128)] {
+        let case = Case::new(m, n, k, false, true, 0, true, (m * n + k) as u64);
+        for isa in isas() {
+            for act in [Activation::None, Activation::Gelu] {
+                drop(std::hint::black_box(vec![f32::NAN; 1 << 20]));
+                let opts = GemmOpts { bias: case.bias.as_deref(), act, isa: Some(isa), ..GemmOpts::default() };
+                #[rustfmt::skip]
+                let got = sgemm_new(m, n, k, &case.a, case.a_rs, case.a_cs, &case.b, case.b_rs, case.b_cs, &opts);
+                let mut want = vec![0.0f32; m * n];
+                #[rustfmt::skip]
+                sgemm_with(m, n, k, &case.a, case.a_rs, case.a_cs, &case.b, case.b_rs, case.b_cs, &mut want, n, &opts);
+                assert_eq!(got.len(), m * n);
+                let same = got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits());
+                assert!(same, "{isa:?} {m}x{n}x{k} {act:?}: sgemm_new differs from the product into zeros");
+            }
+        }
+    }
+}
+
+#[test]
+#[should_panic(expected = "nothing to accumulate")]
+fn new_output_refuses_to_accumulate() {
+    let opts = GemmOpts { accumulate: true, ..GemmOpts::default() };
+    sgemm_new(1, 1, 1, &[1.0], 1, 1, &[1.0], 1, 1, &opts);
+}
