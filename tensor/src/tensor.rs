@@ -312,8 +312,18 @@ pub fn gather_strided<T: Copy + Send + Sync>(data: &[T], layout: &Layout) -> Vec
         sub.offset += c * per * layout.strides[0];
         let mut w = 0;
         sub.for_each_row(|off, len, s| {
-            for i in 0..len {
-                dst[w + i].write(data[off + i * s]);
+            if len == 0 {
+                return;
+            }
+            let (src, out) = (&data[off..off + (len - 1) * s + 1], &mut dst[w..w + len]);
+            if s == 1 {
+                // Rows of contiguous elements (a window shuffle's channel rows): one memcpy each.
+                // SAFETY: both slices hold len elements (checked by the indexing above).
+                unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), out.as_mut_ptr() as *mut T, len) };
+            } else {
+                for (i, o) in out.iter_mut().enumerate() {
+                    o.write(src[i * s]);
+                }
             }
             w += len;
         });

@@ -201,7 +201,8 @@ mod tests {
         let n = x.narrow(0, 3, 61).unwrap().narrow(2, 5, 20).unwrap();
         let v = n.to_vec::<f32>().unwrap();
         assert_eq!(v.len(), 61 * 40 * 20);
-        for (j, k, i) in [(0, 0, 0), (60, 39, 19), (31, 7, 11)] {
+        // Rows of 20 contiguous elements (copied whole): every element checked.
+        for (j, k, i) in (0..61).flat_map(|j| (0..40).flat_map(move |k| (0..20).map(move |i| (j, k, i)))) {
             assert_eq!(v[(j * 40 + k) * 20 + i], (((j + 3) * 40 + k) * 30 + i + 5) as f32, "narrow at {j},{k},{i}");
         }
         let b = Tensor::arange(70, DType::F32).reshape(&[1, 70]).unwrap().broadcast_to(&[1000, 70]).unwrap();
