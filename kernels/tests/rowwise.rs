@@ -120,6 +120,34 @@ fn ln_ref(x: &[f32], g: &[f32], b: &[f32], cols: usize, eps: f64) -> Vec<f64> {
         .collect()
 }
 
+/// What f32 rounding alone may cost each element of [`ln_ref`]'s rows: x - mean carries an
+/// error of a few ulp of the row's largest |x|, and dividing by sigma = sqrt(var + eps) scales it
+/// up. A row whose values nearly agree (two channels 2e-4 apart) is that ill-conditioned, and
+/// no f32 LayerNorm gets it to a fixed tolerance.
+fn ln_rounding_allowance(x: &[f32], g: &[f32], cols: usize, eps: f64) -> Vec<f64> {
+    x.chunks(cols)
+        .flat_map(|r| {
+            let mean = r.iter().map(|&v| v as f64).sum::<f64>() / cols as f64;
+            let var = r.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / cols as f64;
+            let max = r.iter().fold(0.0f64, |m, &v| m.max((v as f64).abs()));
+            let per_unit_g = 8.0 * f32::EPSILON as f64 * max / (var + eps).sqrt();
+            (0..r.len()).map(move |j| per_unit_g * (g[j] as f64).abs())
+        })
+        .collect()
+}
+
+/// `assert_close` with a per-element allowance added to the tolerance.
+fn assert_close_allowing(got: &[f32], want: &[f64], tol: f64, allowance: &[f64], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, ((&g, &w), &a)) in got.iter().zip(want).zip(allowance).enumerate() {
+        let err = (g as f64 - w).abs();
+        assert!(
+            err <= tol + tol * w.abs() + a,
+            "{what}: element {i}: got {g}, want {w} (err {err:e}, allowed {a:e} for rounding)"
+        );
+    }
+}
+
 fn check_layernorm<E: Elem>(rows: usize, cols: usize, seed: u64, tol: f64) {
     let q = |v: Vec<f32>| -> (Vec<E>, Vec<f32>) {
         let e: Vec<E> = v.iter().map(|&x| E::from_f32(x)).collect();
@@ -130,6 +158,7 @@ fn check_layernorm<E: Elem>(rows: usize, cols: usize, seed: u64, tol: f64) {
     let (g, gf) = q(rand_vec(cols, seed + 1));
     let (b, bf) = q(rand_vec(cols, seed + 2));
     let want = ln_ref(&xf, &gf, &bf, cols, 1e-5);
+    let allowance = ln_rounding_allowance(&xf, &gf, cols, 1e-5);
     for_each_order(|order| {
         let mut out = vec![E::from_f32(f32::NAN); rows * cols];
         let (px, pg, pb, po) = (x.as_ptr(), g.as_ptr(), b.as_ptr(), out.as_mut_ptr());
@@ -137,7 +166,7 @@ fn check_layernorm<E: Elem>(rows: usize, cols: usize, seed: u64, tol: f64) {
         cfg.grid.x = cfg.grid.x.min(2);
         unsafe { run(cfg, order, |c| layernorm::layernorm_rows(c, px, pg, pb, po, rows, cols, 1e-5)) };
         let got: Vec<f32> = out.iter().map(|v| v.to_f32()).collect();
-        assert_close(&got, &want, tol, tol, &format!("layernorm {rows}x{cols} {order:?}"));
+        assert_close_allowing(&got, &want, tol, &allowance, &format!("layernorm {rows}x{cols} {order:?}"));
     });
 }
 
@@ -158,11 +187,13 @@ fn check_layernorm2d<E: Elem>(n: usize, ch: usize, hw: usize, seed: u64, tol: f6
     let gf: Vec<f32> = g.iter().map(|v| v.to_f32()).collect();
     let bf: Vec<f32> = b.iter().map(|v| v.to_f32()).collect();
     let r = ln_ref(&rows, &gf, &bf, ch, 1e-6);
-    let mut want = vec![0f64; n * ch * hw];
+    let ra = ln_rounding_allowance(&rows, &gf, ch, 1e-6);
+    let (mut want, mut allowance) = (vec![0f64; n * ch * hw], vec![0f64; n * ch * hw]);
     for i in 0..n {
         for k in 0..ch {
             for p in 0..hw {
                 want[(i * ch + k) * hw + p] = r[(i * hw + p) * ch + k];
+                allowance[(i * ch + k) * hw + p] = ra[(i * hw + p) * ch + k];
             }
         }
     }
@@ -174,7 +205,7 @@ fn check_layernorm2d<E: Elem>(n: usize, ch: usize, hw: usize, seed: u64, tol: f6
         let (nn, cc, hh) = (n as u32, ch as u32, hw as u32);
         unsafe { run(cfg, order, |c| layernorm::layernorm2d(c, px, pg, pb, po, nn, cc, hh, 1e-6)) };
         let got: Vec<f32> = out.iter().map(|v| v.to_f32()).collect();
-        assert_close(&got, &want, tol, tol, &format!("layernorm2d {n}x{ch}x{hw} {order:?}"));
+        assert_close_allowing(&got, &want, tol, &allowance, &format!("layernorm2d {n}x{ch}x{hw} {order:?}"));
     });
 }
 
