@@ -109,31 +109,23 @@ proptest! {
     }
 }
 
-fn ln_ref(x: &[f32], g: &[f32], b: &[f32], cols: usize, eps: f64) -> Vec<f64> {
+/// The f64 LayerNorm of rows of `cols` values, and what f32 rounding alone may cost each
+/// element: x - mean carries an error of a few ulp of the row's largest |x|, and dividing by
+/// sigma = sqrt(var + eps) scales it up. A row whose values nearly agree (two channels 2e-4 apart)
+/// is that ill-conditioned, and no f32 LayerNorm gets it to a fixed tolerance.
+fn ln_ref(x: &[f32], g: &[f32], b: &[f32], cols: usize, eps: f64) -> (Vec<f64>, Vec<f64>) {
     x.chunks(cols)
         .flat_map(|r| {
             let mean = r.iter().map(|&v| v as f64).sum::<f64>() / cols as f64;
             let var = r.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / cols as f64;
             let inv = 1.0 / (var + eps).sqrt();
-            r.iter().enumerate().map(move |(j, &v)| (v as f64 - mean) * inv * g[j] as f64 + b[j] as f64)
-        })
-        .collect()
-}
-
-/// What f32 rounding alone may cost each element of [`ln_ref`]'s rows: x - mean carries an
-/// error of a few ulp of the row's largest |x|, and dividing by sigma = sqrt(var + eps) scales it
-/// up. A row whose values nearly agree (two channels 2e-4 apart) is that ill-conditioned, and
-/// no f32 LayerNorm gets it to a fixed tolerance.
-fn ln_rounding_allowance(x: &[f32], g: &[f32], cols: usize, eps: f64) -> Vec<f64> {
-    x.chunks(cols)
-        .flat_map(|r| {
-            let mean = r.iter().map(|&v| v as f64).sum::<f64>() / cols as f64;
-            let var = r.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / cols as f64;
             let max = r.iter().fold(0.0f64, |m, &v| m.max((v as f64).abs()));
-            let per_unit_g = 8.0 * f32::EPSILON as f64 * max / (var + eps).sqrt();
-            (0..r.len()).map(move |j| per_unit_g * (g[j] as f64).abs())
+            let allowance_per_unit_g = 8.0 * f32::EPSILON as f64 * max * inv;
+            r.iter().enumerate().map(move |(j, &v)| {
+                ((v as f64 - mean) * inv * g[j] as f64 + b[j] as f64, allowance_per_unit_g * (g[j] as f64).abs())
+            })
         })
-        .collect()
+        .unzip()
 }
 
 /// `assert_close` with a per-element allowance added to the tolerance.
@@ -157,8 +149,7 @@ fn check_layernorm<E: Elem>(rows: usize, cols: usize, seed: u64, tol: f64) {
     let (x, xf) = q(rand_vec(rows * cols, seed).iter().map(|v| v * 4.0 + 1.5).collect());
     let (g, gf) = q(rand_vec(cols, seed + 1));
     let (b, bf) = q(rand_vec(cols, seed + 2));
-    let want = ln_ref(&xf, &gf, &bf, cols, 1e-5);
-    let allowance = ln_rounding_allowance(&xf, &gf, cols, 1e-5);
+    let (want, allowance) = ln_ref(&xf, &gf, &bf, cols, 1e-5);
     for_each_order(|order| {
         let mut out = vec![E::from_f32(f32::NAN); rows * cols];
         let (px, pg, pb, po) = (x.as_ptr(), g.as_ptr(), b.as_ptr(), out.as_mut_ptr());
@@ -186,8 +177,7 @@ fn check_layernorm2d<E: Elem>(n: usize, ch: usize, hw: usize, seed: u64, tol: f6
     }
     let gf: Vec<f32> = g.iter().map(|v| v.to_f32()).collect();
     let bf: Vec<f32> = b.iter().map(|v| v.to_f32()).collect();
-    let r = ln_ref(&rows, &gf, &bf, ch, 1e-6);
-    let ra = ln_rounding_allowance(&rows, &gf, ch, 1e-6);
+    let (r, ra) = ln_ref(&rows, &gf, &bf, ch, 1e-6);
     let (mut want, mut allowance) = (vec![0f64; n * ch * hw], vec![0f64; n * ch * hw]);
     for i in 0..n {
         for k in 0..ch {

@@ -142,8 +142,7 @@ pub fn run(args: Args) -> ExitCode {
                 );
                 if args.profile {
                     let total: f64 = times.iter().sum();
-                    print_profile(&profile::take(), total, times.len());
-                    print_gemm_shapes(&profile::take_gemm_shapes(), times.len());
+                    print_profile(&profile::take(), &profile::take_gemm_shapes(), total, times.len());
                 }
             } else {
                 println!(
@@ -185,13 +184,9 @@ fn print_bf16_errors(model: &FaceXFormer, input: &Tensor) -> Result<(), String> 
     Ok(())
 }
 
-/// The profile of the timed passes, per pass: one table per stage, one per op kind. "outside ops"
-/// is the pass time no op accounts for (autograd bookkeeping, allocation, freeing the graph).
 /// The GEMM calls by shape, slowest first (the 15 that take the most time), with each shape's
-/// rate as a fraction of the product peak.
-fn print_gemm_shapes(shapes: &[profile::GemmRecord], passes: usize) {
-    let isa = tensor::cpu::gemm::Isa::for_precision(tensor::cpu::gemm::matmul_precision());
-    let peak = if isa.is_bf16() { profile::peak::bf16_peak().1 } else { profile::peak::fma_peak().1 };
+/// rate as a fraction of `peak`, the product peak [`print_profile`] measured.
+fn print_gemm_shapes(shapes: &[profile::GemmRecord], passes: usize, peak: f64) {
     let total: f64 = shapes.iter().map(|r| r.seconds).sum();
     let mut rows: Vec<&profile::GemmRecord> = shapes.iter().collect();
     rows.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
@@ -220,7 +215,10 @@ fn print_gemm_shapes(shapes: &[profile::GemmRecord], passes: usize) {
     }
 }
 
-fn print_profile(records: &[Record], total: f64, passes: usize) {
+/// The profile of the timed passes, per pass: one table per stage, one per op kind, and the
+/// GEMM calls by shape. "outside ops" is the pass time no op accounts for (autograd bookkeeping,
+/// allocation, freeing the graph).
+fn print_profile(records: &[Record], shapes: &[profile::GemmRecord], total: f64, passes: usize) {
     let (fma_one, fma_all) = profile::peak::fma_peak();
     let bandwidth = profile::peak::copy_bandwidth();
     let per = |s: f64| 1e3 * s / passes as f64;
@@ -288,4 +286,5 @@ fn print_profile(records: &[Record], total: f64, passes: usize) {
             share_of_peak
         );
     }
+    print_gemm_shapes(shapes, passes, gemm_peak);
 }
