@@ -58,21 +58,26 @@ def rotation(a):
 
 
 def total_loss(outs, n):
-    """The gradient fixture's loss (fixtures README), on random targets."""
+    """The gradient fixture's loss (fixtures README), on random targets (drawn on the CPU, then
+    moved to the outputs' device)."""
     lm, pose, attr, vis, age, gender, race, seg = outs
     g = torch.Generator().manual_seed(0)
-    d = (lm.view(n, 68, 2) - (torch.rand(n, 68, 2, generator=g) * 2 - 1)).abs()
+    dev = lm.device
+    rand = lambda *shape: torch.rand(*shape, generator=g).to(dev)
+    randn = lambda *shape: torch.randn(*shape, generator=g).to(dev)
+    randint = lambda hi, shape: torch.randint(0, hi, shape, generator=g).to(dev)
+    d = (lm.view(n, 68, 2) - (rand(n, 68, 2) * 2 - 1)).abs()
     w, eps = 10.0, 2.0
     wing = torch.where(d < w, w * torch.log1p(d / eps), d - (w - w * math.log1p(w / eps))).mean()
-    tr = (rotation(pose) * rotation(torch.randn(n, 3, generator=g) * 0.3)).sum((1, 2))
+    tr = (rotation(pose.float()) * rotation(randn(n, 3) * 0.3)).sum((1, 2))
     geo = torch.acos(((tr - 1) / 2).clamp(-1 + 1e-6, 1 - 1e-6)).mean()
     bce = torch.nn.functional.binary_cross_entropy_with_logits
     ce = torch.nn.functional.cross_entropy
-    return (ce(seg, torch.randint(0, 11, (n, 224, 224), generator=g)) + wing + geo
-            + bce(attr, torch.randint(0, 2, (n, 40), generator=g).float())
-            + bce(vis, torch.randint(0, 2, (n, 29), generator=g).float())
-            + ce(age, torch.randint(0, 8, (n,), generator=g)) + ce(gender, torch.randint(0, 2, (n,), generator=g))
-            + ce(race, torch.randint(0, 5, (n,), generator=g)))
+    return (ce(seg, randint(11, (n, 224, 224))) + wing + geo
+            + bce(attr, randint(2, (n, 40)).float())
+            + bce(vis, randint(2, (n, 29)).float())
+            + ce(age, randint(8, (n,))) + ce(gender, randint(2, (n,)))
+            + ce(race, randint(5, (n,))))
 
 
 # The stages of `facex bench --profile`, as module paths of the official model. Patch merging
@@ -204,6 +209,39 @@ def gpu_forward(args):
     print(f"pytorch forward {args.device} {args.dtype} batch {n}: median {ms:.2f} ms, {n / ms * 1e3:.1f} images/s")
 
 
+def gpu_train(args):
+    """One training step on a GPU (forward, the summed task losses, backward, AdamW), bf16
+    autocast as a PyTorch user would train: the peer figure for what a real training run costs on
+    such a device (facex trains on the CPU). Prints milliseconds per step and images per second."""
+    torch.manual_seed(0)
+    dev = torch.device(args.device)
+    model = load_official_model().to(dev).train()
+    for m in model.modules():
+        if isinstance(m, torchvision.ops.StochasticDepth):
+            m.p = 0.0
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-5)
+    n = args.batch
+    x = torch.randn(n, 3, 224, 224, device=dev)
+    times = []
+    for i in range(args.iters + 2):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=args.dtype == "bf16"):
+            loss = total_loss(all_heads(model, x), n)
+        loss.backward()
+        opt.step()
+        e.record()
+        e.synchronize()
+        if i >= 2:
+            times.append(s.elapsed_time(e))
+    times.sort()
+    ms = times[len(times) // 2]
+    peak = torch.cuda.max_memory_allocated() / 2**20
+    print(f"pytorch train {args.device} {args.dtype} autocast batch {n}: median {ms:.2f} ms, {n / ms * 1e3:.1f} images/s, "
+          f"peak {peak:.0f} MiB")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("mode", choices=["forward", "train", "ort"])
@@ -215,7 +253,7 @@ def main():
     ap.add_argument("--profile", action="store_true", help="also print per-stage and per-op-kind times")
     args = ap.parse_args()
     if args.device != "cpu":
-        return gpu_forward(args)
+        return gpu_train(args) if args.mode == "train" else gpu_forward(args)
     torch.set_num_threads(args.threads)
     if args.mode == "ort":
         return ort_forward(args)

@@ -12,7 +12,9 @@
 #                                  parity on the device (f32, bf16), then time each kernel against
 #                                  its floor, our GEMM against cuBLAS, and the whole model (f32,
 #                                  bf16; batch 1, 64) against PyTorch eager running the official
-#                                  code. Logs go to $OUT (or /tmp/gpu-check).
+#                                  code, PyTorch's training step (the cost of a real training run),
+#                                  and Nsight Compute on two kernels. Logs go to $OUT (or
+#                                  /tmp/gpu-check).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BIN=.gpu-bin/tensor-cuda-tests
@@ -54,22 +56,22 @@ mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem --format=csv
 
 echo "== 1. kernel tests and the backend conformance harness on the device (vs CPU references)"
-timeout 150 "$BIN" cuda:: --nocapture --test-threads=1 2>&1 | tee "$OUT/tests.log"
+timeout 120 "$BIN" cuda:: --nocapture --test-threads=1 2>&1 | tee "$OUT/tests.log"
 tests_rc=${PIPESTATUS[0]}
 
 echo "== 1b. the model on the device vs the official outputs (f32 and bf16)"
-FACEX_FIXTURES=$PWD/tests/fixtures/facexformer-tiny timeout 90 .gpu-bin/device-parity cuda_ --nocapture --test-threads=1 2>&1 |
+FACEX_FIXTURES=$PWD/tests/fixtures/facexformer-tiny timeout 60 .gpu-bin/device-parity cuda_ --nocapture --test-threads=1 2>&1 |
     tee "$OUT/parity.log"
 parity_rc=${PIPESTATUS[0]}
 # Swin head dims 24 and 64 (the attention kernel's padded and d64 instances), f32.
-timeout 60 .gpu-bin/device-parity-head-dims cuda_ --nocapture --test-threads=1 2>&1 | tee -a "$OUT/parity.log"
+timeout 45 .gpu-bin/device-parity-head-dims cuda_ --nocapture --test-threads=1 2>&1 | tee -a "$OUT/parity.log"
 [[ ${PIPESTATUS[0]} == 0 ]] || parity_rc=1
 
 echo "== 2. timings (ours)"
-BENCH_OUT=$OUT/ours.csv timeout 180 "$BIN" cuda_bench --ignored --nocapture 2>&1 | tee "$OUT/bench.log"
+BENCH_OUT=$OUT/ours.csv timeout 100 "$BIN" cuda_bench --ignored --nocapture 2>&1 | tee "$OUT/bench.log"
 
 echo "== 3. cuBLAS (torch) at the same shapes, ceilings, and the table"
-PYTHONUNBUFFERED=1 timeout 150 python3 - "$OUT/ours.csv" <<'PY' 2>&1 | tee "$OUT/table.txt"
+PYTHONUNBUFFERED=1 timeout 100 python3 - "$OUT/ours.csv" <<'PY' 2>&1 | tee "$OUT/table.txt"
 import sys, torch
 ours = [l.strip().split(",") for l in open(sys.argv[1]) if l.strip()]
 dev = torch.device("cuda")
@@ -120,8 +122,8 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
     export PYTHONPATH=/tmp/site
 for dtype in f32 bf16; do
     for batch in 1 64; do
-        ours=$(timeout 60 .gpu-bin/facex bench --device cuda --dtype $dtype --batch $batch --iters 10 2>&1 | tail -1)
-        theirs=$(PYTHONUNBUFFERED=1 timeout 90 python3 scripts/bench_pytorch.py forward --device cuda --dtype $dtype \
+        ours=$(timeout 45 .gpu-bin/facex bench --device cuda --dtype $dtype --batch $batch --iters 10 2>&1 | tail -1)
+        theirs=$(PYTHONUNBUFFERED=1 timeout 60 python3 scripts/bench_pytorch.py forward --device cuda --dtype $dtype \
             --batch $batch --iters 10 2>&1 | tail -1)
         a=$(sed -n 's/.*median \([0-9.]*\) ms.*/\1/p' <<<"$ours")
         b=$(sed -n 's/.*median \([0-9.]*\) ms.*/\1/p' <<<"$theirs")
@@ -130,6 +132,22 @@ for dtype in f32 bf16; do
         echo "  -> $dtype batch $batch: facex throughput / pytorch eager = $(awk -v a="$a" -v b="$b" 'BEGIN{ if (a > 0) printf "%.2f", b / a; else print "n/a" }')x"
     done
 done 2>&1 | tee "$OUT/model.txt"
+
+echo "== 5. a training step on the device, PyTorch (official code, bf16 autocast, AdamW): the peer figure for"
+echo "   what a real training run costs on such a GPU (facex trains on the CPU; its device path is inference)"
+for batch in 64; do
+    PYTHONUNBUFFERED=1 timeout 60 python3 scripts/bench_pytorch.py train --device cuda --dtype bf16 --batch $batch --iters 5 2>&1 | tail -1
+done 2>&1 | tee -a "$OUT/model.txt"
+
+echo "== 6. where two kernels lose (Nsight Compute, clocks left alone): gemm_tc at 200704x384x128, attention_tc d32"
+if command -v ncu >/dev/null; then
+    sections="--section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats"
+    { timeout 60 ncu --clock-control none $sections --kernel-name gemm_tc_bf16_bf16 --launch-skip 21 --launch-count 1 \
+        "$BIN" cuda_bench --ignored 2>&1 | grep -v "^test \|^running\|^$"
+      timeout 60 ncu --clock-control none $sections --kernel-name attention_tc_d32_bf16 --launch-count 1 \
+        "$BIN" cuda_bench --ignored 2>&1 | grep -v "^test \|^running\|^$"; } >"$OUT/ncu.txt"
+    grep -E "attention_tc|gemm_tc|Duration|Throughput|Achieved Occupancy|Registers Per|Theoretical Occ|Warp Cycles Per Issued|Block Limit" "$OUT/ncu.txt"
+fi
 
 echo "device tests exit code: $tests_rc, model parity exit code: $parity_rc"
 [[ $tests_rc == 0 && $parity_rc == 0 ]]

@@ -300,7 +300,7 @@ kernels! {
 
     /// Transposed conv, kernel 2 stride 2: `[n, cin, h, w]` -> `[n, cout, 2h, 2w]`.
     Independent ConvTranspose2x2[E][E: Elem]
-    (x: *const E, wt: *const E, bias: *const E, out: *mut E, n: u32, cin: u32, cout: u32, h: u32,
+    (x: *const E, wt: *const E, bias: *const f32, out: *mut E, n: u32, cin: u32, cout: u32, h: u32,
         w: u32) => remap::conv_transpose2x2::<_, E> {
         conv_transpose2x2_f32 { type E = f32; }
         conv_transpose2x2_bf16 { type E = Bf16; }

@@ -6,7 +6,9 @@
 //! - [`patch_merge`]: `[B, H, W, C]` -> `[B, H/2, W/2, 4C]` in Swin's order (x0, x1, x2, x3) =
 //!   ((0,0), (1,0), (0,1), (1,1)) offsets in (h, w).
 //! - [`upsample_bilinear`]: NCHW, `align_corners=False` (PyTorch's source index rule).
-//! - [`conv_transpose2x2`]: NCHW, kernel 2, stride 2, weight `[Cin, Cout, 2, 2]`, bias `[Cout]`.
+//! - [`conv_transpose2x2`]: NCHW, kernel 2, stride 2, weight `[Cin, Cout, 2, 2]`, bias `[Cout]` f32
+//!   (the backends run this operation as a tensor-core GEMM over the four taps; this direct
+//!   kernel is its twin).
 //!
 //! Callers keep every element count below 2^31.
 
@@ -145,14 +147,14 @@ pub unsafe fn upsample_bilinear<C: Ctx, E: Elem>(
 /// pixel has exactly one input pixel, so it is a per-pixel dot product over `cin`.
 ///
 /// # Safety
-/// `x` holds `n*cin*h*w`, `wt` holds `cin*cout*4`, `bias` is null or holds `cout`, `out` holds
+/// `x` holds `n*cin*h*w`, `wt` holds `cin*cout*4`, `bias` is null or holds `cout` (f32), `out` holds
 /// `n*cout*4*h*w`.
 #[inline(always)]
 pub unsafe fn conv_transpose2x2<C: Ctx, E: Elem>(
     c: &C,
     x: *const E,
     wt: *const E,
-    bias: *const E,
+    bias: *const f32,
     out: *mut E,
     n: u32,
     cin: u32,
@@ -166,7 +168,7 @@ pub unsafe fn conv_transpose2x2<C: Ctx, E: Elem>(
         let (oy, rest) = (rest % oh, rest / oh);
         let (co, ni) = (rest % cout, rest / cout);
         let (i, di, j, dj) = (oy / 2, oy % 2, ox / 2, ox % 2);
-        let mut acc = if bias.is_null() { 0.0 } else { (*bias.add(co as usize)).to_f32() };
+        let mut acc = if bias.is_null() { 0.0 } else { *bias.add(co as usize) };
         for ci in 0..cin {
             let xv = (*x.add((((ni * cin + ci) * h + i) * w + j) as usize)).to_f32();
             let wv = (*wt.add((((ci * cout + co) * 2 + di) * 2 + dj) as usize)).to_f32();

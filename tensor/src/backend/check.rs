@@ -334,7 +334,8 @@ pub fn upsample_sum<B: Backend + ?Sized>(maps: &[&T<B>], size: (usize, usize)) -
 pub fn conv_transpose2x2<B: Backend + ?Sized>(x: &T<B>, w: &T<B>, bias: &T<B>) -> Result<([usize; 4], usize)> {
     const OP: &str = "conv_transpose2x2";
     let d = nchw(OP, x)?;
-    same_dtype(OP, x.dtype(), &[w, bias])?;
+    same_dtype(OP, x.dtype(), &[w])?;
+    same_dtype(OP, DType::F32, &[bias])?;
     let cout = match *w.shape() {
         [ci, co, 2, 2] if ci == d[1] => co,
         _ => return Err(mismatch(OP, x, w)),

@@ -460,14 +460,46 @@ impl Backend for Cuda {
 
     fn conv_transpose2x2(&self, x: &T, w: &T, bias: &T) -> Result<T> {
         const OP: &str = "conv_transpose2x2";
-        let ([n, cin, h, wd], cout) = check::conv_transpose2x2(x, w, bias)?;
-        let [n32, cin32, cout32, h32, w32] = [n, cin, cout, h, wd].map(|v| v as u32);
-        let total = n * cout * 4 * h * wd;
-        by_dtype!(x.dtype(), E => {
-            let (px, wt, pb) = (self.ptr::<E>(OP, x)?, self.ptr::<E>(OP, w)?, self.ptr::<E>(OP, bias)?);
-            self.run(OP, remap::config(total), vec![n, cout, 2 * h, 2 * wd], x.dtype(), |out| {
-                ConvTranspose2x2 { x: px, wt, bias: pb, out, n: n32, cin: cin32, cout: cout32, h: h32, w: w32 }
-            })
+        let (dims, cout) = check::conv_transpose2x2(x, w, bias)?;
+        let cin = dims[1];
+        let pb = self.ptr::<f32>(OP, bias)?;
+        conv_transpose_by_taps(self, x, w, dims, cout, |rows, w| {
+            let (m, n32, k32) = (rows.shape()[0] as u32, cout as u32, cin as u32);
+            let shape = vec![rows.shape()[0], 4 * cout];
+            let cfg_rows = rows.shape()[0];
+            if x.dtype() == DType::F32 {
+                let (a, b) = (self.ptr::<f32>(OP, rows)?, self.ptr::<f32>(OP, w)?);
+                let s = conv_taps_f32_strides(cin, cout);
+                self.run(OP, gemm::config(cfg_rows, cout, 4), shape, DType::F32, |out| GemmF32 {
+                    a,
+                    b,
+                    bias: pb,
+                    residual: std::ptr::null(),
+                    out,
+                    m,
+                    n: n32,
+                    k: k32,
+                    s,
+                    alpha: 1.0,
+                    act: ACT_NONE,
+                })
+            } else {
+                let (a, b) = (self.ptr::<Bf16>(OP, rows)?, self.ptr::<Bf16>(OP, w)?);
+                let s = conv_taps_tc_strides(cin, cout);
+                self.run(OP, gemm_tc::config(cfg_rows, cout, 4), shape, DType::BF16, |out: *mut Bf16| GemmTc {
+                    a,
+                    b,
+                    bias: pb,
+                    residual: std::ptr::null(),
+                    out,
+                    m,
+                    n: n32,
+                    k: k32,
+                    s,
+                    alpha: 1.0,
+                    act: ACT_NONE,
+                })
+            }
         })
     }
 

@@ -494,17 +494,33 @@ impl Backend for Emulator {
 
     fn conv_transpose2x2(&self, x: &T, w: &T, bias: &T) -> Result<T> {
         const OP: &str = "conv_transpose2x2";
-        let ([n, cin, h, wd], cout) = check::conv_transpose2x2(x, w, bias)?;
-        let total = n * cout * 4 * h * wd;
-        let [n32, cin32, cout32, h32, w32] = [n, cin, cout, h, wd].map(|v| v as u32);
-        Ok(by_dtype!(x.dtype(), E => {
-            let (px, wt, pb) = (self.arg::<E>(OP, x)?, self.arg::<E>(OP, w)?, self.arg::<E>(OP, bias)?);
-            self.output::<E>(vec![n, cout, 2 * h, 2 * wd], x.dtype(), |out| unsafe {
-                let args =
-                    ConvTranspose2x2 { x: px, wt, bias: pb, out, n: n32, cin: cin32, cout: cout32, h: h32, w: w32 };
-                self.launch(remap::config(total), &args)
-            })
-        }))
+        let (dims, cout) = check::conv_transpose2x2(x, w, bias)?;
+        let cin = dims[1];
+        let pb = self.arg::<f32>(OP, bias)?;
+        conv_transpose_by_taps(self, x, w, dims, cout, |rows, w| {
+            let (m, n32, k32) = (rows.shape()[0] as u32, cout as u32, cin as u32);
+            let shape = vec![rows.shape()[0], 4 * cout];
+            let cfg_rows = rows.shape()[0];
+            if x.dtype() == DType::F32 {
+                let (a, b) = (self.arg::<f32>(OP, rows)?, self.arg::<f32>(OP, w)?);
+                let s = conv_taps_f32_strides(cin, cout);
+                Ok(self.output::<f32>(shape, DType::F32, |out| unsafe {
+                    let residual = std::ptr::null();
+                    let args =
+                        GemmF32 { a, b, bias: pb, residual, out, m, n: n32, k: k32, s, alpha: 1.0, act: ACT_NONE };
+                    self.launch(gemm::config(cfg_rows, cout, 4), &args)
+                }))
+            } else {
+                let (a, b) = (self.arg::<Bf16>(OP, rows)?, self.arg::<Bf16>(OP, w)?);
+                let s = conv_taps_tc_strides(cin, cout);
+                Ok(self.output::<Bf16>(shape, DType::BF16, |out| unsafe {
+                    let residual = std::ptr::null();
+                    let args =
+                        GemmTc { a, b, bias: pb, residual, out, m, n: n32, k: k32, s, alpha: 1.0, act: ACT_NONE };
+                    self.launch(gemm_tc::config(cfg_rows, cout, 4), &args)
+                }))
+            }
+        })
     }
 
     fn hyper_product(&self, h: &T, u: &T) -> Result<T> {

@@ -400,7 +400,7 @@ impl CudaDevice {
         &self,
         x: &DeviceBuffer<E>,
         wt: &DeviceBuffer<E>,
-        bias: Option<&DeviceBuffer<E>>,
+        bias: Option<&DeviceBuffer<f32>>,
         out: &DeviceBuffer<E>,
         (n, cin, h, w): (usize, usize, usize, usize),
         cout: usize,

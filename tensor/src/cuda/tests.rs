@@ -508,9 +508,10 @@ fn cuda_bench() {
             &|| gpu.hyper_product(&h, &u),
         );
         let x = up(&[64, 256, 56, 56], 27);
-        let (w, b) = (up(&[256, 64, 2, 2], 28), up(&[64], 29));
+        let w = up(&[256, 64, 2, 2], 28);
+        let b = gpu.upload(&Tensor::rand_uniform(&[64], -1.0, 1.0, 29, DType::F32), DType::F32).unwrap();
         time(
-            "conv_transpose2x2_bf16 64x256x56x56 -> 64".into(),
+            "conv_transpose2x2_bf16 (GEMM over taps) 64x256x56x56 -> 64".into(),
             2.0 * (x.elem_count() + 64 * 64 * 112 * 112) as f64,
             2.0 * (64usize * 64 * 112 * 112 * 256) as f64,
             &|| gpu.conv_transpose2x2(&x, &w, &b),

@@ -177,8 +177,9 @@ impl<B: Backend> DevHeads<B> {
     pub fn new(ld: &Loader<'_, B>, spec: &HeadsSpec) -> Result<Self> {
         let tasks = spec.tasks.iter().map(|m| DevMlp3::new(ld, m)).collect::<Result<_>>()?;
         // Conv biases in the model dtype, like the weights.
-        let conv =
-            |c: &ConvSpec| -> Result<(T<B>, T<B>)> { Ok((ld.weight(&c.weight_key())?, ld.weight(&c.bias_key())?)) };
+        let conv = |c: &ConvSpec| -> Result<(T<B>, T<B>)> {
+            Ok((ld.weight(&c.weight_key())?, ld.f32(ld.host(&c.bias_key())?)?))
+        };
         let up = &spec.upscaler;
         Ok(DevHeads {
             tasks,

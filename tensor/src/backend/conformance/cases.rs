@@ -186,8 +186,8 @@ pub(super) fn small_cases(g: &mut Gen) -> Vec<Case> {
     v.push(case(Op::UpsampleSum((8, 8)), maps(g, &[8, 4, 2, 1], 5)));
     v.push(case(Op::UpsampleSum((7, 7)), maps(g, &[3], 4)));
     v.push(case(Op::UpsampleSum((9, 6)), vec![(g.rand(&[1, 9, 6, 3]), E), (g.rand(&[1, 4, 5, 3]), E)]));
-    v.push(case(Op::ConvTranspose, vec![(g.rand(&[2, 5, 3, 4]), E), (g.rand(&[5, 6, 2, 2]), E), (g.rand(&[6]), E)]));
-    v.push(case(Op::ConvTranspose, vec![(g.rand(&[1, 1, 1, 1]), E), (g.rand(&[1, 3, 2, 2]), E), (g.rand(&[3]), E)]));
+    v.push(case(Op::ConvTranspose, vec![(g.rand(&[2, 5, 3, 4]), E), (g.rand(&[5, 6, 2, 2]), E), (g.rand(&[6]), F)]));
+    v.push(case(Op::ConvTranspose, vec![(g.rand(&[1, 1, 1, 1]), E), (g.rand(&[1, 3, 2, 2]), E), (g.rand(&[3]), F)]));
     v.push(case(Op::Hyper, vec![(g.rand(&[2, 11, 7]), E), (g.rand(&[2, 7, 50]), E)]));
     v.push(case(Op::Hyper, vec![(g.rand(&[1, 32, 64]), E), (g.rand(&[1, 64, 33]), E)]));
     v.push(case(Op::Hyper, vec![(g.rand(&[1, 3, 5]), E), (g.rand(&[1, 5, 300]), E)]));
@@ -252,11 +252,11 @@ pub(super) fn model_cases(g: &mut Gen) -> Vec<Case> {
         case(Op::UpsampleSum((56, 56)), [56, 28, 14, 7].iter().map(|&s| (g.rand(&[1, s, s, 256]), E)).collect()),
         case(
             Op::ConvTranspose,
-            vec![(g.rand(&[1, 256, 56, 56]), E), (g.uniform(&[256, 64, 2, 2], -0.1, 0.1), E), (g.rand(&[64]), E)],
+            vec![(g.rand(&[1, 256, 56, 56]), E), (g.uniform(&[256, 64, 2, 2], -0.1, 0.1), E), (g.rand(&[64]), F)],
         ),
         case(
             Op::ConvTranspose,
-            vec![(g.rand(&[1, 64, 112, 112]), E), (g.uniform(&[64, 32, 2, 2], -0.2, 0.2), E), (g.rand(&[32]), E)],
+            vec![(g.rand(&[1, 64, 112, 112]), E), (g.uniform(&[64, 32, 2, 2], -0.2, 0.2), E), (g.rand(&[32]), F)],
         ),
         case(Op::Hyper, vec![(g.rand(&[1, 11, 32]), E), (g.rand(&[1, 32, 50176]), E)]),
     ]);
@@ -330,8 +330,9 @@ pub(super) fn error_cases() -> Vec<Case> {
         bad("five maps", Op::UpsampleSum((4, 4)), (0..5).map(|_| (z(&[1, 2, 2, 3]), E)).collect()),
         bad("empty plane", Op::Upsample((4, 4)), vec![(z(&[1, 2, 0, 3]), E)]),
         bad("empty map", Op::UpsampleSum((4, 4)), vec![(z(&[1, 0, 2, 3]), E)]),
-        bad("kernel 3", Op::ConvTranspose, vec![(z(&[1, 2, 3, 3]), E), (z(&[2, 4, 3, 3]), E), (z(&[4]), E)]),
-        bad("bias length", Op::ConvTranspose, vec![(z(&[1, 2, 3, 3]), E), (z(&[2, 4, 2, 2]), E), (z(&[3]), E)]),
+        bad("kernel 3", Op::ConvTranspose, vec![(z(&[1, 2, 3, 3]), E), (z(&[2, 4, 3, 3]), E), (z(&[4]), F)]),
+        bad("bias length", Op::ConvTranspose, vec![(z(&[1, 2, 3, 3]), E), (z(&[2, 4, 2, 2]), E), (z(&[3]), F)]),
+        bad("bias dtype", Op::ConvTranspose, vec![(z(&[1, 2, 3, 3]), E), (z(&[2, 4, 2, 2]), E), (z(&[4]), Kind::Bf16)]),
         bad("M > 32", Op::Hyper, vec![(z(&[1, 33, 4]), E), (z(&[1, 4, 5]), E)]),
         bad("channels differ", Op::Hyper, vec![(z(&[1, 3, 4]), E), (z(&[1, 5, 5]), E)]),
     ]
