@@ -102,8 +102,11 @@ fn check_tc<O: Elem>(
     res_on: bool,
     seed: u64,
     tol: f64,
+    aligned_c: bool,
 ) {
-    let (lda, ldb, ldc) = (k + pad, k + pad, n + 1);
+    // C's rows 16-byte aligned (the epilogue's vector path) or not (its element-wise path).
+    let ldc = if aligned_c { n.next_multiple_of(8) } else { n + 1 };
+    let (lda, ldb) = (k + pad, k + pad);
     let enc = |v: f32| if f16 { half::f16::from_f32(v).to_bits() } else { Bf16::from_f32(v).0 };
     let dec = |h: u16| if f16 { half::f16::from_bits(h).to_f32() } else { Bf16(h).to_f32() };
     let a: Vec<u16> = rand_vec(batch * m * lda, seed).into_iter().map(enc).collect();
@@ -167,8 +170,14 @@ fn check_tc<O: Elem>(
                 })
             }
         };
+        // The vector path needs 16-byte aligned buffers, which the allocator gives these.
+        assert!(!aligned_c || (po as usize % 16 == 0 && res.as_ptr() as usize % 16 == 0));
         let got: Vec<f32> = (0..batch * m * n).map(|e| out[(e / n) * ldc + e % n].to_f32()).collect();
-        assert_close(&got, &want, tol, tol, &format!("gemm_tc {batch}x{m}x{n}x{k} pad {pad} f16 {f16} {order:?}"));
+        let what = format!("gemm_tc {batch}x{m}x{n}x{k} pad {pad} ldc {ldc} f16 {f16} {order:?}");
+        assert_close(&got, &want, tol, tol, &what);
+        for (e, v) in out.iter().enumerate() {
+            assert!(e % ldc < n || v.to_f32().is_nan(), "{what}: wrote row padding at {e}");
+        }
     });
 }
 
@@ -177,24 +186,34 @@ proptest! {
     /// Edge tiles in m and n, k not a multiple of 8 or 32, unaligned rows (pad), f16 and bf16.
     #[test]
     fn gemm_tc_bf16_f32out(m in 1usize..140, n in 1usize..140, k in 1usize..70, pad in 0usize..9,
-                           f16: bool, bias_on: bool, act in 0u32..3, res_on: bool, seed: u64) {
-        check_tc::<f32>(m, n, k, 1, pad, f16, bias_on, act, res_on, seed, 2e-5);
+                           f16: bool, bias_on: bool, act in 0u32..3, res_on: bool, seed: u64, aligned_c: bool) {
+        check_tc::<f32>(m, n, k, 1, pad, f16, bias_on, act, res_on, seed, 2e-5, aligned_c);
+    }
+
+    /// bf16 outputs, both epilogue paths: 16-byte runs where C's rows are aligned (a run that
+    /// crosses n falls back to element stores), element stores where they are not.
+    #[test]
+    fn gemm_tc_bf16_out(m in 1usize..140, n in 1usize..140, k in 1usize..40, bias_on: bool, act in 0u32..3,
+                        res_on: bool, seed: u64, aligned_c: bool) {
+        check_tc::<Bf16>(m, n, k, 1, 0, false, bias_on, act, res_on, seed, 1e-2, aligned_c);
     }
 }
 
 #[test]
 fn gemm_tc_batched_bf16_out() {
-    check_tc::<Bf16>(70, 40, 64, 2, 0, false, true, ACT_GELU, false, 11, 1e-2);
+    check_tc::<Bf16>(70, 40, 64, 2, 0, false, true, ACT_GELU, false, 11, 1e-2, false);
+    check_tc::<Bf16>(70, 40, 64, 2, 0, false, true, ACT_GELU, false, 11, 1e-2, true);
 }
 
 #[test]
 fn gemm_tc_residual_epilogue() {
     // A Swin MLP's `x + fc2(h)`: bias, no activation, bf16 residual and output; and with GELU.
-    check_tc::<Bf16>(70, 40, 64, 2, 0, false, true, ACT_NONE, true, 13, 1e-2);
-    check_tc::<f32>(130, 70, 40, 1, 3, false, true, ACT_GELU, true, 14, 2e-5);
+    check_tc::<Bf16>(70, 40, 64, 2, 0, false, true, ACT_NONE, true, 13, 1e-2, true);
+    check_tc::<f32>(130, 70, 40, 1, 3, false, true, ACT_GELU, true, 14, 2e-5, false);
+    check_tc::<f32>(130, 72, 40, 1, 3, false, true, ACT_GELU, true, 14, 2e-5, true);
 }
 
 #[test]
 fn gemm_tc_full_tiles_several_k_steps() {
-    check_tc::<f32>(128, 128, 96, 1, 0, false, false, ACT_NONE, false, 12, 2e-5);
+    check_tc::<f32>(128, 128, 96, 1, 0, false, false, ACT_NONE, false, 12, 2e-5, true);
 }
