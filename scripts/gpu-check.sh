@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one script for a GPU machine (H100/H200, CUDA driver, PyTorch in python3; nothing is built
-# there). Two modes:
+# there). Three modes:
 #
 #   scripts/gpu-check.sh --build   (here, on the CPU machine) build, with the "cuda" feature: the
 #                                  tensor crate's test binary (kernel tests on the device, backend
@@ -13,8 +13,10 @@
 #                                  its floor, our GEMM against cuBLAS, and the whole model (f32,
 #                                  bf16; batch 1, 64) against PyTorch eager running the official
 #                                  code, PyTorch's training step (the cost of a real training run),
-#                                  and Nsight Compute on two kernels. Logs go to $OUT (or
-#                                  /tmp/gpu-check).
+#                                  Nsight Compute on two kernels, and the model's time per
+#                                  kernel. Logs go to $OUT (or /tmp/gpu-check).
+#   scripts/gpu-check.sh --profile-model   (on the GPU machine) only the last: per kernel, the
+#                                  device time of one bf16 batch-64 forward
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BIN=.gpu-bin/tensor-cuda-tests
@@ -28,6 +30,43 @@ for l in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == want:
         print(m["executable"])' "$1"
 }
+
+# Per kernel, the device time of one bf16 batch-64 forward of the whole model (Nsight Compute,
+# one metric, application replay: no kernel is replayed or slowed by memory save/restore), as a
+# table of kernel, launches, ms and share. `facex bench --iters 1` runs two passes (a warm-up and
+# the timed one); the table gives one.
+profile_model() {
+    command -v ncu >/dev/null || { echo "no ncu"; return; }
+    timeout 150 ncu --clock-control none --replay-mode application --metrics gpu__time_duration.sum --csv \
+        --page raw --print-units base --log-file /tmp/ncu-model.csv \
+        .gpu-bin/facex bench --device cuda --dtype bf16 --batch 64 --iters 1 >/dev/null 2>&1
+    python3 - /tmp/ncu-model.csv <<'PY'
+import csv, sys, collections
+rows = [r for r in csv.reader(l for l in open(sys.argv[1]) if l.startswith('"'))]
+head = rows[0]
+name, dur = head.index("Kernel Name"), head.index("gpu__time_duration.sum")
+tot, cnt = collections.Counter(), collections.Counter()
+for r in rows[1:]:
+    try:
+        t = float(r[dur].replace(",", ""))
+    except ValueError:
+        continue  # the units row
+    tot[r[name]] += t / 2
+    cnt[r[name]] += 0.5
+all_ns = sum(tot.values())
+print(f"one bf16 batch-64 forward: {all_ns / 1e6:.2f} ms of kernel time, {sum(cnt.values()):.0f} launches")
+print(f"{'kernel':<28} {'launches':>8} {'ms':>8} {'share':>6}")
+for k, t in tot.most_common():
+    print(f"{k:<28} {cnt[k]:>8.0f} {t / 1e6:>8.3f} {100 * t / all_ns:>5.1f}%")
+PY
+}
+
+if [[ "${1:-}" == "--profile-model" ]]; then
+    if [[ ! -x .gpu-bin/facex && -f .gpu-pack/gpu-bin.tar.xz ]]; then mkdir -p .gpu-bin && tar xJf .gpu-pack/gpu-bin.tar.xz -C .gpu-bin; fi
+    [[ -x .gpu-bin/facex ]] || { echo "no .gpu-bin/facex: build with --build and carry .gpu-bin"; exit 1; }
+    profile_model
+    exit 0
+fi
 
 if [[ "${1:-}" == "--build" ]]; then
     set -e
@@ -47,11 +86,19 @@ if [[ "${1:-}" == "--build" ]]; then
     ls .whl/facexformer_pipeline-*.whl >/dev/null 2>&1 || python3 -m pip download -q --no-deps \
         --only-binary=:all: --python-version 3.12 --platform any -d .whl facexformer-pipeline==0.2.8
     du -sh .gpu-bin .whl
+    # The working tree travels too, and a call takes 64 MiB in all: carry the binaries as one xz
+    # file (.gpu-pack, ~9 MiB; this script unpacks it there) and keep the tiny fixture's
+    # grads.safetensors and model.pt (20 MiB, not used there) out of the tree during the call.
+    mkdir -p .gpu-pack
+    grep -qx "/.gpu-pack/" .git/info/exclude || echo "/.gpu-pack/" >>.git/info/exclude
+    tar cJf .gpu-pack/gpu-bin.tar.xz -C .gpu-bin .
+    du -sh .gpu-pack
     exit 0
 fi
 
 OUT=${OUT:-/tmp/gpu-check}
 mkdir -p "$OUT"
+if [[ ! -x $BIN && -f .gpu-pack/gpu-bin.tar.xz ]]; then mkdir -p .gpu-bin && tar xJf .gpu-pack/gpu-bin.tar.xz -C .gpu-bin; fi
 [[ -x $BIN ]] || { echo "no $BIN: run scripts/gpu-check.sh --build on the build machine and carry .gpu-bin"; exit 1; }
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem --format=csv
 
@@ -133,12 +180,17 @@ for dtype in f32 bf16; do
     done
 done 2>&1 | tee "$OUT/model.txt"
 
+# GPU_CHECK_SKIP="train ncu" leaves stages 5 and 6 out (a short lease).
+SKIP=${GPU_CHECK_SKIP:-}
+[[ $SKIP == *train* ]] || {
 echo "== 5. a training step on the device, PyTorch (official code, bf16 autocast, AdamW): the peer figure for"
 echo "   what a real training run costs on such a GPU (facex trains on the CPU; its device path is inference)"
 for batch in 64; do
     PYTHONUNBUFFERED=1 timeout 60 python3 scripts/bench_pytorch.py train --device cuda --dtype bf16 --batch $batch --iters 5 2>&1 | tail -1
 done 2>&1 | tee -a "$OUT/model.txt"
+}
 
+[[ $SKIP == *ncu* ]] || {
 echo "== 6. where two kernels lose (Nsight Compute, clocks left alone): gemm_tc at 200704x384x128, attention_tc d32"
 if command -v ncu >/dev/null; then
     sections="--section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats"
@@ -148,6 +200,10 @@ if command -v ncu >/dev/null; then
         "$BIN" cuda_bench --ignored 2>&1 | grep -v "^test \|^running\|^$"; } >"$OUT/ncu.txt"
     grep -E "attention_tc|gemm_tc|Duration|Throughput|Achieved Occupancy|Registers Per|Theoretical Occ|Warp Cycles Per Issued|Block Limit" "$OUT/ncu.txt"
 fi
+}
+
+echo "== 7. where the model's time goes on the device: per kernel, one bf16 batch-64 forward"
+profile_model 2>&1 | tee -a "$OUT/ncu.txt"
 
 echo "device tests exit code: $tests_rc, model parity exit code: $parity_rc"
 [[ $tests_rc == 0 && $parity_rc == 0 ]]

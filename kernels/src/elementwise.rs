@@ -4,6 +4,7 @@
 //! activation (`b` null). A grid-stride loop, so any grid size is correct.
 
 use crate::ctx::{grid_stride, Ctx};
+use crate::fastdiv::FastDiv;
 use crate::math::{activate, Elem};
 
 pub const OP_ADD: u32 = 0;
@@ -25,12 +26,13 @@ pub unsafe fn binary<C: Ctx, E: Elem>(
     op: u32,
     act: u32,
 ) {
+    let by_nb = FastDiv::new(nb);
     grid_stride(c, n, |i| {
         let x = (*a.add(i as usize)).to_f32();
         let y = if b.is_null() {
             x
         } else {
-            let bv = (*b.add((i % nb) as usize)).to_f32();
+            let bv = (*b.add(by_nb.divmod(i).1 as usize)).to_f32();
             if op == OP_MUL {
                 x * bv
             } else {

@@ -6,6 +6,10 @@
 //!   thread per pixel so that a warp reads 32 adjacent pixels of one channel (coalesced).
 //!
 //! Both use two passes (mean, then the mean of squared deviations) for accuracy.
+//!
+//! Holding a row in registers (32 values per lane, one read of memory) was measured and dropped:
+//! its 107 registers cut the occupancy, and on an H200 it ran 3.2x slower than this loop (306
+//! against 96 us at 200704 rows of 128 bf16).
 
 use crate::ctx::{Ctx, Dim3, LaunchConfig};
 use crate::math::{rsqrt, Elem};

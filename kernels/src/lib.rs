@@ -34,6 +34,7 @@ pub mod attention;
 pub mod attention_tc;
 pub mod ctx;
 pub mod elementwise;
+pub mod fastdiv;
 pub mod fusion;
 pub mod gemm;
 pub mod gemm_tc;

@@ -2,10 +2,11 @@
 //! `[B, N, 3, H, D] -> [3, B, H, N, D]`, and the patch embedding's im2col
 //! `[B, 3, 56, 4, 56, 4] -> [B, 56, 56, 3, 4, 4]` are all one launch of [`permute`].
 //!
-//! One grid-stride loop over the output; each output index is decomposed by u32 div/mod by the
-//! output dims from the innermost outwards (callers keep element counts below 2^31).
+//! One grid-stride loop over the output; each output index is decomposed by the output dims from
+//! the innermost outwards, with one [`FastDiv`] per dim (callers keep element counts below 2^31).
 
 use crate::ctx::{grid_stride, Ctx};
+use crate::fastdiv::FastDiv;
 use crate::math::Elem;
 
 pub const MAX_RANK: usize = 6;
@@ -29,6 +30,13 @@ pub use crate::ctx::grid_stride_config as config;
 /// `out` holds `n` elements and `x` every offset the strides reach.
 #[inline(always)]
 pub unsafe fn permute<C: Ctx, E: Elem>(c: &C, x: *const E, out: *mut E, n: u32, s: &PermuteShape) {
+    // One divider per dim, made once per thread (see `fastdiv`).
+    let mut divs = [FastDiv::new(1); MAX_RANK];
+    for (d, div) in divs.iter_mut().enumerate() {
+        if (d as u32) < s.rank {
+            *div = FastDiv::new(s.out_dims[d]);
+        }
+    }
     grid_stride(c, n, |o| {
         let mut rem = o;
         let mut src = 0u32;
@@ -40,9 +48,9 @@ pub unsafe fn permute<C: Ctx, E: Elem>(c: &C, x: *const E, out: *mut E, n: u32, 
                     // What is left is the outermost index (o < n): no division needed.
                     src += rem * s.in_strides[0];
                 } else {
-                    let dim = s.out_dims[d];
-                    src += (rem % dim) * s.in_strides[d];
-                    rem /= dim;
+                    let (q, r) = divs[d].divmod(rem);
+                    src += r * s.in_strides[d];
+                    rem = q;
                 }
             }
         }

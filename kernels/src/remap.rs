@@ -13,6 +13,7 @@
 //! Callers keep every element count below 2^31.
 
 use crate::ctx::{grid_stride, Ctx};
+use crate::fastdiv::FastDiv;
 use crate::math::Elem;
 
 /// Grid-stride over the output elements.
@@ -36,15 +37,15 @@ pub unsafe fn window_partition<C: Ctx, E: Elem>(
     shift: u32,
 ) {
     let (nwh, nww) = (h / ws, w / ws);
+    let [by_ch, by_win, by_ws, by_nww, by_nwh, by_h, by_w] = [ch, ws * ws, ws, nww, nwh, h, w].map(FastDiv::new);
     grid_stride(c, b * h * w * ch, |o| {
-        let k = o % ch;
-        let t = o / ch; // token index in the window list
-        let (pos, win) = (t % (ws * ws), t / (ws * ws));
-        let (ih, iw) = (pos / ws, pos % ws);
-        let (ww, rest) = (win % nww, win / nww);
-        let (wh, bi) = (rest % nwh, rest / nwh);
-        let sh = (wh * ws + ih + shift) % h;
-        let sw = (ww * ws + iw + shift) % w;
+        let (t, k) = by_ch.divmod(o); // t: token index in the window list
+        let (win, pos) = by_win.divmod(t);
+        let (ih, iw) = by_ws.divmod(pos);
+        let (rest, ww) = by_nww.divmod(win);
+        let (bi, wh) = by_nwh.divmod(rest);
+        let sh = by_h.divmod(wh * ws + ih + shift).1;
+        let sw = by_w.divmod(ww * ws + iw + shift).1;
         *out.add(o as usize) = *x.add((((bi * h + sh) * w + sw) * ch + k) as usize);
     })
 }
@@ -70,16 +71,18 @@ pub unsafe fn window_reverse<C: Ctx, E: Elem>(
     shift: u32,
 ) {
     let (nwh, nww) = (h / ws, w / ws);
+    let [by_ch, by_w, by_h, by_ws] = [ch, w, h, ws].map(FastDiv::new);
+    let (back_h, back_w) = (h - shift % h, w - shift % w);
     grid_stride(c, b * h * w * ch, |o| {
-        let k = o % ch;
-        let p = o / ch;
-        let (x_w, rest) = (p % w, p / w);
-        let (x_h, bi) = (rest % h, rest / h);
+        let (p, k) = by_ch.divmod(o);
+        let (rest, x_w) = by_w.divmod(p);
+        let (bi, x_h) = by_h.divmod(rest);
         // Position in the shifted frame that was partitioned.
-        let sh = (x_h + h - shift % h) % h;
-        let sw = (x_w + w - shift % w) % w;
-        let win_idx = (bi * nwh + sh / ws) * nww + sw / ws;
-        let pos = (sh % ws) * ws + sw % ws;
+        let sh = by_h.divmod(x_h + back_h).1;
+        let sw = by_w.divmod(x_w + back_w).1;
+        let ((wi_h, pi_h), (wi_w, pi_w)) = (by_ws.divmod(sh), by_ws.divmod(sw));
+        let win_idx = (bi * nwh + wi_h) * nww + wi_w;
+        let pos = pi_h * ws + pi_w;
         let v = *win.add(((win_idx * ws * ws + pos) * ch + k) as usize);
         *out.add(o as usize) =
             if residual.is_null() { v } else { E::from_f32((*residual.add(o as usize)).to_f32() + v.to_f32()) };
@@ -93,12 +96,12 @@ pub unsafe fn window_reverse<C: Ctx, E: Elem>(
 #[inline(always)]
 pub unsafe fn patch_merge<C: Ctx, E: Elem>(c: &C, x: *const E, out: *mut E, b: u32, h: u32, w: u32, ch: u32) {
     let (oh, ow) = (h / 2, w / 2);
+    let [by_4ch, by_ow, by_oh, by_ch] = [4 * ch, ow, oh, ch].map(FastDiv::new);
     grid_stride(c, b * oh * ow * 4 * ch, |o| {
-        let k4 = o % (4 * ch);
-        let p = o / (4 * ch);
-        let (j, rest) = (p % ow, p / ow);
-        let (i, bi) = (rest % oh, rest / oh);
-        let (q, k) = (k4 / ch, k4 % ch);
+        let (p, k4) = by_4ch.divmod(o);
+        let (rest, j) = by_ow.divmod(p);
+        let (bi, i) = by_oh.divmod(rest);
+        let (q, k) = by_ch.divmod(k4);
         // q = 0..4 -> (dh, dw) = (0,0), (1,0), (0,1), (1,1)
         let (dh, dw) = (q % 2, q / 2);
         *out.add(o as usize) = *x.add((((bi * h + 2 * i + dh) * w + 2 * j + dw) * ch + k) as usize);

@@ -205,6 +205,11 @@ proptest! {
     fn layernorm_f32(rows in 1usize..12, cols in 1usize..300, seed: u64) {
         check_layernorm::<f32>(rows, cols, seed, 2e-5);
     }
+    /// Rows as wide as Swin-B's widest (1024) and beyond: each lane loops over many columns.
+    #[test]
+    fn layernorm_wide_rows(rows in 1usize..3, cols in 1000usize..1100, seed: u64) {
+        check_layernorm::<f32>(rows, cols, seed, 2e-5);
+    }
     #[test]
     fn layernorm_bf16(rows in 1usize..8, cols in 2usize..100, seed: u64) {
         check_layernorm::<Bf16>(rows, cols, seed, 3e-2);
