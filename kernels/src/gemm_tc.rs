@@ -142,9 +142,9 @@ unsafe fn load_elems<O: Elem>(p: *const O) -> [f32; 8] {
     let mut r = [0.0f32; 8];
     if size_of::<O>() == 2 {
         let q = *(p as *const V4);
-        for e in 0..8 {
+        for (e, re) in r.iter_mut().enumerate() {
             let bits = (q.0[e / 2] >> (16 * (e % 2))) as u16;
-            r[e] = core::mem::transmute_copy::<u16, O>(&bits).to_f32();
+            *re = core::mem::transmute_copy::<u16, O>(&bits).to_f32();
         }
     } else {
         let (q0, q1) = (*(p as *const V4), *(p.add(4) as *const V4));

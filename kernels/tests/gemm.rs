@@ -171,7 +171,7 @@ fn check_tc<O: Elem>(
             }
         };
         // The vector path needs 16-byte aligned buffers, which the allocator gives these.
-        assert!(!aligned_c || (po as usize % 16 == 0 && res.as_ptr() as usize % 16 == 0));
+        assert!(!aligned_c || ((po as usize).is_multiple_of(16) && (res.as_ptr() as usize).is_multiple_of(16)));
         let got: Vec<f32> = (0..batch * m * n).map(|e| out[(e / n) * ldc + e % n].to_f32()).collect();
         let what = format!("gemm_tc {batch}x{m}x{n}x{k} pad {pad} ldc {ldc} f16 {f16} {order:?}");
         assert_close(&got, &want, tol, tol, &what);
