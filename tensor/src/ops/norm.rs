@@ -3,6 +3,7 @@
 //! Statistics are two-pass (mean, then mean squared deviation) accumulated in f64, so large
 //! offsets do not cancel; the normalisation itself runs in f32 over contiguous rows, in parallel.
 use crate::cpu::parallel::{PAR_CHUNK, PAR_MIN};
+use crate::cpu::simd::dispatch;
 use crate::profile;
 use crate::{Error, Result, Tensor};
 use rayon::prelude::*;
@@ -18,6 +19,7 @@ fn param(op: &'static str, x: &Tensor, p: Option<&Tensor>, n: usize) -> Result<O
 }
 
 /// Mean and 1/sqrt(var + eps) of one row (two passes in f64 with independent lanes).
+#[inline(always)]
 fn row_stats(x: &[f32], eps: f64) -> (f64, f32) {
     let n = x.len() as f64;
     let mut lanes = [0.0f64; 4];
@@ -40,6 +42,7 @@ fn row_stats(x: &[f32], eps: f64) -> (f64, f32) {
     (mean, (1.0 / (ss / n + eps).sqrt()) as f32)
 }
 
+#[inline(always)]
 fn layer_norm_row(x: &[f32], out: &mut [f32], w: Option<&[f32]>, b: Option<&[f32]>, eps: f64) {
     let (mean, rstd) = row_stats(x, eps);
     // The deviation in f64: a mean rounded to f32 would cost precision when |mean| >> std.
@@ -92,6 +95,19 @@ fn layer_norm_backward_row(
     }
 }
 
+/// Rows of `d` values, each normalised, on the best vector extension this CPU has (baseline
+/// x86-64 runs the f64 statistics 2 wide; `cpu::simd`). Same bits on every path. On a 2-core AMD
+/// EPYC (AVX2) the AVX2 build ran 25088 rows of 128 in 3.3 against 3.5 ms (best of 15, interleaved).
+fn layer_norm_rows(x: &[f32], out: &mut [f32], d: usize, w: Option<&[f32]>, b: Option<&[f32]>, eps: f64) {
+    #[inline(always)]
+    fn body(x: &[f32], out: &mut [f32], d: usize, w: Option<&[f32]>, b: Option<&[f32]>, eps: f64) {
+        for (o, x) in out.chunks_mut(d).zip(x.chunks(d)) {
+            layer_norm_row(x, o, w, b, eps);
+        }
+    }
+    dispatch!(body(x: &[f32], out: &mut [f32], d: usize, w: Option<&[f32]>, b: Option<&[f32]>, eps: f64))
+}
+
 impl Tensor {
     /// Normalise over the last dim: (x - mean) / sqrt(var + eps) * weight + bias (biased variance).
     pub fn layer_norm(&self, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64) -> Result<Tensor> {
@@ -109,16 +125,12 @@ impl Tensor {
         if d > 0 {
             let (w, b) = (w.as_deref(), b.as_deref());
             if src.len() < PAR_MIN {
-                for (o, x) in out.chunks_mut(d).zip(src.chunks(d)) {
-                    layer_norm_row(x, o, w, b, eps);
-                }
+                layer_norm_rows(&src, &mut out, d, w, b, eps);
             } else {
                 let step = PAR_CHUNK.div_ceil(d) * d;
-                out.par_chunks_mut(step).zip(src.par_chunks(step)).for_each(|(o, x)| {
-                    for (o, x) in o.chunks_mut(d).zip(x.chunks(d)) {
-                        layer_norm_row(x, o, w, b, eps);
-                    }
-                });
+                out.par_chunks_mut(step)
+                    .zip(src.par_chunks(step))
+                    .for_each(|(o, x)| layer_norm_rows(x, o, d, w, b, eps));
             }
         }
         Ok(Tensor::from_vec(out, self.shape())?.to_dtype(self.dtype()))
@@ -155,6 +167,7 @@ impl Tensor {
             let step = PAR_CHUNK.div_ceil(d) * d;
             let chunk = |(o, (x, g)): (&mut [f32], (&[f32], &[f32]))| {
                 let (mut cw, mut cb) = (vec![0.0f64; d], vec![0.0f64; d]);
+                // Baseline code on purpose: the AVX2 build of this loop ran 15% slower (AMD EPYC).
                 for (o, (x, g)) in o.chunks_mut(d).zip(x.chunks(d).zip(g.chunks(d))) {
                     layer_norm_backward_row(x, g, w, eps, o, &mut cw, &mut cb);
                 }
@@ -303,6 +316,22 @@ mod tests {
             let want = reference(&rounded(&data, DType::F32), shape[0], c, shape[2] * shape[3], &w, &b, 1e-6);
             assert_close(&y.to_f64_vec().unwrap(), &want, 1e-5, 2e-5, &format!("layer_norm2d {shape:?}"));
         }
+    }
+
+    /// The forward row loop runs on the best vector extension (`dispatch!`); the same rows
+    /// through the baseline-compiled row function must give the same bits.
+    #[test]
+    fn vector_paths_equal_the_baseline_bit_for_bit() {
+        let d = 131;
+        let x = Tensor::rand_uniform(&[7, d], -3.0, 5.0, 1, DType::F32).to_vec::<f32>().unwrap();
+        let w = Tensor::rand_uniform(&[d], 0.5, 1.5, 3, DType::F32).to_vec::<f32>().unwrap();
+        let b = Tensor::rand_uniform(&[d], -0.5, 0.5, 4, DType::F32).to_vec::<f32>().unwrap();
+        let (mut fast, mut slow) = (vec![0.0f32; x.len()], vec![0.0f32; x.len()]);
+        super::layer_norm_rows(&x, &mut fast, d, Some(&w), Some(&b), 1e-5);
+        for (o, r) in slow.chunks_mut(d).zip(x.chunks(d)) {
+            super::layer_norm_row(r, o, Some(&w), Some(&b), 1e-5);
+        }
+        assert!(fast.iter().zip(&slow).all(|(a, b)| a.to_bits() == b.to_bits()));
     }
 
     #[test]
