@@ -15,6 +15,12 @@ impl YieldBarrier {
         YieldBarrier { n, arrived: AtomicUsize::new(0), generation: AtomicUsize::new(0) }
     }
 
+    /// How many times the barrier has opened. A thread that has not yet arrived reads the count
+    /// of the round it is about to join.
+    pub fn generation(&self) -> usize {
+        self.generation.load(Ordering::Acquire)
+    }
+
     /// Blocks until `n` threads have called `wait`; returns true for exactly one of them (the
     /// last to arrive).
     pub fn wait(&self) -> bool {
