@@ -1,6 +1,7 @@
-//! A reusable barrier for emulated threads that yields instead of sleeping on a condition
-//! variable: the emulator runs hundreds of threads on a few cores, and every warp operation is a
-//! rendezvous, so waking a herd through a mutex would dominate its run time.
+//! A reusable barrier for emulated threads. A waiting fiber ([`super::fiber`]) is not run again
+//! until the barrier opens; a waiting OS thread yields instead of sleeping (hundreds of threads
+//! on a few cores, and every warp operation is a rendezvous: waking a herd through a mutex and a
+//! condition variable dominated the run time).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -29,11 +30,10 @@ impl YieldBarrier {
             self.arrived.store(0, Ordering::Relaxed);
             // Release: everything written before the barrier is visible to the waiters.
             self.generation.store(gen.wrapping_add(1), Ordering::Release);
+            super::fiber::opened();
             return true;
         }
-        while self.generation.load(Ordering::Acquire) == gen {
-            std::thread::yield_now();
-        }
+        super::fiber::wait(&self.generation, gen);
         false
     }
 }

@@ -1,20 +1,23 @@
 //! A CPU emulator of the CUDA thread grid, so kernel bodies are tested on machines without a GPU.
 //!
 //! Semantics kept from the hardware:
-//! - every thread of a block is alive at once (one OS thread per GPU thread, reused for the
-//!   launch's blocks in turn), so [`Ctx::sync_threads`] is a real barrier ([`barrier::YieldBarrier`]);
+//! - every thread of a block is alive at once (a fiber per GPU thread, [`fiber`], or on targets
+//!   without fibers an OS thread; either reused for the launch's blocks in turn), so
+//!   [`Ctx::sync_threads`] is a real barrier ([`barrier::YieldBarrier`]);
 //! - threads are grouped into 32-lane warps; shuffles, votes, `ldmatrix` and `mma` are a rendezvous
 //!   of the warp's lanes (see [`warp`]), with the PTX ISA's fragment layouts ([`tensor_core`]);
 //! - each block gets its own dynamic shared memory, filled with NaN bytes (0xff) at block start, so
 //!   a read of shared memory that nothing wrote shows up in the result;
 //! - blocks run one after another in a chosen [`Order`], and the threads are started in that
-//!   order too: tests run with the reversed and shuffled orders, so code that depends on a
-//!   lucky schedule (a missing barrier) fails.
+//!   order too, warp by warp; on fibers the first warp runs ahead of the others until it waits
+//!   for them at a barrier. Tests run with the reversed and shuffled orders, so code that depends
+//!   on a lucky schedule (a missing barrier) fails.
 //!
 //! Output buffers should be filled with NaN before a launch ([`poisoned`]) so that an element no
 //! thread wrote fails the comparison.
 
 pub mod barrier;
+pub mod fiber;
 pub mod tensor_core;
 pub mod warp;
 
@@ -145,6 +148,22 @@ pub fn poisoned<T: Copy>(len: usize, poison: T) -> Vec<T> {
     vec![poison; len]
 }
 
+/// The order in which a block's threads start (and, on fibers, their priority): warp by warp,
+/// the warps in `order` and each warp's lanes in `order` (shuffled: each warp draws its own).
+fn thread_start_order(nthreads: usize, order: Order) -> Vec<usize> {
+    let warps = permutation(nthreads.div_ceil(32), order);
+    warps
+        .into_iter()
+        .flat_map(|w| {
+            let lane_order = match order {
+                Order::Shuffled(seed) => Order::Shuffled(seed ^ (w as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d)),
+                o => o,
+            };
+            permutation((nthreads - 32 * w).min(32), lane_order).into_iter().map(move |l| 32 * w + l)
+        })
+        .collect()
+}
+
 /// A small deterministic generator for the shuffled order (no dependency in the kernels crate).
 fn permutation(n: usize, order: Order) -> Vec<usize> {
     let mut p: Vec<usize> = (0..n).collect();
@@ -180,7 +199,7 @@ fn new_block(cfg: LaunchConfig, independent: bool) -> Block {
 /// Runs `kernel` once per GPU thread, one thread after another on the calling thread (blocks and
 /// threads in `order`). For kernels whose threads never cooperate (elementwise, gathers, one
 /// thread per output): a barrier or a warp operation panics. Much faster than [`launch`], which
-/// gives every GPU thread an OS thread.
+/// gives every GPU thread its own fiber (or OS thread).
 ///
 /// # Safety
 /// As [`launch`].
@@ -217,56 +236,78 @@ pub unsafe fn launch_args<K: Args>(cfg: LaunchConfig, order: Order, args: &K) {
 struct AssertSync<T>(T);
 unsafe impl<T> Sync for AssertSync<T> {}
 
-/// Runs `kernel` once per GPU thread of the launch.
+impl<F: Fn(&EmuCtx)> AssertSync<F> {
+    // A method, so that closures capture the wrapper (Sync), not the field.
+    fn run(&self, ctx: &EmuCtx) {
+        (self.0)(ctx)
+    }
+}
+
+/// Runs `kernel` once per GPU thread of the launch: as fibers on the calling thread where this
+/// target has them ([`fiber::SUPPORTED`]), else as OS threads ([`launch_os_threads`]).
 ///
 /// # Safety
 /// As for a real launch: every pointer the kernel dereferences must be valid for the accesses the
 /// kernel makes, and different threads' writes must not race (unless through atomics).
 pub unsafe fn launch<F: Fn(&EmuCtx)>(cfg: LaunchConfig, order: Order, kernel: F) {
+    if fiber::SUPPORTED {
+        launch_with(cfg, order, kernel, |threads, body| fiber::run(threads, body))
+    } else {
+        launch_os_threads(cfg, order, kernel)
+    }
+}
+
+/// [`launch`] with one OS thread per GPU thread, on every target: the portable path, and the
+/// check that the fiber path changes nothing but the speed.
+///
+/// # Safety
+/// As [`launch`].
+pub unsafe fn launch_os_threads<F: Fn(&EmuCtx)>(cfg: LaunchConfig, order: Order, kernel: F) {
+    launch_with(cfg, order, kernel, |threads, body| {
+        std::thread::scope(|s| {
+            for &t in threads {
+                std::thread::Builder::new()
+                    .stack_size(fiber::STACK_BYTES)
+                    .spawn_scoped(s, move || body(t))
+                    .expect("spawn emulated GPU thread");
+            }
+        })
+    })
+}
+
+/// Runs the block's threads (`start(thread ids in start order, body)` runs `body(t)` for each,
+/// all alive at once), each of them running every block of the launch in turn: between blocks
+/// all threads meet, and one re-poisons the shared memory before the next block starts.
+unsafe fn launch_with<F: Fn(&EmuCtx)>(
+    cfg: LaunchConfig,
+    order: Order,
+    kernel: F,
+    start: impl FnOnce(&[usize], &(dyn Fn(usize) + Sync)),
+) {
     let nthreads = cfg.block.count();
     assert!(nthreads > 0 && cfg.grid.count() > 0, "empty launch {cfg:?}");
     assert!(nthreads <= 1024, "more than 1024 threads per block: {cfg:?}");
     let kernel = AssertSync(kernel);
-    let kernel = &kernel;
     let (g, d) = (cfg.grid, cfg.block);
     let blocks = permutation(cfg.grid.count(), order);
-    let blocks = &blocks;
-    // One OS thread per GPU thread of a block, reused for every block in turn (spawning is
-    // the emulator's main cost): between blocks all threads meet, and one re-poisons the shared
-    // memory before the next block starts.
     let block = new_block(cfg, false);
-    let block = &block;
     let between = Barrier::new(nthreads);
-    let between = &between;
-    std::thread::scope(|s| {
-        for t in permutation(nthreads, order) {
-            let tid = Dim3::new(t as u32 % d.x, (t as u32 / d.x) % d.y, t as u32 / (d.x * d.y));
-            std::thread::Builder::new()
-                .stack_size(256 << 10)
-                .spawn_scoped(s, move || {
-                    for (i, &b) in blocks.iter().enumerate() {
-                        if i > 0 {
-                            if between.wait() {
-                                for cell in block.shared.iter() {
-                                    *cell.get() = u128::MAX;
-                                }
-                            }
-                            between.wait();
-                        }
-                        let bid = Dim3::new(b as u32 % g.x, (b as u32 / g.x) % g.y, b as u32 / (g.x * g.y));
-                        let ctx = EmuCtx {
-                            tid,
-                            bid,
-                            bdim: d,
-                            gdim: g,
-                            lane: t as u32 % 32,
-                            block,
-                            warp: &block.warps[t / 32],
-                        };
-                        (kernel.0)(&ctx)
+    let thread = |t: usize| {
+        let tid = Dim3::new(t as u32 % d.x, (t as u32 / d.x) % d.y, t as u32 / (d.x * d.y));
+        for (i, &b) in blocks.iter().enumerate() {
+            if i > 0 {
+                if between.wait() {
+                    for cell in block.shared.iter() {
+                        *cell.get() = u128::MAX;
                     }
-                })
-                .expect("spawn emulated GPU thread");
+                }
+                between.wait();
+            }
+            let bid = Dim3::new(b as u32 % g.x, (b as u32 / g.x) % g.y, b as u32 / (g.x * g.y));
+            let ctx =
+                EmuCtx { tid, bid, bdim: d, gdim: g, lane: t as u32 % 32, block: &block, warp: &block.warps[t / 32] };
+            kernel.run(&ctx)
         }
-    });
+    };
+    start(&thread_start_order(nthreads, order), &thread);
 }

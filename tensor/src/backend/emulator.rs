@@ -5,7 +5,7 @@
 //! as the CUDA backend does, so a kernel that passes the conformance harness here runs the same
 //! code path on the GPU. Both launch the kernels' argument structs (`kernels::abi`), the
 //! description that also declares each PTX entry point. Kernels whose threads cooperate (barriers,
-//! shared memory, warp shuffles, tensor-core ops) run with one OS thread per GPU thread; kernels
+//! shared memory, warp shuffles, tensor-core ops) run with a fiber per GPU thread; kernels
 //! whose threads never cooperate (elementwise, gathers) run one thread after another
 //! ([`emu::launch_args`]: the description says which).
 //!
@@ -13,7 +13,7 @@
 //! thread writes fails any comparison. Blocks and threads start in the emulator's [`Order`]
 //! (shuffled by default), so a kernel that relies on a lucky schedule fails too.
 //!
-//! Slow (an OS thread per GPU thread): for tests on small shapes.
+//! Slow (software tensor cores, a fiber switch per warp operation): for tests, up to the model's shapes.
 
 use super::kernel_args::*;
 use super::{check, Backend, BinaryOp, DevTensor};
