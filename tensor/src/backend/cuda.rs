@@ -14,9 +14,7 @@ use crate::{bf16, DType, Error, Result, Tensor};
 use kernels::abi::*;
 use kernels::ctx::LaunchConfig;
 use kernels::math::ACT_NONE;
-use kernels::{
-    attention, attention_tc, elementwise, fusion, gemm, gemm_tc, hyper, layernorm, permute, remap, softmax, Bf16, Elem,
-};
+use kernels::{attention, attention_tc, elementwise, fusion, hyper, layernorm, permute, remap, softmax, Bf16, Elem};
 use std::sync::Arc;
 
 /// Device memory holding `len` elements of `dtype` (F32 or BF16).
@@ -157,42 +155,28 @@ impl Cuda {
     ) -> Result<T> {
         let mut shape = x.shape().to_vec();
         *shape.last_mut().expect("rank >= 1") = n;
-        let pb = self.opt_ptr::<f32>(op, bias)?;
-        let (m, n32, k32, act) = (rows as u32, n as u32, k as u32, act_code(act));
-        if x.dtype() == DType::F32 {
-            let (a, b, residual) =
-                (self.ptr::<f32>(op, x)?, self.ptr::<f32>(op, w)?, self.opt_ptr::<f32>(op, residual)?);
-            let s = linear_f32_strides(k, n);
-            self.run(op, gemm::config(rows, n, 1), shape, DType::F32, |out| GemmF32 {
-                a,
-                b,
-                bias: pb,
-                residual,
-                out,
-                m,
-                n: n32,
-                k: k32,
-                s,
-                alpha: 1.0,
-                act,
-            })
+        self.gemm(op, &GemmPlan::linear(rows, k, n), [x, w], bias, act_code(act), residual, shape)
+    }
+
+    /// The GEMM `plan` describes on operands `a` and `b` into a new tensor of `shape`.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm(
+        &self,
+        op: &'static str,
+        plan: &GemmPlan,
+        [a, b]: [&T; 2],
+        bias: Option<&T>,
+        act: u32,
+        residual: Option<&T>,
+        shape: Vec<usize>,
+    ) -> Result<T> {
+        let pbias = self.opt_ptr::<f32>(op, bias)?;
+        if a.dtype() == DType::F32 {
+            let (pa, pb, pres) = (self.ptr(op, a)?, self.ptr(op, b)?, self.opt_ptr(op, residual)?);
+            self.run(op, plan.f32_config(), shape, DType::F32, |out| plan.f32_args([pa, pb], [pbias, pres], act, out))
         } else {
-            let (a, b, residual) =
-                (self.ptr::<Bf16>(op, x)?, self.ptr::<Bf16>(op, w)?, self.opt_ptr::<Bf16>(op, residual)?);
-            let s = linear_tc_strides(k, n);
-            self.run(op, gemm_tc::config(rows, n, 1), shape, DType::BF16, |out: *mut Bf16| GemmTc {
-                a,
-                b,
-                bias: pb,
-                residual,
-                out,
-                m,
-                n: n32,
-                k: k32,
-                s,
-                alpha: 1.0,
-                act,
-            })
+            let (pa, pb, pres) = (self.ptr(op, a)?, self.ptr(op, b)?, self.opt_ptr(op, residual)?);
+            self.run(op, plan.tc_config(), shape, DType::BF16, |out| plan.tc_args([pa, pb], pbias, pres, act, out))
         }
     }
 
@@ -461,45 +445,10 @@ impl Backend for Cuda {
     fn conv_transpose2x2(&self, x: &T, w: &T, bias: &T) -> Result<T> {
         const OP: &str = "conv_transpose2x2";
         let (dims, cout) = check::conv_transpose2x2(x, w, bias)?;
-        let cin = dims[1];
-        let pb = self.ptr::<f32>(OP, bias)?;
         conv_transpose_by_taps(self, x, w, dims, cout, |rows, w| {
-            let (m, n32, k32) = (rows.shape()[0] as u32, cout as u32, cin as u32);
-            let shape = vec![rows.shape()[0], 4 * cout];
-            let cfg_rows = rows.shape()[0];
-            if x.dtype() == DType::F32 {
-                let (a, b) = (self.ptr::<f32>(OP, rows)?, self.ptr::<f32>(OP, w)?);
-                let s = conv_taps_f32_strides(cin, cout);
-                self.run(OP, gemm::config(cfg_rows, cout, 4), shape, DType::F32, |out| GemmF32 {
-                    a,
-                    b,
-                    bias: pb,
-                    residual: std::ptr::null(),
-                    out,
-                    m,
-                    n: n32,
-                    k: k32,
-                    s,
-                    alpha: 1.0,
-                    act: ACT_NONE,
-                })
-            } else {
-                let (a, b) = (self.ptr::<Bf16>(OP, rows)?, self.ptr::<Bf16>(OP, w)?);
-                let s = conv_taps_tc_strides(cin, cout);
-                self.run(OP, gemm_tc::config(cfg_rows, cout, 4), shape, DType::BF16, |out: *mut Bf16| GemmTc {
-                    a,
-                    b,
-                    bias: pb,
-                    residual: std::ptr::null(),
-                    out,
-                    m,
-                    n: n32,
-                    k: k32,
-                    s,
-                    alpha: 1.0,
-                    act: ACT_NONE,
-                })
-            }
+            let (n_rows, cin) = (rows.shape()[0], dims[1]);
+            let plan = GemmPlan::conv_taps(n_rows, cin, cout);
+            self.gemm(OP, &plan, [rows, w], Some(bias), ACT_NONE, None, vec![n_rows, 4 * cout])
         })
     }
 

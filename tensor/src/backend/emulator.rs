@@ -24,9 +24,7 @@ use kernels::abi::*;
 pub use kernels::emu::Order;
 use kernels::emu::{self, LaunchConfig};
 use kernels::math::ACT_NONE;
-use kernels::{
-    attention, attention_tc, elementwise, fusion, gemm, gemm_tc, hyper, layernorm, permute, remap, softmax, Bf16, Elem,
-};
+use kernels::{attention, attention_tc, elementwise, fusion, hyper, layernorm, permute, remap, softmax, Bf16, Elem};
 use std::sync::Arc;
 
 /// 16 bytes, 16-byte aligned: the unit of an emulator buffer, so that the kernels' vector loads
@@ -210,23 +208,31 @@ impl Emulator {
     ) -> Result<T> {
         let mut shape = x.shape().to_vec();
         *shape.last_mut().expect("rank >= 1") = n;
-        let pb = self.opt_arg::<f32>(op, bias)?;
-        let (m32, n32, k32, act) = (rows as u32, n as u32, k as u32, act_code(act));
-        if x.dtype() == DType::F32 {
-            let (a, b, residual) =
-                (self.arg::<f32>(op, x)?, self.arg::<f32>(op, w)?, self.opt_arg::<f32>(op, residual)?);
-            let s = linear_f32_strides(k, n);
+        self.gemm(op, &GemmPlan::linear(rows, k, n), [x, w], bias, act_code(act), residual, shape)
+    }
+
+    /// The GEMM `plan` describes on operands `a` and `b` into a new tensor of `shape`.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm(
+        &self,
+        op: &'static str,
+        plan: &GemmPlan,
+        [a, b]: [&T; 2],
+        bias: Option<&T>,
+        act: u32,
+        residual: Option<&T>,
+        shape: Vec<usize>,
+    ) -> Result<T> {
+        let pbias = self.opt_arg::<f32>(op, bias)?;
+        if a.dtype() == DType::F32 {
+            let (pa, pb, pres) = (self.arg(op, a)?, self.arg(op, b)?, self.opt_arg(op, residual)?);
             Ok(self.output::<f32>(shape, DType::F32, |out| unsafe {
-                let args = GemmF32 { a, b, bias: pb, residual, out, m: m32, n: n32, k: k32, s, alpha: 1.0, act };
-                self.launch(gemm::config(rows, n, 1), &args)
+                self.launch(plan.f32_config(), &plan.f32_args([pa, pb], [pbias, pres], act, out))
             }))
         } else {
-            let (a, b, residual) =
-                (self.arg::<Bf16>(op, x)?, self.arg::<Bf16>(op, w)?, self.opt_arg::<Bf16>(op, residual)?);
-            let s = linear_tc_strides(k, n);
+            let (pa, pb, pres) = (self.arg(op, a)?, self.arg(op, b)?, self.opt_arg(op, residual)?);
             Ok(self.output::<Bf16>(shape, DType::BF16, |out| unsafe {
-                let args = GemmTc { a, b, bias: pb, residual, out, m: m32, n: n32, k: k32, s, alpha: 1.0, act };
-                self.launch(gemm_tc::config(rows, n, 1), &args)
+                self.launch(plan.tc_config(), &plan.tc_args([pa, pb], pbias, pres, act, out))
             }))
         }
     }
@@ -495,31 +501,10 @@ impl Backend for Emulator {
     fn conv_transpose2x2(&self, x: &T, w: &T, bias: &T) -> Result<T> {
         const OP: &str = "conv_transpose2x2";
         let (dims, cout) = check::conv_transpose2x2(x, w, bias)?;
-        let cin = dims[1];
-        let pb = self.arg::<f32>(OP, bias)?;
         conv_transpose_by_taps(self, x, w, dims, cout, |rows, w| {
-            let (m, n32, k32) = (rows.shape()[0] as u32, cout as u32, cin as u32);
-            let shape = vec![rows.shape()[0], 4 * cout];
-            let cfg_rows = rows.shape()[0];
-            if x.dtype() == DType::F32 {
-                let (a, b) = (self.arg::<f32>(OP, rows)?, self.arg::<f32>(OP, w)?);
-                let s = conv_taps_f32_strides(cin, cout);
-                Ok(self.output::<f32>(shape, DType::F32, |out| unsafe {
-                    let residual = std::ptr::null();
-                    let args =
-                        GemmF32 { a, b, bias: pb, residual, out, m, n: n32, k: k32, s, alpha: 1.0, act: ACT_NONE };
-                    self.launch(gemm::config(cfg_rows, cout, 4), &args)
-                }))
-            } else {
-                let (a, b) = (self.arg::<Bf16>(OP, rows)?, self.arg::<Bf16>(OP, w)?);
-                let s = conv_taps_tc_strides(cin, cout);
-                Ok(self.output::<Bf16>(shape, DType::BF16, |out| unsafe {
-                    let residual = std::ptr::null();
-                    let args =
-                        GemmTc { a, b, bias: pb, residual, out, m, n: n32, k: k32, s, alpha: 1.0, act: ACT_NONE };
-                    self.launch(gemm_tc::config(cfg_rows, cout, 4), &args)
-                }))
-            }
+            let (n_rows, cin) = (rows.shape()[0], dims[1]);
+            let plan = GemmPlan::conv_taps(n_rows, cin, cout);
+            self.gemm(OP, &plan, [rows, w], Some(bias), ACT_NONE, None, vec![n_rows, 4 * cout])
         })
     }
 

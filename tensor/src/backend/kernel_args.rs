@@ -4,11 +4,13 @@
 
 use super::{Backend, BinaryOp, DevTensor};
 use crate::ops::Activation;
+use kernels::abi::{GemmF32, GemmTc};
 use kernels::attention::AttnShape;
+use kernels::ctx::LaunchConfig;
 use kernels::fusion::UpsampleSumShape;
 use kernels::math::{ACT_GELU, ACT_NONE, ACT_RELU};
 use kernels::permute::PermuteShape;
-use kernels::{elementwise, gemm, gemm_tc};
+use kernels::{elementwise, gemm, gemm_tc, Bf16};
 
 /// Runs `$body` with `$E` the kernels' element type for `$dt` (f32 or `kernels::Bf16`), so one
 /// generic expression builds the f32 or the bf16 instance of a kernel's argument struct.
@@ -54,32 +56,101 @@ pub fn permute_shape(in_dims: &[usize], perm: &[usize], out_dims: &[usize]) -> P
     s
 }
 
-/// `linear`'s f32 GEMM: A = x `[rows, k]`, B = wᵀ (element (kk, j) is w[j, kk]), C `[rows, n]`.
-pub fn linear_f32_strides(k: usize, n: usize) -> gemm::Strides {
-    let (k, n) = (k as u64, n as u64);
-    gemm::Strides { a_rs: k, a_cs: 1, b_rs: 1, b_cs: k, c_rs: n, batch_a: 0, batch_b: 0, batch_c: 0 }
+/// One GEMM launch as both device backends make it: `batch` products `C = A B (+ bias)` of
+/// `m x n x k`, laid out as `f32` says for the SIMT kernel and as `tc` says for the tensor-core
+/// kernel (which reads B k-contiguous). The dtype picks the kernel.
+pub struct GemmPlan {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub batch: usize,
+    pub f32: gemm::Strides,
+    pub tc: gemm_tc::Strides,
 }
 
-/// `linear`'s tensor-core GEMM: A = x `[rows, k]`, B = w `[n, k]`, C `[rows, n]`.
-pub fn linear_tc_strides(k: usize, n: usize) -> gemm_tc::Strides {
-    let (k, n) = (k as u64, n as u64);
-    gemm_tc::Strides { lda: k, ldb: k, ldc: n, batch_a: 0, batch_b: 0, batch_c: 0 }
-}
+impl GemmPlan {
+    /// `linear`: A = x `[rows, k]`, B = wᵀ with w `[n, k]`, C `[rows, n]`.
+    pub fn linear(rows: usize, k: usize, n: usize) -> GemmPlan {
+        let (k64, n64) = (k as u64, n as u64);
+        GemmPlan {
+            m: rows,
+            n,
+            k,
+            batch: 1,
+            f32: gemm::Strides {
+                a_rs: k64,
+                a_cs: 1,
+                b_rs: 1,
+                b_cs: k64,
+                c_rs: n64,
+                batch_a: 0,
+                batch_b: 0,
+                batch_c: 0,
+            },
+            tc: gemm_tc::Strides { lda: k64, ldb: k64, ldc: n64, batch_a: 0, batch_b: 0, batch_c: 0 },
+        }
+    }
 
-/// `conv_transpose2x2` as a GEMM batched over the kernel's four taps `t = 2·dy + dx`: A is x in
-/// NHWC `[N·H·W, Cin]` and C is `[N·H·W, 4, Cout]` (tap t in columns `t·Cout..`), the bias added
-/// per tap. The f32 GEMM reads tap t of the weight `[Cin, Cout, 2, 2]` in place:
-/// `B_t[ci][co] = w[ci, co, t]`.
-pub fn conv_taps_f32_strides(cin: usize, cout: usize) -> gemm::Strides {
-    let (cin, cout) = (cin as u64, cout as u64);
-    gemm::Strides { a_rs: cin, a_cs: 1, b_rs: 4 * cout, b_cs: 4, c_rs: 4 * cout, batch_a: 0, batch_b: 1, batch_c: cout }
-}
+    /// `conv_transpose2x2` as a GEMM batched over the kernel's four taps `t = 2·dy + dx`: A is x
+    /// in NHWC `[rows = N·H·W, Cin]` and C is `[rows, 4, Cout]` (tap t in columns `t·Cout..`), the
+    /// bias added per tap. The f32 GEMM reads tap t of the weight `[Cin, Cout, 2, 2]` in place
+    /// (`B_t[ci][co] = w[ci, co, t]`); the tensor cores read `B_t` `[Cout, Cin]`, tap t of the
+    /// weight permuted to `[4, Cout, Cin]` ([`conv_transpose_by_taps`] does that).
+    pub fn conv_taps(rows: usize, cin: usize, cout: usize) -> GemmPlan {
+        let (ci, co) = (cin as u64, cout as u64);
+        GemmPlan {
+            m: rows,
+            n: cout,
+            k: cin,
+            batch: 4,
+            f32: gemm::Strides {
+                a_rs: ci,
+                a_cs: 1,
+                b_rs: 4 * co,
+                b_cs: 4,
+                c_rs: 4 * co,
+                batch_a: 0,
+                batch_b: 1,
+                batch_c: co,
+            },
+            tc: gemm_tc::Strides { lda: ci, ldb: ci, ldc: 4 * co, batch_a: 0, batch_b: co * ci, batch_c: co },
+        }
+    }
 
-/// The same on the tensor cores, whose B operand is k-contiguous: `B_t` `[Cout, Cin]` is tap t of
-/// the weight permuted to `[4, Cout, Cin]` ([`conv_transpose_by_taps`] does that).
-pub fn conv_taps_tc_strides(cin: usize, cout: usize) -> gemm_tc::Strides {
-    let (cin, cout) = (cin as u64, cout as u64);
-    gemm_tc::Strides { lda: cin, ldb: cin, ldc: 4 * cout, batch_a: 0, batch_b: cout * cin, batch_c: cout }
+    /// The SIMT kernel's launch geometry.
+    pub fn f32_config(&self) -> LaunchConfig {
+        gemm::config(self.m, self.n, self.batch)
+    }
+
+    /// The SIMT kernel's arguments (f32 operands; a null bias or residual is absent).
+    pub fn f32_args(
+        &self,
+        [a, b]: [*const f32; 2],
+        [bias, residual]: [*const f32; 2],
+        act: u32,
+        out: *mut f32,
+    ) -> GemmF32<f32> {
+        let (m, n, k) = (self.m as u32, self.n as u32, self.k as u32);
+        GemmF32 { a, b, bias, residual, out, m, n, k, s: self.f32, alpha: 1.0, act }
+    }
+
+    /// The tensor-core kernel's launch geometry.
+    pub fn tc_config(&self) -> LaunchConfig {
+        gemm_tc::config(self.m, self.n, self.batch)
+    }
+
+    /// The tensor-core kernel's arguments (bf16 operands, residual and output; f32 bias).
+    pub fn tc_args(
+        &self,
+        [a, b]: [*const Bf16; 2],
+        bias: *const f32,
+        residual: *const Bf16,
+        act: u32,
+        out: *mut Bf16,
+    ) -> GemmTc<Bf16, Bf16> {
+        let (m, n, k) = (self.m as u32, self.n as u32, self.k as u32);
+        GemmTc { a, b, bias, residual, out, m, n, k, s: self.tc, alpha: 1.0, act }
+    }
 }
 
 /// `conv_transpose2x2` around `taps`, the backend's GEMM over the four taps: x `[N, Cin, H, W]` goes
