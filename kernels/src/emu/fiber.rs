@@ -26,13 +26,13 @@
 //! Only x86-64 Linux has the switch (see [`SUPPORTED`]); elsewhere the emulator uses one OS thread
 //! per GPU thread ([`super::launch_os_threads`]), which is slower and otherwise the same.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 /// Whether this target has the fiber switch.
 pub const SUPPORTED: bool = cfg!(all(target_arch = "x86_64", target_os = "linux"));
 
 /// Bytes of stack per fiber (the OS-thread path gives its threads the same).
 pub const STACK_BYTES: usize = 256 << 10;
-
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Returns once `generation` differs from `seen` (a barrier has opened): on a fiber, the
 /// scheduler runs others meanwhile; on an OS thread, the thread yields until then.
