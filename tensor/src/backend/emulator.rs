@@ -193,26 +193,8 @@ impl Emulator {
         }))
     }
 
-    /// `act(x wᵀ + bias) (+ residual)` on the GEMM kernels (f32: SIMT, bf16: tensor cores), the
-    /// residual added in their output pass. The caller checked the operands.
-    #[allow(clippy::too_many_arguments)]
-    fn gemm_linear(
-        &self,
-        op: &'static str,
-        x: &T,
-        w: &T,
-        bias: Option<&T>,
-        act: Activation,
-        residual: Option<&T>,
-        (rows, k, n): (usize, usize, usize),
-    ) -> Result<T> {
-        let mut shape = x.shape().to_vec();
-        *shape.last_mut().expect("rank >= 1") = n;
-        self.gemm(op, &GemmPlan::linear(rows, k, n), [x, w], bias, act_code(act), residual, shape)
-    }
-
-    /// The GEMM `plan` describes on operands `a` and `b` into a new tensor of `shape`.
-    #[allow(clippy::too_many_arguments)]
+    /// The GEMM `plan` describes on operands `a` and `b` (f32: SIMT, bf16: tensor cores), `act`
+    /// applied and the residual added in the kernels' output pass. The caller checked the operands.
     fn gemm(
         &self,
         op: &'static str,
@@ -221,8 +203,8 @@ impl Emulator {
         bias: Option<&T>,
         act: u32,
         residual: Option<&T>,
-        shape: Vec<usize>,
     ) -> Result<T> {
+        let shape = plan.out_shape.clone();
         let pbias = self.opt_arg::<f32>(op, bias)?;
         if a.dtype() == DType::F32 {
             let (pa, pb, pres) = (self.arg(op, a)?, self.arg(op, b)?, self.opt_arg(op, residual)?);
@@ -341,13 +323,13 @@ impl Backend for Emulator {
     }
 
     fn linear(&self, x: &T, w: &T, bias: Option<&T>, act: Activation) -> Result<T> {
-        let (rows, k, n) = check::linear(x, w, bias)?;
-        self.gemm_linear("linear", x, w, bias, act, None, (rows, k, n))
+        let (_, k, n) = check::linear(x, w, bias)?;
+        self.gemm("linear", &GemmPlan::linear(x.shape(), k, n), [x, w], bias, act_code(act), None)
     }
 
     fn linear_add(&self, x: &T, w: &T, bias: Option<&T>, act: Activation, residual: &T) -> Result<T> {
-        let (rows, k, n) = check::linear_add(x, w, bias, residual)?;
-        self.gemm_linear("linear_add", x, w, bias, act, Some(residual), (rows, k, n))
+        let (_, k, n) = check::linear_add(x, w, bias, residual)?;
+        self.gemm("linear_add", &GemmPlan::linear(x.shape(), k, n), [x, w], bias, act_code(act), Some(residual))
     }
 
     fn binary(&self, a: &T, b: &T, op: BinaryOp) -> Result<T> {
@@ -502,9 +484,8 @@ impl Backend for Emulator {
         const OP: &str = "conv_transpose2x2";
         let (dims, cout) = check::conv_transpose2x2(x, w, bias)?;
         conv_transpose_by_taps(self, x, w, dims, cout, |rows, w| {
-            let (n_rows, cin) = (rows.shape()[0], dims[1]);
-            let plan = GemmPlan::conv_taps(n_rows, cin, cout);
-            self.gemm(OP, &plan, [rows, w], Some(bias), ACT_NONE, None, vec![n_rows, 4 * cout])
+            let plan = GemmPlan::conv_taps(rows.shape()[0], dims[1], cout);
+            self.gemm(OP, &plan, [rows, w], Some(bias), ACT_NONE, None)
         })
     }
 

@@ -58,8 +58,10 @@ pub fn permute_shape(in_dims: &[usize], perm: &[usize], out_dims: &[usize]) -> P
 
 /// One GEMM launch as both device backends make it: `batch` products `C = A B (+ bias)` of
 /// `m x n x k`, laid out as `f32` says for the SIMT kernel and as `tc` says for the tensor-core
-/// kernel (which reads B k-contiguous). The dtype picks the kernel.
+/// kernel (which reads B k-contiguous), into a new tensor of `out_shape`. The dtype picks the
+/// kernel.
 pub struct GemmPlan {
+    pub out_shape: Vec<usize>,
     pub m: usize,
     pub n: usize,
     pub k: usize,
@@ -69,11 +71,15 @@ pub struct GemmPlan {
 }
 
 impl GemmPlan {
-    /// `linear`: A = x `[rows, k]`, B = wᵀ with w `[n, k]`, C `[rows, n]`.
-    pub fn linear(rows: usize, k: usize, n: usize) -> GemmPlan {
+    /// `linear` on x of shape `[.., k]`: A = x as `[rows, k]`, B = wᵀ with w `[n, k]`, C
+    /// `[rows, n]`, shaped `[.., n]`.
+    pub fn linear(x_shape: &[usize], k: usize, n: usize) -> GemmPlan {
         let (k64, n64) = (k as u64, n as u64);
+        let mut out_shape = x_shape.to_vec();
+        *out_shape.last_mut().expect("rank >= 1") = n;
         GemmPlan {
-            m: rows,
+            m: x_shape[..x_shape.len() - 1].iter().product(),
+            out_shape,
             n,
             k,
             batch: 1,
@@ -99,6 +105,7 @@ impl GemmPlan {
     pub fn conv_taps(rows: usize, cin: usize, cout: usize) -> GemmPlan {
         let (ci, co) = (cin as u64, cout as u64);
         GemmPlan {
+            out_shape: vec![rows, 4 * cout],
             m: rows,
             n: cout,
             k: cin,
