@@ -137,8 +137,7 @@ fn a_panicking_thread_fails_the_launch_and_the_next_one_runs() {
         })
     });
     let message = result.expect_err("the launch must fail");
-    let message = message.downcast_ref::<&str>().copied().or(message.downcast_ref::<String>().map(String::as_str));
-    let message = message.unwrap_or("(not a string)");
+    let message = panic_message(&*message);
     assert!(message.contains("thread 40 of block 1 fails"), "{message}");
     let mut out = vec![0u32; 2 * 96];
     let po = out.as_mut_ptr() as usize;
@@ -168,6 +167,6 @@ fn a_deadlocked_block_is_an_error() {
         })
     });
     let message = result.expect_err("the launch must fail");
-    let message = message.downcast_ref::<String>().map(String::as_str).unwrap_or("(not a string)");
+    let message = panic_message(&*message);
     assert!(message.contains("deadlocked: 63 of 64 threads wait"), "{message}");
 }

@@ -123,8 +123,8 @@ mod imp {
         fn facex_emu_fiber_start();
     }
 
-    /// Written at the low end of every stack and checked when its fiber returns: a stack that
-    /// grew past its end has overwritten it (there is no guard page).
+    /// Written at the low end of every stack and checked each time its fiber switches back to the
+    /// scheduler: a stack that grew past its end has overwritten it (there is no guard page).
     const CANARY: u64 = 0x5afe_57ac_cafe_f00d;
     const CANARY_WORDS: usize = 8;
 
@@ -162,7 +162,8 @@ mod imp {
         index: usize,
         done: bool,
         panic: Option<Box<dyn Any + Send>>,
-        /// The barrier generation this fiber waits to change, and the value it saw (null: runnable).
+        /// The barrier generation this fiber last waited on, and the value it saw (null: it never
+        /// waited). It can run when the generation differs.
         waits_on: *const AtomicUsize,
         seen: usize,
     }
@@ -220,10 +221,9 @@ mod imp {
             let f = &mut s.fibers[s.current];
             (f.waits_on, f.seen) = (generation, seen);
             let (save, to) = (&raw mut f.sp, s.main_sp);
-            // The scheduler resumes this fiber only once the generation has changed.
+            // The scheduler resumes this fiber only once the generation has changed; the next wait
+            // overwrites the fields, so they need no clearing.
             facex_emu_fiber_switch(save, to);
-            let s = &mut *sched;
-            s.fibers[s.current].waits_on = std::ptr::null();
         }
         true
     }

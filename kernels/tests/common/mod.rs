@@ -57,3 +57,9 @@ pub fn assert_close(got: &[f32], want: &[f64], atol: f64, rtol: f64, what: &str)
 /// tensor crate builds on this one, and cargo allows the cycle for tests).
 #[allow(unused_imports)] // not every test file uses it
 pub use tensor::testing::gelu_f64 as gelu64;
+
+/// The message of a caught panic (`panic!` with arguments gives a `String`, without a `&str`).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    let text = payload.downcast_ref::<&str>().copied();
+    text.or(payload.downcast_ref::<String>().map(String::as_str)).unwrap_or("(not a string)")
+}
