@@ -1,0 +1,410 @@
+//! Swin's window attention in one pass per window: for each window and head, the scores
+//! `scale · q kᵀ + bias + mask`, their row softmax and the product with v, all on a few KiB of
+//! scratch that stays in L1, instead of batched tiny GEMMs with the scores going through memory
+//! between four ops.
+//!
+//! The inputs are read where the qkv Linear wrote them (`[B, n, 3·H·d]`: q, k, v, each
+//! head-major), and the output is written token-major (`[B, n, H·d]`), ready for the projection:
+//! no permute copies either side. Its composite twin is `matmul`, `add`, `softmax`, `matmul`
+//! (what the autograd model records when gradients are needed); the tests compare the two.
+//!
+//! Paths: AVX-512 register tiles (`avx512.rs`) for windows of up to 64 tokens and head dims that
+//! are a multiple of 16 (Swin: 49 tokens, 32 dims); AVX2 + FMA tiles (`avx2.rs`) for the same
+//! windows and head dims that are a multiple of 8 where the CPU has no AVX-512; plain loops
+//! otherwise. Both share the softmax of
+//! `ops::softmax`, so the probabilities agree with the composite's to rounding of the scores.
+
+use crate::ops::softmax::rows as softmax_rows;
+use crate::profile;
+use crate::{DType, Error, Result, Tensor};
+use rayon::prelude::*;
+
+/// What one call computes, in elements.
+#[derive(Clone, Copy, Debug)]
+struct Dims {
+    /// Tokens per window, heads, head dim.
+    n: usize,
+    h: usize,
+    d: usize,
+    /// Windows per image (the mask's first dim; 1 without a mask).
+    nw: usize,
+    scale: f32,
+}
+
+impl Dims {
+    fn c(&self) -> usize {
+        self.h * self.d
+    }
+}
+
+impl Tensor {
+    /// Window attention on a packed qkv `[B, n, 3·H·d]` -> `[B, n, H·d]`: for window `b` and
+    /// head `h`, `softmax(scale · q kᵀ + bias[h] + mask[b % nW]) v`. `bias` is `[H, n, n]`,
+    /// `mask` `[nW, n, n]` with B a multiple of nW (windows are image-major, as Swin orders them).
+    /// f32 only (inference fast path; its autograd twin is the composite of the same ops).
+    pub fn window_attention(
+        &self,
+        heads: usize,
+        bias: Option<&Tensor>,
+        mask: Option<&Tensor>,
+        scale: f32,
+    ) -> Result<Tensor> {
+        let (b, n, d, nw) = check(self, heads, bias, mask)?;
+        let dims = Dims { n, h: heads, d, nw, scale };
+        let flops = 4.0 * (b * heads * n * n * d) as f64;
+        let _prof = profile::op(profile::Kind::Attention, flops, profile::f32_traffic(b * n * 4 * heads * d, 1));
+        // Borrowed when contiguous, else one copy.
+        let qkv = self.f32_slice()?;
+        let bias = bias.map(|t| t.f32_slice()).transpose()?;
+        let mask = mask.map(|t| t.f32_slice()).transpose()?;
+        let mut out = vec![0.0f32; b * n * heads * d];
+        if n > 0 && d > 0 {
+            attend(&qkv, bias.as_deref(), mask.as_deref(), &mut out, dims);
+        }
+        Tensor::from_vec(out, &[b, n, heads * d])
+    }
+}
+
+/// The forward's argument checks: (windows, tokens, head dim, windows per image).
+fn check(
+    qkv: &Tensor,
+    heads: usize,
+    bias: Option<&Tensor>,
+    mask: Option<&Tensor>,
+) -> Result<(usize, usize, usize, usize)> {
+    let op = "window_attention";
+    let s = qkv.shape();
+    if qkv.rank() != 3 || heads == 0 || !s[2].is_multiple_of(3 * heads) {
+        let expected = format!("[B, n, 3·heads·d] with heads = {heads}");
+        return Err(Error::BadShape { op, shape: s.to_vec(), expected });
+    }
+    if qkv.dtype() != DType::F32 {
+        return Err(Error::UnsupportedDType { op, dtype: qkv.dtype() });
+    }
+    let (b, n, d) = (s[0], s[1], s[2] / (3 * heads));
+    let check = |t: &Tensor, lead: usize, what: &str| -> Result<()> {
+        if t.shape() != [lead, n, n] {
+            let expected = format!("{what} [{lead}, {n}, {n}]");
+            return Err(Error::BadShape { op, shape: t.shape().to_vec(), expected });
+        }
+        if t.dtype() != DType::F32 {
+            return Err(Error::UnsupportedDType { op, dtype: t.dtype() });
+        }
+        Ok(())
+    };
+    if let Some(t) = bias {
+        check(t, heads, "bias")?;
+    }
+    let nw = match mask {
+        Some(m) => {
+            let nw = m.shape().first().copied().unwrap_or(0);
+            if nw == 0 || b % nw != 0 {
+                let expected = format!("mask [nW, {n}, {n}] with nW dividing the {b} windows");
+                return Err(Error::BadShape { op, shape: m.shape().to_vec(), expected });
+            }
+            check(m, nw, "mask")?;
+            nw
+        }
+        None => 1,
+    };
+    Ok((b, n, d, nw))
+}
+
+/// All windows, in parallel over windows (each writes its own output rows).
+fn attend(qkv: &[f32], bias: Option<&[f32]>, mask: Option<&[f32]>, out: &mut [f32], dims: Dims) {
+    let (n, c) = (dims.n, dims.c());
+    out.par_chunks_mut(n * c).enumerate().for_each_init(
+        || Scratch::new(n, dims.d),
+        |s, (w, o)| {
+            let qkv = &qkv[w * n * 3 * c..(w + 1) * n * 3 * c];
+            let mask = mask.map(|m| &m[(w % dims.nw) * n * n..][..n * n]);
+            for h in 0..dims.h {
+                let bias = bias.map(|b| &b[h * n * n..][..n * n]);
+                probabilities(qkv, bias, mask, h, s, dims);
+                let v = Rows { data: qkv, offset: 2 * c + h * dims.d, stride: 3 * c };
+                weighted(&s.probs, v, RowsMut { data: o, offset: h * dims.d, stride: c }, dims);
+            }
+        },
+    );
+}
+
+/// Per-thread buffers: one head's kᵀ (padded to 64 keys) and four n x n matrices.
+struct Scratch {
+    kt: Vec<f32>,
+    scores: Vec<f32>,
+    probs: Vec<f32>,
+    grad: Vec<f32>,
+    transposed: Vec<f32>,
+}
+
+impl Scratch {
+    fn new(n: usize, d: usize) -> Scratch {
+        let nn = || vec![0.0; n * n];
+        Scratch { kt: vec![0.0; d * 64], scores: nn(), probs: nn(), grad: nn(), transposed: nn() }
+    }
+}
+
+/// n rows of d values, row i at `data[offset + i * stride..]`: one head's q, k, v (or their
+/// gradients) inside a token-major buffer.
+#[derive(Clone, Copy)]
+struct Rows<'a> {
+    data: &'a [f32],
+    offset: usize,
+    stride: usize,
+}
+
+struct RowsMut<'a> {
+    data: &'a mut [f32],
+    offset: usize,
+    stride: usize,
+}
+
+/// The tiled AVX-512 path applies (and the CPU has it).
+fn use_avx512(dims: Dims) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        dims.n <= 64 && dims.d.is_multiple_of(16) && std::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = dims;
+        false
+    }
+}
+
+/// The AVX2 tiles apply (and the CPU has AVX2 + FMA but not AVX-512).
+fn use_avx2(dims: Dims) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        dims.n <= 64
+            && dims.d.is_multiple_of(8)
+            && !use_avx512(dims)
+            && std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = dims;
+        false
+    }
+}
+
+/// out[i, j] = scale · a_i · b_j (n x n), for rows of d values.
+fn dots(a: Rows, b: Rows, scale: f32, kt: &mut [f32], out: &mut [f32], dims: Dims) {
+    let Dims { n, d, .. } = dims;
+    assert!(a.offset + (n - 1) * a.stride + d <= a.data.len() && b.offset + (n - 1) * b.stride + d <= b.data.len());
+    assert!(out.len() >= n * n && kt.len() >= d * 64);
+    #[cfg(target_arch = "x86_64")]
+    if use_avx512(dims) {
+        // SAFETY: the CPU has AVX-512F; the asserts above keep every row in bounds.
+        unsafe {
+            return match n.div_ceil(16) {
+                1 => avx512::dots::<1, 16>(a, b, scale, kt, out, dims),
+                2 => avx512::dots::<2, 32>(a, b, scale, kt, out, dims),
+                3 => avx512::dots::<3, 48>(a, b, scale, kt, out, dims),
+                _ => avx512::dots::<4, 64>(a, b, scale, kt, out, dims),
+            };
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    if use_avx2(dims) {
+        // SAFETY: the CPU has AVX2 and FMA; the asserts above keep every row in bounds.
+        unsafe { return avx2::dots(a, b, scale, kt, out, dims) }
+    }
+    dots_plain(a, b, scale, out, dims);
+}
+
+/// [`dots`] as plain loops: the fallback and the tiles' reference.
+fn dots_plain(a: Rows, b: Rows, scale: f32, out: &mut [f32], dims: Dims) {
+    let Dims { n, d, .. } = dims;
+    for i in 0..n {
+        let ai = &a.data[a.offset + i * a.stride..][..d];
+        for j in 0..n {
+            let bj = &b.data[b.offset + j * b.stride..][..d];
+            out[i * n + j] = scale * ai.iter().zip(bj).map(|(x, y)| x * y).sum::<f32>();
+        }
+    }
+}
+
+/// out_i = Σ_j m[i, j] x_j (m is n x n, x and out rows of d values).
+fn weighted(m: &[f32], x: Rows, out: RowsMut, dims: Dims) {
+    let Dims { n, d, .. } = dims;
+    assert!(m.len() >= n * n && x.offset + (n - 1) * x.stride + d <= x.data.len());
+    assert!(out.offset + (n - 1) * out.stride + d <= out.data.len());
+    #[cfg(target_arch = "x86_64")]
+    if use_avx512(dims) {
+        // SAFETY: the CPU has AVX-512F; the asserts above keep every row in bounds.
+        unsafe {
+            return match d / 16 {
+                1 => avx512::weighted::<1>(m, x, out, dims),
+                2 => avx512::weighted::<2>(m, x, out, dims),
+                _ => avx512::weighted_wide(m, x, out, dims),
+            };
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    if use_avx2(dims) {
+        // SAFETY: the CPU has AVX2 and FMA; the asserts above keep every row in bounds.
+        unsafe { return avx2::weighted(m, x, out, dims) }
+    }
+    weighted_plain(m, x, out, dims);
+}
+
+/// [`weighted`] as plain loops: the fallback and the tiles' reference.
+fn weighted_plain(m: &[f32], x: Rows, out: RowsMut, dims: Dims) {
+    let Dims { n, d, .. } = dims;
+    for i in 0..n {
+        let o = &mut out.data[out.offset + i * out.stride..][..d];
+        o.fill(0.0);
+        for j in 0..n {
+            let (p, xj) = (m[i * n + j], &x.data[x.offset + j * x.stride..][..d]);
+            o.iter_mut().zip(xj).for_each(|(o, v)| *o += p * v);
+        }
+    }
+}
+
+/// The probabilities of one window and head into `s.probs`: softmax(scale · q kᵀ + bias + mask).
+fn probabilities(qkv: &[f32], bias: Option<&[f32]>, mask: Option<&[f32]>, h: usize, s: &mut Scratch, dims: Dims) {
+    let (c, d) = (dims.c(), dims.d);
+    let q = Rows { data: qkv, offset: h * d, stride: 3 * c };
+    let k = Rows { data: qkv, offset: c + h * d, stride: 3 * c };
+    dots(q, k, dims.scale, &mut s.kt, &mut s.scores, dims);
+    add_bias_mask(&mut s.scores, bias, mask);
+    softmax_rows(&s.scores, &mut s.probs, dims.n, false);
+    // Swin's mask adds -100: those probabilities come out near e^-100, below f32's smallest
+    // normal. Products with subnormal operands take a microcode assist on Intel cores (about
+    // 100 cycles each), which made the weighted sums 10x slower there. They are set to zero,
+    // a change below 1.2e-38 of the row's total of 1.
+    s.probs.iter_mut().for_each(|p| *p = if *p < f32::MIN_POSITIVE { 0.0 } else { *p });
+}
+
+/// scores += bias + mask (each n x n), in the composite's order (bias first, then the mask).
+fn add_bias_mask(scores: &mut [f32], bias: Option<&[f32]>, mask: Option<&[f32]>) {
+    match (bias, mask) {
+        (Some(b), Some(m)) => scores.iter_mut().zip(b).zip(m).for_each(|((s, b), m)| *s = (*s + b) + m),
+        (Some(t), None) | (None, Some(t)) => scores.iter_mut().zip(t).for_each(|(s, t)| *s += t),
+        (None, None) => {}
+    }
+}
+
+/// `dst = srcᵀ` for n x n.
+fn transpose_into(src: &[f32], dst: &mut [f32], n: usize) {
+    for i in 0..n {
+        for j in 0..n {
+            dst[j * n + i] = src[i * n + j];
+        }
+    }
+}
+
+/// Windows per gradient chunk: the bias gradient is summed per chunk, then over chunks in
+/// order, so its bits do not depend on the thread count or on scheduling.
+const BACKWARD_CHUNKS: usize = 32;
+
+impl Tensor {
+    /// The gradients of [`Tensor::window_attention`] (same arguments) for `grad_out`, dL/d(out)
+    /// `[B, n, H·d]`: (dL/d(qkv) `[B, n, 3·H·d]`, dL/d(bias) `[H, n, n]`). The mask gets none.
+    /// The probabilities are recomputed per window and head, nothing is saved by the forward.
+    ///
+    /// With P the probabilities, dO the output gradient: dV = Pᵀ dO, dP = dO Vᵀ,
+    /// dS = P ∘ (dP − rowsum(P ∘ dP)), dBias = Σ_windows dS, dQ = scale · dS K, dK = scale · dSᵀ Q.
+    pub fn window_attention_backward(
+        &self,
+        heads: usize,
+        bias: Option<&Tensor>,
+        mask: Option<&Tensor>,
+        scale: f32,
+        grad_out: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
+        let (b, n, d, nw) = check(self, heads, bias, mask)?;
+        let s = self.shape().to_vec();
+        if grad_out.shape() != [b, n, heads * d] {
+            return Err(Error::ShapeMismatch {
+                op: "window_attention_backward",
+                lhs: s,
+                rhs: grad_out.shape().to_vec(),
+            });
+        }
+        if grad_out.dtype() != DType::F32 {
+            return Err(Error::UnsupportedDType { op: "window_attention_backward", dtype: grad_out.dtype() });
+        }
+        let dims = Dims { n, h: heads, d, nw, scale };
+        let flops = 10.0 * (b * heads * n * n * d) as f64;
+        let _prof = profile::op(profile::Kind::Attention, flops, profile::f32_traffic(b * n * 7 * heads * d, 1));
+        let qkv = self.f32_slice()?;
+        let bias_v = bias.map(|t| t.f32_slice()).transpose()?;
+        let mask_v = mask.map(|t| t.f32_slice()).transpose()?;
+        let go = grad_out.f32_slice()?;
+        let c = heads * d;
+        let mut dqkv = vec![0.0f32; b * n * 3 * c];
+        let mut dbias = vec![0.0f32; heads * n * n];
+        if b > 0 && n > 0 && d > 0 {
+            let per_chunk = b.div_ceil(BACKWARD_CHUNKS);
+            let partial: Vec<Vec<f32>> = dqkv
+                .par_chunks_mut(per_chunk * n * 3 * c)
+                .enumerate()
+                .map(|(chunk, dq)| {
+                    let mut s = Scratch::new(n, d);
+                    let mut acc = vec![0.0f32; heads * n * n];
+                    for (i, dq) in dq.chunks_mut(n * 3 * c).enumerate() {
+                        let w = chunk * per_chunk + i;
+                        let (x, g) = (&qkv[w * n * 3 * c..][..n * 3 * c], &go[w * n * c..][..n * c]);
+                        let mask = mask_v.as_deref().map(|m| &m[(w % nw) * n * n..][..n * n]);
+                        for h in 0..heads {
+                            let bias = bias_v.as_deref().map(|t| &t[h * n * n..][..n * n]);
+                            head_backward(x, g, bias, mask, h, dq, &mut acc[h * n * n..][..n * n], &mut s, dims);
+                        }
+                    }
+                    acc
+                })
+                .collect();
+            for p in &partial {
+                dbias.iter_mut().zip(p).for_each(|(a, v)| *a += v);
+            }
+        }
+        Ok((Tensor::from_vec(dqkv, &s)?, Tensor::from_vec(dbias, &[heads, n, n])?))
+    }
+}
+
+/// One window and head of the backward: writes the head's columns of dq, dk, dv into `dqkv`
+/// and adds dS into `dbias`.
+#[allow(clippy::too_many_arguments)]
+fn head_backward(
+    qkv: &[f32],
+    grad_out: &[f32],
+    bias: Option<&[f32]>,
+    mask: Option<&[f32]>,
+    h: usize,
+    dqkv: &mut [f32],
+    dbias: &mut [f32],
+    s: &mut Scratch,
+    dims: Dims,
+) {
+    let (n, d, c) = (dims.n, dims.d, dims.c());
+    probabilities(qkv, bias, mask, h, s, dims);
+    let part = |p: usize| Rows { data: qkv, offset: p * c + h * d, stride: 3 * c };
+    let go = Rows { data: grad_out, offset: h * d, stride: c };
+    // dV = Pᵀ dO.
+    transpose_into(&s.probs, &mut s.transposed, n);
+    weighted(&s.transposed, go, RowsMut { data: dqkv, offset: 2 * c + h * d, stride: 3 * c }, dims);
+    // dP = dO Vᵀ, then dS = P ∘ (dP − rowsum(P ∘ dP)) in place; dbias += dS.
+    dots(go, part(2), 1.0, &mut s.kt, &mut s.grad, dims);
+    for i in 0..n {
+        let (p, g) = (&s.probs[i * n..][..n], &mut s.grad[i * n..][..n]);
+        let dot: f32 = p.iter().zip(g.iter()).map(|(p, g)| p * g).sum();
+        g.iter_mut().zip(p).for_each(|(g, p)| *g = p * (*g - dot));
+    }
+    dbias.iter_mut().zip(&s.grad).for_each(|(a, g)| *a += g);
+    // The scale of the scores, once: dQ = (scale dS) K, dK = (scale dS)ᵀ Q.
+    s.grad.iter_mut().for_each(|g| *g *= dims.scale);
+    weighted(&s.grad, part(1), RowsMut { data: dqkv, offset: h * d, stride: 3 * c }, dims);
+    transpose_into(&s.grad, &mut s.transposed, n);
+    weighted(&s.transposed, part(0), RowsMut { data: dqkv, offset: c + h * d, stride: 3 * c }, dims);
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+
+#[cfg(test)]
+mod tests;
