@@ -63,6 +63,12 @@ pub mod avx2 {
     /// The CPU must support AVX2 and FMA; pointers must cover the tile as in the module docs.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn kernel(kc: usize, a: *const f32, b: *const f32, b_rs: usize, c: *mut f32, ldc: usize, load_c: bool) {
+        // C is usually out of cache: ask for its lines now, so that the loads and stores at the
+        // end do not wait for memory.
+        for i in 0..MR {
+            _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc + NR - 1) as *const i8);
+        }
         let mut acc0 = [_mm256_setzero_ps(); MR];
         let mut acc1 = [_mm256_setzero_ps(); MR];
         let (mut a, mut b) = (a, b);
