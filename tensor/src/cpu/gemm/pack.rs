@@ -5,7 +5,8 @@
 //! The source element (panel index i, k index p) is at `src[i * s_panel + p * s_k]`, so A packs
 //! with (s_panel, s_k) = (a_rs, a_cs) and B with (b_cs, b_rs): transposed operands are just
 //! other strides. Two layouts are common and get fast paths: the panel dimension contiguous
-//! (a plain copy per p) and the k dimension contiguous (a transpose, done 16x16 with AVX-512).
+//! (a plain copy per p) and the k dimension contiguous (a transpose, done 16x16 with AVX-512,
+//! 8x8 with AVX2 for panels of a multiple of 8: a linear layer's weight is B of this kind).
 
 /// Packs `len` x `kc` into panels of R. `fast` allows the AVX-512 transpose (the caller checked
 /// the CPU has it).
@@ -27,9 +28,15 @@ pub unsafe fn pack<const R: usize>(
         let s = src.add(i0 * s_panel);
         let d = dst.add(q * R * kc);
         #[cfg(target_arch = "x86_64")]
-        if fast && s_k == 1 && s_panel != 1 {
-            avx512::pack_transposed::<R>(rows, kc, s, s_panel, d);
-            continue;
+        if s_k == 1 && s_panel != 1 {
+            if fast {
+                avx512::pack_transposed::<R>(rows, kc, s, s_panel, d);
+                continue;
+            }
+            if R.is_multiple_of(8) && avx2::available() {
+                avx2::pack_transposed::<R>(rows, kc, s, s_panel, d);
+                continue;
+            }
         }
         let _ = fast;
         pack_panel_scalar::<R>(rows, kc, s, s_panel, s_k, d);
@@ -139,6 +146,78 @@ pub mod avx512 {
                 transpose16(&mut r);
                 for (q, rq) in r.iter().enumerate().take(kt) {
                     _mm512_mask_storeu_ps(dst.add((p0 + q) * R + g), store_mask, *rq);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// The CPU has AVX2 (cached by std after the first call).
+    pub fn available() -> bool {
+        is_x86_feature_detected!("avx2")
+    }
+
+    /// In-register transpose: on return `r[j]` holds what was column j.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub fn transpose8(r: &mut [__m256; 8]) {
+        // Interleave pairs of rows, then pairs of pairs: each 128-bit lane of s[c] (s[4 + c])
+        // holds column c (c + 4) of rows 0..4 (4..8) in its low (high) lane.
+        let mut t = [_mm256_setzero_ps(); 8];
+        for i in 0..4 {
+            t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+            t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+        }
+        let mut s = [_mm256_setzero_ps(); 8];
+        for h in 0..2 {
+            let (a, b, c, d) = (t[4 * h], t[4 * h + 1], t[4 * h + 2], t[4 * h + 3]);
+            s[4 * h] = _mm256_shuffle_ps::<0x44>(a, c);
+            s[4 * h + 1] = _mm256_shuffle_ps::<0xEE>(a, c);
+            s[4 * h + 2] = _mm256_shuffle_ps::<0x44>(b, d);
+            s[4 * h + 3] = _mm256_shuffle_ps::<0xEE>(b, d);
+        }
+        for c in 0..4 {
+            r[c] = _mm256_permute2f128_ps::<0x20>(s[c], s[4 + c]);
+            r[c + 4] = _mm256_permute2f128_ps::<0x31>(s[c], s[4 + c]);
+        }
+    }
+
+    /// One panel whose source rows are contiguous along k: `dst[p * R + i] = src[i * s_row + p]`
+    /// for i < rows, zero for rows <= i < R (R a multiple of 8). Whole 8x8 blocks go through
+    /// registers; a group of fewer than 8 rows and the last kc % 8 columns take scalar loops.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2; `src` rows 0..rows must have kc readable floats and `dst` room
+    /// for R * kc floats.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn pack_transposed<const R: usize>(
+        rows: usize,
+        kc: usize,
+        src: *const f32,
+        s_row: usize,
+        dst: *mut f32,
+    ) {
+        assert!(R.is_multiple_of(8), "pack_transposed: R = {R} is not a multiple of 8");
+        for g in (0..R).step_by(8) {
+            let valid = rows.saturating_sub(g).min(8);
+            let blocked = if valid == 8 { kc / 8 * 8 } else { 0 };
+            for p0 in (0..blocked).step_by(8) {
+                let mut r = [_mm256_setzero_ps(); 8];
+                for (i, ri) in r.iter_mut().enumerate() {
+                    *ri = _mm256_loadu_ps(src.add((g + i) * s_row + p0));
+                }
+                transpose8(&mut r);
+                for (q, rq) in r.iter().enumerate() {
+                    _mm256_storeu_ps(dst.add((p0 + q) * R + g), *rq);
+                }
+            }
+            for p in blocked..kc {
+                for i in 0..8 {
+                    *dst.add(p * R + g + i) = if i < valid { *src.add((g + i) * s_row + p) } else { 0.0 };
                 }
             }
         }

@@ -216,6 +216,34 @@ fn avx512_pack_matches_scalar() {
     }
 }
 
+/// The AVX2 transposing pack equals the scalar one, edges and zero padding included.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn avx2_pack_matches_scalar() {
+    if !pack::avx2::available() {
+        eprintln!("skipped: this CPU has no AVX2");
+        return;
+    }
+    fn both<const R: usize>(rows: usize, kc: usize) {
+        let s_row = kc + 3;
+        let src: Vec<f32> = (0..rows * s_row).map(|i| i as f32).collect();
+        let (mut fast, mut slow) = (vec![f32::NAN; R * kc], vec![f32::NAN; R * kc]);
+        unsafe {
+            pack::avx2::pack_transposed::<R>(rows, kc, src.as_ptr(), s_row, fast.as_mut_ptr());
+            pack::pack_panel_scalar::<R>(rows, kc, src.as_ptr(), s_row, 1, slow.as_mut_ptr());
+        }
+        assert_eq!(fast, slow, "R={R} rows={rows} kc={kc}");
+    }
+    for kc in [1, 7, 8, 9, 16, 40] {
+        for rows in [1, 7, 8, 9, 15, 16] {
+            both::<16>(rows, kc);
+        }
+        for rows in [1, 8] {
+            both::<8>(rows, kc);
+        }
+    }
+}
+
 /// The bf16 packs (depth-contiguous rows, panel-contiguous rows) equal the scalar one, odd
 /// depths, partial panels and zero padding included.
 #[cfg(target_arch = "x86_64")]
