@@ -122,7 +122,101 @@ fn head_attention(q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], t: &mut [f32
             }
         }
     }
+    #[cfg(target_arch = "x86_64")]
+    if use_avx2_tiles(s) {
+        // SAFETY: the CPU has AVX2 + FMA (checked), and the operands' extents are checked there.
+        return unsafe { avx2_tiles::head_attention(q, k, v, out, t, scores, s) };
+    }
     dispatch!(body(q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], t: &mut [f32], scores: &mut [f32], s: Head))
+}
+
+/// Values of scratch `t` one head needs: k transposed with its rows padded to 8 keys, or one
+/// block of q transposed.
+fn transposed_len(s: Head) -> usize {
+    s.d * s.nk.next_multiple_of(8).max(ROW_BLOCK)
+}
+
+/// The register tiles apply: a CPU with AVX2 + FMA but not AVX-512 (where the loops above were
+/// measured), and value rows a multiple of 8 wide (the tiles read whole vectors of v).
+fn use_avx2_tiles(s: Head) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        s.dv.is_multiple_of(8)
+            && !std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = s;
+        false
+    }
+}
+
+/// The same two schemes with both products of each block on the window attention's AVX2 tiles
+/// (6 rows x 16 columns of 12 ymm accumulators). The loops above keep one running sum per output
+/// vector, a chain of dependent adds over all 3136 keys; the tiles keep twelve independent ones.
+#[cfg(target_arch = "x86_64")]
+mod avx2_tiles {
+    use super::{transposed_len, Head, FEW_KEYS, ROW_BLOCK};
+    use crate::ops::attention::avx2::{product, Product};
+    use crate::ops::softmax::{rows as softmax_rows, softmax_column_block};
+
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn head_attention(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        out: &mut [f32],
+        t: &mut [f32],
+        scores: &mut [f32],
+        s: Head,
+    ) {
+        let Head { nq, nk, d, dv, qs, ks, vs } = s;
+        let extent = |rows: usize, stride: usize, width: usize| (rows - 1) * stride + width;
+        assert!(q.len() >= extent(nq, qs, d) && k.len() >= extent(nk, ks, d) && v.len() >= extent(nk, vs, dv));
+        assert!(out.len() >= nq * dv && t.len() >= transposed_len(s) && scores.len() >= 2 * ROW_BLOCK * nk);
+        let (scores, probs) = scores.split_at_mut(ROW_BLOCK * nk);
+        let gemm = |m, cols, depth, a: *const f32, a_rs, a_cs, b: *const f32, b_rs, out: *mut f32, out_rs| {
+            #[rustfmt::skip]
+            let p = Product { m, cols, depth, a, a_rs, a_cs, b, b_rs, out, out_rs, scale: 1.0 };
+            // SAFETY: every call below stays inside the extents asserted above.
+            unsafe { product(p) }
+        };
+        if nk < FEW_KEYS {
+            // Column scheme: scoresᵀ [nk, rows] = k · (the block's q)ᵀ, then out = Pᵀ v.
+            for r0 in (0..nq).step_by(ROW_BLOCK) {
+                let w = ROW_BLOCK.min(nq - r0);
+                for i in 0..w {
+                    for c in 0..d {
+                        t[c * ROW_BLOCK + i] = q[(r0 + i) * qs + c];
+                    }
+                }
+                gemm(nk, w, d, k.as_ptr(), ks, 1, t.as_ptr(), ROW_BLOCK, scores.as_mut_ptr(), ROW_BLOCK);
+                softmax_column_block(scores, probs, nk, w, ROW_BLOCK, false);
+                let o = out[r0 * dv..].as_mut_ptr();
+                gemm(w, dv, nk, probs.as_ptr(), 1, ROW_BLOCK, v.as_ptr(), vs, o, dv);
+            }
+            return;
+        }
+        // Row scheme: kᵀ [d, nk rounded up to 8] (zero past nk, so whole vectors can be read).
+        let kp = nk.next_multiple_of(8);
+        for j in 0..nk {
+            for c in 0..d {
+                t[c * kp + j] = k[j * ks + c];
+            }
+        }
+        for r0 in (0..nq).step_by(ROW_BLOCK) {
+            let rows = ROW_BLOCK.min(nq - r0);
+            let (block, probs) = (&mut scores[..rows * nk], &mut probs[..rows * nk]);
+            gemm(rows, nk, d, q[r0 * qs..].as_ptr(), qs, 1, t.as_ptr(), kp, block.as_mut_ptr(), nk);
+            softmax_rows(block, probs, nk, false);
+            let o = out[r0 * dv..].as_mut_ptr();
+            gemm(rows, dv, nk, probs.as_ptr(), nk, 1, v.as_ptr(), vs, o, dv);
+        }
+    }
 }
 
 /// The f32 storage of a tensor (checked by the caller).
@@ -191,7 +285,7 @@ impl Tensor {
         let mut out = vec![0.0f32; bh * s.nq * s.dv];
         if s.nq > 0 && s.dv > 0 && s.nk > 0 {
             let one = |(i, o): (usize, &mut [f32])| {
-                let mut t = vec![0.0f32; s.d * s.nk.max(ROW_BLOCK)];
+                let mut t = vec![0.0f32; transposed_len(s)];
                 let mut scores = vec![0.0f32; 2 * ROW_BLOCK * s.nk];
                 head_attention(&qd[at(&q, i)..], &kd[at(&k, i)..], &vd[at(&v, i)..], o, &mut t, &mut scores, s);
             };
@@ -230,6 +324,31 @@ mod tests {
                 2e-5,
                 &format!("{b}x{h}x{nq}x{nk}x{d}"),
             );
+        }
+    }
+
+    /// The AVX2 tiles called directly (so they are checked on AVX-512 machines too, where the
+    /// op keeps its loops), both schemes and the row/column tails, against the composite.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_tiles_match_the_composite() {
+        if !(std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")) {
+            eprintln!("skipped: this CPU has no AVX2 + FMA");
+            return;
+        }
+        for (nq, nk, d, dv) in [(18, 200, 16, 16), (200, 18, 16, 16), (7, 67, 5, 8), (33, 1, 3, 24), (1, 64, 16, 8)] {
+            let q = Tensor::randn(&[1, 1, nq, d], 1, DType::F32).affine(2.0, 0.0).unwrap();
+            let k = Tensor::randn(&[1, 1, nk, d], 2, DType::F32).affine(2.0, 0.0).unwrap();
+            let v = Tensor::randn(&[1, 1, nk, dv], 3, DType::F32);
+            let s = super::Head { nq, nk, d, dv, qs: d, ks: d, vs: dv };
+            let mut out = vec![0.0f32; nq * dv];
+            let mut t = vec![0.0f32; super::transposed_len(s)];
+            let mut scores = vec![0.0f32; 2 * super::ROW_BLOCK * nk];
+            let (qv, kv, vv) = (q.to_vec::<f32>().unwrap(), k.to_vec::<f32>().unwrap(), v.to_vec::<f32>().unwrap());
+            // SAFETY: AVX2 + FMA checked above.
+            unsafe { super::avx2_tiles::head_attention(&qv, &kv, &vv, &mut out, &mut t, &mut scores, s) };
+            let got: Vec<f64> = out.iter().map(|&x| x as f64).collect();
+            assert_close(&got, &composite(&q, &k, &v), 1e-5, 2e-5, &format!("tiles {nq}x{nk}x{d}x{dv}"));
         }
     }
 

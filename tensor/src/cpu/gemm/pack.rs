@@ -162,6 +162,9 @@ pub mod avx2 {
     }
 
     /// In-register transpose: on return `r[j]` holds what was column j.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 (a safe target-feature fn, unsafe to call elsewhere).
     #[inline]
     #[target_feature(enable = "avx2")]
     pub fn transpose8(r: &mut [__m256; 8]) {

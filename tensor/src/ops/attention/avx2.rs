@@ -12,20 +12,22 @@ use std::arch::x86_64::*;
 /// Rows per tile.
 const ROWS: usize = 6;
 
-/// out[i][c] = scale · Σ_e a[i·a_rs + e] · b[e·b_rs + c] for i < m, c < cols. Each b row may be
-/// read up to `cols` rounded up to 8 (kᵀ is padded, v's head dims are a multiple of 8).
+/// One small product, out[i][c] = scale · Σ_e a[i·a_rs + e·a_cs] · b[e·b_rs + c] for i < m,
+/// c < cols. Each b row may be read up to `cols` rounded up to 8 (kᵀ is padded, v's head dims are
+/// a multiple of 8). Also the decoder's cross-attention products (`ops::cross_attention`).
 #[derive(Clone, Copy)]
-struct Product {
-    m: usize,
-    cols: usize,
-    depth: usize,
-    a: *const f32,
-    a_rs: usize,
-    b: *const f32,
-    b_rs: usize,
-    out: *mut f32,
-    out_rs: usize,
-    scale: f32,
+pub(crate) struct Product {
+    pub m: usize,
+    pub cols: usize,
+    pub depth: usize,
+    pub a: *const f32,
+    pub a_rs: usize,
+    pub a_cs: usize,
+    pub b: *const f32,
+    pub b_rs: usize,
+    pub out: *mut f32,
+    pub out_rs: usize,
+    pub scale: f32,
 }
 
 /// out[i, j] = scale · a_i · b_j (n x n, rows n apart), through kᵀ staged in `kt`.
@@ -33,7 +35,7 @@ struct Product {
 /// # Safety
 /// The CPU must support AVX2 and FMA; n <= 64; d % 8 == 0; rows in bounds (checked by the caller).
 #[target_feature(enable = "avx2,fma")]
-pub unsafe fn dots(a: Rows, b: Rows, scale: f32, kt: &mut [f32], out: &mut [f32], dims: Dims) {
+pub(super) unsafe fn dots(a: Rows, b: Rows, scale: f32, kt: &mut [f32], out: &mut [f32], dims: Dims) {
     let Dims { n, d, .. } = dims;
     let w = n.next_multiple_of(8);
     assert!(n <= 64 && kt.len() >= d * w && out.len() >= n * n);
@@ -51,6 +53,7 @@ pub unsafe fn dots(a: Rows, b: Rows, scale: f32, kt: &mut [f32], out: &mut [f32]
         depth: d,
         a: a_ptr,
         a_rs: a.stride,
+        a_cs: 1,
         b: b_ptr,
         b_rs: w,
         out: out_ptr,
@@ -64,18 +67,22 @@ pub unsafe fn dots(a: Rows, b: Rows, scale: f32, kt: &mut [f32], out: &mut [f32]
 /// # Safety
 /// The CPU must support AVX2 and FMA; d % 8 == 0; rows in bounds (checked by the caller).
 #[target_feature(enable = "avx2,fma")]
-pub unsafe fn weighted(m: &[f32], x: Rows, out: RowsMut, dims: Dims) {
+pub(super) unsafe fn weighted(m: &[f32], x: Rows, out: RowsMut, dims: Dims) {
     let Dims { n, d, .. } = dims;
     assert!(d.is_multiple_of(8) && m.len() >= n * n);
     let (x_ptr, out_ptr) = (x.data.as_ptr().add(x.offset), out.data.as_mut_ptr().add(out.offset));
     #[rustfmt::skip]
-    product(Product { m: n, cols: d, depth: n, a: m.as_ptr(), a_rs: n, b: x_ptr, b_rs: x.stride, out: out_ptr, out_rs: out.stride, scale: 1.0 });
+    product(Product { m: n, cols: d, depth: n, a: m.as_ptr(), a_rs: n, a_cs: 1, b: x_ptr, b_rs: x.stride, out: out_ptr, out_rs: out.stride, scale: 1.0 });
 }
 
 /// The whole product in tiles: 16-column chunks (8 for a last chunk of at most 8), 6-row tiles
 /// (fewer for the last rows).
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA; every element addressed as described at [`Product`] must
+/// be readable (a, b) or writable (out).
 #[target_feature(enable = "avx2,fma")]
-unsafe fn product(p: Product) {
+pub(crate) unsafe fn product(p: Product) {
     let mut c0 = 0;
     while c0 < p.cols {
         let wide = p.cols - c0 > 8;
@@ -118,7 +125,7 @@ unsafe fn tile<const R: usize, const C8: usize>(p: &Product, i0: usize, c0: usiz
             *v = _mm256_loadu_ps(b.add(e * p.b_rs + 8 * c));
         }
         for (r, acc_r) in acc.iter_mut().enumerate() {
-            let av = _mm256_broadcast_ss(&*a.add(r * p.a_rs + e));
+            let av = _mm256_broadcast_ss(&*a.add(r * p.a_rs + e * p.a_cs));
             for (acc_rc, bc) in acc_r.iter_mut().zip(&bv) {
                 *acc_rc = _mm256_fmadd_ps(av, *bc, *acc_rc);
             }
