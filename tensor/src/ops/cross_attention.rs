@@ -71,8 +71,9 @@ fn weighted_sum(out: &mut [f32], nk: usize, p: impl Fn(usize) -> f32, v: &[f32],
     }
 }
 
-/// One head: q [nq, d], k [nk, d], v [nk, dv] (rows `qs`, `ks`, `vs` apart) -> out [nq, dv]. `t` is scratch of
-/// d·max(nk, ROW_BLOCK) values; `scores` of 2·ROW_BLOCK·nk (the scores, then the probabilities).
+/// One head: q [nq, d], k [nk, d], v [nk, dv] (rows `qs`, `ks`, `vs` apart) -> out [nq, dv]. `t` is
+/// zeroed scratch of [`transposed_len`] values; `scores` of 2·ROW_BLOCK·nk (the scores, then the
+/// probabilities).
 fn head_attention(q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], t: &mut [f32], scores: &mut [f32], s: Head) {
     #[inline(always)]
     fn body(q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], t: &mut [f32], scores: &mut [f32], s: Head) {
@@ -82,11 +83,7 @@ fn head_attention(q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], t: &mut [f32
             // Column scheme: q's block transposed to [d, rows]; scores and probabilities [nk, rows].
             for r0 in (0..nq).step_by(ROW_BLOCK) {
                 let w = ROW_BLOCK.min(nq - r0);
-                for i in 0..w {
-                    for c in 0..d {
-                        t[c * ROW_BLOCK + i] = q[(r0 + i) * qs + c];
-                    }
-                }
+                stage_q_block(&q[r0 * qs..], qs, w, d, t);
                 // Scores of key j for the block's rows: Σ_c k[j][c] · qᵀ[c][..], like the weighted sum.
                 for j in 0..nk {
                     let kj = &k[j * ks..][..d];
@@ -99,19 +96,15 @@ fn head_attention(q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], t: &mut [f32
             }
             return;
         }
-        // Row scheme: k transposed to [d, nk]; each query row's scores vectorise along the keys.
-        for j in 0..nk {
-            for c in 0..d {
-                t[c * nk + j] = k[j * ks + c];
-            }
-        }
+        // Row scheme: k transposed to [d, kp]; each query row's scores vectorise along the keys.
+        let kp = stage_kt(k, ks, nk, d, t);
         for r0 in (0..nq).step_by(ROW_BLOCK) {
             let rows = ROW_BLOCK.min(nq - r0);
             let (block, probs) = (&mut scores[..rows * nk], &mut probs[..rows * nk]);
             for (i, srow) in block.chunks_mut(nk).enumerate() {
                 srow.fill(0.0);
                 for (c, &qc) in q[(r0 + i) * qs..][..d].iter().enumerate() {
-                    for (s, &kc) in srow.iter_mut().zip(&t[c * nk..][..nk]) {
+                    for (s, &kc) in srow.iter_mut().zip(&t[c * kp..][..nk]) {
                         *s += qc * kc;
                     }
                 }
@@ -136,15 +129,35 @@ fn transposed_len(s: Head) -> usize {
     s.d * s.nk.next_multiple_of(8).max(ROW_BLOCK)
 }
 
+/// The column scheme's staging: `w` query rows (`qs` apart) transposed into `t` as [d, ROW_BLOCK].
+#[inline(always)]
+fn stage_q_block(q: &[f32], qs: usize, w: usize, d: usize, t: &mut [f32]) {
+    for i in 0..w {
+        for c in 0..d {
+            t[c * ROW_BLOCK + i] = q[i * qs + c];
+        }
+    }
+}
+
+/// The row scheme's staging: kᵀ into `t` as [d, kp], kp = nk rounded up to 8; returns kp. The
+/// columns past nk are left as they are (zero in the caller's fresh scratch).
+#[inline(always)]
+fn stage_kt(k: &[f32], ks: usize, nk: usize, d: usize, t: &mut [f32]) -> usize {
+    let kp = nk.next_multiple_of(8);
+    for j in 0..nk {
+        for c in 0..d {
+            t[c * kp + j] = k[j * ks + c];
+        }
+    }
+    kp
+}
+
 /// The register tiles apply: a CPU with AVX2 + FMA but not AVX-512 (where the loops above were
 /// measured), and value rows a multiple of 8 wide (the tiles read whole vectors of v).
 fn use_avx2_tiles(s: Head) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        s.dv.is_multiple_of(8)
-            && !std::is_x86_feature_detected!("avx512f")
-            && std::is_x86_feature_detected!("avx2")
-            && std::is_x86_feature_detected!("fma")
+        s.dv.is_multiple_of(8) && !std::is_x86_feature_detected!("avx512f") && crate::ops::attention::avx2::available()
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -158,7 +171,7 @@ fn use_avx2_tiles(s: Head) -> bool {
 /// vector, a chain of dependent adds over all 3136 keys; the tiles keep twelve independent ones.
 #[cfg(target_arch = "x86_64")]
 mod avx2_tiles {
-    use super::{transposed_len, Head, FEW_KEYS, ROW_BLOCK};
+    use super::{stage_kt, stage_q_block, transposed_len, Head, FEW_KEYS, ROW_BLOCK};
     use crate::ops::attention::avx2::{product, Product};
     use crate::ops::softmax::{rows as softmax_rows, softmax_column_block};
 
@@ -189,11 +202,7 @@ mod avx2_tiles {
             // Column scheme: scoresᵀ [nk, rows] = k · (the block's q)ᵀ, then out = Pᵀ v.
             for r0 in (0..nq).step_by(ROW_BLOCK) {
                 let w = ROW_BLOCK.min(nq - r0);
-                for i in 0..w {
-                    for c in 0..d {
-                        t[c * ROW_BLOCK + i] = q[(r0 + i) * qs + c];
-                    }
-                }
+                stage_q_block(&q[r0 * qs..], qs, w, d, t);
                 gemm(nk, w, d, k.as_ptr(), ks, 1, t.as_ptr(), ROW_BLOCK, scores.as_mut_ptr(), ROW_BLOCK);
                 softmax_column_block(scores, probs, nk, w, ROW_BLOCK, false);
                 let o = out[r0 * dv..].as_mut_ptr();
@@ -201,13 +210,8 @@ mod avx2_tiles {
             }
             return;
         }
-        // Row scheme: kᵀ [d, nk rounded up to 8] (zero past nk, so whole vectors can be read).
-        let kp = nk.next_multiple_of(8);
-        for j in 0..nk {
-            for c in 0..d {
-                t[c * kp + j] = k[j * ks + c];
-            }
-        }
+        // Row scheme: kᵀ [d, kp] (zero past nk, so whole vectors can be read).
+        let kp = stage_kt(k, ks, nk, d, t);
         for r0 in (0..nq).step_by(ROW_BLOCK) {
             let rows = ROW_BLOCK.min(nq - r0);
             let (block, probs) = (&mut scores[..rows * nk], &mut probs[..rows * nk]);
@@ -332,7 +336,7 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn avx2_tiles_match_the_composite() {
-        if !(std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")) {
+        if !crate::ops::attention::avx2::available() {
             eprintln!("skipped: this CPU has no AVX2 + FMA");
             return;
         }

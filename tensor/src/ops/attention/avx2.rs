@@ -12,6 +12,11 @@ use std::arch::x86_64::*;
 /// Rows per tile.
 const ROWS: usize = 6;
 
+/// The CPU has AVX2 and FMA, which every function here needs (cached by std after the first call).
+pub(crate) fn available() -> bool {
+    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+}
+
 /// One small product, out[i][c] = scale · Σ_e a[i·a_rs + e·a_cs] · b[e·b_rs + c] for i < m,
 /// c < cols. Each b row may be read up to `cols` rounded up to 8 (kᵀ is padded, v's head dims are
 /// a multiple of 8). Also the decoder's cross-attention products (`ops::cross_attention`).
@@ -33,7 +38,7 @@ pub(crate) struct Product {
 /// out[i, j] = scale · a_i · b_j (n x n, rows n apart), through kᵀ staged in `kt`.
 ///
 /// # Safety
-/// The CPU must support AVX2 and FMA; n <= 64; d % 8 == 0; rows in bounds (checked by the caller).
+/// The CPU must support AVX2 and FMA; n <= 64; rows in bounds (checked by the caller).
 #[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn dots(a: Rows, b: Rows, scale: f32, kt: &mut [f32], out: &mut [f32], dims: Dims) {
     let Dims { n, d, .. } = dims;

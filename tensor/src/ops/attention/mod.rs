@@ -176,11 +176,7 @@ fn use_avx512(dims: Dims) -> bool {
 fn use_avx2(dims: Dims) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        dims.n <= 64
-            && dims.d.is_multiple_of(8)
-            && !use_avx512(dims)
-            && std::is_x86_feature_detected!("avx2")
-            && std::is_x86_feature_detected!("fma")
+        dims.n <= 64 && dims.d.is_multiple_of(8) && !use_avx512(dims) && avx2::available()
     }
     #[cfg(not(target_arch = "x86_64"))]
     {

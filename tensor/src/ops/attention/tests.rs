@@ -232,7 +232,7 @@ fn backward_is_deterministic_across_thread_counts() {
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn avx2_tiles_match_plain_loops() {
-    if !(std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")) {
+    if !avx2::available() {
         eprintln!("skipped: this CPU has no AVX2 + FMA");
         return;
     }
