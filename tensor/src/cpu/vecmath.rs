@@ -1,4 +1,20 @@
 //! Scalar math kernels: an f32 erf and erfc, and a vectorisable exp.
+//!
+//! The pieces GELU is built from take `const FMA: bool`: with it every multiply-add is fused
+//! (one rounding), which the vector paths of CPUs with FMA use (fewer instructions, and a Horner
+//! step's latency drops from a multiply plus an add to one FMA); without it, two roundings, as
+//! the portable path must (there `mul_add` would be a libm call). The two give different bits;
+//! each path is tested against the f64 reference.
+
+/// a * b + c, rounded once when `FMA`, twice otherwise.
+#[inline(always)]
+pub fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
+}
 
 // ---- erf ----------------------------------------------------------------------------------
 
@@ -27,59 +43,62 @@ pub const ERF_SMALL: f32 = 0.75;
 
 /// erf(z) for |z| < ERF_SMALL.
 #[inline(always)]
-pub fn erf_small(z: f32) -> f32 {
+pub fn erf_small<const FMA: bool>(z: f32) -> f32 {
     let s = z * z;
     let c = &ERF_SMALL_POLY;
-    let p = ((((c[5] * s + c[4]) * s + c[3]) * s + c[2]) * s + c[1]) * s + c[0];
+    let mut p = c[5];
+    for &ci in c[..5].iter().rev() {
+        p = madd::<FMA>(p, s, ci);
+    }
     p * z
 }
 
 /// exp(a^2) erfc(a) for a >= ERF_SMALL (any a >= 0 gives a finite value; inf gives 0).
 #[inline(always)]
-pub fn erfcx_large(a: f32) -> f32 {
-    let t = 1.0 / (1.0 + 0.5 * a);
+pub fn erfcx_large<const FMA: bool>(a: f32) -> f32 {
+    let t = 1.0 / madd::<FMA>(0.5, a, 1.0);
     let c = &ERFCX_POLY;
     let mut p = c[9];
-    p = p * t + c[8];
-    p = p * t + c[7];
-    p = p * t + c[6];
-    p = p * t + c[5];
-    p = p * t + c[4];
-    p = p * t + c[3];
-    p = p * t + c[2];
-    p = p * t + c[1];
-    p = p * t + c[0];
+    for &ci in c[..9].iter().rev() {
+        p = madd::<FMA>(p, t, ci);
+    }
     p * t
 }
 
-/// exp(-s u^2) for u >= 0 and s a power of two, with u^2 split exactly (Veltkamp) into a head
-/// whose product is exact and a small tail, so the large argument carries no rounding error:
-/// relative error ~1e-7 also where exp(-u^2) is tiny (a rounded u^2 would lose ~u^2 * 6e-8).
-/// NaN gives NaN; u >= 16 is treated as 16 (exp(-256 s) is 0 or far below every use).
+/// exp(-s u^2) for u >= 0 and s a power of two, with u^2 split exactly into a rounded head and
+/// its small error (with FMA: u u - head; without: Veltkamp's split of u), so the large argument
+/// carries no rounding error: relative error ~1e-7 also where exp(-u^2) is tiny (a rounded u^2
+/// would lose ~u^2 * 6e-8). NaN gives NaN; u >= 16 is treated as 16 (exp(-256 s) is 0 or far
+/// below every use).
 #[inline(always)]
-pub fn exp_neg_sq(u: f32, s: f32) -> f32 {
+pub fn exp_neg_sq<const FMA: bool>(u: f32, s: f32) -> f32 {
     let u = if u > 16.0 { 16.0 } else { u };
-    let c = u * 4097.0;
-    let uh = c - (c - u);
-    let ul = u - uh;
-    let hi = -(uh * uh) * s;
-    let lo = -((uh + uh) * ul + ul * ul) * s;
-    exp_hi_lo(hi, lo)
+    let (hi, lo) = if FMA {
+        let head = u * u;
+        (-head * s, -u.mul_add(u, -head) * s)
+    } else {
+        let c = u * 4097.0;
+        let uh = c - (c - u);
+        let ul = u - uh;
+        (-(uh * uh) * s, -((uh + uh) * ul + ul * ul) * s)
+    };
+    exp_hi_lo::<FMA>(hi, lo)
 }
 
 /// exp(hi + lo) for hi + lo <= 0, |lo| small against |hi|, without rounding hi + lo first: the
 /// Cody-Waite reduction subtracts n ln2 from hi (exactly, by Sterbenz) before adding lo.
 #[inline(always)]
-fn exp_hi_lo(hi: f32, lo: f32) -> f32 {
+fn exp_hi_lo<const FMA: bool>(hi: f32, lo: f32) -> f32 {
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
     const SHIFTER: f32 = 12_582_912.0;
     let x = hi + lo;
     let hc = if hi < -104.0 { -104.0 } else { hi };
-    let t = (hc + lo) * std::f32::consts::LOG2_E + SHIFTER;
+    let t = madd::<FMA>(hc + lo, std::f32::consts::LOG2_E, SHIFTER);
     let n = t - SHIFTER;
-    let r = ((hc - n * LN2_HI) + lo) - n * LN2_LO;
-    let y = ldexp(exp_poly(r), (t.to_bits() as i32).wrapping_sub(0x4B40_0000));
+    // n LN2_HI is exact (LN2_HI has a short mantissa), so fusing it changes nothing.
+    let r = madd::<FMA>(-n, LN2_LO, madd::<FMA>(-n, LN2_HI, hc) + lo);
+    let y = ldexp(exp_poly::<FMA>(r), (t.to_bits() as i32).wrapping_sub(0x4B40_0000));
     if x < -104.0 {
         0.0
     } else {
@@ -92,8 +111,8 @@ fn exp_hi_lo(hi: f32, lo: f32) -> f32 {
 #[inline(always)]
 pub fn erf_f32(x: f32) -> f32 {
     let a = x.abs();
-    let small = erf_small(x);
-    let big = 1.0 - exp_neg_sq(a, 1.0) * erfcx_large(a);
+    let small = erf_small::<false>(x);
+    let big = 1.0 - exp_neg_sq::<false>(a, 1.0) * erfcx_large::<false>(a);
     let big = if x < 0.0 { -big } else { big };
     if a < ERF_SMALL {
         small
@@ -106,8 +125,8 @@ pub fn erf_f32(x: f32) -> f32 {
 #[inline(always)]
 pub fn erfc_f32(x: f32) -> f32 {
     let a = x.abs();
-    let ec = exp_neg_sq(a, 1.0) * erfcx_large(a);
-    let small = 1.0 - erf_small(x);
+    let ec = exp_neg_sq::<false>(a, 1.0) * erfcx_large::<false>(a);
+    let small = 1.0 - erf_small::<false>(x);
     let big = if x < 0.0 { 2.0 - ec } else { ec };
     if a < ERF_SMALL {
         small
@@ -134,7 +153,7 @@ pub fn exp_f32(x: f32) -> f32 {
     let t = xc * LOG2E + SHIFTER;
     let n = t - SHIFTER;
     let r = (xc - n * LN2_HI) - n * LN2_LO;
-    let y = ldexp(exp_poly(r), (t.to_bits() as i32).wrapping_sub(0x4B40_0000));
+    let y = ldexp(exp_poly::<false>(r), (t.to_bits() as i32).wrapping_sub(0x4B40_0000));
     if x < -104.0 {
         0.0
     } else {
@@ -144,15 +163,12 @@ pub fn exp_f32(x: f32) -> f32 {
 
 /// e^r for |r| <= ln2 / 2 by its degree-7 Taylor polynomial (truncation error < 6e-9 relative).
 #[inline(always)]
-fn exp_poly(r: f32) -> f32 {
+fn exp_poly<const FMA: bool>(r: f32) -> f32 {
     let mut p = 1.0 / 5040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    p = p * r + 1.0;
-    p * r + 1.0
+    for c in [1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+        p = madd::<FMA>(p, r, c);
+    }
+    p
 }
 
 /// p 2^n for -150 <= n <= 128, with 2^n as two factors so that subnormal results and n = 128
@@ -211,13 +227,15 @@ mod tests {
             for s in [1.0f32, 0.5] {
                 let want = (-(s as f64) * (u as f64) * (u as f64)).exp();
                 if want > 1.2e-38 {
-                    worst = worst.max(((exp_neg_sq(u, s) as f64 - want) / want).abs());
+                    for got in [exp_neg_sq::<false>(u, s), exp_neg_sq::<true>(u, s)] {
+                        worst = worst.max(((got as f64 - want) / want).abs());
+                    }
                 }
             }
         }
         assert!(worst < 2e-7, "worst relative error {worst:e}");
-        assert_eq!(exp_neg_sq(f32::INFINITY, 1.0), 0.0);
-        assert!(exp_neg_sq(f32::NAN, 1.0).is_nan());
+        assert_eq!((exp_neg_sq::<false>(f32::INFINITY, 1.0), exp_neg_sq::<true>(f32::INFINITY, 1.0)), (0.0, 0.0));
+        assert!(exp_neg_sq::<false>(f32::NAN, 1.0).is_nan() && exp_neg_sq::<true>(f32::NAN, 1.0).is_nan());
     }
 
     #[test]

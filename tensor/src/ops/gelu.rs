@@ -6,11 +6,11 @@
 //! 0, and for |x| / sqrt 2 >= 0.75 exp(-x^2 / 2) (exact argument) times a polynomial for erfcx,
 //! so the negative tail keeps its relative accuracy. Observed error against the f64 reference:
 //! GELU within 6 ulp (relative 5e-7), its derivative within 1.6e-7 absolute. The loops are
-//! branch-free; they run on AVX-512 or AVX2 when the CPU has them (same results bit for bit, no
-//! FMA contraction) and on rayon chunks when large.
+//! branch-free; they run fused (`FMA` = true) on AVX-512 and on AVX2 + FMA, which give the same
+//! bits, unfused on other CPUs (`cpu::simd::dispatch_fma!`), and on rayon chunks when large.
 use crate::cpu::parallel::{PAR_CHUNK, PAR_MIN};
-use crate::cpu::simd::dispatch;
-use crate::cpu::vecmath::{erf_small, erfcx_large, exp_neg_sq, ERF_SMALL};
+use crate::cpu::simd::dispatch_fma;
+use crate::cpu::vecmath::{erf_small, erfcx_large, exp_neg_sq, madd, ERF_SMALL};
 use crate::profile;
 use crate::{CpuStorage, DType, Error, Result, Tensor};
 use rayon::prelude::*;
@@ -26,21 +26,22 @@ const X_LIMIT: f32 = 16.0;
 /// Phi(x) = 1 - exp(-x^2 / 2) erfcx / 2 for x > 0 and exp(-x^2 / 2) erfcx / 2 for x < 0 (accurate
 /// in relative terms however small). NaN fails `is_small` and stays NaN.
 #[inline(always)]
-fn cdf_pieces(x: f32) -> (bool, f32, f32, f32) {
+fn cdf_pieces<const FMA: bool>(x: f32) -> (bool, f32, f32, f32) {
     let u = x.abs();
     let a = u * FRAC_1_SQRT_2;
-    let small_cdf = 0.5 + 0.5 * erf_small(x * FRAC_1_SQRT_2);
-    (a < ERF_SMALL, small_cdf, exp_neg_sq(u, 0.5), 0.5 * erfcx_large(a))
+    let small_cdf = madd::<FMA>(0.5, erf_small::<FMA>(x * FRAC_1_SQRT_2), 0.5);
+    (a < ERF_SMALL, small_cdf, exp_neg_sq::<FMA>(u, 0.5), 0.5 * erfcx_large::<FMA>(a))
 }
 
-/// Exact GELU x Phi(x) in f32; gelu(-inf) = -0, gelu(inf) = inf, NaN stays NaN.
+/// Exact GELU x Phi(x) in f32, multiply-adds fused when `FMA`; gelu(-inf) = -0,
+/// gelu(inf) = inf, NaN stays NaN.
 #[inline(always)]
-pub fn gelu_f32(x: f32) -> f32 {
+pub fn gelu_f32<const FMA: bool>(x: f32) -> f32 {
     // Written so that NaN fails the comparison and passes through.
     let xc = if x < -X_LIMIT { -X_LIMIT } else { x };
-    let (is_small, small_cdf, gauss, half_erfcx) = cdf_pieces(xc);
+    let (is_small, small_cdf, gauss, half_erfcx) = cdf_pieces::<FMA>(xc);
     // The Gaussian factor last on the negative side, so a subnormal result is rounded once.
-    let big = if xc > 0.0 { xc * (1.0 - gauss * half_erfcx) } else { (xc * half_erfcx) * gauss };
+    let big = if xc > 0.0 { xc * madd::<FMA>(-gauss, half_erfcx, 1.0) } else { (xc * half_erfcx) * gauss };
     if is_small {
         xc * small_cdf
     } else {
@@ -48,29 +49,30 @@ pub fn gelu_f32(x: f32) -> f32 {
     }
 }
 
-/// d gelu / dx = Phi(x) + x phi(x) in f32; 1 at +inf, 0 at -inf, NaN stays NaN.
+/// d gelu / dx = Phi(x) + x phi(x) in f32, multiply-adds fused when `FMA`; 1 at +inf, 0 at
+/// -inf, NaN stays NaN.
 #[inline(always)]
-pub fn gelu_grad_f32(x: f32) -> f32 {
+pub fn gelu_grad_f32<const FMA: bool>(x: f32) -> f32 {
     // NaN stays NaN through clamp.
     let xc = x.clamp(-X_LIMIT, X_LIMIT);
-    let (is_small, small_cdf, gauss, half_erfcx) = cdf_pieces(xc);
+    let (is_small, small_cdf, gauss, half_erfcx) = cdf_pieces::<FMA>(xc);
     let tail = gauss * half_erfcx;
     let big_cdf = if xc > 0.0 { 1.0 - tail } else { tail };
     let cdf = if is_small { small_cdf } else { big_cdf };
-    cdf + xc * (gauss * FRAC_1_SQRT_2PI)
+    madd::<FMA>(xc, gauss * FRAC_1_SQRT_2PI, cdf)
 }
 
 #[inline(always)]
-fn forward_body(xs: &[f32], _: &[f32], out: &mut [f32]) {
+fn forward_body<const FMA: bool>(xs: &[f32], _: &[f32], out: &mut [f32]) {
     for (o, &x) in out.iter_mut().zip(xs) {
-        *o = gelu_f32(x);
+        *o = gelu_f32::<FMA>(x);
     }
 }
 
 #[inline(always)]
-fn backward_body(xs: &[f32], gs: &[f32], out: &mut [f32]) {
+fn backward_body<const FMA: bool>(xs: &[f32], gs: &[f32], out: &mut [f32]) {
     for ((o, &x), &g) in out.iter_mut().zip(xs).zip(gs) {
-        *o = g * gelu_grad_f32(x);
+        *o = g * gelu_grad_f32::<FMA>(x);
     }
 }
 
@@ -78,7 +80,7 @@ fn backward_body(xs: &[f32], gs: &[f32], out: &mut [f32]) {
 pub fn gelu_slice(xs: &[f32], out: &mut [f32]) {
     assert_eq!(xs.len(), out.len(), "gelu_slice: lengths");
     let gs: &[f32] = &[];
-    dispatch!(forward_body(xs: &[f32], gs: &[f32], out: &mut [f32]))
+    dispatch_fma!(forward_body(xs: &[f32], gs: &[f32], out: &mut [f32]))
 }
 
 /// `out[i] = gs[i] * gelu'(xs[i])` on this thread.
@@ -87,17 +89,17 @@ pub fn gelu_slice(xs: &[f32], out: &mut [f32]) {
 /// for baseline x86-64: there the scalar loop cost 5-8 ns an element, more than the fc1 GEMM.
 pub fn gelu_in_place(xs: &mut [f32]) {
     #[inline(always)]
-    fn body(xs: &mut [f32]) {
+    fn body<const FMA: bool>(xs: &mut [f32]) {
         for x in xs.iter_mut() {
-            *x = gelu_f32(*x);
+            *x = gelu_f32::<FMA>(*x);
         }
     }
-    dispatch!(body(xs: &mut [f32]))
+    dispatch_fma!(body(xs: &mut [f32]))
 }
 
 pub fn gelu_backward_slice(xs: &[f32], gs: &[f32], out: &mut [f32]) {
     assert!(xs.len() == out.len() && gs.len() == out.len(), "gelu_backward_slice: lengths");
-    dispatch!(backward_body(xs: &[f32], gs: &[f32], out: &mut [f32]))
+    dispatch_fma!(backward_body(xs: &[f32], gs: &[f32], out: &mut [f32]))
 }
 
 /// `zs[i] = gs[i] * gelu'(zs[i])` in place: the fused output pass of a linear layer's GELU
@@ -105,13 +107,13 @@ pub fn gelu_backward_slice(xs: &[f32], gs: &[f32], out: &mut [f32]) {
 /// [`gelu_backward_slice`].
 pub fn gelu_backward_in_place(zs: &mut [f32], gs: &[f32]) {
     #[inline(always)]
-    fn body(zs: &mut [f32], gs: &[f32]) {
+    fn body<const FMA: bool>(zs: &mut [f32], gs: &[f32]) {
         for (z, &g) in zs.iter_mut().zip(gs) {
-            *z = g * gelu_grad_f32(*z);
+            *z = g * gelu_grad_f32::<FMA>(*z);
         }
     }
     assert_eq!(zs.len(), gs.len(), "gelu_backward_in_place: lengths");
-    dispatch!(body(zs: &mut [f32], gs: &[f32]))
+    dispatch_fma!(body(zs: &mut [f32], gs: &[f32]))
 }
 
 /// The slice loops over rayon chunks when large.
@@ -191,42 +193,51 @@ mod tests {
         xs
     }
 
+    /// Both variants, unfused (the portable path) and fused (the vector paths).
     #[test]
     fn gelu_f32_against_f64_reference() {
-        let (mut worst_rel, mut worst_abs) = (0.0f64, 0.0f64);
-        for x in sweep() {
-            let (got, want) = (gelu_f32(x) as f64, gelu_f64(x as f64));
-            // Below the normal range (x < -13.2) the error is counted in absolute terms.
-            if want.abs() >= f32::MIN_POSITIVE as f64 {
-                worst_rel = worst_rel.max(((got - want) / want).abs());
-            } else {
-                worst_abs = worst_abs.max((got - want).abs());
+        for (fma, gelu) in [(false, gelu_f32::<false> as fn(f32) -> f32), (true, gelu_f32::<true>)] {
+            let (mut worst_rel, mut worst_abs) = (0.0f64, 0.0f64);
+            for x in sweep() {
+                let (got, want) = (gelu(x) as f64, gelu_f64(x as f64));
+                // Below the normal range (x < -13.2) the error is counted in absolute terms.
+                if want.abs() >= f32::MIN_POSITIVE as f64 {
+                    worst_rel = worst_rel.max(((got - want) / want).abs());
+                } else {
+                    worst_abs = worst_abs.max((got - want).abs());
+                }
             }
+            assert!(worst_rel <= 6e-7, "gelu (fma {fma}) max rel error {worst_rel:e}");
+            assert!(worst_abs <= 1e-44, "gelu (fma {fma}) max abs error below the normal range {worst_abs:e}");
+            println!("gelu_f32 (fma {fma}): max rel error {worst_rel:e}, below the normal range {worst_abs:e}");
         }
-        assert!(worst_rel <= 6e-7, "gelu max rel error {worst_rel:e}");
-        assert!(worst_abs <= 1e-44, "gelu max abs error below the normal range {worst_abs:e}");
-        println!("gelu_f32: max rel error {worst_rel:e}, max abs error below the normal range {worst_abs:e}");
     }
 
     #[test]
     fn gelu_grad_f32_against_f64_reference() {
-        let mut worst = 0.0f64;
-        for x in sweep() {
-            let (got, want) = (gelu_grad_f32(x) as f64, gelu_grad_f64(x as f64));
-            worst = worst.max((got - want).abs() / want.abs().max(1.0));
+        for (fma, grad) in [(false, gelu_grad_f32::<false> as fn(f32) -> f32), (true, gelu_grad_f32::<true>)] {
+            let mut worst = 0.0f64;
+            for x in sweep() {
+                let (got, want) = (grad(x) as f64, gelu_grad_f64(x as f64));
+                worst = worst.max((got - want).abs() / want.abs().max(1.0));
+            }
+            assert!(worst <= 2.5e-7, "gelu' (fma {fma}) max error {worst:e}");
+            println!("gelu_grad_f32 (fma {fma}): max error (abs, relative above 1) {worst:e}");
         }
-        assert!(worst <= 2.5e-7, "gelu' max error {worst:e}");
-        println!("gelu_grad_f32: max error (abs, relative above 1) {worst:e}");
     }
 
     #[test]
     fn special_values() {
-        let inf = f32::INFINITY;
-        assert_eq!(gelu_f32(inf), inf);
-        assert!(gelu_f32(-inf) == 0.0 && gelu_f32(-inf).is_sign_negative());
-        assert!(gelu_f32(f32::NAN).is_nan() && gelu_grad_f32(f32::NAN).is_nan());
-        assert_eq!((gelu_grad_f32(inf), gelu_grad_f32(-inf)), (1.0, 0.0));
-        assert_eq!((gelu_f32(0.0), gelu_grad_f32(0.0)), (0.0, 0.5));
+        fn check<const FMA: bool>() {
+            let inf = f32::INFINITY;
+            assert_eq!(gelu_f32::<FMA>(inf), inf);
+            assert!(gelu_f32::<FMA>(-inf) == 0.0 && gelu_f32::<FMA>(-inf).is_sign_negative());
+            assert!(gelu_f32::<FMA>(f32::NAN).is_nan() && gelu_grad_f32::<FMA>(f32::NAN).is_nan());
+            assert_eq!((gelu_grad_f32::<FMA>(inf), gelu_grad_f32::<FMA>(-inf)), (1.0, 0.0));
+            assert_eq!((gelu_f32::<FMA>(0.0), gelu_grad_f32::<FMA>(0.0)), (0.0, 0.5));
+        }
+        check::<false>();
+        check::<true>();
     }
 
     #[test]
@@ -241,10 +252,17 @@ mod tests {
         let mut grad_in_place = xs.clone();
         gelu_backward_in_place(&mut grad_in_place, &gs);
         assert_eq!(grad_in_place, dx, "gelu_backward_in_place");
+        // The scalar variant this CPU's vector path runs (scalar mul_add rounds once, as FMA does).
+        let fma = crate::cpu::simd::fma_paths();
+        let (gelu, grad) = if fma {
+            (gelu_f32::<true> as fn(f32) -> f32, gelu_grad_f32::<true> as fn(f32) -> f32)
+        } else {
+            (gelu_f32::<false> as fn(f32) -> f32, gelu_grad_f32::<false> as fn(f32) -> f32)
+        };
         for i in 0..xs.len() {
-            assert_eq!(y[i].to_bits(), gelu_f32(xs[i]).to_bits(), "gelu({})", xs[i]);
+            assert_eq!(y[i].to_bits(), gelu(xs[i]).to_bits(), "gelu({}), fma {fma}", xs[i]);
             assert_eq!(in_place[i].to_bits(), y[i].to_bits(), "gelu in place ({})", xs[i]);
-            assert_eq!(dx[i].to_bits(), (gs[i] * gelu_grad_f32(xs[i])).to_bits(), "gelu'({})", xs[i]);
+            assert_eq!(dx[i].to_bits(), (gs[i] * grad(xs[i])).to_bits(), "gelu'({}), fma {fma}", xs[i]);
         }
     }
 
