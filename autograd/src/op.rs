@@ -138,6 +138,11 @@ pub enum Op {
         act: Activation,
         has_bias: bool,
     },
+    /// `gelu(z) weightᵀ + bias`, a linear layer whose input is a GELU's output (a transformer
+    /// MLP's second layer, fed the first's pre-activation). inputs: z, weight, then bias.
+    GeluLinear {
+        has_bias: bool,
+    },
     /// inputs: x, weight, then bias when present
     Conv2d {
         stride: (usize, usize),

@@ -329,6 +329,15 @@ impl Var {
         let op = Op::Linear { act, has_bias: bias.is_some() };
         Ok(Var::from_op(v, op, &opt_inputs(&[self, weight], &[bias])))
     }
+    /// `gelu(self) weightᵀ + bias`: the same values as `self.gelu()?.linear(..)`, but the GELU's
+    /// output is not kept for the backward (recomputed from `self` there). Give it a linear
+    /// layer's pre-activation: that layer's backward then needs no GEMM to recompute it.
+    pub fn gelu_linear(&self, weight: &Var, bias: Option<&Var>) -> Result<Var> {
+        let b = bias.map(Var::value);
+        let v = self.value().gelu()?.linear(&weight.value(), b.as_ref())?;
+        let op = Op::GeluLinear { has_bias: bias.is_some() };
+        Ok(Var::from_op(v, op, &opt_inputs(&[self, weight], &[bias])))
+    }
     pub fn conv2d(
         &self,
         weight: &Var,

@@ -100,6 +100,38 @@ proptest! {
             |v| v[0].linear_act(&v[1], if has_bias { Some(&v[2]) } else { None }, act));
     }
 
+    /// gelu(z) wᵀ + b, with and without bias.
+    #[test]
+    fn gelu_linear_grad(seed in any::<u64>()) {
+        let mut rng = Gen::new(seed);
+        let rank = 1 + rng.below(3);
+        let mut zs = rng.shape(rank, 3);
+        let (n_in, n_out) = (1 + rng.below(5), 1 + rng.below(5));
+        zs[rank - 1] = n_in;
+        let rows: usize = zs[..rank - 1].iter().product();
+        let has_bias = rng.coin();
+        let mut inputs = vec![
+            Input::new(rng.vec(rows * n_in, -3.0, 3.0), &zs),
+            Input::new(rng.vec(n_out * n_in, -1.0, 1.0), &[n_out, n_in]),
+        ];
+        if has_bias {
+            inputs.push(Input::new(rng.vec(n_out, -1.0, 1.0), &[n_out]));
+        }
+        let reference = move |d: &[Vec<f64>]| {
+            let mut y = Vec::with_capacity(rows * n_out);
+            for r in 0..rows {
+                for o in 0..n_out {
+                    let b = if has_bias { d[2][o] } else { 0.0 };
+                    y.push(b + (0..n_in).map(|i| gelu_f64(d[0][r * n_in + i]) * d[1][o * n_in + i]).sum::<f64>());
+                }
+            }
+            y
+        };
+        let md = mode(rng.below(3));
+        check_grads(&format!("gelu_linear {zs:?} -> {n_out} bias {has_bias}"), &inputs, md, &mut rng, reference,
+            |v| v[0].gelu_linear(&v[1], if has_bias { Some(&v[2]) } else { None }));
+    }
+
     /// conv2d over strides 1..=3, padding 0..=2, kernels 1..=3 (non-square), with and without bias.
     #[test]
     fn conv2d_grad(seed in any::<u64>()) {
@@ -179,5 +211,37 @@ proptest! {
         let what = format!("conv_transpose2d x [{n},{c},{h},{w}] w [{c},{o},{kh},{kw}] s ({sh},{sw}) p ({ph},{pw}) bias {has_bias}");
         check_grads(&what, &inputs, md, &mut rng, reference,
             |v| v[0].conv_transpose2d(&v[1], if has_bias { Some(&v[2]) } else { None }, (sh, sw), (ph, pw)));
+    }
+}
+
+/// A transformer MLP written three ways: fc1 with its fused GELU then fc2 (the inference path),
+/// fc1 then `gelu` then fc2 (the composite), and fc1 then `gelu_linear` (the training path).
+/// The outputs and every gradient agree bit for bit.
+#[test]
+fn gelu_linear_matches_its_composite_twins_bit_for_bit() {
+    use autograd::Var;
+    use tensor::{DType, Tensor};
+    let x = Var::leaf(Tensor::randn(&[3, 7, 24], 1, DType::F32));
+    let w1 = Var::param(Tensor::randn(&[40, 24], 2, DType::F32).affine(0.3, 0.0).unwrap(), "fc1.weight");
+    let b1 = Var::param(Tensor::randn(&[40], 3, DType::F32), "fc1.bias");
+    let w2 = Var::param(Tensor::randn(&[24, 40], 4, DType::F32).affine(0.2, 0.0).unwrap(), "fc2.weight");
+    let b2 = Var::param(Tensor::randn(&[24], 5, DType::F32), "fc2.bias");
+    let g = Tensor::randn(&[3, 7, 24], 6, DType::F32);
+    let all = [&x, &w1, &b1, &w2, &b2];
+    let run = |mlp: &dyn Fn() -> Var| {
+        let y = mlp();
+        let grads = y.backward_with(g.clone()).unwrap();
+        let mut out = vec![y.value().to_f32_vec().unwrap()];
+        out.extend(all.iter().map(|v| grads.get(v).expect("gradient").to_f32_vec().unwrap()));
+        out
+    };
+    let fused = run(&|| x.linear_act(&w1, Some(&b1), Activation::Gelu).unwrap().linear(&w2, Some(&b2)).unwrap());
+    let composite = run(&|| x.linear(&w1, Some(&b1)).unwrap().gelu().unwrap().linear(&w2, Some(&b2)).unwrap());
+    let split = run(&|| x.linear(&w1, Some(&b1)).unwrap().gelu_linear(&w2, Some(&b2)).unwrap());
+    let names = ["y", "dx", "dw1", "db1", "dw2", "db2"];
+    for i in 0..names.len() {
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&split[i]), bits(&composite[i]), "{}: gelu_linear vs the composite", names[i]);
+        assert_eq!(bits(&split[i]), bits(&fused[i]), "{}: gelu_linear vs the fused fc1", names[i]);
     }
 }

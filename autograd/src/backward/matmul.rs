@@ -23,18 +23,53 @@ pub(super) fn backward(op: &Op, xs: &[Tensor], needs: &[bool], y: &Tensor, g: &T
                 // (the composite twin, linear then gelu_backward, is tested equal in the tensor crate)
                 Activation::Gelu => x.linear_act_grad(w, xs.get(2).filter(|_| *has_bias), Activation::Gelu, g)?,
             };
+            linear_grads(x, w, &gz, *has_bias, needs)
+        }
+        // y = gelu(z) wᵀ + b:  h = gelu(z) (recomputed, not stored),  dz = (g w) gelu'(z),
+        // dw = gᵀ h,  db = sum g. Fed z by the layer before, whose Linear rule then has no GELU to
+        // undo: one elementwise pass here instead of a second GEMM there (z recomputed).
+        Op::GeluLinear { has_bias } => {
             let (n_in, n_out) = (w.shape()[1], w.shape()[0]);
-            let x2 = x.reshape(&[usize::MAX, n_in])?;
-            let gz2 = gz.reshape(&[x2.shape()[0], n_out])?;
+            let z = x;
+            let g2 = g.reshape(&[usize::MAX, n_out])?;
+            // h and gelu'(z) from one evaluation of the GELU's pieces when both are wanted.
+            let (h, dgelu) = match (needs[0], needs[1]) {
+                (true, true) => {
+                    let (h, d) = z.gelu_and_derivative()?;
+                    (Some(h), Some(d))
+                }
+                (false, true) => (Some(z.gelu()?), None),
+                _ => (None, None),
+            };
             let mut out = vec![
-                if_needed(needs[0], || gz2.matmul(w)?.reshape(x.shape()))?,
-                if_needed(needs[1], || gz2.t()?.matmul(&x2))?,
+                if_needed(needs[0], || match &dgelu {
+                    // (g w) ⊙ gelu'(z) in the GEMM's output pass: g w is never stored.
+                    Some(d) => g2.matmul_scaled(w, &d.reshape(&[g2.shape()[0], n_in])?)?.reshape(z.shape()),
+                    None => z.gelu_backward(&g2.matmul(w)?.reshape(z.shape())?),
+                })?,
+                match h {
+                    Some(h) => Some(g2.t()?.matmul(&h.reshape(&[g2.shape()[0], n_in])?)?),
+                    None => None,
+                },
             ];
             if *has_bias {
-                out.push(if_needed(needs[2], || gz2.sum(&[0], false))?);
+                out.push(if_needed(needs[2], || g2.sum(&[0], false))?);
             }
             Ok(out)
         }
         other => Err(no_rule(other)),
     }
+}
+
+/// A linear layer's input gradients from gz = dL/d(x wᵀ + b): dx = gz w, dw = gzᵀ x, db = sum gz.
+fn linear_grads(x: &Tensor, w: &Tensor, gz: &Tensor, has_bias: bool, needs: &[bool]) -> Result<InputGrads> {
+    let (n_in, n_out) = (w.shape()[1], w.shape()[0]);
+    let x2 = x.reshape(&[usize::MAX, n_in])?;
+    let gz2 = gz.reshape(&[x2.shape()[0], n_out])?;
+    let mut out =
+        vec![if_needed(needs[0], || gz2.matmul(w)?.reshape(x.shape()))?, if_needed(needs[1], || gz2.t()?.matmul(&x2))?];
+    if has_bias {
+        out.push(if_needed(needs[2], || gz2.sum(&[0], false))?);
+    }
+    Ok(out)
 }

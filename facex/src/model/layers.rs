@@ -62,6 +62,17 @@ impl Linear {
         }
         x.linear_act(&self.weight, self.bias.as_ref(), act)
     }
+
+    /// `gelu(z) Wᵀ + b` (`Var::gelu_linear`): the GELU's output is not kept for the backward.
+    pub fn forward_gelu_input(&self, z: &Var) -> Result<Var> {
+        z.gelu_linear(&self.weight, self.bias.as_ref())
+    }
+
+    /// Whether applying this layer to `x` records an op for the backward.
+    pub fn records_on(&self, x: &Var) -> bool {
+        autograd::is_grad_enabled()
+            && (x.requires_grad() || self.weight.requires_grad() || self.bias.as_ref().is_some_and(Var::requires_grad))
+    }
 }
 
 /// nn.LayerNorm over the last dimension (or LayerNorm2d over channels), with weight and bias.

@@ -141,6 +141,9 @@ pub struct GemmOpts<'a> {
     /// The backward of that activation instead: with `Some(g)` the output pass writes
     /// `g ⊙ act'(z)`, z = A·B (+ C) + bias, never storing z. `g` is laid out as C (`ldc`).
     pub act_grad: Option<&'a [f32]>,
+    /// Multiply the result elementwise by these values (laid out as C, `ldc`) at the end of the
+    /// output pass: `(A·B) ⊙ s` without storing A·B (a backward's `(g w) ⊙ f'(z)`).
+    pub scale: Option<&'a [f32]>,
     /// May use rayon threads (large products only). Off inside an outer parallel loop.
     pub parallel: bool,
     /// Force an instruction set (tests, benchmarks); `None` picks the best available at the
@@ -159,6 +162,7 @@ impl Default for GemmOpts<'_> {
             bias: None,
             act: Activation::None,
             act_grad: None,
+            scale: None,
             parallel: true,
             isa: None,
             #[cfg(target_arch = "x86_64")]
@@ -260,6 +264,9 @@ unsafe fn sgemm_raw(
     if let Some(g) = opts.act_grad {
         assert!(g.len() >= extent(m, ldc, n, 1), "sgemm: act_grad shorter than C");
     }
+    if let Some(s) = opts.scale {
+        assert!(s.len() >= extent(m, ldc, n, 1), "sgemm: scale shorter than C");
+    }
     let isa = opts.isa.unwrap_or_else(|| Isa::for_precision(matmul_precision()));
     assert!(isa.available(), "sgemm: {isa:?} is not supported by this CPU");
     let threads = if opts.parallel && m * n * k >= PARALLEL_MIN_WORK { rayon::current_num_threads() } else { 1 };
@@ -272,6 +279,7 @@ unsafe fn sgemm_raw(
         bias: opts.bias.map(|b| b.as_ptr()),
         act: opts.act,
         act_grad: opts.act_grad.map(|g| g.as_ptr()),
+        scale: opts.scale.map(|s| s.as_ptr()),
         #[cfg(target_arch = "x86_64")]
         packed_b: opts.packed_b.filter(|pb| pb.dims() == (k, n)).map(|pb| pb as *const bf16::PackedB),
         col0: 0,

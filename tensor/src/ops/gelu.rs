@@ -37,11 +37,13 @@ fn cdf_pieces<const FMA: bool>(x: f32) -> (bool, f32, f32, f32) {
 /// gelu(inf) = inf, NaN stays NaN.
 #[inline(always)]
 pub fn gelu_f32<const FMA: bool>(x: f32) -> f32 {
-    // Written so that NaN fails the comparison and passes through.
-    let xc = if x < -X_LIMIT { -X_LIMIT } else { x };
+    // Phi's pieces at x clamped as in gelu_grad_f32, so that a loop computing both shares them.
+    // NaN stays NaN through clamp and fails every comparison.
+    let xc = x.clamp(-X_LIMIT, X_LIMIT);
     let (is_small, small_cdf, gauss, half_erfcx) = cdf_pieces::<FMA>(xc);
-    // The Gaussian factor last on the negative side, so a subnormal result is rounded once.
-    let big = if xc > 0.0 { xc * madd::<FMA>(-gauss, half_erfcx, 1.0) } else { (xc * half_erfcx) * gauss };
+    // Beyond X_LIMIT, Phi is 1 (gauss is 0) and the product is x itself. The Gaussian factor
+    // last on the negative side, so a subnormal result is rounded once.
+    let big = if xc > 0.0 { x * madd::<FMA>(-gauss, half_erfcx, 1.0) } else { (xc * half_erfcx) * gauss };
     if is_small {
         xc * small_cdf
     } else {
@@ -74,6 +76,22 @@ fn backward_body<const FMA: bool>(xs: &[f32], gs: &[f32], out: &mut [f32]) {
     for ((o, &x), &g) in out.iter_mut().zip(xs).zip(gs) {
         *o = g * gelu_grad_f32::<FMA>(x);
     }
+}
+
+#[inline(always)]
+fn both_body<const FMA: bool>(xs: &[f32], ys: &mut [f32], ds: &mut [f32]) {
+    for ((y, d), &x) in ys.iter_mut().zip(ds.iter_mut()).zip(xs) {
+        // Both from one evaluation of Phi's pieces (the compiler merges the two calls').
+        *y = gelu_f32::<FMA>(x);
+        *d = gelu_grad_f32::<FMA>(x);
+    }
+}
+
+/// `ys[i] = gelu(xs[i])` and `ds[i] = gelu'(xs[i])` on this thread, the same bits as
+/// [`gelu_slice`] and [`gelu_backward_slice`] with unit gradients, for about the cost of one.
+pub fn gelu_and_derivative_slice(xs: &[f32], ys: &mut [f32], ds: &mut [f32]) {
+    assert!(xs.len() == ys.len() && xs.len() == ds.len(), "gelu_and_derivative_slice: lengths");
+    dispatch_fma!(both_body(xs: &[f32], ys: &mut [f32], ds: &mut [f32]))
 }
 
 /// `out[i] = gelu(xs[i])` on this thread.
@@ -139,6 +157,19 @@ fn backward_par(xs: &[f32], gs: &[f32]) -> Vec<f32> {
     out
 }
 
+fn both_par(xs: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let (mut ys, mut ds) = (vec![0.0f32; xs.len()], vec![0.0f32; xs.len()]);
+    if xs.len() < PAR_MIN {
+        gelu_and_derivative_slice(xs, &mut ys, &mut ds);
+    } else {
+        ys.par_chunks_mut(PAR_CHUNK)
+            .zip(ds.par_chunks_mut(PAR_CHUNK))
+            .zip(xs.par_chunks(PAR_CHUNK))
+            .for_each(|((y, d), x)| gelu_and_derivative_slice(x, y, d));
+    }
+    (ys, ds)
+}
+
 /// The contiguous f32 data of `t`, borrowed when it already is that, else converted.
 fn f32_data(t: &Tensor) -> Result<std::borrow::Cow<'_, [f32]>> {
     if let (CpuStorage::F32(v), Some(r)) = (t.cpu_storage()?, t.layout().contiguous_range()) {
@@ -161,6 +192,17 @@ impl Tensor {
         expect_gelu_float("gelu", self)?;
         let y = Tensor::from_vec(forward_par(&f32_data(self)?), self.shape())?;
         Ok(if self.dtype() == DType::F32 { y } else { y.to_dtype(self.dtype()) })
+    }
+
+    /// `(gelu(self), gelu'(self))` in one pass, each the same bits as [`Tensor::gelu`] and
+    /// [`Tensor::gelu_backward`] of a unit gradient: for a backward that needs the GELU's output
+    /// again (recomputed, not stored) as well as its derivative.
+    pub fn gelu_and_derivative(&self) -> Result<(Tensor, Tensor)> {
+        let _prof = profile::op(profile::Kind::Gelu, 0.0, profile::f32_traffic(self.elem_count(), 2));
+        expect_gelu_float("gelu_and_derivative", self)?;
+        let (y, d) = both_par(&f32_data(self)?);
+        let (y, d) = (Tensor::from_vec(y, self.shape())?, Tensor::from_vec(d, self.shape())?);
+        Ok(if self.dtype() == DType::F32 { (y, d) } else { (y.to_dtype(self.dtype()), d.to_dtype(self.dtype())) })
     }
 
     /// The GELU backward: `grad * gelu'(self)` with `self` the forward's input, in f32, in the
@@ -264,6 +306,27 @@ mod tests {
             assert_eq!(in_place[i].to_bits(), y[i].to_bits(), "gelu in place ({})", xs[i]);
             assert_eq!(dx[i].to_bits(), (gs[i] * grad(xs[i])).to_bits(), "gelu'({}), fma {fma}", xs[i]);
         }
+    }
+
+    /// Both at once: the same bits as each alone, on the slice and on a tensor large enough for
+    /// the parallel path, specials included.
+    #[test]
+    fn gelu_and_derivative_match_each_alone_bit_for_bit() {
+        let mut xs: Vec<f32> = (0..1003).map(|i| (i as f32 - 501.0) * 0.037).collect();
+        xs.extend([f32::INFINITY, f32::NEG_INFINITY, f32::NAN, 16.5, -16.5, 0.0, -0.0, 1e-40]);
+        let (mut y, mut d, mut want_y, mut want_d) =
+            (vec![0.0; xs.len()], vec![0.0; xs.len()], vec![0.0; xs.len()], vec![0.0; xs.len()]);
+        gelu_and_derivative_slice(&xs, &mut y, &mut d);
+        gelu_slice(&xs, &mut want_y);
+        gelu_backward_slice(&xs, &vec![1.0; xs.len()], &mut want_d);
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&y), bits(&want_y), "gelu");
+        assert_eq!(bits(&d), bits(&want_d), "gelu'");
+        let x = Tensor::rand_uniform(&[300_007], -9.0, 9.0, 3, DType::F32);
+        let (y, d) = x.gelu_and_derivative().unwrap();
+        let ones = Tensor::full(1.0, &[300_007], DType::F32);
+        assert_eq!(y.to_f32_vec().unwrap(), x.gelu().unwrap().to_f32_vec().unwrap());
+        assert_eq!(d.to_f32_vec().unwrap(), x.gelu_backward(&ones).unwrap().to_f32_vec().unwrap());
     }
 
     #[test]

@@ -77,6 +77,35 @@ impl Tensor {
         Tensor::from_vec(out, &out_shape)
     }
 
+    /// `(self · rhs) ⊙ scale` for matrices `[m, k] · [k, n]` and `scale` `[m, n]`, the multiply done
+    /// in the GEMM's output pass, so the product is never stored: a backward's `(g w) ⊙ f'(z)`.
+    /// Its composite twin is `matmul` then `mul`: the same bits in f32. Other dtypes, and other
+    /// ranks (broadcast batches), are computed as that composite.
+    pub fn matmul_scaled(&self, rhs: &Tensor, scale: &Tensor) -> Result<Tensor> {
+        const OP: &str = "matmul_scaled";
+        let all_f32 = [self, rhs, scale].iter().all(|t| t.dtype() == DType::F32);
+        if !all_f32 || self.rank() != 2 || rhs.rank() != 2 {
+            return self.matmul(rhs)?.mul(scale);
+        }
+        let (m, k, n) = (self.shape()[0], self.shape()[1], rhs.shape()[1]);
+        if rhs.shape()[0] != k {
+            return Err(Error::ShapeMismatch { op: OP, lhs: self.shape().to_vec(), rhs: rhs.shape().to_vec() });
+        }
+        if scale.shape() != [m, n] {
+            return Err(Error::ShapeMismatch { op: OP, lhs: vec![m, n], rhs: scale.shape().to_vec() });
+        }
+        let _prof = profile::op(profile::Kind::Gemm, 2.0 * (m * k * n) as f64, 0.0);
+        let (al, bl) = (self.layout(), rhs.layout());
+        let (av, bv) = (f32_storage(self), f32_storage(rhs));
+        // The scale in C's row-major order (copied only if it is a view).
+        let scale_vals = scale.f32_slice()?;
+        let opts = GemmOpts { scale: Some(&scale_vals), ..GemmOpts::default() };
+        #[rustfmt::skip]
+        let out = sgemm_new(m, n, k, &av[al.offset..], al.strides[0], al.strides[1],
+            &bv[bl.offset..], bl.strides[0], bl.strides[1], &opts);
+        Tensor::from_vec(out, &[m, n])
+    }
+
     /// x [..., in] @ weight[out, in]^T + bias[out].
     pub fn linear(&self, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
         self.linear_act(weight, bias, Activation::None)
@@ -352,6 +381,34 @@ mod tests {
     /// the stored z): the same bits in f32, for GELU and ReLU, with views as x and as the
     /// gradient, shapes with edge tiles and shapes large enough for threads; in bf16 (computed
     /// in f32, rounded once) within bf16 rounding of the f32 result. Wrong shapes are errors.
+    #[test]
+    fn matmul_scaled_equals_matmul_then_mul() {
+        let bits = |t: &Tensor| t.to_f32_vec().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        for (m, k, n) in [(1, 1, 1), (7, 5, 9), (70, 33, 130), (300, 64, 40)] {
+            let a = Tensor::randn(&[m, k], 1, DType::F32);
+            let bt = Tensor::randn(&[n, k], 2, DType::F32);
+            let s = Tensor::randn(&[n, m], 3, DType::F32);
+            // A transposed right operand and a transposed (strided) scale.
+            let (b, s) = (bt.t().unwrap(), s.t().unwrap());
+            let got = a.matmul_scaled(&b, &s).unwrap();
+            assert_eq!(got.shape(), &[m, n]);
+            assert_eq!(bits(&got), bits(&a.matmul(&b).unwrap().mul(&s).unwrap()), "{m}x{k}x{n}");
+        }
+        // bf16 and batched operands take the composite.
+        let a = Tensor::randn(&[2, 3, 4], 4, DType::F32);
+        let b = Tensor::randn(&[4, 5], 5, DType::F32);
+        let s = Tensor::randn(&[2, 3, 5], 6, DType::F32);
+        assert_eq!(bits(&a.matmul_scaled(&b, &s).unwrap()), bits(&a.matmul(&b).unwrap().mul(&s).unwrap()));
+        let h = |t: &Tensor| t.to_dtype(DType::BF16);
+        let got = h(&a).matmul_scaled(&h(&b), &h(&s)).unwrap();
+        assert_eq!(got.dtype(), DType::BF16);
+        let a0 = Tensor::randn(&[3, 4], 7, DType::F32);
+        let err = a0.matmul_scaled(&b, &Tensor::zeros(&[3, 4], DType::F32)).unwrap_err();
+        assert_eq!(err, Error::ShapeMismatch { op: "matmul_scaled", lhs: vec![3, 5], rhs: vec![3, 4] });
+        let err = a0.matmul_scaled(&b.t().unwrap(), &s).unwrap_err();
+        assert_eq!(err, Error::ShapeMismatch { op: "matmul_scaled", lhs: vec![3, 4], rhs: vec![5, 4] });
+    }
+
     #[test]
     fn linear_act_grad_equals_linear_then_the_backward_rule() {
         for (rows, in_f, out_f, seed) in [(1, 1, 1, 1), (13, 7, 33, 2), (70, 96, 130, 3), (400, 128, 512, 4)] {

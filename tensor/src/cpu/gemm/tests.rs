@@ -373,6 +373,48 @@ fn act_grad_output_pass_equals_product_then_activate_grad() {
     }
 }
 
+/// The scaling output pass equals the plain product (with its bias and activation) followed by
+/// an elementwise multiply, bit for bit, for every kernel, whole and edge tiles, padded C,
+/// threads or not, and k = 0.
+#[test]
+fn scale_output_pass_equals_product_then_multiply() {
+    let shapes = [(1, 1, 1), (7, 9, 5), (33, 70, 40), (130, 47, 96), (64, 512, 128), (5, 3, 0)];
+    let mut seed = 90;
+    for isa in isas() {
+        for &(m, n, k) in &shapes {
+            for (act, bias, pad, parallel) in [
+                (Activation::None, false, 0, true),
+                (Activation::Gelu, true, 2, false),
+                (Activation::None, true, 1, false),
+            ] {
+                seed += 1;
+                let case = Case::new(m, n, k, seed % 2 == 0, seed % 3 == 0, pad, bias, seed);
+                let mut rng = SplitMix64(seed ^ 0x5C);
+                let s: Vec<f32> = (0..case.c.len()).map(|_| rng.uniform() as f32 * 4.0 - 2.0).collect();
+                let mut want = case.run(false, act, isa, parallel);
+                for i in 0..m {
+                    for j in i * case.ldc..i * case.ldc + n {
+                        want[j] *= s[j];
+                    }
+                }
+                let mut got = case.c.clone();
+                let opts = GemmOpts {
+                    bias: case.bias.as_deref(),
+                    act,
+                    scale: Some(&s),
+                    parallel,
+                    isa: Some(isa),
+                    ..GemmOpts::default()
+                };
+                #[rustfmt::skip]
+                sgemm_with(m, n, k, &case.a, case.a_rs, case.a_cs, &case.b, case.b_rs, case.b_cs,
+                    &mut got, case.ldc, &opts);
+                assert_eq!(got, want, "{isa:?} {act:?} m={m} n={n} k={k} bias={bias} pad={pad}");
+            }
+        }
+    }
+}
+
 #[test]
 fn new_output_equals_product_into_zeros_on_every_isa() {
     // Blocked and edge shapes, k = 0 (bias only) included; every ISA; with and without the
