@@ -59,7 +59,8 @@ fn index_select_grad(x: &Tensor, g: &Tensor, dim: isize, index: &Tensor) -> Resu
     let n = x.shape()[d];
     let idx = indices(OP, index, n)?;
     let inner: usize = x.shape()[d + 1..].iter().product();
-    let gv = g.to_f32_vec()?;
+    // Borrowed when g is contiguous f32 (Swin's window gathers): no copy of the gradient.
+    let gv = g.f32_slice()?;
     let mut out = vec![0f32; x.elem_count()];
     let (g_block, x_block) = (idx.len() * inner, n * inner);
     if inner > 0 && g_block > 0 {

@@ -72,8 +72,23 @@ fn checked_indices(op: &'static str, x: &Tensor, index: &Tensor, d: usize) -> Re
 }
 
 fn index_select_typed<T: Element>(x: &Tensor, d: usize, idx: &[i64], out_shape: &[usize]) -> Result<Vec<T>> {
-    let mut out = vec![T::zeroed(); out_shape.iter().product()];
     let src = typed::<T>(x)?;
+    // A contiguous source (Swin's window gathers): each selected slab is `inner` consecutive
+    // elements, appended whole, so the output is never zero-filled and no per-index plan is made.
+    if let Some(r) = x.layout().contiguous_range() {
+        let src = &src[r];
+        let (n_d, inner) = (x.shape()[d], x.shape()[d + 1..].iter().product::<usize>());
+        let outer: usize = x.shape()[..d].iter().product();
+        let mut out = Vec::with_capacity(outer * idx.len() * inner);
+        for o in 0..outer {
+            for &i in idx {
+                let at = (o * n_d + i as usize) * inner;
+                out.extend_from_slice(&src[at..at + inner]);
+            }
+        }
+        return Ok(out);
+    }
+    let mut out = vec![T::zeroed(); out_shape.iter().product()];
     let ostrides = contiguous_strides(out_shape);
     let mut slab = x.layout().clone();
     slab.shape[d] = 1;
