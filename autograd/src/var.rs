@@ -84,9 +84,15 @@ impl Var {
         Var::make(value, true, None, Some(name.into()))
     }
 
-    /// The result of an op: records a node when grad mode is on and any input needs a gradient.
+    /// Whether an op on `inputs` records a node: grad mode is on and any input needs a gradient.
+    /// Model code asks it to choose between an inference and a training formulation.
+    pub fn records(inputs: &[&Var]) -> bool {
+        is_grad_enabled() && inputs.iter().any(|v| v.requires_grad())
+    }
+
+    /// The result of an op: records a node when [`Var::records`] says so.
     pub fn from_op(value: Tensor, op: Op, inputs: &[&Var]) -> Var {
-        if is_grad_enabled() && inputs.iter().any(|v| v.requires_grad()) {
+        if Var::records(inputs) {
             let node = Node { op, inputs: inputs.iter().map(|&v| v.clone()).collect() };
             Var::make(value, true, Some(node), None)
         } else {

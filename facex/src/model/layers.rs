@@ -70,8 +70,8 @@ impl Linear {
 
     /// Whether applying this layer to `x` records an op for the backward.
     pub fn records_on(&self, x: &Var) -> bool {
-        autograd::is_grad_enabled()
-            && (x.requires_grad() || self.weight.requires_grad() || self.bias.as_ref().is_some_and(Var::requires_grad))
+        let inputs: Vec<&Var> = [x, &self.weight].into_iter().chain(&self.bias).collect();
+        Var::records(&inputs)
     }
 }
 
