@@ -89,13 +89,29 @@ impl Case {
     }
 
     fn run(&self, accumulate: bool, act: Activation, isa: Isa, parallel: bool) -> Vec<f32> {
+        self.run_with(&GemmOpts {
+            accumulate,
+            bias: self.bias.as_deref(),
+            act,
+            parallel,
+            isa: Some(isa),
+            ..GemmOpts::default()
+        })
+    }
+
+    /// The product into a copy of C with any options.
+    fn run_with(&self, opts: &GemmOpts) -> Vec<f32> {
         let mut c = self.c.clone();
-        let opts =
-            GemmOpts { accumulate, bias: self.bias.as_deref(), act, parallel, isa: Some(isa), ..GemmOpts::default() };
         #[rustfmt::skip]
         sgemm_with(self.m, self.n, self.k, &self.a, self.a_rs, self.a_cs, &self.b, self.b_rs, self.b_cs,
-            &mut c, self.ldc, &opts);
+            &mut c, self.ldc, opts);
         c
+    }
+
+    /// Values laid out as C (an epilogue's gradient or scale), uniform in [-2, 2).
+    fn like_c(&self, seed: u64) -> Vec<f32> {
+        let mut rng = SplitMix64(seed);
+        (0..self.c.len()).map(|_| rng.uniform() as f32 * 4.0 - 2.0).collect()
     }
 
     fn check(&self, accumulate: bool, act: Activation, isa: Isa, parallel: bool) {
@@ -290,17 +306,14 @@ fn prepacked_b_equals_packing_per_call() {
         let case = Case::new(m, n, k, false, tb, 0, true, 5);
         let packed = bf16::PackedB::new(k, n, &case.b, case.b_rs, case.b_cs).unwrap();
         for parallel in [false, true] {
-            let mut c = case.c.clone();
-            let opts = GemmOpts {
+            let c = case.run_with(&GemmOpts {
                 bias: case.bias.as_deref(),
                 act: Activation::Gelu,
                 parallel,
                 isa: Some(isa),
                 packed_b: Some(&packed),
                 ..GemmOpts::default()
-            };
-            #[rustfmt::skip]
-            sgemm_with(m, n, k, &case.a, case.a_rs, case.a_cs, &case.b, case.b_rs, case.b_cs, &mut c, case.ldc, &opts);
+            });
             assert_eq!(c, case.run(false, Activation::Gelu, isa, parallel), "{isa:?} m={m} n={n} k={k}");
         }
     }
@@ -334,38 +347,36 @@ fn short_operand_panics() {
     sgemm(2, 2, 2, &[1.0; 3], 2, 1, &[1.0; 4], 2, 1, &mut c, 2, false);
 }
 
+/// The fused output passes' shapes: whole and edge tiles, a wide C, and k = 0.
+const EPILOGUE_SHAPES: [(usize, usize, usize); 6] =
+    [(1, 1, 1), (7, 9, 5), (33, 70, 40), (130, 47, 96), (64, 512, 128), (5, 3, 0)];
+
 /// The activation-gradient output pass equals the plain product followed by `activate_grad`
 /// (the composite: z stored, then the backward rule), bit for bit, for every kernel, whole and
 /// edge tiles, padded C, bias or not, threads or not, and a product with k = 0.
 #[test]
 fn act_grad_output_pass_equals_product_then_activate_grad() {
-    let shapes = [(1, 1, 1), (7, 9, 5), (33, 70, 40), (130, 47, 96), (64, 512, 128), (5, 3, 0)];
     let mut seed = 40;
     for isa in isas() {
-        for &(m, n, k) in &shapes {
+        for &(m, n, k) in &EPILOGUE_SHAPES {
             for act in [Activation::Gelu, Activation::Relu, Activation::None] {
                 for (bias, pad, parallel) in [(true, 0, true), (false, 2, false), (true, 1, false)] {
                     seed += 1;
                     let case = Case::new(m, n, k, seed % 2 == 0, seed % 3 == 0, pad, bias, seed);
-                    let mut rng = SplitMix64(seed ^ 0xAB);
-                    let g: Vec<f32> = (0..case.c.len()).map(|_| rng.uniform() as f32 * 4.0 - 2.0).collect();
+                    let g = case.like_c(seed ^ 0xAB);
                     let mut want = case.run(false, Activation::None, isa, parallel);
                     for i in 0..m {
                         let r = i * case.ldc..i * case.ldc + n;
                         activate_grad(act, &mut want[r.clone()], &g[r]);
                     }
-                    let mut got = case.c.clone();
-                    let opts = GemmOpts {
+                    let got = case.run_with(&GemmOpts {
                         bias: case.bias.as_deref(),
                         act,
                         act_grad: Some(&g),
                         parallel,
                         isa: Some(isa),
                         ..GemmOpts::default()
-                    };
-                    #[rustfmt::skip]
-                    sgemm_with(m, n, k, &case.a, case.a_rs, case.a_cs, &case.b, case.b_rs, case.b_cs,
-                        &mut got, case.ldc, &opts);
+                    });
                     assert_eq!(got, want, "{isa:?} {act:?} m={m} n={n} k={k} bias={bias} pad={pad}");
                 }
             }
@@ -378,10 +389,9 @@ fn act_grad_output_pass_equals_product_then_activate_grad() {
 /// threads or not, and k = 0.
 #[test]
 fn scale_output_pass_equals_product_then_multiply() {
-    let shapes = [(1, 1, 1), (7, 9, 5), (33, 70, 40), (130, 47, 96), (64, 512, 128), (5, 3, 0)];
     let mut seed = 90;
     for isa in isas() {
-        for &(m, n, k) in &shapes {
+        for &(m, n, k) in &EPILOGUE_SHAPES {
             for (act, bias, pad, parallel) in [
                 (Activation::None, false, 0, true),
                 (Activation::Gelu, true, 2, false),
@@ -389,26 +399,21 @@ fn scale_output_pass_equals_product_then_multiply() {
             ] {
                 seed += 1;
                 let case = Case::new(m, n, k, seed % 2 == 0, seed % 3 == 0, pad, bias, seed);
-                let mut rng = SplitMix64(seed ^ 0x5C);
-                let s: Vec<f32> = (0..case.c.len()).map(|_| rng.uniform() as f32 * 4.0 - 2.0).collect();
+                let s = case.like_c(seed ^ 0x5C);
                 let mut want = case.run(false, act, isa, parallel);
                 for i in 0..m {
                     for j in i * case.ldc..i * case.ldc + n {
                         want[j] *= s[j];
                     }
                 }
-                let mut got = case.c.clone();
-                let opts = GemmOpts {
+                let got = case.run_with(&GemmOpts {
                     bias: case.bias.as_deref(),
                     act,
                     scale: Some(&s),
                     parallel,
                     isa: Some(isa),
                     ..GemmOpts::default()
-                };
-                #[rustfmt::skip]
-                sgemm_with(m, n, k, &case.a, case.a_rs, case.a_cs, &case.b, case.b_rs, case.b_cs,
-                    &mut got, case.ldc, &opts);
+                });
                 assert_eq!(got, want, "{isa:?} {act:?} m={m} n={n} k={k} bias={bias} pad={pad}");
             }
         }
