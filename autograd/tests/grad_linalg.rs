@@ -23,6 +23,52 @@ fn conv_out(h: usize, k: usize, s: usize, p: usize) -> usize {
     (h + 2 * p - k) / s + 1
 }
 
+/// A linear layer's random sizes: an input of rank 1 to 3 whose last dim is n_in, n_out
+/// outputs, and whether it has a bias.
+struct LinearDims {
+    x_shape: Vec<usize>,
+    n_in: usize,
+    n_out: usize,
+    rows: usize,
+    has_bias: bool,
+}
+
+impl LinearDims {
+    fn draw(rng: &mut Gen) -> LinearDims {
+        let rank = 1 + rng.below(3);
+        let mut x_shape = rng.shape(rank, 3);
+        let (n_in, n_out) = (1 + rng.below(5), 1 + rng.below(5));
+        x_shape[rank - 1] = n_in;
+        let rows = x_shape[..rank - 1].iter().product();
+        LinearDims { x_shape, n_in, n_out, rows, has_bias: rng.coin() }
+    }
+
+    /// x in [-x_max, x_max), the weight [n_out, n_in] and the bias in [-1, 1).
+    fn inputs(&self, rng: &mut Gen, x_max: f64) -> Vec<Input> {
+        let mut inputs = vec![
+            Input::new(rng.vec(self.rows * self.n_in, -x_max, x_max), &self.x_shape),
+            Input::new(rng.vec(self.n_out * self.n_in, -1.0, 1.0), &[self.n_out, self.n_in]),
+        ];
+        if self.has_bias {
+            inputs.push(Input::new(rng.vec(self.n_out, -1.0, 1.0), &[self.n_out]));
+        }
+        inputs
+    }
+
+    /// b + Σ_i f(x_i) w_oi for every row and output, in f64.
+    fn reference(&self, d: &[Vec<f64>], f: impl Fn(f64) -> f64) -> Vec<f64> {
+        let (n_in, n_out) = (self.n_in, self.n_out);
+        let mut y = Vec::with_capacity(self.rows * n_out);
+        for r in 0..self.rows {
+            for o in 0..n_out {
+                let b = if self.has_bias { d[2][o] } else { 0.0 };
+                y.push(b + (0..n_in).map(|i| f(d[0][r * n_in + i]) * d[1][o * n_in + i]).sum::<f64>());
+            }
+        }
+        y
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(32))]
 
@@ -59,38 +105,18 @@ proptest! {
     #[test]
     fn linear_grad(seed in any::<u64>()) {
         let mut rng = Gen::new(seed);
-        let rank = 1 + rng.below(3);
-        let mut xs = rng.shape(rank, 3);
-        let (n_in, n_out) = (1 + rng.below(5), 1 + rng.below(5));
-        xs[rank - 1] = n_in;
-        let rows: usize = xs[..rank - 1].iter().product();
-        let has_bias = rng.coin();
+        let dims = LinearDims::draw(&mut rng);
         let act = [Activation::None, Activation::Relu, Activation::Gelu][rng.below(3)];
-        let pre = move |d: &[Vec<f64>]| -> Vec<f64> {
-            let mut z = Vec::with_capacity(rows * n_out);
-            for r in 0..rows {
-                for o in 0..n_out {
-                    let b = if has_bias { d[2][o] } else { 0.0 };
-                    z.push(b + (0..n_in).map(|i| d[0][r * n_in + i] * d[1][o * n_in + i]).sum::<f64>());
-                }
-            }
-            z
-        };
         // Redraw until no pre-activation sits on relu's kink.
         let inputs = loop {
-            let mut inputs = vec![
-                Input::new(rng.vec(rows * n_in, -2.0, 2.0), &xs),
-                Input::new(rng.vec(n_out * n_in, -1.0, 1.0), &[n_out, n_in]),
-            ];
-            if has_bias {
-                inputs.push(Input::new(rng.vec(n_out, -1.0, 1.0), &[n_out]));
-            }
+            let inputs = dims.inputs(&mut rng, 2.0);
             let d: Vec<Vec<f64>> = inputs.iter().map(|i| i.data.clone()).collect();
-            if pre(&d).iter().all(|z| z.abs() > 0.02) {
+            if dims.reference(&d, |x| x).iter().all(|z| z.abs() > 0.02) {
                 break inputs;
             }
         };
-        let reference = move |d: &[Vec<f64>]| pre(d).into_iter().map(|z| match act {
+        let (xs, n_out, has_bias) = (dims.x_shape.clone(), dims.n_out, dims.has_bias);
+        let reference = move |d: &[Vec<f64>]| dims.reference(d, |x| x).into_iter().map(|z| match act {
             Activation::None => z,
             Activation::Relu => z.max(0.0),
             Activation::Gelu => gelu_f64(z),
@@ -104,29 +130,10 @@ proptest! {
     #[test]
     fn gelu_linear_grad(seed in any::<u64>()) {
         let mut rng = Gen::new(seed);
-        let rank = 1 + rng.below(3);
-        let mut zs = rng.shape(rank, 3);
-        let (n_in, n_out) = (1 + rng.below(5), 1 + rng.below(5));
-        zs[rank - 1] = n_in;
-        let rows: usize = zs[..rank - 1].iter().product();
-        let has_bias = rng.coin();
-        let mut inputs = vec![
-            Input::new(rng.vec(rows * n_in, -3.0, 3.0), &zs),
-            Input::new(rng.vec(n_out * n_in, -1.0, 1.0), &[n_out, n_in]),
-        ];
-        if has_bias {
-            inputs.push(Input::new(rng.vec(n_out, -1.0, 1.0), &[n_out]));
-        }
-        let reference = move |d: &[Vec<f64>]| {
-            let mut y = Vec::with_capacity(rows * n_out);
-            for r in 0..rows {
-                for o in 0..n_out {
-                    let b = if has_bias { d[2][o] } else { 0.0 };
-                    y.push(b + (0..n_in).map(|i| gelu_f64(d[0][r * n_in + i]) * d[1][o * n_in + i]).sum::<f64>());
-                }
-            }
-            y
-        };
+        let dims = LinearDims::draw(&mut rng);
+        let inputs = dims.inputs(&mut rng, 3.0);
+        let (zs, n_out, has_bias) = (dims.x_shape.clone(), dims.n_out, dims.has_bias);
+        let reference = move |d: &[Vec<f64>]| dims.reference(d, gelu_f64);
         let md = mode(rng.below(3));
         check_grads(&format!("gelu_linear {zs:?} -> {n_out} bias {has_bias}"), &inputs, md, &mut rng, reference,
             |v| v[0].gelu_linear(&v[1], if has_bias { Some(&v[2]) } else { None }));
