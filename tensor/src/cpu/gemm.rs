@@ -241,7 +241,7 @@ pub fn sgemm_new(
 /// `c` must be valid for writes (and, with accumulate, reads) of `c_len` values.
 #[allow(clippy::too_many_arguments)]
 #[rustfmt::skip]
-unsafe fn sgemm_raw(
+pub(crate) unsafe fn sgemm_raw(
     m: usize, n: usize, k: usize,
     a: &[f32], a_rs: usize, a_cs: usize,
     b: &[f32], b_rs: usize, b_cs: usize,
@@ -301,16 +301,16 @@ unsafe fn sgemm_raw(
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx => {
                 use kernels::avx512::{kernel, MR, NR};
-                driver::run::<MR, NR>(kernel, &p, threads, fast_pack)
+                driver::run::<MR, NR>(kernel, None, &p, threads, fast_pack)
             }
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2Fma => {
-                use kernels::avx2::{kernel, MR, NR};
-                driver::run::<MR, NR>(kernel, &p, threads, fast_pack)
+                use kernels::avx2::{edge, kernel, MR, NR};
+                driver::run::<MR, NR>(kernel, Some(edge), &p, threads, fast_pack)
             }
             _ => {
                 use kernels::generic::{kernel, MR, NR};
-                driver::run::<MR, NR>(kernel, &p, threads, fast_pack)
+                driver::run::<MR, NR>(kernel, None, &p, threads, fast_pack)
             }
         }
     }

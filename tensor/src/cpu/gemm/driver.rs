@@ -1,7 +1,7 @@
 //! The blocked GEMM loop nest (BLIS order: NC columns, KC depth, MC rows, then NR x MR tiles),
 //! the fused output pass, and the split of one product over rayon threads.
 
-use super::kernels::KernelFn;
+use super::kernels::{EdgeFn, KernelFn};
 use super::pack::pack;
 use crate::ops::Activation;
 use rayon::prelude::*;
@@ -99,8 +99,14 @@ thread_local! {
 ///
 /// # Safety
 /// `p` must describe valid, in-bounds operands; `kern` must be runnable on this CPU.
-pub unsafe fn run<const MR: usize, const NR: usize>(kern: KernelFn, p: &Problem, threads: usize, fast_pack: bool) {
-    split::<MR, NR>(p, threads, |sub| serial::<MR, NR>(kern, sub, fast_pack))
+pub unsafe fn run<const MR: usize, const NR: usize>(
+    kern: KernelFn,
+    edge: Option<EdgeFn>,
+    p: &Problem,
+    threads: usize,
+    fast_pack: bool,
+) {
+    split::<MR, NR>(p, threads, |sub| serial::<MR, NR>(kern, edge, sub, fast_pack))
 }
 
 /// Splits the product over `threads` rayon workers (MR x NR tiles never straddle two parts) and
@@ -135,7 +141,12 @@ pub unsafe fn split<const MR: usize, const NR: usize>(p: &Problem, threads: usiz
 ///
 /// # Safety
 /// As for [`run`].
-pub unsafe fn serial<const MR: usize, const NR: usize>(kern: KernelFn, p: &Problem, fast_pack: bool) {
+pub unsafe fn serial<const MR: usize, const NR: usize>(
+    kern: KernelFn,
+    edge: Option<EdgeFn>,
+    p: &Problem,
+    fast_pack: bool,
+) {
     if p.m == 0 || p.n == 0 {
         return;
     }
@@ -150,13 +161,19 @@ pub unsafe fn serial<const MR: usize, const NR: usize>(kern: KernelFn, p: &Probl
         return;
     }
     BUFS.with(|bufs| match bufs.try_borrow_mut() {
-        Ok(mut bufs) => blocked::<MR, NR>(kern, p, fast_pack, &mut bufs),
+        Ok(mut bufs) => blocked::<MR, NR>(kern, edge, p, fast_pack, &mut bufs),
         // Only reachable if a caller re-enters from inside a product; use fresh buffers.
-        Err(_) => blocked::<MR, NR>(kern, p, fast_pack, &mut PackBufs::default()),
+        Err(_) => blocked::<MR, NR>(kern, edge, p, fast_pack, &mut PackBufs::default()),
     })
 }
 
-unsafe fn blocked<const MR: usize, const NR: usize>(kern: KernelFn, p: &Problem, fast_pack: bool, bufs: &mut PackBufs) {
+unsafe fn blocked<const MR: usize, const NR: usize>(
+    kern: KernelFn,
+    edge: Option<EdgeFn>,
+    p: &Problem,
+    fast_pack: bool,
+    bufs: &mut PackBufs,
+) {
     let mc_max = (MC / MR).max(1) * MR;
     let kc_max = KC.min(p.k);
     let nc_max = NC.min(p.n.div_ceil(NR) * NR);
@@ -166,8 +183,10 @@ unsafe fn blocked<const MR: usize, const NR: usize>(kern: KernelFn, p: &Problem,
     // panels are read in place when B rows are contiguous. Not for more rows: a panel read in
     // place has rows b_rs apart, and when b_rs is a multiple of 1 KiB (a 2048-wide weight) its
     // kc rows fall into a few L1 sets (4 KiB apart: one) and evict each other between the A tiles that
-    // reuse them (196 x 2048 x 512 on Zen 3: 50 GFLOP/s in place, 83 packed).
-    let direct_b = p.b_cs == 1 && p.m <= 4 * MR;
+    // reuse them (196 x 2048 x 512 on Zen 3: 50 GFLOP/s in place, 83 packed). A small B (at
+    // most 64 KiB, a batched window product's 32 x 49) whose rows avoid that stride is read in
+    // place too: its copy was a fifth of such a product's time.
+    let direct_b = p.b_cs == 1 && (p.m <= 4 * MR || (p.k * p.n <= 16384 && !p.b_rs.is_multiple_of(256)));
     let mut tmp = [0.0f32; MAX_TILE];
     let tmp = tmp.as_mut_ptr();
 
@@ -199,8 +218,12 @@ unsafe fn blocked<const MR: usize, const NR: usize>(kern: KernelFn, p: &Problem,
                     for ir in (0..mc).step_by(MR) {
                         let ap = abuf.add(ir * kc);
                         let cp = p.c.add((ic + ir) * p.ldc + jc + jr);
-                        let tile = Tile { c: cp, mr: MR.min(mc - ir), nr, col: jc + jr, load_c, last };
-                        micro_tile::<MR, NR>(p, tile, tmp, |c, ldc, load| kern(kc, ap, bp, b_rs, c, ldc, load));
+                        let mr = MR.min(mc - ir);
+                        let tile = Tile { c: cp, mr, nr, col: jc + jr, load_c, last };
+                        micro_tile::<MR, NR>(p, tile, tmp, |c, ldc, load| match edge {
+                            Some(edge) if mr < MR || nr < NR => edge(mr, nr, kc, ap, bp, b_rs, c, ldc, load),
+                            _ => kern(kc, ap, bp, b_rs, c, ldc, load),
+                        });
                     }
                 }
             }

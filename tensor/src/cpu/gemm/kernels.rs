@@ -10,6 +10,20 @@
 pub type KernelFn =
     unsafe fn(kc: usize, a: *const f32, b: *const f32, b_rs: usize, c: *mut f32, ldc: usize, load_c: bool);
 
+/// An edge-tile kernel: `mr` x `nr` (at most MR x NR) of the tile, into a scratch tile with room
+/// for MR x NR values. Without one, edges run the whole-tile kernel on zero padding.
+pub type EdgeFn = unsafe fn(
+    mr: usize,
+    nr: usize,
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    b_rs: usize,
+    c: *mut f32,
+    ldc: usize,
+    load_c: bool,
+);
+
 #[cfg(target_arch = "x86_64")]
 pub mod avx512 {
     use std::arch::x86_64::*;
@@ -52,6 +66,7 @@ pub mod avx512 {
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx2 {
+    use super::KernelFn;
     use std::arch::x86_64::*;
 
     pub const MR: usize = 6;
@@ -69,29 +84,71 @@ pub mod avx2 {
             _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc) as *const i8);
             _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc + NR - 1) as *const i8);
         }
-        let mut acc0 = [_mm256_setzero_ps(); MR];
-        let mut acc1 = [_mm256_setzero_ps(); MR];
+        tile::<MR, 2>(kc, a, b, b_rs, c, ldc, load_c)
+    }
+
+    /// An edge tile of `mr` <= MR rows and `nr` <= NR columns, computed as the smallest tile that
+    /// covers it (R = mr rows, one or two vectors of 8 columns) into `c` (rows `ldc` apart, R x 8V
+    /// values written). Each value is the same chain of multiply-adds as in [`kernel`], so the
+    /// bits are the same; the work saved is the padding (a 49-wide product's last panel is one
+    /// column of sixteen, its last row panel one row of six).
+    ///
+    /// # Safety
+    /// As for [`kernel`], with `c` covering mr rows of `nr.div_ceil(8) * 8` values.
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    #[rustfmt::skip]
+    pub unsafe fn edge(mr: usize, nr: usize, kc: usize, a: *const f32, b: *const f32, b_rs: usize, c: *mut f32, ldc: usize, load_c: bool) {
+        debug_assert!((1..=MR).contains(&mr) && (1..=NR).contains(&nr));
+        let tile: KernelFn = match (mr, nr > 8) {
+            (1, false) => tile::<1, 1>,
+            (2, false) => tile::<2, 1>,
+            (3, false) => tile::<3, 1>,
+            (4, false) => tile::<4, 1>,
+            (5, false) => tile::<5, 1>,
+            (_, false) => tile::<6, 1>,
+            (1, true) => tile::<1, 2>,
+            (2, true) => tile::<2, 2>,
+            (3, true) => tile::<3, 2>,
+            (4, true) => tile::<4, 2>,
+            (5, true) => tile::<5, 2>,
+            (_, true) => tile::<6, 2>,
+        };
+        tile(kc, a, b, b_rs, c, ldc, load_c)
+    }
+
+    /// R rows x V vectors of 8 columns: per depth, V loads of B, R broadcasts of A (the packed
+    /// panel still steps MR values per depth) and R * V fused multiply-adds.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn tile<const R: usize, const V: usize>(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        b_rs: usize,
+        c: *mut f32,
+        ldc: usize,
+        load_c: bool,
+    ) {
+        let mut acc = [[_mm256_setzero_ps(); V]; R];
         let (mut a, mut b) = (a, b);
         for _ in 0..kc {
-            let b0 = _mm256_loadu_ps(b);
-            let b1 = _mm256_loadu_ps(b.add(8));
-            for i in 0..MR {
+            let bv: [__m256; V] = std::array::from_fn(|v| _mm256_loadu_ps(b.add(8 * v)));
+            for (i, acc_row) in acc.iter_mut().enumerate() {
                 let ai = _mm256_broadcast_ss(&*a.add(i));
-                acc0[i] = _mm256_fmadd_ps(ai, b0, acc0[i]);
-                acc1[i] = _mm256_fmadd_ps(ai, b1, acc1[i]);
+                for (acc_v, &b_v) in acc_row.iter_mut().zip(&bv) {
+                    *acc_v = _mm256_fmadd_ps(ai, b_v, *acc_v);
+                }
             }
             a = a.add(MR);
             b = b.add(b_rs);
         }
-        for i in 0..MR {
-            let row = c.add(i * ldc);
-            let (mut v0, mut v1) = (acc0[i], acc1[i]);
-            if load_c {
-                v0 = _mm256_add_ps(v0, _mm256_loadu_ps(row));
-                v1 = _mm256_add_ps(v1, _mm256_loadu_ps(row.add(8)));
+        for (i, acc_row) in acc.iter().enumerate() {
+            for (v, &sum) in acc_row.iter().enumerate() {
+                let at = c.add(i * ldc + 8 * v);
+                let out = if load_c { _mm256_add_ps(sum, _mm256_loadu_ps(at)) } else { sum };
+                _mm256_storeu_ps(at, out);
             }
-            _mm256_storeu_ps(row, v0);
-            _mm256_storeu_ps(row.add(8), v1);
         }
     }
 }

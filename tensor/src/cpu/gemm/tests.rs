@@ -256,6 +256,39 @@ fn avx2_pack_matches_scalar() {
         for rows in [1, 8] {
             transposed_pack_matches_scalar::<8>(pack::avx2::pack_transposed::<8>, rows, kc);
         }
+        // Panels that are not a multiple of 8: the AVX2 kernel's 6-row A, and 14 and 3 (every
+        // partial-group store width).
+        for rows in [1, 5, 6] {
+            transposed_pack_matches_scalar::<6>(pack::avx2::pack_transposed::<6>, rows, kc);
+        }
+        for rows in [1, 9, 14] {
+            transposed_pack_matches_scalar::<14>(pack::avx2::pack_transposed::<14>, rows, kc);
+        }
+        for rows in [1, 3] {
+            transposed_pack_matches_scalar::<3>(pack::avx2::pack_transposed::<3>, rows, kc);
+        }
+    }
+}
+
+/// A full panel with its panel dimension contiguous, copied with a compile-time size, equals
+/// the scalar pack (both A's transposed panels, R = 6, and B's, R = 16).
+#[test]
+fn full_panel_copy_matches_scalar() {
+    fn check<const R: usize>(kc: usize) {
+        let s_k = R + 5;
+        let src: Vec<f32> = (0..kc * s_k).map(|i| i as f32).collect();
+        let (mut got, mut want) = (vec![f32::NAN; R * kc], vec![f32::NAN; R * kc]);
+        // SAFETY: both read R values at each of kc depths s_k apart and write R x kc values.
+        unsafe {
+            pack::copy_full_panel::<R>(kc, src.as_ptr(), s_k, got.as_mut_ptr());
+            pack::pack_panel_scalar::<R>(R, kc, src.as_ptr(), 1, s_k, want.as_mut_ptr());
+        }
+        assert_eq!(got, want, "R={R} kc={kc}");
+    }
+    for kc in [1, 2, 33] {
+        check::<6>(kc);
+        check::<16>(kc);
+        check::<14>(kc);
     }
 }
 
@@ -449,4 +482,36 @@ fn new_output_equals_product_into_zeros_on_every_isa() {
 fn new_output_refuses_to_accumulate() {
     let opts = GemmOpts { accumulate: true, ..GemmOpts::default() };
     sgemm_new(1, 1, 1, &[1.0], 1, 1, &[1.0], 1, 1, &opts);
+}
+
+/// The AVX2 edge kernel gives, for every edge shape (mr rows, nr columns, with and without
+/// adding to C), the bits the whole-tile kernel gives on the same packed panels: the driver may
+/// use either.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn avx2_edge_tiles_equal_the_whole_tile() {
+    use super::kernels::avx2::{edge, kernel, MR, NR};
+    if !Isa::Avx2Fma.available() {
+        eprintln!("skipped: this CPU has no AVX2 + FMA");
+        return;
+    }
+    let kc = 37;
+    let mut rng = SplitMix64(11);
+    let mut rand = |len: usize| (0..len).map(|_| rng.uniform() as f32 * 2.0 - 1.0).collect::<Vec<f32>>();
+    let (a, b, c0) = (rand(MR * kc), rand(NR * kc), rand(MR * NR));
+    for load_c in [false, true] {
+        let mut whole = c0.clone();
+        // SAFETY: the CPU has AVX2 + FMA; a and b are packed panels of kc depths, C is MR x NR.
+        unsafe { kernel(kc, a.as_ptr(), b.as_ptr(), NR, whole.as_mut_ptr(), NR, load_c) };
+        for mr in 1..=MR {
+            for nr in 1..=NR {
+                let mut part = c0.clone();
+                // SAFETY: as above; the edge kernel writes at most MR x NR values.
+                unsafe { edge(mr, nr, kc, a.as_ptr(), b.as_ptr(), NR, part.as_mut_ptr(), NR, load_c) };
+                for i in 0..mr {
+                    assert_eq!(part[i * NR..i * NR + nr], whole[i * NR..i * NR + nr], "mr={mr} nr={nr} row {i}");
+                }
+            }
+        }
+    }
 }
