@@ -42,8 +42,9 @@ impl Grads {
     }
 }
 
-/// Nodes reachable from `root`, every input before the Vars computed from it.
-fn topological_order(root: &Var) -> Vec<Var> {
+/// Nodes reachable from `root`, every input before the Vars computed from it. A Var whose node
+/// an earlier `backward` took (its graph is gone) is an error.
+fn topological_order(root: &Var) -> Result<Vec<Var>> {
     let mut order = Vec::new();
     let mut seen = HashSet::new();
     // Iterative post-order DFS: deep graphs (24 Swin blocks, many views each) must not overflow the stack.
@@ -57,15 +58,30 @@ fn topological_order(root: &Var) -> Vec<Var> {
             continue;
         }
         stack.push((v.clone(), true));
-        if let Some(node) = v.node() {
-            for input in &node.inputs {
-                if input.requires_grad() && !seen.contains(&input.id()) {
-                    stack.push((input.clone(), false));
+        match v.node_inputs() {
+            Some(inputs) => {
+                for input in inputs {
+                    if input.requires_grad() && !seen.contains(&input.id()) {
+                        stack.push((input, false));
+                    }
                 }
             }
+            None if v.is_recorded() => return Err(graph_freed(&v)),
+            None => {}
         }
     }
-    order
+    Ok(order)
+}
+
+fn graph_freed(v: &Var) -> Error {
+    Error::InvalidArgument {
+        op: "backward",
+        msg: format!(
+            "Var#{} {:?}: its graph was freed by an earlier backward (one backward per forward)",
+            v.id(),
+            v.shape()
+        ),
+    }
 }
 
 impl Var {
@@ -89,9 +105,15 @@ impl Var {
         if !self.requires_grad() {
             return Ok(grads);
         }
+        let mut order = topological_order(self)?;
         grads.accumulate(self.id(), grad)?;
-        for var in topological_order(self).iter().rev() {
-            let Some(node) = var.node() else { continue };
+        // Reverse topological order: every Var that used this one is done before it, so once
+        // its gradient is passed on, neither its value nor its node is needed again. Taking the
+        // node and dropping our reference frees both (unless the caller holds the Var), so the
+        // saved activations go as the walk reaches them instead of all at the end: the peak
+        // memory of a training step is the forward's, not the forward's plus every gradient.
+        while let Some(var) = order.pop() {
+            let Some(node) = var.take_node() else { continue };
             // An intermediate's gradient is complete once we reach it; free it after use.
             let Some(g) = grads.map.remove(&var.id()) else { continue };
             let needs: Vec<bool> = node.inputs.iter().map(Var::requires_grad).collect();

@@ -4,7 +4,7 @@
 use crate::grad_mode::is_grad_enabled;
 use crate::op::Op;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use tensor::ops::Activation;
 use tensor::{DType, Result, Tensor};
 
@@ -22,7 +22,11 @@ pub(crate) struct VarInner {
     pub value: RwLock<Tensor>,
     /// Atomic only so that a leaf can be frozen or unfrozen between steps (`set_requires_grad`).
     pub requires_grad: AtomicBool,
-    pub node: Option<Node>,
+    /// How it was computed. `backward` takes it once the Var's gradient has been passed on, so
+    /// that the graph frees itself during the walk (a lock only for that).
+    pub node: Mutex<Option<Node>>,
+    /// Whether a recorded op computed it (stays true after `backward` took the node).
+    pub recorded: bool,
     pub name: Option<String>,
 }
 
@@ -33,17 +37,22 @@ pub struct Var(pub(crate) Arc<VarInner>);
 /// inside its output's drop and overflow the stack.
 impl Drop for VarInner {
     fn drop(&mut self) {
-        let Some(node) = self.node.take() else { return };
+        let Some(node) = take_node(&mut self.node) else { return };
         let mut pending = node.inputs;
         while let Some(var) = pending.pop() {
             // Only the last reference takes its inputs apart; others just decrement the count.
             if let Ok(mut inner) = Arc::try_unwrap(var.0) {
-                if let Some(node) = inner.node.take() {
+                if let Some(node) = take_node(&mut inner.node) {
                     pending.extend(node.inputs);
                 }
             }
         }
     }
+}
+
+/// The node out of a Var being dropped (a poisoned lock still holds a valid node).
+fn take_node(node: &mut Mutex<Option<Node>>) -> Option<Node> {
+    node.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner()).take()
 }
 
 impl std::fmt::Debug for Var {
@@ -64,7 +73,8 @@ impl Var {
             id,
             value: RwLock::new(value),
             requires_grad: AtomicBool::new(requires_grad),
-            node,
+            recorded: node.is_some(),
+            node: Mutex::new(node),
             name,
         }))
     }
@@ -113,7 +123,7 @@ impl Var {
     /// record nothing, so a frozen backbone costs a forward pass only. Vars computed by a
     /// recorded op follow their inputs and cannot be changed.
     pub fn set_requires_grad(&self, requires_grad: bool) -> Result<()> {
-        if self.0.node.is_some() {
+        if self.0.recorded {
             return Err(tensor::Error::InvalidArgument {
                 op: "Var::set_requires_grad",
                 msg: format!("Var#{} is the result of an op; only leaves can be frozen", self.id()),
@@ -122,8 +132,22 @@ impl Var {
         self.0.requires_grad.store(requires_grad, Ordering::Relaxed);
         Ok(())
     }
-    pub fn node(&self) -> Option<&Node> {
-        self.0.node.as_ref()
+    /// Whether a recorded op computed this Var (false for leaves, constants and results of ops
+    /// that recorded nothing).
+    pub fn is_recorded(&self) -> bool {
+        self.0.recorded
+    }
+    /// The inputs of the op that computed this Var, while its node is there (not after
+    /// `backward` walked it).
+    pub(crate) fn node_inputs(&self) -> Option<Vec<Var>> {
+        self.lock_node().as_ref().map(|n| n.inputs.clone())
+    }
+    /// Takes the node out: its inputs are no longer held by this Var.
+    pub(crate) fn take_node(&self) -> Option<Node> {
+        self.lock_node().take()
+    }
+    fn lock_node(&self) -> std::sync::MutexGuard<'_, Option<Node>> {
+        self.0.node.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
     /// The value (a cheap clone sharing storage).
     pub fn value(&self) -> Tensor {

@@ -33,13 +33,13 @@ fn gradients_accumulate_when_a_var_is_used_twice() {
 fn no_grad_records_nothing() {
     let x = leaf(&[1.0, 2.0]);
     let y = no_grad(|| x.mul(&x).unwrap().exp().unwrap());
-    assert!(y.node().is_none() && !y.requires_grad());
+    assert!(!y.is_recorded() && !y.requires_grad());
     assert!(y.sum_all().unwrap().backward().unwrap().is_empty());
     // Recording is back on afterwards.
-    assert!(x.mul(&x).unwrap().node().is_some());
+    assert!(x.mul(&x).unwrap().is_recorded());
     // Constants never record either.
     let c = Var::constant(Tensor::ones(&[2], DType::F32));
-    assert!(c.mul(&c).unwrap().node().is_none());
+    assert!(!c.mul(&c).unwrap().is_recorded());
 }
 
 #[test]
@@ -71,6 +71,48 @@ fn graph_is_freed_after_backward() {
         drop((h, loss));
     }
     assert!(weak.iter().all(|w| w.upgrade().is_none()), "an intermediate value outlived its step");
+}
+
+/// The walk takes each node as it passes it: afterwards the intermediates are gone although the
+/// caller still holds the loss, whose node held them (before, the whole graph lived as long as
+/// the loss did, and through the whole walk).
+#[test]
+fn backward_frees_each_intermediate_once_it_has_passed_it() {
+    let w = Var::param(Tensor::randn(&[3, 3], 1, DType::F32), "w");
+    let x = Var::constant(Tensor::randn(&[2, 3], 2, DType::F32));
+    let first = x.matmul(&w).unwrap();
+    let second = first.tanh().unwrap();
+    let last = second.exp().unwrap();
+    let (weak_second, weak_last) = (Arc::downgrade(second.value().storage()), Arc::downgrade(last.value().storage()));
+    let loss = last.sum_all().unwrap();
+    drop((second, last));
+    // Both are alive before the walk: the graph holds them.
+    assert!(weak_second.upgrade().is_some() && weak_last.upgrade().is_some());
+    let g = loss.backward().unwrap();
+    assert!(weak_second.upgrade().is_none() && weak_last.upgrade().is_none(), "an intermediate outlived the walk");
+    // What the caller holds stays readable, and the gradient is right: d/dw sum(exp(tanh(x w))).
+    assert_eq!(first.shape(), vec![2, 3]);
+    let (xv, wv) = (x.value().to_f64_vec().unwrap(), w.value().to_f64_vec().unwrap());
+    let gw = g.get(&w).unwrap().to_f64_vec().unwrap();
+    for (i, j) in (0..3).flat_map(|i| (0..3).map(move |j| (i, j))) {
+        let want: f64 = (0..2)
+            .map(|r| {
+                let z: f64 = (0..3).map(|p| xv[r * 3 + p] * wv[p * 3 + j]).sum();
+                xv[r * 3 + i] * z.tanh().exp() * (1.0 - z.tanh().powi(2))
+            })
+            .sum();
+        assert!((gw[i * 3 + j] - want).abs() < 1e-5 * (1.0 + want.abs()), "dw[{i},{j}] {} vs {want}", gw[i * 3 + j]);
+    }
+}
+
+/// A graph gives one backward: the second is an error that names the Var, not wrong gradients.
+#[test]
+fn a_second_backward_through_a_freed_graph_is_an_error() {
+    let x = leaf(&[1.0, 2.0]);
+    let y = x.exp().unwrap().sum_all().unwrap();
+    y.backward().unwrap();
+    let e = y.backward().err().expect("an error").to_string();
+    assert!(e.contains("backward") && e.contains("freed") && e.contains(&format!("Var#{}", y.id())), "{e}");
 }
 
 #[test]
@@ -178,7 +220,7 @@ fn frozen_leaves_get_no_gradient_and_leave_the_others_unchanged() {
         v.set_requires_grad(false).unwrap();
     }
     let h = x.conv2d(&cw, Some(&cb), (2, 2), (1, 1)).unwrap();
-    assert!(h.node().is_none() && !h.requires_grad());
+    assert!(!h.is_recorded() && !h.requires_grad());
     let g = loss().backward().unwrap();
     assert_eq!(g.len(), 1);
     assert_eq!(grad_of(&g, &m), grad_of(&full, &m));
