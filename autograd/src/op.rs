@@ -143,6 +143,14 @@ pub enum Op {
     GeluLinear {
         has_bias: bool,
     },
+    /// `residual + (x weightᵀ + bias)`, or with `gelu_input` `residual + (gelu(x) weightᵀ +
+    /// bias)`: a linear layer (or [`Op::GeluLinear`]) and the residual connection after it, so
+    /// that the layer's output is never a Var of its own (the walk would keep it alive, and no
+    /// rule needs it). inputs: residual, x, weight, then bias when present.
+    AddLinear {
+        gelu_input: bool,
+        has_bias: bool,
+    },
     /// inputs: x, weight, then bias when present
     Conv2d {
         stride: (usize, usize),

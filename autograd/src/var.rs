@@ -368,6 +368,23 @@ impl Var {
         let op = Op::GeluLinear { has_bias: bias.is_some() };
         Ok(Var::from_op(v, op, &opt_inputs(&[self, weight], &[bias])))
     }
+    /// `residual + (self weightᵀ + bias)` (`Tensor::linear_add`: the add in the GEMM's output
+    /// pass): the same values and gradients as `self.linear(..)?` then `residual.add(..)`, without
+    /// the layer's output as a Var that the graph would keep until the backward reached it.
+    pub fn linear_add(&self, weight: &Var, bias: Option<&Var>, residual: &Var) -> Result<Var> {
+        let b = bias.map(Var::value);
+        let v = self.value().linear_add(&weight.value(), b.as_ref(), &residual.value())?;
+        let op = Op::AddLinear { gelu_input: false, has_bias: bias.is_some() };
+        Ok(Var::from_op(v, op, &opt_inputs(&[residual, self, weight], &[bias])))
+    }
+    /// [`Var::gelu_linear`] and the residual connection after it: `residual + (gelu(self)
+    /// weightᵀ + bias)`, the same values and gradients as `gelu_linear` then `add`.
+    pub fn gelu_linear_add(&self, weight: &Var, bias: Option<&Var>, residual: &Var) -> Result<Var> {
+        let b = bias.map(Var::value);
+        let v = self.value().gelu()?.linear_add(&weight.value(), b.as_ref(), &residual.value())?;
+        let op = Op::AddLinear { gelu_input: true, has_bias: bias.is_some() };
+        Ok(Var::from_op(v, op, &opt_inputs(&[residual, self, weight], &[bias])))
+    }
     pub fn conv2d(
         &self,
         weight: &Var,

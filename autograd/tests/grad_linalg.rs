@@ -139,6 +139,29 @@ proptest! {
             |v| v[0].gelu_linear(&v[1], if has_bias { Some(&v[2]) } else { None }));
     }
 
+    /// r + (x wᵀ + b) and r + (gelu(x) wᵀ + b), with and without bias.
+    #[test]
+    fn linear_add_grad(seed in any::<u64>()) {
+        let mut rng = Gen::new(seed);
+        let dims = LinearDims::draw(&mut rng);
+        let gelu_input = rng.coin();
+        let mut inputs = dims.inputs(&mut rng, 3.0);
+        let mut y_shape = dims.x_shape.clone();
+        *y_shape.last_mut().unwrap() = dims.n_out;
+        inputs.push(Input::new(rng.vec(dims.rows * dims.n_out, -1.0, 1.0), &y_shape));
+        let (xs, n_out, has_bias) = (dims.x_shape.clone(), dims.n_out, dims.has_bias);
+        let reference = move |d: &[Vec<f64>]| {
+            let layer = dims.reference(d, |x| if gelu_input { gelu_f64(x) } else { x });
+            layer.iter().zip(d.last().unwrap()).map(|(y, r)| y + r).collect()
+        };
+        let md = mode(rng.below(3));
+        check_grads(&format!("linear_add {xs:?} -> {n_out} bias {has_bias} gelu {gelu_input}"), &inputs, md, &mut rng, reference,
+            |v| {
+                let (bias, r) = (if has_bias { Some(&v[2]) } else { None }, v.last().unwrap());
+                if gelu_input { v[0].gelu_linear_add(&v[1], bias, r) } else { v[0].linear_add(&v[1], bias, r) }
+            });
+    }
+
     /// conv2d over strides 1..=3, padding 0..=2, kernels 1..=3 (non-square), with and without bias.
     #[test]
     fn conv2d_grad(seed in any::<u64>()) {
@@ -250,5 +273,46 @@ fn gelu_linear_matches_its_composite_twins_bit_for_bit() {
         let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&split[i]), bits(&composite[i]), "{}: gelu_linear vs the composite", names[i]);
         assert_eq!(bits(&split[i]), bits(&fused[i]), "{}: gelu_linear vs the fused fc1", names[i]);
+    }
+}
+
+/// A residual MLP, x + fc2(gelu(fc1(x))), with the residual add as its own op and with it in
+/// fc2 (`gelu_linear_add`), and x + proj(x) with `linear_add`: the outputs and every gradient
+/// agree bit for bit (x's gradient sums the residual's share and the layers' in the same order
+/// either way).
+#[test]
+fn linear_add_matches_its_composite_twin_bit_for_bit() {
+    use autograd::Var;
+    use tensor::{DType, Tensor};
+    let x = Var::leaf(Tensor::randn(&[3, 7, 24], 11, DType::F32));
+    let w1 = Var::param(Tensor::randn(&[40, 24], 12, DType::F32).affine(0.3, 0.0).unwrap(), "fc1.weight");
+    let b1 = Var::param(Tensor::randn(&[40], 13, DType::F32), "fc1.bias");
+    let w2 = Var::param(Tensor::randn(&[24, 40], 14, DType::F32).affine(0.2, 0.0).unwrap(), "fc2.weight");
+    let b2 = Var::param(Tensor::randn(&[24], 15, DType::F32), "fc2.bias");
+    let wp = Var::param(Tensor::randn(&[24, 24], 16, DType::F32).affine(0.2, 0.0).unwrap(), "proj.weight");
+    let g = Tensor::randn(&[3, 7, 24], 17, DType::F32);
+    let all = [&x, &w1, &b1, &w2, &b2, &wp];
+    let run = |block: &dyn Fn() -> Var| {
+        let y = block();
+        let grads = y.backward_with(g.clone()).unwrap();
+        let mut out = vec![y.value().to_f32_vec().unwrap()];
+        out.extend(all.iter().map(|v| grads.get(v).map(|t| t.to_f32_vec().unwrap()).unwrap_or_default()));
+        out
+    };
+    let z = || x.linear(&w1, Some(&b1)).unwrap();
+    let pairs = [
+        (
+            run(&|| x.add(&z().gelu_linear(&w2, Some(&b2)).unwrap()).unwrap()),
+            run(&|| z().gelu_linear_add(&w2, Some(&b2), &x).unwrap()),
+        ),
+        (run(&|| x.add(&x.linear(&wp, None).unwrap()).unwrap()), run(&|| x.linear_add(&wp, None, &x).unwrap())),
+    ];
+    let names = ["y", "dx", "dw1", "db1", "dw2", "db2", "dwp"];
+    for (composite, fused) in &pairs {
+        assert!(!fused[1].is_empty(), "no gradient reached x");
+        for i in 0..names.len() {
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&fused[i]), bits(&composite[i]), "{}: linear_add vs linear then add", names[i]);
+        }
     }
 }

@@ -57,6 +57,16 @@ pub(super) fn backward(op: &Op, xs: &[Tensor], needs: &[bool], y: &Tensor, g: &T
             }
             Ok(out)
         }
+        // y = r + layer(x):  dr = g, and the layer's own rule on the rest
+        Op::AddLinear { gelu_input, has_bias } => {
+            let layer = match gelu_input {
+                true => Op::GeluLinear { has_bias: *has_bias },
+                false => Op::Linear { act: Activation::None, has_bias: *has_bias },
+            };
+            let mut out = vec![if_needed(needs[0], || Ok(g.clone()))?];
+            out.extend(backward(&layer, &xs[1..], &needs[1..], y, g)?);
+            Ok(out)
+        }
         other => Err(no_rule(other)),
     }
 }

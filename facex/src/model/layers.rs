@@ -63,9 +63,9 @@ impl Linear {
         x.linear_act(&self.weight, self.bias.as_ref(), act)
     }
 
-    /// `gelu(z) Wᵀ + b` (`Var::gelu_linear`): the GELU's output is not kept for the backward.
-    pub fn forward_gelu_input(&self, z: &Var) -> Result<Var> {
-        z.gelu_linear(&self.weight, self.bias.as_ref())
+    /// `residual + (gelu(z) Wᵀ + b)` (`Var::gelu_linear_add`).
+    pub fn forward_gelu_input_add(&self, z: &Var, residual: &Var) -> Result<Var> {
+        z.gelu_linear_add(&self.weight, self.bias.as_ref(), residual)
     }
 
     /// Whether applying this layer to `x` records an op for the backward.

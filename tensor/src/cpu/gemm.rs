@@ -144,6 +144,9 @@ pub struct GemmOpts<'a> {
     /// Multiply the result elementwise by these values (laid out as C, `ldc`) at the end of the
     /// output pass: `(A·B) ⊙ s` without storing A·B (a backward's `(g w) ⊙ f'(z)`).
     pub scale: Option<&'a [f32]>,
+    /// Add these values (laid out as C, `ldc`) last in the output pass: `r + (A·B + bias)`, a
+    /// residual connection after a linear layer without a separate pass (and the same bits).
+    pub residual: Option<&'a [f32]>,
     /// May use rayon threads (large products only). Off inside an outer parallel loop.
     pub parallel: bool,
     /// Force an instruction set (tests, benchmarks); `None` picks the best available at the
@@ -163,6 +166,7 @@ impl Default for GemmOpts<'_> {
             act: Activation::None,
             act_grad: None,
             scale: None,
+            residual: None,
             parallel: true,
             isa: None,
             #[cfg(target_arch = "x86_64")]
@@ -267,6 +271,9 @@ pub(crate) unsafe fn sgemm_raw(
     if let Some(s) = opts.scale {
         assert!(s.len() >= extent(m, ldc, n, 1), "sgemm: scale shorter than C");
     }
+    if let Some(r) = opts.residual {
+        assert!(r.len() >= extent(m, ldc, n, 1), "sgemm: residual shorter than C");
+    }
     let isa = opts.isa.unwrap_or_else(|| Isa::for_precision(matmul_precision()));
     assert!(isa.available(), "sgemm: {isa:?} is not supported by this CPU");
     let threads = if opts.parallel && m * n * k >= PARALLEL_MIN_WORK { rayon::current_num_threads() } else { 1 };
@@ -280,6 +287,7 @@ pub(crate) unsafe fn sgemm_raw(
         act: opts.act,
         act_grad: opts.act_grad.map(|g| g.as_ptr()),
         scale: opts.scale.map(|s| s.as_ptr()),
+        residual: opts.residual.map(|r| r.as_ptr()),
         #[cfg(target_arch = "x86_64")]
         packed_b: opts.packed_b.filter(|pb| pb.dims() == (k, n)).map(|pb| pb as *const bf16::PackedB),
         col0: 0,

@@ -155,6 +155,19 @@ impl Tensor {
         self.linear_impl("linear_act_grad", weight, bias, act, None, Some(grad))
     }
 
+    /// `residual + (self · weightᵀ + bias)`: a linear layer and the residual connection after it,
+    /// the add done in the GEMM's output pass (no separate pass, and the product is never stored
+    /// on its own). Its composite twin is `linear` then `add`: the same bits in f32; other dtypes
+    /// are computed as that composite.
+    pub fn linear_add(&self, weight: &Tensor, bias: Option<&Tensor>, residual: &Tensor) -> Result<Tensor> {
+        if [self, weight, residual].iter().any(|t| t.dtype() != DType::F32)
+            || bias.is_some_and(|b| b.dtype() != DType::F32)
+        {
+            return self.linear(weight, bias)?.add(residual);
+        }
+        self.linear_impl_with("linear_add", weight, bias, Activation::None, None, None, Some(residual))
+    }
+
     fn linear_impl(
         &self,
         op: &'static str,
@@ -163,6 +176,20 @@ impl Tensor {
         act: Activation,
         packed: Option<&PackedWeight>,
         act_grad: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        self.linear_impl_with(op, weight, bias, act, packed, act_grad, None)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn linear_impl_with(
+        &self,
+        op: &'static str,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        act: Activation,
+        packed: Option<&PackedWeight>,
+        act_grad: Option<&Tensor>,
+        residual: Option<&Tensor>,
     ) -> Result<Tensor> {
         let _prof = profile::op(
             profile::Kind::Gemm,
@@ -185,7 +212,7 @@ impl Tensor {
         let lead = &self.shape()[..self.rank() - 1];
         let mut out_shape = lead.to_vec();
         out_shape.push(out_f);
-        if let Some(g) = act_grad {
+        for g in [act_grad, residual].into_iter().flatten() {
             if g.shape() != out_shape.as_slice() {
                 return Err(Error::ShapeMismatch { op, lhs: out_shape, rhs: g.shape().to_vec() });
             }
@@ -203,9 +230,15 @@ impl Tensor {
         let bias_vals = bias.map(|b| b.f32_slice()).transpose()?;
         // The upstream gradient in the output's row-major order (copied only if it is a view).
         let grad_vals = act_grad.map(|g| g.f32_slice()).transpose()?;
+        let residual_vals = residual.map(|r| r.f32_slice()).transpose()?;
         #[allow(unused_mut)]
-        let mut opts =
-            GemmOpts { bias: bias_vals.as_deref(), act, act_grad: grad_vals.as_deref(), ..GemmOpts::default() };
+        let mut opts = GemmOpts {
+            bias: bias_vals.as_deref(),
+            act,
+            act_grad: grad_vals.as_deref(),
+            residual: residual_vals.as_deref(),
+            ..GemmOpts::default()
+        };
         #[cfg(target_arch = "x86_64")]
         {
             opts.packed_b = packed.and_then(|p| p.0.as_ref());
@@ -420,6 +453,48 @@ mod tests {
         assert_eq!(err, Error::ShapeMismatch { op: "matmul_scaled", lhs: vec![3, 5], rhs: vec![3, 4] });
         let err = a0.matmul_scaled(&b.t().unwrap(), &s).unwrap_err();
         assert_eq!(err, Error::ShapeMismatch { op: "matmul_scaled", lhs: vec![3, 4], rhs: vec![5, 4] });
+    }
+
+    /// The residual add in the GEMM's output pass against its composite twin (linear, then add):
+    /// the same bits in f32, with and without bias, a strided residual, a batched [b, t, c]
+    /// input, edge tiles and sizes large enough for threads; f16 takes the composite. Wrong
+    /// shapes are errors naming the op.
+    #[test]
+    fn linear_add_equals_linear_then_add() {
+        let bits = |t: &Tensor| t.to_f32_vec().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        for (lead, in_f, out_f, seed) in
+            [(vec![1], 1, 1, 1), (vec![2, 7], 5, 9, 2), (vec![3, 70], 33, 130, 3), (vec![400], 64, 96, 4)]
+        {
+            let rows: usize = lead.iter().product();
+            let mut x_shape = lead.clone();
+            x_shape.push(in_f);
+            let mut y_shape = lead.clone();
+            y_shape.push(out_f);
+            let x = Tensor::randn(&x_shape, seed, DType::F32);
+            let w = Tensor::randn(&[out_f, in_f], seed ^ 1, DType::F32);
+            let b = Tensor::randn(&[out_f], seed ^ 2, DType::F32);
+            // A strided residual: the transpose of a contiguous [out_f, rows], reshaped.
+            let r = Tensor::randn(&[out_f, rows], seed ^ 3, DType::F32).t().unwrap().reshape(&y_shape).unwrap();
+            for bias in [None, Some(&b)] {
+                let got = x.linear_add(&w, bias, &r).unwrap();
+                assert_eq!(got.shape(), y_shape.as_slice());
+                let want = x.linear(&w, bias).unwrap().add(&r).unwrap();
+                assert_eq!(bits(&got), bits(&want), "{lead:?} {in_f}->{out_f} bias {}", bias.is_some());
+            }
+        }
+        let h = |t: &Tensor| t.to_dtype(DType::F16);
+        let (x, w, r) = (
+            Tensor::randn(&[3, 4], 5, DType::F32),
+            Tensor::randn(&[6, 4], 6, DType::F32),
+            Tensor::randn(&[3, 6], 7, DType::F32),
+        );
+        let got = h(&x).linear_add(&h(&w), None, &h(&r)).unwrap();
+        assert_eq!(
+            (got.dtype(), bits(&got)),
+            (DType::F16, bits(&h(&x).linear(&h(&w), None).unwrap().add(&h(&r)).unwrap()))
+        );
+        let err = x.linear_add(&w, None, &Tensor::zeros(&[3, 5], DType::F32)).unwrap_err();
+        assert_eq!(err, Error::ShapeMismatch { op: "linear_add", lhs: vec![3, 6], rhs: vec![3, 5] });
     }
 
     #[test]

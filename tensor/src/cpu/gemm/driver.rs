@@ -40,6 +40,8 @@ pub struct Problem {
     /// When set, the output pass ends by multiplying C elementwise by these values, laid out
     /// as C (rows `ldc` apart, starting at the same element); only read.
     pub scale: Option<*const f32>,
+    /// When set, added to C last in the output pass; laid out as C, only read.
+    pub residual: Option<*const f32>,
     /// B packed once for the bf16 kernel (that kernel only), and this product's first column
     /// in it (a sub-product of a thread split starts further in).
     #[cfg(target_arch = "x86_64")]
@@ -53,7 +55,11 @@ unsafe impl Sync for Problem {}
 
 impl Problem {
     pub(super) fn has_epilogue(&self) -> bool {
-        self.bias.is_some() || self.act != Activation::None || self.act_grad.is_some() || self.scale.is_some()
+        self.bias.is_some()
+            || self.act != Activation::None
+            || self.act_grad.is_some()
+            || self.scale.is_some()
+            || self.residual.is_some()
     }
 
     /// The sub-product of rows [r0, r0 + m) and columns [c0, c0 + n).
@@ -67,6 +73,7 @@ impl Problem {
             bias: self.bias.map(|b| b.add(c0)),
             act_grad: self.act_grad.map(|g| g.add(r0 * self.ldc + c0)),
             scale: self.scale.map(|s| s.add(r0 * self.ldc + c0)),
+            residual: self.residual.map(|r| r.add(r0 * self.ldc + c0)),
             col0: self.col0 + c0,
             ..*self
         }
@@ -273,12 +280,12 @@ pub(super) unsafe fn micro_tile<const MR: usize, const NR: usize>(
     }
 }
 
-/// Asks for the output pass's gradient or scale rows (read from memory, usually not in cache)
+/// Asks for the output pass's gradient, scale or residual rows (read from memory, usually not in cache)
 /// before the kernel runs, so that their loads overlap its arithmetic.
 #[inline(always)]
 unsafe fn prefetch_epilogue_inputs(p: &Problem, c: *mut f32, mr: usize, nr: usize) {
     #[cfg(target_arch = "x86_64")]
-    for g in [p.act_grad, p.scale].into_iter().flatten() {
+    for g in [p.act_grad, p.scale, p.residual].into_iter().flatten() {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
         let at = c.offset_from(p.c) as usize;
         for i in 0..mr {
@@ -339,6 +346,12 @@ unsafe fn finish_row(p: &Problem, row: &mut [f32], at: usize, col: usize) {
         let s = std::slice::from_raw_parts(s.add(at), row.len());
         for (x, s) in row.iter_mut().zip(s) {
             *x *= s;
+        }
+    }
+    if let Some(r) = p.residual {
+        let r = std::slice::from_raw_parts(r.add(at), row.len());
+        for (x, r) in row.iter_mut().zip(r) {
+            *x += r;
         }
     }
 }

@@ -453,6 +453,36 @@ fn scale_output_pass_equals_product_then_multiply() {
     }
 }
 
+/// The residual epilogue gives `r + (A·B + bias)`, the bits of the product followed by an
+/// add, on every kernel: edge tiles, padded C, threads, k = 0.
+#[test]
+fn residual_epilogue_equals_product_then_add() {
+    let mut seed = 190;
+    for isa in isas() {
+        for &(m, n, k) in EPILOGUE_SHAPES.iter().chain(&[(9, 21, 0)]) {
+            for (bias, pad, parallel) in [(false, 0, true), (true, 2, false), (true, 1, true)] {
+                seed += 1;
+                let case = Case::new(m, n, k, seed % 2 == 0, seed % 3 == 0, pad, bias, seed);
+                let r = case.like_c(seed ^ 0x2E);
+                let mut want = case.run(false, Activation::None, isa, parallel);
+                for i in 0..m {
+                    for j in i * case.ldc..i * case.ldc + n {
+                        want[j] += r[j];
+                    }
+                }
+                let got = case.run_with(&GemmOpts {
+                    bias: case.bias.as_deref(),
+                    residual: Some(&r),
+                    parallel,
+                    isa: Some(isa),
+                    ..GemmOpts::default()
+                });
+                assert_eq!(got, want, "{isa:?} m={m} n={n} k={k} bias={bias} pad={pad}");
+            }
+        }
+    }
+}
+
 #[test]
 fn new_output_equals_product_into_zeros_on_every_isa() {
     // Blocked and edge shapes, k = 0 (bias only) included; every ISA; with and without the
