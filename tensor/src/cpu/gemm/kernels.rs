@@ -4,7 +4,9 @@
 //! `b` holds, for each p, NR contiguous values at `b + p * b_rs` (a packed B micro-panel with
 //! `b_rs == NR`, or B itself when its rows are contiguous). C is row-major with leading dim
 //! `ldc`; with `load_c` the product is added to C, else C is overwritten. Full tiles only: the
-//! driver routes edge tiles through a scratch tile.
+//! driver routes edge tiles through a scratch tile, computed there by the ISA's edge kernel
+//! ([`EdgeFn`], AVX2: just the edge's rows and vectors) or, without one, by the whole-tile
+//! kernel on zero padding.
 
 /// The microkernel signature shared by every ISA.
 pub type KernelFn =
