@@ -73,7 +73,9 @@ pub(crate) fn backward_op(op: &Op, inputs: &[Var], needs: &[bool], out: &Tensor,
         | Squeeze { .. }
         | Contiguous
         | ToDType { .. } => view::backward(op, &xs, g),
-        Matmul | Linear { .. } | GeluLinear { .. } | AddLinear { .. } => matmul::backward(op, &xs, needs, out, g),
+        Matmul | Linear { .. } | GeluLinear { .. } | AddLinear { .. } | UnpermuteLinearAdd { .. } => {
+            matmul::backward(op, &xs, needs, out, g)
+        }
         WindowAttention { .. } => attention::backward(op, &xs, g),
         Conv2d { .. } | ConvTranspose2d { .. } => conv::backward(op, &xs, needs, g),
         MaxPool2d { .. } => pool::backward(op, &xs, g),

@@ -151,6 +151,15 @@ pub enum Op {
         gelu_input: bool,
         has_bias: bool,
     },
+    /// `residual + index_select(x weightᵀ + bias, 1, inverse)`: a linear layer applied to tokens
+    /// in a permuted order (`perm`, Swin's window order; `inverse` undoes it) whose output goes
+    /// back to the natural order and onto the residual, neither intermediate kept. inputs:
+    /// residual, x, weight, then bias when present.
+    UnpermuteLinearAdd {
+        has_bias: bool,
+        perm: Tensor,
+        inverse: Tensor,
+    },
     /// inputs: x, weight, then bias when present
     Conv2d {
         stride: (usize, usize),

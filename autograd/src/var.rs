@@ -385,6 +385,39 @@ impl Var {
         let op = Op::AddLinear { gelu_input: true, has_bias: bias.is_some() };
         Ok(Var::from_op(v, op, &opt_inputs(&[residual, self, weight], &[bias])))
     }
+    /// `residual + (self weightᵀ + bias).index_select(1, inverse)` for `self` [B, T, in] with its
+    /// tokens in a permuted order (`perm`: position i holds natural token perm[i]; `inverse`
+    /// undoes it) and `residual` [B, T, out] in the natural order: computed in the permuted
+    /// order with the residual gathered in (the residual epilogue) and the sum permuted back. The
+    /// same values and gradients as `linear`, `index_select`, `add`, without the layer's output
+    /// or its unpermuted copy as Vars that the graph would keep. `perm` and `inverse` must be
+    /// inverse permutations (checked).
+    pub fn unpermute_linear_add(
+        &self,
+        weight: &Var,
+        bias: Option<&Var>,
+        residual: &Var,
+        perm: &Tensor,
+        inverse: &Tensor,
+    ) -> Result<Var> {
+        const OP: &str = "unpermute_linear_add";
+        let t = self.shape().get(1).copied().unwrap_or(0);
+        let (p, q) = (perm.to_f64_vec()?, inverse.to_f64_vec()?);
+        let inverse_ok = p.len() == t
+            && q.len() == t
+            && q.iter().enumerate().all(|(j, &i)| i >= 0.0 && (i as usize) < t && p[i as usize] == j as f64);
+        if self.shape().len() != 3 || !inverse_ok {
+            return Err(tensor::Error::InvalidArgument {
+                op: OP,
+                msg: format!("x {:?}: perm and inverse must be inverse permutations of its {t} tokens", self.shape()),
+            });
+        }
+        let b = bias.map(Var::value);
+        let r = residual.value().index_select(1, perm)?;
+        let v = self.value().linear_add(&weight.value(), b.as_ref(), &r)?.index_select(1, inverse)?;
+        let op = Op::UnpermuteLinearAdd { has_bias: bias.is_some(), perm: perm.clone(), inverse: inverse.clone() };
+        Ok(Var::from_op(v, op, &opt_inputs(&[residual, self, weight], &[bias])))
+    }
     pub fn conv2d(
         &self,
         weight: &Var,

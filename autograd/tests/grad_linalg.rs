@@ -316,3 +316,52 @@ fn linear_add_matches_its_composite_twin_bit_for_bit() {
         }
     }
 }
+
+/// Swin's attention output path, proj in window order then the window reverse and the residual
+/// add, written as the three ops and as `unpermute_linear_add`: the output and the gradients of
+/// the input, the residual, the weight and the bias agree bit for bit, with zeros of both signs
+/// in the upstream gradient. Permutations that are not inverses are an error naming the op.
+#[test]
+fn unpermute_linear_add_matches_its_composite_twin_bit_for_bit() {
+    use autograd::Var;
+    use tensor::{DType, Tensor};
+    let (b, t, c) = (2, 13, 24);
+    // A permutation of the tokens (a stride coprime to t) and its inverse.
+    let perm: Vec<i64> = (0..t as i64).map(|i| (i * 5 + 3) % t as i64).collect();
+    let mut inverse = vec![0i64; t];
+    for (i, &p) in perm.iter().enumerate() {
+        inverse[p as usize] = i as i64;
+    }
+    let (perm, inverse) = (Tensor::from_vec(perm, &[t]).unwrap(), Tensor::from_vec(inverse, &[t]).unwrap());
+    let o = Var::leaf(Tensor::randn(&[b, t, c], 21, DType::F32));
+    let x = Var::leaf(Tensor::randn(&[b, t, c], 22, DType::F32));
+    let w = Var::param(Tensor::randn(&[c, c], 23, DType::F32).affine(0.2, 0.0).unwrap(), "proj.weight");
+    let bias = Var::param(Tensor::randn(&[c], 24, DType::F32), "proj.bias");
+    // Some zero gradients, negative ones among them.
+    let g = Tensor::randn(&[b, t, c], 25, DType::F32)
+        .mul(
+            &Tensor::randn(&[b, t, c], 26, DType::F32)
+                .gt(&Tensor::zeros(&[1], DType::F32))
+                .unwrap()
+                .to_dtype(DType::F32),
+        )
+        .unwrap()
+        .affine(-1.0, 0.0)
+        .unwrap();
+    let all = [&o, &x, &w, &bias];
+    let run = |f: &dyn Fn() -> Var| {
+        let y = f();
+        let grads = y.backward_with(g.clone()).unwrap();
+        let mut out = vec![y.value().to_f32_vec().unwrap()];
+        out.extend(all.iter().map(|v| grads.get(v).expect("gradient").to_f32_vec().unwrap()));
+        out
+    };
+    let composite = run(&|| x.add(&o.linear(&w, Some(&bias)).unwrap().index_select(1, &inverse).unwrap()).unwrap());
+    let fused = run(&|| o.unpermute_linear_add(&w, Some(&bias), &x, &perm, &inverse).unwrap());
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    for (i, name) in ["y", "do", "dx", "dw", "db"].iter().enumerate() {
+        assert_eq!(bits(&fused[i]), bits(&composite[i]), "{name}: unpermute_linear_add vs linear, index_select, add");
+    }
+    let e = o.unpermute_linear_add(&w, Some(&bias), &x, &perm, &perm).expect_err("an error").to_string();
+    assert!(e.contains("unpermute_linear_add") && e.contains("inverse permutations"), "{e}");
+}

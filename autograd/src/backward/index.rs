@@ -29,7 +29,7 @@ pub(super) fn backward(op: &Op, xs: &[Tensor], g: &Tensor) -> Result<InputGrads>
         // roll by s: g rolled back by -s
         Op::Roll { shifts, dims } => g.roll(&shifts.iter().map(|s| -s).collect::<Vec<_>>(), dims)?,
         // index_select: dx[.., index[j], ..] += g[.., j, ..]
-        Op::IndexSelect { dim, index } => index_select_grad(x, g, *dim, index)?,
+        Op::IndexSelect { dim, index } => index_select_grad(x.shape(), g, *dim, index)?,
         // gather: dx[.., index[p], ..] += g[p] (p's other coordinates kept)
         Op::Gather { dim, index } => gather_grad(x, g, *dim, index)?,
         other => return Err(no_rule(other)),
@@ -53,15 +53,16 @@ fn indices(op: &'static str, index: &Tensor, size: usize) -> Result<Vec<usize>> 
 }
 
 /// Scatter-add of g [outer, k, inner] into dx [outer, n, inner] at rows index[j].
-fn index_select_grad(x: &Tensor, g: &Tensor, dim: isize, index: &Tensor) -> Result<Tensor> {
+/// The gradient of `index_select(dim, index)` on an input of shape `x_shape`.
+pub(super) fn index_select_grad(x_shape: &[usize], g: &Tensor, dim: isize, index: &Tensor) -> Result<Tensor> {
     const OP: &str = "index_select backward";
-    let d = resolve_dim(OP, dim, x.rank())?;
-    let n = x.shape()[d];
+    let d = resolve_dim(OP, dim, x_shape.len())?;
+    let n = x_shape[d];
     let idx = indices(OP, index, n)?;
-    let inner: usize = x.shape()[d + 1..].iter().product();
+    let inner: usize = x_shape[d + 1..].iter().product();
     // Borrowed when g is contiguous f32 (Swin's window gathers): no copy of the gradient.
     let gv = g.f32_slice()?;
-    let mut out = vec![0f32; x.elem_count()];
+    let mut out = vec![0f32; x_shape.iter().product()];
     let (g_block, x_block) = (idx.len() * inner, n * inner);
     if inner > 0 && g_block > 0 {
         for (gb, xb) in gv.chunks_exact(g_block).zip(out.chunks_exact_mut(x_block)) {
@@ -72,7 +73,7 @@ fn index_select_grad(x: &Tensor, g: &Tensor, dim: isize, index: &Tensor) -> Resu
             }
         }
     }
-    from_f32(out, x.shape(), g.dtype())
+    from_f32(out, x_shape, g.dtype())
 }
 
 /// Scatter-add of g into dx: the element at position p of index goes to p with coordinate `dim`

@@ -67,6 +67,17 @@ pub(super) fn backward(op: &Op, xs: &[Tensor], needs: &[bool], y: &Tensor, g: &T
             out.extend(backward(&layer, &xs[1..], &needs[1..], y, g)?);
             Ok(out)
         }
+        // y = r + L[inverse] with L = x wᵀ + b in the permuted order:  dr = g, dL = index_select's
+        // own rule (the composite's bits), then the linear rule on L
+        Op::UnpermuteLinearAdd { has_bias, inverse, .. } => {
+            let layer = Op::Linear { act: Activation::None, has_bias: *has_bias };
+            let mut l_shape = xs[1].shape().to_vec();
+            *l_shape.last_mut().expect("a linear input has a feature dim") = xs[2].shape()[0];
+            let dl = super::index::index_select_grad(&l_shape, g, 1, inverse)?;
+            let mut out = vec![if_needed(needs[0], || Ok(g.clone()))?];
+            out.extend(backward(&layer, &xs[1..], &needs[1..], y, &dl)?);
+            Ok(out)
+        }
         other => Err(no_rule(other)),
     }
 }

@@ -63,6 +63,12 @@ impl Linear {
         x.linear_act(&self.weight, self.bias.as_ref(), act)
     }
 
+    /// `residual + (x Wᵀ + b)[inverse]` for x in the permuted token order `perm`
+    /// (`Var::unpermute_linear_add`).
+    pub fn forward_unpermute_add(&self, x: &Var, residual: &Var, perm: &Tensor, inverse: &Tensor) -> Result<Var> {
+        x.unpermute_linear_add(&self.weight, self.bias.as_ref(), residual, perm, inverse)
+    }
+
     /// `residual + (gelu(z) Wᵀ + b)` (`Var::gelu_linear_add`).
     pub fn forward_gelu_input_add(&self, z: &Var, residual: &Var) -> Result<Var> {
         z.gelu_linear_add(&self.weight, self.bias.as_ref(), residual)

@@ -184,10 +184,18 @@ impl SwinBlock {
         let bias = self.bias_table.index_select(0, &self.bias_index)?.t()?.reshape(&[heads, n, n])?;
         let mask = plan.mask.as_ref().map(|m| m.reshape(&[plan.windows, n, n])).transpose()?;
         let o = qkv.window_attention(heads, Some(&bias), mask.as_ref(), (hd as f32).powf(-0.5))?;
-        let o = self.proj.forward(&o)?;
-        // Window reverse + roll back as the inverse gather.
-        let o = o.reshape(&[b, h * w, c])?.index_select(1, &plan.scatter)?.reshape(&[b, h, w, c])?;
-        let x = x.add(&o)?;
+        let x = if self.proj.records_on(&o) {
+            // Training: proj, the window reverse + roll back (the inverse gather) and the residual
+            // add as one op, so that neither proj's output nor its reversed copy is a Var the
+            // graph keeps (the same values and gradients, bit for bit).
+            let (o, x) = (o.reshape(&[b, h * w, c])?, x.reshape(&[b, h * w, c])?);
+            self.proj.forward_unpermute_add(&o, &x, &plan.gather, &plan.scatter)?.reshape(&[b, h, w, c])?
+        } else {
+            let o = self.proj.forward(&o)?;
+            // Window reverse + roll back as the inverse gather.
+            let o = o.reshape(&[b, h * w, c])?.index_select(1, &plan.scatter)?.reshape(&[b, h, w, c])?;
+            x.add(&o)?
+        };
 
         let m = self.norm2.forward(&x)?;
         self.mlp_add(&m, &x)
