@@ -138,7 +138,7 @@ impl Tensor {
         act: Activation,
         packed: Option<&PackedWeight>,
     ) -> Result<Tensor> {
-        self.linear_impl("linear", weight, bias, act, packed, None)
+        self.linear_impl("linear", weight, bias, act, packed, None, None)
     }
 
     /// The backward of [`Tensor::linear_act`] at the activation: `grad ⊙ act'(z)` with
@@ -152,7 +152,7 @@ impl Tensor {
         act: Activation,
         grad: &Tensor,
     ) -> Result<Tensor> {
-        self.linear_impl("linear_act_grad", weight, bias, act, None, Some(grad))
+        self.linear_impl("linear_act_grad", weight, bias, act, None, Some(grad), None)
     }
 
     /// `residual + (self · weightᵀ + bias)`: a linear layer and the residual connection after it,
@@ -165,23 +165,13 @@ impl Tensor {
         {
             return self.linear(weight, bias)?.add(residual);
         }
-        self.linear_impl_with("linear_add", weight, bias, Activation::None, None, None, Some(residual))
+        self.linear_impl("linear_add", weight, bias, Activation::None, None, None, Some(residual))
     }
 
-    fn linear_impl(
-        &self,
-        op: &'static str,
-        weight: &Tensor,
-        bias: Option<&Tensor>,
-        act: Activation,
-        packed: Option<&PackedWeight>,
-        act_grad: Option<&Tensor>,
-    ) -> Result<Tensor> {
-        self.linear_impl_with(op, weight, bias, act, packed, act_grad, None)
-    }
-
+    /// Every linear form: the output pass takes the bias, the activation (or its backward with
+    /// `act_grad`) and the residual.
     #[allow(clippy::too_many_arguments)]
-    fn linear_impl_with(
+    fn linear_impl(
         &self,
         op: &'static str,
         weight: &Tensor,
@@ -221,7 +211,8 @@ impl Tensor {
         if dtype != DType::F32 {
             let f32s = |t: &Tensor| t.to_dtype(DType::F32);
             let (x32, w32, b32, g32) = (f32s(self), f32s(weight), bias.map(f32s), act_grad.map(f32s));
-            return Ok(x32.linear_impl(op, &w32, b32.as_ref(), act, None, g32.as_ref())?.to_dtype(dtype));
+            let r32 = residual.map(f32s);
+            return Ok(x32.linear_impl(op, &w32, b32.as_ref(), act, None, g32.as_ref(), r32.as_ref())?.to_dtype(dtype));
         }
         let rows: usize = lead.iter().product();
         let x = self.reshape(&[rows, in_f])?;
