@@ -417,70 +417,68 @@ fn act_grad_output_pass_equals_product_then_activate_grad() {
     }
 }
 
-/// The scaling output pass equals the plain product (with its bias and activation) followed by
-/// an elementwise multiply, bit for bit, for every kernel, whole and edge tiles, padded C,
-/// threads or not, and k = 0.
-#[test]
-fn scale_output_pass_equals_product_then_multiply() {
-    let mut seed = 90;
+/// The output passes that end with an elementwise step on values laid out as C.
+#[derive(Clone, Copy, Debug)]
+enum ElementwisePass {
+    /// `GemmOpts::scale`: C ⊙ s.
+    Scale,
+    /// `GemmOpts::residual`: C + r.
+    Residual,
+}
+
+/// `pass` on every kernel equals the plain product (with its bias and activation) followed by
+/// that elementwise step, bit for bit: whole and edge tiles, padded C, threads or not, k = 0.
+/// Cases are drawn from `seed` on, their values from `seed ^ salt`.
+fn elementwise_pass_equals_product_then_step(
+    pass: ElementwisePass,
+    mut seed: u64,
+    salt: u64,
+    shapes: &[(usize, usize, usize)],
+    variants: &[(Activation, bool, usize, bool)],
+) {
     for isa in isas() {
-        for &(m, n, k) in &EPILOGUE_SHAPES {
-            for (act, bias, pad, parallel) in [
-                (Activation::None, false, 0, true),
-                (Activation::Gelu, true, 2, false),
-                (Activation::None, true, 1, false),
-            ] {
+        for &(m, n, k) in shapes {
+            for &(act, bias, pad, parallel) in variants {
                 seed += 1;
-                let case = Case::new(m, n, k, seed % 2 == 0, seed % 3 == 0, pad, bias, seed);
-                let s = case.like_c(seed ^ 0x5C);
+                let case = Case::new(m, n, k, seed.is_multiple_of(2), seed.is_multiple_of(3), pad, bias, seed);
+                let v = case.like_c(seed ^ salt);
                 let mut want = case.run(false, act, isa, parallel);
                 for i in 0..m {
                     for j in i * case.ldc..i * case.ldc + n {
-                        want[j] *= s[j];
+                        match pass {
+                            ElementwisePass::Scale => want[j] *= v[j],
+                            ElementwisePass::Residual => want[j] += v[j],
+                        }
                     }
                 }
-                let got = case.run_with(&GemmOpts {
-                    bias: case.bias.as_deref(),
-                    act,
-                    scale: Some(&s),
-                    parallel,
-                    isa: Some(isa),
-                    ..GemmOpts::default()
+                let opts =
+                    GemmOpts { bias: case.bias.as_deref(), act, parallel, isa: Some(isa), ..GemmOpts::default() };
+                let got = case.run_with(&match pass {
+                    ElementwisePass::Scale => GemmOpts { scale: Some(&v), ..opts },
+                    ElementwisePass::Residual => GemmOpts { residual: Some(&v), ..opts },
                 });
-                assert_eq!(got, want, "{isa:?} {act:?} m={m} n={n} k={k} bias={bias} pad={pad}");
+                assert_eq!(got, want, "{pass:?} {isa:?} {act:?} m={m} n={n} k={k} bias={bias} pad={pad}");
             }
         }
     }
 }
 
-/// The residual epilogue gives `r + (A·B + bias)`, the bits of the product followed by an
-/// add, on every kernel: edge tiles, padded C, threads, k = 0.
+/// The scaling output pass equals the plain product (with its bias and activation) followed by
+/// an elementwise multiply.
+#[test]
+fn scale_output_pass_equals_product_then_multiply() {
+    let variants =
+        [(Activation::None, false, 0, true), (Activation::Gelu, true, 2, false), (Activation::None, true, 1, false)];
+    elementwise_pass_equals_product_then_step(ElementwisePass::Scale, 90, 0x5C, &EPILOGUE_SHAPES, &variants);
+}
+
+/// The residual epilogue gives `r + (A·B + bias)`, the bits of the product followed by an add.
 #[test]
 fn residual_epilogue_equals_product_then_add() {
-    let mut seed = 190;
-    for isa in isas() {
-        for &(m, n, k) in EPILOGUE_SHAPES.iter().chain(&[(9, 21, 0)]) {
-            for (bias, pad, parallel) in [(false, 0, true), (true, 2, false), (true, 1, true)] {
-                seed += 1;
-                let case = Case::new(m, n, k, seed % 2 == 0, seed % 3 == 0, pad, bias, seed);
-                let r = case.like_c(seed ^ 0x2E);
-                let mut want = case.run(false, Activation::None, isa, parallel);
-                for i in 0..m {
-                    for j in i * case.ldc..i * case.ldc + n {
-                        want[j] += r[j];
-                    }
-                }
-                let got = case.run_with(&GemmOpts {
-                    bias: case.bias.as_deref(),
-                    residual: Some(&r),
-                    parallel,
-                    isa: Some(isa),
-                    ..GemmOpts::default()
-                });
-                assert_eq!(got, want, "{isa:?} m={m} n={n} k={k} bias={bias} pad={pad}");
-            }
-        }
-    }
+    let shapes: Vec<_> = EPILOGUE_SHAPES.iter().copied().chain([(9, 21, 0)]).collect();
+    let variants =
+        [(Activation::None, false, 0, true), (Activation::None, true, 2, false), (Activation::None, true, 1, true)];
+    elementwise_pass_equals_product_then_step(ElementwisePass::Residual, 190, 0x2E, &shapes, &variants);
 }
 
 #[test]
