@@ -4,7 +4,7 @@
 use super::decoder::TwoWayTransformer;
 use super::fusion::{gaussian_matrix, positional_encoding, Fusion};
 use super::heads::{Heads, Tokens, NUM_MASKS, NUM_TOKENS};
-use super::layers::LayerNorm;
+use super::layers::{LayerNorm, PackedSlot};
 use super::params::{Builder, Entry, Source};
 use super::schema::Schema;
 use super::swin::SwinEncoder;
@@ -111,6 +111,8 @@ pub struct FaceXFormer {
     /// [1, HW, D] (for the decoder) and [D, H, W] (the fixture's view), from the stored G.
     image_pe: Var,
     pe_chw: Var,
+    /// The linear layers' packed-weight caches (inference packs each weight once).
+    packed: Vec<PackedSlot>,
 }
 
 impl FaceXFormer {
@@ -134,6 +136,7 @@ impl FaceXFormer {
             positional_encoding(&gaussian, side, side)?
         };
         let image_pe = pe.reshape(&[1, d.dim, side * side])?.transpose(1, 2)?.contiguous();
+        let packed = b.take_packed_slots();
         let entries = b.finish()?;
         Ok(FaceXFormer {
             config: config.clone(),
@@ -146,7 +149,23 @@ impl FaceXFormer {
             heads,
             image_pe: Var::constant(image_pe),
             pe_chw: Var::constant(pe),
+            packed,
         })
+    }
+
+    /// Lets go of every weight packed for inference (the packed copies, and the weight values
+    /// they were packed from). Inference packs each linear layer's weight once, which holds a
+    /// second copy of the weights; a training run calls this after each evaluation, since its
+    /// next step replaces every weight anyway.
+    pub fn release_packed_weights(&self) {
+        for slot in &self.packed {
+            *slot.lock().expect("packed weight lock") = None;
+        }
+    }
+
+    /// How many linear layers hold a weight packed for inference now.
+    pub fn packed_weights(&self) -> usize {
+        self.packed.iter().filter(|slot| slot.lock().expect("packed weight lock").is_some()).count()
     }
 
     /// Random weights resembling PyTorch's initialisation (Swin: trunc-normal 0.02 linears;

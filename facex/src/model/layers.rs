@@ -9,16 +9,17 @@ use tensor::ops::matmul::PackedWeight;
 use tensor::ops::Activation;
 use tensor::{Result, Tensor};
 
-/// A weight packed for the bf16 kernel, beside the weight value it was packed from.
-type PackedSlot = Arc<Mutex<Option<(Tensor, Arc<PackedWeight>)>>>;
+/// A weight packed for the GEMM kernel, beside the weight value it was packed from.
+pub(crate) type PackedSlot = Arc<Mutex<Option<(Tensor, Arc<PackedWeight>)>>>;
 
 /// nn.Linear: `y = x Wᵀ + b`, weight [out, in].
 #[derive(Clone, Debug)]
 pub(crate) struct Linear {
     pub weight: Var,
     pub bias: Option<Var>,
-    /// For bf16 inference: the weight packed once for the bf16 kernel, beside the weight value
-    /// it was packed from (a new value, e.g. after an optimizer step, packs again).
+    /// For inference: the weight packed once for the GEMM kernel, beside the weight value it
+    /// was packed from (a new value, e.g. after an optimizer step, packs again). Registered with
+    /// the builder, so the model can let all of them go (`FaceXFormer::release_packed_weights`).
     packed: PackedSlot,
 }
 
@@ -31,15 +32,17 @@ impl Linear {
         };
         let weight = b.param(spec.weight_key(), &[spec.out, spec.inp], wi);
         let bias = spec.bias.then(|| b.param(spec.bias_key(), &[spec.out], bi));
-        Linear { weight, bias, packed: Arc::default() }
+        Linear { weight, bias, packed: b.packed_slot() }
     }
 
-    /// The weight packed for the bf16 kernel, packing it on first use or when it changed.
+    /// The weight packed for the current kernel, packing it on first use, when it changed or
+    /// when the matmul precision did.
     fn packed_weight(&self, w: &Tensor) -> Result<Arc<PackedWeight>> {
         let mut slot = self.packed.lock().expect("packed weight lock");
         if let Some((from, p)) = slot.as_ref() {
             // `from` is held, so its storage cannot be freed and reused by another value.
-            if from.same_storage(w) && from.layout() == w.layout() {
+            let isa = Isa::for_precision(matmul_precision());
+            if from.same_storage(w) && from.layout() == w.layout() && p.isa() == isa {
                 return Ok(p.clone());
             }
         }
@@ -53,8 +56,9 @@ impl Linear {
     }
 
     pub fn forward_act(&self, x: &Var, act: Activation) -> Result<Var> {
-        // Inference on bf16 products: the weight's bf16 panels are packed once, not every call.
-        if !autograd::is_grad_enabled() && Isa::for_precision(matmul_precision()).is_bf16() {
+        // Inference: the weight's panels are packed once, not every call (at batch 1 that
+        // transpose was 8% of the forward).
+        if !autograd::is_grad_enabled() {
             let w = self.weight.value();
             let packed = self.packed_weight(&w)?;
             let b = self.bias.as_ref().map(Var::value);

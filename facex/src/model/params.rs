@@ -2,6 +2,7 @@
 //! state dict, or nothing at all (to list the expected keys). The same construction code runs for
 //! all three, so the key names, their order and their shapes cannot drift apart.
 
+use super::layers::PackedSlot;
 use super::ModelError;
 use autograd::Var;
 use std::collections::{HashMap, HashSet};
@@ -87,11 +88,32 @@ pub(crate) struct Builder<'a> {
     missing: Vec<(String, Vec<usize>)>,
     misshaped: Vec<(String, Vec<usize>, Vec<usize>)>,
     wrong_dtype: Vec<(String, DType, DType)>,
+    /// Every linear layer's packed-weight cache, so the model can empty them all.
+    packed: Vec<PackedSlot>,
 }
 
 impl<'a> Builder<'a> {
     pub fn new(source: Source<'a>) -> Self {
-        Builder { source, entries: Vec::new(), missing: Vec::new(), misshaped: Vec::new(), wrong_dtype: Vec::new() }
+        Builder {
+            source,
+            entries: Vec::new(),
+            missing: Vec::new(),
+            misshaped: Vec::new(),
+            wrong_dtype: Vec::new(),
+            packed: Vec::new(),
+        }
+    }
+
+    /// A new, empty packed-weight cache for a linear layer, registered here.
+    pub fn packed_slot(&mut self) -> PackedSlot {
+        let slot = PackedSlot::default();
+        self.packed.push(slot.clone());
+        slot
+    }
+
+    /// The caches handed out by [`Builder::packed_slot`].
+    pub fn take_packed_slots(&mut self) -> Vec<PackedSlot> {
+        std::mem::take(&mut self.packed)
     }
 
     /// Look up `key` in a loaded state dict and check it; on any problem, record it and return

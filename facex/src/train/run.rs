@@ -179,8 +179,11 @@ fn evaluate_all(model: &FaceXFormer, sets: &[(Dataset, f64)], cfg: &TrainConfig)
         batch_size: cfg.train.batch_size.clamp(1, 16),
         limit: (cfg.train.eval_limit > 0).then_some(cfg.train.eval_limit),
     };
-    for (ds, _) in sets {
-        let report = crate::eval::evaluate(model, ds, &opts).map_err(|e| e.to_string())?;
+    let reports: Result<Vec<_>, _> = sets.iter().map(|(ds, _)| crate::eval::evaluate(model, ds, &opts)).collect();
+    // The next step replaces every weight: the copies packed for the evaluation would only
+    // hold memory until the next one.
+    model.release_packed_weights();
+    for report in reports.map_err(|e| e.to_string())? {
         for (k, v) in report.scalars() {
             all.insert(k, json!(v));
         }

@@ -19,6 +19,7 @@ pub mod bf16;
 mod driver;
 pub mod kernels;
 pub mod pack;
+mod prepacked;
 #[cfg(test)]
 mod tests;
 /// f64 references shared with the matmul tests.
@@ -29,6 +30,7 @@ pub(crate) mod tests_support {
 
 pub use crate::ops::Activation;
 use driver::Problem;
+pub use prepacked::PackedF32;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
@@ -156,6 +158,9 @@ pub struct GemmOpts<'a> {
     /// `b` must still be the same operand, for the other kernels).
     #[cfg(target_arch = "x86_64")]
     pub packed_b: Option<&'a bf16::PackedB>,
+    /// B already packed for an f32 kernel (used when that kernel runs and the sizes match; `b`
+    /// must still be the same operand, for the others).
+    pub packed_f32: Option<&'a PackedF32>,
 }
 
 impl Default for GemmOpts<'_> {
@@ -171,6 +176,7 @@ impl Default for GemmOpts<'_> {
             isa: None,
             #[cfg(target_arch = "x86_64")]
             packed_b: None,
+            packed_f32: None,
         }
     }
 }
@@ -290,6 +296,7 @@ pub(crate) unsafe fn sgemm_raw(
         residual: opts.residual.map(|r| r.as_ptr()),
         #[cfg(target_arch = "x86_64")]
         packed_b: opts.packed_b.filter(|pb| pb.dims() == (k, n)).map(|pb| pb as *const bf16::PackedB),
+        packed_f32: opts.packed_f32.filter(|pb| pb.dims() == (k, n)).map(|pb| pb as *const PackedF32),
         col0: 0,
     };
     let fast_pack = Isa::Avx512.available();

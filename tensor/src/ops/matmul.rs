@@ -3,7 +3,7 @@
 //! Both go straight to `cpu::gemm`: operand views (transposes, narrows, broadcast batch dims)
 //! are passed as strides, never copied. f16/bf16 operands are widened to f32, multiplied and
 //! rounded back.
-use crate::cpu::gemm::{sgemm_new, sgemm_raw, GemmOpts};
+use crate::cpu::gemm::{matmul_precision, sgemm_new, sgemm_raw, GemmOpts, Isa, PackedF32};
 use crate::layout::broadcast_shape;
 use crate::ops::Activation;
 use crate::profile;
@@ -222,7 +222,6 @@ impl Tensor {
         // The upstream gradient in the output's row-major order (copied only if it is a view).
         let grad_vals = act_grad.map(|g| g.f32_slice()).transpose()?;
         let residual_vals = residual.map(|r| r.f32_slice()).transpose()?;
-        #[allow(unused_mut)]
         let mut opts = GemmOpts {
             bias: bias_vals.as_deref(),
             act,
@@ -232,10 +231,9 @@ impl Tensor {
         };
         #[cfg(target_arch = "x86_64")]
         {
-            opts.packed_b = packed.and_then(|p| p.0.as_ref());
+            opts.packed_b = packed.and_then(|p| p.bf16.as_ref());
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = packed;
+        opts.packed_f32 = packed.and_then(|p| p.f32.as_ref());
         // weight^T is weight with its strides swapped.
         #[rustfmt::skip]
         let out = sgemm_new(rows, out_f, in_f, &xv[xl.offset..], xl.strides[0], xl.strides[1],
@@ -244,27 +242,44 @@ impl Tensor {
     }
 }
 
-/// A linear layer's weight `[out, in]` packed once as the bf16 kernel's right operand (`Wᵀ`):
-/// holds nothing on CPUs without AVX512-BF16, where the f32 weight is used as always.
+/// A linear layer's weight `[out, in]` packed once as the right operand (`Wᵀ`) of the kernel the
+/// matmul precision picks on this CPU: bf16 pairs for the bf16 kernels, f32 panels of the
+/// kernel's width otherwise. A product on another kernel (the precision changed since) packs
+/// as always.
 #[derive(Debug)]
-pub struct PackedWeight(#[cfg(target_arch = "x86_64")] Option<crate::cpu::gemm::bf16::PackedB>);
+pub struct PackedWeight {
+    #[cfg(target_arch = "x86_64")]
+    bf16: Option<crate::cpu::gemm::bf16::PackedB>,
+    f32: Option<PackedF32>,
+    isa: Isa,
+}
 
 impl PackedWeight {
-    /// Packs `weight` (f32, `[out, in]`).
+    /// Packs `weight` (f32, `[out, in]`) for the kernel of the current matmul precision.
     pub fn new(weight: &Tensor) -> Result<PackedWeight> {
         if weight.rank() != 2 || weight.dtype() != DType::F32 {
             let expected = "an f32 [out, in] weight".to_string();
             return Err(Error::BadShape { op: "PackedWeight::new", shape: weight.shape().to_vec(), expected });
         }
+        let (l, v) = (weight.layout(), f32_storage(weight));
+        let (out_f, in_f) = (weight.shape()[0], weight.shape()[1]);
+        let (b, b_rs, b_cs) = (&v[l.offset..], l.strides[1], l.strides[0]);
+        let isa = Isa::for_precision(matmul_precision());
         #[cfg(target_arch = "x86_64")]
-        {
-            let (l, v) = (weight.layout(), f32_storage(weight));
-            let (out_f, in_f) = (weight.shape()[0], weight.shape()[1]);
-            let packed = crate::cpu::gemm::bf16::PackedB::new(in_f, out_f, &v[l.offset..], l.strides[1], l.strides[0]);
-            Ok(PackedWeight(packed))
+        if isa.is_bf16() {
+            let bf16 = crate::cpu::gemm::bf16::PackedB::new(in_f, out_f, b, b_rs, b_cs);
+            return Ok(PackedWeight { bf16, f32: None, isa });
         }
+        let f32 = PackedF32::new(isa, in_f, out_f, b, b_rs, b_cs);
+        #[cfg(target_arch = "x86_64")]
+        return Ok(PackedWeight { bf16: None, f32, isa });
         #[cfg(not(target_arch = "x86_64"))]
-        Ok(PackedWeight())
+        Ok(PackedWeight { f32, isa })
+    }
+
+    /// The kernel it was packed for (the one the matmul precision picked then).
+    pub fn isa(&self) -> Isa {
+        self.isa
     }
 }
 
@@ -486,6 +501,34 @@ mod tests {
         );
         let err = x.linear_add(&w, None, &Tensor::zeros(&[3, 5], DType::F32)).unwrap_err();
         assert_eq!(err, Error::ShapeMismatch { op: "linear_add", lhs: vec![3, 6], rhs: vec![3, 5] });
+    }
+
+    /// A weight packed once gives `linear_act`'s bits (f32: the kernel's panels; the packed
+    /// copy is used, checked through its isa), on views, batched inputs, edge tiles and depths
+    /// past one block; a weight that is not an f32 matrix is an error naming the op.
+    #[test]
+    fn linear_act_packed_equals_packing_per_call() {
+        let bits = |t: &Tensor| t.to_f32_vec().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        for (lead, in_f, out_f, seed) in
+            [(vec![1], 1, 1, 1), (vec![2, 7], 5, 9, 2), (vec![3, 70], 300, 130, 3), (vec![400], 64, 96, 4)]
+        {
+            let mut x_shape = lead.clone();
+            x_shape.push(in_f);
+            let x = Tensor::randn(&x_shape, seed, DType::F32);
+            // A transposed view as the weight: packing reads it through its strides.
+            let w = Tensor::randn(&[in_f, out_f], seed ^ 1, DType::F32).t().unwrap();
+            let b = Tensor::randn(&[out_f], seed ^ 2, DType::F32);
+            let packed = PackedWeight::new(&w).unwrap();
+            assert_eq!(packed.isa(), Isa::for_precision(matmul_precision()));
+            assert!(packed.f32.as_ref().is_some_and(|p| p.dims() == (in_f, out_f)), "nothing packed");
+            for act in [Activation::None, Activation::Gelu] {
+                let got = x.linear_act_packed(&w, Some(&b), act, Some(&packed)).unwrap();
+                let want = x.linear_act(&w, Some(&b), act).unwrap();
+                assert_eq!(bits(&got), bits(&want), "{lead:?} {in_f}->{out_f} {act:?}");
+            }
+        }
+        let err = PackedWeight::new(&Tensor::zeros(&[2, 3, 4], DType::F32)).unwrap_err();
+        assert!(matches!(err, Error::BadShape { op: "PackedWeight::new", .. }), "{err:?}");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use rayon::prelude::*;
 use std::cell::RefCell;
 
 /// Depth of one packed block: a B micro-panel (KC x NR) stays in L1 while A panels stream.
-const KC: usize = 256;
+pub(super) const KC: usize = 256;
 /// Rows of A packed at once (rounded to MR): the A block (MC x KC) lives in L2.
 const MC: usize = 336;
 /// Columns of B packed at once: the B block (KC x NC) lives in L3.
@@ -46,6 +46,8 @@ pub struct Problem {
     /// in it (a sub-product of a thread split starts further in).
     #[cfg(target_arch = "x86_64")]
     pub packed_b: Option<*const super::bf16::PackedB>,
+    /// B packed once for the f32 kernels (used when its panels are this kernel's width).
+    pub packed_f32: Option<*const super::prepacked::PackedF32>,
     pub col0: usize,
 }
 
@@ -83,7 +85,7 @@ impl Problem {
 /// One cache line (one zmm) of floats: pack buffers built from these are 64-byte aligned.
 #[repr(C, align(64))]
 #[derive(Clone, Copy)]
-struct Line([f32; 16]);
+pub(super) struct Line([f32; 16]);
 
 #[derive(Default)]
 struct PackBufs {
@@ -91,7 +93,7 @@ struct PackBufs {
     b: Vec<Line>,
 }
 
-fn line_ptr(v: &mut Vec<Line>, len: usize) -> *mut f32 {
+pub(super) fn line_ptr(v: &mut Vec<Line>, len: usize) -> *mut f32 {
     if v.len() * 16 < len {
         v.resize(len.div_ceil(16), Line([0.0; 16]));
     }
@@ -185,7 +187,10 @@ unsafe fn blocked<const MR: usize, const NR: usize>(
     let kc_max = KC.min(p.k);
     let nc_max = NC.min(p.n.div_ceil(NR) * NR);
     let abuf = line_ptr(&mut bufs.a, mc_max.min(p.m.div_ceil(MR) * MR) * kc_max);
-    let bbuf = line_ptr(&mut bufs.b, nc_max * kc_max);
+    // SAFETY (packed): a product with a packed B covers columns col0.. of it (checked by
+    // sgemm_raw), and sub-products start on panel boundaries.
+    let packed = p.packed_f32.map(|pb| &*pb).filter(|pb| pb.nr() == NR);
+    let bbuf = if packed.is_some() { std::ptr::null_mut() } else { line_ptr(&mut bufs.b, nc_max * kc_max) };
     // Very few rows (a few tiles): packing B would cost about as much as using it, so full
     // panels are read in place when B rows are contiguous. Not for more rows: a panel read in
     // place has rows b_rs apart, and when b_rs is a multiple of 1 KiB (a 2048-wide weight) its
@@ -193,7 +198,8 @@ unsafe fn blocked<const MR: usize, const NR: usize>(
     // reuse them (196 x 2048 x 512 on Zen 3: 50 GFLOP/s in place, 83 packed). A small B (at
     // most 64 KiB, a batched window product's 32 x 49) whose rows avoid that stride is read in
     // place too: its copy was a fifth of such a product's time.
-    let direct_b = p.b_cs == 1 && (p.m <= 4 * MR || (p.k * p.n <= 16384 && !p.b_rs.is_multiple_of(256)));
+    let direct_b =
+        packed.is_none() && p.b_cs == 1 && (p.m <= 4 * MR || (p.k * p.n <= 16384 && !p.b_rs.is_multiple_of(256)));
     let mut tmp = [0.0f32; MAX_TILE];
     let tmp = tmp.as_mut_ptr();
 
@@ -205,7 +211,9 @@ unsafe fn blocked<const MR: usize, const NR: usize>(
             let last = pc + kc == p.k;
             let bsrc = p.b.add(pc * p.b_rs + jc * p.b_cs);
             let full_n = nc / NR * NR;
-            if direct_b {
+            if packed.is_some() {
+                // Nothing to pack.
+            } else if direct_b {
                 if full_n < nc {
                     pack::<NR>(nc - full_n, kc, bsrc.add(full_n), 1, p.b_rs, bbuf, fast_pack);
                 }
@@ -217,10 +225,11 @@ unsafe fn blocked<const MR: usize, const NR: usize>(
                 pack::<MR>(mc, kc, p.a.add(ic * p.a_rs + pc * p.a_cs), p.a_rs, p.a_cs, abuf, fast_pack);
                 for jr in (0..nc).step_by(NR) {
                     let nr = NR.min(nc - jr);
-                    let (bp, b_rs) = match (direct_b, nr == NR) {
-                        (true, true) => (bsrc.add(jr), p.b_rs),
-                        (true, false) => (bbuf as *const f32, NR),
-                        (false, _) => (bbuf.add(jr * kc) as *const f32, NR),
+                    let (bp, b_rs) = match (packed, direct_b, nr == NR) {
+                        (Some(pb), _, _) => (pb.panel(pc, p.col0 + jc + jr), NR),
+                        (None, true, true) => (bsrc.add(jr), p.b_rs),
+                        (None, true, false) => (bbuf as *const f32, NR),
+                        (None, false, _) => (bbuf.add(jr * kc) as *const f32, NR),
                     };
                     for ir in (0..mc).step_by(MR) {
                         let ap = abuf.add(ir * kc);

@@ -352,6 +352,48 @@ fn prepacked_b_equals_packing_per_call() {
     }
 }
 
+/// The f32 kernels on a B packed once: the bits of packing it per call, for every f32 kernel
+/// this CPU has, over depth blocks (k past KC, a partial last one), edge panels (n not a
+/// multiple of NR), both thread splits (a column sub-product starts inside the packed B), and
+/// few rows with B untransposed (where the driver would otherwise read B in place). Panels of
+/// another kernel's width are ignored, not misread.
+#[test]
+fn prepacked_f32_b_equals_packing_per_call() {
+    let cases = [
+        (30, 45, 20, false),
+        (350, 100, 600, true),
+        (20, 700, 1030, true),
+        (3, 33, 1, false),
+        (40, 100, 1024, true),
+        (12, 50, 300, false),
+        (300, 250, 257, false),
+    ];
+    let f32_isas: Vec<Isa> = [Isa::Avx512, Isa::Avx2Fma, Isa::Generic].into_iter().filter(|i| i.available()).collect();
+    for (&isa, (m, n, k, tb)) in f32_isas.iter().flat_map(|isa| cases.map(|c| (isa, c))) {
+        let case = Case::new(m, n, k, false, tb, 0, true, 7);
+        let packed = PackedF32::new(isa, k, n, &case.b, case.b_rs, case.b_cs).unwrap();
+        assert_eq!((packed.dims(), packed.nr()), ((k, n), isa.tile().1));
+        for parallel in [false, true] {
+            let want = case.run(false, Activation::Gelu, isa, parallel);
+            for &run_isa in &f32_isas {
+                let c = case.run_with(&GemmOpts {
+                    bias: case.bias.as_deref(),
+                    act: Activation::Gelu,
+                    parallel,
+                    isa: Some(run_isa),
+                    packed_f32: Some(&packed),
+                    ..GemmOpts::default()
+                });
+                let want = if run_isa == isa { &want } else { &case.run(false, Activation::Gelu, run_isa, parallel) };
+                assert_eq!(&c, want, "packed for {isa:?}, run on {run_isa:?}: m={m} n={n} k={k} parallel={parallel}");
+            }
+        }
+    }
+    // The bf16 kernels have their own packing; k = 0 has nothing to pack.
+    assert!(PackedF32::new(Isa::Avx512Bf16, 4, 4, &[0.0; 16], 4, 1).is_none());
+    assert!(PackedF32::new(Isa::Generic, 0, 4, &[], 4, 1).is_none());
+}
+
 /// A pair holds depth 2p in its low half: the order `vdpbf16ps` pairs with the other operand's.
 #[test]
 fn bf16_pair_layout() {
