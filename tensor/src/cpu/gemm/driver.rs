@@ -129,9 +129,11 @@ pub unsafe fn split<const MR: usize, const NR: usize>(p: &Problem, threads: usiz
         return serial(p);
     }
     // Splitting rows makes every thread pack all of B; splitting columns, all of A. Weigh the
-    // duplicated packing (a transposing pack costs about twice a copying one).
+    // duplicated packing (a transposing pack costs about twice a copying one); a B packed once
+    // costs nothing to share.
     let a_cost = p.m * if p.a_rs == 1 { 1 } else { 2 };
-    let b_cost = p.n * if p.b_cs == 1 { 1 } else { 2 };
+    let b_packed = p.packed_f32.is_some_and(|pb| (*pb).nr() == NR);
+    let b_cost = if b_packed { 0 } else { p.n * if p.b_cs == 1 { 1 } else { 2 } };
     let split_rows = m_panels >= threads && (b_cost <= a_cost || n_panels < threads);
     let (panels, unit, total) = if split_rows { (m_panels, MR, p.m) } else { (n_panels, NR, p.n) };
     let parts = threads.min(panels);
