@@ -339,6 +339,34 @@ pub(crate) unsafe fn sgemm_raw(
     }
 }
 
+/// Applies `act` in place to a tile of `rows` rows of `cols` values, `ld` apart (the fused
+/// output pass): the same bits as [`activate`] on each row.
+///
+/// # Safety
+/// Each row must be valid for reads and writes, and nothing else may access them meanwhile.
+pub unsafe fn activate_tile(act: Activation, c: *mut f32, ld: usize, rows: usize, cols: usize) {
+    match act {
+        Activation::None => {}
+        Activation::Gelu => crate::ops::gelu::gelu_tile_in_place(c, ld, rows, cols),
+        Activation::Relu => (0..rows).for_each(|i| activate(act, std::slice::from_raw_parts_mut(c.add(i * ld), cols))),
+    }
+}
+
+/// `z = g ⊙ act'(z)` in place on a tile (g laid out as z): the same bits as [`activate_grad`]
+/// on each row.
+///
+/// # Safety
+/// As for [`activate_tile`], and each row of g must be valid for reads.
+pub unsafe fn activate_grad_tile(act: Activation, z: *mut f32, g: *const f32, ld: usize, rows: usize, cols: usize) {
+    match act {
+        Activation::Gelu => crate::ops::gelu::gelu_backward_tile_in_place(z, g, ld, rows, cols),
+        _ => (0..rows).for_each(|i| {
+            let zs = std::slice::from_raw_parts_mut(z.add(i * ld), cols);
+            activate_grad(act, zs, std::slice::from_raw_parts(g.add(i * ld), cols))
+        }),
+    }
+}
+
 /// Applies `act` in place (the last step of the fused output pass).
 pub fn activate(act: Activation, xs: &mut [f32]) {
     match act {

@@ -162,13 +162,12 @@ pub unsafe fn serial<const MR: usize, const NR: usize>(
         return;
     }
     if p.k == 0 {
-        for i in 0..p.m {
-            let row = std::slice::from_raw_parts_mut(p.c.add(i * p.ldc), p.n);
-            if !p.accumulate {
-                row.fill(0.0);
+        if !p.accumulate {
+            for i in 0..p.m {
+                std::slice::from_raw_parts_mut(p.c.add(i * p.ldc), p.n).fill(0.0);
             }
-            finish_row(p, row, i * p.ldc, 0);
         }
+        finish_tile(p, p.c, p.m, p.n, 0);
         return;
     }
     BUFS.with(|bufs| match bufs.try_borrow_mut() {
@@ -324,45 +323,37 @@ unsafe fn store_edge(tmp: *const f32, tmp_ld: usize, c: *mut f32, ldc: usize, mr
 }
 
 /// The fused output pass (if any) on a finished mr x nr tile of C at `c`, whose first column is
-/// column `col` of the product.
+/// column `col` of the product: bias, activation (or its backward), scale, residual, in that
+/// order for every element. The activation runs on the whole tile in one call (one dispatch
+/// instead of one per row); the rest row by row.
 ///
 /// # Safety
 /// `c` covers mr rows of nr values, `p.ldc` apart.
 #[inline]
 unsafe fn finish_tile(p: &Problem, c: *mut f32, mr: usize, nr: usize, col: usize) {
-    if p.has_epilogue() {
-        // The tile's place in C, which is also its place in act_grad.
-        let at = c.offset_from(p.c) as usize;
-        for i in 0..mr {
-            finish_row(p, std::slice::from_raw_parts_mut(c.add(i * p.ldc), nr), at + i * p.ldc, col);
-        }
+    if !p.has_epilogue() {
+        return;
     }
-}
-
-/// The fused output pass on one finished row segment, `at` elements into C, starting at column
-/// `col` of the product.
-#[inline]
-unsafe fn finish_row(p: &Problem, row: &mut [f32], at: usize, col: usize) {
+    // The tile's place in C, which is also its place in act_grad, scale and residual.
+    let at = c.offset_from(p.c) as usize;
+    let row = |i: usize| std::slice::from_raw_parts_mut(c.add(i * p.ldc), nr);
+    let like_c = |v: *const f32, i: usize| std::slice::from_raw_parts(v.add(at + i * p.ldc), nr);
     if let Some(bias) = p.bias {
-        let bias = std::slice::from_raw_parts(bias.add(col), row.len());
-        for (x, b) in row.iter_mut().zip(bias) {
-            *x += b;
+        let bias = std::slice::from_raw_parts(bias.add(col), nr);
+        for i in 0..mr {
+            row(i).iter_mut().zip(bias).for_each(|(x, b)| *x += b);
         }
     }
     match p.act_grad {
-        Some(g) => super::activate_grad(p.act, row, std::slice::from_raw_parts(g.add(at), row.len())),
-        None => super::activate(p.act, row),
+        Some(g) => super::activate_grad_tile(p.act, c, g.add(at), p.ldc, mr, nr),
+        None => super::activate_tile(p.act, c, p.ldc, mr, nr),
     }
-    if let Some(s) = p.scale {
-        let s = std::slice::from_raw_parts(s.add(at), row.len());
-        for (x, s) in row.iter_mut().zip(s) {
-            *x *= s;
+    for i in 0..mr {
+        if let Some(s) = p.scale {
+            row(i).iter_mut().zip(like_c(s, i)).for_each(|(x, s)| *x *= s);
         }
-    }
-    if let Some(r) = p.residual {
-        let r = std::slice::from_raw_parts(r.add(at), row.len());
-        for (x, r) in row.iter_mut().zip(r) {
-            *x += r;
+        if let Some(r) = p.residual {
+            row(i).iter_mut().zip(like_c(r, i)).for_each(|(x, r)| *x += r);
         }
     }
 }

@@ -459,6 +459,30 @@ fn act_grad_output_pass_equals_product_then_activate_grad() {
     }
 }
 
+/// The activation output pass equals the plain product followed by `activate` on each row, bit
+/// for bit (the inference model fuses it, the training model applies the op after), for every
+/// kernel, whole and edge tiles, padded C, bias or not, threads or not, and k = 0.
+#[test]
+fn act_output_pass_equals_product_then_activate() {
+    let mut seed = 70;
+    for isa in isas() {
+        for &(m, n, k) in &EPILOGUE_SHAPES {
+            for act in [Activation::Gelu, Activation::Relu] {
+                for (bias, pad, parallel) in [(true, 0, true), (false, 2, false), (true, 1, false)] {
+                    seed += 1;
+                    let case = Case::new(m, n, k, seed % 2 == 0, seed % 3 == 0, pad, bias, seed);
+                    let mut want = case.run(false, Activation::None, isa, parallel);
+                    for i in 0..m {
+                        activate(act, &mut want[i * case.ldc..i * case.ldc + n]);
+                    }
+                    let got = case.run(false, act, isa, parallel);
+                    assert_eq!(got, want, "{isa:?} {act:?} m={m} n={n} k={k} bias={bias} pad={pad}");
+                }
+            }
+        }
+    }
+}
+
 /// The output passes that end with an elementwise step on values laid out as C.
 #[derive(Clone, Copy, Debug)]
 enum ElementwisePass {
