@@ -180,6 +180,22 @@ def ort_forward(args):
           f"peak RSS {peak_mib:.0f} MiB (includes the export)")
 
 
+def cuda_median_ms(run, iters, warmup=2):
+    """The median of `iters` timed calls of `run()` after `warmup` untimed ones, in milliseconds,
+    each between two CUDA events (the GPU's own clock, waited on before reading)."""
+    times = []
+    for i in range(warmup + iters):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        run()
+        e.record()
+        e.synchronize()
+        if i >= warmup:
+            times.append(s.elapsed_time(e))
+    times.sort()
+    return times[len(times) // 2]
+
+
 def gpu_forward(args):
     """Inference on a GPU in eager mode: the official model code, random weights, model and input
     in the given dtype (bf16: `model.to(torch.bfloat16)`, as a user would), CUDA events around
@@ -194,18 +210,8 @@ def gpu_forward(args):
     n = args.batch
     x = torch.randn(n, 3, 224, 224, device=dev, dtype=dtype)
     tasks = torch.zeros(n, dtype=torch.long, device=dev)
-    times = []
     with torch.no_grad():
-        for i in range(args.iters + 2):
-            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            s.record()
-            all_heads(model, x)
-            e.record()
-            e.synchronize()
-            if i >= 2:
-                times.append(s.elapsed_time(e))
-    times.sort()
-    ms = times[len(times) // 2]
+        ms = cuda_median_ms(lambda: all_heads(model, x), args.iters)
     print(f"pytorch forward {args.device} {args.dtype} batch {n}: median {ms:.2f} ms, {n / ms * 1e3:.1f} images/s")
 
 
@@ -222,21 +228,15 @@ def gpu_train(args):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-5)
     n = args.batch
     x = torch.randn(n, 3, 224, 224, device=dev)
-    times = []
-    for i in range(args.iters + 2):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
+
+    def step():
         opt.zero_grad(set_to_none=True)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=args.dtype == "bf16"):
             loss = total_loss(all_heads(model, x), n)
         loss.backward()
         opt.step()
-        e.record()
-        e.synchronize()
-        if i >= 2:
-            times.append(s.elapsed_time(e))
-    times.sort()
-    ms = times[len(times) // 2]
+
+    ms = cuda_median_ms(step, args.iters)
     peak = torch.cuda.max_memory_allocated() / 2**20
     print(f"pytorch train {args.device} {args.dtype} autocast batch {n}: median {ms:.2f} ms, {n / ms * 1e3:.1f} images/s, "
           f"peak {peak:.0f} MiB")
