@@ -43,3 +43,20 @@ fn f32_packed_weights_are_reused_follow_changes_and_are_released() {
     assert_eq!(changed, heads(&model, &x), "packing again after the release differs");
     assert_eq!(model.packed_weights(), layers);
 }
+
+/// With packing off (`--low-memory`) nothing is kept and the outputs are the same bits; turning
+/// it off lets the packed copies go, turning it on packs again.
+#[test]
+fn weight_packing_can_be_turned_off() {
+    let model = FaceXFormer::new_random(&FacexConfig::tiny(), 7).unwrap();
+    let x = Var::constant(Tensor::randn(&[1, 3, 224, 224], 8, DType::F32));
+    let packed = heads(&model, &x);
+    assert!(model.packed_weights() > 0);
+    model.set_weight_packing(false);
+    assert_eq!(model.packed_weights(), 0, "turning packing off kept the packed weights");
+    assert_eq!(heads(&model, &x), packed, "per-call packing gives other bits");
+    assert_eq!(model.packed_weights(), 0, "inference packed with packing off");
+    model.set_weight_packing(true);
+    assert_eq!(heads(&model, &x), packed);
+    assert!(model.packed_weights() > 0, "packing on again packed nothing");
+}

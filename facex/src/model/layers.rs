@@ -3,6 +3,7 @@
 use super::params::{Builder, Init};
 use super::schema::{ConvSpec, LinearInit, LinearSpec, Mlp3Spec, NormSpec};
 use autograd::Var;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tensor::cpu::gemm::{matmul_precision, Isa};
 use tensor::ops::matmul::PackedWeight;
@@ -21,6 +22,8 @@ pub(crate) struct Linear {
     /// was packed from (a new value, e.g. after an optimizer step, packs again). Registered with
     /// the builder, so the model can let all of them go (`FaceXFormer::release_packed_weights`).
     packed: PackedSlot,
+    /// The model's switch for that cache (`FaceXFormer::set_weight_packing`).
+    packing: Arc<AtomicBool>,
 }
 
 impl Linear {
@@ -32,7 +35,7 @@ impl Linear {
         };
         let weight = b.param(spec.weight_key(), &[spec.out, spec.inp], wi);
         let bias = spec.bias.then(|| b.param(spec.bias_key(), &[spec.out], bi));
-        Linear { weight, bias, packed: b.packed_slot() }
+        Linear { weight, bias, packed: b.packed_slot(), packing: b.packing_switch() }
     }
 
     /// The weight packed for the current kernel, packing it on first use, when it changed or
@@ -58,7 +61,7 @@ impl Linear {
     pub fn forward_act(&self, x: &Var, act: Activation) -> Result<Var> {
         // Inference: the weight's panels are packed once, not every call (at batch 1 that
         // transpose was 8% of the forward).
-        if !autograd::is_grad_enabled() {
+        if !autograd::is_grad_enabled() && self.packing.load(Ordering::Relaxed) {
             let w = self.weight.value();
             let packed = self.packed_weight(&w)?;
             let b = self.bias.as_ref().map(Var::value);

@@ -6,6 +6,8 @@ use super::layers::PackedSlot;
 use super::ModelError;
 use autograd::Var;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use tensor::{DType, SplitMix64, Tensor};
 
 /// One state-dict entry: a trainable parameter or a fixed buffer.
@@ -90,6 +92,8 @@ pub(crate) struct Builder<'a> {
     wrong_dtype: Vec<(String, DType, DType)>,
     /// Every linear layer's packed-weight cache, so the model can empty them all.
     packed: Vec<PackedSlot>,
+    /// Whether inference packs weights at all (one switch for the whole model).
+    packing: Arc<AtomicBool>,
 }
 
 impl<'a> Builder<'a> {
@@ -101,6 +105,7 @@ impl<'a> Builder<'a> {
             misshaped: Vec::new(),
             wrong_dtype: Vec::new(),
             packed: Vec::new(),
+            packing: Arc::new(AtomicBool::new(true)),
         }
     }
 
@@ -109,6 +114,11 @@ impl<'a> Builder<'a> {
         let slot = PackedSlot::default();
         self.packed.push(slot.clone());
         slot
+    }
+
+    /// The model-wide switch of those caches (on unless turned off).
+    pub fn packing_switch(&self) -> Arc<AtomicBool> {
+        self.packing.clone()
     }
 
     /// The caches handed out by [`Builder::packed_slot`].

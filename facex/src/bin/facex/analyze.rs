@@ -34,6 +34,10 @@ pub struct Args {
     /// Precision: f32 or bf16 (on the CPU: bf16 products with f32 accumulation, where the CPU has AVX512-BF16).
     #[arg(long, default_value = "f32")]
     dtype: String,
+    /// Keep one copy of the weights: CPU inference packs each linear weight for the GEMM in
+    /// every product instead of once (swin_b: ~350 MB less; batch 1 ~10% slower on a Zen 3 EPYC).
+    #[arg(long)]
+    low_memory: bool,
 }
 
 /// What `collect_images` found: the images to analyse and the files of a directory it leaves
@@ -87,10 +91,11 @@ fn collect_images(inputs: &[PathBuf]) -> Result<Inputs, String> {
     Ok(found)
 }
 
-fn load_model(path: &Path, device: &str, dtype: &str) -> Result<Engine, String> {
+fn load_model(path: &Path, device: &str, dtype: &str, low_memory: bool) -> Result<Engine, String> {
     let dtype = parse_dtype(dtype)?;
     let (sd, config) = facex::checkpoint::load_model_weights(path).map_err(|e| e.to_string())?;
     let model = FaceXFormer::from_tensors(&config, sd.iter()).map_err(|e| format!("{}: {e}", path.display()))?;
+    model.set_weight_packing(!low_memory);
     Engine::new(model, device, dtype)
 }
 
@@ -148,7 +153,7 @@ pub fn run(args: Args) -> ExitCode {
         return ExitCode::from(2);
     }
     let model = match &args.weights {
-        Some(w) => match load_model(w, &args.device, &args.dtype) {
+        Some(w) => match load_model(w, &args.device, &args.dtype, args.low_memory) {
             Ok(m) => Some(m),
             Err(e) => {
                 eprintln!("facex analyze: cannot load weights: {e}");

@@ -24,12 +24,17 @@ pub struct Args {
     /// Precision: f32 or bf16 (on the CPU: bf16 products with f32 accumulation, where the CPU has AVX512-BF16). Outputs are f32.
     #[arg(long, default_value = "f32")]
     dtype: String,
+    /// Keep one copy of the weights: CPU inference packs each linear weight for the GEMM in
+    /// every product instead of once (swin_b: ~350 MB less; batch 1 ~10% slower on a Zen 3 EPYC).
+    #[arg(long)]
+    low_memory: bool,
 }
 
 fn forward(args: &Args) -> Result<(), String> {
     let dtype = parse_dtype(&args.dtype)?;
     let (sd, config) = load_model_weights(&args.weights).map_err(|e| e.to_string())?;
     let model = FaceXFormer::from_state_dict(&config, &sd).map_err(|e| format!("{}: {e}", args.weights.display()))?;
+    model.set_weight_packing(!args.low_memory);
     let engine = Engine::new(model, &args.device, dtype)?;
     let inputs = load_safetensors(&args.input).map_err(|e| e.to_string())?;
     let x = inputs.get("input").ok_or_else(|| format!("{}: no tensor named `input`", args.input.display()))?;
