@@ -7,6 +7,7 @@
 //! - weighted sums: A = the n x n probabilities (or gradients), B = v's rows read in place, depth n.
 
 use super::{Dims, Rows, RowsMut};
+use crate::cpu::gemm::pack::avx2::pack_transposed;
 use std::arch::x86_64::*;
 
 /// Rows per tile.
@@ -44,11 +45,19 @@ pub(super) unsafe fn dots(a: Rows, b: Rows, scale: f32, kt: &mut [f32], out: &mu
     let Dims { n, d, .. } = dims;
     let w = n.next_multiple_of(8);
     assert!(n <= 64 && kt.len() >= d * w && out.len() >= n * n);
-    for e in 0..d {
-        let row = &mut kt[e * w..][..w];
-        for (j, v) in row.iter_mut().enumerate() {
-            *v = if j < n { b.data[b.offset + j * b.stride + e] } else { 0.0 };
-        }
+    assert!(b.offset + (n - 1) * b.stride + d <= b.data.len());
+    // kᵀ as one GEMM panel of w keys (zero past n), through the packer's 8x8 register
+    // transposes: the element loop it replaces was a fifth of this function's time.
+    let (k_ptr, kt_ptr) = (b.data.as_ptr().add(b.offset), kt.as_mut_ptr());
+    match w / 8 {
+        1 => pack_transposed::<8>(n, d, k_ptr, b.stride, kt_ptr),
+        2 => pack_transposed::<16>(n, d, k_ptr, b.stride, kt_ptr),
+        3 => pack_transposed::<24>(n, d, k_ptr, b.stride, kt_ptr),
+        4 => pack_transposed::<32>(n, d, k_ptr, b.stride, kt_ptr),
+        5 => pack_transposed::<40>(n, d, k_ptr, b.stride, kt_ptr),
+        6 => pack_transposed::<48>(n, d, k_ptr, b.stride, kt_ptr),
+        7 => pack_transposed::<56>(n, d, k_ptr, b.stride, kt_ptr),
+        _ => pack_transposed::<64>(n, d, k_ptr, b.stride, kt_ptr),
     }
     let a_ptr = a.data.as_ptr().add(a.offset);
     let (out_ptr, b_ptr) = (out.as_mut_ptr(), kt.as_ptr());

@@ -236,7 +236,9 @@ fn avx2_tiles_match_plain_loops() {
         eprintln!("skipped: this CPU has no AVX2 + FMA");
         return;
     }
-    for (n, d) in [(1, 8), (5, 8), (6, 16), (7, 24), (12, 8), (17, 32), (49, 32), (49, 40), (64, 16)] {
+    for (n, d) in
+        [(1, 8), (5, 8), (6, 16), (7, 24), (12, 8), (17, 32), (30, 8), (40, 16), (41, 8), (49, 32), (49, 40), (64, 16)]
+    {
         let dims = Dims { n, h: 1, d, nw: 1, scale: 0.3 };
         let stride = 3 * d + 5;
         let data = rand(&[n * stride + 2 * d], n as u64 * 31 + d as u64, 1.0).to_vec::<f32>().unwrap();
