@@ -259,6 +259,20 @@ fn output_and_grad_bits(
     out
 }
 
+/// A transformer MLP's input [3, 7, 24] and parameters (fc1 24 -> 40, fc2 40 -> 24): x, w1,
+/// b1, w2, b2, drawn with seeds `seed` to `seed + 4`.
+fn mlp_input_and_params(seed: u64) -> [autograd::Var; 5] {
+    use autograd::Var;
+    use tensor::{DType, Tensor};
+    [
+        Var::leaf(Tensor::randn(&[3, 7, 24], seed, DType::F32)),
+        Var::param(Tensor::randn(&[40, 24], seed + 1, DType::F32).affine(0.3, 0.0).unwrap(), "fc1.weight"),
+        Var::param(Tensor::randn(&[40], seed + 2, DType::F32), "fc1.bias"),
+        Var::param(Tensor::randn(&[24, 40], seed + 3, DType::F32).affine(0.2, 0.0).unwrap(), "fc2.weight"),
+        Var::param(Tensor::randn(&[24], seed + 4, DType::F32), "fc2.bias"),
+    ]
+}
+
 /// A transformer MLP written three ways: fc1 with its fused GELU then fc2 (the inference path),
 /// fc1 then `gelu` then fc2 (the composite), and fc1 then `gelu_linear` (the training path).
 /// The outputs and every gradient agree bit for bit.
@@ -266,11 +280,7 @@ fn output_and_grad_bits(
 fn gelu_linear_matches_its_composite_twins_bit_for_bit() {
     use autograd::Var;
     use tensor::{DType, Tensor};
-    let x = Var::leaf(Tensor::randn(&[3, 7, 24], 1, DType::F32));
-    let w1 = Var::param(Tensor::randn(&[40, 24], 2, DType::F32).affine(0.3, 0.0).unwrap(), "fc1.weight");
-    let b1 = Var::param(Tensor::randn(&[40], 3, DType::F32), "fc1.bias");
-    let w2 = Var::param(Tensor::randn(&[24, 40], 4, DType::F32).affine(0.2, 0.0).unwrap(), "fc2.weight");
-    let b2 = Var::param(Tensor::randn(&[24], 5, DType::F32), "fc2.bias");
+    let [x, w1, b1, w2, b2] = mlp_input_and_params(1);
     let g = Tensor::randn(&[3, 7, 24], 6, DType::F32);
     let all = [&x, &w1, &b1, &w2, &b2];
     let run = |mlp: &dyn Fn() -> Var| output_and_grad_bits(mlp, &g, &all);
@@ -293,11 +303,7 @@ fn gelu_linear_matches_its_composite_twins_bit_for_bit() {
 fn linear_add_matches_its_composite_twin_bit_for_bit() {
     use autograd::Var;
     use tensor::{DType, Tensor};
-    let x = Var::leaf(Tensor::randn(&[3, 7, 24], 11, DType::F32));
-    let w1 = Var::param(Tensor::randn(&[40, 24], 12, DType::F32).affine(0.3, 0.0).unwrap(), "fc1.weight");
-    let b1 = Var::param(Tensor::randn(&[40], 13, DType::F32), "fc1.bias");
-    let w2 = Var::param(Tensor::randn(&[24, 40], 14, DType::F32).affine(0.2, 0.0).unwrap(), "fc2.weight");
-    let b2 = Var::param(Tensor::randn(&[24], 15, DType::F32), "fc2.bias");
+    let [x, w1, b1, w2, b2] = mlp_input_and_params(11);
     let wp = Var::param(Tensor::randn(&[24, 24], 16, DType::F32).affine(0.2, 0.0).unwrap(), "proj.weight");
     let g = Tensor::randn(&[3, 7, 24], 17, DType::F32);
     let all = [&x, &w1, &b1, &w2, &b2, &wp];

@@ -101,23 +101,19 @@ pub fn gelu_slice(xs: &[f32], out: &mut [f32]) {
     dispatch_fma!(forward_body(xs: &[f32], gs: &[f32], out: &mut [f32]))
 }
 
-/// `out[i] = gs[i] * gelu'(xs[i])` on this thread.
-/// GELU in place (the GEMM epilogue's activation): the same vector paths and bits as
-/// [`gelu_slice`]. Dispatched here rather than inlined into the epilogue, whose code is compiled
-/// for baseline x86-64: there the scalar loop cost 5-8 ns an element, more than the fc1 GEMM.
+/// GELU in place: the same vector paths and bits as [`gelu_slice`] (a one-row
+/// [`gelu_tile_in_place`]).
 pub fn gelu_in_place(xs: &mut [f32]) {
-    #[inline(always)]
-    fn body<const FMA: bool>(xs: &mut [f32]) {
-        for x in xs.iter_mut() {
-            *x = gelu_f32::<FMA>(*x);
-        }
-    }
-    dispatch_fma!(body(xs: &mut [f32]))
+    // SAFETY: one row of xs.len() values, borrowed mutably for the call.
+    unsafe { gelu_tile_in_place(xs.as_mut_ptr(), xs.len(), 1, xs.len()) }
 }
 
-/// GELU in place on a tile of `rows` rows of `cols` values, `ld` apart (a GEMM output tile):
-/// the same bits as [`gelu_in_place`] on each row, with one dispatch (and one set of broadcast
-/// constants) for the tile. Called per 16-value row, that overhead was 18% of the GELU.
+/// GELU in place on a tile of `rows` rows of `cols` values, `ld` apart (the GEMM epilogue's
+/// activation): the same vector paths and bits as [`gelu_slice`] on each row, with one dispatch
+/// (and one set of broadcast constants) for the tile: called per 16-value row, that overhead was
+/// 18% of the GELU. Dispatched here rather than inlined into the epilogue, whose code is
+/// compiled for baseline x86-64: there the scalar loop cost 5-8 ns an element, more than the fc1
+/// GEMM.
 ///
 /// # Safety
 /// Each row must be valid for reads and writes, and nothing else may access them meanwhile.
@@ -135,7 +131,8 @@ pub unsafe fn gelu_tile_in_place(c: *mut f32, ld: usize, rows: usize, cols: usiz
 }
 
 /// `z = g * gelu'(z)` in place on a tile (`rows` rows of `cols` values, `ld` apart, g laid out
-/// alike): the same bits as [`gelu_backward_in_place`] on each row, one dispatch per tile.
+/// alike): the fused output pass of a linear layer's GELU backward (the GEMM recomputes z tile
+/// by tile). The same bits as [`gelu_backward_slice`] on each row, one dispatch per tile.
 ///
 /// # Safety
 /// Each row of z must be valid for reads and writes and each row of g for reads; nothing else
@@ -156,23 +153,18 @@ pub unsafe fn gelu_backward_tile_in_place(z: *mut f32, g: *const f32, ld: usize,
     dispatch_fma!(body(z: *mut f32, g: *const f32, ld: usize, rows: usize, cols: usize))
 }
 
+/// `out[i] = gs[i] * gelu'(xs[i])` on this thread.
 pub fn gelu_backward_slice(xs: &[f32], gs: &[f32], out: &mut [f32]) {
     assert!(xs.len() == out.len() && gs.len() == out.len(), "gelu_backward_slice: lengths");
     dispatch_fma!(backward_body(xs: &[f32], gs: &[f32], out: &mut [f32]))
 }
 
-/// `zs[i] = gs[i] * gelu'(zs[i])` in place: the fused output pass of a linear layer's GELU
-/// backward (the GEMM recomputes z tile by tile). Same vector paths and bits as
-/// [`gelu_backward_slice`].
+/// `zs[i] = gs[i] * gelu'(zs[i])` in place: the same vector paths and bits as
+/// [`gelu_backward_slice`] (a one-row [`gelu_backward_tile_in_place`]).
 pub fn gelu_backward_in_place(zs: &mut [f32], gs: &[f32]) {
-    #[inline(always)]
-    fn body<const FMA: bool>(zs: &mut [f32], gs: &[f32]) {
-        for (z, &g) in zs.iter_mut().zip(gs) {
-            *z = g * gelu_grad_f32::<FMA>(*z);
-        }
-    }
     assert_eq!(zs.len(), gs.len(), "gelu_backward_in_place: lengths");
-    dispatch_fma!(body(zs: &mut [f32], gs: &[f32]))
+    // SAFETY: one row of zs.len() values, zs borrowed mutably and gs (as long) shared.
+    unsafe { gelu_backward_tile_in_place(zs.as_mut_ptr(), gs.as_ptr(), zs.len(), 1, zs.len()) }
 }
 
 /// The slice loops over rayon chunks when large.
@@ -370,8 +362,8 @@ mod tests {
         assert_eq!(d.to_f32_vec().unwrap(), x.gelu_backward(&ones).unwrap().to_f32_vec().unwrap());
     }
 
-    /// The tile forms (the GEMM output pass) give each row's slice-form bits and leave the
-    /// values between rows (another tile's columns) alone.
+    /// The tile forms (the GEMM output pass) give the bits of the out-of-place slice forms (their
+    /// own loops) on each row and leave the values between rows (another tile's columns) alone.
     #[test]
     fn tile_forms_equal_the_slice_forms_row_by_row() {
         let (rows, cols, ld) = (5, 13, 20);
@@ -382,8 +374,9 @@ mod tests {
         let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
         let (mut want, mut want_grad) = (xs.clone(), xs.clone());
         for i in 0..rows {
-            gelu_in_place(&mut want[i * ld..][..cols]);
-            gelu_backward_in_place(&mut want_grad[i * ld..][..cols], &gs[i * ld..][..cols]);
+            let (x, g) = (&xs[i * ld..][..cols], &gs[i * ld..][..cols]);
+            gelu_slice(x, &mut want[i * ld..][..cols]);
+            gelu_backward_slice(x, g, &mut want_grad[i * ld..][..cols]);
         }
         let (mut got, mut got_grad) = (xs.clone(), xs.clone());
         // SAFETY: rows * ld values, each row of cols values in bounds; nothing else accesses them.

@@ -327,6 +327,11 @@ mod tests {
 
     const DTYPES: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
 
+    /// A tensor's values as f32 bits (for bit-for-bit comparisons with a composite twin).
+    fn bits(t: &Tensor) -> Vec<u32> {
+        t.to_f32_vec().unwrap().iter().map(|v| v.to_bits()).collect()
+    }
+
     /// Allowed |got - want| for a result of magnitude |want| in `dtype` after a length-k sum.
     fn tol(dtype: DType, k: usize, want: f64) -> f64 {
         match dtype {
@@ -429,13 +434,11 @@ mod tests {
         }
     }
 
-    /// The fused activation backward against its composite twin (z = linear, then the rule on
-    /// the stored z): the same bits in f32, for GELU and ReLU, with views as x and as the
-    /// gradient, shapes with edge tiles and shapes large enough for threads; in bf16 (computed
-    /// in f32, rounded once) within bf16 rounding of the f32 result. Wrong shapes are errors.
+    /// The scale in the GEMM's output pass against its composite twin (matmul, then mul): the
+    /// same bits in f32 with a transposed operand and scale; batched and bf16 operands take the
+    /// composite. Wrong shapes are errors naming the op.
     #[test]
     fn matmul_scaled_equals_matmul_then_mul() {
-        let bits = |t: &Tensor| t.to_f32_vec().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
         for (m, k, n) in [(1, 1, 1), (7, 5, 9), (70, 33, 130), (300, 64, 40)] {
             let a = Tensor::randn(&[m, k], 1, DType::F32);
             let bt = Tensor::randn(&[n, k], 2, DType::F32);
@@ -467,7 +470,6 @@ mod tests {
     /// shapes are errors naming the op.
     #[test]
     fn linear_add_equals_linear_then_add() {
-        let bits = |t: &Tensor| t.to_f32_vec().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
         for (lead, in_f, out_f, seed) in
             [(vec![1], 1, 1, 1), (vec![2, 7], 5, 9, 2), (vec![3, 70], 33, 130, 3), (vec![400], 64, 96, 4)]
         {
@@ -508,7 +510,6 @@ mod tests {
     /// past one block; a weight that is not an f32 matrix is an error naming the op.
     #[test]
     fn linear_act_packed_equals_packing_per_call() {
-        let bits = |t: &Tensor| t.to_f32_vec().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
         for (lead, in_f, out_f, seed) in
             [(vec![1], 1, 1, 1), (vec![2, 7], 5, 9, 2), (vec![3, 70], 300, 130, 3), (vec![400], 64, 96, 4)]
         {
@@ -531,6 +532,11 @@ mod tests {
         assert!(matches!(err, Error::BadShape { op: "PackedWeight::new", .. }), "{err:?}");
     }
 
+    /// The fused activation backward against its composite twin (z = linear, then the rule on
+    /// the stored z): the same bits in f32, for GELU and ReLU, with views as x and as the
+    /// gradient, shapes with edge tiles and shapes large enough for threads; in bf16 (computed
+    /// in f32, rounded once) the bits of the f32 product of the rounded operands, rounded once.
+    /// Wrong shapes are errors.
     #[test]
     fn linear_act_grad_equals_linear_then_the_backward_rule() {
         for (rows, in_f, out_f, seed) in [(1, 1, 1, 1), (13, 7, 33, 2), (70, 96, 130, 3), (400, 128, 512, 4)] {
