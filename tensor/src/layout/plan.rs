@@ -1,6 +1,6 @@
 //! The strided-iteration plan shared by the elementwise, reduction and normalisation ops.
 
-use crate::cpu::parallel::{PAR_CHUNK, PAR_MIN};
+use crate::cpu::parallel::{new_vec, PAR_CHUNK, PAR_MIN};
 use crate::Layout;
 use rayon::prelude::*;
 use std::ops::Range;
@@ -134,12 +134,20 @@ impl<const K: usize> Plan<K> {
             });
         }
     }
+
+    /// [`Plan::fill`] into a new vector (`cpu::parallel::new_vec`: no serial zero-fill first).
+    pub fn new_vec<T: bytemuck::Zeroable + Copy + Send>(&self, f: impl Fn(&mut [T], [usize; K]) + Sync) -> Vec<T> {
+        new_vec(self.count, PAR_CHUNK, |s, chunk| {
+            self.for_segments(s..s + chunk.len(), |pos, offs, cnt| f(&mut chunk[pos - s..pos - s + cnt], offs));
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::testing::inputs as testing;
+    use crate::Tensor;
     use proptest::prelude::*;
 
     proptest! {
@@ -162,6 +170,26 @@ mod tests {
             });
             let want: Vec<_> = (a..b).map(|i| (i, want_t[i], want_u[i])).collect();
             prop_assert_eq!(got, want);
+        }
+    }
+
+    /// `new_vec` writes each value from its own offsets, on both paths (a transposed view, so
+    /// runs break at every row).
+    #[test]
+    fn new_vec_equals_fill() {
+        for (rows, cols) in [(7, 9), (300, 257)] {
+            let t = Tensor::from_vec((0..rows * cols).map(|i| i as f32).collect::<Vec<_>>(), &[rows, cols]).unwrap();
+            let t = t.transpose(0, 1).unwrap();
+            let plan = Plan::new(t.shape(), [t.layout()]);
+            let f = |o: &mut [f32], [off]: [usize; 1]| {
+                for (j, o) in o.iter_mut().enumerate() {
+                    *o = (off + j * plan.inner[0]) as f32;
+                }
+            };
+            let mut want = vec![0.0; rows * cols];
+            plan.fill(&mut want, f);
+            assert_eq!(plan.new_vec(f), want);
+            assert_eq!(want, t.layout().offsets().map(|o| o as f32).collect::<Vec<_>>());
         }
     }
 }

@@ -3,7 +3,7 @@
 //! Operands are broadcast as views (stride 0, no copy). Two contiguous operands of one shape take a
 //! straight zipped loop; anything else walks rows through a `Plan`, with the inner loop specialised
 //! for the common stride patterns (both unit, one broadcast). Large outputs are filled in parallel.
-use crate::cpu::parallel::{PAR_CHUNK, PAR_MIN};
+use crate::cpu::parallel::{new_vec, PAR_CHUNK, PAR_MIN};
 use crate::layout::broadcast_shape;
 use crate::layout::Plan;
 use crate::profile;
@@ -17,27 +17,17 @@ where
     U: Copy + Send + bytemuck::Zeroable,
 {
     let n: usize = shape.iter().product();
-    let mut out = vec![U::zeroed(); n];
     if let (Some(ra), Some(rb)) = (a.layout().contiguous_range(), b.layout().contiguous_range()) {
         let (x, y) = (&av[ra], &bv[rb]);
-        let run = |o: &mut [U], x: &[T], y: &[T]| {
-            for ((o, &p), &q) in o.iter_mut().zip(x).zip(y) {
+        return new_vec(n, PAR_CHUNK, |s, o| {
+            for ((o, &p), &q) in o.iter_mut().zip(&x[s..]).zip(&y[s..]) {
                 *o = f(p, q);
             }
-        };
-        if n < PAR_MIN {
-            run(&mut out, x, y);
-        } else {
-            out.par_chunks_mut(PAR_CHUNK).enumerate().for_each(|(ci, o)| {
-                let s = ci * PAR_CHUNK;
-                run(o, &x[s..s + o.len()], &y[s..s + o.len()]);
-            });
-        }
-        return out;
+        });
     }
     let plan = Plan::new(shape, [a.layout(), b.layout()]);
     let [sa, sb] = plan.inner;
-    plan.fill(&mut out, |o, [oa, ob]| {
+    plan.new_vec(|o, [oa, ob]| {
         let m = o.len();
         match (sa, sb) {
             (1, 1) => {
@@ -63,8 +53,7 @@ where
                 }
             }
         }
-    });
-    out
+    })
 }
 
 /// Checks dtypes, broadcasts both operands to their common shape.

@@ -12,11 +12,11 @@
 //! `q.matmul(kᵀ).softmax(-1).matmul(v)` when gradients are needed; the tests compare the two.
 //! Computes in f32 whatever the matmul precision (bf16 products are not used here).
 
+use crate::cpu::parallel::new_vecs;
 use crate::cpu::simd::dispatch;
 use crate::ops::softmax::{rows as softmax_rows, softmax_column_block, COLUMN_BLOCK};
 use crate::profile;
 use crate::{CpuStorage, DType, Error, Result, Tensor};
-use rayon::prelude::*;
 
 /// Query rows whose scores are computed before one softmax call.
 const ROW_BLOCK: usize = 32;
@@ -286,15 +286,18 @@ impl Tensor {
         let (qd, kd, vd) = (f32_data(&q)?, f32_data(&k)?, f32_data(&v)?);
         // Offset of head i = (b, h) in a view.
         let at = |t: &Tensor, i: usize| t.layout().offset + (i / heads) * t.strides()[0] + (i % heads) * t.strides()[1];
-        let mut out = vec![0.0f32; bh * s.nq * s.dv];
-        if s.nq > 0 && s.dv > 0 && s.nk > 0 {
-            let one = |(i, o): (usize, &mut [f32])| {
+        let out = if s.nq > 0 && s.dv > 0 && s.nk > 0 {
+            // One head per task, on the pool however small the output (each reads all the keys).
+            let ([out], _) = new_vecs(bh * s.nq * s.dv, s.nq * s.dv, true, |start, [o]| {
+                let i = start / (s.nq * s.dv);
                 let mut t = vec![0.0f32; transposed_len(s)];
                 let mut scores = vec![0.0f32; 2 * ROW_BLOCK * s.nk];
                 head_attention(&qd[at(&q, i)..], &kd[at(&k, i)..], &vd[at(&v, i)..], o, &mut t, &mut scores, s);
-            };
-            out.par_chunks_mut(s.nq * s.dv).enumerate().for_each(one);
-        }
+            });
+            out
+        } else {
+            vec![0.0f32; bh * s.nq * s.dv]
+        };
         let out = Tensor::from_vec(out, &[qs[0], qs[1], s.nq, s.dv])?;
         Ok(if dtype == DType::F32 { out } else { out.to_dtype(dtype) })
     }

@@ -8,12 +8,11 @@
 //! GELU within 6 ulp (relative 5e-7), its derivative within 1.6e-7 absolute. The loops are
 //! branch-free; they run fused (`FMA` = true) on AVX-512 and on AVX2 + FMA, which give the same
 //! bits, unfused on other CPUs (`cpu::simd::dispatch_fma!`), and on rayon chunks when large.
-use crate::cpu::parallel::{PAR_CHUNK, PAR_MIN};
+use crate::cpu::parallel::{new_vec, new_vecs, PAR_CHUNK, PAR_MIN};
 use crate::cpu::simd::dispatch_fma;
 use crate::cpu::vecmath::{erf_small, erfcx_large, exp_neg_sq, madd, ERF_SMALL};
 use crate::profile;
 use crate::{CpuStorage, DType, Error, Result, Tensor};
-use rayon::prelude::*;
 
 const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
 /// 1 / sqrt(2 pi).
@@ -169,37 +168,17 @@ pub fn gelu_backward_in_place(zs: &mut [f32], gs: &[f32]) {
 
 /// The slice loops over rayon chunks when large.
 fn forward_par(xs: &[f32]) -> Vec<f32> {
-    let mut out = vec![0.0f32; xs.len()];
-    if xs.len() < PAR_MIN {
-        gelu_slice(xs, &mut out);
-    } else {
-        out.par_chunks_mut(PAR_CHUNK).zip(xs.par_chunks(PAR_CHUNK)).for_each(|(o, x)| gelu_slice(x, o));
-    }
-    out
+    new_vec(xs.len(), PAR_CHUNK, |s, o| gelu_slice(&xs[s..s + o.len()], o))
 }
 
 fn backward_par(xs: &[f32], gs: &[f32]) -> Vec<f32> {
-    let mut out = vec![0.0f32; xs.len()];
-    if xs.len() < PAR_MIN {
-        gelu_backward_slice(xs, gs, &mut out);
-    } else {
-        out.par_chunks_mut(PAR_CHUNK)
-            .zip(xs.par_chunks(PAR_CHUNK).zip(gs.par_chunks(PAR_CHUNK)))
-            .for_each(|(o, (x, g))| gelu_backward_slice(x, g, o));
-    }
-    out
+    new_vec(xs.len(), PAR_CHUNK, |s, o| gelu_backward_slice(&xs[s..s + o.len()], &gs[s..s + o.len()], o))
 }
 
 fn both_par(xs: &[f32]) -> (Vec<f32>, Vec<f32>) {
-    let (mut ys, mut ds) = (vec![0.0f32; xs.len()], vec![0.0f32; xs.len()]);
-    if xs.len() < PAR_MIN {
-        gelu_and_derivative_slice(xs, &mut ys, &mut ds);
-    } else {
-        ys.par_chunks_mut(PAR_CHUNK)
-            .zip(ds.par_chunks_mut(PAR_CHUNK))
-            .zip(xs.par_chunks(PAR_CHUNK))
-            .for_each(|((y, d), x)| gelu_and_derivative_slice(x, y, d));
-    }
+    let ([ys, ds], _) = new_vecs(xs.len(), PAR_CHUNK, xs.len() >= PAR_MIN, |s, [y, d]| {
+        gelu_and_derivative_slice(&xs[s..s + y.len()], y, d)
+    });
     (ys, ds)
 }
 

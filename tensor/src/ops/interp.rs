@@ -4,6 +4,7 @@
 //! Both are separable: per output row and column the source indices and weights are computed
 //! once, then every N·C plane is filled in parallel.
 
+use crate::cpu::parallel::{new_vecs, PAR_CHUNK};
 use crate::ops::conv::{from_f32_vec, nchw_dims};
 use crate::profile;
 use crate::{bail, Result, Tensor};
@@ -64,8 +65,8 @@ fn per_plane(
     f: impl Fn(&[f32], &mut [f32]) + Sync,
 ) -> Result<Tensor> {
     let xs = x.f32_slice()?;
-    let mut out = vec![0f32; n * c * ho * wo];
-    out.par_chunks_mut(ho * wo).zip(xs.par_chunks(h * w)).for_each(|(y, plane)| f(plane, y));
+    let ([out], _) =
+        new_vecs(n * c * ho * wo, ho * wo, true, |start, [y]| f(&xs[start / (ho * wo) * h * w..][..h * w], y));
     Ok(from_f32_vec(out, &[n, c, ho, wo], x.dtype()))
 }
 
@@ -141,10 +142,13 @@ impl Tensor {
             }
         }
         let xs = self.f32_slice()?;
-        let mut out = vec![0f32; dims[0] * dims[1] * size.0 * wo];
-        out.par_chunks_mut(size.0 * wo).zip(xs.par_chunks(h * w)).for_each_init(
-            || vec![0f32; needed.len() * wo],
-            |buf, (y, plane)| {
+        let (plane_in, plane_out) = (h * w, size.0 * wo);
+        // Whole planes per task (about PAR_CHUNK values), one buffer each.
+        let per_task = (PAR_CHUNK / plane_out.max(1)).max(1);
+        let ([out], _) = new_vecs(dims[0] * dims[1] * plane_out, per_task * plane_out, true, |start, [ys]| {
+            let mut buf = vec![0f32; needed.len() * wo];
+            for (k, y) in ys.chunks_exact_mut(plane_out).enumerate() {
+                let plane = &xs[(start / plane_out + k) * plane_in..][..plane_in];
                 for (slot, &i) in buf.chunks_exact_mut(wo).zip(&needed) {
                     let src = &plane[i * w..(i + 1) * w];
                     for (d, cx) in slot.iter_mut().zip(&cols) {
@@ -158,8 +162,8 @@ impl Tensor {
                         *d = ry.l0 * t + ry.l1 * b;
                     }
                 }
-            },
-        );
+            }
+        });
         Ok(from_f32_vec(out, &[dims[0], dims[1], size.0, wo], self.dtype()))
     }
 

@@ -6,13 +6,12 @@
 //! `inner` columns is reduced over the n rows with the same steps, vectorised along `inner` (no
 //! transposing copies; the class dim of the parsing loss is the case that matters).
 //! f16/bf16 go through f32.
-use crate::cpu::parallel::{PAR_CHUNK, PAR_MIN};
+use crate::cpu::parallel::{new_vec, new_vecs, PAR_CHUNK, PAR_MIN};
 use crate::cpu::simd::dispatch;
 use crate::cpu::vecmath::exp_f32;
 use crate::layout::resolve_dim;
 use crate::profile;
 use crate::{Result, Tensor};
-use rayon::prelude::*;
 
 /// Max of a row with independent lanes (vectorises); NaN is ignored here and propagates through
 /// the sum instead.
@@ -76,17 +75,11 @@ pub(crate) fn rows(src: &[f32], out: &mut [f32], len: usize, log: bool) {
 
 /// Row-wise softmax of contiguous rows of length `len`.
 fn softmax_rows(src: &[f32], len: usize, log: bool) -> Vec<f32> {
-    let mut out = vec![0.0f32; src.len()];
     if len == 0 {
-        return out;
+        return vec![0.0f32; src.len()];
     }
-    if src.len() < PAR_MIN {
-        rows(src, &mut out, len, log);
-    } else {
-        let step = PAR_CHUNK.div_ceil(len) * len;
-        out.par_chunks_mut(step).zip(src.par_chunks(step)).for_each(|(o, x)| rows(x, o, len, log));
-    }
-    out
+    let step = PAR_CHUNK.div_ceil(len) * len;
+    new_vec(src.len(), step, |s, o| rows(&src[s..s + o.len()], o, len, log))
 }
 
 /// Columns per block of the column softmax: the block's maxima and sums stay in L1.
@@ -150,16 +143,12 @@ fn softmax_slab(x: &[f32], out: &mut [f32], n: usize, inner: usize, log: bool) {
 
 /// Softmax along the middle dim of contiguous [outer, n, inner] data; slabs run in parallel.
 fn softmax_columns(src: &[f32], n: usize, inner: usize, log: bool) -> Vec<f32> {
-    let mut out = vec![0.0f32; src.len()];
     let slab = n * inner;
     if slab == 0 {
-        return out;
+        return vec![0.0f32; src.len()];
     }
-    if src.len() < PAR_MIN {
-        out.chunks_mut(slab).zip(src.chunks(slab)).for_each(|(o, x)| softmax_slab(x, o, n, inner, log));
-    } else {
-        out.par_chunks_mut(slab).zip(src.par_chunks(slab)).for_each(|(o, x)| softmax_slab(x, o, n, inner, log));
-    }
+    let ([out], _) =
+        new_vecs(src.len(), slab, src.len() >= PAR_MIN, |s, [o]| softmax_slab(&src[s..s + slab], o, n, inner, log));
     out
 }
 

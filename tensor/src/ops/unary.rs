@@ -3,7 +3,7 @@
 //! Every op maps a (possibly strided) input into a new contiguous tensor of the same dtype.
 //! Float math runs in f32 (f16/bf16 widened and rounded back); contiguous inputs take a straight
 //! slice loop, strided ones walk rows through a `Plan`, both parallel when large.
-use crate::cpu::parallel::map_slice;
+use crate::cpu::parallel::map_vec;
 use crate::cpu::vecmath;
 use crate::layout::Plan;
 use crate::profile;
@@ -15,26 +15,23 @@ where
     S: Copy + Sync,
     U: Copy + Send + bytemuck::Zeroable,
 {
-    let mut out = vec![U::zeroed(); t.elem_count()];
     if let Some(r) = t.layout().contiguous_range() {
-        map_slice(&data[r], &mut out, f);
-    } else {
-        let plan = Plan::new(t.shape(), [t.layout()]);
-        let st = plan.inner[0];
-        plan.fill(&mut out, |o, [off]| {
-            if st == 1 {
-                let n = o.len();
-                for (o, &x) in o.iter_mut().zip(&data[off..off + n]) {
-                    *o = f(x);
-                }
-            } else {
-                for (j, o) in o.iter_mut().enumerate() {
-                    *o = f(data[off + j * st]);
-                }
-            }
-        });
+        return map_vec(&data[r], f);
     }
-    out
+    let plan = Plan::new(t.shape(), [t.layout()]);
+    let st = plan.inner[0];
+    plan.new_vec(|o, [off]| {
+        if st == 1 {
+            let n = o.len();
+            for (o, &x) in o.iter_mut().zip(&data[off..off + n]) {
+                *o = f(x);
+            }
+        } else {
+            for (j, o) in o.iter_mut().enumerate() {
+                *o = f(data[off + j * st]);
+            }
+        }
+    })
 }
 
 impl Tensor {

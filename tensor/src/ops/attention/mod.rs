@@ -14,10 +14,10 @@
 //! otherwise. Both share the softmax of
 //! `ops::softmax`, so the probabilities agree with the composite's to rounding of the scores.
 
+use crate::cpu::parallel::new_vecs;
 use crate::ops::softmax::rows as softmax_rows;
 use crate::profile;
 use crate::{DType, Error, Result, Tensor};
-use rayon::prelude::*;
 
 /// What one call computes, in elements.
 #[derive(Clone, Copy, Debug)]
@@ -57,10 +57,7 @@ impl Tensor {
         let qkv = self.f32_slice()?;
         let bias = bias.map(|t| t.f32_slice()).transpose()?;
         let mask = mask.map(|t| t.f32_slice()).transpose()?;
-        let mut out = vec![0.0f32; b * n * heads * d];
-        if n > 0 && d > 0 {
-            attend(&qkv, bias.as_deref(), mask.as_deref(), &mut out, dims);
-        }
+        let out = attend(&qkv, bias.as_deref(), mask.as_deref(), b, dims);
         Tensor::from_vec(out, &[b, n, heads * d])
     }
 }
@@ -110,25 +107,32 @@ fn check(
     Ok((b, n, d, nw))
 }
 
-/// All windows, in parallel over windows (each writes its own output rows).
-fn attend(qkv: &[f32], bias: Option<&[f32]>, mask: Option<&[f32]>, out: &mut [f32], dims: Dims) {
+/// All `b` windows, in parallel over chunks of windows (each writes its own output rows).
+fn attend(qkv: &[f32], bias: Option<&[f32]>, mask: Option<&[f32]>, b: usize, dims: Dims) -> Vec<f32> {
     let (n, c) = (dims.n, dims.c());
-    out.par_chunks_mut(n * c).enumerate().for_each_init(
-        || Scratch::new(n, dims.d),
-        |s, (w, o)| {
+    if n == 0 || c == 0 {
+        return vec![0.0; b * n * c];
+    }
+    // Up to 64 tasks of whole windows (enough to balance the threads), one scratch each.
+    let per_task = b.div_ceil(64).max(1);
+    let ([out], _) = new_vecs(b * n * c, per_task * n * c, true, |start, [out]| {
+        let mut s = Scratch::new(n, dims.d);
+        for (i, o) in out.chunks_mut(n * c).enumerate() {
+            let w = start / (n * c) + i;
             let qkv = &qkv[w * n * 3 * c..(w + 1) * n * 3 * c];
             let mask = mask.map(|m| &m[(w % dims.nw) * n * n..][..n * n]);
             for h in 0..dims.h {
                 let bias = bias.map(|b| &b[h * n * n..][..n * n]);
-                probabilities(qkv, bias, mask, h, s, dims);
+                probabilities(qkv, bias, mask, h, &mut s, dims);
                 let v = Rows { data: qkv, offset: 2 * c + h * dims.d, stride: 3 * c };
                 weighted(&s.probs, v, RowsMut { data: o, offset: h * dims.d, stride: c }, dims);
             }
-        },
-    );
+        }
+    });
+    out
 }
 
-/// Per-thread buffers: one head's kᵀ (padded to 64 keys) and four n x n matrices.
+/// One task's buffers: one head's kᵀ (padded to 64 keys) and four n x n matrices.
 struct Scratch {
     kt: Vec<f32>,
     scores: Vec<f32>,
@@ -331,31 +335,29 @@ impl Tensor {
         let mask_v = mask.map(|t| t.f32_slice()).transpose()?;
         let go = grad_out.f32_slice()?;
         let c = heads * d;
-        let mut dqkv = vec![0.0f32; b * n * 3 * c];
         let mut dbias = vec![0.0f32; heads * n * n];
+        let mut dqkv = Vec::new();
         if b > 0 && n > 0 && d > 0 {
             let per_chunk = b.div_ceil(BACKWARD_CHUNKS);
-            let partial: Vec<Vec<f32>> = dqkv
-                .par_chunks_mut(per_chunk * n * 3 * c)
-                .enumerate()
-                .map(|(chunk, dq)| {
-                    let mut s = Scratch::new(n, d);
-                    let mut acc = vec![0.0f32; heads * n * n];
-                    for (i, dq) in dq.chunks_mut(n * 3 * c).enumerate() {
-                        let w = chunk * per_chunk + i;
-                        let (x, g) = (&qkv[w * n * 3 * c..][..n * 3 * c], &go[w * n * c..][..n * c]);
-                        let mask = mask_v.as_deref().map(|m| &m[(w % nw) * n * n..][..n * n]);
-                        for h in 0..heads {
-                            let bias = bias_v.as_deref().map(|t| &t[h * n * n..][..n * n]);
-                            head_backward(x, g, bias, mask, h, dq, &mut acc[h * n * n..][..n * n], &mut s, dims);
-                        }
+            let ([dq_all], partial) = new_vecs(b * n * 3 * c, per_chunk * n * 3 * c, true, |start, [dq]| {
+                let chunk = start / (per_chunk * n * 3 * c);
+                let mut s = Scratch::new(n, d);
+                let mut acc = vec![0.0f32; heads * n * n];
+                for (i, dq) in dq.chunks_mut(n * 3 * c).enumerate() {
+                    let w = chunk * per_chunk + i;
+                    let (x, g) = (&qkv[w * n * 3 * c..][..n * 3 * c], &go[w * n * c..][..n * c]);
+                    let mask = mask_v.as_deref().map(|m| &m[(w % nw) * n * n..][..n * n]);
+                    for h in 0..heads {
+                        let bias = bias_v.as_deref().map(|t| &t[h * n * n..][..n * n]);
+                        head_backward(x, g, bias, mask, h, dq, &mut acc[h * n * n..][..n * n], &mut s, dims);
                     }
-                    acc
-                })
-                .collect();
+                }
+                acc
+            });
             for p in &partial {
                 dbias.iter_mut().zip(p).for_each(|(a, v)| *a += v);
             }
+            dqkv = dq_all;
         }
         Ok((Tensor::from_vec(dqkv, &s)?, Tensor::from_vec(dbias, &[heads, n, n])?))
     }

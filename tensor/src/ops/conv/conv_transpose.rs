@@ -1,7 +1,8 @@
 //! conv_transpose2d: the transposed product `Wᵀ · x`, then col2im (a scatter-add).
 
 use super::{check_bias, check_common, from_f32_vec, index_range, Geom, PAR_MIN_FLOATS};
-use crate::cpu::gemm::sgemm;
+use crate::cpu::gemm::{sgemm_new, GemmOpts};
+use crate::cpu::parallel::new_vecs;
 use crate::profile;
 use crate::{bail, Error, Result, Tensor};
 use rayon::prelude::*;
@@ -68,10 +69,11 @@ impl Tensor {
         let x = self.f32_slice()?;
         let wt = weight.f32_slice()?;
         let b = bias.map(|b| b.f32_slice()).transpose()?;
-        let mut out = vec![0f32; n * o * g.ho * g.wo];
-        out.par_chunks_mut(o * g.ho * g.wo)
-            .zip(x.par_chunks(c * h * w))
-            .for_each(|(y, xi)| conv_transpose2d_image(&g, xi, &wt, b.as_deref(), o, y));
+        let (image_in, image_out) = (c * h * w, o * g.ho * g.wo);
+        let ([out], _) = new_vecs(n * image_out, image_out, true, |start, [y]| {
+            let xi = &x[start / image_out * image_in..][..image_in];
+            conv_transpose2d_image(&g, xi, &wt, b.as_deref(), o, y)
+        });
         Ok(from_f32_vec(out, &out_shape, self.dtype()))
     }
 }
@@ -82,9 +84,9 @@ fn conv_transpose2d_image(g: &Geom, x: &[f32], wt: &[f32], bias: Option<&[f32]>,
     let hw = g.h * g.w;
     let okk = o * g.kh * g.kw;
     let lo = g.ho * g.wo;
-    let mut col = vec![0f32; okk * hw];
-    // weight [C, O·kh·kw] read transposed: element (q, c) at c·okk + q.
-    sgemm(okk, hw, g.c, wt, 1, okk, x, hw, 1, &mut col, hw, false);
+    // weight [C, O·kh·kw] read transposed: element (q, c) at c·okk + q. (Every value written:
+    // no zero-fill.)
+    let col = sgemm_new(okk, hw, g.c, wt, 1, okk, x, hw, 1, &GemmOpts::default());
 
     // kernel == stride, no padding: output pixels are hit exactly once, so assign, no bounds.
     let exact = g.kh == g.sh && g.kw == g.sw && g.ph == 0 && g.pw == 0 && g.ho == g.h * g.kh && g.wo == g.w * g.kw;
