@@ -3,6 +3,7 @@
 //! All of them copy strided source views straight into regions of a new contiguous output (a
 //! `Plan` walks both; runs that are contiguous on both sides become `copy_from_slice`), so no
 //! intermediate contiguous copies are made.
+use crate::cpu::parallel::{new_vec, PAR_CHUNK};
 use crate::layout::Plan;
 use crate::layout::{contiguous_strides, resolve_dim};
 use crate::profile;
@@ -74,19 +75,20 @@ fn checked_indices(op: &'static str, x: &Tensor, index: &Tensor, d: usize) -> Re
 fn index_select_typed<T: Element>(x: &Tensor, d: usize, idx: &[i64], out_shape: &[usize]) -> Result<Vec<T>> {
     let src = typed::<T>(x)?;
     // A contiguous source (Swin's window gathers): each selected slab is `inner` consecutive
-    // elements, appended whole, so the output is never zero-filled and no per-index plan is made.
+    // elements, copied whole (no per-index plan), slabs split over the pool when large (one
+    // thread copying a 12 MB stage-1 gather left the other idle).
     if let Some(r) = x.layout().contiguous_range() {
         let src = &src[r];
         let (n_d, inner) = (x.shape()[d], x.shape()[d + 1..].iter().product::<usize>());
         let outer: usize = x.shape()[..d].iter().product();
-        let mut out = Vec::with_capacity(outer * idx.len() * inner);
-        for o in 0..outer {
-            for &i in idx {
-                let at = (o * n_d + i as usize) * inner;
-                out.extend_from_slice(&src[at..at + inner]);
+        let slabs_per_chunk = (PAR_CHUNK / inner.max(1)).max(1);
+        return Ok(new_vec(outer * idx.len() * inner, slabs_per_chunk * inner, |start, out| {
+            for (k, slab) in out.chunks_exact_mut(inner).enumerate() {
+                let j = start / inner + k;
+                let at = (j / idx.len() * n_d + idx[j % idx.len()] as usize) * inner;
+                slab.copy_from_slice(&src[at..at + inner]);
             }
-        }
-        return Ok(out);
+        }));
     }
     let mut out = vec![T::zeroed(); out_shape.iter().product()];
     let ostrides = contiguous_strides(out_shape);
@@ -375,5 +377,23 @@ mod tests {
         let x = Tensor::randn(&[2, 8, 8, 3], 5, DType::F32);
         let y = x.roll(&[-3, -3], &[1, 2]).unwrap().roll(&[3, 3], &[1, 2]).unwrap();
         assert_eq!(y.to_vec::<f32>().unwrap(), x.to_vec::<f32>().unwrap());
+    }
+
+    /// A contiguous source large enough for the parallel copy (a stage-1 window gather's
+    /// shape class): every slab lands where the indices say, repeats and reversals included.
+    #[test]
+    fn large_contiguous_index_select_copies_every_slab() {
+        let (outer, n, inner) = (2, 3000, 40);
+        let x =
+            Tensor::from_vec((0..outer * n * inner).map(|i| i as f32).collect::<Vec<_>>(), &[outer, n, inner]).unwrap();
+        let idx: Vec<i64> = (0..2500).map(|j| ((j * 7919) % n) as i64).chain([0, 0, n as i64 - 1]).collect();
+        let y = x.index_select(1, &Tensor::from_vec(idx.clone(), &[idx.len()]).unwrap()).unwrap();
+        assert_eq!(y.shape(), [outer, idx.len(), inner]);
+        let want: Vec<f32> = (0..outer)
+            .flat_map(|o| {
+                idx.iter().flat_map(move |&i| (0..inner).map(move |e| ((o * n + i as usize) * inner + e) as f32))
+            })
+            .collect();
+        assert_eq!(y.to_vec::<f32>().unwrap(), want);
     }
 }
