@@ -3,6 +3,7 @@
 
 use super::{from_f32, no_rule, InputGrads};
 use crate::op::Op;
+use tensor::cpu::parallel::new_vecs;
 use tensor::layout::{contiguous_strides, resolve_dim};
 use tensor::{Error, Result, Tensor};
 
@@ -62,17 +63,21 @@ pub(super) fn index_select_grad(x_shape: &[usize], g: &Tensor, dim: isize, index
     let inner: usize = x_shape[d + 1..].iter().product();
     // Borrowed when g is contiguous f32 (Swin's window gathers): no copy of the gradient.
     let gv = g.f32_slice()?;
-    let mut out = vec![0f32; x_shape.iter().product()];
     let (g_block, x_block) = (idx.len() * inner, n * inner);
-    if inner > 0 && g_block > 0 {
-        for (gb, xb) in gv.chunks_exact(g_block).zip(out.chunks_exact_mut(x_block)) {
-            for (j, &i) in idx.iter().enumerate() {
-                for (o, v) in xb[i * inner..(i + 1) * inner].iter_mut().zip(&gb[j * inner..(j + 1) * inner]) {
-                    *o += v;
-                }
+    let len = x_shape.iter().product();
+    if inner == 0 || g_block == 0 {
+        return from_f32(vec![0f32; len], x_shape, g.dtype());
+    }
+    // One task per outer block (an image of Swin's window gathers), each adding its indices in
+    // order: the same sums as one loop.
+    let ([out], _) = new_vecs(len, x_block, true, |start, [xb]| {
+        let gb = &gv[start / x_block * g_block..][..g_block];
+        for (j, &i) in idx.iter().enumerate() {
+            for (o, v) in xb[i * inner..(i + 1) * inner].iter_mut().zip(&gb[j * inner..(j + 1) * inner]) {
+                *o += v;
             }
         }
-    }
+    });
     from_f32(out, x_shape, g.dtype())
 }
 
