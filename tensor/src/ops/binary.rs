@@ -212,14 +212,12 @@ impl Tensor {
             _ => unreachable!("checked u8"),
         };
         fn pick<T: Copy + Send + Sync + bytemuck::Zeroable>(plan: &Plan<3>, cv: &[u8], tv: &[T], fv: &[T]) -> Vec<T> {
-            let mut out = vec![T::zeroed(); plan.count];
             let [sc, st, sf] = plan.inner;
-            plan.fill(&mut out, |o, [oc, ot, of]| {
+            plan.new_vec(|o, [oc, ot, of]| {
                 for (j, o) in o.iter_mut().enumerate() {
                     *o = if cv[oc + j * sc] != 0 { tv[ot + j * st] } else { fv[of + j * sf] };
                 }
-            });
-            out
+            })
         }
         let storage = match (t.cpu_storage()?, f.cpu_storage()?) {
             (CpuStorage::F32(p), CpuStorage::F32(q)) => CpuStorage::F32(pick(&plan, cv, p, q)),

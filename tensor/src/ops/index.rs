@@ -115,13 +115,11 @@ fn gather_typed<T: Element>(x: &Tensor, d: usize, index: &Tensor, idx: &[i64]) -
     let flat = Layout::contiguous(index.shape());
     let plan = Plan::new(index.shape(), [&base, &flat]);
     let [sb, si] = plan.inner;
-    let mut out = vec![T::zeroed(); idx.len()];
-    plan.fill(&mut out, |o, [ob, oi]| {
+    Ok(plan.new_vec(|o, [ob, oi]| {
         for (j, o) in o.iter_mut().enumerate() {
             *o = src[ob + j * sb + idx[oi + j * si] as usize * step];
         }
-    });
-    Ok(out)
+    }))
 }
 
 impl Tensor {

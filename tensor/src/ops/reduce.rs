@@ -304,9 +304,8 @@ impl Tensor {
         outer.strides.remove(d);
         let plan = Plan::new(&outer.shape, [&outer]);
         let si = plan.inner[0];
-        let mut out = vec![0i64; plan.count];
-        fn scan<T: Element>(plan: &Plan<1>, data: &[T], out: &mut [i64], n: usize, step: usize, si: usize) {
-            plan.fill(out, |o, [base]| {
+        fn scan<T: Element>(plan: &Plan<1>, data: &[T], n: usize, step: usize, si: usize) -> Vec<i64> {
+            plan.new_vec(|o, [base]| {
                 for (j, o) in o.iter_mut().enumerate() {
                     let start = base + j * si;
                     let (mut best, mut idx) = (data[start].to_f64(), 0);
@@ -319,9 +318,9 @@ impl Tensor {
                     }
                     *o = idx as i64;
                 }
-            });
+            })
         }
-        crate::with_slice!(self.cpu_storage()?, v => scan(&plan, v, &mut out, n, step, si));
+        let out = crate::with_slice!(self.cpu_storage()?, v => scan(&plan, v, n, step, si));
         let mut shape = self.shape().to_vec();
         if keepdim {
             shape[d] = 1;

@@ -151,15 +151,13 @@ impl Tensor {
         let wl = Layout { shape: self.shape().to_vec(), strides, offset: 0 };
         let plan = Plan::new(self.shape(), [self.layout(), &wl]);
         fn run<T: Element>(plan: &Plan<2>, x: &[T], w: &[f32]) -> Vec<T> {
-            let mut out = vec![T::zeroed(); plan.count];
             let [sx, sw] = plan.inner;
-            plan.fill(&mut out, |o, [ox, ow]| {
+            plan.new_vec(|o, [ox, ow]| {
                 for (j, o) in o.iter_mut().enumerate() {
                     let v = x[ox + j * sx].to_f32();
                     *o = T::from_f32(if v >= 0.0 { v } else { w[ow + j * sw] * v });
                 }
-            });
-            out
+            })
         }
         let storage = match self.cpu_storage()? {
             CpuStorage::F32(v) => CpuStorage::F32(run(&plan, v, &w)),

@@ -110,9 +110,6 @@ fn check(
 /// All `b` windows, in parallel over chunks of windows (each writes its own output rows).
 fn attend(qkv: &[f32], bias: Option<&[f32]>, mask: Option<&[f32]>, b: usize, dims: Dims) -> Vec<f32> {
     let (n, c) = (dims.n, dims.c());
-    if n == 0 || c == 0 {
-        return vec![0.0; b * n * c];
-    }
     // Up to 64 tasks of whole windows (enough to balance the threads), one scratch each.
     let per_task = b.div_ceil(64).max(1);
     let ([out], _) = new_vecs(b * n * c, per_task * n * c, true, |start, [out]| {
@@ -335,29 +332,26 @@ impl Tensor {
         let mask_v = mask.map(|t| t.f32_slice()).transpose()?;
         let go = grad_out.f32_slice()?;
         let c = heads * d;
-        let mut dbias = vec![0.0f32; heads * n * n];
-        let mut dqkv = Vec::new();
-        if b > 0 && n > 0 && d > 0 {
-            let per_chunk = b.div_ceil(BACKWARD_CHUNKS);
-            let ([dq_all], partial) = new_vecs(b * n * 3 * c, per_chunk * n * 3 * c, true, |start, [dq]| {
-                let chunk = start / (per_chunk * n * 3 * c);
-                let mut s = Scratch::new(n, d);
-                let mut acc = vec![0.0f32; heads * n * n];
-                for (i, dq) in dq.chunks_mut(n * 3 * c).enumerate() {
-                    let w = chunk * per_chunk + i;
-                    let (x, g) = (&qkv[w * n * 3 * c..][..n * 3 * c], &go[w * n * c..][..n * c]);
-                    let mask = mask_v.as_deref().map(|m| &m[(w % nw) * n * n..][..n * n]);
-                    for h in 0..heads {
-                        let bias = bias_v.as_deref().map(|t| &t[h * n * n..][..n * n]);
-                        head_backward(x, g, bias, mask, h, dq, &mut acc[h * n * n..][..n * n], &mut s, dims);
-                    }
+        // Fixed chunks of windows (no chunks at all when there is nothing to compute).
+        let per_chunk = b.div_ceil(BACKWARD_CHUNKS);
+        let ([dqkv], partial) = new_vecs(b * n * 3 * c, per_chunk * n * 3 * c, true, |start, [dq]| {
+            let chunk = start / (per_chunk * n * 3 * c);
+            let mut s = Scratch::new(n, d);
+            let mut acc = vec![0.0f32; heads * n * n];
+            for (i, dq) in dq.chunks_mut(n * 3 * c).enumerate() {
+                let w = chunk * per_chunk + i;
+                let (x, g) = (&qkv[w * n * 3 * c..][..n * 3 * c], &go[w * n * c..][..n * c]);
+                let mask = mask_v.as_deref().map(|m| &m[(w % nw) * n * n..][..n * n]);
+                for h in 0..heads {
+                    let bias = bias_v.as_deref().map(|t| &t[h * n * n..][..n * n]);
+                    head_backward(x, g, bias, mask, h, dq, &mut acc[h * n * n..][..n * n], &mut s, dims);
                 }
-                acc
-            });
-            for p in &partial {
-                dbias.iter_mut().zip(p).for_each(|(a, v)| *a += v);
             }
-            dqkv = dq_all;
+            acc
+        });
+        let mut dbias = vec![0.0f32; heads * n * n];
+        for p in &partial {
+            dbias.iter_mut().zip(p).for_each(|(a, v)| *a += v);
         }
         Ok((Tensor::from_vec(dqkv, &s)?, Tensor::from_vec(dbias, &[heads, n, n])?))
     }

@@ -276,3 +276,20 @@ fn bad_shapes_are_errors_naming_the_op() {
     let e = qkv.window_attention_backward(2, None, None, 1.0, &g).map(|_| ()).unwrap_err().to_string();
     assert!(e.contains("window_attention_backward") && e.contains("63"), "{e}");
 }
+
+/// No windows, no tokens or no head dims: empty outputs of the right shapes, and a zero bias
+/// gradient of the bias's shape (nothing to add into it).
+#[test]
+fn empty_inputs_give_empty_outputs() {
+    let heads = 2;
+    for (b, n, d) in [(0, 7, 8), (3, 0, 8), (3, 7, 0)] {
+        let qkv = rand(&[b, n, 3 * heads * d], 1, 1.0);
+        let bias = rand(&[heads, n, n], 2, 1.0);
+        let out = qkv.window_attention(heads, Some(&bias), None, 0.5).unwrap();
+        assert_eq!(out.shape(), [b, n, heads * d]);
+        let g = rand(&[b, n, heads * d], 3, 1.0);
+        let (dqkv, dbias) = qkv.window_attention_backward(heads, Some(&bias), None, 0.5, &g).unwrap();
+        assert_eq!((dqkv.shape(), dbias.shape()), (&[b, n, 3 * heads * d][..], &[heads, n, n][..]));
+        assert!(dbias.to_vec::<f32>().unwrap().iter().all(|&v| v == 0.0), "{b} {n} {d}");
+    }
+}
