@@ -210,15 +210,16 @@ impl Sgd {
 /// torch.nn.utils.clip_grad_norm_ (coefficient max_norm / (norm + 1e-6), capped at 1).
 /// Returns the norm before clipping.
 pub fn clip_grad_norm(params: &[Var], grads: &mut Grads, max_norm: f64) -> Result<f64> {
-    let mut total = 0.0f64;
-    for p in params {
-        if let Some(g) = grads.get(p) {
-            total += g.f32_slice()?.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>();
-        }
-    }
-    let norm = total.sqrt();
+    let present: Vec<&Tensor> = params.iter().filter_map(|p| grads.get(p)).collect();
+    let norm = squared_norms(&present)?.iter().fold(0.0f64, |total, s| total + s).sqrt();
     clip_to_norm(params, grads, norm, max_norm)?;
     Ok(norm)
+}
+
+/// Each tensor's sum of squares (in f64, its values in order), read in place, tensors in
+/// parallel: add them in the slice's order and the total has the bits of one loop over all.
+pub fn squared_norms(grads: &[&Tensor]) -> Result<Vec<f64>> {
+    grads.par_iter().map(|g| Ok(g.f32_slice()?.iter().map(|&x| x as f64 * x as f64).sum())).collect()
 }
 
 /// The scaling of [`clip_grad_norm`] for gradients whose global norm `norm` is already known.

@@ -18,7 +18,6 @@ use std::time::Instant;
 use autograd::{Grads, Var};
 use data::loader::{Loader, LoaderConfig, Position, Source};
 use data::{Dataset, Task};
-use rayon::prelude::*;
 use serde_json::json;
 use tensor::Tensor;
 
@@ -154,22 +153,14 @@ pub fn learning_rate(cfg: &TrainConfig, step: u64, epoch: u64) -> f64 {
     o.lr * o.gamma.powi(passed) * warm
 }
 
-/// The global L2 norm of the gradients, and the first parameter whose gradient is not finite.
-/// Each parameter's sum of squares runs in order on one thread, parameters in parallel (the
-/// f64 sums added in parameter order: the same bits as one loop); gradients are read in place.
+/// The global L2 norm of the gradients, and the first parameter whose gradient is not finite
+/// (`optim::squared_norms`: parameters in parallel, the same bits as one loop).
 fn grad_norm(params: &[(String, Var)], grads: &Grads) -> Result<(f64, Option<String>), String> {
-    let present: Vec<(&str, &Tensor)> =
-        params.iter().filter_map(|(name, p)| grads.get(p).map(|g| (name.as_str(), g))).collect();
-    let sums: Vec<Result<f64, String>> = present
-        .par_iter()
-        .map(|(_, g)| {
-            let v = g.f32_slice().map_err(|e| e.to_string())?;
-            Ok(v.iter().map(|&x| x as f64 * x as f64).sum())
-        })
-        .collect();
+    let (names, present): (Vec<&str>, Vec<&Tensor>) =
+        params.iter().filter_map(|(name, p)| grads.get(p).map(|g| (name.as_str(), g))).unzip();
+    let sums = crate::optim::squared_norms(&present).map_err(|e| e.to_string())?;
     let mut total = 0.0f64;
-    for ((name, _), s) in present.iter().zip(sums) {
-        let s = s?;
+    for (name, s) in names.into_iter().zip(sums) {
         if !s.is_finite() {
             return Ok((f64::NAN, Some(name.to_string())));
         }
