@@ -6,14 +6,15 @@
 #
 # Steps (each is a plain facex command; see the README):
 #   1. facex data synth    500 faces in the native layouts of LaPa, 300W, 300W-LP/AFLW2000,
-#                          CelebA, UTKFace and COFW (80% train, 20% held out)
+#                          CelebA, UTKFace and COFW (80% train, 20% held out; UTKFace's
+#                          held-out faces under utkface_test)
 #   2. facex train         three stages (docs/training.md says why):
 #                          configs/demo-synthetic.toml  every task from scratch, 400 steps of 8
 #                          configs/demo-decoder.toml    a fresh decoder on the frozen encoder,
 #                                                       landmarks and pose, 600 steps of 8
 #                          configs/demo-finish.toml     every task again, frozen encoder, 300 steps
 #   3. facex eval          held-out faces: parsing F1, NME, pose MAE, attributes, visibility,
-#                          each beside its trivial baseline
+#                          age, gender and race, each beside its trivial baseline
 #   4. facex analyze       one held-out face with the trained weights: JSON, parsing, overlay
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,7 +32,8 @@ $facex eval --weights demo/final/weights.safetensors --json demo/eval.json \
   --dataset 300w --root demo/synth/300w --split test \
   --dataset aflw2000 --root demo/synth/aflw2000 --split test \
   --dataset celeba --root demo/synth/celeba --split test \
-  --dataset cofw --root demo/synth/cofw --split test
+  --dataset cofw --root demo/synth/cofw --split test \
+  --dataset utkface --root demo/synth/utkface_test --split all
 face=$(ls demo/synth/celeba/img_align_celeba | tail -n 1)
 $facex analyze "demo/synth/celeba/img_align_celeba/$face" --no-detect \
   --weights demo/final/weights.safetensors --out demo/analysis

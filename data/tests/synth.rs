@@ -164,6 +164,7 @@ fn every_layout_reads_back_with_its_labels() {
     let (count, seed) = (10, 77);
     let summary = write_dataset(&out, count, seed).unwrap();
     assert_eq!(summary.lapa, [8, 2]);
+    assert_eq!(summary.utkface, [8, 2]);
     let faces: Vec<_> = (0..count).map(|i| render_face(seed + i as u64)).collect();
     let open = |name: &str, dir: &str, split: &str| {
         let ds = data::datasets::open(name, &out.join(dir), split).unwrap_or_else(|e| panic!("{name} {split}: {e}"));
@@ -219,9 +220,11 @@ fn every_layout_reads_back_with_its_labels() {
             assert!(close(points.as_ref().unwrap(), &faces[i].landmarks, 1e-5));
         }
     }
-    let ds = open("utkface", "utkface", "all");
-    assert_eq!(ds.records.len(), count);
-    for r in &ds.records {
+    let n_train = (count * 4).div_ceil(5);
+    let train = open("utkface", "utkface", "all");
+    let test = open("utkface", "utkface_test", "all");
+    assert_eq!((train.records.len(), test.records.len()), (n_train, count - n_train));
+    for r in train.records.iter().chain(&test.records) {
         let Label::AgeGenderRace { age_bin, gender, race } = r.label else { panic!() };
         let i = index_in(&r.source, "_2017");
         let f = &faces[i];
@@ -232,6 +235,8 @@ fn every_layout_reads_back_with_its_labels() {
             r.source
         );
     }
+    assert!(train.records.iter().all(|r| index_in(&r.source, "_2017") < n_train), "a held-out face in utkface/");
+    assert!(test.records.iter().all(|r| index_in(&r.source, "_2017") >= n_train), "a training face in utkface_test/");
     std::fs::remove_dir_all(&out).unwrap();
 }
 

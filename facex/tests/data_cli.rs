@@ -148,7 +148,10 @@ fn synthetic_faces_check_clean_and_feed_the_bench() {
     assert!(text.contains("300w test: 2 samples (landmarks 2), 0 bad records"), "{text}");
     let (code, text, err) = facex_data(&["check", "--dataset", "utkface", "--root", s(&out.join("utkface"))]);
     assert_eq!(code, 0, "{text}\n{err}");
-    assert!(text.contains("total: 10 samples, 0 bad records"), "{text}");
+    assert!(text.contains("total: 8 samples, 0 bad records"), "{text}");
+    let (code, text, err) = facex_data(&["check", "--dataset", "utkface", "--root", s(&out.join("utkface_test"))]);
+    assert_eq!(code, 0, "{text}\n{err}");
+    assert!(text.contains("total: 2 samples, 0 bad records"), "{text}");
 
     let (code, text, err) =
         facex_data(&["bench", "--dataset", "utkface", "--root", s(&out.join("utkface")), "--samples", "8"]);

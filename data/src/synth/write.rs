@@ -24,7 +24,8 @@ pub struct SynthSummary {
     /// 300W-LP (train), AFLW2000 (test).
     pub w300lp_aflw2000: [usize; 2],
     pub celeba: [usize; 2],
-    pub utkface: usize,
+    /// Under `utkface` and `utkface_test` (each read as split `all`).
+    pub utkface: [usize; 2],
     pub cofw: [usize; 2],
 }
 
@@ -79,7 +80,8 @@ pub fn write_dataset(out: &Path, count: usize, seed: u64) -> Result<SynthSummary
     }
     dirs.extend(w300_train.iter().chain(&w300_test).map(|d| out.join("300w").join(d)));
     dirs.extend([out.join("300w_lp/AFW"), out.join("aflw2000"), out.join("celeba/img_align_celeba")]);
-    dirs.extend([out.join("utkface"), out.join("cofw")]);
+    // UTKFace has one split (`all`): the held-out faces get a root of their own.
+    dirs.extend([out.join("utkface"), out.join("utkface_test"), out.join("cofw")]);
     for d in &dirs {
         mkdir(d)?;
     }
@@ -96,7 +98,8 @@ pub fn write_dataset(out: &Path, count: usize, seed: u64) -> Result<SynthSummary
         let crop = face_crop(face)?;
         save_jpg(&crop, &out.join(format!("celeba/img_align_celeba/{:06}.jpg", i + 1)))?;
         let utk = format!("{}_{}_{}_2017{:010}.jpg.chip.jpg", face.age_years, face.gender, utk_race(face.race), i);
-        save_jpg(&crop, &out.join("utkface").join(utk))
+        let utk_root = if is_train(i) { "utkface" } else { "utkface_test" };
+        save_jpg(&crop, &out.join(utk_root).join(utk))
     })?;
     write_celeba_lists(&out.join("celeba"), &faces, n_train)?;
     write_cofw(&out.join("cofw/COFW.mat"), &faces, n_train)?;
@@ -107,7 +110,7 @@ pub fn write_dataset(out: &Path, count: usize, seed: u64) -> Result<SynthSummary
         w300: [tr, te],
         w300lp_aflw2000: [tr, te],
         celeba: [tr, te],
-        utkface: count,
+        utkface: [tr, te],
         cofw: [tr, te],
     })
 }

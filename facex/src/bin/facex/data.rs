@@ -218,19 +218,23 @@ fn synth(args: &SynthArgs) -> Result<(), String> {
     let sum = data::synth::write_dataset(&args.out, args.count, args.seed).map_err(|e| e.to_string())?;
     println!("{} synthetic faces (seed {}) in every layout under {}:", args.count, args.seed, args.out.display());
     println!("{:<10} {:<28} {:>6} {:>6}", "reader", "root", "train", "test");
-    let rows: [(&str, &str, [usize; 2]); 7] = [
+    let rows: [(&str, &str, [usize; 2]); 8] = [
         ("lapa", "lapa", sum.lapa),
         ("300w", "300w", sum.w300),
         ("300w_lp", "300w_lp", [sum.w300lp_aflw2000[0], 0]),
         ("aflw2000", "aflw2000", [0, sum.w300lp_aflw2000[1]]),
         ("celeba", "celeba", sum.celeba),
-        ("utkface", "utkface", [sum.utkface, 0]),
+        ("utkface", "utkface", [sum.utkface[0], 0]),
+        ("utkface", "utkface_test", [0, sum.utkface[1]]),
         ("cofw", "cofw", sum.cofw),
     ];
     for (reader, dir, [train, test]) in rows {
         println!("{reader:<10} {:<28} {train:>6} {test:>6}", args.out.join(dir).display());
     }
-    println!("(utkface has one split, `all`; check any of them with `facex data check --dataset READER --root ROOT`)");
+    println!(
+        "(utkface has one split, `all`: the held-out faces are a second root; check any of them with \
+         `facex data check --dataset READER --root ROOT`)"
+    );
     Ok(())
 }
 
