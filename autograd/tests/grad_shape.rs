@@ -236,3 +236,21 @@ fn to_dtype_grad_is_cast_back() {
     assert_eq!(gx.dtype(), DType::F32);
     assert_eq!(gx.to_f64_vec().unwrap(), w.to_f64_vec().unwrap());
 }
+
+/// index_select's gradient with nothing selected, or from an input with an empty dim: zeros of
+/// the input's shape.
+#[test]
+fn index_select_grad_of_empty_selections() {
+    let cases: [(Vec<usize>, isize, Vec<i64>); 3] =
+        [(vec![2, 3, 4], 1, vec![]), (vec![2, 3, 0], 1, vec![2, 0]), (vec![2, 0, 4], 2, vec![3])];
+    for (shape, dim, idx) in cases {
+        let n: usize = shape.iter().product();
+        let x = Var::param(Tensor::from_vec((0..n).map(|i| i as f32).collect::<Vec<_>>(), &shape).unwrap(), "x");
+        let index = Tensor::from_vec(idx.clone(), &[idx.len()]).unwrap();
+        let y = x.index_select(dim, &index).unwrap();
+        let g = y.sum_all().unwrap().backward().unwrap();
+        let gx = g.get(&x).unwrap();
+        assert_eq!(gx.shape(), &shape[..], "{shape:?} dim {dim} {idx:?}");
+        assert!(gx.to_f64_vec().unwrap().iter().all(|&v| v == 0.0), "{shape:?} dim {dim} {idx:?}");
+    }
+}

@@ -64,13 +64,9 @@ pub(super) fn index_select_grad(x_shape: &[usize], g: &Tensor, dim: isize, index
     // Borrowed when g is contiguous f32 (Swin's window gathers): no copy of the gradient.
     let gv = g.f32_slice()?;
     let (g_block, x_block) = (idx.len() * inner, n * inner);
-    let len = x_shape.iter().product();
-    if inner == 0 || g_block == 0 {
-        return from_f32(vec![0f32; len], x_shape, g.dtype());
-    }
     // One task per outer block (an image of Swin's window gathers), each adding its indices in
-    // order: the same sums as one loop.
-    let ([out], _) = new_vecs(len, x_block, true, |start, [xb]| {
+    // order: the same sums as one loop. No index leaves the blocks zero; an empty x makes none.
+    let ([out], _) = new_vecs(x_shape.iter().product(), x_block, true, |start, [xb]| {
         let gb = &gv[start / x_block * g_block..][..g_block];
         for (j, &i) in idx.iter().enumerate() {
             for (o, v) in xb[i * inner..(i + 1) * inner].iter_mut().zip(&gb[j * inner..(j + 1) * inner]) {
