@@ -8,10 +8,12 @@
 #   1. facex data synth    500 faces in the native layouts of LaPa, 300W, 300W-LP/AFLW2000,
 #                          CelebA, UTKFace and COFW (80% train, 20% held out; UTKFace's
 #                          held-out faces under utkface_test)
-#   2. facex train         three stages (docs/training.md says why):
+#   2. facex train         four stages (docs/training.md says why):
 #                          configs/demo-synthetic.toml  every task from scratch, 400 steps of 8
 #                          configs/demo-decoder.toml    a fresh decoder on the frozen encoder,
 #                                                       landmarks and pose, 600 steps of 8
+#                          configs/demo-utkface.toml    that decoder on age, gender and race
+#                                                       (UTKFace rows alone), 500 steps of 8
 #                          configs/demo-finish.toml     every task again, frozen encoder, 300 steps
 #   3. facex eval          held-out faces: parsing F1, NME, pose MAE, attributes, visibility,
 #                          age, gender and race, each beside its trivial baseline
@@ -25,6 +27,7 @@ start=$(date +%s)
 $facex data synth --out demo/synth --count 500 --seed 1
 $facex train configs/demo-synthetic.toml --out demo/run --steps 400
 $facex train configs/demo-decoder.toml --out demo/decoder --steps 600
+$facex train configs/demo-utkface.toml --out demo/utkface --steps 500
 $facex train configs/demo-finish.toml --out demo/final --steps 300
 trained=$(date +%s)
 $facex eval --weights demo/final/weights.safetensors --json demo/eval.json \
@@ -39,7 +42,7 @@ $facex analyze "demo/synth/celeba/img_align_celeba/$face" --no-detect \
   --weights demo/final/weights.safetensors --out demo/analysis
 end=$(date +%s)
 echo
-for stage in run decoder final; do
+for stage in run decoder utkface final; do
   echo "demo/$stage: loss per task (mean over each logged window of 10 steps):"
   grep '"losses"' "demo/$stage/log.jsonl" | awk 'NR == 1 || NR % 10 == 0' \
     | sed -E 's/.*"losses":\{([^}]*)\}.*"step":([0-9]+).*/step \2: \1/; s/"//g; s/,/  /g' \

@@ -365,6 +365,7 @@ mod tests {
             include_str!("../../../configs/paper.toml"),
             include_str!("../../../configs/demo-synthetic.toml"),
             include_str!("../../../configs/demo-decoder.toml"),
+            include_str!("../../../configs/demo-utkface.toml"),
             include_str!("../../../configs/demo-finish.toml"),
         ] {
             let cfg = TrainConfig::from_toml(text).unwrap();
