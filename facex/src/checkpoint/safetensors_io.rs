@@ -88,6 +88,15 @@ fn check_claims(bytes: &[u8], path: &Path) -> Result<()> {
                 format!("tensor `{name}`: shape {dims:?} of {dtype} claims {claimed} bytes; the file holds {data} bytes of data"),
             ));
         }
+        // A file cut short (a copy or download that stopped) keeps a whole header whose last
+        // tensors lie past the end: say so, naming one of them.
+        let end = info.get("data_offsets").and_then(|o| o.as_array()).and_then(|o| o.get(1)).and_then(|e| e.as_u64());
+        if let Some(end) = end.filter(|&end| end > data) {
+            return Err(st_err(
+                path,
+                format!("tensor `{name}`'s data ends at byte {end}; the file holds {data} bytes of data (truncated?)"),
+            ));
+        }
     }
     Ok(())
 }
@@ -173,6 +182,7 @@ pub fn save_safetensors_with_metadata(
 
 /// The `__metadata__` of a safetensors file in memory.
 pub fn safetensors_metadata(bytes: &[u8], origin: impl AsRef<Path>) -> Result<BTreeMap<String, String>> {
+    check_claims(bytes, origin.as_ref())?;
     let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| st_err(origin.as_ref(), format!("{e:?}")))?;
     Ok(meta.metadata().clone().map(|m| m.into_iter().collect()).unwrap_or_default())
 }
@@ -213,6 +223,23 @@ mod tests {
         assert!(e.contains("claims 4000000000000 bytes; the file holds 4 bytes"), "{e}");
         let b = file(r#"{"v":{"dtype":"F64","shape":[4294967296,4294967296],"data_offsets":[0,4]}}"#, &[0; 4]);
         assert!(err(&b).contains("tensor `v`: shape [4294967296, 4294967296] of F64 claims more than 2^64"));
+    }
+
+    /// A file cut short after its header: refused naming the first tensor past the end, by the
+    /// loader and by the metadata reader (`--resume` reads the metadata first).
+    #[test]
+    fn truncated_file_names_the_tensor_past_its_end() {
+        let b = file(
+            r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}}"#,
+            &[0; 12],
+        );
+        let e = err(&b);
+        assert!(e.contains("hostile.safetensors") && e.contains("tensor `b`'s data ends at byte 16"), "{e}");
+        assert!(e.contains("holds 12 bytes of data"), "{e}");
+        let e = safetensors_metadata(&b, "cut.ckpt").unwrap_err().to_string();
+        assert!(e.contains("cut.ckpt") && e.contains("tensor `b`"), "{e}");
+        let whole = file(r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#, &[0; 8]);
+        assert!(safetensors_metadata(&whole, "ok.ckpt").unwrap().is_empty());
     }
 
     /// The 8-byte header length claiming 10^12 bytes in a 20-byte file.
