@@ -108,6 +108,18 @@ fn bad_files_are_errors_naming_the_file() {
     let e = preprocess::load_rgb(&truncated).unwrap_err().to_string();
     assert!(e.contains("truncated.png"), "{e}");
 
+    // A JPEG cut short: the decoder would pad it with grey and return an image (it did, for the
+    // first tenth of this one); PIL refuses it, and so do we, naming the file.
+    let mut jpg = Vec::new();
+    let rgb = preprocess::load_rgb(fixture("astronaut.png")).unwrap();
+    rgb.write_to(&mut std::io::Cursor::new(&mut jpg), image::ImageFormat::Jpeg).unwrap();
+    for (name, cut) in [("tenth.jpg", jpg.len() / 10), ("half.jpg", jpg.len() / 2)] {
+        let path = dir.join(name);
+        std::fs::write(&path, &jpg[..cut]).unwrap();
+        let e = preprocess::load_rgb(&path).unwrap_err().to_string();
+        assert!(e.contains(name) && e.contains("truncated JPEG"), "{e}");
+    }
+
     let missing = dir.join("missing.png");
     let e = preprocess::load_rgb(&missing).unwrap_err().to_string();
     assert!(e.contains("missing.png"), "{e}");

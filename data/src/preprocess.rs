@@ -5,6 +5,7 @@
 //! PIL's bicubic filter (torchvision `Resize` on a PIL image), then `ToTensor` and `Normalize`.
 //! Every step here reproduces Pillow's 8-bit arithmetic so the model sees the same input bytes.
 
+mod jpeg_end;
 mod resample;
 
 use std::fmt;
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 /// The image crate, re-exported so callers can build and save images without depending on it.
 pub use image;
 pub use image::{Rgb, RgbImage};
+pub use jpeg_end::check_jpeg_complete;
 pub use resample::resize_bicubic;
 use tensor::Tensor;
 
@@ -74,12 +76,15 @@ pub fn load_rgb(path: impl AsRef<Path>) -> Result<RgbImage> {
     decode_rgb(&bytes).map_err(|msg| Error::Decode { path: path.to_path_buf(), msg })
 }
 
-/// Decode an in-memory image file (format guessed from its bytes) to 8-bit RGB.
+/// Decode an in-memory image file (format guessed from its bytes) to 8-bit RGB. A JPEG cut
+/// short is refused, as PIL refuses it (the decoder would pad it with grey: [`check_jpeg_complete`]).
 pub fn decode_rgb(bytes: &[u8]) -> std::result::Result<RgbImage, String> {
     let reader =
         image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| e.to_string())?;
-    if reader.format().is_none() {
-        return Err("unknown image format".into());
+    match reader.format() {
+        None => return Err("unknown image format".into()),
+        Some(image::ImageFormat::Jpeg) => check_jpeg_complete(bytes)?,
+        Some(_) => {}
     }
     let img = reader.decode().map_err(|e| e.to_string())?;
     Ok(img.to_rgb8())

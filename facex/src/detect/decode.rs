@@ -5,9 +5,9 @@
 //! to 45% of the values by at most 4, which moved MTCNN's scores by 0.12 on a borderline face and
 //! made another cross the 0.7 threshold. So JPEGs go through libjpeg-turbo's decoder (the
 //! `mozjpeg` fork: the same integer IDCT and fancy upsampling, bit-exact with PIL on the photos
-//! of `tests/detect.rs`); every other format, and JPEGs libjpeg cannot take to RGB (CMYK) or
-//! that lack their end marker (truncated: PIL refuses them, libjpeg would pad them with grey),
-//! through `preprocess::decode_rgb`.
+//! of `tests/detect.rs`); every other format, and JPEGs libjpeg cannot take to RGB (CMYK),
+//! through `preprocess::decode_rgb`. A JPEG that stops before its end marker is refused first
+//! (`preprocess::check_jpeg_complete`): PIL refuses it, and both decoders would pad it with grey.
 
 use crate::preprocess::{self, Error, RgbImage};
 use std::path::Path;
@@ -21,7 +21,8 @@ pub fn load_rgb(path: impl AsRef<Path>) -> Result<RgbImage, Error> {
 
 /// `preprocess::decode_rgb` with JPEGs decoded by libjpeg-turbo.
 pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage, String> {
-    if is_complete_jpeg(bytes) {
+    if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        preprocess::check_jpeg_complete(bytes)?;
         match decode_jpeg(bytes) {
             Ok(Some(img)) => return Ok(img),
             Ok(None) => {}
@@ -35,12 +36,6 @@ pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage, String> {
 /// that both decoders refuse the same headers (a JPEG header can claim 65535 x 65535 pixels in a
 /// few hundred bytes; libjpeg pads missing data, so the claim alone would reserve 12 GB).
 pub const MAX_DECODED_BYTES: u64 = 512 * 1024 * 1024;
-
-/// Starts with SOI and ends with EOI (trailing zero padding allowed).
-fn is_complete_jpeg(bytes: &[u8]) -> bool {
-    let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
-    bytes.starts_with(&[0xFF, 0xD8, 0xFF]) && bytes[..end].ends_with(&[0xFF, 0xD9])
-}
 
 /// libjpeg's defaults (integer slow IDCT, fancy upsampling), output RGB (grey replicated).
 /// `Ok(None)` when libjpeg refuses the file (the caller then falls back); `Err` when the header
@@ -73,15 +68,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn end_marker_decides_completeness() {
-        assert!(is_complete_jpeg(&[0xFF, 0xD8, 0xFF, 0xE0, 1, 2, 0xFF, 0xD9]));
-        assert!(is_complete_jpeg(&[0xFF, 0xD8, 0xFF, 0xE0, 1, 2, 0xFF, 0xD9, 0, 0]));
-        assert!(!is_complete_jpeg(&[0xFF, 0xD8, 0xFF, 0xE0, 1, 2]));
-        assert!(!is_complete_jpeg(b"\x89PNG\r\n\x1a\n"));
-        assert!(!is_complete_jpeg(&[]));
-    }
-
-    #[test]
     fn jpeg_round_trip_and_fallbacks() {
         // A grey 16x8 JPEG made by `image`: libjpeg decodes it to RGB with R = G = B.
         let img = image::GrayImage::from_fn(16, 8, |x, y| image::Luma([(x * 16 + y) as u8]));
@@ -93,8 +79,15 @@ mod tests {
         // Close to the source (lossy), pixel for pixel.
         let err = rgb.pixels().zip(img.pixels()).map(|(a, b)| (a.0[0] as i32 - b.0[0] as i32).abs()).max();
         assert!(err.unwrap() <= 8, "{err:?}");
-        // Truncated: not libjpeg's grey padding, the fallback decoder's verdict (an error here).
-        assert!(decode_rgb(&jpg[..jpg.len() / 2]).is_err());
+        // Cut anywhere past its header: refused, naming the truncation, not padded with grey by
+        // either decoder; bytes after the end marker (camera trailers, padding) are fine.
+        for cut in [jpg.len() / 8, jpg.len() / 2, jpg.len() - 1] {
+            let e = decode_rgb(&jpg[..cut]).unwrap_err();
+            assert!(e.contains("truncated JPEG"), "cut at {cut} of {}: {e}", jpg.len());
+        }
+        let mut trailer = jpg.clone();
+        trailer.extend([0, 0, 0x12, 0x34]);
+        assert_eq!(decode_rgb(&trailer).unwrap(), rgb);
         assert!(decode_rgb(b"plain text").is_err());
     }
 
@@ -104,7 +97,7 @@ mod tests {
     #[test]
     fn cmyk_jpeg_is_decoded_not_unwound() {
         let cmyk = include_bytes!("testdata/cmyk.jpg");
-        assert!(is_complete_jpeg(cmyk));
+        assert_eq!(preprocess::check_jpeg_complete(cmyk), Ok(()));
         let rgb = decode_rgb(cmyk).unwrap();
         assert_eq!(rgb.dimensions(), (32, 24));
         // Corrupt headers unwind out of libjpeg too: every truncation or byte flip is a result.
@@ -112,6 +105,9 @@ mod tests {
             let mut cut = cmyk[..n].to_vec();
             cut.extend([0xFF, 0xD9]);
             let _ = decode_rgb(&cut);
+            let mut flipped = cmyk.to_vec();
+            flipped[n] ^= 0x5A;
+            let _ = decode_rgb(&flipped);
         }
     }
 
