@@ -139,10 +139,17 @@ fn n_steps_equal_half_then_resume_then_half_bit_for_bit() {
     assert!(tasks.contains(&"landmarks".to_string()) && tasks.contains(&"age_gender_race".to_string()), "{tasks:?}");
     assert!(la.iter().all(|v| v["total"].as_f64().unwrap().is_finite() && v["lr"].as_f64() == Some(1e-3)));
 
-    // The weights load as `facex analyze --weights` loads them (config from shapes + config.json).
+    // The weights load as `facex analyze --weights` loads them (config from shapes + config.json),
+    // and carry their config: copied alone, without config.json, they still load as the tiny
+    // model (4 decoder heads, which no shape shows), not with the official default of 8.
     let (sd, found) = facex::checkpoint::load_model_weights(one.join("weights.safetensors")).unwrap();
     assert_eq!(found, cfg.model_config().unwrap());
     assert!(facex::model::FaceXFormer::from_state_dict(&found, &sd).is_ok());
+    let alone = root.join("alone");
+    std::fs::create_dir_all(&alone).unwrap();
+    std::fs::copy(one.join("weights.safetensors"), alone.join("w.safetensors")).unwrap();
+    let (_, found) = facex::checkpoint::load_model_weights(alone.join("w.safetensors")).unwrap();
+    assert_eq!((found.decoder.heads, &found), (4, &cfg.model_config().unwrap()));
 
     // A second run into the same folder is refused rather than overwriting it.
     let e = run(&cfg, &one, 4, false).unwrap_err();

@@ -1,5 +1,6 @@
 //! Model configuration from the shapes of a state dict (official key names, spec §8). Decoder
-//! heads leave no trace in the shapes: they come from a config file beside the weights, else 8.
+//! heads leave no trace in the shapes: they come from the weights file's own metadata (facex
+//! writes its config there, [`CONFIG_METADATA_KEY`]), else a config file beside it, else 8.
 
 use super::error::{CheckpointError, Result};
 use super::state_dict::StateDict;
@@ -9,6 +10,10 @@ use std::path::{Path, PathBuf};
 
 /// Decoder heads of the released model.
 pub const DEFAULT_DECODER_HEADS: usize = 8;
+
+/// The safetensors `__metadata__` entry in which facex stores a model's [`FacexConfig`] as
+/// JSON, so that weights saved by `facex train` or `facex convert` describe themselves.
+pub const CONFIG_METADATA_KEY: &str = "facex.config";
 
 /// The stage modules of `backbone.0` that hold blocks (the others are the stem and patch merging).
 const STAGES: [usize; 4] = [1, 3, 5, 7];
@@ -128,23 +133,43 @@ fn side_configs(weights: &Path) -> Vec<PathBuf> {
     v
 }
 
-/// `decoder.heads` from the first config file beside `weights` that has it (FacexConfig's JSON
-/// format; other fields are not needed). A file that exists but is malformed is an error.
+/// `decoder.heads` of a config in FacexConfig's JSON format (other fields are not needed);
+/// `origin` names it in errors. `None` when it has no such field.
+fn heads_in_json(text: &str, origin: &str) -> Result<Option<usize>> {
+    let json: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| cfg_err(format!("{origin}: invalid JSON: {e}")))?;
+    let Some(h) = json.get("decoder").and_then(|d| d.get("heads")) else { return Ok(None) };
+    match h.as_u64().and_then(|h| usize::try_from(h).ok()).filter(|&h| h > 0) {
+        Some(h) => Ok(Some(h)),
+        None => Err(cfg_err(format!("{origin}: decoder.heads is {h}, not a positive integer"))),
+    }
+}
+
+/// `decoder.heads` from the first config file beside `weights` that has it. A file that exists
+/// but is malformed is an error.
 pub fn decoder_heads_beside(weights: &Path) -> Result<Option<usize>> {
     for p in side_configs(weights) {
         if p == weights || !p.is_file() {
             continue;
         }
         let text = std::fs::read_to_string(&p).map_err(|e| CheckpointError::io(&p, e))?;
-        let json: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| cfg_err(format!("{}: invalid JSON: {e}", p.display())))?;
-        let Some(h) = json.get("decoder").and_then(|d| d.get("heads")) else { continue };
-        return match h.as_u64().and_then(|h| usize::try_from(h).ok()).filter(|&h| h > 0) {
-            Some(h) => Ok(Some(h)),
-            None => Err(cfg_err(format!("{}: decoder.heads is {h}, not a positive integer", p.display()))),
-        };
+        if let Some(h) = heads_in_json(&text, &p.display().to_string())? {
+            return Ok(Some(h));
+        }
     }
     Ok(None)
+}
+
+/// `decoder.heads` from a safetensors file's own metadata ([`CONFIG_METADATA_KEY`]); `None` for
+/// a file without it.
+pub fn decoder_heads_in_metadata(
+    metadata: &std::collections::BTreeMap<String, String>,
+    origin: &Path,
+) -> Result<Option<usize>> {
+    match metadata.get(CONFIG_METADATA_KEY) {
+        Some(text) => heads_in_json(text, &format!("{} ({CONFIG_METADATA_KEY})", origin.display())),
+        None => Ok(None),
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! Checkpoints: the PyTorch zip/pickle reader, safetensors, and config inference from shapes.
 //!
 //! - [`load_weights`]: any supported file, by content (PyTorch zip, legacy PyTorch, safetensors).
-//! - [`load_model_weights`]: the same, plus the [`FacexConfig`] inferred from the shapes.
+//! - [`load_model_weights`]: the same, plus the [`FacexConfig`] inferred from the shapes;
+//!   [`save_model_weights`] writes safetensors that carry their config.
 //! - [`validate`]: compare a state dict with the keys and shapes a model expects.
 //!
 //! PyTorch files are read with our own restricted pickle reader (see `pickle.rs`): it executes
@@ -21,7 +22,9 @@ pub mod torchvision;
 mod validate;
 
 pub use error::{CheckpointError, Result};
-pub use infer::{decoder_heads_beside, infer_config, DEFAULT_DECODER_HEADS};
+pub use infer::{
+    decoder_heads_beside, decoder_heads_in_metadata, infer_config, CONFIG_METADATA_KEY, DEFAULT_DECODER_HEADS,
+};
 pub use pytorch::{load_pytorch, load_pytorch_from_bytes, OFFICIAL_KEY};
 pub use safetensors_io::{
     load_safetensors, load_safetensors_from_bytes, safetensors_metadata, save_safetensors,
@@ -49,12 +52,44 @@ pub fn load_weights(path: impl AsRef<Path>) -> Result<StateDict> {
     }
 }
 
-/// Loads weights and infers the model configuration from their shapes; decoder heads come from a
-/// config file beside the weights (see [`decoder_heads_beside`]), else the official 8.
+/// Loads weights and infers the model configuration from their shapes; decoder heads come from
+/// the file's own metadata (safetensors written by facex), else a config file beside the weights
+/// (see [`decoder_heads_beside`]), else the official 8.
 pub fn load_model_weights(path: impl AsRef<Path>) -> Result<(StateDict, FacexConfig)> {
     let path = path.as_ref();
     let sd = load_weights(path)?;
-    let heads = decoder_heads_beside(path)?;
-    let config = infer_config(&sd, heads)?;
+    let config = infer_config(&sd, decoder_heads_for(path)?)?;
     Ok((sd, config))
+}
+
+/// The decoder heads that the weights at `path` state: in their own metadata (safetensors
+/// written by facex), else in a config file beside them; `None` when neither says.
+pub fn decoder_heads_for(path: impl AsRef<Path>) -> Result<Option<usize>> {
+    let path = path.as_ref();
+    match decoder_heads_of_safetensors(path)? {
+        Some(h) => Ok(Some(h)),
+        None => decoder_heads_beside(path),
+    }
+}
+
+/// Saves weights as safetensors (atomically) with `config` in their metadata
+/// ([`CONFIG_METADATA_KEY`]), so that [`load_model_weights`] finds every field of it, the
+/// decoder heads included, without a config file beside them.
+pub fn save_model_weights(path: impl AsRef<Path>, sd: &StateDict, config: &FacexConfig) -> Result<()> {
+    let path = path.as_ref();
+    let json = serde_json::to_string(config)
+        .map_err(|e| CheckpointError::Config { msg: format!("{}: the config as JSON: {e}", path.display()) })?;
+    save_safetensors_with_metadata(path, sd, &[(CONFIG_METADATA_KEY.to_string(), json)].into())
+}
+
+/// `decoder.heads` from the metadata of `path` when it is a safetensors file that has them.
+fn decoder_heads_of_safetensors(path: &Path) -> Result<Option<usize>> {
+    let mut head = [0u8; 2];
+    let n = std::fs::File::open(path).and_then(|mut f| f.read(&mut head)).map_err(|e| CheckpointError::io(path, e))?;
+    if n < 2 || head == pytorch::ZIP_MAGIC[..2] || head == pytorch::LEGACY_MAGIC[..2] {
+        return Ok(None);
+    }
+    let mapped = pytorch::Mapped::open(path)?;
+    let meta = safetensors_metadata(mapped.bytes(), path)?;
+    decoder_heads_in_metadata(&meta, path)
 }

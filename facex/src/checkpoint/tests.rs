@@ -5,7 +5,8 @@
 use super::test_archive::{zip, Pickle};
 use super::{
     infer_config, load_model_weights, load_pytorch, load_pytorch_from_bytes, load_safetensors,
-    load_safetensors_from_bytes, load_weights, save_safetensors, validate, CheckpointError, StateDict,
+    load_safetensors_from_bytes, load_weights, save_model_weights, save_safetensors, save_safetensors_with_metadata,
+    validate, CheckpointError, StateDict, CONFIG_METADATA_KEY,
 };
 use crate::model::FacexConfig;
 use std::path::{Path, PathBuf};
@@ -88,6 +89,28 @@ fn infer_config_gives_tiny() {
         // Heads that do not divide the widths are refused.
         assert!(infer_config(&sd, Some(3)).is_err());
     }
+}
+
+/// Weights saved with their config state their decoder heads in their metadata, which wins
+/// over the default of 8 and needs no config file beside them; a malformed entry is an error
+/// naming the file and the key.
+#[test]
+fn saved_weights_carry_their_config() {
+    let dir = std::env::temp_dir().join(format!("facex-ckpt-meta-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sd = load_safetensors(tiny("weights.safetensors")).unwrap();
+    let with = dir.join("with.safetensors");
+    save_model_weights(&with, &sd, &FacexConfig::tiny()).unwrap();
+    assert_eq!(load_model_weights(&with).unwrap().1, FacexConfig::tiny());
+    let without = dir.join("without.safetensors");
+    save_safetensors(&without, &sd).unwrap();
+    assert_eq!(load_model_weights(&without).unwrap().1.decoder.heads, 8);
+    let bad = dir.join("bad.safetensors");
+    let meta = [(CONFIG_METADATA_KEY.to_string(), r#"{"decoder":{"heads":0}}"#.to_string())].into();
+    save_safetensors_with_metadata(&bad, &sd, &meta).unwrap();
+    let e = load_model_weights(&bad).unwrap_err().to_string();
+    assert!(e.contains("bad.safetensors") && e.contains(CONFIG_METADATA_KEY) && e.contains("heads is 0"), "{e}");
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]

@@ -213,7 +213,8 @@ fn truncate_log(path: &Path, step: u64) -> Result<(), String> {
 
 /// Write the weights alone (with their model config beside them) for `facex analyze`.
 fn write_weights(out: &Path, model: &FaceXFormer) -> Result<(), String> {
-    checkpoint::save_safetensors(out.join("weights.safetensors"), &model.state_dict()).map_err(|e| e.to_string())?;
+    checkpoint::save_model_weights(out.join("weights.safetensors"), &model.state_dict(), model.config())
+        .map_err(|e| e.to_string())?;
     let cfg = serde_json::to_string_pretty(model.config()).map_err(|e| e.to_string())?;
     let path = out.join("config.json");
     crate::atomic::write_bytes(&path, cfg.as_bytes()).map_err(io_err(&path))

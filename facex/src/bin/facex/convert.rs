@@ -3,7 +3,7 @@
 //! `facex::atomic` (inside `save_safetensors`): a killed run leaves no partial file under its
 //! name (tested in tests/cli.rs by SIGKILLing conversions at random moments).
 
-use facex::checkpoint::{decoder_heads_beside, infer_config, load_weights, save_safetensors};
+use facex::checkpoint::{decoder_heads_for, infer_config, load_weights, save_model_weights, save_safetensors};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -23,15 +23,33 @@ pub fn run(args: Args) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = save_safetensors(&args.output, &sd) {
+    // Decoder heads that the input states (its metadata or a config beside it) go into the
+    // output's metadata with the rest of the config; the default of 8 is a guess, not written.
+    let stated = match decoder_heads_for(&args.input) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("facex convert: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let config = infer_config(&sd, stated);
+    let saved = match (&config, stated) {
+        (Ok(config), Some(_)) => save_model_weights(&args.output, &sd, config),
+        _ => save_safetensors(&args.output, &sd),
+    };
+    if let Err(e) = saved {
         eprintln!("facex convert: {e}");
         return ExitCode::FAILURE;
     }
     println!("{}: {} tensors, {} values", args.output.display(), sd.len(), sd.num_elements());
-    let heads = decoder_heads_beside(&args.input).ok().flatten();
-    match infer_config(&sd, heads) {
-        Ok(config) => println!("FaceXFormer config: {}", serde_json::to_string(&config).unwrap_or_default()),
-        Err(e) => println!("not a FaceXFormer state dict ({e})"),
+    match (config, stated) {
+        (Ok(config), Some(_)) => println!("FaceXFormer config (stored in its metadata): {}", json(&config)),
+        (Ok(config), None) => println!("FaceXFormer config (decoder heads: the official 8): {}", json(&config)),
+        (Err(e), _) => println!("not a FaceXFormer state dict ({e})"),
     }
     ExitCode::SUCCESS
+}
+
+fn json(config: &facex::model::FacexConfig) -> String {
+    serde_json::to_string(config).unwrap_or_default()
 }
