@@ -23,15 +23,16 @@ pub fn check_jpeg_complete(bytes: &[u8]) -> Result<(), String> {
         |at: usize| Err(format!("truncated JPEG: the file ends at byte {at} before its end-of-image marker"));
     let mut i = 2;
     loop {
-        // A marker: one or more 0xFF fill bytes, then its code.
+        // A marker: one or more 0xFF fill bytes, then its code. Stray bytes before it are skipped,
+        // as libjpeg skips them (with a warning) and PIL loads such files.
+        while bytes.get(i).is_some_and(|&b| b != 0xFF) {
+            i += 1;
+        }
         while bytes.get(i) == Some(&0xFF) && bytes.get(i + 1) == Some(&0xFF) {
             i += 1;
         }
         let (Some(&0xFF), Some(&code)) = (bytes.get(i), bytes.get(i + 1)) else {
-            return match bytes.get(i) {
-                None | Some(&0xFF) => truncated(bytes.len()),
-                Some(b) => Err(format!("corrupt JPEG: byte {i} is {b:#04x} where a marker should start")),
-            };
+            return truncated(bytes.len());
         };
         i += 2;
         match code {
@@ -108,10 +109,14 @@ mod tests {
         assert_eq!(check_jpeg_complete(&b), Ok(()));
     }
 
+    /// Stray bytes between segments are skipped, as libjpeg does; a segment length below 2 is
+    /// named.
     #[test]
-    fn corrupt_structure_is_named() {
-        let b = [0xFF, SOI, 0x12, 0x34];
-        assert!(check_jpeg_complete(&b).unwrap_err().contains("byte 2 is 0x12"));
+    fn stray_bytes_are_skipped_and_bad_lengths_named() {
+        let mut b = vec![0xFF, SOI, 0x12, 0x34];
+        b.extend(&whole()[2..]);
+        assert_eq!(check_jpeg_complete(&b), Ok(()));
+        assert!(check_jpeg_complete(&[0xFF, SOI, 0x12, 0x34]).unwrap_err().contains("truncated JPEG"));
         let b = [0xFF, SOI, 0xFF, 0xE0, 0x00, 0x01, 0xFF, EOI];
         assert!(check_jpeg_complete(&b).unwrap_err().contains("has length 1"));
         assert!(check_jpeg_complete(b"GIF89a").unwrap_err().contains("not a JPEG"));
