@@ -54,10 +54,12 @@ pub fn check_jpeg_complete(bytes: &[u8]) -> Result<(), String> {
         if code == SOS {
             // Entropy-coded data up to the next marker that is not a stuffed byte or a restart.
             loop {
-                match (bytes.get(i), bytes.get(i + 1)) {
-                    (None, _) | (Some(&0xFF), None) => return truncated(bytes.len()),
-                    (Some(&0xFF), Some(&next)) if next != 0x00 && !(0xD0..=0xD7).contains(&next) => break,
-                    _ => i += 1,
+                let Some(ff) = bytes[i..].iter().position(|&b| b == 0xFF) else { return truncated(bytes.len()) };
+                i += ff;
+                match bytes.get(i + 1) {
+                    None => return truncated(bytes.len()),
+                    Some(0x00 | 0xD0..=0xD7) => i += 2,
+                    Some(_) => break,
                 }
             }
         }
