@@ -21,11 +21,18 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// Tiny random weights (and the config JSON `init` writes beside them).
+/// Tiny random weights (and the config JSON `init` writes beside them). The weights also carry
+/// the config in their metadata: without the JSON they still load as the tiny model (4 decoder
+/// heads, not the default 8).
 fn weights(dir: &Path) -> PathBuf {
     let w = dir.join("tiny.safetensors");
     let (code, _, err) = facex(&["init", "--config", "tiny", "--seed", "3", s(&w)]);
     assert_eq!(code, 0, "{err}");
+    let alone = dir.join("alone");
+    std::fs::create_dir_all(&alone).unwrap();
+    std::fs::copy(&w, alone.join("w.safetensors")).unwrap();
+    let (_, config) = facex::checkpoint::load_model_weights(alone.join("w.safetensors")).unwrap();
+    assert_eq!(config, facex::model::FacexConfig::tiny());
     w
 }
 

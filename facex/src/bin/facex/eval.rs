@@ -19,7 +19,7 @@ pub struct Args {
     #[arg(long)]
     weights: PathBuf,
     /// Model config: `tiny`, `swin_b` or a config JSON (as `facex init` writes). Default:
-    /// inferred from the weights' shapes, decoder heads from a JSON beside them.
+    /// inferred from the weights' shapes, decoder heads from their metadata or a JSON beside them.
     #[arg(long)]
     config: Option<String>,
     /// Dataset reader name (repeatable).

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 #[derive(clap::Args)]
 pub struct Args {
     /// Weights: the official model.pt or a safetensors state dict (config inferred from shapes;
-    /// decoder heads from a config JSON beside the weights, else 8).
+    /// decoder heads from their metadata or a config JSON beside them, else 8).
     #[arg(long)]
     weights: PathBuf,
     /// safetensors file with key `input` [N, 3, 224, 224] (preprocessed, normalised).
