@@ -157,6 +157,35 @@ pub struct DatasetEntry {
     pub weight: f64,
 }
 
+/// The dotted keys (`train.batch_size`, `dataset[1].weight`) where `a` and `b` differ, with both
+/// values; arrays of different lengths are one difference.
+fn diff_values(key: &str, a: &toml::Value, b: &toml::Value, out: &mut Vec<String>) {
+    use toml::Value::{Array, Table};
+    let join = |k: &str| if key.is_empty() { k.to_string() } else { format!("{key}.{k}") };
+    match (a, b) {
+        (Table(x), Table(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for k in keys {
+                match (x.get(k), y.get(k)) {
+                    (Some(p), Some(q)) => diff_values(&join(k), p, q, out),
+                    (p, q) => out.push(format!("{}: {} -> {}", join(k), show(p), show(q))),
+                }
+            }
+        }
+        (Array(x), Array(y)) if x.len() == y.len() => {
+            for (i, (p, q)) in x.iter().zip(y).enumerate() {
+                diff_values(&format!("{key}[{i}]"), p, q, out);
+            }
+        }
+        _ if a != b => out.push(format!("{key}: {} -> {}", show(Some(a)), show(Some(b)))),
+        _ => {}
+    }
+}
+
+fn show(v: Option<&toml::Value>) -> String {
+    v.map_or("(absent)".to_string(), |v| v.to_string())
+}
+
 fn one() -> f64 {
     1.0
 }
@@ -198,6 +227,31 @@ impl TrainConfig {
 
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("a TrainConfig always serialises")
+    }
+
+    /// Where `self` differs from `saved` (the config a checkpoint was written with, as
+    /// [`TrainConfig::to_toml`] wrote it) in anything that changes what a resumed run computes, as
+    /// `key: saved -> now` lines. Free to change: where and how the run reports and checks
+    /// (threads, device, prefetch, log, evaluation and checkpoint intervals, the eval sets) and
+    /// where files live (dataset roots, the initial weights' path); a different batch size,
+    /// schedule, dataset, weight or augmentation would continue another run than the one saved.
+    pub fn resume_differences(&self, saved: &str) -> Result<Vec<String>, String> {
+        let mut then: TrainConfig = toml::from_str(saved).map_err(|e| format!("the checkpoint's config: {e}"))?;
+        let (t, now) = (&mut then.train, &self.train);
+        (t.threads, t.device, t.prefetch) = (now.threads, now.device.clone(), now.prefetch);
+        (t.log_every, t.eval_every, t.eval_limit, t.checkpoint_every) =
+            (now.log_every, now.eval_every, now.eval_limit, now.checkpoint_every);
+        then.evals = self.evals.clone();
+        then.model.weights = self.model.weights.clone();
+        if then.datasets.len() == self.datasets.len() {
+            for (a, b) in then.datasets.iter_mut().zip(&self.datasets) {
+                a.root = b.root.clone();
+            }
+        }
+        let as_value = |c: &TrainConfig| toml::Value::try_from(c).expect("a TrainConfig always serialises");
+        let mut out = Vec::new();
+        diff_values("", &as_value(&then), &as_value(self), &mut out);
+        Ok(out)
     }
 
     pub fn model_config(&self) -> Result<FacexConfig, String> {
@@ -311,6 +365,32 @@ mod tests {
     use super::*;
 
     const MINIMAL: &str = "[[dataset]]\nreader = \"300w\"\nroot = \"x\"\nsplit = \"train\"\n";
+
+    /// A resumed run may change where and how it reports, not what it computes: the changes that
+    /// would make another run are each named with both values.
+    #[test]
+    fn resume_differences_allow_run_control_and_name_the_rest() {
+        let cfg =
+            TrainConfig::from_toml(&format!("{MINIMAL}[[eval]]\nreader = \"300w\"\nroot = \"y\"\nsplit = \"test\"\n"))
+                .unwrap();
+        let saved = cfg.to_toml();
+        assert_eq!(cfg.resume_differences(&saved).unwrap(), Vec::<String>::new());
+        let mut free = cfg.clone();
+        (free.train.threads, free.train.log_every, free.train.checkpoint_every) = (3, 1, 7);
+        free.datasets[0].root = "moved".into();
+        free.model.weights = Some("w.safetensors".into());
+        free.evals.clear();
+        assert_eq!(free.resume_differences(&saved).unwrap(), Vec::<String>::new());
+        let mut other = cfg.clone();
+        (other.train.batch_size, other.optimizer.lr, other.datasets[0].weight) = (4, 2e-3, 2.0);
+        let d = other.resume_differences(&saved).unwrap();
+        assert_eq!(d, ["dataset[0].weight: 1.0 -> 2.0", "optimizer.lr: 0.0001 -> 0.002", "train.batch_size: 384 -> 4"]);
+        let mut more = cfg.clone();
+        more.datasets.push(cfg.datasets[0].clone());
+        let d = more.resume_differences(&saved).unwrap();
+        assert!(d.len() == 1 && d[0].starts_with("dataset: "), "{d:?}");
+        assert!(cfg.resume_differences("not toml [").unwrap_err().contains("the checkpoint's config"));
+    }
 
     #[test]
     fn defaults_are_the_papers_recipe() {

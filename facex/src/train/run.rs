@@ -263,6 +263,15 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, stop: &AtomicBool) -> Result<
                 progress.seed, cfg.train.seed
             ));
         }
+        let changed = cfg.resume_differences(&progress.config)?;
+        if !changed.is_empty() {
+            return Err(format!(
+                "--resume: the config differs from the one {} was written with, so the run would not \
+                 continue as it started (restore these, or train into a new --out with init = \"finetune\"):\n  {}",
+                ckpt.display(),
+                changed.join("\n  ")
+            ));
+        }
         truncate_log(&log_path, progress.step)?;
     } else {
         let _ = std::fs::remove_file(&log_path);
