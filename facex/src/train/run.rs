@@ -256,14 +256,9 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, stop: &AtomicBool) -> Result<
     let mut progress = Progress::new(cfg.train.seed, cfg.to_toml());
     let log_path = opts.out.join("log.jsonl");
     if opts.resume {
-        progress = state::load(&ckpt, &model, &mut opt)?;
-        if progress.seed != cfg.train.seed {
-            return Err(format!(
-                "--resume: the checkpoint's seed is {}, the config's {}",
-                progress.seed, cfg.train.seed
-            ));
-        }
-        let changed = cfg.resume_differences(&progress.config)?;
+        // The config first (the seed included), the tensors only when it matches.
+        let saved = state::open(&ckpt)?;
+        let changed = cfg.resume_differences(&saved.progress.config)?;
         if !changed.is_empty() {
             return Err(format!(
                 "--resume: the config differs from the one {} was written with, so the run would not \
@@ -272,6 +267,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, stop: &AtomicBool) -> Result<
                 changed.join("\n  ")
             ));
         }
+        progress = saved.restore(&model, &mut opt)?;
         truncate_log(&log_path, progress.step)?;
     } else {
         let _ = std::fs::remove_file(&log_path);

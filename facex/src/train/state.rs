@@ -26,7 +26,7 @@ pub struct Progress {
     /// The loader position of the next batch: epoch and batches done in it.
     pub epoch: u64,
     pub batch_in_epoch: u64,
-    /// The seed of sampling and augmentation (also in the config; checked on resume).
+    /// The seed of sampling and augmentation (also `train.seed` in the config, where a resume checks it).
     pub seed: u64,
     /// The config the run was started with (TOML).
     pub config: String,
@@ -55,8 +55,17 @@ pub fn save(path: &Path, model: &FaceXFormer, opt: &AdamW, progress: &Progress) 
     save_safetensors_with_metadata(path, &sd, &meta).map_err(|e| e.to_string())
 }
 
-/// Load `path` into `model` and `opt` (the model must have the checkpoint's config).
-pub fn load(path: &Path, model: &FaceXFormer, opt: &mut AdamW) -> Result<Progress, String> {
+/// A checkpoint read from disk, its progress parsed, its tensors not yet restored: a resumed run
+/// checks the progress (the config it was started with) before it touches the model.
+pub struct Opened<'p> {
+    path: &'p Path,
+    bytes: Vec<u8>,
+    pub progress: Progress,
+    adam_step: u64,
+}
+
+/// Read `path` and its progress.
+pub fn open(path: &Path) -> Result<Opened<'_>, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let meta = safetensors_metadata(&bytes, path).map_err(|e| e.to_string())?;
     let bad = |msg: String| format!("{}: {msg}", path.display());
@@ -71,7 +80,21 @@ pub fn load(path: &Path, model: &FaceXFormer, opt: &mut AdamW) -> Result<Progres
         .get("facex.adam_step")
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| bad("missing facex.adam_step metadata".into()))?;
-    let sd = load_safetensors_from_bytes(&bytes, path).map_err(|e| e.to_string())?;
+    Ok(Opened { path, bytes, progress, adam_step })
+}
+
+impl Opened<'_> {
+    /// Load the checkpoint's tensors into `model` and `opt` (the model must have its config).
+    pub fn restore(self, model: &FaceXFormer, opt: &mut AdamW) -> Result<Progress, String> {
+        let Opened { path, bytes, progress, adam_step } = self;
+        restore(path, &bytes, adam_step, model, opt)?;
+        Ok(progress)
+    }
+}
+
+fn restore(path: &Path, bytes: &[u8], adam_step: u64, model: &FaceXFormer, opt: &mut AdamW) -> Result<(), String> {
+    let bad = |msg: String| format!("{}: {msg}", path.display());
+    let sd = load_safetensors_from_bytes(bytes, path).map_err(|e| e.to_string())?;
     let params = model.named_parameters();
     for (name, p) in &params {
         let t = sd.get(&format!("model.{name}")).ok_or_else(|| bad(format!("no tensor model.{name}")))?;
@@ -88,6 +111,5 @@ pub fn load(path: &Path, model: &FaceXFormer, opt: &mut AdamW) -> Result<Progres
             moments.push((name.clone(), f(m)?, f(v)?));
         }
     }
-    opt.restore(adam_step, &params, moments).map_err(|e| bad(e.to_string()))?;
-    Ok(progress)
+    opt.restore(adam_step, &params, moments).map_err(|e| bad(e.to_string()))
 }
