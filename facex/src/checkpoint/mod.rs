@@ -34,21 +34,28 @@ pub use state_dict::StateDict;
 pub use validate::validate;
 
 use crate::model::FacexConfig;
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 
 /// Loads a state dict from a PyTorch checkpoint (zip or legacy, by its first bytes) or a
 /// safetensors file (anything else).
 pub fn load_weights(path: impl AsRef<Path>) -> Result<StateDict> {
-    let path = path.as_ref();
+    load_with_metadata(path.as_ref()).map(|(sd, _)| sd)
+}
+
+/// [`load_weights`], with the safetensors `__metadata__` read from the same mapping (empty for
+/// PyTorch files).
+fn load_with_metadata(path: &Path) -> Result<(StateDict, BTreeMap<String, String>)> {
     let mut head = Vec::with_capacity(pytorch::LEGACY_MAGIC.len());
     std::fs::File::open(path)
         .and_then(|f| f.take(pytorch::LEGACY_MAGIC.len() as u64).read_to_end(&mut head))
         .map_err(|e| CheckpointError::io(path, e))?;
     if head.starts_with(&pytorch::ZIP_MAGIC[..2]) || head.starts_with(&pytorch::LEGACY_MAGIC[..4]) {
-        load_pytorch(path, None)
+        Ok((load_pytorch(path, None)?, BTreeMap::new()))
     } else {
-        load_safetensors(path)
+        let mapped = pytorch::Mapped::open(path)?;
+        Ok((load_safetensors_from_bytes(mapped.bytes(), path)?, safetensors_metadata(mapped.bytes(), path)?))
     }
 }
 
@@ -56,20 +63,21 @@ pub fn load_weights(path: impl AsRef<Path>) -> Result<StateDict> {
 /// the file's own metadata (safetensors written by facex), else a config file beside the weights
 /// (see [`decoder_heads_beside`]), else the official 8.
 pub fn load_model_weights(path: impl AsRef<Path>) -> Result<(StateDict, FacexConfig)> {
-    let path = path.as_ref();
-    let sd = load_weights(path)?;
-    let config = infer_config(&sd, decoder_heads_for(path)?)?;
+    let (sd, heads) = load_weights_and_heads(path)?;
+    let config = infer_config(&sd, heads)?;
     Ok((sd, config))
 }
 
-/// The decoder heads that the weights at `path` state: in their own metadata (safetensors
-/// written by facex), else in a config file beside them; `None` when neither says.
-pub fn decoder_heads_for(path: impl AsRef<Path>) -> Result<Option<usize>> {
+/// [`load_weights`], and the decoder heads the weights state: in their own metadata
+/// (safetensors written by facex), else in a config file beside them; `None` when neither says.
+pub fn load_weights_and_heads(path: impl AsRef<Path>) -> Result<(StateDict, Option<usize>)> {
     let path = path.as_ref();
-    match decoder_heads_of_safetensors(path)? {
-        Some(h) => Ok(Some(h)),
-        None => decoder_heads_beside(path),
-    }
+    let (sd, meta) = load_with_metadata(path)?;
+    let heads = match decoder_heads_in_metadata(&meta, path)? {
+        Some(h) => Some(h),
+        None => decoder_heads_beside(path)?,
+    };
+    Ok((sd, heads))
 }
 
 /// Saves weights as safetensors (atomically) with `config` in their metadata
@@ -80,16 +88,4 @@ pub fn save_model_weights(path: impl AsRef<Path>, sd: &StateDict, config: &Facex
     let json = serde_json::to_string(config)
         .map_err(|e| CheckpointError::Config { msg: format!("{}: the config as JSON: {e}", path.display()) })?;
     save_safetensors_with_metadata(path, sd, &[(CONFIG_METADATA_KEY.to_string(), json)].into())
-}
-
-/// `decoder.heads` from the metadata of `path` when it is a safetensors file that has them.
-fn decoder_heads_of_safetensors(path: &Path) -> Result<Option<usize>> {
-    let mut head = [0u8; 2];
-    let n = std::fs::File::open(path).and_then(|mut f| f.read(&mut head)).map_err(|e| CheckpointError::io(path, e))?;
-    if n < 2 || head == pytorch::ZIP_MAGIC[..2] || head == pytorch::LEGACY_MAGIC[..2] {
-        return Ok(None);
-    }
-    let mapped = pytorch::Mapped::open(path)?;
-    let meta = safetensors_metadata(mapped.bytes(), path)?;
-    decoder_heads_in_metadata(&meta, path)
 }

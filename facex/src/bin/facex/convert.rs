@@ -3,7 +3,7 @@
 //! `facex::atomic` (inside `save_safetensors`): a killed run leaves no partial file under its
 //! name (tested in tests/cli.rs by SIGKILLing conversions at random moments).
 
-use facex::checkpoint::{decoder_heads_for, infer_config, load_weights, save_model_weights, save_safetensors};
+use facex::checkpoint::{infer_config, load_weights_and_heads, save_model_weights, save_safetensors};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -16,17 +16,10 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> ExitCode {
-    let sd = match load_weights(&args.input) {
-        Ok(sd) => sd,
-        Err(e) => {
-            eprintln!("facex convert: {e}");
-            return ExitCode::from(2);
-        }
-    };
     // Decoder heads that the input states (its metadata or a config beside it) go into the
     // output's metadata with the rest of the config; the default of 8 is a guess, not written.
-    let stated = match decoder_heads_for(&args.input) {
-        Ok(h) => h,
+    let (sd, stated) = match load_weights_and_heads(&args.input) {
+        Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("facex convert: {e}");
             return ExitCode::from(2);
