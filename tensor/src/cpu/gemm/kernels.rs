@@ -12,6 +12,12 @@
 pub type KernelFn =
     unsafe fn(kc: usize, a: *const f32, b: *const f32, b_rs: usize, c: *mut f32, ldc: usize, load_c: bool);
 
+/// A whole-tile kernel that reads A in place, rows `a_rs` apart and contiguous along the depth
+/// (a row-major activation), instead of from a packed panel: the same multiply-adds in the same
+/// order as [`KernelFn`] on the packed panel, so the same bits, without the transposing pack.
+pub type RowsFn =
+    unsafe fn(kc: usize, a: *const f32, a_rs: usize, b: *const f32, b_rs: usize, c: *mut f32, ldc: usize, load_c: bool);
+
 /// An edge-tile kernel: `mr` x `nr` (at most MR x NR) of the tile, into a scratch tile with room
 /// for MR x NR values. Without one, edges run the whole-tile kernel on zero padding.
 pub type EdgeFn = unsafe fn(
@@ -51,6 +57,49 @@ pub mod avx512 {
                 acc1[i] = _mm512_fmadd_ps(ai, b1, acc1[i]);
             }
             a = a.add(MR);
+            b = b.add(b_rs);
+        }
+        for i in 0..MR {
+            let row = c.add(i * ldc);
+            let (mut v0, mut v1) = (acc0[i], acc1[i]);
+            if load_c {
+                v0 = _mm512_add_ps(v0, _mm512_loadu_ps(row));
+                v1 = _mm512_add_ps(v1, _mm512_loadu_ps(row.add(16)));
+            }
+            _mm512_storeu_ps(row, v0);
+            _mm512_storeu_ps(row.add(16), v1);
+        }
+    }
+
+    /// [`kernel`] with A read in place: row i of the tile at `a + i * a_rs`, its depth values
+    /// contiguous (see [`super::RowsFn`]).
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F; the MR rows of A must each hold kc readable values, and B
+    /// and C cover the tile as in the module docs.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn kernel_rows(
+        kc: usize,
+        a: *const f32,
+        a_rs: usize,
+        b: *const f32,
+        b_rs: usize,
+        c: *mut f32,
+        ldc: usize,
+        load_c: bool,
+    ) {
+        let mut acc0 = [_mm512_setzero_ps(); MR];
+        let mut acc1 = [_mm512_setzero_ps(); MR];
+        let mut b = b;
+        for p in 0..kc {
+            let b0 = _mm512_loadu_ps(b);
+            let b1 = _mm512_loadu_ps(b.add(16));
+            for i in 0..MR {
+                let ai = _mm512_set1_ps(*a.add(i * a_rs + p));
+                acc0[i] = _mm512_fmadd_ps(ai, b0, acc0[i]);
+                acc1[i] = _mm512_fmadd_ps(ai, b1, acc1[i]);
+            }
             b = b.add(b_rs);
         }
         for i in 0..MR {
@@ -117,6 +166,49 @@ pub mod avx2 {
             (_, true) => tile::<6, 2>,
         };
         tile(kc, a, b, b_rs, c, ldc, load_c)
+    }
+
+    /// [`kernel`] with A read in place: row i of the tile at `a + i * a_rs`, its depth values
+    /// contiguous (see [`super::RowsFn`]).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA; the MR rows of A must each hold kc readable values, and
+    /// B and C cover the tile as in the module docs.
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn kernel_rows(
+        kc: usize,
+        a: *const f32,
+        a_rs: usize,
+        b: *const f32,
+        b_rs: usize,
+        c: *mut f32,
+        ldc: usize,
+        load_c: bool,
+    ) {
+        for i in 0..MR {
+            _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc + NR - 1) as *const i8);
+        }
+        let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+        let mut b = b;
+        for p in 0..kc {
+            let bv = [_mm256_loadu_ps(b), _mm256_loadu_ps(b.add(8))];
+            for (i, acc_row) in acc.iter_mut().enumerate() {
+                let ai = _mm256_broadcast_ss(&*a.add(i * a_rs + p));
+                for (acc_v, &b_v) in acc_row.iter_mut().zip(&bv) {
+                    *acc_v = _mm256_fmadd_ps(ai, b_v, *acc_v);
+                }
+            }
+            b = b.add(b_rs);
+        }
+        for (i, acc_row) in acc.iter().enumerate() {
+            for (v, &sum) in acc_row.iter().enumerate() {
+                let at = c.add(i * ldc + 8 * v);
+                let out = if load_c { _mm256_add_ps(sum, _mm256_loadu_ps(at)) } else { sum };
+                _mm256_storeu_ps(at, out);
+            }
+        }
     }
 
     /// R rows x V vectors of 8 columns: per depth, V loads of B, R broadcasts of A (the packed
