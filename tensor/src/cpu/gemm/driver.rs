@@ -3,6 +3,7 @@
 
 use super::kernels::{EdgeFn, KernelFn, RowsFn};
 use super::pack::pack;
+use crate::cpu::simd::dispatch;
 use crate::ops::Activation;
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -347,7 +348,7 @@ unsafe fn store_edge(tmp: *const f32, tmp_ld: usize, c: *mut f32, ldc: usize, mr
 /// The fused output pass (if any) on a finished mr x nr tile of C at `c`, whose first column is
 /// column `col` of the product: bias, activation (or its backward), scale, residual, in that
 /// order for every element. The activation runs on the whole tile in one call (one dispatch
-/// instead of one per row); the rest row by row.
+/// instead of one per row), bias, scale and residual in loops compiled for the widest vectors.
 ///
 /// # Safety
 /// `c` covers mr rows of nr values, `p.ldc` apart.
@@ -358,24 +359,57 @@ unsafe fn finish_tile(p: &Problem, c: *mut f32, mr: usize, nr: usize, col: usize
     }
     // The tile's place in C, which is also its place in act_grad, scale and residual.
     let at = c.offset_from(p.c) as usize;
-    let row = |i: usize| std::slice::from_raw_parts_mut(c.add(i * p.ldc), nr);
-    let like_c = |v: *const f32, i: usize| std::slice::from_raw_parts(v.add(at + i * p.ldc), nr);
     if let Some(bias) = p.bias {
-        let bias = std::slice::from_raw_parts(bias.add(col), nr);
-        for i in 0..mr {
-            row(i).iter_mut().zip(bias).for_each(|(x, b)| *x += b);
-        }
+        add_bias(c, p.ldc, mr, nr, bias.add(col));
     }
     match p.act_grad {
         Some(g) => super::activate_grad_tile(p.act, c, g.add(at), p.ldc, mr, nr),
         None => super::activate_tile(p.act, c, p.ldc, mr, nr),
     }
-    for i in 0..mr {
-        if let Some(s) = p.scale {
-            row(i).iter_mut().zip(like_c(s, i)).for_each(|(x, s)| *x *= s);
-        }
-        if let Some(r) = p.residual {
-            row(i).iter_mut().zip(like_c(r, i)).for_each(|(x, r)| *x += r);
+    if p.scale.is_some() || p.residual.is_some() {
+        let (scale, residual) = (p.scale.map(|s| s.add(at)), p.residual.map(|r| r.add(at)));
+        scale_add(c, p.ldc, mr, nr, scale.unwrap_or(std::ptr::null()), residual.unwrap_or(std::ptr::null()));
+    }
+}
+
+/// `c[i, j] += bias[j]` on an mr x nr tile (rows `ldc` apart), on the CPU's widest vectors: this
+/// module is compiled for baseline x86-64, where the loop ran 4 floats wide (the output pass was
+/// 4.8% of a bf16 batch-8 forward on Zen 4).
+///
+/// # Safety
+/// `c` covers the tile; `bias` holds nr values.
+unsafe fn add_bias(c: *mut f32, ldc: usize, mr: usize, nr: usize, bias: *const f32) {
+    #[inline(always)]
+    unsafe fn body(c: *mut f32, ldc: usize, mr: usize, nr: usize, bias: *const f32) {
+        let bias = std::slice::from_raw_parts(bias, nr);
+        for i in 0..mr {
+            let row = std::slice::from_raw_parts_mut(c.add(i * ldc), nr);
+            row.iter_mut().zip(bias).for_each(|(x, b)| *x += b);
         }
     }
+    dispatch!(body(c: *mut f32, ldc: usize, mr: usize, nr: usize, bias: *const f32))
+}
+
+/// `c = c * scale + residual` on an mr x nr tile, each of the three laid out alike (rows `ldc`
+/// apart); a null `scale` or `residual` is skipped. Each element is multiplied, then added to,
+/// as two roundings: the same bits as the two passes it replaces.
+///
+/// # Safety
+/// `c` covers the tile; a non-null `scale` or `residual` covers a tile of the same layout.
+unsafe fn scale_add(c: *mut f32, ldc: usize, mr: usize, nr: usize, scale: *const f32, residual: *const f32) {
+    #[inline(always)]
+    unsafe fn body(c: *mut f32, ldc: usize, mr: usize, nr: usize, scale: *const f32, residual: *const f32) {
+        for i in 0..mr {
+            let row = std::slice::from_raw_parts_mut(c.add(i * ldc), nr);
+            if !scale.is_null() {
+                let s = std::slice::from_raw_parts(scale.add(i * ldc), nr);
+                row.iter_mut().zip(s).for_each(|(x, s)| *x *= s);
+            }
+            if !residual.is_null() {
+                let r = std::slice::from_raw_parts(residual.add(i * ldc), nr);
+                row.iter_mut().zip(r).for_each(|(x, r)| *x += r);
+            }
+        }
+    }
+    dispatch!(body(c: *mut f32, ldc: usize, mr: usize, nr: usize, scale: *const f32, residual: *const f32))
 }
