@@ -315,8 +315,8 @@ pub(crate) unsafe fn sgemm_raw(
             }
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx => {
-                use kernels::avx512::{kernel, kernel_rows, MR, NR};
-                driver::run::<MR, NR>(kernel, None, Some(kernel_rows), &p, threads, fast_pack)
+                use kernels::avx512::{edge, kernel, kernel_rows, MR, NR};
+                driver::run::<MR, NR>(kernel, Some(edge), Some(kernel_rows), &p, threads, fast_pack)
             }
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2Fma => {

@@ -249,7 +249,7 @@ unsafe fn blocked<const MR: usize, const NR: usize>(
                         let mr = MR.min(mc - ir);
                         let tile = Tile { c: cp, mr, nr, col: jc + jr, load_c, last };
                         micro_tile::<MR, NR>(p, tile, tmp, |c, ldc, load| match (in_place, rows, edge) {
-                            (true, Some(rows), _) => rows(kc, ap, p.a_rs, bp, b_rs, c, ldc, load),
+                            (true, Some(rows), _) => rows(nr, kc, ap, p.a_rs, bp, b_rs, c, ldc, load),
                             (_, _, Some(edge)) if mr < MR || nr < NR => edge(mr, nr, kc, ap, bp, b_rs, c, ldc, load),
                             _ => kern(kc, ap, bp, b_rs, c, ldc, load),
                         });

@@ -15,8 +15,19 @@ pub type KernelFn =
 /// A whole-tile kernel that reads A in place, rows `a_rs` apart and contiguous along the depth
 /// (a row-major activation), instead of from a packed panel: the same multiply-adds in the same
 /// order as [`KernelFn`] on the packed panel, so the same bits, without the transposing pack.
-pub type RowsFn =
-    unsafe fn(kc: usize, a: *const f32, a_rs: usize, b: *const f32, b_rs: usize, c: *mut f32, ldc: usize, load_c: bool);
+/// Full row panels only (MR rows); `nr` (at most NR) columns are needed, and a kernel may
+/// compute fewer than NR of them (the rest of its tile's values are then not written).
+pub type RowsFn = unsafe fn(
+    nr: usize,
+    kc: usize,
+    a: *const f32,
+    a_rs: usize,
+    b: *const f32,
+    b_rs: usize,
+    c: *mut f32,
+    ldc: usize,
+    load_c: bool,
+);
 
 /// An edge-tile kernel: `mr` x `nr` (at most MR x NR) of the tile, into a scratch tile with room
 /// for MR x NR values. Without one, edges run the whole-tile kernel on zero padding.
@@ -80,6 +91,7 @@ pub mod avx512 {
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
     pub unsafe fn kernel_rows(
+        nr: usize,
         kc: usize,
         a: *const f32,
         a_rs: usize,
@@ -89,6 +101,10 @@ pub mod avx512 {
         ldc: usize,
         load_c: bool,
     ) {
+        if nr <= 16 {
+            // One vector of columns covers the edge: half the work of the whole tile.
+            return tile::<MR, 1, true>(kc, a, a_rs, b, b_rs, c, ldc, load_c);
+        }
         let mut acc0 = [_mm512_setzero_ps(); MR];
         let mut acc1 = [_mm512_setzero_ps(); MR];
         let mut b = b;
@@ -111,6 +127,75 @@ pub mod avx512 {
             }
             _mm512_storeu_ps(row, v0);
             _mm512_storeu_ps(row.add(16), v1);
+        }
+    }
+
+    /// An edge tile of `mr` <= MR rows and `nr` <= NR columns of a packed A, computed as the
+    /// smallest tile that covers it (mr rows, one or two vectors of 16 columns) into `c` (rows
+    /// `ldc` apart, mr x 16V values written). Each value is the same chain of multiply-adds as in
+    /// [`kernel`], so the bits are the same; the work saved is the padding (a 49 x 49 window
+    /// product's last panel is 17 columns of 32, its last row panel 7 rows of 14).
+    ///
+    /// # Safety
+    /// As for [`kernel`], with `c` covering mr rows of `nr.div_ceil(16) * 16` values.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    #[rustfmt::skip]
+    pub unsafe fn edge(mr: usize, nr: usize, kc: usize, a: *const f32, b: *const f32, b_rs: usize, c: *mut f32, ldc: usize, load_c: bool) {
+        debug_assert!((1..=MR).contains(&mr) && (1..=NR).contains(&nr));
+        type Tile = unsafe fn(usize, *const f32, usize, *const f32, usize, *mut f32, usize, bool);
+        let tile: Tile = match (mr, nr > 16) {
+            (1, false) => tile::<1, 1, false>, (2, false) => tile::<2, 1, false>,
+            (3, false) => tile::<3, 1, false>, (4, false) => tile::<4, 1, false>,
+            (5, false) => tile::<5, 1, false>, (6, false) => tile::<6, 1, false>,
+            (7, false) => tile::<7, 1, false>, (8, false) => tile::<8, 1, false>,
+            (9, false) => tile::<9, 1, false>, (10, false) => tile::<10, 1, false>,
+            (11, false) => tile::<11, 1, false>, (12, false) => tile::<12, 1, false>,
+            (13, false) => tile::<13, 1, false>, (_, false) => tile::<14, 1, false>,
+            (1, true) => tile::<1, 2, false>, (2, true) => tile::<2, 2, false>,
+            (3, true) => tile::<3, 2, false>, (4, true) => tile::<4, 2, false>,
+            (5, true) => tile::<5, 2, false>, (6, true) => tile::<6, 2, false>,
+            (7, true) => tile::<7, 2, false>, (8, true) => tile::<8, 2, false>,
+            (9, true) => tile::<9, 2, false>, (10, true) => tile::<10, 2, false>,
+            (11, true) => tile::<11, 2, false>, (12, true) => tile::<12, 2, false>,
+            (13, true) => tile::<13, 2, false>, (_, true) => tile::<14, 2, false>,
+        };
+        tile(kc, a, MR, b, b_rs, c, ldc, load_c)
+    }
+
+    /// R rows x V vectors of 16 columns. A is a packed panel (`ROWS` = false: MR values per
+    /// depth, `a_rs` unused) or rows `a_rs` apart (`ROWS` = true).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile<const R: usize, const V: usize, const ROWS: bool>(
+        kc: usize,
+        a: *const f32,
+        a_rs: usize,
+        b: *const f32,
+        b_rs: usize,
+        c: *mut f32,
+        ldc: usize,
+        load_c: bool,
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); V]; R];
+        let mut b = b;
+        for p in 0..kc {
+            let bv: [__m512; V] = std::array::from_fn(|v| _mm512_loadu_ps(b.add(16 * v)));
+            for (i, acc_row) in acc.iter_mut().enumerate() {
+                let ai = _mm512_set1_ps(if ROWS { *a.add(i * a_rs + p) } else { *a.add(p * MR + i) });
+                for (acc_v, &b_v) in acc_row.iter_mut().zip(&bv) {
+                    *acc_v = _mm512_fmadd_ps(ai, b_v, *acc_v);
+                }
+            }
+            b = b.add(b_rs);
+        }
+        for (i, acc_row) in acc.iter().enumerate() {
+            for (v, &sum) in acc_row.iter().enumerate() {
+                let at = c.add(i * ldc + 16 * v);
+                let out = if load_c { _mm512_add_ps(sum, _mm512_loadu_ps(at)) } else { sum };
+                _mm512_storeu_ps(at, out);
+            }
         }
     }
 }
@@ -177,6 +262,7 @@ pub mod avx2 {
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)]
     pub unsafe fn kernel_rows(
+        _nr: usize,
         kc: usize,
         a: *const f32,
         a_rs: usize,
