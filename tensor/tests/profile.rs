@@ -67,11 +67,25 @@ fn gemm_calls_are_tabled_by_shape_and_operand_layout() {
     sgemm(m, n, k, &a, k, 1, &b, 1, k, &mut c, n, false); // B = a [n, k] matrix transposed
     sgemm(m, n, k, &a, k, 1, &b, n, 1, &mut c, n, true);
     sgemm(m, n, k, &a, 1, m, &b, 2 * n, 2, &mut c, n, false); // A transposed, B strided
+                                                              // Two calls side by side on rayon workers (as a conv runs one per image): a row of their own.
+    rayon::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|_| sgemm(m, n, k, &a, k, 1, &b, n, 1, &mut vec![0.0; m * n], n, false));
+        }
+    });
     enable(false);
     assert_eq!(c[0], 4.0);
     let t = take_gemm_shapes();
-    let rows: Vec<_> = t.iter().map(|r| (r.m, r.n, r.k, r.layout, r.calls)).collect();
-    assert_eq!(rows, vec![(3, 5, 4, ['N', 'N'], 2), (3, 5, 4, ['N', 'T'], 1), (3, 5, 4, ['T', 'S'], 1)]);
+    let rows: Vec<_> = t.iter().map(|r| (r.m, r.n, r.k, r.layout, r.concurrent, r.calls)).collect();
+    assert_eq!(
+        rows,
+        vec![
+            (3, 5, 4, ['N', 'N'], false, 2),
+            (3, 5, 4, ['N', 'T'], false, 1),
+            (3, 5, 4, ['T', 'S'], false, 1),
+            (3, 5, 4, ['N', 'N'], true, 2),
+        ]
+    );
     assert!(t.iter().all(|r| r.seconds >= 0.0 && r.seconds.is_finite()));
     let _ = take();
 }

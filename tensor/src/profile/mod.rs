@@ -105,19 +105,25 @@ pub struct GemmRecord {
     /// How A [m, k] and B [k, n] are laid out: 'N' rows contiguous, 'T' columns contiguous
     /// (a transposed view), 'S' neither.
     pub layout: [char; 2],
+    /// Called from a rayon worker, inside an op that runs such calls side by side (a conv per
+    /// image): `seconds` sums each call's wall time, so overlapping calls count twice and the
+    /// rate computed from it understates the product's.
+    pub concurrent: bool,
     pub calls: u64,
     pub seconds: f64,
 }
 
 /// Adds one GEMM call to the shape table (the caller checks [`enabled`]).
 pub fn gemm_call(m: usize, n: usize, k: usize, layout: [char; 2], seconds: f64) {
+    let concurrent = rayon::current_thread_index().is_some();
     let mut table = GEMM_SHAPES.lock().unwrap();
-    match table.iter_mut().find(|r| (r.m, r.n, r.k, r.layout) == (m, n, k, layout)) {
+    let key = (m, n, k, layout, concurrent);
+    match table.iter_mut().find(|r| (r.m, r.n, r.k, r.layout, r.concurrent) == key) {
         Some(r) => {
             r.calls += 1;
             r.seconds += seconds;
         }
-        None => table.push(GemmRecord { m, n, k, layout, calls: 1, seconds }),
+        None => table.push(GemmRecord { m, n, k, layout, concurrent, calls: 1, seconds }),
     }
 }
 

@@ -210,13 +210,17 @@ fn print_gemm_shapes(shapes: &[profile::GemmRecord], passes: usize, peak: f64) {
             r.m,
             r.n,
             r.k,
-            format!("{},{}", r.layout[0], r.layout[1]),
+            format!("{},{}{}", r.layout[0], r.layout[1], if r.concurrent { "*" } else { "" }),
             r.calls / passes as u64,
             1e3 * r.seconds / passes as f64,
             100.0 * r.seconds / total,
             rate / 1e9,
             100.0 * rate / peak
         );
+    }
+    if rows.iter().take(15).any(|r| r.concurrent) {
+        println!("  * called side by side on worker threads (a conv per image): the time is each call's wall time,");
+        println!("    overlapping calls counted twice, so the rate understates the product's");
     }
 }
 
