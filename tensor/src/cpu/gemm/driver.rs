@@ -205,7 +205,8 @@ unsafe fn blocked<const MR: usize, const NR: usize>(
     // place too: its copy was a fifth of such a product's time.
     let direct_b =
         packed.is_none() && p.b_cs == 1 && (p.m <= 4 * MR || (p.k * p.n <= 16384 && !p.b_rs.is_multiple_of(256)));
-    let direct_a = rows.is_some() && p.a_cs == 1 && read_a_in_place(p.a_rs);
+    // The rows kernel, where this A is read in place.
+    let rows = rows.filter(|_| p.a_cs == 1 && read_a_in_place(p.a_rs));
     let mut tmp = [0.0f32; MAX_TILE];
     let tmp = tmp.as_mut_ptr();
 
@@ -229,8 +230,8 @@ unsafe fn blocked<const MR: usize, const NR: usize>(
             for ic in (0..p.m).step_by(mc_max) {
                 let mc = mc_max.min(p.m - ic);
                 let a_block = p.a.add(ic * p.a_rs + pc * p.a_cs);
-                // Whole row panels read in place (direct A); the rest packed.
-                let full_m = if direct_a { mc / MR * MR } else { 0 };
+                // Whole row panels read in place (with a rows kernel); the rest packed.
+                let full_m = if rows.is_some() { mc / MR * MR } else { 0 };
                 if full_m < mc {
                     pack::<MR>(mc - full_m, kc, a_block.add(full_m * p.a_rs), p.a_rs, p.a_cs, abuf, fast_pack);
                 }
@@ -248,9 +249,9 @@ unsafe fn blocked<const MR: usize, const NR: usize>(
                         let cp = p.c.add((ic + ir) * p.ldc + jc + jr);
                         let mr = MR.min(mc - ir);
                         let tile = Tile { c: cp, mr, nr, col: jc + jr, load_c, last };
-                        micro_tile::<MR, NR>(p, tile, tmp, |c, ldc, load| match (in_place, rows, edge) {
-                            (true, Some(rows), _) => rows(nr, kc, ap, p.a_rs, bp, b_rs, c, ldc, load),
-                            (_, _, Some(edge)) if mr < MR || nr < NR => edge(mr, nr, kc, ap, bp, b_rs, c, ldc, load),
+                        micro_tile::<MR, NR>(p, tile, tmp, |c, ldc, load| match (rows, edge) {
+                            (Some(rows), _) if in_place => rows(nr, kc, ap, p.a_rs, bp, b_rs, c, ldc, load),
+                            (_, Some(edge)) if mr < MR || nr < NR => edge(mr, nr, kc, ap, bp, b_rs, c, ldc, load),
                             _ => kern(kc, ap, bp, b_rs, c, ldc, load),
                         });
                     }
@@ -367,8 +368,7 @@ unsafe fn finish_tile(p: &Problem, c: *mut f32, mr: usize, nr: usize, col: usize
         None => super::activate_tile(p.act, c, p.ldc, mr, nr),
     }
     if p.scale.is_some() || p.residual.is_some() {
-        let (scale, residual) = (p.scale.map(|s| s.add(at)), p.residual.map(|r| r.add(at)));
-        scale_add(c, p.ldc, mr, nr, scale.unwrap_or(std::ptr::null()), residual.unwrap_or(std::ptr::null()));
+        scale_add(c, p.ldc, mr, nr, p.scale.map(|s| s.add(at)), p.residual.map(|r| r.add(at)));
     }
 }
 
@@ -391,25 +391,41 @@ unsafe fn add_bias(c: *mut f32, ldc: usize, mr: usize, nr: usize, bias: *const f
 }
 
 /// `c = c * scale + residual` on an mr x nr tile, each of the three laid out alike (rows `ldc`
-/// apart); a null `scale` or `residual` is skipped. Each element is multiplied, then added to,
+/// apart); a missing `scale` or `residual` is skipped. Each element is multiplied, then added to,
 /// as two roundings: the same bits as the two passes it replaces.
 ///
 /// # Safety
-/// `c` covers the tile; a non-null `scale` or `residual` covers a tile of the same layout.
-unsafe fn scale_add(c: *mut f32, ldc: usize, mr: usize, nr: usize, scale: *const f32, residual: *const f32) {
+/// `c` covers the tile; `scale` and `residual`, when given, cover a tile of the same layout.
+unsafe fn scale_add(
+    c: *mut f32,
+    ldc: usize,
+    mr: usize,
+    nr: usize,
+    scale: Option<*const f32>,
+    residual: Option<*const f32>,
+) {
     #[inline(always)]
-    unsafe fn body(c: *mut f32, ldc: usize, mr: usize, nr: usize, scale: *const f32, residual: *const f32) {
+    unsafe fn body(
+        c: *mut f32,
+        ldc: usize,
+        mr: usize,
+        nr: usize,
+        scale: Option<*const f32>,
+        residual: Option<*const f32>,
+    ) {
         for i in 0..mr {
             let row = std::slice::from_raw_parts_mut(c.add(i * ldc), nr);
-            if !scale.is_null() {
+            if let Some(scale) = scale {
                 let s = std::slice::from_raw_parts(scale.add(i * ldc), nr);
                 row.iter_mut().zip(s).for_each(|(x, s)| *x *= s);
             }
-            if !residual.is_null() {
+            if let Some(residual) = residual {
                 let r = std::slice::from_raw_parts(residual.add(i * ldc), nr);
                 row.iter_mut().zip(r).for_each(|(x, r)| *x += r);
             }
         }
     }
-    dispatch!(body(c: *mut f32, ldc: usize, mr: usize, nr: usize, scale: *const f32, residual: *const f32))
+    dispatch!(
+        body(c: *mut f32, ldc: usize, mr: usize, nr: usize, scale: Option<*const f32>, residual: Option<*const f32>)
+    )
 }

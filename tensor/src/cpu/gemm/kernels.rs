@@ -29,6 +29,11 @@ pub type RowsFn = unsafe fn(
     load_c: bool,
 );
 
+/// One monomorphised tile of an ISA's edge kernel (its rows and vectors fixed): A as a packed
+/// panel (`a_rs` unused) or in rows `a_rs` apart, as the tile was compiled.
+type TileFn =
+    unsafe fn(kc: usize, a: *const f32, a_rs: usize, b: *const f32, b_rs: usize, c: *mut f32, ldc: usize, load_c: bool);
+
 /// An edge-tile kernel: `mr` x `nr` (at most MR x NR) of the tile, into a scratch tile with room
 /// for MR x NR values. Without one, edges run the whole-tile kernel on zero padding.
 pub type EdgeFn = unsafe fn(
@@ -45,6 +50,7 @@ pub type EdgeFn = unsafe fn(
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx512 {
+    use super::TileFn;
     use std::arch::x86_64::*;
 
     pub const MR: usize = 14;
@@ -103,30 +109,9 @@ pub mod avx512 {
     ) {
         if nr <= 16 {
             // One vector of columns covers the edge: half the work of the whole tile.
-            return tile::<MR, 1, true>(kc, a, a_rs, b, b_rs, c, ldc, load_c);
-        }
-        let mut acc0 = [_mm512_setzero_ps(); MR];
-        let mut acc1 = [_mm512_setzero_ps(); MR];
-        let mut b = b;
-        for p in 0..kc {
-            let b0 = _mm512_loadu_ps(b);
-            let b1 = _mm512_loadu_ps(b.add(16));
-            for i in 0..MR {
-                let ai = _mm512_set1_ps(*a.add(i * a_rs + p));
-                acc0[i] = _mm512_fmadd_ps(ai, b0, acc0[i]);
-                acc1[i] = _mm512_fmadd_ps(ai, b1, acc1[i]);
-            }
-            b = b.add(b_rs);
-        }
-        for i in 0..MR {
-            let row = c.add(i * ldc);
-            let (mut v0, mut v1) = (acc0[i], acc1[i]);
-            if load_c {
-                v0 = _mm512_add_ps(v0, _mm512_loadu_ps(row));
-                v1 = _mm512_add_ps(v1, _mm512_loadu_ps(row.add(16)));
-            }
-            _mm512_storeu_ps(row, v0);
-            _mm512_storeu_ps(row.add(16), v1);
+            tile::<MR, 1, true>(kc, a, a_rs, b, b_rs, c, ldc, load_c)
+        } else {
+            tile::<MR, 2, true>(kc, a, a_rs, b, b_rs, c, ldc, load_c)
         }
     }
 
@@ -143,8 +128,7 @@ pub mod avx512 {
     #[rustfmt::skip]
     pub unsafe fn edge(mr: usize, nr: usize, kc: usize, a: *const f32, b: *const f32, b_rs: usize, c: *mut f32, ldc: usize, load_c: bool) {
         debug_assert!((1..=MR).contains(&mr) && (1..=NR).contains(&nr));
-        type Tile = unsafe fn(usize, *const f32, usize, *const f32, usize, *mut f32, usize, bool);
-        let tile: Tile = match (mr, nr > 16) {
+        let tile: TileFn = match (mr, nr > 16) {
             (1, false) => tile::<1, 1, false>, (2, false) => tile::<2, 1, false>,
             (3, false) => tile::<3, 1, false>, (4, false) => tile::<4, 1, false>,
             (5, false) => tile::<5, 1, false>, (6, false) => tile::<6, 1, false>,
@@ -179,15 +163,16 @@ pub mod avx512 {
         load_c: bool,
     ) {
         let mut acc = [[_mm512_setzero_ps(); V]; R];
-        let mut b = b;
+        let (mut panel, mut b) = (a, b);
         for p in 0..kc {
             let bv: [__m512; V] = std::array::from_fn(|v| _mm512_loadu_ps(b.add(16 * v)));
             for (i, acc_row) in acc.iter_mut().enumerate() {
-                let ai = _mm512_set1_ps(if ROWS { *a.add(i * a_rs + p) } else { *a.add(p * MR + i) });
+                let ai = _mm512_set1_ps(if ROWS { *a.add(i * a_rs + p) } else { *panel.add(i) });
                 for (acc_v, &b_v) in acc_row.iter_mut().zip(&bv) {
                     *acc_v = _mm512_fmadd_ps(ai, b_v, *acc_v);
                 }
             }
+            panel = panel.add(MR);
             b = b.add(b_rs);
         }
         for (i, acc_row) in acc.iter().enumerate() {
@@ -202,7 +187,7 @@ pub mod avx512 {
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx2 {
-    use super::KernelFn;
+    use super::TileFn;
     use std::arch::x86_64::*;
 
     pub const MR: usize = 6;
@@ -220,7 +205,7 @@ pub mod avx2 {
             _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc) as *const i8);
             _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc + NR - 1) as *const i8);
         }
-        tile::<MR, 2>(kc, a, b, b_rs, c, ldc, load_c)
+        tile::<MR, 2, false>(kc, a, MR, b, b_rs, c, ldc, load_c)
     }
 
     /// An edge tile of `mr` <= MR rows and `nr` <= NR columns, computed as the smallest tile that
@@ -236,21 +221,21 @@ pub mod avx2 {
     #[rustfmt::skip]
     pub unsafe fn edge(mr: usize, nr: usize, kc: usize, a: *const f32, b: *const f32, b_rs: usize, c: *mut f32, ldc: usize, load_c: bool) {
         debug_assert!((1..=MR).contains(&mr) && (1..=NR).contains(&nr));
-        let tile: KernelFn = match (mr, nr > 8) {
-            (1, false) => tile::<1, 1>,
-            (2, false) => tile::<2, 1>,
-            (3, false) => tile::<3, 1>,
-            (4, false) => tile::<4, 1>,
-            (5, false) => tile::<5, 1>,
-            (_, false) => tile::<6, 1>,
-            (1, true) => tile::<1, 2>,
-            (2, true) => tile::<2, 2>,
-            (3, true) => tile::<3, 2>,
-            (4, true) => tile::<4, 2>,
-            (5, true) => tile::<5, 2>,
-            (_, true) => tile::<6, 2>,
+        let tile: TileFn = match (mr, nr > 8) {
+            (1, false) => tile::<1, 1, false>,
+            (2, false) => tile::<2, 1, false>,
+            (3, false) => tile::<3, 1, false>,
+            (4, false) => tile::<4, 1, false>,
+            (5, false) => tile::<5, 1, false>,
+            (_, false) => tile::<6, 1, false>,
+            (1, true) => tile::<1, 2, false>,
+            (2, true) => tile::<2, 2, false>,
+            (3, true) => tile::<3, 2, false>,
+            (4, true) => tile::<4, 2, false>,
+            (5, true) => tile::<5, 2, false>,
+            (_, true) => tile::<6, 2, false>,
         };
-        tile(kc, a, b, b_rs, c, ldc, load_c)
+        tile(kc, a, MR, b, b_rs, c, ldc, load_c)
     }
 
     /// [`kernel`] with A read in place: row i of the tile at `a + i * a_rs`, its depth values
@@ -276,34 +261,19 @@ pub mod avx2 {
             _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc) as *const i8);
             _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc + NR - 1) as *const i8);
         }
-        let mut acc = [[_mm256_setzero_ps(); 2]; MR];
-        let mut b = b;
-        for p in 0..kc {
-            let bv = [_mm256_loadu_ps(b), _mm256_loadu_ps(b.add(8))];
-            for (i, acc_row) in acc.iter_mut().enumerate() {
-                let ai = _mm256_broadcast_ss(&*a.add(i * a_rs + p));
-                for (acc_v, &b_v) in acc_row.iter_mut().zip(&bv) {
-                    *acc_v = _mm256_fmadd_ps(ai, b_v, *acc_v);
-                }
-            }
-            b = b.add(b_rs);
-        }
-        for (i, acc_row) in acc.iter().enumerate() {
-            for (v, &sum) in acc_row.iter().enumerate() {
-                let at = c.add(i * ldc + 8 * v);
-                let out = if load_c { _mm256_add_ps(sum, _mm256_loadu_ps(at)) } else { sum };
-                _mm256_storeu_ps(at, out);
-            }
-        }
+        tile::<MR, 2, true>(kc, a, a_rs, b, b_rs, c, ldc, load_c)
     }
 
-    /// R rows x V vectors of 8 columns: per depth, V loads of B, R broadcasts of A (the packed
-    /// panel still steps MR values per depth) and R * V fused multiply-adds.
+    /// R rows x V vectors of 8 columns: per depth, V loads of B, R broadcasts of A and R * V
+    /// fused multiply-adds. A is a packed panel (`ROWS` = false: it still steps MR values per
+    /// depth, `a_rs` unused) or rows `a_rs` apart, read in place (`ROWS` = true).
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn tile<const R: usize, const V: usize>(
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile<const R: usize, const V: usize, const ROWS: bool>(
         kc: usize,
         a: *const f32,
+        a_rs: usize,
         b: *const f32,
         b_rs: usize,
         c: *mut f32,
@@ -311,16 +281,16 @@ pub mod avx2 {
         load_c: bool,
     ) {
         let mut acc = [[_mm256_setzero_ps(); V]; R];
-        let (mut a, mut b) = (a, b);
-        for _ in 0..kc {
+        let (mut panel, mut b) = (a, b);
+        for p in 0..kc {
             let bv: [__m256; V] = std::array::from_fn(|v| _mm256_loadu_ps(b.add(8 * v)));
             for (i, acc_row) in acc.iter_mut().enumerate() {
-                let ai = _mm256_broadcast_ss(&*a.add(i));
+                let ai = _mm256_broadcast_ss(&*if ROWS { a.add(i * a_rs + p) } else { panel.add(i) });
                 for (acc_v, &b_v) in acc_row.iter_mut().zip(&bv) {
                     *acc_v = _mm256_fmadd_ps(ai, b_v, *acc_v);
                 }
             }
-            a = a.add(MR);
+            panel = panel.add(MR);
             b = b.add(b_rs);
         }
         for (i, acc_row) in acc.iter().enumerate() {

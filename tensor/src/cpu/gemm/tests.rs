@@ -578,30 +578,30 @@ fn new_output_refuses_to_accumulate() {
     sgemm_new(1, 1, 1, &[1.0], 1, 1, &[1.0], 1, 1, &opts);
 }
 
-/// The AVX2 edge kernel gives, for every edge shape (mr rows, nr columns, with and without
-/// adding to C), the bits the whole-tile kernel gives on the same packed panels: the driver may
+/// An ISA's edge kernel gives, for every edge shape (mr rows, nr columns, with and without
+/// adding to C), the bits its whole-tile kernel gives on the same packed panels: the driver may
 /// use either.
+///
+/// # Safety
+/// The CPU must run both kernels, whose tile is `MR` x `NR`.
 #[cfg(target_arch = "x86_64")]
-#[test]
-fn avx2_edge_tiles_equal_the_whole_tile() {
-    use super::kernels::avx2::{edge, kernel, MR, NR};
-    if !Isa::Avx2Fma.available() {
-        eprintln!("skipped: this CPU has no AVX2 + FMA");
-        return;
-    }
+unsafe fn edge_tiles_equal_the_whole_tile<const MR: usize, const NR: usize>(
+    kernel: super::kernels::KernelFn,
+    edge: super::kernels::EdgeFn,
+) {
     let kc = 37;
     let mut rng = SplitMix64(11);
     let mut rand = |len: usize| (0..len).map(|_| rng.uniform() as f32 * 2.0 - 1.0).collect::<Vec<f32>>();
     let (a, b, c0) = (rand(MR * kc), rand(NR * kc), rand(MR * NR));
     for load_c in [false, true] {
         let mut whole = c0.clone();
-        // SAFETY: the CPU has AVX2 + FMA; a and b are packed panels of kc depths, C is MR x NR.
-        unsafe { kernel(kc, a.as_ptr(), b.as_ptr(), NR, whole.as_mut_ptr(), NR, load_c) };
+        // a and b are packed panels of kc depths, C is MR x NR.
+        kernel(kc, a.as_ptr(), b.as_ptr(), NR, whole.as_mut_ptr(), NR, load_c);
         for mr in 1..=MR {
             for nr in 1..=NR {
                 let mut part = c0.clone();
-                // SAFETY: as above; the edge kernel writes at most MR x NR values.
-                unsafe { edge(mr, nr, kc, a.as_ptr(), b.as_ptr(), NR, part.as_mut_ptr(), NR, load_c) };
+                // The edge kernel writes at most MR x NR values.
+                edge(mr, nr, kc, a.as_ptr(), b.as_ptr(), NR, part.as_mut_ptr(), NR, load_c);
                 for i in 0..mr {
                     assert_eq!(part[i * NR..i * NR + nr], whole[i * NR..i * NR + nr], "mr={mr} nr={nr} row {i}");
                 }
@@ -610,9 +610,18 @@ fn avx2_edge_tiles_equal_the_whole_tile() {
     }
 }
 
-/// The AVX-512 edge kernel gives, for every edge shape (mr rows, nr columns, with and without
-/// adding to C), the bits the whole-tile kernel gives on the same packed panels: the driver may
-/// use either.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn avx2_edge_tiles_equal_the_whole_tile() {
+    use super::kernels::avx2::{edge, kernel, MR, NR};
+    if !Isa::Avx2Fma.available() {
+        eprintln!("skipped: this CPU has no AVX2 + FMA");
+        return;
+    }
+    // SAFETY: the CPU has AVX2 + FMA; the kernels' tile is MR x NR.
+    unsafe { edge_tiles_equal_the_whole_tile::<MR, NR>(kernel, edge) }
+}
+
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn avx512_edge_tiles_equal_the_whole_tile() {
@@ -621,25 +630,8 @@ fn avx512_edge_tiles_equal_the_whole_tile() {
         eprintln!("skipped: this CPU has no AVX-512F");
         return;
     }
-    let kc = 37;
-    let mut rng = SplitMix64(11);
-    let mut rand = |len: usize| (0..len).map(|_| rng.uniform() as f32 * 2.0 - 1.0).collect::<Vec<f32>>();
-    let (a, b, c0) = (rand(MR * kc), rand(NR * kc), rand(MR * NR));
-    for load_c in [false, true] {
-        let mut whole = c0.clone();
-        // SAFETY: the CPU has AVX-512F; a and b are packed panels of kc depths, C is MR x NR.
-        unsafe { kernel(kc, a.as_ptr(), b.as_ptr(), NR, whole.as_mut_ptr(), NR, load_c) };
-        for mr in 1..=MR {
-            for nr in 1..=NR {
-                let mut part = c0.clone();
-                // SAFETY: as above; the edge kernel writes at most MR x NR values.
-                unsafe { edge(mr, nr, kc, a.as_ptr(), b.as_ptr(), NR, part.as_mut_ptr(), NR, load_c) };
-                for i in 0..mr {
-                    assert_eq!(part[i * NR..i * NR + nr], whole[i * NR..i * NR + nr], "mr={mr} nr={nr} row {i}");
-                }
-            }
-        }
-    }
+    // SAFETY: the CPU has AVX-512F; the kernels' tile is MR x NR.
+    unsafe { edge_tiles_equal_the_whole_tile::<MR, NR>(kernel, edge) }
 }
 
 /// A row-major A read in place by the rows kernels (rows not a multiple of 4 KiB apart) gives
