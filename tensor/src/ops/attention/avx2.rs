@@ -8,6 +8,7 @@
 
 use super::{Dims, Rows, RowsMut};
 use crate::cpu::gemm::pack::avx2::pack_transposed;
+use crate::cpu::vecmath::exp_f32_with;
 use std::arch::x86_64::*;
 
 /// Rows per tile.
@@ -158,5 +159,58 @@ unsafe fn tile<const R: usize, const C8: usize>(p: &Product, i0: usize, c0: usiz
                 _mm256_maskstore_ps(dst.add(8 * c), mask, v);
             }
         }
+    }
+}
+
+/// The sum of a vector's 8 lanes in halves: 8 -> 4 -> 2 -> 1 (lane l plus lane l + 4, and so on),
+/// the last steps of both ISAs' softmax sums.
+///
+/// # Safety
+/// The CPU must support AVX.
+#[inline]
+#[target_feature(enable = "avx")]
+pub(super) fn sum_halves(a: __m256) -> f32 {
+    let q = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps::<1>(a));
+    let d = _mm_add_ps(q, _mm_movehl_ps(q, q));
+    _mm_cvtss_f32(_mm_add_ss(d, _mm_shuffle_ps::<1>(d, d)))
+}
+
+/// `avx512::softmax_rows` on AVX2 + FMA, in the same order step by step (rows padded to
+/// W = 16·C16 with -inf, 16 lanes as two vectors summed over the groups in order, then the
+/// lanes in halves): the same bits.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA; n <= W; both slices hold n·n values (checked).
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn softmax_rows<const C16: usize, const W: usize>(scores: &[f32], probs: &mut [f32], n: usize) {
+    assert!(W == 16 * C16 && n <= W && scores.len() >= n * n && probs.len() >= n * n);
+    let tiny = _mm256_set1_ps(f32::MIN_POSITIVE);
+    for i in 0..n {
+        let row = &scores[i * n..][..n];
+        let mut x = [f32::NEG_INFINITY; W];
+        x[..n].copy_from_slice(row);
+        let mut mv = _mm256_loadu_ps(x.as_ptr());
+        for c8 in 1..2 * C16 {
+            mv = _mm256_max_ps(mv, _mm256_loadu_ps(x.as_ptr().add(8 * c8)));
+        }
+        let mut lanes = [0.0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), mv);
+        let m = lanes.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        for v in x.iter_mut() {
+            *v = exp_f32_with::<true>(*v - m);
+        }
+        let (mut lo, mut hi) = (_mm256_loadu_ps(x.as_ptr()), _mm256_loadu_ps(x.as_ptr().add(8)));
+        for cc in 1..C16 {
+            lo = _mm256_add_ps(lo, _mm256_loadu_ps(x.as_ptr().add(16 * cc)));
+            hi = _mm256_add_ps(hi, _mm256_loadu_ps(x.as_ptr().add(16 * cc + 8)));
+        }
+        let inv = _mm256_set1_ps(1.0 / sum_halves(_mm256_add_ps(lo, hi)));
+        for c8 in 0..2 * C16 {
+            let p = _mm256_mul_ps(_mm256_loadu_ps(x.as_ptr().add(8 * c8)), inv);
+            // Zero below the smallest normal; NaN fails the comparison and stays.
+            let p = _mm256_blendv_ps(p, _mm256_setzero_ps(), _mm256_cmp_ps::<_CMP_LT_OQ>(p, tiny));
+            _mm256_storeu_ps(x.as_mut_ptr().add(8 * c8), p);
+        }
+        probs[i * n..][..n].copy_from_slice(&x[..n]);
     }
 }

@@ -1,8 +1,10 @@
 //! The window attention's two products on AVX-512 register tiles: rows of an n x n result in
 //! C16 zmm (up to 64 columns), rows of d values in D16 zmm.
 
+use super::avx2::sum_halves;
 use super::{Dims, Rows, RowsMut};
 use crate::cpu::gemm::pack::avx512::pack_transposed;
+use crate::cpu::vecmath::exp_f32_with;
 use std::arch::x86_64::*;
 
 /// Rows per tile of [`dots`]: ROWS x C16 accumulators (24 at most).
@@ -102,4 +104,54 @@ pub unsafe fn weighted_wide(m: &[f32], x: Rows, out: RowsMut, dims: Dims) {
         weighted::<1>(m, xs, outs, Dims { d: 16, ..dims });
     }
     let _ = n;
+}
+
+/// The row softmax of an n x n block of scores (rows n apart, n <= W = 16·C16) into `probs`,
+/// probabilities below f32's smallest normal set to zero (see `softmax_flushed`). Each row is
+/// padded to W with -inf in registers, so its max, exps, sum and scaling are C16 whole vectors
+/// with no scalar tail (`ops::softmax` runs a 49-value row as 3 vectors and one scalar exp, and
+/// its f64 sum as a chain of 12 dependent adds). The sum is f32: 16 lanes over the C16 groups in
+/// order, then the lanes in halves (16 -> 8 -> 4 -> 2 -> 1), the order `avx2::softmax_rows`
+/// keeps, so that the two give the same bits (and the two kinds of CPU train alike).
+///
+/// # Safety
+/// The CPU must support AVX-512F and FMA; n <= W; both slices hold n·n values (checked).
+#[target_feature(enable = "avx512f,fma")]
+pub unsafe fn softmax_rows<const C16: usize, const W: usize>(scores: &[f32], probs: &mut [f32], n: usize) {
+    assert!(W == 16 * C16 && n <= W && scores.len() >= n * n && probs.len() >= n * n);
+    let tail = ((1u32 << (n - 16 * (C16 - 1))) - 1) as u16;
+    let mask = |cc: usize| if cc + 1 == C16 { tail } else { u16::MAX };
+    let tiny = _mm512_set1_ps(f32::MIN_POSITIVE);
+    for i in 0..n {
+        let row = scores.as_ptr().add(i * n);
+        let mut x = [0.0f32; W];
+        for cc in 0..C16 {
+            let v = _mm512_mask_loadu_ps(_mm512_set1_ps(f32::NEG_INFINITY), mask(cc), row.add(16 * cc));
+            _mm512_storeu_ps(x.as_mut_ptr().add(16 * cc), v);
+        }
+        let mut mv = _mm512_loadu_ps(x.as_ptr());
+        for cc in 1..C16 {
+            mv = _mm512_max_ps(mv, _mm512_loadu_ps(x.as_ptr().add(16 * cc)));
+        }
+        // The max is exact in any order.
+        let m = _mm512_reduce_max_ps(mv);
+        // exp on whole vectors (a loop over a fixed W vectorises without a tail); -inf gives 0.
+        for v in x.iter_mut() {
+            *v = exp_f32_with::<true>(*v - m);
+        }
+        let mut sv = _mm512_loadu_ps(x.as_ptr());
+        for cc in 1..C16 {
+            sv = _mm512_add_ps(sv, _mm512_loadu_ps(x.as_ptr().add(16 * cc)));
+        }
+        let lo = _mm512_castps512_ps256(sv);
+        let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(sv)));
+        let inv = _mm512_set1_ps(1.0 / sum_halves(_mm256_add_ps(lo, hi)));
+        let dst = probs.as_mut_ptr().add(i * n);
+        for cc in 0..C16 {
+            let p = _mm512_mul_ps(_mm512_loadu_ps(x.as_ptr().add(16 * cc)), inv);
+            // Zero below the smallest normal; NaN fails the comparison and stays.
+            let p = _mm512_mask_mov_ps(p, _mm512_cmp_ps_mask::<_CMP_LT_OQ>(p, tiny), _mm512_setzero_ps());
+            _mm512_mask_storeu_ps(dst.add(16 * cc), mask(cc), p);
+        }
+    }
 }

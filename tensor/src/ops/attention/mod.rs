@@ -15,6 +15,7 @@
 //! `ops::softmax`, so the probabilities agree with the composite's to rounding of the scores.
 
 use crate::cpu::parallel::new_vecs;
+use crate::cpu::simd::dispatch;
 use crate::ops::softmax::rows as softmax_rows;
 use crate::profile;
 use crate::{DType, Error, Result, Tensor};
@@ -116,9 +117,15 @@ fn attend(qkv: &[f32], bias: Option<&[f32]>, mask: Option<&[f32]>, b: usize, dim
         let mut s = Scratch::new(n, dims.d);
         for (i, o) in out.chunks_mut(n * c).enumerate() {
             let w = start / (n * c) + i;
+            let all = qkv;
             let qkv = &qkv[w * n * 3 * c..(w + 1) * n * 3 * c];
             let mask = mask.map(|m| &m[(w % dims.nw) * n * n..][..n * n]);
             for h in 0..dims.h {
+                // The next head's rows (the next window's first head after the last).
+                let (nw, nh) = if h + 1 < dims.h { (w, h + 1) } else { (w + 1, 0) };
+                if nw < b {
+                    prefetch_head(&all[nw * n * 3 * c..(nw + 1) * n * 3 * c], nh, dims);
+                }
                 let bias = bias.map(|b| &b[h * n * n..][..n * n]);
                 probabilities(qkv, bias, mask, h, &mut s, dims);
                 let v = Rows { data: qkv, offset: 2 * c + h * dims.d, stride: 3 * c };
@@ -127,6 +134,29 @@ fn attend(qkv: &[f32], bias: Option<&[f32]>, mask: Option<&[f32]>, b: usize, dim
         }
     });
     out
+}
+
+/// Asks for head `h`'s q, k and v row pieces of one window (`qkv`, n rows of 3·c) ahead of their
+/// use: 3n pieces of d values, 3c apart (6 KiB in stage 3), usually in L3 and too scattered for
+/// the hardware prefetchers. Loaded on demand they stalled the kᵀ staging (a quarter of the
+/// score products' samples).
+fn prefetch_head(qkv: &[f32], h: usize, dims: Dims) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let (n, c, d) = (dims.n, dims.c(), dims.d);
+        for i in 0..n {
+            for part in 0..3 {
+                let piece = &qkv[i * 3 * c + part * c + h * d..][..d];
+                for line in piece.chunks(16) {
+                    // SAFETY: a prefetch of an address inside a live slice; it reads nothing.
+                    unsafe { _mm_prefetch::<_MM_HINT_T0>(line.as_ptr() as *const i8) };
+                }
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (qkv, h, dims);
 }
 
 /// One task's buffers: one head's kᵀ (padded to 64 keys) and four n x n matrices.
@@ -267,21 +297,59 @@ fn probabilities(qkv: &[f32], bias: Option<&[f32]>, mask: Option<&[f32]>, h: usi
     let k = Rows { data: qkv, offset: c + h * d, stride: 3 * c };
     dots(q, k, dims.scale, &mut s.kt, &mut s.scores, dims);
     add_bias_mask(&mut s.scores, bias, mask);
-    softmax_rows(&s.scores, &mut s.probs, dims.n, false);
-    // Swin's mask adds -100: those probabilities come out near e^-100, below f32's smallest
-    // normal. Products with subnormal operands take a microcode assist on Intel cores (about
-    // 100 cycles each), which made the weighted sums 10x slower there. They are set to zero,
-    // a change below 1.2e-38 of the row's total of 1.
-    s.probs.iter_mut().for_each(|p| *p = if *p < f32::MIN_POSITIVE { 0.0 } else { *p });
+    softmax_flushed(&s.scores, &mut s.probs, dims);
+}
+
+/// Row softmax of the n x n scores into `probs`, then probabilities below f32's smallest normal
+/// set to zero. Swin's mask adds -100: those probabilities come out near e^-100, below f32's
+/// smallest normal. Products with subnormal operands take a microcode assist on Intel cores
+/// (about 100 cycles each), which made the weighted sums 10x slower there. They are set to zero,
+/// a change below 1.2e-38 of the row's total of 1.
+fn softmax_flushed(scores: &[f32], probs: &mut [f32], dims: Dims) {
+    let n = dims.n;
+    #[cfg(target_arch = "x86_64")]
+    if n <= 64 {
+        // SAFETY: the CPU has the ISA checked; n <= 64; the functions check the lengths.
+        unsafe {
+            if use_avx512(dims) {
+                return match n.div_ceil(16) {
+                    1 => avx512::softmax_rows::<1, 16>(scores, probs, n),
+                    2 => avx512::softmax_rows::<2, 32>(scores, probs, n),
+                    3 => avx512::softmax_rows::<3, 48>(scores, probs, n),
+                    _ => avx512::softmax_rows::<4, 64>(scores, probs, n),
+                };
+            }
+            if avx2::available() {
+                return match n.div_ceil(16) {
+                    1 => avx2::softmax_rows::<1, 16>(scores, probs, n),
+                    2 => avx2::softmax_rows::<2, 32>(scores, probs, n),
+                    3 => avx2::softmax_rows::<3, 48>(scores, probs, n),
+                    _ => avx2::softmax_rows::<4, 64>(scores, probs, n),
+                };
+            }
+        }
+    }
+    softmax_flushed_plain(scores, probs, n);
+}
+
+/// [`softmax_flushed`] with `ops::softmax`'s rows (the composite's bits before the flush).
+fn softmax_flushed_plain(scores: &[f32], probs: &mut [f32], n: usize) {
+    softmax_rows(&scores[..n * n], &mut probs[..n * n], n, false);
+    probs[..n * n].iter_mut().for_each(|p| *p = if *p < f32::MIN_POSITIVE { 0.0 } else { *p });
 }
 
 /// scores += bias + mask (each n x n), in the composite's order (bias first, then the mask).
+/// On the CPU's widest vectors (`dispatch!`): this module is compiled for baseline x86-64.
 fn add_bias_mask(scores: &mut [f32], bias: Option<&[f32]>, mask: Option<&[f32]>) {
-    match (bias, mask) {
-        (Some(b), Some(m)) => scores.iter_mut().zip(b).zip(m).for_each(|((s, b), m)| *s = (*s + b) + m),
-        (Some(t), None) | (None, Some(t)) => scores.iter_mut().zip(t).for_each(|(s, t)| *s += t),
-        (None, None) => {}
+    #[inline(always)]
+    fn body(scores: &mut [f32], bias: Option<&[f32]>, mask: Option<&[f32]>) {
+        match (bias, mask) {
+            (Some(b), Some(m)) => scores.iter_mut().zip(b).zip(m).for_each(|((s, b), m)| *s = (*s + b) + m),
+            (Some(t), None) | (None, Some(t)) => scores.iter_mut().zip(t).for_each(|(s, t)| *s += t),
+            (None, None) => {}
+        }
     }
+    dispatch!(body(scores: &mut [f32], bias: Option<&[f32]>, mask: Option<&[f32]>))
 }
 
 /// `dst = srcᵀ` for n x n.

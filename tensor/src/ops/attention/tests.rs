@@ -293,3 +293,48 @@ fn empty_inputs_give_empty_outputs() {
         assert!(dbias.to_vec::<f32>().unwrap().iter().all(|&v| v == 0.0), "{b} {n} {d}");
     }
 }
+
+/// The window softmax (AVX-512 or AVX2 + FMA, padded rows) against `ops::softmax`'s rows: every
+/// row length up to 64 (whole and partial vectors of 16 and 8), rows with Swin's -100 mask
+/// entries (flushed to zero by both) and with -inf entries; the f32 sum may differ from the f64
+/// one by a few ulp. Where the CPU has AVX-512, the AVX2 build must give the same bits.
+#[test]
+fn window_softmax_matches_the_plain_rows() {
+    for n in [1, 2, 5, 8, 15, 16, 17, 31, 32, 33, 47, 48, 49, 50, 63, 64] {
+        let mut scores = rand(&[n * n], n as u64, 4.0).to_vec::<f32>().unwrap();
+        for i in 0..n {
+            if i % 3 == 1 && n > 1 {
+                // Half the row masked as Swin masks it, its last entry -inf.
+                (0..n / 2).for_each(|j| scores[i * n + j] -= 100.0);
+                scores[i * n + n - 1] = f32::NEG_INFINITY;
+            }
+        }
+        let (mut want, mut got) = (vec![7.0; n * n + 3], vec![7.0; n * n + 3]);
+        softmax_flushed_plain(&scores, &mut want, n);
+        softmax_flushed(&scores, &mut got, Dims { n, h: 1, d: 16, nw: 1, scale: 1.0 });
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            // Values past the n x n block (7.0) must be untouched by both; flushed ones are 0 in both.
+            assert!((g - w).abs() <= 1e-6 * w.abs(), "n={n}: probs[{i}] = {g}, plain {w}");
+        }
+        assert_eq!(want.iter().take(n * n).any(|&p| p == 0.0), n > 1, "n={n}: the test masks nothing");
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx512f") && avx2::available() {
+            let mut avx2_probs = vec![7.0; n * n + 3];
+            // SAFETY: AVX2 and FMA checked; n <= 64; the slices hold n * n values.
+            unsafe {
+                match n.div_ceil(16) {
+                    1 => avx2::softmax_rows::<1, 16>(&scores, &mut avx2_probs, n),
+                    2 => avx2::softmax_rows::<2, 32>(&scores, &mut avx2_probs, n),
+                    3 => avx2::softmax_rows::<3, 48>(&scores, &mut avx2_probs, n),
+                    _ => avx2::softmax_rows::<4, 64>(&scores, &mut avx2_probs, n),
+                }
+            }
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&avx2_probs), bits(&got), "n={n}: AVX2 and AVX-512 differ");
+        }
+    }
+    // NaN scores stay NaN (the flush keeps them).
+    let mut got = vec![0.0; 4];
+    softmax_flushed(&[f32::NAN, 0.0, 1.0, 2.0], &mut got, Dims { n: 2, h: 1, d: 16, nw: 1, scale: 1.0 });
+    assert!(got[0].is_nan() && got[1].is_nan(), "{got:?}");
+}
