@@ -11,8 +11,9 @@
 //! Paths: AVX-512 register tiles (`avx512.rs`) for windows of up to 64 tokens and head dims that
 //! are a multiple of 16 (Swin: 49 tokens, 32 dims); AVX2 + FMA tiles (`avx2.rs`) for the same
 //! windows and head dims that are a multiple of 8 where the CPU has no AVX-512; plain loops
-//! otherwise. Both share the softmax of
-//! `ops::softmax`, so the probabilities agree with the composite's to rounding of the scores.
+//! otherwise. Rows of up to 64 scores take a softmax on whole vectors (`softmax_flushed`: an f32
+//! sum, exp with FMA), the same bits on AVX-512 and AVX2 + FMA and within 1e-6 of the
+//! composite's (`ops::softmax`, f64 sums), which the plain path uses.
 
 use crate::cpu::parallel::new_vecs;
 use crate::cpu::simd::dispatch;
