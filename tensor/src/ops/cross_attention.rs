@@ -83,7 +83,7 @@ fn head_attention(q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], t: &mut [f32
             // Column scheme: q's block transposed to [d, rows]; scores and probabilities [nk, rows].
             for r0 in (0..nq).step_by(ROW_BLOCK) {
                 let w = ROW_BLOCK.min(nq - r0);
-                stage_q_block(&q[r0 * qs..], qs, w, d, t);
+                transpose_rows(&q[r0 * qs..], qs, w, d, t, ROW_BLOCK);
                 // Scores of key j for the block's rows: Σ_c k[j][c] · qᵀ[c][..], like the weighted sum.
                 for j in 0..nk {
                     let kj = &k[j * ks..][..d];
@@ -97,7 +97,8 @@ fn head_attention(q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], t: &mut [f32
             return;
         }
         // Row scheme: k transposed to [d, kp]; each query row's scores vectorise along the keys.
-        let kp = stage_kt(k, ks, nk, d, t);
+        let kp = nk.next_multiple_of(8);
+        transpose_rows(k, ks, nk, d, t, kp);
         for r0 in (0..nq).step_by(ROW_BLOCK) {
             let rows = ROW_BLOCK.min(nq - r0);
             let (block, probs) = (&mut scores[..rows * nk], &mut probs[..rows * nk]);
@@ -129,27 +130,17 @@ fn transposed_len(s: Head) -> usize {
     s.d * s.nk.next_multiple_of(8).max(ROW_BLOCK)
 }
 
-/// The column scheme's staging: `w` query rows (`qs` apart) transposed into `t` as [d, ROW_BLOCK].
+/// `dst[c * dst_rs + j] = src[j * src_rs + c]` for j < rows, c < cols: both schemes' staging
+/// (the column scheme's block of q rows as [d, ROW_BLOCK], the row scheme's kᵀ as [d, kp], kp = nk
+/// rounded up to 8, the columns past nk left as they are: zero in the caller's fresh scratch).
+/// The AVX2 tiles' `transpose_into` runs it on the edges of its 8 x 8 blocks.
 #[inline(always)]
-fn stage_q_block(q: &[f32], qs: usize, w: usize, d: usize, t: &mut [f32]) {
-    for i in 0..w {
-        for c in 0..d {
-            t[c * ROW_BLOCK + i] = q[i * qs + c];
+fn transpose_rows(src: &[f32], src_rs: usize, rows: usize, cols: usize, dst: &mut [f32], dst_rs: usize) {
+    for j in 0..rows {
+        for c in 0..cols {
+            dst[c * dst_rs + j] = src[j * src_rs + c];
         }
     }
-}
-
-/// The row scheme's staging: kᵀ into `t` as [d, kp], kp = nk rounded up to 8; returns kp. The
-/// columns past nk are left as they are (zero in the caller's fresh scratch).
-#[inline(always)]
-fn stage_kt(k: &[f32], ks: usize, nk: usize, d: usize, t: &mut [f32]) -> usize {
-    let kp = nk.next_multiple_of(8);
-    for j in 0..nk {
-        for c in 0..d {
-            t[c * kp + j] = k[j * ks + c];
-        }
-    }
-    kp
 }
 
 /// The register tiles apply: a CPU with AVX2 + FMA (AVX-512 ones included: on a Zen 4 the
@@ -172,16 +163,16 @@ fn use_avx2_tiles(s: Head) -> bool {
 /// vector, a chain of dependent adds over all 3136 keys; the tiles keep twelve independent ones.
 #[cfg(target_arch = "x86_64")]
 mod avx2_tiles {
-    use super::{transposed_len, Head, FEW_KEYS, ROW_BLOCK};
+    use super::{transpose_rows, transposed_len, Head, FEW_KEYS, ROW_BLOCK};
     use crate::cpu::gemm::pack::avx2::transpose8;
     use crate::ops::attention::avx2::{product, Product};
     use crate::ops::softmax::{rows as softmax_rows, softmax_column_block};
     use std::arch::x86_64::{_mm256_loadu_ps, _mm256_setzero_ps, _mm256_storeu_ps};
 
-    /// `dst[c * dst_rs + j] = src[j * src_rs + c]` for j < rows, c < cols: the stagings of the
-    /// loops above (kᵀ, a block of q transposed), through 8 x 8 register transposes where whole
-    /// blocks fit and element by element at the edges. Element by element throughout, kᵀ of
-    /// 3136 keys was a third of the t2i attention's time (a load and a scattered store each).
+    /// [`transpose_rows`] (the stagings: kᵀ, a block of q transposed) through 8 x 8 register
+    /// transposes where whole blocks fit, and `transpose_rows` itself at the edges. Element by
+    /// element throughout, kᵀ of 3136 keys was a third of the t2i attention's time (a load and a
+    /// scattered store each).
     ///
     /// # Safety
     /// The CPU must support AVX2.
@@ -207,12 +198,13 @@ mod avx2_tiles {
                 }
             }
         }
-        // The edges: the last rows % 8 rows in full, the last cols % 8 columns of the others.
-        for j in 0..rows {
-            let from = if j < full_r { full_c } else { 0 };
-            for c in from..cols {
-                dst[c * dst_rs + j] = src[j * src_rs + c];
-            }
+        // The edges: the last cols % 8 columns of the whole blocks' rows, then the last rows % 8
+        // rows in full.
+        if full_c < cols {
+            transpose_rows(&src[full_c..], src_rs, full_r, cols - full_c, &mut dst[full_c * dst_rs..], dst_rs);
+        }
+        if full_r < rows {
+            transpose_rows(&src[full_r * src_rs..], src_rs, rows - full_r, cols, &mut dst[full_r..], dst_rs);
         }
     }
 
