@@ -180,37 +180,70 @@ pub(super) fn sum_halves(a: __m256) -> f32 {
 /// lanes in halves): the same bits.
 ///
 /// # Safety
-/// The CPU must support AVX2 and FMA; n <= W; both slices hold n·n values (checked).
+/// The CPU must support AVX2 and FMA; n <= 64; both slices hold n·n values (checked).
+pub unsafe fn softmax_rows(scores: &[f32], probs: &mut [f32], n: usize) {
+    match n.div_ceil(16) {
+        1 => softmax_rows_padded::<1, 16>(scores, probs, n),
+        2 => softmax_rows_padded::<2, 32>(scores, probs, n),
+        3 => softmax_rows_padded::<3, 48>(scores, probs, n),
+        _ => softmax_rows_padded::<4, 64>(scores, probs, n),
+    }
+}
+
+/// [`softmax_rows`] with rows padded to W = 16·C16 >= n.
 #[target_feature(enable = "avx2,fma")]
-pub unsafe fn softmax_rows<const C16: usize, const W: usize>(scores: &[f32], probs: &mut [f32], n: usize) {
+unsafe fn softmax_rows_padded<const C16: usize, const W: usize>(scores: &[f32], probs: &mut [f32], n: usize) {
     assert!(W == 16 * C16 && n <= W && scores.len() >= n * n && probs.len() >= n * n);
     let tiny = _mm256_set1_ps(f32::MIN_POSITIVE);
+    // Lane masks of each 8-value chunk's first n values: masked loads and stores, so that no copy
+    // of a run-time length (a `memmove` call) runs per row.
+    let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let masks: [__m256i; 8] = std::array::from_fn(|c8| {
+        let left = n.saturating_sub(8 * c8).min(8) as i32;
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(left), lane)
+    });
+    let neg_inf = _mm256_set1_ps(f32::NEG_INFINITY);
+    // The steps run as passes over all rows (padded copies and maxima, exps, sums and stores),
+    // each row's steps in the same order as alone, so that rows overlap. This build on a Zen 4:
+    // 4.96 us per 49 x 49 block (5.4 row by row) against 4.26 for `ops::softmax`'s rows built
+    // for AVX2 + FMA and 1.45 for the AVX-512 build: the price of AVX-512's bits on AVX2.
+    let mut x = [[0.0f32; W]; 64];
+    let mut maxima = [0.0f32; 64];
     for i in 0..n {
-        let row = &scores[i * n..][..n];
-        let mut x = [f32::NEG_INFINITY; W];
-        x[..n].copy_from_slice(row);
-        let mut mv = _mm256_loadu_ps(x.as_ptr());
+        let row = scores.as_ptr().add(i * n);
+        for (c8, &m) in masks.iter().enumerate().take(2 * C16) {
+            let v = _mm256_blendv_ps(neg_inf, _mm256_maskload_ps(row.add(8 * c8), m), _mm256_castsi256_ps(m));
+            _mm256_storeu_ps(x[i].as_mut_ptr().add(8 * c8), v);
+        }
+        let mut mv = _mm256_loadu_ps(x[i].as_ptr());
         for c8 in 1..2 * C16 {
-            mv = _mm256_max_ps(mv, _mm256_loadu_ps(x.as_ptr().add(8 * c8)));
+            mv = _mm256_max_ps(mv, _mm256_loadu_ps(x[i].as_ptr().add(8 * c8)));
         }
         let mut lanes = [0.0f32; 8];
         _mm256_storeu_ps(lanes.as_mut_ptr(), mv);
-        let m = lanes.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-        for v in x.iter_mut() {
+        maxima[i] = lanes.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    }
+    // exp(-inf) is 0: the chunks wholly past n are set, not computed.
+    let used = n.div_ceil(8);
+    for (row, &m) in x[..n].iter_mut().zip(&maxima) {
+        for v in row[..8 * used].iter_mut() {
             *v = exp_f32_with::<true>(*v - m);
         }
-        let (mut lo, mut hi) = (_mm256_loadu_ps(x.as_ptr()), _mm256_loadu_ps(x.as_ptr().add(8)));
+        row[8 * used..].fill(0.0);
+    }
+    for (i, row) in x[..n].iter().enumerate() {
+        let (mut lo, mut hi) = (_mm256_loadu_ps(row.as_ptr()), _mm256_loadu_ps(row.as_ptr().add(8)));
         for cc in 1..C16 {
-            lo = _mm256_add_ps(lo, _mm256_loadu_ps(x.as_ptr().add(16 * cc)));
-            hi = _mm256_add_ps(hi, _mm256_loadu_ps(x.as_ptr().add(16 * cc + 8)));
+            lo = _mm256_add_ps(lo, _mm256_loadu_ps(row.as_ptr().add(16 * cc)));
+            hi = _mm256_add_ps(hi, _mm256_loadu_ps(row.as_ptr().add(16 * cc + 8)));
         }
         let inv = _mm256_set1_ps(1.0 / sum_halves(_mm256_add_ps(lo, hi)));
-        for c8 in 0..2 * C16 {
-            let p = _mm256_mul_ps(_mm256_loadu_ps(x.as_ptr().add(8 * c8)), inv);
+        let dst = probs.as_mut_ptr().add(i * n);
+        for (c8, &m) in masks.iter().enumerate().take(2 * C16) {
+            let p = _mm256_mul_ps(_mm256_loadu_ps(row.as_ptr().add(8 * c8)), inv);
             // Zero below the smallest normal; NaN fails the comparison and stays.
             let p = _mm256_blendv_ps(p, _mm256_setzero_ps(), _mm256_cmp_ps::<_CMP_LT_OQ>(p, tiny));
-            _mm256_storeu_ps(x.as_mut_ptr().add(8 * c8), p);
+            _mm256_maskstore_ps(dst.add(8 * c8), m, p);
         }
-        probs[i * n..][..n].copy_from_slice(&x[..n]);
     }
 }

@@ -115,9 +115,19 @@ pub unsafe fn weighted_wide(m: &[f32], x: Rows, out: RowsMut, dims: Dims) {
 /// keeps, so that the two give the same bits (and the two kinds of CPU train alike).
 ///
 /// # Safety
-/// The CPU must support AVX-512F and FMA; n <= W; both slices hold n·n values (checked).
+/// The CPU must support AVX-512F and FMA; n <= 64; both slices hold n·n values (checked).
+pub unsafe fn softmax_rows(scores: &[f32], probs: &mut [f32], n: usize) {
+    match n.div_ceil(16) {
+        1 => softmax_rows_padded::<1, 16>(scores, probs, n),
+        2 => softmax_rows_padded::<2, 32>(scores, probs, n),
+        3 => softmax_rows_padded::<3, 48>(scores, probs, n),
+        _ => softmax_rows_padded::<4, 64>(scores, probs, n),
+    }
+}
+
+/// [`softmax_rows`] with rows padded to W = 16·C16 >= n.
 #[target_feature(enable = "avx512f,fma")]
-pub unsafe fn softmax_rows<const C16: usize, const W: usize>(scores: &[f32], probs: &mut [f32], n: usize) {
+unsafe fn softmax_rows_padded<const C16: usize, const W: usize>(scores: &[f32], probs: &mut [f32], n: usize) {
     assert!(W == 16 * C16 && n <= W && scores.len() >= n * n && probs.len() >= n * n);
     let tail = ((1u32 << (n - 16 * (C16 - 1))) - 1) as u16;
     let mask = |cc: usize| if cc + 1 == C16 { tail } else { u16::MAX };

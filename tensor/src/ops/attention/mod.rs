@@ -309,24 +309,14 @@ fn probabilities(qkv: &[f32], bias: Option<&[f32]>, mask: Option<&[f32]>, h: usi
 fn softmax_flushed(scores: &[f32], probs: &mut [f32], dims: Dims) {
     let n = dims.n;
     #[cfg(target_arch = "x86_64")]
-    if n <= 64 {
-        // SAFETY: the CPU has the ISA checked; n <= 64; the functions check the lengths.
+    if (1..=64).contains(&n) {
+        // SAFETY: the CPU has the ISA checked; 1 <= n <= 64; the functions check the lengths.
         unsafe {
             if use_avx512(dims) {
-                return match n.div_ceil(16) {
-                    1 => avx512::softmax_rows::<1, 16>(scores, probs, n),
-                    2 => avx512::softmax_rows::<2, 32>(scores, probs, n),
-                    3 => avx512::softmax_rows::<3, 48>(scores, probs, n),
-                    _ => avx512::softmax_rows::<4, 64>(scores, probs, n),
-                };
+                return avx512::softmax_rows(scores, probs, n);
             }
             if avx2::available() {
-                return match n.div_ceil(16) {
-                    1 => avx2::softmax_rows::<1, 16>(scores, probs, n),
-                    2 => avx2::softmax_rows::<2, 32>(scores, probs, n),
-                    3 => avx2::softmax_rows::<3, 48>(scores, probs, n),
-                    _ => avx2::softmax_rows::<4, 64>(scores, probs, n),
-                };
+                return avx2::softmax_rows(scores, probs, n);
             }
         }
     }

@@ -321,14 +321,7 @@ fn window_softmax_matches_the_plain_rows() {
         if std::is_x86_feature_detected!("avx512f") && avx2::available() {
             let mut avx2_probs = vec![7.0; n * n + 3];
             // SAFETY: AVX2 and FMA checked; n <= 64; the slices hold n * n values.
-            unsafe {
-                match n.div_ceil(16) {
-                    1 => avx2::softmax_rows::<1, 16>(&scores, &mut avx2_probs, n),
-                    2 => avx2::softmax_rows::<2, 32>(&scores, &mut avx2_probs, n),
-                    3 => avx2::softmax_rows::<3, 48>(&scores, &mut avx2_probs, n),
-                    _ => avx2::softmax_rows::<4, 64>(&scores, &mut avx2_probs, n),
-                }
-            }
+            unsafe { avx2::softmax_rows(&scores, &mut avx2_probs, n) };
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&avx2_probs), bits(&got), "n={n}: AVX2 and AVX-512 differ");
         }
