@@ -1,4 +1,5 @@
-//! The blocked GEMM loop nest (BLIS order: NC columns, KC depth, MC rows, then NR x MR tiles),
+//! The blocked GEMM loop nest (BLIS order: NC columns, KC depth, MC rows, then NR x MR tiles;
+//! with a B packed once beforehand, MC rows outside KC depth),
 //! the fused output pass, and the split of one product over rayon threads.
 
 use super::kernels::{EdgeFn, KernelFn, RowsFn};
@@ -210,17 +211,61 @@ unsafe fn blocked<const MR: usize, const NR: usize>(
     let mut tmp = [0.0f32; MAX_TILE];
     let tmp = tmp.as_mut_ptr();
 
+    // One MC x KC block of A against the B block of depth pc (packed already).
+    let a_block_times_b = |jc: usize, nc: usize, pc: usize, ic: usize, tmp: *mut f32| {
+        let kc = KC.min(p.k - pc);
+        let load_c = p.accumulate || pc > 0;
+        let last = pc + kc == p.k;
+        let bsrc = p.b.add(pc * p.b_rs + jc * p.b_cs);
+        let mc = mc_max.min(p.m - ic);
+        let a_block = p.a.add(ic * p.a_rs + pc * p.a_cs);
+        // Whole row panels read in place (with a rows kernel); the rest packed.
+        let full_m = if rows.is_some() { mc / MR * MR } else { 0 };
+        if full_m < mc {
+            pack::<MR>(mc - full_m, kc, a_block.add(full_m * p.a_rs), p.a_rs, p.a_cs, abuf, fast_pack);
+        }
+        for jr in (0..nc).step_by(NR) {
+            let nr = NR.min(nc - jr);
+            let (bp, b_rs) = match (packed, direct_b, nr == NR) {
+                (Some(pb), _, _) => (pb.panel(pc, p.col0 + jc + jr), NR),
+                (None, true, true) => (bsrc.add(jr), p.b_rs),
+                (None, true, false) => (bbuf as *const f32, NR),
+                (None, false, _) => (bbuf.add(jr * kc) as *const f32, NR),
+            };
+            for ir in (0..mc).step_by(MR) {
+                let in_place = ir < full_m;
+                let ap = if in_place { a_block.add(ir * p.a_rs) } else { abuf.add((ir - full_m) * kc) };
+                let cp = p.c.add((ic + ir) * p.ldc + jc + jr);
+                let mr = MR.min(mc - ir);
+                let tile = Tile { c: cp, mr, nr, col: jc + jr, load_c, last };
+                micro_tile::<MR, NR>(p, tile, tmp, |c, ldc, load| match (rows, edge) {
+                    (Some(rows), _) if in_place => rows(nr, kc, ap, p.a_rs, bp, b_rs, c, ldc, load),
+                    (_, Some(edge)) if mr < MR || nr < NR => edge(mr, nr, kc, ap, bp, b_rs, c, ldc, load),
+                    _ => kern(kc, ap, bp, b_rs, c, ldc, load),
+                });
+            }
+        }
+    };
+
     for jc in (0..p.n).step_by(NC) {
         let nc = NC.min(p.n - jc);
+        if packed.is_some() {
+            // B was packed once, outside this product: each row block runs through all depths
+            // while its C rows stay in cache (in the other order, a depth block's output would
+            // go out to memory and come back for the next one: C of 25088 x 128 at batch 8).
+            // The same multiply-adds in the same order per element, so the same bits.
+            for ic in (0..p.m).step_by(mc_max) {
+                for pc in (0..p.k).step_by(KC) {
+                    a_block_times_b(jc, nc, pc, ic, tmp);
+                }
+            }
+            continue;
+        }
         for pc in (0..p.k).step_by(KC) {
             let kc = KC.min(p.k - pc);
-            let load_c = p.accumulate || pc > 0;
-            let last = pc + kc == p.k;
             let bsrc = p.b.add(pc * p.b_rs + jc * p.b_cs);
             let full_n = nc / NR * NR;
-            if packed.is_some() {
-                // Nothing to pack.
-            } else if direct_b {
+            if direct_b {
                 if full_n < nc {
                     pack::<NR>(nc - full_n, kc, bsrc.add(full_n), 1, p.b_rs, bbuf, fast_pack);
                 }
@@ -228,34 +273,7 @@ unsafe fn blocked<const MR: usize, const NR: usize>(
                 pack::<NR>(nc, kc, bsrc, p.b_cs, p.b_rs, bbuf, fast_pack);
             }
             for ic in (0..p.m).step_by(mc_max) {
-                let mc = mc_max.min(p.m - ic);
-                let a_block = p.a.add(ic * p.a_rs + pc * p.a_cs);
-                // Whole row panels read in place (with a rows kernel); the rest packed.
-                let full_m = if rows.is_some() { mc / MR * MR } else { 0 };
-                if full_m < mc {
-                    pack::<MR>(mc - full_m, kc, a_block.add(full_m * p.a_rs), p.a_rs, p.a_cs, abuf, fast_pack);
-                }
-                for jr in (0..nc).step_by(NR) {
-                    let nr = NR.min(nc - jr);
-                    let (bp, b_rs) = match (packed, direct_b, nr == NR) {
-                        (Some(pb), _, _) => (pb.panel(pc, p.col0 + jc + jr), NR),
-                        (None, true, true) => (bsrc.add(jr), p.b_rs),
-                        (None, true, false) => (bbuf as *const f32, NR),
-                        (None, false, _) => (bbuf.add(jr * kc) as *const f32, NR),
-                    };
-                    for ir in (0..mc).step_by(MR) {
-                        let in_place = ir < full_m;
-                        let ap = if in_place { a_block.add(ir * p.a_rs) } else { abuf.add((ir - full_m) * kc) };
-                        let cp = p.c.add((ic + ir) * p.ldc + jc + jr);
-                        let mr = MR.min(mc - ir);
-                        let tile = Tile { c: cp, mr, nr, col: jc + jr, load_c, last };
-                        micro_tile::<MR, NR>(p, tile, tmp, |c, ldc, load| match (rows, edge) {
-                            (Some(rows), _) if in_place => rows(nr, kc, ap, p.a_rs, bp, b_rs, c, ldc, load),
-                            (_, Some(edge)) if mr < MR || nr < NR => edge(mr, nr, kc, ap, bp, b_rs, c, ldc, load),
-                            _ => kern(kc, ap, bp, b_rs, c, ldc, load),
-                        });
-                    }
-                }
+                a_block_times_b(jc, nc, pc, ic, tmp);
             }
         }
     }
