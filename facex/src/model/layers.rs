@@ -70,6 +70,19 @@ impl Linear {
         x.linear_act(&self.weight, self.bias.as_ref(), act)
     }
 
+    /// `residual + (x Wᵀ + b)`, the add in the GEMM's output pass (`Var::linear_add`; at
+    /// inference on the packed weight, as `forward`).
+    pub fn forward_add(&self, x: &Var, residual: &Var) -> Result<Var> {
+        if !autograd::is_grad_enabled() && self.packing.load(Ordering::Relaxed) {
+            let w = self.weight.value();
+            let packed = self.packed_weight(&w)?;
+            let b = self.bias.as_ref().map(Var::value);
+            let y = x.value().linear_add_packed(&w, b.as_ref(), &residual.value(), Some(&packed))?;
+            return Ok(Var::constant(y));
+        }
+        x.linear_add(&self.weight, self.bias.as_ref(), residual)
+    }
+
     /// `residual + (x Wᵀ + b)[inverse]` for x in the permuted token order `perm`
     /// (`Var::unpermute_linear_add`).
     pub fn forward_unpermute_add(&self, x: &Var, residual: &Var, perm: &Tensor, inverse: &Tensor) -> Result<Var> {

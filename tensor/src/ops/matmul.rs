@@ -160,12 +160,24 @@ impl Tensor {
     /// on its own). Its composite twin is `linear` then `add`: the same bits in f32; other dtypes
     /// are computed as that composite.
     pub fn linear_add(&self, weight: &Tensor, bias: Option<&Tensor>, residual: &Tensor) -> Result<Tensor> {
+        self.linear_add_packed(weight, bias, residual, None)
+    }
+
+    /// [`Tensor::linear_add`] with the weight also given packed ([`PackedWeight::new`]), as
+    /// [`Tensor::linear_act_packed`] takes it: a model's inference forward.
+    pub fn linear_add_packed(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        residual: &Tensor,
+        packed: Option<&PackedWeight>,
+    ) -> Result<Tensor> {
         if [self, weight, residual].iter().any(|t| t.dtype() != DType::F32)
             || bias.is_some_and(|b| b.dtype() != DType::F32)
         {
-            return self.linear(weight, bias)?.add(residual);
+            return self.linear_act_packed(weight, bias, Activation::None, packed)?.add(residual);
         }
-        self.linear_impl("linear_add", weight, bias, Activation::None, None, None, Some(residual))
+        self.linear_impl("linear_add", weight, bias, Activation::None, packed, None, Some(residual))
     }
 
     /// Every linear form: the output pass takes the bias, the activation (or its backward with
@@ -505,8 +517,8 @@ mod tests {
         assert_eq!(err, Error::ShapeMismatch { op: "linear_add", lhs: vec![3, 6], rhs: vec![3, 5] });
     }
 
-    /// A weight packed once gives `linear_act`'s bits (f32: the kernel's panels; the packed
-    /// copy is used, checked through its isa), on views, batched inputs, edge tiles and depths
+    /// A weight packed once gives `linear_act`'s bits, and `linear_add`'s those of linear then
+    /// add (f32: the kernel's panels; the packed copy is used, checked through its isa), on views, batched inputs, edge tiles and depths
     /// past one block; a weight that is not an f32 matrix is an error naming the op.
     #[test]
     fn linear_act_packed_equals_packing_per_call() {
@@ -527,6 +539,13 @@ mod tests {
                 let want = x.linear_act(&w, Some(&b), act).unwrap();
                 assert_eq!(bits(&got), bits(&want), "{lead:?} {in_f}->{out_f} {act:?}");
             }
+            // The residual form: its composite twin, linear then add.
+            let mut y_shape = lead.clone();
+            y_shape.push(out_f);
+            let r = Tensor::randn(&y_shape, seed ^ 3, DType::F32);
+            let got = x.linear_add_packed(&w, Some(&b), &r, Some(&packed)).unwrap();
+            let want = x.linear(&w, Some(&b)).unwrap().add(&r).unwrap();
+            assert_eq!(bits(&got), bits(&want), "{lead:?} {in_f}->{out_f} + residual");
         }
         let err = PackedWeight::new(&Tensor::zeros(&[2, 3, 4], DType::F32)).unwrap_err();
         assert!(matches!(err, Error::BadShape { op: "PackedWeight::new", .. }), "{err:?}");
