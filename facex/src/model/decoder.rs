@@ -29,8 +29,23 @@ impl Attention {
         Attention { q, k, v, out, heads: spec.heads, internal: spec.internal }
     }
 
+    /// `residual + forward(q, k, v)`. Inference adds the residual in the out projection's
+    /// output pass (same bits); training keeps the plain add, whose backward it was built on.
+    pub fn forward_add(&self, q: &Var, k: &Var, v: &Var, residual: &Var) -> Result<Var> {
+        let o = self.heads_output(q, k, v)?;
+        if self.out.records_on(&o) || residual.requires_grad() {
+            return residual.add(&self.out.forward(&o)?);
+        }
+        self.out.forward_add(&o, residual)
+    }
+
     /// q [B, Nq, D], k and v [B, Nk, D] -> [B, Nq, D].
     pub fn forward(&self, q: &Var, k: &Var, v: &Var) -> Result<Var> {
+        self.out.forward(&self.heads_output(q, k, v)?)
+    }
+
+    /// The heads' outputs side by side, before the out projection: [B, Nq, internal].
+    fn heads_output(&self, q: &Var, k: &Var, v: &Var) -> Result<Var> {
         let (b, nq, nk) = (q.shape()[0], q.shape()[1], k.shape()[1]);
         let (h, dh) = (self.heads, self.internal / self.heads);
         let q = self
@@ -50,8 +65,7 @@ impl Attention {
             // No gradient to record: one fused pass per head (`Tensor::attention`, twin above).
             Var::constant(q.value().attention(&k.value(), &v.value())?)
         };
-        let o = o.permute(&[0, 2, 1, 3])?.reshape(&[b, nq, self.internal])?;
-        self.out.forward(&o)
+        o.permute(&[0, 2, 1, 3])?.reshape(&[b, nq, self.internal])
     }
 }
 
@@ -92,21 +106,21 @@ impl TwoWayBlock {
             self.self_attn.forward(queries, queries, queries)?
         } else {
             let q = queries.add(query_pe)?;
-            queries.add(&self.self_attn.forward(&q, &q, queries)?)?
+            self.self_attn.forward_add(&q, &q, queries, queries)?
         };
         let queries = self.norm1.forward(&queries)?;
 
         // Tokens attend to the image.
         let q = queries.add(query_pe)?;
         let k = keys.add(key_pe)?;
-        let queries = self.norm2.forward(&queries.add(&self.cross_t2i.forward(&q, &k, keys)?)?)?;
+        let queries = self.norm2.forward(&self.cross_t2i.forward_add(&q, &k, keys, &queries)?)?;
 
         let m = self.lin2.forward(&self.lin1.forward_act(&queries, Activation::Relu)?)?;
         let queries = self.norm3.forward(&queries.add(&m)?)?;
 
         // The image attends to the tokens.
         let q = queries.add(query_pe)?;
-        let keys = self.norm4.forward(&keys.add(&self.cross_i2t.forward(&k, &q, &queries)?)?)?;
+        let keys = self.norm4.forward(&self.cross_i2t.forward_add(&k, &q, &queries, keys)?)?;
         Ok((queries, keys))
     }
 }
@@ -134,7 +148,7 @@ impl TwoWayTransformer {
         }
         let q = queries.add(tokens)?;
         let k = keys.add(image_pe)?;
-        let queries = self.norm_final.forward(&queries.add(&self.final_attn.forward(&q, &k, &keys)?)?)?;
+        let queries = self.norm_final.forward(&self.final_attn.forward_add(&q, &k, &keys, &queries)?)?;
         Ok((queries, keys))
     }
 }
