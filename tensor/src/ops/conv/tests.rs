@@ -204,8 +204,9 @@ fn conv2d_fast_paths_match_reference() {
 
 #[test]
 fn conv_transpose2d_kernel_equals_stride_matches_reference() {
-    // The parsing head's 2x2 stride-2 upsampling, and a non-square 3x2 one.
-    // The last one is big enough for col2im to split output channels over threads.
+    // The parsing head's 2x2 stride-2 upsampling, and a non-square 3x2 one, on a channels-last
+    // view (as the model's). The last one is big enough for col2im to split output channels
+    // over threads.
     let cases = [
         ([2, 5, 3, 4], [5, 3, 2, 2], (2, 2)),
         ([1, 4, 3, 5], [4, 2, 3, 2], (3, 2)),
@@ -218,6 +219,9 @@ fn conv_transpose2d_kernel_equals_stride_matches_reference() {
         let got = x.conv_transpose2d(&wt, Some(&b), s, (0, 0)).unwrap();
         let (want, shape) = conv_t_ref(&vals(&x), xs, &vals(&wt), ws, Some(&vals(&b)), s, (0, 0), (0, 0));
         assert_close("conv_transpose2d", &got, &want, &shape, 1e-4);
+        // The channels-last view is read in place: the bits of its contiguous copy.
+        let copy = x.contiguous().conv_transpose2d(&wt, Some(&b), s, (0, 0)).unwrap();
+        assert_eq!(got.to_f32_vec().unwrap(), copy.to_f32_vec().unwrap(), "{xs:?} {ws:?}");
     }
 }
 
