@@ -165,7 +165,7 @@ fn conv_transpose2d_image(
 fn interleave_pairs(out: &mut [f32], s0: &[f32], s1: &[f32], bias: f32) {
     #[inline(always)]
     fn body(out: &mut [f32], s0: &[f32], s1: &[f32], bias: f32) {
-        for ((d, &v0), &v1) in out.chunks_exact_mut(2).zip(s0).zip(s1) {
+        for ((d, &v0), &v1) in out.as_chunks_mut::<2>().0.iter_mut().zip(s0).zip(s1) {
             d[0] = bias + v0;
             d[1] = bias + v1;
         }
