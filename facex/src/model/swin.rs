@@ -205,8 +205,8 @@ impl SwinBlock {
     /// add into fc2's. Training keeps fc1's pre-activation instead of the GELU's output (same
     /// memory): fc2's backward recomputes the GELU from it, an elementwise pass, where fc1's
     /// backward would otherwise recompute the pre-activation with a GEMM (the largest of the
-    /// block); and fc2 adds the residual in its output pass, so its output is not kept either. The same values and gradients, bit for bit
-    /// (`autograd/tests/grad_linalg.rs`).
+    /// block); and fc2 adds the residual in its output pass, so its output is not kept either.
+    /// The same values and gradients, bit for bit (`autograd/tests/grad_linalg.rs`).
     fn mlp_add(&self, m: &Var, x: &Var) -> Result<Var> {
         if self.fc1.records_on(m) {
             return self.fc2.forward_gelu_input_add(&self.fc1.forward(m)?, x);

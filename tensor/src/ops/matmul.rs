@@ -518,8 +518,9 @@ mod tests {
     }
 
     /// A weight packed once gives `linear_act`'s bits, and `linear_add`'s those of linear then
-    /// add (f32: the kernel's panels; the packed copy is used, checked through its isa), on views, batched inputs, edge tiles and depths
-    /// past one block; a weight that is not an f32 matrix is an error naming the op.
+    /// add (f32: the kernel's panels; the packed copy is used, checked through its isa), on
+    /// views, batched inputs, edge tiles and depths past one block; a weight that is not an f32
+    /// matrix is an error naming the op.
     #[test]
     fn linear_act_packed_equals_packing_per_call() {
         for (lead, in_f, out_f, seed) in
