@@ -176,20 +176,34 @@ impl SwinBlock {
         let hd = c / heads;
         let bw = b * plan.windows;
 
-        // Shift + window partition as one token gather: [B, HW, C] in window order.
-        let y = self.norm1.forward(x)?.reshape(&[b, h * w, c])?.index_select(1, &plan.gather)?;
+        // Shift + window partition as one token gather: [B, HW, C] in window order. Without a
+        // graph (inference) the tokens are gathered before norm1 (per token: the same bits), so
+        // that proj can add them back as its residual in window order, in its output pass;
+        // training gathers norm1's output, the order its gradients were built on.
+        let tokens = x.reshape(&[b, h * w, c])?;
+        let (y, windowed_x) = if autograd::is_grad_enabled() {
+            (self.norm1.forward(&tokens)?.index_select(1, &plan.gather)?, None)
+        } else {
+            let xw = tokens.index_select(1, &plan.gather)?;
+            (self.norm1.forward(&xw)?, Some(xw))
+        };
         let qkv = self.qkv.forward(&y.reshape(&[bw, n, c])?)?;
         // The relative position bias [heads, n, n] (a gather: gradients reach the table), and
         // one pass per window and head (`Tensor::window_attention`; twin: `attention_composite`).
         let bias = self.bias_table.index_select(0, &self.bias_index)?.t()?.reshape(&[heads, n, n])?;
         let mask = plan.mask.as_ref().map(|m| m.reshape(&[plan.windows, n, n])).transpose()?;
         let o = qkv.window_attention(heads, Some(&bias), mask.as_ref(), (hd as f32).powf(-0.5))?;
-        let x = if self.proj.records_on(&o) {
+        let x = if let Some(xw) = windowed_x {
+            // Inference: proj + residual in window order, then the window reverse + roll back
+            // (the inverse gather): the same values as the add after the reverse below.
+            let sum = self.proj.forward_add(&o.reshape(&[b, h * w, c])?, &xw)?;
+            sum.index_select(1, &plan.scatter)?.reshape(&[b, h, w, c])?
+        } else if self.proj.records_on(&o) {
             // Training: proj, the window reverse + roll back (the inverse gather) and the residual
             // add as one op, so that neither proj's output nor its reversed copy is a Var the
             // graph keeps (the same values and gradients, bit for bit).
-            let (o, x) = (o.reshape(&[b, h * w, c])?, x.reshape(&[b, h * w, c])?);
-            self.proj.forward_unpermute_add(&o, &x, &plan.gather, &plan.scatter)?.reshape(&[b, h, w, c])?
+            let o = o.reshape(&[b, h * w, c])?;
+            self.proj.forward_unpermute_add(&o, &tokens, &plan.gather, &plan.scatter)?.reshape(&[b, h, w, c])?
         } else {
             let o = self.proj.forward(&o)?;
             // Window reverse + roll back as the inverse gather.
