@@ -176,12 +176,13 @@ impl SwinBlock {
         let hd = c / heads;
         let bw = b * plan.windows;
 
-        // Shift + window partition as one token gather: [B, HW, C] in window order. Without a
-        // graph (inference) the tokens are gathered before norm1 (per token: the same bits), so
-        // that proj can add them back as its residual in window order, in its output pass;
-        // training gathers norm1's output, the order its gradients were built on.
+        // Shift + window partition as one token gather: [B, HW, C] in window order. Where the
+        // attention records nothing (inference, a frozen encoder) the tokens are gathered before
+        // norm1 (per token: the same bits), so that proj can add them back as its residual in
+        // window order, in its output pass; training gathers norm1's output, the order its
+        // gradients were built on.
         let tokens = x.reshape(&[b, h * w, c])?;
-        let (y, windowed_x) = if autograd::is_grad_enabled() {
+        let (y, windowed_x) = if self.attention_records_on(&tokens) {
             (self.norm1.forward(&tokens)?.index_select(1, &plan.gather)?, None)
         } else {
             let xw = tokens.index_select(1, &plan.gather)?;
@@ -193,26 +194,28 @@ impl SwinBlock {
         let bias = self.bias_table.index_select(0, &self.bias_index)?.t()?.reshape(&[heads, n, n])?;
         let mask = plan.mask.as_ref().map(|m| m.reshape(&[plan.windows, n, n])).transpose()?;
         let o = qkv.window_attention(heads, Some(&bias), mask.as_ref(), (hd as f32).powf(-0.5))?;
-        let x = if let Some(xw) = windowed_x {
-            // Inference: proj + residual in window order, then the window reverse + roll back
-            // (the inverse gather): the same values as the add after the reverse below.
-            let sum = self.proj.forward_add(&o.reshape(&[b, h * w, c])?, &xw)?;
-            sum.index_select(1, &plan.scatter)?.reshape(&[b, h, w, c])?
-        } else if self.proj.records_on(&o) {
-            // Training: proj, the window reverse + roll back (the inverse gather) and the residual
-            // add as one op, so that neither proj's output nor its reversed copy is a Var the
-            // graph keeps (the same values and gradients, bit for bit).
-            let o = o.reshape(&[b, h * w, c])?;
-            self.proj.forward_unpermute_add(&o, &tokens, &plan.gather, &plan.scatter)?.reshape(&[b, h, w, c])?
-        } else {
-            let o = self.proj.forward(&o)?;
-            // Window reverse + roll back as the inverse gather.
-            let o = o.reshape(&[b, h * w, c])?.index_select(1, &plan.scatter)?.reshape(&[b, h, w, c])?;
-            x.add(&o)?
-        };
+        let o = o.reshape(&[b, h * w, c])?;
+        let x = match windowed_x {
+            // Nothing recorded: proj + residual in window order, then the window reverse + roll
+            // back (the inverse gather).
+            Some(xw) => self.proj.forward_add(&o, &xw)?.index_select(1, &plan.scatter)?,
+            // Training: proj, the window reverse + roll back and the residual add as one op, so
+            // that neither proj's output nor its reversed copy is a Var the graph keeps (the same
+            // values and gradients, bit for bit).
+            None => self.proj.forward_unpermute_add(&o, &tokens, &plan.gather, &plan.scatter)?,
+        }
+        .reshape(&[b, h, w, c])?;
 
         let m = self.norm2.forward(&x)?;
         self.mlp_add(&m, &x)
+    }
+
+    /// Whether the attention half of the block records anything for a backward: its input or
+    /// a parameter of norm1, qkv, the bias table or proj requires a gradient (with gradients
+    /// on). Exactly when proj's op on the attention's output would record.
+    fn attention_records_on(&self, x: &Var) -> bool {
+        let norm_and_bias = [&self.norm1.weight, &self.norm1.bias, &self.bias_table];
+        self.qkv.records_on(x) || self.proj.records_on(x) || Var::records(&norm_and_bias)
     }
 
     /// x + fc2(gelu(fc1(m))). Inference fuses the GELU into fc1's output pass and the residual
