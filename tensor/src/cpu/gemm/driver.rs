@@ -212,7 +212,7 @@ unsafe fn blocked<const MR: usize, const NR: usize>(
     let tmp = tmp.as_mut_ptr();
 
     // One MC x KC block of A against the B block of depth pc (packed already).
-    let a_block_times_b = |jc: usize, nc: usize, pc: usize, ic: usize, tmp: *mut f32| {
+    let a_block_times_b = |jc: usize, nc: usize, pc: usize, ic: usize| {
         let kc = KC.min(p.k - pc);
         let load_c = p.accumulate || pc > 0;
         let last = pc + kc == p.k;
@@ -256,7 +256,7 @@ unsafe fn blocked<const MR: usize, const NR: usize>(
             // The same multiply-adds in the same order per element, so the same bits.
             for ic in (0..p.m).step_by(mc_max) {
                 for pc in (0..p.k).step_by(KC) {
-                    a_block_times_b(jc, nc, pc, ic, tmp);
+                    a_block_times_b(jc, nc, pc, ic);
                 }
             }
             continue;
@@ -273,7 +273,7 @@ unsafe fn blocked<const MR: usize, const NR: usize>(
                 pack::<NR>(nc, kc, bsrc, p.b_cs, p.b_rs, bbuf, fast_pack);
             }
             for ic in (0..p.m).step_by(mc_max) {
-                a_block_times_b(jc, nc, pc, ic, tmp);
+                a_block_times_b(jc, nc, pc, ic);
             }
         }
     }
