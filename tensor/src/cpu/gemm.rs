@@ -10,7 +10,8 @@
 //! (`amx`) instead.
 //!
 //! Layout: `driver` holds the loop nest and the thread split, `pack` the panel packing,
-//! `kernels` the microkernels, `bf16` the bf16 packing, kernel and loop, `amx` the tile loop.
+//! `kernels` the microkernels, `small` the unpacked path of small AVX-512 products (the same
+//! bits as the loop nest), `bf16` the bf16 packing, kernel and loop, `amx` the tile loop.
 
 #[cfg(target_arch = "x86_64")]
 pub mod amx;
@@ -20,6 +21,8 @@ mod driver;
 pub mod kernels;
 pub mod pack;
 mod prepacked;
+#[cfg(target_arch = "x86_64")]
+mod small;
 #[cfg(test)]
 mod tests;
 /// f64 references shared with the matmul tests.
@@ -313,6 +316,9 @@ pub(crate) unsafe fn sgemm_raw(
                 use bf16::{serial, MR, NR};
                 driver::split::<MR, NR>(&p, threads, |sub| serial(sub))
             }
+            #[cfg(target_arch = "x86_64")]
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 if small::applies(&p) => small::run(&p),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx => {
                 use kernels::avx512::{edge, kernel, kernel_rows, MR, NR};

@@ -372,7 +372,7 @@ unsafe fn store_edge(tmp: *const f32, tmp_ld: usize, c: *mut f32, ldc: usize, mr
 /// # Safety
 /// `c` covers mr rows of nr values, `p.ldc` apart.
 #[inline]
-unsafe fn finish_tile(p: &Problem, c: *mut f32, mr: usize, nr: usize, col: usize) {
+pub(super) unsafe fn finish_tile(p: &Problem, c: *mut f32, mr: usize, nr: usize, col: usize) {
     if !p.has_epilogue() {
         return;
     }
