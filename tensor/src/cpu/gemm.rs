@@ -10,7 +10,7 @@
 //! (`amx`) instead.
 //!
 //! Layout: `driver` holds the loop nest and the thread split, `pack` the panel packing,
-//! `kernels` the microkernels, `small` the unpacked path of small AVX-512 products (the same
+//! `kernels` the microkernels, `small` the unpacked path of small products (the same
 //! bits as the loop nest), `bf16` the bf16 packing, kernel and loop, `amx` the tile loop.
 
 #[cfg(target_arch = "x86_64")]
@@ -318,12 +318,14 @@ pub(crate) unsafe fn sgemm_raw(
             }
             #[cfg(target_arch = "x86_64")]
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 if small::applies(&p) => small::run(&p),
+            Isa::Avx512 if small::applies(&p) => small::avx512::run(&p),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx => {
                 use kernels::avx512::{edge, kernel, kernel_rows, MR, NR};
                 driver::run::<MR, NR>(kernel, Some(edge), Some(kernel_rows), &p, threads, fast_pack)
             }
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2Fma if small::applies(&p) => small::avx2::run(&p),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2Fma => {
                 use kernels::avx2::{edge, kernel, kernel_rows, MR, NR};
