@@ -120,11 +120,11 @@ pub mod avx512 {
     /// Asks for a whole tile's C lines in the exclusive state before the first depth block's
     /// multiply-adds (`load_c` false: C is only written), so that its 28 stores at the end do
     /// not each wait for a line from memory. A large output is out of cache there: the stage-1
-    /// MLP's 25088 x 512 x 128 at batch 8 went from 165 to 172 GFLOP/s (Zen 4); later depth
-    /// blocks find their C rows in cache, and a prefetch into L1 before their longer runs
-    /// (depth 512) cost a few percent.
+    /// MLP's 25088 x 512 x 128 at batch 8 went from 165 to 172 GFLOP/s (Zen 4), 216-220 to
+    /// 244-254 in the bf16 kernel (which calls this too); later depth blocks find their C rows
+    /// in cache, and a prefetch into L1 before their longer runs (depth 512) cost a few percent.
     #[inline(always)]
-    unsafe fn prefetch_c_for_writing(c: *mut f32, ldc: usize, load_c: bool) {
+    pub(in crate::cpu::gemm) unsafe fn prefetch_c_for_writing(c: *mut f32, ldc: usize, load_c: bool) {
         if !load_c {
             for i in 0..MR {
                 let row = c.add(i * ldc) as *const i8;
