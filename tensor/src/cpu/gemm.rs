@@ -317,7 +317,6 @@ pub(crate) unsafe fn sgemm_raw(
                 driver::split::<MR, NR>(&p, threads, |sub| serial(sub))
             }
             #[cfg(target_arch = "x86_64")]
-            #[cfg(target_arch = "x86_64")]
             Isa::Avx512 if small::applies(&p) => small::avx512::run(&p),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx => {
