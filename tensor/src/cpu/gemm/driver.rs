@@ -205,7 +205,7 @@ unsafe fn blocked<const MR: usize, const NR: usize>(
     // most 64 KiB, a batched window product's 32 x 49) whose rows avoid that stride is read in
     // place too: its copy was a fifth of such a product's time.
     let direct_b =
-        packed.is_none() && p.b_cs == 1 && (p.m <= 4 * MR || (p.k * p.n <= 16384 && !p.b_rs.is_multiple_of(256)));
+        packed.is_none() && p.b_cs == 1 && (p.m <= 4 * MR || (p.k * p.n <= 16384 && !b_rows_share_l1_sets(p.b_rs)));
     // The rows kernel, where this A is read in place.
     let rows = rows.filter(|_| p.a_cs == 1 && read_a_in_place(p.a_rs));
     let mut tmp = [0.0f32; MAX_TILE];
@@ -286,8 +286,14 @@ unsafe fn blocked<const MR: usize, const NR: usize>(
 /// then all MR rows fall into one L1 set (8 ways) and evict each other every step. Measured on
 /// Zen 4 (batch-8 forward, prepacked weights): depth 2048 in place 71-73% of peak against 84-90%
 /// packed; depths 128-512 gained 2-10 points.
-fn read_a_in_place(a_rs: usize) -> bool {
+pub(super) fn read_a_in_place(a_rs: usize) -> bool {
     !a_rs.is_multiple_of(1024)
+}
+
+/// Whether B's rows, `b_rs` floats apart, are a multiple of 1 KiB apart: read in place, the
+/// rows of a panel then fall into a few L1 sets and evict each other (see `direct_b` above).
+pub(super) fn b_rows_share_l1_sets(b_rs: usize) -> bool {
+    b_rs.is_multiple_of(256)
 }
 
 /// Where one micro-tile of C goes: mr x nr values at `c` (at most MR x NR), whose first column is

@@ -12,7 +12,7 @@
 //! C when accumulating: what the blocked kernels compute for a depth of one block (k <= KC), so
 //! the two paths give the same bits and either may run.
 
-use super::driver::{finish_tile, Problem, KC};
+use super::driver::{b_rows_share_l1_sets, finish_tile, read_a_in_place, Problem, KC};
 
 /// Multiply-adds up to which a product takes this path (a window attention product has 76832).
 /// Zen 4, one thread, 64 products in cache, GFLOP/s blocked -> here: 200 x 32 x 40 66 -> 75,
@@ -23,16 +23,16 @@ use super::driver::{finish_tile, Problem, KC};
 pub(super) const SMALL_WORK: usize = 1 << 18;
 
 /// Whether `p` takes this path: depth of one block, contiguous rows in A and B (read in place),
-/// few enough multiply-adds, and B's rows not a multiple of 1 KiB apart (they would share a few
-/// L1 sets and evict each other, as in the blocked loop's own choice of reading B in place).
+/// few enough multiply-adds, and rows whose strides the blocked loop would also read in place
+/// (not a multiple of 1 KiB apart in B, 4 KiB in A: they would share L1 sets).
 pub(super) fn applies(p: &Problem) -> bool {
     p.k > 0
         && p.k <= KC
         && p.a_cs == 1
         && p.b_cs == 1
         && p.m * p.n * p.k <= SMALL_WORK
-        && !p.b_rs.is_multiple_of(256)
-        && !p.a_rs.is_multiple_of(1024)
+        && !b_rows_share_l1_sets(p.b_rs)
+        && read_a_in_place(p.a_rs)
 }
 
 /// One tile: `(k, a, a_rs, b, b_rs, c, ldc, tail, accumulate)`, where `tail` (1 to the vector
@@ -228,6 +228,30 @@ mod tests {
     use super::*;
     use crate::SplitMix64;
 
+    /// The product m x k by k x n with A's rows `a_rs` apart (and its columns `a_cs`), B's rows
+    /// `b_rs` apart and contiguous, C's rows `ldc` apart: no accumulation, no output pass.
+    #[allow(clippy::too_many_arguments)]
+    #[rustfmt::skip]
+    fn problem(
+        m: usize, n: usize, k: usize,
+        a: *const f32, a_rs: usize, a_cs: usize,
+        b: *const f32, b_rs: usize,
+        c: *mut f32, ldc: usize,
+    ) -> Problem {
+        Problem {
+            m, n, k, a, a_rs, a_cs, b, b_rs, b_cs: 1, c, ldc,
+            accumulate: false,
+            bias: None,
+            act: Activation::None,
+            act_grad: None,
+            scale: None,
+            residual: None,
+            packed_b: None,
+            packed_f32: None,
+            col0: 0,
+        }
+    }
+
     /// A row-major product with padded rows (`pad` extra values per row of A, B and C), a bias,
     /// a residual, and C's starting values.
     struct Operands {
@@ -254,27 +278,13 @@ mod tests {
         fn run(&self, isa: Isa, small: bool, accumulate: bool, epilogue: bool) -> Vec<f32> {
             let (m, n, k, pad) = (self.m, self.n, self.k, self.pad);
             let mut c = self.c.clone();
+            let (a, b) = (self.a.as_ptr(), self.b.as_ptr());
             let p = Problem {
-                m,
-                n,
-                k,
-                a: self.a.as_ptr(),
-                a_rs: k + pad,
-                a_cs: 1,
-                b: self.b.as_ptr(),
-                b_rs: n + pad,
-                b_cs: 1,
-                c: c.as_mut_ptr(),
-                ldc: n + pad,
                 accumulate,
                 bias: epilogue.then_some(self.bias.as_ptr()),
                 act: if epilogue { Activation::Gelu } else { Activation::None },
-                act_grad: None,
-                scale: None,
                 residual: epilogue.then_some(self.residual.as_ptr()),
-                packed_b: None,
-                packed_f32: None,
-                col0: 0,
+                ..problem(m, n, k, a, k + pad, 1, b, n + pad, c.as_mut_ptr(), n + pad)
             };
             assert!(applies(&p), "m={m} n={n} k={k} pad={pad} should take the small path");
             // SAFETY: the buffers hold the padded operands; the caller checked that the CPU
@@ -345,27 +355,9 @@ mod tests {
     #[test]
     fn only_small_row_major_products_take_the_path() {
         let ops = Operands::new(2, 2, 2, 0, 1);
-        let problem = |m: usize, n: usize, k: usize, a_rs: usize, a_cs: usize, b_rs: usize| Problem {
-            m,
-            n,
-            k,
-            a: ops.a.as_ptr(),
-            a_rs,
-            a_cs,
-            b: ops.b.as_ptr(),
-            b_rs,
-            b_cs: 1,
-            c: std::ptr::null_mut(),
-            ldc: n,
-            accumulate: false,
-            bias: None,
-            act: Activation::None,
-            act_grad: None,
-            scale: None,
-            residual: None,
-            packed_b: None,
-            packed_f32: None,
-            col0: 0,
+        let (a, b) = (ops.a.as_ptr(), ops.b.as_ptr());
+        let problem = |m: usize, n: usize, k: usize, a_rs: usize, a_cs: usize, b_rs: usize| {
+            problem(m, n, k, a, a_rs, a_cs, b, b_rs, std::ptr::null_mut(), n)
         };
         assert!(applies(&problem(49, 49, 32, 32, 1, 49)));
         assert!(applies(&problem(4, 256, 256, 256, 1, 257)));
