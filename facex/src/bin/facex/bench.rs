@@ -37,8 +37,9 @@ pub struct Args {
     /// Precision: f32 or bf16 (on the CPU: bf16 products, f32 accumulation).
     #[arg(long, default_value = "f32")]
     dtype: String,
-    /// Also print where the time goes (CPU f32): per model stage and per op kind, with rates as a
-    /// fraction of this machine's measured FMA peak and copy bandwidth.
+    /// Also print where the time goes (CPU, f32 or bf16): per model stage and per op kind, with
+    /// rates as a fraction of this machine's measured peak (FMA, or with bf16 products that of
+    /// the bf16 instruction they run on) and copy bandwidth.
     #[arg(long)]
     profile: bool,
     /// Keep one copy of the weights: CPU inference packs each linear weight for the GEMM in
