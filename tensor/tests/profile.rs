@@ -90,29 +90,38 @@ fn gemm_calls_are_tabled_by_shape_and_operand_layout() {
     let _ = take();
 }
 
-/// The copy kind's bytes are what each copy moves (read and write, in the tensor's dtype), so
-/// its bandwidth column means something: an index_select or gather once counted none.
+/// The copy and elementwise kinds' bytes are what each op moves (read and write, in the tensor's
+/// dtype), so their bandwidth column means something: an index_select or gather once counted
+/// none, an add of a bias its output's size twice.
 #[test]
-fn copies_count_the_bytes_they_move() {
+fn copies_and_elementwise_ops_count_the_bytes_they_move() {
     use tensor::{DType, Tensor};
     let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
     let x = Tensor::arange(12, DType::F32).reshape(&[4, 3]).unwrap();
     let pick = Tensor::from_f64_vec(&[2.0, 0.0], &[2], DType::I64);
     let col = Tensor::from_f64_vec(&[1.0, 0.0, 2.0, 1.0], &[4, 1], DType::I64);
     let half = Tensor::arange(6, DType::BF16);
-    let check = |what: &str, bytes: usize, copy: &dyn Fn() -> Tensor| {
+    let counts = |kind: Kind, what: &str, bytes: usize, op: &dyn Fn() -> Tensor| {
         enable(true);
-        let out = copy();
+        let out = op();
         enable(false);
         let t = take();
         assert_eq!(t.len(), 1, "{what}: {t:?}");
-        assert_eq!((t[0].kind, t[0].bytes), (Kind::Copy, bytes as f64), "{what}");
+        assert_eq!((t[0].kind, t[0].bytes), (kind, bytes as f64), "{what}");
         assert!(out.elem_count() > 0);
     };
+    let check = |what: &str, bytes: usize, op: &dyn Fn() -> Tensor| counts(Kind::Copy, what, bytes, op);
     check("index_select", 2 * 6 * 4, &|| x.index_select(0, &pick).unwrap());
     check("gather", 2 * 4 * 4 + 8 * 4, &|| x.gather(1, &col).unwrap());
     check("cat", 2 * 24 * 4, &|| Tensor::cat(&[&x, &x], 0).unwrap());
     check("roll", 2 * 12 * 4, &|| x.roll(&[1], &[0]).unwrap());
     check("contiguous", 2 * 12 * 4, &|| x.t().unwrap().contiguous());
     check("cat bf16", 2 * 12 * 2, &|| Tensor::cat(&[&half, &half], 0).unwrap());
+    // The elementwise kind likewise: a broadcast bias is read once, not once per output value.
+    let bias = Tensor::arange(3, DType::F32);
+    let check_elementwise =
+        |what: &str, bytes: usize, op: &dyn Fn() -> Tensor| counts(Kind::Elementwise, what, bytes, op);
+    check_elementwise("add", (12 + 12 + 12) * 4, &|| x.add(&x).unwrap());
+    check_elementwise("add a bias", (12 + 3 + 12) * 4, &|| x.add(&bias).unwrap());
+    check_elementwise("exp bf16", 2 * 6 * 2, &|| half.exp().unwrap());
 }

@@ -109,12 +109,11 @@ impl Tensor {
         fi: impl Fn(i64, i64) -> i64 + Sync,
         fu: impl Fn(u8, u8) -> u8 + Sync,
     ) -> Result<Tensor> {
-        let _prof = profile::op(
-            profile::Kind::Elementwise,
-            0.0,
-            profile::f32_traffic(self.elem_count().max(rhs.elem_count()), 2),
-        );
         let (a, b, shape) = broadcast_pair(op, self, rhs)?;
+        // Each operand read once (a broadcast one, a bias say, is small and stays in cache), the
+        // output written once.
+        let values = self.elem_count() + rhs.elem_count() + shape.iter().product::<usize>();
+        let _prof = profile::op(profile::Kind::Elementwise, 0.0, (values * self.dtype().size_in_bytes()) as f64);
         let storage = match (a.cpu_storage()?, b.cpu_storage()?) {
             (CpuStorage::F32(x), CpuStorage::F32(y)) => CpuStorage::F32(zip_typed(&shape, &a, x, &b, y, ff)),
             (CpuStorage::F16(x), CpuStorage::F16(y)) => CpuStorage::F16(zip_typed(&shape, &a, x, &b, y, |p, q| {
