@@ -226,7 +226,7 @@ impl Tensor {
         let _prof = crate::profile::op(
             crate::profile::Kind::Copy,
             0.0,
-            2.0 * (self.elem_count() * self.dtype().size_in_bytes()) as f64,
+            crate::profile::traffic(self.elem_count(), 1, self.dtype()),
         );
         let s = self.cpu_storage().expect("contiguous: cpu tensor");
         let storage = with_slice!(s, v => Element::into_storage(gather_strided(v, &self.layout)));

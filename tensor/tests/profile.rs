@@ -110,18 +110,15 @@ fn copies_and_elementwise_ops_count_the_bytes_they_move() {
         assert_eq!((t[0].kind, t[0].bytes), (kind, bytes as f64), "{what}");
         assert!(out.elem_count() > 0);
     };
-    let check = |what: &str, bytes: usize, op: &dyn Fn() -> Tensor| counts(Kind::Copy, what, bytes, op);
-    check("index_select", 2 * 6 * 4, &|| x.index_select(0, &pick).unwrap());
-    check("gather", 2 * 4 * 4 + 8 * 4, &|| x.gather(1, &col).unwrap());
-    check("cat", 2 * 24 * 4, &|| Tensor::cat(&[&x, &x], 0).unwrap());
-    check("roll", 2 * 12 * 4, &|| x.roll(&[1], &[0]).unwrap());
-    check("contiguous", 2 * 12 * 4, &|| x.t().unwrap().contiguous());
-    check("cat bf16", 2 * 12 * 2, &|| Tensor::cat(&[&half, &half], 0).unwrap());
+    counts(Kind::Copy, "index_select", 2 * 6 * 4, &|| x.index_select(0, &pick).unwrap());
+    counts(Kind::Copy, "gather", 2 * 4 * 4 + 8 * 4, &|| x.gather(1, &col).unwrap());
+    counts(Kind::Copy, "cat", 2 * 24 * 4, &|| Tensor::cat(&[&x, &x], 0).unwrap());
+    counts(Kind::Copy, "roll", 2 * 12 * 4, &|| x.roll(&[1], &[0]).unwrap());
+    counts(Kind::Copy, "contiguous", 2 * 12 * 4, &|| x.t().unwrap().contiguous());
+    counts(Kind::Copy, "cat bf16", 2 * 12 * 2, &|| Tensor::cat(&[&half, &half], 0).unwrap());
     // The elementwise kind likewise: a broadcast bias is read once, not once per output value.
     let bias = Tensor::arange(3, DType::F32);
-    let check_elementwise =
-        |what: &str, bytes: usize, op: &dyn Fn() -> Tensor| counts(Kind::Elementwise, what, bytes, op);
-    check_elementwise("add", (12 + 12 + 12) * 4, &|| x.add(&x).unwrap());
-    check_elementwise("add a bias", (12 + 3 + 12) * 4, &|| x.add(&bias).unwrap());
-    check_elementwise("exp bf16", 2 * 6 * 2, &|| half.exp().unwrap());
+    counts(Kind::Elementwise, "add", (12 + 12 + 12) * 4, &|| x.add(&x).unwrap());
+    counts(Kind::Elementwise, "add a bias", (12 + 3 + 12) * 4, &|| x.add(&bias).unwrap());
+    counts(Kind::Elementwise, "exp bf16", 2 * 6 * 2, &|| half.exp().unwrap());
 }

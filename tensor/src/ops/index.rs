@@ -122,17 +122,14 @@ fn gather_typed<T: Element>(x: &Tensor, d: usize, index: &Tensor, idx: &[i64]) -
     }))
 }
 
-/// Bytes a copy of `n` values of `t`'s dtype moves: each read once and written once (the
-/// profile's bandwidth column for the copy kind).
-fn copy_traffic(t: &Tensor, n: usize) -> f64 {
-    (2 * n * t.dtype().size_in_bytes()) as f64
-}
-
 impl Tensor {
     /// Concatenate along `dim`; shapes must agree on every other dim, dtypes must match.
     pub fn cat(tensors: &[&Tensor], dim: isize) -> Result<Tensor> {
-        let _prof =
-            profile::op(profile::Kind::Copy, 0.0, tensors.iter().map(|t| copy_traffic(t, t.elem_count())).sum());
+        let _prof = profile::op(
+            profile::Kind::Copy,
+            0.0,
+            tensors.iter().map(|t| profile::traffic(t.elem_count(), 1, t.dtype())).sum(),
+        );
         const OP: &str = "cat";
         let Some(first) = tensors.first() else {
             return Err(Error::InvalidArgument { op: OP, msg: "no tensors to concatenate".into() });
@@ -170,7 +167,7 @@ impl Tensor {
     /// torch.roll: element i moves to (i + shift) mod n along each dim. With no dims, the
     /// tensor is rolled as if flattened (one shift).
     pub fn roll(&self, shifts: &[isize], dims: &[isize]) -> Result<Tensor> {
-        let _prof = profile::op(profile::Kind::Copy, 0.0, copy_traffic(self, self.elem_count()));
+        let _prof = profile::op(profile::Kind::Copy, 0.0, profile::traffic(self.elem_count(), 1, self.dtype()));
         const OP: &str = "roll";
         if dims.is_empty() {
             if shifts.len() != 1 {
@@ -209,7 +206,7 @@ impl Tensor {
         let d = resolve_dim(OP, dim, self.rank())?;
         // Each picked slice read and written once (the index itself is negligible).
         let picked = (self.elem_count() / self.shape()[d].max(1)) * index.elem_count();
-        let _prof = profile::op(profile::Kind::Copy, 0.0, copy_traffic(self, picked));
+        let _prof = profile::op(profile::Kind::Copy, 0.0, profile::traffic(picked, 1, self.dtype()));
         if index.rank() != 1 {
             return Err(Error::BadShape { op: OP, shape: index.shape().to_vec(), expected: "a 1-D index".into() });
         }
@@ -227,7 +224,7 @@ impl Tensor {
         let _prof = profile::op(
             profile::Kind::Copy,
             0.0,
-            copy_traffic(self, index.elem_count()) + 8.0 * index.elem_count() as f64,
+            profile::traffic(index.elem_count(), 1, self.dtype()) + 8.0 * index.elem_count() as f64,
         );
         const OP: &str = "gather";
         let d = resolve_dim(OP, dim, self.rank())?;

@@ -37,8 +37,7 @@ where
 impl Tensor {
     /// Applies `f` (in f32) to every element of a float tensor; output has the input's dtype.
     pub(crate) fn map_float(&self, op: &'static str, f: impl Fn(f32) -> f32 + Sync) -> Result<Tensor> {
-        let bytes = 2 * self.elem_count() * self.dtype().size_in_bytes();
-        let _prof = profile::op(profile::Kind::Elementwise, 0.0, bytes as f64);
+        let _prof = profile::op(profile::Kind::Elementwise, 0.0, profile::traffic(self.elem_count(), 1, self.dtype()));
         let storage = match self.cpu_storage()? {
             CpuStorage::F32(v) => CpuStorage::F32(map_strided(self, v, f)),
             CpuStorage::F16(v) => CpuStorage::F16(map_strided(self, v, |x: f16| f16::from_f32(f(x.to_f32())))),

@@ -240,10 +240,15 @@ pub fn matmul_flops(a: &[usize], b: &[usize]) -> f64 {
     2.0 * (batch_a.max(batch_b) * m * k * n) as f64
 }
 
-/// Bytes of `n` elements of 4 bytes read and written once each: the memory floor of an f32
-/// elementwise op with `reads` inputs.
+/// Bytes of `n` elements of `dtype` read `reads` times and written once: the memory floor of an
+/// elementwise op with `reads` inputs of the output's size (a copy: one).
+pub fn traffic(n: usize, reads: usize, dtype: crate::DType) -> f64 {
+    (n * (reads + 1) * dtype.size_in_bytes()) as f64
+}
+
+/// [`traffic`] of f32 values.
 pub fn f32_traffic(n: usize, reads: usize) -> f64 {
-    (4 * n * (reads + 1)) as f64
+    traffic(n, reads, crate::DType::F32)
 }
 
 // The accounting's test is `tensor/tests/profile.rs`: the table is process-wide, and any other
