@@ -164,7 +164,7 @@ pub mod simd {
     pub unsafe fn kernel(kp: usize, a: *const u32, b: *const u32, c: *mut f32, ldc: usize, load_c: bool) {
         use super::{MR, NR};
         let bh = |x: __m512i| std::mem::transmute::<__m512i, __m512bh>(x);
-        crate::cpu::gemm::kernels::avx512::prefetch_c_for_writing(c, ldc, load_c);
+        crate::cpu::gemm::kernels::avx512::prefetch_c(c, ldc, load_c);
         let mut acc0 = [_mm512_setzero_ps(); MR];
         let mut acc1 = [_mm512_setzero_ps(); MR];
         let (mut a, mut b) = (a, b);

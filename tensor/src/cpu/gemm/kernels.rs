@@ -62,7 +62,7 @@ pub mod avx512 {
     /// The CPU must support AVX-512F; pointers must cover the tile as described in the module docs.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn kernel(kc: usize, a: *const f32, b: *const f32, b_rs: usize, c: *mut f32, ldc: usize, load_c: bool) {
-        prefetch_c_for_writing(c, ldc, load_c);
+        prefetch_c(c, ldc, load_c);
         let mut acc0 = [_mm512_setzero_ps(); MR];
         let mut acc1 = [_mm512_setzero_ps(); MR];
         let (mut a, mut b) = (a, b);
@@ -108,7 +108,7 @@ pub mod avx512 {
         ldc: usize,
         load_c: bool,
     ) {
-        prefetch_c_for_writing(c, ldc, load_c);
+        prefetch_c(c, ldc, load_c);
         if nr <= 16 {
             // One vector of columns covers the edge: half the work of the whole tile.
             tile::<MR, 1, true>(kc, a, a_rs, b, b_rs, c, ldc, load_c)
@@ -117,17 +117,25 @@ pub mod avx512 {
         }
     }
 
-    /// Asks for a whole tile's C lines in the exclusive state before the first depth block's
-    /// multiply-adds (`load_c` false: C is only written), so that its 28 stores at the end do
-    /// not each wait for a line from memory. A large output is out of cache there: the stage-1
-    /// MLP's 25088 x 512 x 128 at batch 8 went from 165 to 172 GFLOP/s (Zen 4), 216-220 to
-    /// 244-254 in the bf16 kernel (which calls this too); later depth blocks find their C rows
-    /// in cache, and a prefetch into L1 before their longer runs (depth 512) cost a few percent.
+    /// Asks for a whole tile's C lines before the multiply-adds, so that the 28 loads and
+    /// stores at the end do not each wait for a line from memory. The first depth block
+    /// (`load_c` false: C is only written) asks for them in the exclusive state: a large output
+    /// is out of cache there (the stage-1 MLP's 25088 x 512 x 128 at batch 8 went from 165 to
+    /// 172 GFLOP/s on Zen 4, 216-220 to 244-254 in the bf16 kernel, which calls this too). A
+    /// later block (`load_c`) finds its rows where the previous block left them, often out of
+    /// L2 (a weight gradient's 512 x 1024 C per thread is 2 MiB): it asks for them into L2, not
+    /// L1, which the kernel's B panel fills. Zen 4, fresh C, interleaved: the products of
+    /// depth 1568-2048 gained 3-6% (1568 x 512 x 2048 N,T 190-192 -> 200-203 GFLOP/s, 512 x 2048
+    /// x 1568 T,N 187-190 -> 195-197), depth 512 and the forward at batch 8 (f32, bf16) within
+    /// noise. Into L1 instead cost a few percent at depth 512.
     #[inline(always)]
-    pub(in crate::cpu::gemm) unsafe fn prefetch_c_for_writing(c: *mut f32, ldc: usize, load_c: bool) {
-        if !load_c {
-            for i in 0..MR {
-                let row = c.add(i * ldc) as *const i8;
+    pub(in crate::cpu::gemm) unsafe fn prefetch_c(c: *mut f32, ldc: usize, load_c: bool) {
+        for i in 0..MR {
+            let row = c.add(i * ldc) as *const i8;
+            if load_c {
+                _mm_prefetch::<_MM_HINT_T1>(row);
+                _mm_prefetch::<_MM_HINT_T1>(row.add(64));
+            } else {
                 _mm_prefetch::<_MM_HINT_ET0>(row);
                 _mm_prefetch::<_MM_HINT_ET0>(row.add(64));
             }
