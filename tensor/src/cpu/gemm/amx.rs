@@ -231,7 +231,9 @@ unsafe fn blocked(p: &Problem, bufs: &mut PackBufs) {
                         let ap = abuf.add(ir * lda);
                         let cp = p.c.add((ic + ir) * p.ldc + jc + jr);
                         let tile = Tile { c: cp, mr: MR.min(mc - ir), nr, col: jc + jr, load_c, last };
-                        micro_tile::<MR, NR>(p, tile, tmp, |c, ldc, load| tile_32x32(kp, ap, lda, bp, c, ldc, load));
+                        micro_tile::<MR, NR>(p, tile, tmp, false, |c, ldc, load, _| {
+                            tile_32x32(kp, ap, lda, bp, c, ldc, load)
+                        });
                     }
                 }
             }

@@ -325,7 +325,9 @@ unsafe fn blocked(p: &Problem, bufs: &mut PackBufs) {
                         let ap = abuf.add(ir * kp);
                         let cp = p.c.add((ic + ir) * p.ldc + jc + jr);
                         let tile = Tile { c: cp, mr: MR.min(mc - ir), nr, col: jc + jr, load_c, last };
-                        micro_tile::<MR, NR>(p, tile, tmp, |c, ldc, load| simd::kernel(kp, ap, bp, c, ldc, load));
+                        micro_tile::<MR, NR>(p, tile, tmp, false, |c, ldc, load, _| {
+                            simd::kernel(kp, ap, bp, c, ldc, load)
+                        });
                     }
                 }
             }

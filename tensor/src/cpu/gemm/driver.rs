@@ -2,7 +2,7 @@
 //! with a B packed once beforehand, MC rows outside KC depth),
 //! the fused output pass, and the split of one product over rayon threads.
 
-use super::kernels::{EdgeFn, KernelFn, RowsFn};
+use super::kernels::{EdgeFn, Fused, KernelFn, RowsFn};
 use super::pack::pack;
 use crate::cpu::simd::dispatch;
 use crate::ops::Activation;
@@ -64,6 +64,18 @@ impl Problem {
             || self.act_grad.is_some()
             || self.scale.is_some()
             || self.residual.is_some()
+    }
+
+    /// The output pass's steps a kernel can apply before storing the whole tile at `c` (first
+    /// column `col`): the bias, and the residual when nothing comes between them (the residual
+    /// is added after the activation and the scale).
+    unsafe fn fused_steps(&self, c: *mut f32, col: usize) -> Fused {
+        let residual_next = self.act == Activation::None && self.act_grad.is_none() && self.scale.is_none();
+        let at = c.offset_from(self.c) as usize;
+        Fused {
+            bias: self.bias.map_or(std::ptr::null(), |b| b.add(col)),
+            residual: self.residual.filter(|_| residual_next).map_or(std::ptr::null(), |r| r.add(at)),
+        }
     }
 
     /// The sub-product of rows [r0, r0 + m) and columns [c0, c0 + n).
@@ -238,11 +250,12 @@ unsafe fn blocked<const MR: usize, const NR: usize>(
                 let cp = p.c.add((ic + ir) * p.ldc + jc + jr);
                 let mr = MR.min(mc - ir);
                 let tile = Tile { c: cp, mr, nr, col: jc + jr, load_c, last };
-                micro_tile::<MR, NR>(p, tile, tmp, |c, ldc, load| match (rows, edge) {
-                    (Some(rows), _) if in_place => rows(nr, kc, ap, p.a_rs, bp, b_rs, c, ldc, load),
+                let kernel = |c, ldc, load, fused| match (rows, edge) {
+                    (Some(rows), _) if in_place => rows(nr, kc, ap, p.a_rs, bp, b_rs, c, ldc, load, fused),
                     (_, Some(edge)) if mr < MR || nr < NR => edge(mr, nr, kc, ap, bp, b_rs, c, ldc, load),
-                    _ => kern(kc, ap, bp, b_rs, c, ldc, load),
-                });
+                    _ => kern(kc, ap, bp, b_rs, c, ldc, load, fused),
+                };
+                micro_tile::<MR, NR>(p, tile, tmp, true, kernel);
             }
         }
     };
@@ -308,10 +321,12 @@ pub(super) struct Tile {
     pub last: bool,
 }
 
-/// One micro-tile, the step every blocked loop (f32, bf16, AMX) ends in: `kernel(dst, ld, load)`
-/// computes a whole MR x NR tile into `dst` (rows `ld` apart, added to its values with `load`);
-/// an edge tile is computed into `tmp` (MR x NR, rows NR apart) and copied in; after the last
-/// depth block the fused output pass runs.
+/// One micro-tile, the step every blocked loop (f32, bf16, AMX) ends in: `kernel(dst, ld, load,
+/// fused)` computes a whole MR x NR tile into `dst` (rows `ld` apart, added to its values with
+/// `load`); an edge tile is computed into `tmp` (MR x NR, rows NR apart) and copied in; after
+/// the last depth block the fused output pass runs. A kernel that applies [`Fused`] steps
+/// (`kernel_fuses`) is given them on the last depth block of a whole tile, and the pass skips
+/// them.
 ///
 /// # Safety
 /// `tile.c` covers mr rows of nr values, `p.ldc` apart; `tmp` holds MR x NR values; `kernel`
@@ -321,20 +336,25 @@ pub(super) unsafe fn micro_tile<const MR: usize, const NR: usize>(
     p: &Problem,
     tile: Tile,
     tmp: *mut f32,
-    kernel: impl FnOnce(*mut f32, usize, bool),
+    kernel_fuses: bool,
+    kernel: impl FnOnce(*mut f32, usize, bool, Fused),
 ) {
     let Tile { c, mr, nr, col, load_c, last } = tile;
     if last {
         prefetch_epilogue_inputs(p, c, mr, nr);
     }
+    let mut fused = Fused::NONE;
     if mr == MR && nr == NR {
-        kernel(c, p.ldc, load_c);
+        if last && kernel_fuses {
+            fused = p.fused_steps(c, col);
+        }
+        kernel(c, p.ldc, load_c, fused);
     } else {
-        kernel(tmp, NR, false);
+        kernel(tmp, NR, false, Fused::NONE);
         store_edge(tmp, NR, c, p.ldc, mr, nr, load_c);
     }
     if last {
-        finish_tile(p, c, mr, nr, col);
+        finish_tile_after(p, c, mr, nr, col, fused);
     }
 }
 
@@ -379,20 +399,27 @@ unsafe fn store_edge(tmp: *const f32, tmp_ld: usize, c: *mut f32, ldc: usize, mr
 /// `c` covers mr rows of nr values, `p.ldc` apart.
 #[inline]
 pub(super) unsafe fn finish_tile(p: &Problem, c: *mut f32, mr: usize, nr: usize, col: usize) {
+    finish_tile_after(p, c, mr, nr, col, Fused::NONE)
+}
+
+/// [`finish_tile`] without the steps the kernel already applied (`done`).
+#[inline]
+unsafe fn finish_tile_after(p: &Problem, c: *mut f32, mr: usize, nr: usize, col: usize, done: Fused) {
     if !p.has_epilogue() {
         return;
     }
     // The tile's place in C, which is also its place in act_grad, scale and residual.
     let at = c.offset_from(p.c) as usize;
-    if let Some(bias) = p.bias {
+    if let (Some(bias), true) = (p.bias, done.bias.is_null()) {
         add_bias(c, p.ldc, mr, nr, bias.add(col));
     }
     match p.act_grad {
         Some(g) => super::activate_grad_tile(p.act, c, g.add(at), p.ldc, mr, nr),
         None => super::activate_tile(p.act, c, p.ldc, mr, nr),
     }
-    if p.scale.is_some() || p.residual.is_some() {
-        scale_add(c, p.ldc, mr, nr, p.scale.map(|s| s.add(at)), p.residual.map(|r| r.add(at)));
+    let residual = p.residual.filter(|_| done.residual.is_null());
+    if p.scale.is_some() || residual.is_some() {
+        scale_add(c, p.ldc, mr, nr, p.scale.map(|s| s.add(at)), residual.map(|r| r.add(at)));
     }
 }
 

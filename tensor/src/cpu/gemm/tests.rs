@@ -538,6 +538,39 @@ fn scale_output_pass_equals_product_then_multiply() {
     elementwise_pass_equals_product_then_step(ElementwisePass::Scale, 90, 0x5C, &EPILOGUE_SHAPES, &variants);
 }
 
+/// The bias, which the f32 kernels add to a whole tile before storing it (and the residual
+/// after it when no activation comes between), gives the bits of the product without a bias
+/// followed by adding it in a separate pass: every kernel, whole and edge tiles, several depth
+/// blocks, added to C or not, A read in place or packed, B packed per call or once, one thread
+/// or two. Tested apart from the residual pass, whose expected values already carry a bias.
+#[test]
+fn bias_in_the_kernel_equals_product_then_add() {
+    let shapes = [(1, 1, 1), (14, 32, 7), (28, 64, 300), (33, 70, 40), (130, 47, 600), (64, 512, 128)];
+    let mut seed = 300u64;
+    for isa in isas() {
+        for (m, n, k) in shapes {
+            for (accumulate, parallel, pad, ta) in
+                [(false, true, 0, false), (true, false, 1, true), (true, true, 3, false)]
+            {
+                seed += 1;
+                let case = Case::new(m, n, k, ta, seed.is_multiple_of(2), pad, true, seed);
+                let bias = case.bias.as_deref().unwrap();
+                let plain = GemmOpts { accumulate, parallel, isa: Some(isa), ..GemmOpts::default() };
+                let mut want = case.run_with(&plain);
+                for i in 0..m {
+                    want[i * case.ldc..i * case.ldc + n].iter_mut().zip(bias).for_each(|(x, b)| *x += b);
+                }
+                let got = case.run_with(&GemmOpts { bias: Some(bias), ..plain });
+                assert_eq!(got, want, "{isa:?} m={m} n={n} k={k} accumulate={accumulate} parallel={parallel}");
+                if let Some(packed) = PackedF32::new(isa, k, n, &case.b, case.b_rs, case.b_cs) {
+                    let got = case.run_with(&GemmOpts { bias: Some(bias), packed_f32: Some(&packed), ..plain });
+                    assert_eq!(got, want, "{isa:?} prepacked m={m} n={n} k={k} accumulate={accumulate}");
+                }
+            }
+        }
+    }
+}
+
 /// The residual epilogue gives `r + (A·B + bias)`, the bits of the product followed by an add.
 #[test]
 fn residual_epilogue_equals_product_then_add() {
@@ -596,7 +629,7 @@ unsafe fn edge_tiles_equal_the_whole_tile<const MR: usize, const NR: usize>(
     for load_c in [false, true] {
         let mut whole = c0.clone();
         // a and b are packed panels of kc depths, C is MR x NR.
-        kernel(kc, a.as_ptr(), b.as_ptr(), NR, whole.as_mut_ptr(), NR, load_c);
+        kernel(kc, a.as_ptr(), b.as_ptr(), NR, whole.as_mut_ptr(), NR, load_c, super::kernels::Fused::NONE);
         for mr in 1..=MR {
             for nr in 1..=NR {
                 let mut part = c0.clone();
