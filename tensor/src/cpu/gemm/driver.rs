@@ -67,14 +67,16 @@ impl Problem {
     }
 
     /// The output pass's steps a kernel can apply before storing the whole tile at `c` (first
-    /// column `col`): the bias, and the residual when nothing comes between them (the residual
-    /// is added after the activation and the scale).
+    /// column `col`): the bias, and the scale and residual when no activation comes between
+    /// (they follow it).
     unsafe fn fused_steps(&self, c: *mut f32, col: usize) -> Fused {
-        let residual_next = self.act == Activation::None && self.act_grad.is_none() && self.scale.is_none();
+        let no_act = self.act == Activation::None && self.act_grad.is_none();
         let at = c.offset_from(self.c) as usize;
+        let at_tile = |v: Option<*const f32>| v.filter(|_| no_act).map_or(std::ptr::null(), |v| v.add(at));
         Fused {
             bias: self.bias.map_or(std::ptr::null(), |b| b.add(col)),
-            residual: self.residual.filter(|_| residual_next).map_or(std::ptr::null(), |r| r.add(at)),
+            scale: at_tile(self.scale),
+            residual: at_tile(self.residual),
         }
     }
 
@@ -417,9 +419,10 @@ unsafe fn finish_tile_after(p: &Problem, c: *mut f32, mr: usize, nr: usize, col:
         Some(g) => super::activate_grad_tile(p.act, c, g.add(at), p.ldc, mr, nr),
         None => super::activate_tile(p.act, c, p.ldc, mr, nr),
     }
+    let scale = p.scale.filter(|_| done.scale.is_null());
     let residual = p.residual.filter(|_| done.residual.is_null());
-    if p.scale.is_some() || residual.is_some() {
-        scale_add(c, p.ldc, mr, nr, p.scale.map(|s| s.add(at)), residual.map(|r| r.add(at)));
+    if scale.is_some() || residual.is_some() {
+        scale_add(c, p.ldc, mr, nr, scale.map(|s| s.add(at)), residual.map(|r| r.add(at)));
     }
 }
 

@@ -22,19 +22,20 @@ pub type KernelFn = unsafe fn(
 
 /// The first steps of the output pass, which a whole-tile kernel applies to its values before
 /// it stores them (after adding C's values with `load_c`): a bias (one value per column, null
-/// for none), then a residual (laid out as C, rows `ldc` apart, null for none). The same adds
-/// in the same order as the pass over the stored tile ([`super::driver::finish_tile`]), so the
+/// for none), then a scale (multiplied), then a residual (added; both laid out as C, rows `ldc`
+/// apart, null for none). The same steps in the same order as the pass over the stored tile ([`super::driver::finish_tile`]), so the
 /// same bits, without storing the tile, reading it back and storing it again. On Zen 4 those two
 /// passes (bias; residual) were 2.4% of a batch-8 forward's samples, waiting on the kernel's
 /// stores; fused, the kernels' own share grew by 1.4 points.
 #[derive(Clone, Copy)]
 pub struct Fused {
     pub bias: *const f32,
+    pub scale: *const f32,
     pub residual: *const f32,
 }
 
 impl Fused {
-    pub const NONE: Fused = Fused { bias: std::ptr::null(), residual: std::ptr::null() };
+    pub const NONE: Fused = Fused { bias: std::ptr::null(), scale: std::ptr::null(), residual: std::ptr::null() };
 }
 
 /// A whole-tile kernel that reads A in place, rows `a_rs` apart and contiguous along the depth
@@ -132,6 +133,11 @@ pub mod avx512 {
             if !fused.bias.is_null() {
                 v0 = _mm512_add_ps(v0, _mm512_loadu_ps(fused.bias));
                 v1 = _mm512_add_ps(v1, _mm512_loadu_ps(fused.bias.add(16)));
+            }
+            if !fused.scale.is_null() {
+                let s = fused.scale.add(i * ldc);
+                v0 = _mm512_mul_ps(v0, _mm512_loadu_ps(s));
+                v1 = _mm512_mul_ps(v1, _mm512_loadu_ps(s.add(16)));
             }
             if !fused.residual.is_null() {
                 let r = fused.residual.add(i * ldc);
@@ -264,6 +270,9 @@ pub mod avx512 {
                 let mut out = if load_c { _mm512_add_ps(sum, _mm512_loadu_ps(at)) } else { sum };
                 if !fused.bias.is_null() {
                     out = _mm512_add_ps(out, _mm512_loadu_ps(fused.bias.add(16 * v)));
+                }
+                if !fused.scale.is_null() {
+                    out = _mm512_mul_ps(out, _mm512_loadu_ps(fused.scale.add(i * ldc + 16 * v)));
                 }
                 if !fused.residual.is_null() {
                     out = _mm512_add_ps(out, _mm512_loadu_ps(fused.residual.add(i * ldc + 16 * v)));
@@ -401,6 +410,9 @@ pub mod avx2 {
                 if !fused.bias.is_null() {
                     out = _mm256_add_ps(out, _mm256_loadu_ps(fused.bias.add(8 * v)));
                 }
+                if !fused.scale.is_null() {
+                    out = _mm256_mul_ps(out, _mm256_loadu_ps(fused.scale.add(i * ldc + 8 * v)));
+                }
                 if !fused.residual.is_null() {
                     out = _mm256_add_ps(out, _mm256_loadu_ps(fused.residual.add(i * ldc + 8 * v)));
                 }
@@ -446,6 +458,9 @@ pub mod generic {
                 let mut out = if load_c { *cj + v } else { v };
                 if !fused.bias.is_null() {
                     out += *fused.bias.add(j);
+                }
+                if !fused.scale.is_null() {
+                    out *= *fused.scale.add(i * ldc + j);
                 }
                 if !fused.residual.is_null() {
                     out += *fused.residual.add(i * ldc + j);
