@@ -81,6 +81,7 @@ pub unsafe fn pack_scalar<const R: usize>(
 #[cfg(target_arch = "x86_64")]
 pub mod simd {
     use super::super::pack::avx512::transpose16;
+    use crate::cpu::gemm::kernels::Fused;
     use std::arch::x86_64::*;
 
     /// Mask of the first `n` (<= 16) lanes.
@@ -161,7 +162,7 @@ pub mod simd {
     /// # Safety
     /// The CPU must support AVX512-BF16; the pointers must cover the tile.
     #[target_feature(enable = "avx512f,avx512bf16")]
-    pub unsafe fn kernel(kp: usize, a: *const u32, b: *const u32, c: *mut f32, ldc: usize, load_c: bool) {
+    pub unsafe fn kernel(kp: usize, a: *const u32, b: *const u32, c: *mut f32, ldc: usize, load_c: bool, fused: Fused) {
         use super::{MR, NR};
         let bh = |x: __m512i| std::mem::transmute::<__m512i, __m512bh>(x);
         crate::cpu::gemm::kernels::avx512::prefetch_c(c, ldc, load_c);
@@ -180,14 +181,7 @@ pub mod simd {
             b = b.add(NR);
         }
         for i in 0..MR {
-            let row = c.add(i * ldc);
-            let (mut v0, mut v1) = (acc0[i], acc1[i]);
-            if load_c {
-                v0 = _mm512_add_ps(v0, _mm512_loadu_ps(row));
-                v1 = _mm512_add_ps(v1, _mm512_loadu_ps(row.add(16)));
-            }
-            _mm512_storeu_ps(row, v0);
-            _mm512_storeu_ps(row.add(16), v1);
+            crate::cpu::gemm::kernels::avx512::store_row([acc0[i], acc1[i]], c, i, ldc, load_c, fused);
         }
     }
 }
@@ -325,8 +319,8 @@ unsafe fn blocked(p: &Problem, bufs: &mut PackBufs) {
                         let ap = abuf.add(ir * kp);
                         let cp = p.c.add((ic + ir) * p.ldc + jc + jr);
                         let tile = Tile { c: cp, mr: MR.min(mc - ir), nr, col: jc + jr, load_c, last };
-                        micro_tile::<MR, NR>(p, tile, tmp, false, |c, ldc, load, _| {
-                            simd::kernel(kp, ap, bp, c, ldc, load)
+                        micro_tile::<MR, NR>(p, tile, tmp, true, |c, ldc, load, fused| {
+                            simd::kernel(kp, ap, bp, c, ldc, load, fused)
                         });
                     }
                 }

@@ -124,28 +124,7 @@ pub mod avx512 {
             b = b.add(b_rs);
         }
         for i in 0..MR {
-            let row = c.add(i * ldc);
-            let (mut v0, mut v1) = (acc0[i], acc1[i]);
-            if load_c {
-                v0 = _mm512_add_ps(v0, _mm512_loadu_ps(row));
-                v1 = _mm512_add_ps(v1, _mm512_loadu_ps(row.add(16)));
-            }
-            if !fused.bias.is_null() {
-                v0 = _mm512_add_ps(v0, _mm512_loadu_ps(fused.bias));
-                v1 = _mm512_add_ps(v1, _mm512_loadu_ps(fused.bias.add(16)));
-            }
-            if !fused.scale.is_null() {
-                let s = fused.scale.add(i * ldc);
-                v0 = _mm512_mul_ps(v0, _mm512_loadu_ps(s));
-                v1 = _mm512_mul_ps(v1, _mm512_loadu_ps(s.add(16)));
-            }
-            if !fused.residual.is_null() {
-                let r = fused.residual.add(i * ldc);
-                v0 = _mm512_add_ps(v0, _mm512_loadu_ps(r));
-                v1 = _mm512_add_ps(v1, _mm512_loadu_ps(r.add(16)));
-            }
-            _mm512_storeu_ps(row, v0);
-            _mm512_storeu_ps(row.add(16), v1);
+            store_row([acc0[i], acc1[i]], c, i, ldc, load_c, fused);
         }
     }
 
@@ -175,6 +154,38 @@ pub mod avx512 {
             tile::<MR, 1, true>(kc, a, a_rs, b, b_rs, c, ldc, load_c, fused)
         } else {
             tile::<MR, 2, true>(kc, a, a_rs, b, b_rs, c, ldc, load_c, fused)
+        }
+    }
+
+    /// Stores row `i` of a tile's sums (V vectors of 16 columns) into C (rows `ldc` apart): added
+    /// to C's values with `load_c`, then the [`Fused`] steps, each vector as the kernel stored it
+    /// before them (the f32 kernels and the bf16 kernel end here).
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F; `c` and the fused operands cover the tile's row.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(in crate::cpu::gemm) unsafe fn store_row<const V: usize>(
+        sums: [__m512; V],
+        c: *mut f32,
+        i: usize,
+        ldc: usize,
+        load_c: bool,
+        fused: Fused,
+    ) {
+        for (v, &sum) in sums.iter().enumerate() {
+            let at = i * ldc + 16 * v;
+            let mut out = if load_c { _mm512_add_ps(sum, _mm512_loadu_ps(c.add(at))) } else { sum };
+            if !fused.bias.is_null() {
+                out = _mm512_add_ps(out, _mm512_loadu_ps(fused.bias.add(16 * v)));
+            }
+            if !fused.scale.is_null() {
+                out = _mm512_mul_ps(out, _mm512_loadu_ps(fused.scale.add(at)));
+            }
+            if !fused.residual.is_null() {
+                out = _mm512_add_ps(out, _mm512_loadu_ps(fused.residual.add(at)));
+            }
+            _mm512_storeu_ps(c.add(at), out);
         }
     }
 
@@ -264,21 +275,8 @@ pub mod avx512 {
             panel = panel.add(MR);
             b = b.add(b_rs);
         }
-        for (i, acc_row) in acc.iter().enumerate() {
-            for (v, &sum) in acc_row.iter().enumerate() {
-                let at = c.add(i * ldc + 16 * v);
-                let mut out = if load_c { _mm512_add_ps(sum, _mm512_loadu_ps(at)) } else { sum };
-                if !fused.bias.is_null() {
-                    out = _mm512_add_ps(out, _mm512_loadu_ps(fused.bias.add(16 * v)));
-                }
-                if !fused.scale.is_null() {
-                    out = _mm512_mul_ps(out, _mm512_loadu_ps(fused.scale.add(i * ldc + 16 * v)));
-                }
-                if !fused.residual.is_null() {
-                    out = _mm512_add_ps(out, _mm512_loadu_ps(fused.residual.add(i * ldc + 16 * v)));
-                }
-                _mm512_storeu_ps(at, out);
-            }
+        for (i, &acc_row) in acc.iter().enumerate() {
+            store_row(acc_row, c, i, ldc, load_c, fused);
         }
     }
 }
