@@ -23,10 +23,11 @@ pub type KernelFn = unsafe fn(
 /// The first steps of the output pass, which a whole-tile kernel applies to its values before
 /// it stores them (after adding C's values with `load_c`): a bias (one value per column, null
 /// for none), then a scale (multiplied), then a residual (added; both laid out as C, rows `ldc`
-/// apart, null for none). The same steps in the same order as the pass over the stored tile ([`super::driver::finish_tile`]), so the
-/// same bits, without storing the tile, reading it back and storing it again. On Zen 4 those two
-/// passes (bias; residual) were 2.4% of a batch-8 forward's samples, waiting on the kernel's
-/// stores; fused, the kernels' own share grew by 1.4 points.
+/// apart, null for none). The same steps in the same order as the pass over the stored tile
+/// ([`super::driver::finish_tile`]), so the same bits, without storing the tile, reading it
+/// back and storing it again. On Zen 4 those two passes (bias; residual) were 2.4% of a batch-8
+/// forward's samples, waiting on the kernel's stores; fused, the kernels' own share grew by 1.4
+/// points.
 #[derive(Clone, Copy)]
 pub struct Fused {
     pub bias: *const f32,
