@@ -1,169 +1,180 @@
 //! GELU, the exact (erf) form x Phi(x), and its derivative Phi(x) + x phi(x), side by side: the
-//! scalar functions (also the fused GEMM epilogue's activation), the slice loops, and the tensor
-//! ops `gelu` and `gelu_backward` (the autograd rule is a call to the latter).
+//! scalar functions (the definition, and the tests' reference), the slice and tile loops (the
+//! latter the fused GEMM output pass's activation), and the tensor ops `gelu` and
+//! `gelu_backward` (the autograd rule is a call to the latter).
 //!
-//! Both are computed in f32 from the same pieces of `cpu::vecmath`: an odd polynomial for erf near
-//! 0, and for |x| / sqrt 2 >= 0.75 exp(-x^2 / 2) (exact argument) times a polynomial for erfcx,
-//! so the negative tail keeps its relative accuracy. Observed error against the f64 reference:
-//! GELU within 6 ulp (relative 5e-7), its derivative within 1.6e-7 absolute. The loops are
-//! branch-free; they run fused (`FMA` = true) on AVX-512 and on AVX2 + FMA, which give the same
-//! bits, unfused on other CPUs (`cpu::simd::dispatch_fma!`), and on rayon chunks when large.
+//! Two forms, both in f32 and both within a few ulp of the f64 reference:
+//! - `table` (CPUs with FMA, that is AVX2 + FMA or AVX-512): piecewise polynomials of Phi and
+//!   of gelu' picked per element by a table lookup, explicit vector loops on both ISAs with the
+//!   same bits; elements at or below -6 (tiny results) take the pieces form.
+//! - `pieces` (every other CPU): erf, exp and erfcx polynomials, branch-free, so that its loops
+//!   vectorise on any target; also the reference the table form was measured against.
+//!
+//! Large tensors run on rayon chunks.
 use crate::cpu::parallel::{new_vec, new_vecs, PAR_CHUNK, PAR_MIN};
-use crate::cpu::simd::dispatch_fma;
-use crate::cpu::vecmath::{erf_small, erfcx_large, exp_neg_sq, madd, ERF_SMALL};
 use crate::profile;
 use crate::{CpuStorage, DType, Error, Result, Tensor};
 
-const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
-/// 1 / sqrt(2 pi).
-const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
-/// Beyond this |x| both functions have reached their limits in f32 (gelu(-16) ~ -1e-57 is 0).
-const X_LIMIT: f32 = 16.0;
+mod coeffs;
+mod pieces;
+mod table;
 
-/// The pieces of Phi(x) for |x| <= X_LIMIT: whether |x| / sqrt 2 is below `ERF_SMALL`, Phi(x)
-/// there, exp(-x^2 / 2), and erfcx(|x| / sqrt 2) / 2, so that beyond
-/// Phi(x) = 1 - exp(-x^2 / 2) erfcx / 2 for x > 0 and exp(-x^2 / 2) erfcx / 2 for x < 0 (accurate
-/// in relative terms however small). NaN fails `is_small` and stays NaN.
-#[inline(always)]
-fn cdf_pieces<const FMA: bool>(x: f32) -> (bool, f32, f32, f32) {
-    let u = x.abs();
-    let a = u * FRAC_1_SQRT_2;
-    let small_cdf = madd::<FMA>(0.5, erf_small::<FMA>(x * FRAC_1_SQRT_2), 0.5);
-    (a < ERF_SMALL, small_cdf, exp_neg_sq::<FMA>(u, 0.5), 0.5 * erfcx_large::<FMA>(a))
-}
-
-/// Exact GELU x Phi(x) in f32, multiply-adds fused when `FMA`; gelu(-inf) = -0,
-/// gelu(inf) = inf, NaN stays NaN.
+/// Exact GELU x Phi(x) in f32: the table form when `FMA` (what the vector loops of CPUs with
+/// FMA compute, the same bits), else the pieces form unfused; gelu(-inf) = -0, gelu(inf) = inf,
+/// NaN stays NaN.
 #[inline(always)]
 pub fn gelu_f32<const FMA: bool>(x: f32) -> f32 {
-    // Phi's pieces at x clamped as in gelu_grad_f32, so that a loop computing both shares them.
-    // NaN stays NaN through clamp and fails every comparison.
-    let xc = x.clamp(-X_LIMIT, X_LIMIT);
-    let (is_small, small_cdf, gauss, half_erfcx) = cdf_pieces::<FMA>(xc);
-    // Beyond X_LIMIT, Phi is 1 (gauss is 0) and the product is x itself. The Gaussian factor
-    // last on the negative side, so a subnormal result is rounded once.
-    let big = if xc > 0.0 { x * madd::<FMA>(-gauss, half_erfcx, 1.0) } else { (xc * half_erfcx) * gauss };
-    if is_small {
-        xc * small_cdf
+    if FMA && !table::needs_pieces(x) {
+        table::gelu(x)
     } else {
-        big
+        pieces::gelu::<FMA>(x)
     }
 }
 
-/// d gelu / dx = Phi(x) + x phi(x) in f32, multiply-adds fused when `FMA`; 1 at +inf, 0 at
+/// d gelu / dx = Phi(x) + x phi(x) in f32, in the form [`gelu_f32`] picks; 1 at +inf, 0 at
 /// -inf, NaN stays NaN.
 #[inline(always)]
 pub fn gelu_grad_f32<const FMA: bool>(x: f32) -> f32 {
-    // NaN stays NaN through clamp.
-    let xc = x.clamp(-X_LIMIT, X_LIMIT);
-    let (is_small, small_cdf, gauss, half_erfcx) = cdf_pieces::<FMA>(xc);
-    let tail = gauss * half_erfcx;
-    let big_cdf = if xc > 0.0 { 1.0 - tail } else { tail };
-    let cdf = if is_small { small_cdf } else { big_cdf };
-    madd::<FMA>(xc, gauss * FRAC_1_SQRT_2PI, cdf)
-}
-
-#[inline(always)]
-fn forward_body<const FMA: bool>(xs: &[f32], _: &[f32], out: &mut [f32]) {
-    for (o, &x) in out.iter_mut().zip(xs) {
-        *o = gelu_f32::<FMA>(x);
+    if FMA && !table::needs_pieces(x) {
+        table::gelu_grad(x)
+    } else {
+        pieces::gelu_grad::<FMA>(x)
     }
 }
 
-#[inline(always)]
-fn backward_body<const FMA: bool>(xs: &[f32], gs: &[f32], out: &mut [f32]) {
-    for ((o, &x), &g) in out.iter_mut().zip(xs).zip(gs) {
-        *o = g * gelu_grad_f32::<FMA>(x);
+/// Which loops this CPU runs.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Path {
+    Avx512,
+    Avx2,
+    /// The pieces form unfused, in loops the compiler vectorises for the build's target.
+    Portable,
+}
+
+fn path() -> Path {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx512f") {
+            return Path::Avx512;
+        }
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            return Path::Avx2;
+        }
+    }
+    Path::Portable
+}
+
+/// `y = gelu(x)` on `rows` rows of `cols` values, `ld` apart in both (y possibly x): one
+/// dispatch, and one load of the tables, per tile (the GEMM output pass calls it per 14 x 32).
+///
+/// # Safety
+/// Each row of x readable and of y writable; nothing else writes them meanwhile.
+unsafe fn forward_tile(x: *const f32, y: *mut f32, ld: usize, rows: usize, cols: usize) {
+    match path() {
+        // SAFETY: the CPU has the ISA (checked by path()); the caller's contract.
+        #[cfg(target_arch = "x86_64")]
+        Path::Avx512 => unsafe { table::avx512::forward(x, y, ld, rows, cols) },
+        #[cfg(target_arch = "x86_64")]
+        Path::Avx2 => unsafe { table::avx2::forward(x, y, ld, rows, cols) },
+        _ => {
+            for i in (0..rows).flat_map(|r| (0..cols).map(move |c| r * ld + c)) {
+                // SAFETY: the caller's contract.
+                unsafe { *y.add(i) = pieces::gelu::<false>(*x.add(i)) };
+            }
+        }
     }
 }
 
-#[inline(always)]
-fn both_body<const FMA: bool>(xs: &[f32], ys: &mut [f32], ds: &mut [f32]) {
-    for ((y, d), &x) in ys.iter_mut().zip(ds.iter_mut()).zip(xs) {
-        // Both from one evaluation of Phi's pieces (the compiler merges the two calls').
-        *y = gelu_f32::<FMA>(x);
-        *d = gelu_grad_f32::<FMA>(x);
+/// `out = g gelu'(x)` on `rows` rows of `cols` values, `ld` apart in all three (out possibly x).
+///
+/// # Safety
+/// Each row of x and g readable and of out writable; nothing else writes them meanwhile.
+unsafe fn backward_tile(x: *const f32, g: *const f32, out: *mut f32, ld: usize, rows: usize, cols: usize) {
+    match path() {
+        // SAFETY: the CPU has the ISA (checked by path()); the caller's contract.
+        #[cfg(target_arch = "x86_64")]
+        Path::Avx512 => unsafe { table::avx512::backward(x, g, out, ld, rows, cols) },
+        #[cfg(target_arch = "x86_64")]
+        Path::Avx2 => unsafe { table::avx2::backward(x, g, out, ld, rows, cols) },
+        _ => {
+            for i in (0..rows).flat_map(|r| (0..cols).map(move |c| r * ld + c)) {
+                // SAFETY: the caller's contract.
+                unsafe { *out.add(i) = *g.add(i) * pieces::gelu_grad::<false>(*x.add(i)) };
+            }
+        }
     }
 }
 
 /// `ys[i] = gelu(xs[i])` and `ds[i] = gelu'(xs[i])` on this thread, the same bits as
-/// [`gelu_slice`] and [`gelu_backward_slice`] with unit gradients, for about the cost of one.
+/// [`gelu_slice`] and [`gelu_backward_slice`] with unit gradients, for less than the cost of two.
 pub fn gelu_and_derivative_slice(xs: &[f32], ys: &mut [f32], ds: &mut [f32]) {
     assert!(xs.len() == ys.len() && xs.len() == ds.len(), "gelu_and_derivative_slice: lengths");
-    dispatch_fma!(both_body(xs: &[f32], ys: &mut [f32], ds: &mut [f32]))
+    match path() {
+        // SAFETY: the CPU has the ISA (checked by path()); three slices of one length.
+        #[cfg(target_arch = "x86_64")]
+        Path::Avx512 => unsafe { table::avx512::both(xs.as_ptr(), ys.as_mut_ptr(), ds.as_mut_ptr(), xs.len()) },
+        #[cfg(target_arch = "x86_64")]
+        Path::Avx2 => unsafe { table::avx2::both(xs.as_ptr(), ys.as_mut_ptr(), ds.as_mut_ptr(), xs.len()) },
+        _ => {
+            for ((y, d), &x) in ys.iter_mut().zip(ds.iter_mut()).zip(xs) {
+                // Both from one evaluation of Phi's pieces (the compiler merges the two calls').
+                *y = pieces::gelu::<false>(x);
+                *d = pieces::gelu_grad::<false>(x);
+            }
+        }
+    }
 }
 
 /// `out[i] = gelu(xs[i])` on this thread.
 pub fn gelu_slice(xs: &[f32], out: &mut [f32]) {
     assert_eq!(xs.len(), out.len(), "gelu_slice: lengths");
-    let gs: &[f32] = &[];
-    dispatch_fma!(forward_body(xs: &[f32], gs: &[f32], out: &mut [f32]))
+    // SAFETY: two slices of one length, out borrowed mutably.
+    unsafe { forward_tile(xs.as_ptr(), out.as_mut_ptr(), xs.len(), 1, xs.len()) }
 }
 
-/// GELU in place: the same vector paths and bits as [`gelu_slice`] (a one-row
-/// [`gelu_tile_in_place`]).
+/// GELU in place: the same loops and bits as [`gelu_slice`].
 pub fn gelu_in_place(xs: &mut [f32]) {
-    // SAFETY: one row of xs.len() values, borrowed mutably for the call.
-    unsafe { gelu_tile_in_place(xs.as_mut_ptr(), xs.len(), 1, xs.len()) }
+    let (n, p) = (xs.len(), xs.as_mut_ptr());
+    // SAFETY: one slice, read and written in place, borrowed mutably for the call.
+    unsafe { forward_tile(p, p, n, 1, n) }
 }
 
-/// GELU in place on a tile of `rows` rows of `cols` values, `ld` apart (the GEMM epilogue's
-/// activation): the same vector paths and bits as [`gelu_slice`] on each row, with one dispatch
-/// (and one set of broadcast constants) for the tile: called per 16-value row, that overhead was
-/// 18% of the GELU. Dispatched here rather than inlined into the epilogue, whose code is
-/// compiled for baseline x86-64: there the scalar loop cost 5-8 ns an element, more than the fc1
-/// GEMM.
+/// GELU in place on a tile of `rows` rows of `cols` values, `ld` apart (the GEMM output pass's
+/// activation): [`gelu_slice`]'s loop on each row. Called rather than inlined into the output
+/// pass, whose code is compiled for baseline x86-64.
 ///
 /// # Safety
 /// Each row must be valid for reads and writes, and nothing else may access them meanwhile.
 pub unsafe fn gelu_tile_in_place(c: *mut f32, ld: usize, rows: usize, cols: usize) {
-    #[inline(always)]
-    unsafe fn body<const FMA: bool>(c: *mut f32, ld: usize, rows: usize, cols: usize) {
-        for i in 0..rows {
-            // SAFETY: the caller's contract.
-            for x in unsafe { std::slice::from_raw_parts_mut(c.add(i * ld), cols) } {
-                *x = gelu_f32::<FMA>(*x);
-            }
-        }
-    }
-    dispatch_fma!(body(c: *mut f32, ld: usize, rows: usize, cols: usize))
+    // SAFETY: the caller's contract.
+    unsafe { forward_tile(c, c, ld, rows, cols) }
 }
 
 /// `z = g * gelu'(z)` in place on a tile (`rows` rows of `cols` values, `ld` apart, g laid out
 /// alike): the fused output pass of a linear layer's GELU backward (the GEMM recomputes z tile
-/// by tile). The same bits as [`gelu_backward_slice`] on each row, one dispatch per tile.
+/// by tile). [`gelu_backward_slice`]'s loop on each row.
 ///
 /// # Safety
 /// Each row of z must be valid for reads and writes and each row of g for reads; nothing else
 /// may write them meanwhile.
 pub unsafe fn gelu_backward_tile_in_place(z: *mut f32, g: *const f32, ld: usize, rows: usize, cols: usize) {
-    #[inline(always)]
-    unsafe fn body<const FMA: bool>(z: *mut f32, g: *const f32, ld: usize, rows: usize, cols: usize) {
-        for i in 0..rows {
-            // SAFETY: the caller's contract.
-            let (zs, gs) = unsafe {
-                (std::slice::from_raw_parts_mut(z.add(i * ld), cols), std::slice::from_raw_parts(g.add(i * ld), cols))
-            };
-            for (z, &g) in zs.iter_mut().zip(gs) {
-                *z = g * gelu_grad_f32::<FMA>(*z);
-            }
-        }
-    }
-    dispatch_fma!(body(z: *mut f32, g: *const f32, ld: usize, rows: usize, cols: usize))
+    // SAFETY: the caller's contract.
+    unsafe { backward_tile(z, g, z, ld, rows, cols) }
 }
 
 /// `out[i] = gs[i] * gelu'(xs[i])` on this thread.
 pub fn gelu_backward_slice(xs: &[f32], gs: &[f32], out: &mut [f32]) {
     assert!(xs.len() == out.len() && gs.len() == out.len(), "gelu_backward_slice: lengths");
-    dispatch_fma!(backward_body(xs: &[f32], gs: &[f32], out: &mut [f32]))
+    // SAFETY: three slices of one length, out borrowed mutably.
+    unsafe { backward_tile(xs.as_ptr(), gs.as_ptr(), out.as_mut_ptr(), xs.len(), 1, xs.len()) }
 }
 
-/// `zs[i] = gs[i] * gelu'(zs[i])` in place: the same vector paths and bits as
-/// [`gelu_backward_slice`] (a one-row [`gelu_backward_tile_in_place`]).
+/// `zs[i] = gs[i] * gelu'(zs[i])` in place: the same loops and bits as [`gelu_backward_slice`].
 pub fn gelu_backward_in_place(zs: &mut [f32], gs: &[f32]) {
     assert_eq!(zs.len(), gs.len(), "gelu_backward_in_place: lengths");
-    // SAFETY: one row of zs.len() values, zs borrowed mutably and gs (as long) shared.
-    unsafe { gelu_backward_tile_in_place(zs.as_mut_ptr(), gs.as_ptr(), zs.len(), 1, zs.len()) }
+    let (n, p) = (zs.len(), zs.as_mut_ptr());
+    // SAFETY: zs read and written in place (borrowed mutably), gs as long and shared.
+    unsafe { backward_tile(p, gs.as_ptr(), p, n, 1, n) }
 }
 
 /// The slice loops over rayon chunks when large.
@@ -307,7 +318,7 @@ mod tests {
         gelu_backward_in_place(&mut grad_in_place, &gs);
         assert_eq!(grad_in_place, dx, "gelu_backward_in_place");
         // The scalar variant this CPU's vector path runs (scalar mul_add rounds once, as FMA does).
-        let fma = crate::cpu::simd::fma_paths();
+        let fma = path() != Path::Portable;
         let (gelu, grad) = if fma {
             (gelu_f32::<true> as fn(f32) -> f32, gelu_grad_f32::<true> as fn(f32) -> f32)
         } else {
@@ -318,6 +329,62 @@ mod tests {
             assert_eq!(in_place[i].to_bits(), y[i].to_bits(), "gelu in place ({})", xs[i]);
             assert_eq!(dx[i].to_bits(), (gs[i] * grad(xs[i])).to_bits(), "gelu'({}), fma {fma}", xs[i]);
         }
+    }
+
+    /// Each vector form this CPU can run (AVX-512 and AVX2 alike, whichever the dispatch picks)
+    /// gives the scalar table form's bits: interval edges, the table's ends, the elements that
+    /// go to the pieces form mixed among others in one vector, specials, and every tail length.
+    #[test]
+    fn every_vector_form_gives_the_scalar_bits() {
+        let mut xs: Vec<f32> = (-30..=30).map(|k| k as f32 * 0.25).collect();
+        xs.extend(xs.clone().iter().flat_map(|&e| [e.next_up(), e.next_down()]));
+        xs.extend([f32::INFINITY, f32::NEG_INFINITY, f32::NAN, -0.0, 1e-40, -1e-40, -13.5, -16.5, -100.0]);
+        xs.extend((0..997).map(|i| (i as f32 * 0.7548).sin() * 9.0));
+        let gs: Vec<f32> = (0..xs.len()).map(|i| 1.0 - i as f32 * 0.003).collect();
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        let want_y: Vec<f32> = xs.iter().map(|&x| gelu_f32::<true>(x)).collect();
+        let want_d: Vec<f32> = xs.iter().map(|&x| gelu_grad_f32::<true>(x)).collect();
+        let want_g: Vec<f32> = xs.iter().zip(&gs).map(|(&x, &g)| g * gelu_grad_f32::<true>(x)).collect();
+        type Forms = (
+            unsafe fn(*const f32, *mut f32, usize, usize, usize),
+            unsafe fn(*const f32, *const f32, *mut f32, usize, usize, usize),
+        );
+        type Both = unsafe fn(*const f32, *mut f32, *mut f32, usize);
+        let mut forms: Vec<(&str, Forms, Both)> = vec![];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx512f") {
+                forms.push(("avx512", (table::avx512::forward, table::avx512::backward), table::avx512::both));
+            }
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                forms.push(("avx2", (table::avx2::forward, table::avx2::backward), table::avx2::both));
+            }
+        }
+        for (name, (forward, backward), both) in forms {
+            // Every tail length of both vector widths, and the whole input.
+            for n in (0..40).chain([xs.len()]) {
+                let (mut y, mut d, mut g, mut y2) = (vec![7.0; n], vec![7.0; n], vec![7.0; n], vec![7.0; n]);
+                // SAFETY: the CPU has the ISA (checked above); every slice holds n values.
+                unsafe {
+                    forward(xs.as_ptr(), y.as_mut_ptr(), n, 1, n);
+                    backward(xs.as_ptr(), gs.as_ptr(), g.as_mut_ptr(), n, 1, n);
+                    both(xs.as_ptr(), y2.as_mut_ptr(), d.as_mut_ptr(), n);
+                }
+                assert_eq!(bits(&y), bits(&want_y[..n]), "{name} gelu, n = {n}");
+                assert_eq!(bits(&y2), bits(&want_y[..n]), "{name} gelu of both, n = {n}");
+                assert_eq!(bits(&d), bits(&want_d[..n]), "{name} gelu' of both, n = {n}");
+                assert_eq!(bits(&g), bits(&want_g[..n]), "{name} gelu backward, n = {n}");
+            }
+            // In place, from an offset that leaves the last vector partial.
+            let mut z = xs.clone();
+            // SAFETY: as above; x and y are the same n values.
+            unsafe { forward(z.as_ptr().add(3), z.as_mut_ptr().add(3), xs.len() - 3, 1, xs.len() - 3) };
+            assert_eq!(bits(&z[3..]), bits(&want_y[3..]), "{name} gelu in place");
+            assert_eq!(bits(&z[..3]), bits(&xs[..3]), "{name} wrote outside its range");
+        }
+        // The pieces form is taken exactly where the table ends.
+        assert_eq!(gelu_f32::<true>(-6.0).to_bits(), pieces::gelu::<true>(-6.0).to_bits());
+        assert_eq!(gelu_f32::<true>((-6.0f32).next_up()).to_bits(), table::gelu((-6.0f32).next_up()).to_bits());
     }
 
     /// Both at once: the same bits as each alone, on the slice and on a tensor large enough for
