@@ -76,12 +76,8 @@ unsafe fn forward_tile(x: *const f32, y: *mut f32, ld: usize, rows: usize, cols:
         Path::Avx512 => unsafe { table::avx512::forward(x, y, ld, rows, cols) },
         #[cfg(target_arch = "x86_64")]
         Path::Avx2 => unsafe { table::avx2::forward(x, y, ld, rows, cols) },
-        _ => {
-            for i in (0..rows).flat_map(|r| (0..cols).map(move |c| r * ld + c)) {
-                // SAFETY: the caller's contract.
-                unsafe { *y.add(i) = pieces::gelu::<false>(*x.add(i)) };
-            }
-        }
+        // SAFETY: the caller's contract.
+        _ => unsafe { portable_forward(x, y, ld, rows, cols) },
     }
 }
 
@@ -96,11 +92,34 @@ unsafe fn backward_tile(x: *const f32, g: *const f32, out: *mut f32, ld: usize, 
         Path::Avx512 => unsafe { table::avx512::backward(x, g, out, ld, rows, cols) },
         #[cfg(target_arch = "x86_64")]
         Path::Avx2 => unsafe { table::avx2::backward(x, g, out, ld, rows, cols) },
-        _ => {
-            for i in (0..rows).flat_map(|r| (0..cols).map(move |c| r * ld + c)) {
-                // SAFETY: the caller's contract.
-                unsafe { *out.add(i) = *g.add(i) * pieces::gelu_grad::<false>(*x.add(i)) };
-            }
+        // SAFETY: the caller's contract.
+        _ => unsafe { portable_backward(x, g, out, ld, rows, cols) },
+    }
+}
+
+/// [`forward_tile`] on CPUs without FMA: the pieces form unfused, in plain loops per row that the
+/// compiler vectorises for the build's target (with a check for y == x).
+///
+/// # Safety
+/// As for [`forward_tile`].
+unsafe fn portable_forward(x: *const f32, y: *mut f32, ld: usize, rows: usize, cols: usize) {
+    for r in 0..rows {
+        for c in r * ld..r * ld + cols {
+            // SAFETY: the caller's contract.
+            unsafe { *y.add(c) = pieces::gelu::<false>(*x.add(c)) };
+        }
+    }
+}
+
+/// [`backward_tile`] on CPUs without FMA.
+///
+/// # Safety
+/// As for [`backward_tile`].
+unsafe fn portable_backward(x: *const f32, g: *const f32, out: *mut f32, ld: usize, rows: usize, cols: usize) {
+    for r in 0..rows {
+        for c in r * ld..r * ld + cols {
+            // SAFETY: the caller's contract.
+            unsafe { *out.add(c) = *g.add(c) * pieces::gelu_grad::<false>(*x.add(c)) };
         }
     }
 }
@@ -334,8 +353,9 @@ mod tests {
     /// Each vector form this CPU can run (AVX-512 and AVX2 alike, whichever the dispatch picks)
     /// gives the scalar table form's bits: interval edges, the table's ends, the elements that
     /// go to the pieces form mixed among others in one vector, specials, and every tail length.
+    /// The portable loops give the unfused scalar form's.
     #[test]
-    fn every_vector_form_gives_the_scalar_bits() {
+    fn every_loop_gives_its_scalar_forms_bits() {
         let mut xs: Vec<f32> = (-30..=30).map(|k| k as f32 * 0.25).collect();
         xs.extend(xs.clone().iter().flat_map(|&e| [e.next_up(), e.next_down()]));
         xs.extend([f32::INFINITY, f32::NEG_INFINITY, f32::NAN, -0.0, 1e-40, -1e-40, -13.5, -16.5, -100.0]);
@@ -381,6 +401,25 @@ mod tests {
             unsafe { forward(z.as_ptr().add(3), z.as_mut_ptr().add(3), xs.len() - 3, 1, xs.len() - 3) };
             assert_eq!(bits(&z[3..]), bits(&want_y[3..]), "{name} gelu in place");
             assert_eq!(bits(&z[..3]), bits(&xs[..3]), "{name} wrote outside its range");
+        }
+        // The portable loops (CPUs without FMA; not dispatched to on this one) on a tile, in place.
+        let (rows, cols, ld) = (7, 151, 160);
+        let x: Vec<f32> = (0..rows * ld).map(|i| xs[i % xs.len()]).collect();
+        let g: Vec<f32> = (0..rows * ld).map(|i| gs[i % gs.len()]).collect();
+        let (mut y, mut dx) = (x.clone(), x.clone());
+        // SAFETY: rows * ld values each; y and dx written in place.
+        unsafe {
+            portable_forward(y.as_ptr(), y.as_mut_ptr(), ld, rows, cols);
+            portable_backward(dx.as_ptr(), g.as_ptr(), dx.as_mut_ptr(), ld, rows, cols);
+        }
+        for i in 0..rows * ld {
+            let inside = i % ld < cols;
+            let (wy, wd) =
+                if inside { (gelu_f32::<false>(x[i]), g[i] * gelu_grad_f32::<false>(x[i])) } else { (x[i], x[i]) };
+            // A NaN's sign may differ with the compiler's operand order: NaN is all it must be.
+            let same = |a: f32, b: f32| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan());
+            assert!(same(y[i], wy), "portable gelu({}): {} vs {wy}", x[i], y[i]);
+            assert!(same(dx[i], wd), "portable gelu backward({}): {} vs {wd}", x[i], dx[i]);
         }
         // The pieces form is taken exactly where the table ends.
         assert_eq!(gelu_f32::<true>(-6.0).to_bits(), pieces::gelu::<true>(-6.0).to_bits());
