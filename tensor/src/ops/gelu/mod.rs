@@ -11,7 +11,7 @@
 //!   vectorise on any target; also the reference the table form was measured against.
 //!
 //! Large tensors run on rayon chunks.
-use crate::cpu::parallel::{new_vec, new_vecs, PAR_CHUNK, PAR_MIN};
+use crate::cpu::parallel::{new_vecs_written, PAR_CHUNK, PAR_MIN};
 use crate::profile;
 use crate::{CpuStorage, DType, Error, Result, Tensor};
 
@@ -124,24 +124,36 @@ unsafe fn portable_backward(x: *const f32, g: *const f32, out: *mut f32, ld: usi
     }
 }
 
+/// `y[i] = gelu(x[i])` and `d[i] = gelu'(x[i])` for n values.
+///
+/// # Safety
+/// x readable and y, d writable for n values, none overlapping; nothing else writes them.
+unsafe fn both_row(x: *const f32, y: *mut f32, d: *mut f32, n: usize) {
+    match path() {
+        // SAFETY: the CPU has the ISA (checked by path()); the caller's contract.
+        #[cfg(target_arch = "x86_64")]
+        Path::Avx512 => unsafe { table::avx512::both(x, y, d, n) },
+        #[cfg(target_arch = "x86_64")]
+        Path::Avx2 => unsafe { table::avx2::both(x, y, d, n) },
+        _ => {
+            for i in 0..n {
+                // SAFETY: the caller's contract. Both from one evaluation of Phi's pieces (the
+                // compiler merges the two calls').
+                unsafe {
+                    *y.add(i) = pieces::gelu::<false>(*x.add(i));
+                    *d.add(i) = pieces::gelu_grad::<false>(*x.add(i));
+                }
+            }
+        }
+    }
+}
+
 /// `ys[i] = gelu(xs[i])` and `ds[i] = gelu'(xs[i])` on this thread, the same bits as
 /// [`gelu_slice`] and [`gelu_backward_slice`] with unit gradients, for less than the cost of two.
 pub fn gelu_and_derivative_slice(xs: &[f32], ys: &mut [f32], ds: &mut [f32]) {
     assert!(xs.len() == ys.len() && xs.len() == ds.len(), "gelu_and_derivative_slice: lengths");
-    match path() {
-        // SAFETY: the CPU has the ISA (checked by path()); three slices of one length.
-        #[cfg(target_arch = "x86_64")]
-        Path::Avx512 => unsafe { table::avx512::both(xs.as_ptr(), ys.as_mut_ptr(), ds.as_mut_ptr(), xs.len()) },
-        #[cfg(target_arch = "x86_64")]
-        Path::Avx2 => unsafe { table::avx2::both(xs.as_ptr(), ys.as_mut_ptr(), ds.as_mut_ptr(), xs.len()) },
-        _ => {
-            for ((y, d), &x) in ys.iter_mut().zip(ds.iter_mut()).zip(xs) {
-                // Both from one evaluation of Phi's pieces (the compiler merges the two calls').
-                *y = pieces::gelu::<false>(x);
-                *d = pieces::gelu_grad::<false>(x);
-            }
-        }
-    }
+    // SAFETY: three slices of one length, ys and ds borrowed mutably (so apart).
+    unsafe { both_row(xs.as_ptr(), ys.as_mut_ptr(), ds.as_mut_ptr(), xs.len()) }
 }
 
 /// `out[i] = gelu(xs[i])` on this thread.
@@ -196,19 +208,34 @@ pub fn gelu_backward_in_place(zs: &mut [f32], gs: &[f32]) {
     unsafe { backward_tile(p, gs.as_ptr(), p, n, 1, n) }
 }
 
-/// The slice loops over rayon chunks when large.
+/// The loops over rayon chunks when large, straight into the new outputs (no zeroing first).
 fn forward_par(xs: &[f32]) -> Vec<f32> {
-    new_vec(xs.len(), PAR_CHUNK, |s, o| gelu_slice(&xs[s..s + o.len()], o))
+    // SAFETY: forward_tile writes all len values of each chunk and reads only xs.
+    let [ys] = unsafe {
+        new_vecs_written(xs.len(), PAR_CHUNK, xs.len() >= PAR_MIN, |s, len, [y]| {
+            forward_tile(xs[s..s + len].as_ptr(), y, len, 1, len)
+        })
+    };
+    ys
 }
 
 fn backward_par(xs: &[f32], gs: &[f32]) -> Vec<f32> {
-    new_vec(xs.len(), PAR_CHUNK, |s, o| gelu_backward_slice(&xs[s..s + o.len()], &gs[s..s + o.len()], o))
+    // SAFETY: backward_tile writes all len values of each chunk and reads only xs and gs.
+    let [out] = unsafe {
+        new_vecs_written(xs.len(), PAR_CHUNK, xs.len() >= PAR_MIN, |s, len, [o]| {
+            backward_tile(xs[s..s + len].as_ptr(), gs[s..s + len].as_ptr(), o, len, 1, len)
+        })
+    };
+    out
 }
 
 fn both_par(xs: &[f32]) -> (Vec<f32>, Vec<f32>) {
-    let ([ys, ds], _) = new_vecs(xs.len(), PAR_CHUNK, xs.len() >= PAR_MIN, |s, [y, d]| {
-        gelu_and_derivative_slice(&xs[s..s + y.len()], y, d)
-    });
+    // SAFETY: both_row writes all len values of each of the two chunks and reads only xs.
+    let [ys, ds] = unsafe {
+        new_vecs_written(xs.len(), PAR_CHUNK, xs.len() >= PAR_MIN, |s, len, [y, d]| {
+            both_row(xs[s..s + len].as_ptr(), y, d, len)
+        })
+    };
     (ys, ds)
 }
 
