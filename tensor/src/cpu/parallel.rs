@@ -46,89 +46,64 @@ where
     T: bytemuck::Zeroable + Copy + Send,
     R: Send,
 {
-    assert!(chunk > 0 || n == 0, "new_vecs: chunks of 0 values");
-    let chunks = if n == 0 { 0 } else { n.div_ceil(chunk) };
-    if !parallel {
-        let mut vs: [Vec<T>; K] = std::array::from_fn(|_| vec![T::zeroed(); n]);
-        let results = (0..chunks)
-            .map(|i| {
-                let range = i * chunk..(i * chunk + chunk).min(n);
-                fill(range.start, vs.each_mut().map(|v| &mut v[range.clone()]))
-            })
-            .collect();
-        return (vs, results);
-    }
-    let mut vs: [Vec<T>; K] = std::array::from_fn(|_| Vec::with_capacity(n));
-    let spare = vs.each_mut().map(|v| SendPtr(v.spare_capacity_mut().as_mut_ptr()));
-    let results = (0..chunks)
-        .into_par_iter()
-        .map(|i| {
-            let (start, len) = (i * chunk, chunk.min(n - i * chunk));
-            let parts = spare.map(|p| {
-                // SAFETY: each vector has capacity n and the tasks' ranges [start, start + len)
-                // are disjoint; every value is written (zero) before the slice of initialised
-                // values is formed.
-                unsafe {
-                    let c = std::slice::from_raw_parts_mut(p.0.add(start), len);
-                    c.fill(std::mem::MaybeUninit::new(T::zeroed()));
-                    &mut *(c as *mut [std::mem::MaybeUninit<T>] as *mut [T])
-                }
+    // SAFETY: every value of each chunk is written (zero) before the slice of it is formed and
+    // handed to `fill`, which may leave values at zero but cannot leave any unwritten.
+    unsafe {
+        new_vecs_written(n, chunk, parallel, |start, len, ptrs| {
+            let parts = ptrs.map(|p| {
+                let c = std::slice::from_raw_parts_mut(p as *mut std::mem::MaybeUninit<T>, len);
+                c.fill(std::mem::MaybeUninit::new(T::zeroed()));
+                &mut *(c as *mut [std::mem::MaybeUninit<T>] as *mut [T])
             });
             fill(start, parts)
         })
-        .collect();
-    for v in &mut vs {
-        // SAFETY: the chunks cover 0..n and each was initialised above (had `fill` panicked,
-        // the panic would have gone on before this line, and the vectors dropped empty).
-        unsafe { v.set_len(n) };
     }
-    (vs, results)
 }
 
 /// [`new_vecs`] without the zeroing, for fills that write every value of their chunk through raw
 /// pointers: `fill(start, len, [p; K])` gets each output's chunk as a pointer to `len` values not
 /// yet written (no reference to them is formed). Zeroing a chunk and then overwriting it cost a
 /// third of a GELU pass over a 3.2M-value tensor (1.82 -> 1.15 ms for the value and derivative on
-/// two Zen 4 cores): the zeroed lines go through the cache twice.
+/// two Zen 4 cores): the zeroed lines go through the cache twice. [`new_vecs`] is this with a
+/// fill that zeroes first.
 ///
 /// # Safety
 /// `fill` must write all `len` values at each of the K pointers (and read none it has not
 /// written). The chunks are disjoint, so no two calls write the same value.
-pub unsafe fn new_vecs_written<T, const K: usize>(
+pub unsafe fn new_vecs_written<T, R, const K: usize>(
     n: usize,
     chunk: usize,
     parallel: bool,
-    fill: impl Fn(usize, usize, [*mut T; K]) + Sync,
-) -> [Vec<T>; K]
+    fill: impl Fn(usize, usize, [*mut T; K]) -> R + Sync,
+) -> ([Vec<T>; K], Vec<R>)
 where
     T: Copy + Send,
+    R: Send,
 {
-    assert!(chunk > 0 || n == 0, "new_vecs_written: chunks of 0 values");
+    assert!(chunk > 0 || n == 0, "new_vecs: chunks of 0 values");
     let chunks = if n == 0 { 0 } else { n.div_ceil(chunk) };
     let mut vs: [Vec<T>; K] = std::array::from_fn(|_| Vec::with_capacity(n));
     let spare = vs.each_mut().map(|v| SendPtr(v.spare_capacity_mut().as_mut_ptr()));
     let one = |i: usize| {
         let (start, len) = (i * chunk, chunk.min(n - i * chunk));
         // SAFETY: each vector has capacity n; [start, start + len) is inside it.
-        fill(start, len, spare.map(|p| unsafe { p.0.add(start) as *mut T }));
+        fill(start, len, spare.map(|p| unsafe { p.0.add(start) as *mut T }))
     };
-    if parallel {
-        (0..chunks).into_par_iter().for_each(one);
-    } else {
-        (0..chunks).for_each(one);
-    }
+    let results =
+        if parallel { (0..chunks).into_par_iter().map(one).collect() } else { (0..chunks).map(one).collect() };
     for v in &mut vs {
         // SAFETY: the chunks cover 0..n and `fill` wrote every value of each (the caller's
-        // contract); had it panicked, the panic would have gone on before this line.
+        // contract); had it panicked, the panic would have gone on before this line, and the
+        // vectors dropped empty.
         unsafe { v.set_len(n) };
     }
-    vs
+    (vs, results)
 }
 
 /// A pointer the workers share; each writes only its own chunk.
 #[derive(Clone, Copy)]
 struct SendPtr<T>(*mut std::mem::MaybeUninit<T>);
-// SAFETY: used only for disjoint chunks (new_vecs).
+// SAFETY: used only for disjoint chunks (new_vecs_written).
 unsafe impl<T: Send> Send for SendPtr<T> {}
 unsafe impl<T: Send> Sync for SendPtr<T> {}
 
@@ -176,8 +151,8 @@ mod tests {
             for parallel in [false, true] {
                 let seen = std::sync::Mutex::new(vec![]);
                 // SAFETY: each call writes all len values at both pointers.
-                let [a, b] = unsafe {
-                    new_vecs_written::<u32, 2>(n, chunk, parallel, |start, len, [a, b]| {
+                let ([a, b], _) = unsafe {
+                    new_vecs_written::<u32, (), 2>(n, chunk, parallel, |start, len, [a, b]| {
                         assert_eq!(len, chunk.min(n - start));
                         seen.lock().unwrap().push(start);
                         for j in 0..len {

@@ -135,15 +135,22 @@ unsafe fn both_row(x: *const f32, y: *mut f32, d: *mut f32, n: usize) {
         Path::Avx512 => unsafe { table::avx512::both(x, y, d, n) },
         #[cfg(target_arch = "x86_64")]
         Path::Avx2 => unsafe { table::avx2::both(x, y, d, n) },
-        _ => {
-            for i in 0..n {
-                // SAFETY: the caller's contract. Both from one evaluation of Phi's pieces (the
-                // compiler merges the two calls').
-                unsafe {
-                    *y.add(i) = pieces::gelu::<false>(*x.add(i));
-                    *d.add(i) = pieces::gelu_grad::<false>(*x.add(i));
-                }
-            }
+        // SAFETY: the caller's contract.
+        _ => unsafe { portable_both(x, y, d, n) },
+    }
+}
+
+/// [`both_row`] on CPUs without FMA.
+///
+/// # Safety
+/// As for [`both_row`].
+unsafe fn portable_both(x: *const f32, y: *mut f32, d: *mut f32, n: usize) {
+    for i in 0..n {
+        // SAFETY: the caller's contract. Both from one evaluation of Phi's pieces (the compiler
+        // merges the two calls').
+        unsafe {
+            *y.add(i) = pieces::gelu::<false>(*x.add(i));
+            *d.add(i) = pieces::gelu_grad::<false>(*x.add(i));
         }
     }
 }
@@ -211,7 +218,7 @@ pub fn gelu_backward_in_place(zs: &mut [f32], gs: &[f32]) {
 /// The loops over rayon chunks when large, straight into the new outputs (no zeroing first).
 fn forward_par(xs: &[f32]) -> Vec<f32> {
     // SAFETY: forward_tile writes all len values of each chunk and reads only xs.
-    let [ys] = unsafe {
+    let ([ys], _) = unsafe {
         new_vecs_written(xs.len(), PAR_CHUNK, xs.len() >= PAR_MIN, |s, len, [y]| {
             forward_tile(xs[s..s + len].as_ptr(), y, len, 1, len)
         })
@@ -221,7 +228,7 @@ fn forward_par(xs: &[f32]) -> Vec<f32> {
 
 fn backward_par(xs: &[f32], gs: &[f32]) -> Vec<f32> {
     // SAFETY: backward_tile writes all len values of each chunk and reads only xs and gs.
-    let [out] = unsafe {
+    let ([out], _) = unsafe {
         new_vecs_written(xs.len(), PAR_CHUNK, xs.len() >= PAR_MIN, |s, len, [o]| {
             backward_tile(xs[s..s + len].as_ptr(), gs[s..s + len].as_ptr(), o, len, 1, len)
         })
@@ -231,7 +238,7 @@ fn backward_par(xs: &[f32], gs: &[f32]) -> Vec<f32> {
 
 fn both_par(xs: &[f32]) -> (Vec<f32>, Vec<f32>) {
     // SAFETY: both_row writes all len values of each of the two chunks and reads only xs.
-    let [ys, ds] = unsafe {
+    let ([ys, ds], _) = unsafe {
         new_vecs_written(xs.len(), PAR_CHUNK, xs.len() >= PAR_MIN, |s, len, [y, d]| {
             both_row(xs[s..s + len].as_ptr(), y, d, len)
         })
@@ -433,11 +440,12 @@ mod tests {
         let (rows, cols, ld) = (7, 151, 160);
         let x: Vec<f32> = (0..rows * ld).map(|i| xs[i % xs.len()]).collect();
         let g: Vec<f32> = (0..rows * ld).map(|i| gs[i % gs.len()]).collect();
-        let (mut y, mut dx) = (x.clone(), x.clone());
-        // SAFETY: rows * ld values each; y and dx written in place.
+        let (mut y, mut dx, mut y2, mut d2) = (x.clone(), x.clone(), x.clone(), x.clone());
+        // SAFETY: rows * ld values each; y and dx written in place, y2 and d2 apart from x.
         unsafe {
             portable_forward(y.as_ptr(), y.as_mut_ptr(), ld, rows, cols);
             portable_backward(dx.as_ptr(), g.as_ptr(), dx.as_mut_ptr(), ld, rows, cols);
+            portable_both(x.as_ptr(), y2.as_mut_ptr(), d2.as_mut_ptr(), rows * ld);
         }
         for i in 0..rows * ld {
             let inside = i % ld < cols;
@@ -447,6 +455,8 @@ mod tests {
             let same = |a: f32, b: f32| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan());
             assert!(same(y[i], wy), "portable gelu({}): {} vs {wy}", x[i], y[i]);
             assert!(same(dx[i], wd), "portable gelu backward({}): {} vs {wd}", x[i], dx[i]);
+            assert!(same(y2[i], gelu_f32::<false>(x[i])), "portable gelu of both({})", x[i]);
+            assert!(same(d2[i], gelu_grad_f32::<false>(x[i])), "portable gelu' of both({})", x[i]);
         }
         // The pieces form is taken exactly where the table ends.
         assert_eq!(gelu_f32::<true>(-6.0).to_bits(), pieces::gelu::<true>(-6.0).to_bits());
