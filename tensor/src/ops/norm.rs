@@ -189,7 +189,8 @@ impl Tensor {
         // d = 0 leaves no values (and no rows).
         let step = PAR_CHUNK.div_ceil(d.max(1)) * d.max(1);
         // SAFETY: each chunk is whole rows (`step` is a multiple of d), and layer_norm_rows writes
-        // every value of every row it is given; no value is read before it is written.
+        // every value of every row it is given (its zips run the row's d values: `param` checked
+        // that w and b have d each); no value is read before it is written.
         let ([out], _) = unsafe {
             new_vecs_written::<f32, _, 1>(src.len(), step, src.len() >= PAR_MIN, |s, len, [o]| {
                 let o = std::slice::from_raw_parts_mut(o as *mut MaybeUninit<f32>, len);
