@@ -3,7 +3,7 @@
 //! Operands are broadcast as views (stride 0, no copy). Two contiguous operands of one shape take a
 //! straight zipped loop; anything else walks rows through a `Plan`, with the inner loop specialised
 //! for the common stride patterns (both unit, one broadcast). Large outputs are filled in parallel.
-use crate::cpu::parallel::{new_vec, PAR_CHUNK, PAR_MIN};
+use crate::cpu::parallel::{new_vec_uninit, PAR_CHUNK, PAR_MIN};
 use crate::layout::broadcast_shape;
 use crate::layout::Plan;
 use crate::profile;
@@ -19,11 +19,14 @@ where
     let n: usize = shape.iter().product();
     if let (Some(ra), Some(rb)) = (a.layout().contiguous_range(), b.layout().contiguous_range()) {
         let (x, y) = (&av[ra], &bv[rb]);
-        return new_vec(n, PAR_CHUNK, |s, o| {
-            for ((o, &p), &q) in o.iter_mut().zip(&x[s..]).zip(&y[s..]) {
-                *o = f(p, q);
-            }
-        });
+        // SAFETY: both ranges hold n values, so the zip writes every value of each chunk.
+        return unsafe {
+            new_vec_uninit(n, PAR_CHUNK, |s, o| {
+                for ((o, &p), &q) in o.iter_mut().zip(&x[s..]).zip(&y[s..]) {
+                    o.write(f(p, q));
+                }
+            })
+        };
     }
     let plan = Plan::new(shape, [a.layout(), b.layout()]);
     let [sa, sb] = plan.inner;

@@ -4,7 +4,7 @@
 //! offsets do not cancel; the normalisation itself runs in f32 over contiguous rows, in parallel.
 use std::mem::MaybeUninit;
 
-use crate::cpu::parallel::{new_vec, new_vecs, new_vecs_written, PAR_CHUNK, PAR_MIN};
+use crate::cpu::parallel::{new_vec, new_vec_uninit, new_vecs, PAR_CHUNK, PAR_MIN};
 use crate::cpu::simd::dispatch;
 use crate::profile;
 use crate::{Error, Result, Tensor};
@@ -191,12 +191,8 @@ impl Tensor {
         // SAFETY: each chunk is whole rows (`step` is a multiple of d), and layer_norm_rows writes
         // every value of every row it is given (its zips run the row's d values: `param` checked
         // that w and b have d each); no value is read before it is written.
-        let ([out], _) = unsafe {
-            new_vecs_written::<f32, _, 1>(src.len(), step, src.len() >= PAR_MIN, |s, len, [o]| {
-                let o = std::slice::from_raw_parts_mut(o as *mut MaybeUninit<f32>, len);
-                layer_norm_rows(&src[s..s + len], o, d, w, b, eps)
-            })
-        };
+        let out =
+            unsafe { new_vec_uninit(src.len(), step, |s, o| layer_norm_rows(&src[s..s + o.len()], o, d, w, b, eps)) };
         Ok(Tensor::from_vec(out, self.shape())?.to_dtype(self.dtype()))
     }
 
