@@ -217,30 +217,33 @@ pub fn gelu_backward_in_place(zs: &mut [f32], gs: &[f32]) {
 
 /// The loops over rayon chunks when large, straight into the new outputs (no zeroing first).
 fn forward_par(xs: &[f32]) -> Vec<f32> {
-    // SAFETY: forward_tile writes all len values of each chunk and reads only xs.
+    // SAFETY: forward_tile writes every value of each chunk and reads only xs.
     let ([ys], _) = unsafe {
-        new_vecs_written(xs.len(), PAR_CHUNK, xs.len() >= PAR_MIN, |s, len, [y]| {
-            forward_tile(xs[s..s + len].as_ptr(), y, len, 1, len)
+        new_vecs_written(xs.len(), PAR_CHUNK, xs.len() >= PAR_MIN, |s, [y]| {
+            let n = y.len();
+            forward_tile(xs[s..s + n].as_ptr(), y.as_mut_ptr().cast(), n, 1, n)
         })
     };
     ys
 }
 
 fn backward_par(xs: &[f32], gs: &[f32]) -> Vec<f32> {
-    // SAFETY: backward_tile writes all len values of each chunk and reads only xs and gs.
+    // SAFETY: backward_tile writes every value of each chunk and reads only xs and gs.
     let ([out], _) = unsafe {
-        new_vecs_written(xs.len(), PAR_CHUNK, xs.len() >= PAR_MIN, |s, len, [o]| {
-            backward_tile(xs[s..s + len].as_ptr(), gs[s..s + len].as_ptr(), o, len, 1, len)
+        new_vecs_written(xs.len(), PAR_CHUNK, xs.len() >= PAR_MIN, |s, [o]| {
+            let n = o.len();
+            backward_tile(xs[s..s + n].as_ptr(), gs[s..s + n].as_ptr(), o.as_mut_ptr().cast(), n, 1, n)
         })
     };
     out
 }
 
 fn both_par(xs: &[f32]) -> (Vec<f32>, Vec<f32>) {
-    // SAFETY: both_row writes all len values of each of the two chunks and reads only xs.
+    // SAFETY: both_row writes every value of both chunks and reads only xs.
     let ([ys, ds], _) = unsafe {
-        new_vecs_written(xs.len(), PAR_CHUNK, xs.len() >= PAR_MIN, |s, len, [y, d]| {
-            both_row(xs[s..s + len].as_ptr(), y, d, len)
+        new_vecs_written(xs.len(), PAR_CHUNK, xs.len() >= PAR_MIN, |s, [y, d]| {
+            let n = y.len();
+            both_row(xs[s..s + n].as_ptr(), y.as_mut_ptr().cast(), d.as_mut_ptr().cast(), n)
         })
     };
     (ys, ds)
