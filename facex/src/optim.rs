@@ -3,7 +3,7 @@
 
 use autograd::{Grads, Var};
 use rayon::prelude::*;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use tensor::cpu::parallel::new_vec;
 use tensor::profile::{self, Kind};
 use tensor::{Result, Tensor};
@@ -35,6 +35,9 @@ pub struct AdamW {
     pub weight_decay: f64,
     step: u64,
     moments: HashMap<usize, (Vec<f32>, Vec<f32>)>,
+    /// The parameters a step has updated (or a checkpoint restored): the ones whose moments a
+    /// checkpoint holds, reserved ones not yet among them.
+    stepped: HashSet<usize>,
     /// A parameter's learning rate is `lr` times its scale (1 when absent): torch's parameter
     /// groups, with the schedule applied to all of them alike.
     lr_scale: HashMap<usize, f64>,
@@ -50,7 +53,21 @@ impl AdamW {
             weight_decay,
             step: 0,
             moments: HashMap::new(),
+            stepped: HashSet::new(),
             lr_scale: HashMap::new(),
+        }
+    }
+
+    /// Allocates zero moments now for each parameter that requires a gradient (the values a
+    /// parameter's first step starts from, so the same steps follow), before any forward pass.
+    /// Why: moments first allocated by a step land in the memory the step's activations just
+    /// freed, so the next step's activations come from fresh pages (swin_b, batch 8, Zen 4:
+    /// 196k page faults and 6.3 s in the step after the first, 5.3 s in the later ones; with
+    /// the moments reserved, no faults and 5.2 s).
+    pub fn reserve(&mut self, params: &[Var]) {
+        for p in params.iter().filter(|p| p.requires_grad()) {
+            let n = p.shape().iter().product::<usize>();
+            self.moments.entry(p.id()).or_insert_with(|| (vec![0.0; n], vec![0.0; n]));
         }
     }
 
@@ -63,10 +80,11 @@ impl AdamW {
         self.step
     }
 
-    /// The first and second moments of each named parameter that has them, for a checkpoint.
+    /// The first and second moments of each named parameter a step has updated, for a checkpoint.
     pub fn moments(&self, params: &[(String, Var)]) -> Vec<(String, &[f32], &[f32])> {
         params
             .iter()
+            .filter(|(_, p)| self.stepped.contains(&p.id()))
             .filter_map(|(name, p)| self.moments.get(&p.id()).map(|(m, v)| (name.clone(), &m[..], &v[..])))
             .collect()
     }
@@ -81,6 +99,7 @@ impl AdamW {
     ) -> Result<()> {
         self.step = step;
         self.moments.clear();
+        self.stepped.clear();
         for (name, m, v) in moments {
             let Some((_, p)) = params.iter().find(|(n, _)| *n == name) else {
                 return Err(tensor::Error::InvalidArgument {
@@ -96,6 +115,7 @@ impl AdamW {
                 });
             }
             self.moments.insert(p.id(), (m, v));
+            self.stepped.insert(p.id());
         }
         Ok(())
     }
@@ -115,6 +135,7 @@ impl AdamW {
             let mut x = new_vec(old.len(), CHUNK, |s, x| x.copy_from_slice(&old[s..s + x.len()]));
             let lr = self.lr * self.lr_scale.get(&p.id()).copied().unwrap_or(1.0);
             let (m, v) = self.moments.entry(p.id()).or_insert_with(|| (vec![0.0; x.len()], vec![0.0; x.len()]));
+            self.stepped.insert(p.id());
             let k = AdamWConstants {
                 decay: (1.0 - lr * self.weight_decay) as f32,
                 step_size: (lr / bc1) as f32,
@@ -355,6 +376,36 @@ mod tests {
             assert!(err.contains("Sgd::step") && err.contains("[2]") && err.contains(shape), "{err}");
             assert_eq!(p.value().to_f32_vec().unwrap(), [1.0, 2.0]);
         }
+    }
+
+    /// Moments reserved before the first step give the same bits as moments a step creates,
+    /// also for a parameter whose first gradient comes in a later step, and a checkpoint holds
+    /// the moments of the parameters a step updated, reserved or not.
+    #[test]
+    fn adamw_reserved_moments_change_nothing() {
+        let run = |reserve: bool| {
+            let a = Var::param(Tensor::from_slice(&[0.5f32, -1.0], &[2]).unwrap(), "a");
+            let b = Var::param(Tensor::from_slice(&[2.0f32, 0.25], &[2]).unwrap(), "b");
+            let mut opt = AdamW::new(1e-2, 0.1);
+            if reserve {
+                opt.reserve(&[a.clone(), b.clone()]);
+            }
+            let named = [("a".to_string(), a.clone()), ("b".to_string(), b.clone())];
+            assert!(opt.moments(&named).is_empty(), "a checkpoint before any step holds no moments");
+            for step in 0..3 {
+                let g = Var::constant(Tensor::from_slice(&[0.3f32, -0.7 + step as f32], &[2]).unwrap());
+                // b's gradient only from the second step on.
+                let loss = if step == 0 { a.mul(&g).unwrap() } else { a.add(&b).unwrap().mul(&g).unwrap() };
+                let grads = loss.sum_all().unwrap().backward().unwrap();
+                opt.step(&[a.clone(), b.clone()], &grads).unwrap();
+                // b's moments belong in a checkpoint only once a step has updated it.
+                assert_eq!(opt.moments(&named).len(), if step == 0 { 1 } else { 2 }, "step {step}");
+            }
+            [a, b].map(|p| p.value().to_f32_vec().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>())
+        };
+        let (plain, reserved) = (run(false), run(true));
+        assert_eq!(plain, reserved);
+        assert_ne!(plain[1], [2.0f32.to_bits(), 0.25f32.to_bits()], "b moved once it had gradients");
     }
 
     #[test]

@@ -297,6 +297,8 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, stop: &AtomicBool) -> Result<
         p.set_requires_grad(scale > 0.0).map_err(|e| e.to_string())?;
     }
     let plain: Vec<Var> = params.iter().map(|(_, p)| p.clone()).collect();
+    // The moments before the first step's activations (resumed ones are there already).
+    opt.reserve(&plain);
     let mut window: Vec<(String, f64, usize)> = Vec::new();
     let (mut first_losses, mut last_losses) = (Vec::new(), Vec::new());
     let mut interrupted = false;

@@ -125,6 +125,8 @@ pub fn run(args: Args) -> ExitCode {
         if args.train {
             let targets = Targets::random(args.batch, 2);
             let mut opt = AdamW::new(1e-4, 1e-5);
+            // As `facex train` does: the moments exist before the warm-up step (see AdamW::reserve).
+            opt.reserve(&model.parameters());
             time_passes(args.iters, args.profile, || {
                 train_step(&model, &mut opt, &input, &targets).map(drop).map_err(|e| e.to_string())
             })
