@@ -21,6 +21,15 @@ pub const NR: usize = 32;
 const KC: usize = 512;
 const MC: usize = 336;
 const NC: usize = 4096;
+/// Whether the kernel reads A's rows as rows of pairs ([`simd::convert_rows`]) rather than a
+/// transposed panel, for a block of `nc` columns and depth `kc`. The transposing pack is
+/// amortised over the columns, so narrow products pay most for it: isolated, bf16 on Zen 4,
+/// 25088x128x512 +20%, 25088x128x256 +24%, 25088x256x128 +7%, 6272x256x256 +2% with rows;
+/// deeper or wider ones lost (6272x256x1024 -7%, 1568x512x2048 -5% in the model: a tile's 14
+/// rows of up to 256 pairs beside a 32 KiB B panel cost more in L1 than the pack saved).
+fn a_as_rows(nc: usize, kc: usize) -> bool {
+    nc <= NR * 4 || (nc <= NR * 8 && kc <= 256)
+}
 
 /// One bf16 pair from two f32 values (scalar path).
 #[inline]
@@ -157,31 +166,93 @@ pub mod simd {
     }
 
     /// C[MR, NR] (+)= A · B over `kp` depth pairs: 28 zmm accumulators, two B vectors and one
-    /// broadcast pair, as the f32 kernel. `b` is a packed panel (NR pairs per depth pair).
+    /// broadcast pair, as the f32 kernel. `a` is a packed panel (MR pairs per depth pair), `b` a
+    /// packed panel (NR pairs per depth pair).
     ///
     /// # Safety
     /// The CPU must support AVX512-BF16; the pointers must cover the tile.
     #[target_feature(enable = "avx512f,avx512bf16")]
     pub unsafe fn kernel(kp: usize, a: *const u32, b: *const u32, c: *mut f32, ldc: usize, load_c: bool, fused: Fused) {
+        tile::<false>(kp, a, 0, b, c, ldc, load_c, fused)
+    }
+
+    /// [`kernel`] with A as rows of pairs (row i at `a + i * a_rs`, its kp pairs contiguous;
+    /// [`convert_rows`]): no transposing pack, the broadcasts read MR rows instead of one panel.
+    ///
+    /// # Safety
+    /// As for [`kernel`], with MR rows of kp pairs at `a`.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn kernel_rows(
+        kp: usize,
+        a: *const u32,
+        a_rs: usize,
+        b: *const u32,
+        c: *mut f32,
+        ldc: usize,
+        load_c: bool,
+        fused: Fused,
+    ) {
+        tile::<true>(kp, a, a_rs, b, c, ldc, load_c, fused)
+    }
+
+    /// The two kernels' loop: pair p of row i is `a[i * a_rs + p]` (ROWS) or `a[p * MR + i]`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile<const ROWS: bool>(
+        kp: usize,
+        a: *const u32,
+        a_rs: usize,
+        b: *const u32,
+        c: *mut f32,
+        ldc: usize,
+        load_c: bool,
+        fused: Fused,
+    ) {
         use super::{MR, NR};
         let bh = |x: __m512i| std::mem::transmute::<__m512i, __m512bh>(x);
         crate::cpu::gemm::kernels::avx512::prefetch_c(c, ldc, load_c);
         let mut acc0 = [_mm512_setzero_ps(); MR];
         let mut acc1 = [_mm512_setzero_ps(); MR];
-        let (mut a, mut b) = (a, b);
-        for _ in 0..kp {
+        let (mut panel, mut b) = (a, b);
+        for p in 0..kp {
             let b0 = bh(_mm512_loadu_si512(b as *const __m512i));
             let b1 = bh(_mm512_loadu_si512(b.add(16) as *const __m512i));
             for i in 0..MR {
-                let ai = bh(_mm512_set1_epi32(*a.add(i) as i32));
+                let pair = if ROWS { *a.add(i * a_rs + p) } else { *panel.add(i) };
+                let ai = bh(_mm512_set1_epi32(pair as i32));
                 acc0[i] = _mm512_dpbf16_ps(acc0[i], ai, b0);
                 acc1[i] = _mm512_dpbf16_ps(acc1[i], ai, b1);
             }
-            a = a.add(MR);
+            panel = panel.add(MR);
             b = b.add(NR);
         }
         for i in 0..MR {
             crate::cpu::gemm::kernels::avx512::store_row([acc0[i], acc1[i]], c, i, ldc, load_c, fused);
+        }
+    }
+
+    /// `rows` rows of `kc` values (rows `s_row` apart, values contiguous) rounded to rows of
+    /// kc.div_ceil(2) pairs, `d_rs` u32 apart: the same pairs as [`super::pack_pairs`] writes,
+    /// without its transpose (32 values a step: two loads, one conversion, one store).
+    ///
+    /// # Safety
+    /// The CPU must support AVX512-BF16; every source row must hold kc readable values and
+    /// `dst` room for `rows` rows of `d_rs` >= kc.div_ceil(2) values.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub unsafe fn convert_rows(rows: usize, kc: usize, src: *const f32, s_row: usize, dst: *mut u32, d_rs: usize) {
+        let kp = kc.div_ceil(2);
+        for i in 0..rows {
+            let (row, out) = (src.add(i * s_row), dst.add(i * d_rs));
+            for p0 in (0..kp).step_by(16) {
+                let k0 = 2 * p0;
+                let (m_lo, m_hi) = (lanes(16.min(kc - k0)), lanes(kc.saturating_sub(k0 + 16).min(16)));
+                let lo = _mm512_maskz_loadu_ps(m_lo, row.add(k0));
+                let hi = _mm512_maskz_loadu_ps(m_hi, row.add(k0 + 16));
+                let v = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo));
+                _mm512_mask_storeu_epi32(out.add(p0) as *mut i32, lanes(16.min(kp - p0)), v);
+            }
         }
     }
 }
@@ -253,6 +324,8 @@ pub(super) struct Line([u32; 16]);
 pub(super) struct PackBufs {
     pub(super) a: Vec<Line>,
     pub(super) b: Vec<Line>,
+    /// A's rows as pairs ([`simd::convert_rows`]).
+    pub(super) a_rows: Vec<Line>,
 }
 
 /// `v` grown to hold at least `len` u32s, as a pointer to its start.
@@ -291,6 +364,10 @@ unsafe fn blocked(p: &Problem, bufs: &mut PackBufs) {
     let nc_max = NC.min(p.n.div_ceil(NR) * NR);
     let abuf = line_ptr(&mut bufs.a, mc_max.min(p.m.div_ceil(MR) * MR) * kp_max);
     let bbuf = line_ptr(&mut bufs.b, nc_max * kp_max);
+    // Rows of pairs a line longer than a multiple of 16 pairs: rows 1-4 KiB apart would put
+    // a tile's MR rows into a few L1 sets (the f32 driver's `read_a_in_place` says why).
+    let rows_rs = kp_max.next_multiple_of(16) + 16;
+    let arows = line_ptr(&mut bufs.a_rows, mc_max.min(p.m.div_ceil(MR) * MR) * rows_rs);
     let mut tmp = [0.0f32; MR * NR];
     let tmp = tmp.as_mut_ptr();
     for jc in (0..p.n).step_by(NC) {
@@ -308,7 +385,16 @@ unsafe fn blocked(p: &Problem, bufs: &mut PackBufs) {
             }
             for ic in (0..p.m).step_by(mc_max) {
                 let mc = mc_max.min(p.m - ic);
-                pack_pairs::<MR>(mc, kc, p.a.add(ic * p.a_rs + pc * p.a_cs), p.a_rs, p.a_cs, abuf);
+                let a_block = p.a.add(ic * p.a_rs + pc * p.a_cs);
+                // Whole row panels of a depth-contiguous A as rows of pairs in narrow products
+                // (`a_as_rows`); the rest packed.
+                let full_m = if p.a_cs == 1 && a_as_rows(nc, kc) { mc / MR * MR } else { 0 };
+                if full_m > 0 {
+                    simd::convert_rows(full_m, kc, a_block, p.a_rs, arows, rows_rs);
+                }
+                if full_m < mc {
+                    pack_pairs::<MR>(mc - full_m, kc, a_block.add(full_m * p.a_rs), p.a_rs, p.a_cs, abuf);
+                }
                 for jr in (0..nc).step_by(NR) {
                     let nr = NR.min(nc - jr);
                     let bp = match packed {
@@ -316,11 +402,14 @@ unsafe fn blocked(p: &Problem, bufs: &mut PackBufs) {
                         None => bbuf.add(jr * kp),
                     };
                     for ir in (0..mc).step_by(MR) {
-                        let ap = abuf.add(ir * kp);
                         let cp = p.c.add((ic + ir) * p.ldc + jc + jr);
                         let tile = Tile { c: cp, mr: MR.min(mc - ir), nr, col: jc + jr, load_c, last };
                         micro_tile::<MR, NR>(p, tile, tmp, true, |c, ldc, load, fused| {
-                            simd::kernel(kp, ap, bp, c, ldc, load, fused)
+                            if ir < full_m {
+                                simd::kernel_rows(kp, arows.add(ir * rows_rs), rows_rs, bp, c, ldc, load, fused)
+                            } else {
+                                simd::kernel(kp, abuf.add((ir - full_m) * kp), bp, c, ldc, load, fused)
+                            }
                         });
                     }
                 }

@@ -352,6 +352,33 @@ fn prepacked_b_equals_packing_per_call() {
     }
 }
 
+/// The bf16 kernel reading a depth-contiguous A as rows of pairs gives the bits of its
+/// transposing pack (the same values with A column-major): whole and partial row panels, odd
+/// depths, several depth blocks, accumulation, both thread splits.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn bf16_rows_of_a_equal_the_packed_panels() {
+    if !Isa::Avx512Bf16.available() {
+        return;
+    }
+    for (m, n, k) in [(14, 32, 2), (30, 45, 21), (350, 100, 600), (29, 64, 1030), (3, 33, 1), (700, 40, 257)] {
+        let rows = Case::new(m, n, k, false, true, 0, true, 11);
+        let mut cols = Case::new(m, n, k, true, true, 0, true, 12);
+        for i in 0..m {
+            for p in 0..k {
+                cols.a[i * cols.a_rs + p * cols.a_cs] = rows.a[i * rows.a_rs + p * rows.a_cs];
+            }
+        }
+        (cols.b, cols.c, cols.bias) = (rows.b.clone(), rows.c.clone(), rows.bias.clone());
+        for (parallel, accumulate) in [(false, false), (true, false), (false, true)] {
+            let got = rows.run(accumulate, Activation::Gelu, Isa::Avx512Bf16, parallel);
+            let want = cols.run(accumulate, Activation::Gelu, Isa::Avx512Bf16, parallel);
+            assert_eq!(got, want, "m={m} n={n} k={k} parallel={parallel} accumulate={accumulate}");
+        }
+        rows.check(false, Activation::None, Isa::Avx512Bf16, true);
+    }
+}
+
 /// The f32 kernels on a B packed once: the bits of packing it per call, for every f32 kernel
 /// this CPU has, over depth blocks (k past KC, a partial last one), edge panels (n not a
 /// multiple of NR), both thread splits (a column sub-product starts inside the packed B), and
