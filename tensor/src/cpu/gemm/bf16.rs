@@ -99,6 +99,21 @@ pub mod simd {
         ((1u32 << n) - 1) as u16
     }
 
+    /// Values k0..k0 + 32 of a row of `kc` (zero past it) rounded to 16 pairs: pair j holds values
+    /// (k0 + 2j, k0 + 2j + 1), the lower half of `vcvtne2ps2bf16`'s result coming from its
+    /// second operand.
+    ///
+    /// # Safety
+    /// The CPU must support AVX512-BF16; the row's values k0..min(k0 + 32, kc) must be readable.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    unsafe fn pairs16(row: *const f32, k0: usize, kc: usize) -> __m512i {
+        let (m_lo, m_hi) = (lanes(16.min(kc - k0)), lanes(kc.saturating_sub(k0 + 16).min(16)));
+        let lo = _mm512_maskz_loadu_ps(m_lo, row.add(k0));
+        let hi = _mm512_maskz_loadu_ps(m_hi, row.add(k0 + 16));
+        std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo))
+    }
+
     /// Rows contiguous along the depth (activations, `x Wᵀ`'s weight): 16 rows x 16 pairs are
     /// loaded as 32 floats a row, rounded to 16 pairs, and transposed as 32-bit lanes.
     ///
@@ -117,15 +132,9 @@ pub mod simd {
             let group = 16.min(R - g);
             let valid = rows.saturating_sub(g).min(group);
             for p0 in (0..kp).step_by(16) {
-                let k0 = 2 * p0;
-                let (m_lo, m_hi) = (lanes(16.min(kc - k0)), lanes(kc.saturating_sub(k0 + 16).min(16)));
                 let mut r = [_mm512_setzero_ps(); 16];
                 for (i, ri) in r.iter_mut().enumerate().take(valid) {
-                    let row = src.add((g + i) * s_row + k0);
-                    let lo = _mm512_maskz_loadu_ps(m_lo, row);
-                    let hi = _mm512_maskz_loadu_ps(m_hi, row.add(16));
-                    // Low half of the result from `lo`: pair j = values (2j, 2j + 1) of the row.
-                    *ri = _mm512_castsi512_ps(std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo)));
+                    *ri = _mm512_castsi512_ps(pairs16(src.add((g + i) * s_row), 2 * p0, kc));
                 }
                 transpose16(&mut r);
                 for (q, rq) in r.iter().enumerate().take(16.min(kp - p0)) {
@@ -166,41 +175,16 @@ pub mod simd {
     }
 
     /// C[MR, NR] (+)= A · B over `kp` depth pairs: 28 zmm accumulators, two B vectors and one
-    /// broadcast pair, as the f32 kernel. `a` is a packed panel (MR pairs per depth pair), `b` a
-    /// packed panel (NR pairs per depth pair).
+    /// broadcast pair, as the f32 kernel. `b` is a packed panel (NR pairs per depth pair); `a` a
+    /// packed panel (MR pairs per depth pair: pair p of row i at `a[p * MR + i]`, `a_rs` unused),
+    /// or with ROWS, MR rows of pairs ([`convert_rows`]: pair p of row i at `a[i * a_rs + p]`,
+    /// no transposing pack, the broadcasts read MR rows instead of one panel).
     ///
     /// # Safety
     /// The CPU must support AVX512-BF16; the pointers must cover the tile.
     #[target_feature(enable = "avx512f,avx512bf16")]
-    pub unsafe fn kernel(kp: usize, a: *const u32, b: *const u32, c: *mut f32, ldc: usize, load_c: bool, fused: Fused) {
-        tile::<false>(kp, a, 0, b, c, ldc, load_c, fused)
-    }
-
-    /// [`kernel`] with A as rows of pairs (row i at `a + i * a_rs`, its kp pairs contiguous;
-    /// [`convert_rows`]): no transposing pack, the broadcasts read MR rows instead of one panel.
-    ///
-    /// # Safety
-    /// As for [`kernel`], with MR rows of kp pairs at `a`.
-    #[target_feature(enable = "avx512f,avx512bf16")]
     #[allow(clippy::too_many_arguments)]
-    pub unsafe fn kernel_rows(
-        kp: usize,
-        a: *const u32,
-        a_rs: usize,
-        b: *const u32,
-        c: *mut f32,
-        ldc: usize,
-        load_c: bool,
-        fused: Fused,
-    ) {
-        tile::<true>(kp, a, a_rs, b, c, ldc, load_c, fused)
-    }
-
-    /// The two kernels' loop: pair p of row i is `a[i * a_rs + p]` (ROWS) or `a[p * MR + i]`.
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bf16")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn tile<const ROWS: bool>(
+    pub unsafe fn kernel<const ROWS: bool>(
         kp: usize,
         a: *const u32,
         a_rs: usize,
@@ -246,12 +230,7 @@ pub mod simd {
         for i in 0..rows {
             let (row, out) = (src.add(i * s_row), dst.add(i * d_rs));
             for p0 in (0..kp).step_by(16) {
-                let k0 = 2 * p0;
-                let (m_lo, m_hi) = (lanes(16.min(kc - k0)), lanes(kc.saturating_sub(k0 + 16).min(16)));
-                let lo = _mm512_maskz_loadu_ps(m_lo, row.add(k0));
-                let hi = _mm512_maskz_loadu_ps(m_hi, row.add(k0 + 16));
-                let v = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo));
-                _mm512_mask_storeu_epi32(out.add(p0) as *mut i32, lanes(16.min(kp - p0)), v);
+                _mm512_mask_storeu_epi32(out.add(p0) as *mut i32, lanes(16.min(kp - p0)), pairs16(row, 2 * p0, kc));
             }
         }
     }
@@ -406,9 +385,9 @@ unsafe fn blocked(p: &Problem, bufs: &mut PackBufs) {
                         let tile = Tile { c: cp, mr: MR.min(mc - ir), nr, col: jc + jr, load_c, last };
                         micro_tile::<MR, NR>(p, tile, tmp, true, |c, ldc, load, fused| {
                             if ir < full_m {
-                                simd::kernel_rows(kp, arows.add(ir * rows_rs), rows_rs, bp, c, ldc, load, fused)
+                                simd::kernel::<true>(kp, arows.add(ir * rows_rs), rows_rs, bp, c, ldc, load, fused)
                             } else {
-                                simd::kernel(kp, abuf.add((ir - full_m) * kp), bp, c, ldc, load, fused)
+                                simd::kernel::<false>(kp, abuf.add((ir - full_m) * kp), 0, bp, c, ldc, load, fused)
                             }
                         });
                     }
