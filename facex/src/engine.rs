@@ -39,6 +39,9 @@ pub fn cpu_precision() -> String {
         (MatmulPrecision::F32, _) => "cpu (f32)".into(),
         (MatmulPrecision::Bf16, Isa::Amx) => "cpu (bf16 products, f32 accumulation, AMX)".into(),
         (MatmulPrecision::Bf16, Isa::Avx512Bf16) => "cpu (bf16 products, f32 accumulation, AVX512-BF16)".into(),
+        (MatmulPrecision::Bf16, Isa::Bf16OnFma) => {
+            "cpu (bf16 products, f32 accumulation, on the f32 FMA: this CPU's vdpbf16ps is slower)".into()
+        }
         (MatmulPrecision::Bf16, isa) => format!("cpu (bf16 asked for; this CPU lacks AVX512-BF16: f32 on {isa:?})"),
     }
 }

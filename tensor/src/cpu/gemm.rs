@@ -7,16 +7,20 @@
 //! where the CPU has it; elsewhere the f32 kernels stay.
 //!
 //! Where the CPU has AMX (Intel Xeon from Sapphire Rapids on), those products run on its tiles
-//! (`amx`) instead.
+//! (`amx`) instead. On Intel cores without AMX, whose `vdpbf16ps` runs at less than half the f32
+//! FMA rate, the bf16-rounded operands are multiplied on the f32 kernel (`bf16_fma`).
 //!
 //! Layout: `driver` holds the loop nest and the thread split, `pack` the panel packing,
 //! `kernels` the microkernels, `small` the unpacked path of small products (the same
-//! bits as the loop nest), `bf16` the bf16 packing, kernel and loop, `amx` the tile loop.
+//! bits as the loop nest), `bf16` the bf16 packing, kernel and loop, `amx` the tile loop,
+//! `bf16_fma` the rounding of bf16 operands for the f32 kernel.
 
 #[cfg(target_arch = "x86_64")]
 pub mod amx;
 #[cfg(target_arch = "x86_64")]
 pub mod bf16;
+#[cfg(target_arch = "x86_64")]
+mod bf16_fma;
 mod driver;
 pub mod kernels;
 pub mod pack;
@@ -53,6 +57,30 @@ pub enum Isa {
     /// The same rounding on AMX tiles (`tdpbf16ps`), for depths that are a multiple of 32 (the
     /// others take [`Isa::Avx512Bf16`]); preferred to it by the bf16 precision where present.
     Amx,
+    /// The same rounding, the products on the f32 AVX-512 kernel: a product of two bf16 values
+    /// is exact in f32, so this is the same arithmetic as [`Isa::Avx512Bf16`] summed in another
+    /// order. Preferred to it by the bf16 precision on Intel cores without AMX, which run
+    /// `vdpbf16ps` at less than half their f32 FMA rate (see [`bf16_dot_is_slow`]).
+    Bf16OnFma,
+}
+
+/// Whether this CPU's `vdpbf16ps` (32 multiply-adds an instruction) does fewer multiply-adds a
+/// cycle than its f32 FMA (16 an instruction): Intel cores issue it on one port, the FMA on two.
+/// Measured with `profile::peak`: a 2-core Xeon (family 6, model 207, no AMX) 164 against 348
+/// GFLOP/s, the AMX Xeon of issue #12 108 against 213 a core; AMD Zen 4 467 against 234. Decided
+/// by the vendor, not by timing, so a process's bits never depend on the machine's load.
+pub fn bf16_dot_is_slow() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static INTEL: OnceLock<bool> = OnceLock::new();
+        *INTEL.get_or_init(|| {
+            let id = std::arch::x86_64::__cpuid(0);
+            let vendor: Vec<u8> = [id.ebx, id.edx, id.ecx].iter().flat_map(|r| r.to_le_bytes()).collect();
+            vendor == b"GenuineIntel"
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 /// The precision of every f32 product: [`MatmulPrecision::F32`] (the default) or bf16 operands
@@ -91,6 +119,7 @@ impl Isa {
     pub fn for_precision(precision: MatmulPrecision) -> Isa {
         match precision {
             MatmulPrecision::Bf16 if Isa::Amx.available() => Isa::Amx,
+            MatmulPrecision::Bf16 if Isa::Avx512Bf16.available() && bf16_dot_is_slow() => Isa::Bf16OnFma,
             MatmulPrecision::Bf16 if Isa::Avx512Bf16.available() => Isa::Avx512Bf16,
             _ => Isa::detect(),
         }
@@ -102,7 +131,9 @@ impl Isa {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => is_x86_feature_detected!("avx512f"),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512Bf16 => is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16"),
+            Isa::Avx512Bf16 | Isa::Bf16OnFma => {
+                is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16")
+            }
             #[cfg(target_arch = "x86_64")]
             Isa::Amx => amx::available(),
             #[cfg(target_arch = "x86_64")]
@@ -115,6 +146,12 @@ impl Isa {
 
     /// Whether products on this kernel round their operands to bf16.
     pub fn is_bf16(self) -> bool {
+        matches!(self, Isa::Avx512Bf16 | Isa::Amx | Isa::Bf16OnFma)
+    }
+
+    /// Whether its multiply-adds run on bf16 pairs (`vdpbf16ps`, `tdpbf16ps`; their own peak),
+    /// not on the f32 FMA.
+    pub fn multiplies_bf16_pairs(self) -> bool {
         matches!(self, Isa::Avx512Bf16 | Isa::Amx)
     }
 
@@ -122,7 +159,7 @@ impl Isa {
     pub fn tile(self) -> (usize, usize) {
         match self {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => (kernels::avx512::MR, kernels::avx512::NR),
+            Isa::Avx512 | Isa::Bf16OnFma => (kernels::avx512::MR, kernels::avx512::NR),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2Fma => (kernels::avx2::MR, kernels::avx2::NR),
             #[cfg(target_arch = "x86_64")]
@@ -286,7 +323,16 @@ pub(crate) unsafe fn sgemm_raw(
     let isa = opts.isa.unwrap_or_else(|| Isa::for_precision(matmul_precision()));
     assert!(isa.available(), "sgemm: {isa:?} is not supported by this CPU");
     let threads = if opts.parallel && m * n * k >= PARALLEL_MIN_WORK { rayon::current_num_threads() } else { 1 };
-    let p = Problem {
+    // bf16 operands on the f32 kernel: the product reads a rounded copy of A, and of B unless
+    // B's panels were packed rounded (a linear layer's weight at inference).
+    #[cfg(target_arch = "x86_64")]
+    let rounded_a = if isa == Isa::Bf16OnFma && k > 0 { bf16_fma::rounded(m, k, a, a_rs, a_cs) } else { Vec::new() };
+    #[cfg(target_arch = "x86_64")]
+    let (a, a_rs, a_cs) = if rounded_a.is_empty() { (a, a_rs, a_cs) } else { (rounded_a.as_slice(), k, 1) };
+    #[cfg(target_arch = "x86_64")]
+    let rounded_b: Vec<f32>;
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
+    let mut p = Problem {
         m, n, k,
         a: a.as_ptr(), a_rs, a_cs,
         b: b.as_ptr(), b_rs, b_cs,
@@ -299,9 +345,17 @@ pub(crate) unsafe fn sgemm_raw(
         residual: opts.residual.map(|r| r.as_ptr()),
         #[cfg(target_arch = "x86_64")]
         packed_b: opts.packed_b.filter(|pb| pb.dims() == (k, n)).map(|pb| pb as *const bf16::PackedB),
-        packed_f32: opts.packed_f32.filter(|pb| pb.dims() == (k, n)).map(|pb| pb as *const PackedF32),
+        packed_f32: opts
+            .packed_f32
+            .filter(|pb| pb.dims() == (k, n) && pb.bf16_rounded() == (isa == Isa::Bf16OnFma))
+            .map(|pb| pb as *const PackedF32),
         col0: 0,
     };
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Bf16OnFma && k > 0 && (p.packed_f32.is_none() || small::applies(&p)) {
+        rounded_b = bf16_fma::rounded(k, n, b, b_rs, b_cs);
+        (p.b, p.b_rs, p.b_cs, p.packed_f32) = (rounded_b.as_ptr(), n, 1, None);
+    }
     let fast_pack = Isa::Avx512.available();
     let timer = crate::profile::enabled().then(std::time::Instant::now);
     // SAFETY: the asserts above keep every index in bounds; the kernel's ISA is available.
@@ -317,9 +371,9 @@ pub(crate) unsafe fn sgemm_raw(
                 driver::split::<MR, NR>(&p, threads, |sub| serial(sub))
             }
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 if small::applies(&p) => small::avx512::run(&p),
+            Isa::Avx512 | Isa::Bf16OnFma if small::applies(&p) => small::avx512::run(&p),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx => {
+            Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx | Isa::Bf16OnFma => {
                 use kernels::avx512::{edge, kernel, kernel_rows, MR, NR};
                 driver::run::<MR, NR>(kernel, Some(edge), Some(kernel_rows), &p, threads, fast_pack)
             }

@@ -256,7 +256,7 @@ impl Tensor {
 
 /// A linear layer's weight `[out, in]` packed once as the right operand (`Wᵀ`) of the kernel the
 /// matmul precision picks on this CPU: bf16 pairs for the bf16 kernels, f32 panels of the
-/// kernel's width otherwise. A product on another kernel (the precision changed since) packs
+/// kernel's width otherwise (of the weight rounded to bf16 for [`Isa::Bf16OnFma`]). A product on another kernel (the precision changed since) packs
 /// as always.
 #[derive(Debug)]
 pub struct PackedWeight {
@@ -277,6 +277,11 @@ impl PackedWeight {
         let (out_f, in_f) = (weight.shape()[0], weight.shape()[1]);
         let (b, b_rs, b_cs) = (&v[l.offset..], l.strides[1], l.strides[0]);
         let isa = Isa::for_precision(matmul_precision());
+        #[cfg(target_arch = "x86_64")]
+        if isa == Isa::Bf16OnFma {
+            let f32 = PackedF32::new_bf16_rounded(in_f, out_f, b, b_rs, b_cs);
+            return Ok(PackedWeight { bf16: None, f32, isa });
+        }
         #[cfg(target_arch = "x86_64")]
         if isa.is_bf16() {
             let bf16 = crate::cpu::gemm::bf16::PackedB::new(in_f, out_f, b, b_rs, b_cs);

@@ -11,7 +11,7 @@ use std::time::Instant;
 /// f32 lanes of the widest FMA this CPU has (0 without FMA).
 pub fn fma_lanes() -> usize {
     match Isa::detect() {
-        Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx => 16,
+        Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx | Isa::Bf16OnFma => 16,
         Isa::Avx2Fma => 8,
         Isa::Generic => 0,
     }
@@ -65,7 +65,9 @@ pub fn fma_peak_one_thread(iters: usize) -> f64 {
         let t = Instant::now();
         // SAFETY: each is called only when `Isa::detect` found its instruction set.
         match Isa::detect() {
-            Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx => black_box(unsafe { chains512(black_box(iters)) }),
+            Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx | Isa::Bf16OnFma => {
+                black_box(unsafe { chains512(black_box(iters)) })
+            }
             Isa::Avx2Fma => black_box(unsafe { chains256(black_box(iters)) }),
             Isa::Generic => return f64::NAN,
         };

@@ -241,10 +241,12 @@ fn print_profile(records: &[Record], shapes: &[profile::GemmRecord], total: f64,
         fma_one / 1e9,
         bandwidth / 1e9
     );
-    // With bf16 products, the GEMMs are measured against the bf16 instruction's own peak.
+    // With bf16 products on bf16 pairs, the GEMMs are measured against that instruction's own
+    // peak (on the f32 kernel, `Bf16OnFma`, against the FMA's).
     let isa = tensor::cpu::gemm::Isa::for_precision(tensor::cpu::gemm::matmul_precision());
-    let gemm_peak = if isa.is_bf16() { profile::peak::bf16_peak().1 } else { fma_all };
-    if isa.is_bf16() {
+    let pairs = isa.multiplies_bf16_pairs();
+    let gemm_peak = if pairs { profile::peak::bf16_peak().1 } else { fma_all };
+    if pairs {
         println!(
             "bf16 product peak measured now ({isa:?}): {:.0} GFLOP/s (the gemm row's \"of peak\")",
             gemm_peak / 1e9

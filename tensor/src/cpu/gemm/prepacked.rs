@@ -17,11 +17,15 @@ pub struct PackedF32 {
     /// Start of each depth block in `data`, in floats.
     blocks: Vec<usize>,
     data: Vec<Line>,
+    /// Its values were rounded to bf16 ([`PackedF32::new_bf16_rounded`]): only products of the
+    /// bf16 precision on the f32 kernel ([`Isa::Bf16OnFma`]) read them, and only they.
+    bf16_rounded: bool,
 }
 
 impl std::fmt::Debug for PackedF32 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PackedF32 {{ k: {}, n: {}, nr: {} }}", self.k, self.n, self.nr)
+        let (k, n, nr, rounded) = (self.k, self.n, self.nr, self.bf16_rounded);
+        write!(f, "PackedF32 {{ k: {k}, n: {n}, nr: {nr}, bf16_rounded: {rounded} }}")
     }
 }
 
@@ -61,12 +65,31 @@ impl PackedF32 {
                 }
             }
         }
-        Some(PackedF32 { k, n, nr, blocks, data })
+        Some(PackedF32 { k, n, nr, blocks, data, bf16_rounded: false })
+    }
+
+    /// B rounded to bf16 and packed for the f32 AVX-512 kernel, the weight of a linear layer for
+    /// [`Isa::Bf16OnFma`] (rounded once, not in every product); None without that ISA or for
+    /// k = 0.
+    pub fn new_bf16_rounded(k: usize, n: usize, b: &[f32], b_rs: usize, b_cs: usize) -> Option<PackedF32> {
+        #[cfg(target_arch = "x86_64")]
+        if Isa::Bf16OnFma.available() && k > 0 && n > 0 {
+            let rounded = super::bf16_fma::rounded(k, n, b, b_rs, b_cs);
+            let packed = PackedF32::new(Isa::Avx512, k, n, &rounded, n, 1)?;
+            return Some(PackedF32 { bf16_rounded: true, ..packed });
+        }
+        let _ = (k, n, b, b_rs, b_cs);
+        None
     }
 
     /// (k, n) of the packed operand.
     pub fn dims(&self) -> (usize, usize) {
         (self.k, self.n)
+    }
+
+    /// Whether the values were rounded to bf16 ([`PackedF32::new_bf16_rounded`]).
+    pub fn bf16_rounded(&self) -> bool {
+        self.bf16_rounded
     }
 
     /// The panel width: the kernel these panels are for is the one whose NR this is.

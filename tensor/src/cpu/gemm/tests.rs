@@ -12,7 +12,10 @@ pub(crate) fn act_ref(act: Activation, x: f64) -> f64 {
 
 /// Every kernel this CPU runs, the bf16 ones included (checked on their rounded operands).
 fn isas() -> Vec<Isa> {
-    [Isa::Avx512, Isa::Avx2Fma, Isa::Generic, Isa::Avx512Bf16, Isa::Amx].into_iter().filter(|i| i.available()).collect()
+    [Isa::Avx512, Isa::Avx2Fma, Isa::Generic, Isa::Avx512Bf16, Isa::Amx, Isa::Bf16OnFma]
+        .into_iter()
+        .filter(|i| i.available())
+        .collect()
 }
 
 /// What the bf16 kernel multiplies: `x` rounded to bf16 (nearest even).
@@ -352,6 +355,56 @@ fn prepacked_b_equals_packing_per_call() {
     }
 }
 
+/// bf16 products on the f32 kernel are the f32 kernel's product of the operands rounded to bf16
+/// (by `half`, not by the vector rounding they use), bit for bit: strided and padded operands,
+/// edge tiles, several depth blocks, a small product (its B read in place), accumulation, the
+/// fused output pass, both thread splits; with B packed rounded once, the same bits again.
+/// Panels packed rounded are not read by an f32 product, nor plain f32 panels by this one.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn bf16_on_the_f32_kernel_is_the_f32_product_of_rounded_operands() {
+    if !Isa::Bf16OnFma.available() {
+        return;
+    }
+    let round = |v: &[f32]| v.iter().map(|&x| half::bf16::from_f32(x).to_f32()).collect::<Vec<f32>>();
+    let cases = [
+        (30, 45, 20, true, false, 0),
+        (350, 100, 600, false, true, 3),
+        (20, 700, 1030, false, true, 0),
+        (3, 33, 1, false, false, 0),
+        (47, 64, 256, true, true, 1),
+        (8, 16, 64, false, false, 0),
+    ];
+    for (m, n, k, ta, tb, pad) in cases {
+        let case = Case::new(m, n, k, ta, tb, pad, true, 11);
+        let rounded = Case { a: round(&case.a), b: round(&case.b), ..Case::new(m, n, k, ta, tb, pad, true, 11) };
+        let packed = PackedF32::new_bf16_rounded(k, n, &case.b, case.b_rs, case.b_cs).unwrap();
+        let plain = PackedF32::new(Isa::Avx512, k, n, &case.b, case.b_rs, case.b_cs).unwrap();
+        assert!(packed.bf16_rounded() && !plain.bf16_rounded());
+        for (accumulate, parallel) in [(false, false), (true, true), (false, true)] {
+            let want = rounded.run(accumulate, Activation::Gelu, Isa::Avx512, parallel);
+            let with = |isa: Isa, packed: Option<&PackedF32>| {
+                case.run_with(&GemmOpts {
+                    accumulate,
+                    bias: case.bias.as_deref(),
+                    act: Activation::Gelu,
+                    parallel,
+                    isa: Some(isa),
+                    packed_f32: packed,
+                    ..GemmOpts::default()
+                })
+            };
+            let what = format!("m={m} n={n} k={k} acc={accumulate} parallel={parallel}");
+            assert_eq!(with(Isa::Bf16OnFma, None), want, "{what}");
+            assert_eq!(with(Isa::Bf16OnFma, Some(&packed)), want, "packed rounded, {what}");
+            assert_eq!(with(Isa::Bf16OnFma, Some(&plain)), want, "plain panels ignored, {what}");
+            let f32 = case.run(accumulate, Activation::Gelu, Isa::Avx512, parallel);
+            assert_eq!(with(Isa::Avx512, Some(&packed)), f32, "rounded panels ignored by f32, {what}");
+            assert_ne!(with(Isa::Bf16OnFma, None), f32, "nothing was rounded, {what}");
+        }
+    }
+}
+
 /// The bf16 kernel reading a depth-contiguous A as rows of pairs gives the bits of its
 /// transposing pack (the same values with A column-major): whole and partial row panels, odd
 /// depths, several depth blocks, accumulation, both thread splits.
@@ -418,6 +471,7 @@ fn prepacked_f32_b_equals_packing_per_call() {
     }
     // The bf16 kernels have their own packing; k = 0 has nothing to pack.
     assert!(PackedF32::new(Isa::Avx512Bf16, 4, 4, &[0.0; 16], 4, 1).is_none());
+    assert!(PackedF32::new(Isa::Bf16OnFma, 4, 4, &[0.0; 16], 4, 1).is_none());
     assert!(PackedF32::new(Isa::Generic, 0, 4, &[], 4, 1).is_none());
 }
 
@@ -439,6 +493,9 @@ fn precision_picks_the_kernel() {
     let bf16 = Isa::for_precision(MatmulPrecision::Bf16);
     assert_eq!(bf16.is_bf16(), Isa::Avx512Bf16.available());
     assert_eq!(bf16 == Isa::Amx, Isa::Amx.available());
+    let on_fma = Isa::Avx512Bf16.available() && !Isa::Amx.available() && bf16_dot_is_slow();
+    assert_eq!(bf16 == Isa::Bf16OnFma, on_fma);
+    assert_eq!(bf16.multiplies_bf16_pairs(), bf16.is_bf16() && !on_fma);
     assert!(bf16.available());
 }
 
