@@ -323,6 +323,8 @@ pub(crate) unsafe fn sgemm_raw(
     let isa = opts.isa.unwrap_or_else(|| Isa::for_precision(matmul_precision()));
     assert!(isa.available(), "sgemm: {isa:?} is not supported by this CPU");
     let threads = if opts.parallel && m * n * k >= PARALLEL_MIN_WORK { rayon::current_num_threads() } else { 1 };
+    // The operands' layouts as the caller gave them (for the profile).
+    let given_strides = [(a_rs, a_cs), (b_rs, b_cs)];
     // bf16 operands on the f32 kernel: the product reads a rounded copy of A, and of B unless
     // B's panels were packed rounded (a linear layer's weight at inference).
     #[cfg(target_arch = "x86_64")]
@@ -391,12 +393,12 @@ pub(crate) unsafe fn sgemm_raw(
         }
     }
     if let Some(start) = timer {
-        let tag = |row_stride: usize, col_stride: usize| match (row_stride, col_stride) {
+        let tag = |(row_stride, col_stride): (usize, usize)| match (row_stride, col_stride) {
             (_, 1) => 'N',
             (1, _) => 'T',
             _ => 'S',
         };
-        crate::profile::gemm_call(m, n, k, [tag(a_rs, a_cs), tag(b_rs, b_cs)], start.elapsed().as_secs_f64());
+        crate::profile::gemm_call(m, n, k, given_strides.map(tag), start.elapsed().as_secs_f64());
     }
 }
 

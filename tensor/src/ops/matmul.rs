@@ -256,8 +256,8 @@ impl Tensor {
 
 /// A linear layer's weight `[out, in]` packed once as the right operand (`Wᵀ`) of the kernel the
 /// matmul precision picks on this CPU: bf16 pairs for the bf16 kernels, f32 panels of the
-/// kernel's width otherwise (of the weight rounded to bf16 for [`Isa::Bf16OnFma`]). A product on another kernel (the precision changed since) packs
-/// as always.
+/// kernel's width otherwise (of the weight rounded to bf16 for [`Isa::Bf16OnFma`]). A product
+/// on another kernel (the precision changed since) packs as always.
 #[derive(Debug)]
 pub struct PackedWeight {
     #[cfg(target_arch = "x86_64")]
