@@ -32,8 +32,9 @@ pub fn parse_dtype(s: &str) -> std::result::Result<DType, String> {
     }
 }
 
-/// The CPU model's precision in words: f32, bf16 products (on AMX tiles or AVX512-BF16), or bf16
-/// asked for on a CPU without either (the f32 kernels then run).
+/// The CPU model's precision in words: f32, bf16 products (on AMX tiles, AVX512-BF16, or the
+/// f32 FMA on Intel cores without AMX), or bf16 asked for on a CPU without AVX512-BF16 (the f32
+/// kernels then run, unrounded).
 pub fn cpu_precision() -> String {
     match (matmul_precision(), Isa::for_precision(matmul_precision())) {
         (MatmulPrecision::F32, _) => "cpu (f32)".into(),
