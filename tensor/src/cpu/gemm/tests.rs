@@ -24,6 +24,7 @@ fn bf16_rounded(x: f32) -> f64 {
 }
 
 /// One test case: operands with arbitrary strides (transposed or padded), C with padding.
+#[derive(Clone)]
 struct Case {
     m: usize,
     n: usize,
@@ -377,7 +378,7 @@ fn bf16_on_the_f32_kernel_is_the_f32_product_of_rounded_operands() {
     ];
     for (m, n, k, ta, tb, pad) in cases {
         let case = Case::new(m, n, k, ta, tb, pad, true, 11);
-        let rounded = Case { a: round(&case.a), b: round(&case.b), ..Case::new(m, n, k, ta, tb, pad, true, 11) };
+        let rounded = Case { a: round(&case.a), b: round(&case.b), ..case.clone() };
         let packed = PackedF32::new_bf16_rounded(k, n, &case.b, case.b_rs, case.b_cs).unwrap();
         let plain = PackedF32::new(Isa::Avx512, k, n, &case.b, case.b_rs, case.b_cs).unwrap();
         assert!(packed.bf16_rounded() && !plain.bf16_rounded());
