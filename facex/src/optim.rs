@@ -67,7 +67,7 @@ impl AdamW {
     pub fn reserve(&mut self, params: &[Var]) {
         for p in params.iter().filter(|p| p.requires_grad()) {
             let n = p.shape().iter().product::<usize>();
-            self.moments.entry(p.id()).or_insert_with(|| (vec![0.0; n], vec![0.0; n]));
+            self.moments.entry(p.id()).or_insert_with(|| zero_moments(n));
         }
     }
 
@@ -134,7 +134,7 @@ impl AdamW {
             let (old, g) = (value.f32_slice()?, grad.f32_slice()?);
             let mut x = new_vec(old.len(), CHUNK, |s, x| x.copy_from_slice(&old[s..s + x.len()]));
             let lr = self.lr * self.lr_scale.get(&p.id()).copied().unwrap_or(1.0);
-            let (m, v) = self.moments.entry(p.id()).or_insert_with(|| (vec![0.0; x.len()], vec![0.0; x.len()]));
+            let (m, v) = self.moments.entry(p.id()).or_insert_with(|| zero_moments(x.len()));
             self.stepped.insert(p.id());
             let k = AdamWConstants {
                 decay: (1.0 - lr * self.weight_decay) as f32,
@@ -293,6 +293,11 @@ impl Schedule {
             }
         }
     }
+}
+
+/// The first and second moments of a parameter of `n` values before its first step.
+fn zero_moments(n: usize) -> (Vec<f32>, Vec<f32>) {
+    (vec![0.0; n], vec![0.0; n])
 }
 
 #[cfg(test)]
