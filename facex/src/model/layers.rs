@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tensor::cpu::gemm::{matmul_precision, Isa};
 use tensor::ops::matmul::PackedWeight;
+use tensor::ops::mlp::LinearRef;
 use tensor::ops::Activation;
 use tensor::{Result, Tensor};
 
@@ -58,6 +59,18 @@ impl Linear {
         self.forward_act(x, Activation::None)
     }
 
+    /// The layer's values for a fused op where nothing records (`Tensor::mlp_add`): the weight
+    /// packed once as `forward_act` packs it (at inference with packing on), else none.
+    pub fn operands(&self) -> Result<LinearOperands> {
+        let weight = self.weight.value();
+        let packed = if !autograd::is_grad_enabled() && self.packing.load(Ordering::Relaxed) {
+            Some(self.packed_weight(&weight)?)
+        } else {
+            None
+        };
+        Ok(LinearOperands { weight, bias: self.bias.as_ref().map(Var::value), packed })
+    }
+
     pub fn forward_act(&self, x: &Var, act: Activation) -> Result<Var> {
         // Inference: the weight's panels are packed once, not every call (at batch 1 that
         // transpose was 8% of the forward).
@@ -98,6 +111,19 @@ impl Linear {
     pub fn records_on(&self, x: &Var) -> bool {
         let inputs: Vec<&Var> = [x, &self.weight].into_iter().chain(&self.bias).collect();
         Var::records(&inputs)
+    }
+}
+
+/// A linear layer's values, held for the length of a fused op ([`Linear::operands`]).
+pub(crate) struct LinearOperands {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    packed: Option<Arc<PackedWeight>>,
+}
+
+impl LinearOperands {
+    pub fn as_ref(&self) -> LinearRef<'_> {
+        LinearRef { weight: &self.weight, bias: self.bias.as_ref(), packed: self.packed.as_deref() }
     }
 }
 

@@ -218,15 +218,21 @@ impl SwinBlock {
         self.qkv.records_on(x) || self.proj.records_on(x) || Var::records(&norm_and_bias)
     }
 
-    /// x + fc2(gelu(fc1(m))). Inference fuses the GELU into fc1's output pass and the residual
-    /// add into fc2's. Training keeps fc1's pre-activation instead of the GELU's output (same
-    /// memory): fc2's backward recomputes the GELU from it, an elementwise pass, where fc1's
-    /// backward would otherwise recompute the pre-activation with a GEMM (the largest of the
-    /// block); and fc2 adds the residual in its output pass, so its output is not kept either.
-    /// The same values and gradients, bit for bit (`autograd/tests/grad_linalg.rs`).
+    /// x + fc2(gelu(fc1(m))). Where nothing records (inference, a frozen encoder) it runs per
+    /// block of rows, each block's hidden rows used while in cache (`Tensor::mlp_add`: the GELU
+    /// in fc1's output pass, the residual in fc2's, the same bits as the two products). Training
+    /// keeps fc1's pre-activation instead of the GELU's output (same memory): fc2's backward
+    /// recomputes the GELU from it, an elementwise pass, where fc1's backward would otherwise
+    /// recompute the pre-activation with a GEMM (the largest of the block); and fc2 adds the
+    /// residual in its output pass, so its output is not kept either. The same values and
+    /// gradients, bit for bit (`autograd/tests/grad_linalg.rs`).
     fn mlp_add(&self, m: &Var, x: &Var) -> Result<Var> {
         if self.fc1.records_on(m) {
             return self.fc2.forward_gelu_input_add(&self.fc1.forward(m)?, x);
+        }
+        if !self.fc2.records_on(x) {
+            let (fc1, fc2) = (self.fc1.operands()?, self.fc2.operands()?);
+            return Ok(Var::constant(m.value().mlp_add(fc1.as_ref(), fc2.as_ref(), &x.value())?));
         }
         self.fc2.forward_add(&self.fc1.forward_act(m, Activation::Gelu)?, x)
     }
@@ -373,6 +379,35 @@ mod tests {
             let err = a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
             assert!(err <= 1e-5 * scale.max(1.0) * 10.0, "{name}: max error {err} (scale {scale})");
         }
+    }
+
+    /// A block's MLP half where nothing records (`Tensor::mlp_add`, per block of rows) against
+    /// the two products it replaces: the same bits, at inference (packed weights) and with
+    /// gradients on but the block frozen (the demo's encoder; unpacked weights).
+    #[test]
+    fn mlp_where_nothing_records_is_its_composite() {
+        let spec = super::super::schema::swin_block(32, 1, 7, 3, 0, 0);
+        let mut b = Builder::new(super::super::params::Source::Random { seed: 5 });
+        let block = SwinBlock::new(&mut b, &spec);
+        for p in [&block.fc1, &block.fc2].into_iter().flat_map(|l| std::iter::once(&l.weight).chain(&l.bias)) {
+            p.set_requires_grad(false).unwrap();
+        }
+        // Four images of the tiny model's stage 1: enough rows for the blocks on two threads.
+        let x = Var::constant(Tensor::randn(&[4, 56 * 56, 32], 1, DType::F32));
+        let m = Var::constant(block.norm2.forward(&x).unwrap().value());
+        let bits = |v: Var| v.value().to_vec::<f32>().unwrap().iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        let (inference, frozen, composite) = pool.install(|| {
+            assert!(tensor::ops::mlp::block_rows(4 * 56 * 56, 32, 128, 32, 2).is_some(), "must run per block");
+            let inference = autograd::no_grad(|| block.mlp_add(&m, &x)).unwrap();
+            let frozen = block.mlp_add(&m, &x).unwrap();
+            let h = block.fc1.forward_act(&m, Activation::Gelu).unwrap();
+            (inference, frozen, block.fc2.forward_add(&h, &x).unwrap())
+        });
+        assert!(!frozen.is_recorded(), "a frozen block records nothing");
+        let want = bits(composite);
+        assert_eq!(bits(inference), want);
+        assert_eq!(bits(frozen), want);
     }
 
     #[test]

@@ -298,6 +298,17 @@ impl PackedWeight {
     pub fn isa(&self) -> Isa {
         self.isa
     }
+
+    /// The bf16 pairs, where packed for a bf16 kernel.
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) fn bf16(&self) -> Option<&crate::cpu::gemm::bf16::PackedB> {
+        self.bf16.as_ref()
+    }
+
+    /// The f32 panels, where packed for an f32 kernel (or the FMA kernel on rounded values).
+    pub(crate) fn f32(&self) -> Option<&PackedF32> {
+        self.f32.as_ref()
+    }
 }
 
 /// The common float dtype of two operands, or the error naming the op.

@@ -12,6 +12,7 @@ pub mod gelu;
 pub mod index;
 pub mod interp;
 pub mod matmul;
+pub mod mlp;
 pub mod norm;
 pub mod pool;
 pub mod reduce;
