@@ -64,7 +64,8 @@ impl Tensor {
         let m: usize = lead.iter().product();
         let all_f32 =
             [self, w1, w2, residual].into_iter().chain(fc1.bias).chain(fc2.bias).all(|t| t.dtype() == DType::F32);
-        let Some(rows) = block_rows(m, inp, hidden, out, rayon::current_num_threads()).filter(|_| all_f32 && inp > 0)
+        let Some(rows) =
+            block_rows(m, inp, hidden, out, rayon::current_num_threads()).filter(|_| all_f32 && inp > 0 && out > 0)
         else {
             return composite();
         };
@@ -196,8 +197,8 @@ mod tests {
     fn small_products_and_other_dtypes_run_the_composite() {
         // Too few rows for four blocks per thread, and bf16 values: the composite's result.
         let (w1, w2) = (Tensor::randn(&[64, 16], 2, DType::F32), Tensor::randn(&[16, 64], 3, DType::F32));
-        let fc1 = LinearRef { weight: &w1, bias: None, packed: None };
-        let fc2 = LinearRef { weight: &w2, bias: None, packed: None };
+        let fc = |weight| LinearRef { weight, bias: None, packed: None };
+        let (fc1, fc2) = (fc(&w1), fc(&w2));
         assert_eq!(block_rows(10, 16, 64, 16, 2), None);
         // Swin-B's stage 4 at batch 8: the weights read per block would cost more than it saves.
         assert_eq!(block_rows(392, 1024, 4096, 1024, 2), None);
@@ -212,6 +213,19 @@ mod tests {
         let want = xb.linear_act(&w1b, None, Activation::Gelu).unwrap().linear_add(&w2b, None, &rb).unwrap();
         assert_eq!(got.dtype(), DType::BF16);
         assert_eq!(got.to_f32_vec().unwrap(), want.to_f32_vec().unwrap());
+        // Empty widths, at a row count that would otherwise run per block: the composite's
+        // (empty, or the bias and residual alone).
+        let x = Tensor::randn(&[2000, 16], 1, DType::F32);
+        let w1 = Tensor::randn(&[4096, 16], 2, DType::F32);
+        assert!(block_rows(2000, 16, 4096, 0, 2).is_some() && block_rows(2000, 0, 4096, 16, 2).is_some());
+        let (w2, r) = (Tensor::zeros(&[0, 4096], DType::F32), Tensor::zeros(&[2000, 0], DType::F32));
+        let got = x.mlp_add(fc(&w1), fc(&w2), &r).unwrap();
+        assert_eq!(got.shape(), [2000, 0]);
+        let (x0, w0) = (Tensor::zeros(&[2000, 0], DType::F32), Tensor::zeros(&[4096, 0], DType::F32));
+        let w2 = Tensor::randn(&[16, 4096], 3, DType::F32);
+        let r = Tensor::randn(&[2000, 16], 4, DType::F32);
+        let want = x0.linear_act(&w0, None, Activation::Gelu).unwrap().linear_add(&w2, None, &r).unwrap();
+        assert_eq!(bits(&x0.mlp_add(fc(&w0), fc(&w2), &r).unwrap()), bits(&want));
     }
 
     #[test]
