@@ -59,26 +59,25 @@ impl Linear {
         self.forward_act(x, Activation::None)
     }
 
-    /// The layer's values for a fused op where nothing records (`Tensor::mlp_add`): the weight
-    /// packed once as `forward_act` packs it (at inference with packing on), else none.
+    /// Whether inference runs on the values with the weight packed once, not every call (at
+    /// batch 1 that transpose was 8% of the forward): gradients off and packing on.
+    fn packs(&self) -> bool {
+        !autograd::is_grad_enabled() && self.packing.load(Ordering::Relaxed)
+    }
+
+    /// The layer's values for an op on tensors: the weight packed once where [`Linear::packs`],
+    /// else unpacked (as where nothing records under a frozen encoder, `Tensor::mlp_add`).
     pub fn operands(&self) -> Result<LinearOperands> {
         let weight = self.weight.value();
-        let packed = if !autograd::is_grad_enabled() && self.packing.load(Ordering::Relaxed) {
-            Some(self.packed_weight(&weight)?)
-        } else {
-            None
-        };
+        let packed = if self.packs() { Some(self.packed_weight(&weight)?) } else { None };
         Ok(LinearOperands { weight, bias: self.bias.as_ref().map(Var::value), packed })
     }
 
     pub fn forward_act(&self, x: &Var, act: Activation) -> Result<Var> {
-        // Inference: the weight's panels are packed once, not every call (at batch 1 that
-        // transpose was 8% of the forward).
-        if !autograd::is_grad_enabled() && self.packing.load(Ordering::Relaxed) {
-            let w = self.weight.value();
-            let packed = self.packed_weight(&w)?;
-            let b = self.bias.as_ref().map(Var::value);
-            return Ok(Var::constant(x.value().linear_act_packed(&w, b.as_ref(), act, Some(&packed))?));
+        if self.packs() {
+            let ops = self.operands()?;
+            let l = ops.as_ref();
+            return Ok(Var::constant(x.value().linear_act_packed(l.weight, l.bias, act, l.packed)?));
         }
         x.linear_act(&self.weight, self.bias.as_ref(), act)
     }
@@ -86,12 +85,10 @@ impl Linear {
     /// `residual + (x Wᵀ + b)`, the add in the GEMM's output pass (`Var::linear_add`; at
     /// inference on the packed weight, as `forward`).
     pub fn forward_add(&self, x: &Var, residual: &Var) -> Result<Var> {
-        if !autograd::is_grad_enabled() && self.packing.load(Ordering::Relaxed) {
-            let w = self.weight.value();
-            let packed = self.packed_weight(&w)?;
-            let b = self.bias.as_ref().map(Var::value);
-            let y = x.value().linear_add_packed(&w, b.as_ref(), &residual.value(), Some(&packed))?;
-            return Ok(Var::constant(y));
+        if self.packs() {
+            let ops = self.operands()?;
+            let l = ops.as_ref();
+            return Ok(Var::constant(x.value().linear_add_packed(l.weight, l.bias, &residual.value(), l.packed)?));
         }
         x.linear_add(&self.weight, self.bias.as_ref(), residual)
     }

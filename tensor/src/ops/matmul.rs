@@ -234,18 +234,16 @@ impl Tensor {
         // The upstream gradient in the output's row-major order (copied only if it is a view).
         let grad_vals = act_grad.map(|g| g.f32_slice()).transpose()?;
         let residual_vals = residual.map(|r| r.f32_slice()).transpose()?;
-        let mut opts = GemmOpts {
-            bias: bias_vals.as_deref(),
-            act,
-            act_grad: grad_vals.as_deref(),
-            residual: residual_vals.as_deref(),
-            ..GemmOpts::default()
-        };
-        #[cfg(target_arch = "x86_64")]
-        {
-            opts.packed_b = packed.and_then(|p| p.bf16.as_ref());
-        }
-        opts.packed_f32 = packed.and_then(|p| p.f32.as_ref());
+        let opts = PackedWeight::attach(
+            packed,
+            GemmOpts {
+                bias: bias_vals.as_deref(),
+                act,
+                act_grad: grad_vals.as_deref(),
+                residual: residual_vals.as_deref(),
+                ..GemmOpts::default()
+            },
+        );
         // weight^T is weight with its strides swapped.
         #[rustfmt::skip]
         let out = sgemm_new(rows, out_f, in_f, &xv[xl.offset..], xl.strides[0], xl.strides[1],
@@ -299,15 +297,15 @@ impl PackedWeight {
         self.isa
     }
 
-    /// The bf16 pairs, where packed for a bf16 kernel.
-    #[cfg(target_arch = "x86_64")]
-    pub(crate) fn bf16(&self) -> Option<&crate::cpu::gemm::bf16::PackedB> {
-        self.bf16.as_ref()
-    }
-
-    /// The f32 panels, where packed for an f32 kernel (or the FMA kernel on rounded values).
-    pub(crate) fn f32(&self) -> Option<&PackedF32> {
-        self.f32.as_ref()
+    /// `opts` with the weight's packed panels for whichever kernel runs (none without a packed
+    /// weight): bf16 pairs for the bf16 kernels, f32 panels for the others.
+    pub(crate) fn attach<'a>(packed: Option<&'a PackedWeight>, mut opts: GemmOpts<'a>) -> GemmOpts<'a> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            opts.packed_b = packed.and_then(|p| p.bf16.as_ref());
+        }
+        opts.packed_f32 = packed.and_then(|p| p.f32.as_ref());
+        opts
     }
 }
 

@@ -85,8 +85,12 @@ impl Tensor {
                     h.resize(n * hidden, 0.0);
                 }
                 let hb = &mut h[..n * hidden];
-                let o1 = single_thread_opts(fc1.packed, b1.as_deref(), Activation::Gelu, None);
-                let o2 = single_thread_opts(fc2.packed, b2.as_deref(), Activation::None, Some(rb));
+                // On this thread: the blocks are the parallel loop.
+                let o1 =
+                    GemmOpts { bias: b1.as_deref(), act: Activation::Gelu, parallel: false, ..GemmOpts::default() };
+                let o1 = PackedWeight::attach(fc1.packed, o1);
+                let o2 = GemmOpts { bias: b2.as_deref(), residual: Some(rb), parallel: false, ..GemmOpts::default() };
+                let o2 = PackedWeight::attach(fc2.packed, o2);
                 // SAFETY: every operand is in bounds (shapes checked above); with k > 0 and no
                 // accumulation each product writes all of its C, here `hb`, then this block's
                 // rows of y (uninitialised until then, and read by nothing before).
@@ -101,24 +105,6 @@ impl Tensor {
         unsafe { y.set_len(m * out) };
         Tensor::from_vec(y, &out_shape)
     }
-}
-
-/// One block's product options: on the calling thread (the blocks are the parallel loop), with
-/// the weight's packed panels for whichever kernel runs.
-fn single_thread_opts<'a>(
-    packed: Option<&'a PackedWeight>,
-    bias: Option<&'a [f32]>,
-    act: Activation,
-    residual: Option<&'a [f32]>,
-) -> GemmOpts<'a> {
-    #[allow(unused_mut)]
-    let mut o = GemmOpts { bias, act, residual, parallel: false, ..GemmOpts::default() };
-    #[cfg(target_arch = "x86_64")]
-    {
-        o.packed_b = packed.and_then(|p| p.bf16());
-    }
-    o.packed_f32 = packed.and_then(|p| p.f32());
-    o
 }
 
 /// Rows per block: as many as keep the hidden block within [`HIDDEN_BLOCK`], whole row panels of
