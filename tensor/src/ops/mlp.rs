@@ -54,12 +54,22 @@ impl Tensor {
         let lead = &self.shape()[..self.rank() - 1];
         let mut out_shape = lead.to_vec();
         out_shape.push(out);
-        let bias_ok = |l: &LinearRef, n: usize| l.bias.is_none_or(|b| b.shape() == [n]);
-        if self.shape()[self.rank() - 1] != inp || w2.shape()[1] != hidden || !bias_ok(&fc1, hidden) {
-            return Err(Error::ShapeMismatch { op, lhs: self.shape().to_vec(), rhs: w1.shape().to_vec() });
+        // Each mismatch names the two shapes that disagree.
+        let mismatch =
+            |lhs: &[usize], rhs: &[usize]| Err(Error::ShapeMismatch { op, lhs: lhs.to_vec(), rhs: rhs.to_vec() });
+        if self.shape()[self.rank() - 1] != inp {
+            return mismatch(self.shape(), w1.shape());
         }
-        if !bias_ok(&fc2, out) || residual.shape() != out_shape.as_slice() {
-            return Err(Error::ShapeMismatch { op, lhs: out_shape, rhs: residual.shape().to_vec() });
+        if w2.shape()[1] != hidden {
+            return mismatch(w1.shape(), w2.shape());
+        }
+        for (l, w, n) in [(&fc1, w1, hidden), (&fc2, w2, out)] {
+            if let Some(b) = l.bias.filter(|b| b.shape() != [n]) {
+                return mismatch(w.shape(), b.shape());
+            }
+        }
+        if residual.shape() != out_shape.as_slice() {
+            return mismatch(&out_shape, residual.shape());
         }
         let m: usize = lead.iter().product();
         let all_f32 =
@@ -223,14 +233,16 @@ mod tests {
         let bad_w1 = Tensor::randn(&[64, 15], 2, DType::F32);
         let bad_bias = Tensor::randn(&[63], 2, DType::F32);
         let bad_r = Tensor::randn(&[300, 15], 4, DType::F32);
-        for (fc1, fc2, r) in [
-            (fc(&bad_w1), fc(&w2), &r),
-            (LinearRef { bias: Some(&bad_bias), ..fc(&w1) }, fc(&w2), &r),
-            (fc(&w1), fc(&w1), &r),
-            (fc(&w1), fc(&w2), &bad_r),
+        // Each error names the op and the two shapes that disagree.
+        for (fc1, fc2, r, named) in [
+            (fc(&bad_w1), fc(&w2), &r, "[300, 16] and [64, 15]"),
+            (LinearRef { bias: Some(&bad_bias), ..fc(&w1) }, fc(&w2), &r, "[64, 16] and [63]"),
+            (fc(&w1), LinearRef { bias: Some(&bad_bias), ..fc(&w2) }, &r, "[16, 64] and [63]"),
+            (fc(&w1), fc(&w1), &r, "[64, 16] and [64, 16]"),
+            (fc(&w1), fc(&w2), &bad_r, "[300, 16] and [300, 15]"),
         ] {
             let e = x.mlp_add(fc1, fc2, r).unwrap_err().to_string();
-            assert!(e.contains("mlp_add"), "{e}");
+            assert!(e.contains("mlp_add") && e.contains(named), "{e}");
         }
     }
 }
