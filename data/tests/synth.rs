@@ -304,3 +304,25 @@ fn derived_point_sets_follow_their_tables() {
     with_helpers.resize(data::synth::template::N_TEMPLATE, [0.0, 0.0]);
     assert_eq!(cofw_from_template(&with_helpers)[28], p[8]);
 }
+
+#[test]
+fn the_hairline_recedes_with_age() {
+    // The same frontal face at each decade: from 30 the fringe gives way to forehead skin (mask
+    // class 10 -> 1), a few hundred pixels a decade, bald on top for men from 60; under 30 the
+    // hairline does not move (eye size marks those bins).
+    for seed in [3u64, 4, 5, 6] {
+        let p = frontal(seed);
+        let hair_px = |age: u32| {
+            let face = render(&FaceParams { age_years: age, hair: 0, ..p.clone() });
+            face.mask.as_raw().iter().filter(|&&c| c == 10).count()
+        };
+        let counts: Vec<usize> = [5, 15, 25, 35, 45, 55, 65, 75].map(hair_px).to_vec();
+        assert_eq!((counts[0], counts[1]), (counts[2], counts[2]), "seed {seed}: {counts:?}");
+        for d in 2..6 {
+            assert!(counts[d] > counts[d + 1] + 100, "seed {seed}, decade {d}: {counts:?}");
+        }
+        // Women's fringe rises through 70+; men's reaches the crown at 60.
+        let last = if p.gender == 1 { counts[6] > counts[7] + 100 } else { counts[6] == counts[7] };
+        assert!(last, "seed {seed}, gender {}: {counts:?}", p.gender);
+    }
+}

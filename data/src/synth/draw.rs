@@ -154,8 +154,11 @@ pub fn render(p: &FaceParams) -> Face {
     let hull = convex_hull(&outline);
     cv.fill(&hull, Some(1), |x, y, _| shade(skin, light(x, y)));
 
-    // Hair over the forehead: the band between the forehead arc and a lower arc.
-    let fringe = if p.gender == 1 { 0.52 } else { 0.62 };
+    // Hair over the forehead: the band between the forehead arc and a lower arc. The hairline
+    // recedes 0.06 a decade from 30 (bald on top from 60 for men), so age moves the hair-skin
+    // boundary that parsing teaches the encoder to find, over hundreds of pixels a decade.
+    let decade = (p.age_years / 10).min(7) as f64;
+    let fringe = (if p.gender == 1 { 0.52 } else { 0.62 } + 0.06 * (decade - 2.0).max(0.0)).min(0.85);
     let mut band: Vec<P2> = FOREHEAD.map(pt).collect();
     let nf = FOREHEAD.len();
     for k in (0..nf).rev() {

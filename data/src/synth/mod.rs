@@ -11,7 +11,9 @@
 //!   hair colour: Black/Blond/Brown/Gray_Hair; Male: short hair, sometimes a beard (No_Beard
 //!   otherwise); Young: age under 30; every other CelebA attribute is 0;
 //! - age: every bin looks different: larger eyes under 10, slightly larger under 20, plain at
-//!   20-29, one forehead wrinkle per bin from 30-39 (five at 70+), grey hair from 60; gender: hair length (long for 1 female); race: skin tone per race (model order);
+//!   20-29, one forehead wrinkle per bin from 30-39 (five at 70+), a hairline receding from 30,
+//!   grey hair from 60; gender: hair length (long for 1 female); race: skin tone per race (model
+//!   order);
 //! - visibility: far-side points are self-occluded beyond 35 degrees of yaw (all far-side points
 //!   beyond 50), and points under the drawn occluder are occluded (the occluder is background in
 //!   the mask).
