@@ -60,12 +60,17 @@ impl Tensor {
         if self.shape()[self.rank() - 1] != inp {
             return mismatch(self.shape(), w1.shape());
         }
+        // A weight or bias that fits nothing before it is named with what it should be.
+        let bad = |shape: &[usize], expected: String| Err(Error::BadShape { op, shape: shape.to_vec(), expected });
         if w2.shape()[1] != hidden {
-            return mismatch(w1.shape(), w2.shape());
+            return bad(
+                w2.shape(),
+                format!("fc2 weight [out, {hidden}] (fc1 {:?} gives {hidden} hidden values)", w1.shape()),
+            );
         }
-        for (l, w, n) in [(&fc1, w1, hidden), (&fc2, w2, out)] {
+        for (l, name, n) in [(&fc1, "fc1", hidden), (&fc2, "fc2", out)] {
             if let Some(b) = l.bias.filter(|b| b.shape() != [n]) {
-                return mismatch(w.shape(), b.shape());
+                return bad(b.shape(), format!("{name} bias [{n}]"));
             }
         }
         if residual.shape() != out_shape.as_slice() {
@@ -233,12 +238,12 @@ mod tests {
         let bad_w1 = Tensor::randn(&[64, 15], 2, DType::F32);
         let bad_bias = Tensor::randn(&[63], 2, DType::F32);
         let bad_r = Tensor::randn(&[300, 15], 4, DType::F32);
-        // Each error names the op and the two shapes that disagree.
+        // Each error names the op and the shapes at fault (with what was expected).
         for (fc1, fc2, r, named) in [
             (fc(&bad_w1), fc(&w2), &r, "[300, 16] and [64, 15]"),
-            (LinearRef { bias: Some(&bad_bias), ..fc(&w1) }, fc(&w2), &r, "[64, 16] and [63]"),
-            (fc(&w1), LinearRef { bias: Some(&bad_bias), ..fc(&w2) }, &r, "[16, 64] and [63]"),
-            (fc(&w1), fc(&w1), &r, "[64, 16] and [64, 16]"),
+            (LinearRef { bias: Some(&bad_bias), ..fc(&w1) }, fc(&w2), &r, "[63], expected fc1 bias [64]"),
+            (fc(&w1), LinearRef { bias: Some(&bad_bias), ..fc(&w2) }, &r, "[63], expected fc2 bias [16]"),
+            (fc(&w1), fc(&w1), &r, "[64, 16], expected fc2 weight [out, 64]"),
             (fc(&w1), fc(&w2), &bad_r, "[300, 16] and [300, 15]"),
         ] {
             let e = x.mlp_add(fc1, fc2, r).unwrap_err().to_string();
