@@ -47,27 +47,25 @@ impl Tensor {
         };
         let op = "mlp_add";
         let (w1, w2) = (fc1.weight, fc2.weight);
-        if self.rank() < 1 || w1.rank() != 2 || w2.rank() != 2 {
-            return Err(Error::ShapeMismatch { op, lhs: self.shape().to_vec(), rhs: w1.shape().to_vec() });
-        }
-        let (hidden, inp, out) = (w1.shape()[0], w1.shape()[1], w2.shape()[0]);
-        let lead = &self.shape()[..self.rank() - 1];
-        let mut out_shape = lead.to_vec();
-        out_shape.push(out);
-        // Each mismatch names the two shapes that disagree.
+        // Two shapes that disagree are named together; a weight or bias that fits nothing before
+        // it is named with what it should be.
         let mismatch =
             |lhs: &[usize], rhs: &[usize]| Err(Error::ShapeMismatch { op, lhs: lhs.to_vec(), rhs: rhs.to_vec() });
-        if self.shape()[self.rank() - 1] != inp {
+        let bad = |shape: &[usize], expected: String| Err(Error::BadShape { op, shape: shape.to_vec(), expected });
+        if self.rank() < 1 || w1.rank() != 2 || self.shape()[self.rank() - 1] != w1.shape()[1] {
             return mismatch(self.shape(), w1.shape());
         }
-        // A weight or bias that fits nothing before it is named with what it should be.
-        let bad = |shape: &[usize], expected: String| Err(Error::BadShape { op, shape: shape.to_vec(), expected });
-        if w2.shape()[1] != hidden {
+        let (hidden, inp) = (w1.shape()[0], w1.shape()[1]);
+        if w2.rank() != 2 || w2.shape()[1] != hidden {
             return bad(
                 w2.shape(),
                 format!("fc2 weight [out, {hidden}] (fc1 {:?} gives {hidden} hidden values)", w1.shape()),
             );
         }
+        let out = w2.shape()[0];
+        let lead = &self.shape()[..self.rank() - 1];
+        let mut out_shape = lead.to_vec();
+        out_shape.push(out);
         for (l, name, n) in [(&fc1, "fc1", hidden), (&fc2, "fc2", out)] {
             if let Some(b) = l.bias.filter(|b| b.shape() != [n]) {
                 return bad(b.shape(), format!("{name} bias [{n}]"));
@@ -237,6 +235,7 @@ mod tests {
         let fc = |w| LinearRef { weight: w, bias: None, packed: None };
         let bad_w1 = Tensor::randn(&[64, 15], 2, DType::F32);
         let bad_bias = Tensor::randn(&[63], 2, DType::F32);
+        let b1 = Tensor::randn(&[16], 2, DType::F32);
         let bad_r = Tensor::randn(&[300, 15], 4, DType::F32);
         // Each error names the op and the shapes at fault (with what was expected).
         for (fc1, fc2, r, named) in [
@@ -244,6 +243,7 @@ mod tests {
             (LinearRef { bias: Some(&bad_bias), ..fc(&w1) }, fc(&w2), &r, "[63], expected fc1 bias [64]"),
             (fc(&w1), LinearRef { bias: Some(&bad_bias), ..fc(&w2) }, &r, "[63], expected fc2 bias [16]"),
             (fc(&w1), fc(&w1), &r, "[64, 16], expected fc2 weight [out, 64]"),
+            (fc(&w1), fc(&b1), &r, "[16], expected fc2 weight [out, 64]"),
             (fc(&w1), fc(&w2), &bad_r, "[300, 16] and [300, 15]"),
         ] {
             let e = x.mlp_add(fc1, fc2, r).unwrap_err().to_string();
