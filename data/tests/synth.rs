@@ -219,7 +219,7 @@ fn every_layout_reads_back_with_its_labels() {
         let f = &faces[i];
         assert_eq!(
             (age_bin, gender, race),
-            ((f.age_years / 10).min(7) as u8, f.gender, f.race),
+            (data::datasets::utkface::age_bin(f.age_years), f.gender, f.race),
             "utkface {}",
             r.source
         );

@@ -31,6 +31,11 @@ pub const RACE_TO_MODEL: [u8; 5] = [0, 1, 3, 2, 4];
 /// The oldest age in UTKFace.
 pub const MAX_AGE: u32 = 116;
 
+/// The model's age class of an age in years: its decade, 70 and over in the last (8 bins).
+pub fn age_bin(years: u32) -> u8 {
+    (years / 10).min(7) as u8
+}
+
 pub fn read(root: &Path, split: &str) -> Result<Dataset> {
     if split != "all" {
         return Err(Error::Invalid(format!("utkface has no split {split:?} (all: it has no official split)")));
@@ -60,7 +65,7 @@ pub fn read(root: &Path, split: &str) -> Result<Dataset> {
                 image: ImageSource::File(path),
                 crop: CropFrom::WholeImage,
                 label: Label::AgeGenderRace {
-                    age_bin: (f.age / 10).min(7) as u8,
+                    age_bin: age_bin(f.age),
                     gender: f.gender,
                     race: RACE_TO_MODEL[f.race as usize],
                 },

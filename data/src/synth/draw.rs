@@ -8,6 +8,7 @@ use super::points::{cofw_from_template, COFW_SOURCES};
 use super::raster::{convex_hull, ellipse, Canvas, P2};
 use super::template::{template, Camera, Shape, FOREHEAD, HEAD_CENTRE};
 use super::Face;
+use crate::datasets::utkface::age_bin;
 use crate::preprocess::RgbImage;
 
 /// Indices into CelebA's 40 attributes.
@@ -103,10 +104,12 @@ fn shade(c: [f64; 3], k: f64) -> [u8; 3] {
 pub fn render(p: &FaceParams) -> Face {
     let mut rng = SplitMix64(p.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1CE);
     let n = p.size;
+    // The age class the labels give this face (UTKFace's bins): what each age mark keys on.
+    let bin = age_bin(p.age_years);
     let shape = Shape {
         smile: if p.smiling { 0.08 } else { 0.0 },
         open: if p.mouth_open { 0.1 } else { 0.0 },
-        eye: match p.age_years / 10 {
+        eye: match bin {
             0 => 1.35,
             1 => 1.15,
             _ => 1.0,
@@ -157,8 +160,7 @@ pub fn render(p: &FaceParams) -> Face {
     // Hair over the forehead: the band between the forehead arc and a lower arc. The hairline
     // recedes 0.06 a decade from 30 (bald on top from 60 for men), so age moves the hair-skin
     // boundary that parsing teaches the encoder to find, over hundreds of pixels a decade.
-    let decade = (p.age_years / 10).min(7) as f64;
-    let fringe = (if p.gender == 1 { 0.52 } else { 0.62 } + 0.06 * (decade - 2.0).max(0.0)).min(0.85);
+    let fringe = (if p.gender == 1 { 0.52 } else { 0.62 } + 0.06 * bin.saturating_sub(2) as f64).min(0.85);
     let mut band: Vec<P2> = FOREHEAD.map(pt).collect();
     let nf = FOREHEAD.len();
     for k in (0..nf).rev() {
@@ -170,7 +172,7 @@ pub fn render(p: &FaceParams) -> Face {
 
     // Forehead wrinkles: one per age bin from 30-39 (five at 70+), so every bin from 2 up
     // looks different (bins 0 and 1 by their eye size).
-    for k in 0..(p.age_years / 10).min(7).saturating_sub(2) {
+    for k in 0..bin.saturating_sub(2) {
         let y = 0.64 + 0.035 * k as f64;
         let line: Vec<P2> = (0..5).map(|i| at([-0.26 + 0.13 * i as f64, y + 0.012 * (i % 2) as f64, 0.75])).collect();
         cv.stroke(&line, (0.018 * f).max(1.0), None, shade(skin, 0.6));
