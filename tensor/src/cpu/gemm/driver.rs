@@ -322,10 +322,12 @@ fn mc_rows<const MR: usize>() -> usize {
 /// block; with its length in cache lines. None after the last.
 ///
 /// Why: panels come from memory (a weight is read once a forward), and the first MR rows to
-/// use each one waited for it: the hardware prefetchers stop at every 4 KiB page, eight times a
-/// panel. Asked for one panel ahead, spread over the current panel's tiles, a stage-3-like run
-/// of 72 products took 8% less time with 196 rows, 6% with 49, 5% with 392, none with 1568
-/// (2-core Xeon, family 6 model 207: interleaved passes of the same process).
+/// use each one waited for it: the hardware prefetchers do not run that far ahead. Asked for
+/// one panel ahead, spread over the current panel's tiles, a stage-3-like run of 72 products
+/// took 8% less time with 196 rows, 6% with 49, 5% with 392, none with 1568 (2-core Xeon,
+/// family 6 model 207: interleaved passes of the same process). Asking for only the first lines
+/// of each 4 KiB page (where those prefetchers stop) gained less: 90.4-91.9 ms a pass at 196
+/// rows against 85.6 for every line.
 fn next_panel<const NR: usize>(
     pb: &super::PackedF32,
     p: &Problem,
@@ -334,14 +336,14 @@ fn next_panel<const NR: usize>(
     nc: usize,
     pc: usize,
 ) -> Option<(*const f32, usize)> {
-    let (kc, col) = if jr + NR < nc {
-        (KC.min(p.k - pc), jc + jr + NR)
+    let (depth, col) = if jr + NR < nc {
+        (pc, jc + jr + NR)
     } else if pc + KC < p.k {
-        (KC.min(p.k - pc - KC), jc)
+        (pc + KC, jc)
     } else {
         return None;
     };
-    let depth = if jr + NR < nc { pc } else { pc + KC };
+    let kc = KC.min(p.k - depth);
     Some((pb.panel(depth, p.col0 + col), NR * kc / 16))
 }
 
