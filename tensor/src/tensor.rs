@@ -337,8 +337,11 @@ pub fn gather_strided<T: Copy + Send + Sync>(data: &[T], layout: &Layout) -> Vec
 pub struct SplitMix64(pub u64);
 
 impl SplitMix64 {
+    /// What the state moves by each draw.
+    const GAMMA: u64 = 0x9E3779B97F4A7C15;
+
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
+        self.0 = self.0.wrapping_add(Self::GAMMA);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
@@ -348,9 +351,35 @@ impl SplitMix64 {
     pub fn uniform(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
+    /// N(0, 1) by Box-Muller: two draws.
     pub fn normal(&mut self) -> f64 {
         let u1 = self.uniform().max(1e-300);
         let u2 = self.uniform();
         (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    }
+
+    /// This generator `draws` draws (of `next_u64`) further on, at once: the state only counts,
+    /// so a long sequence can be made in parallel pieces, each the sequence's own values.
+    pub fn skipped(&self, draws: u64) -> SplitMix64 {
+        SplitMix64(self.0.wrapping_add(draws.wrapping_mul(Self::GAMMA)))
+    }
+}
+
+#[cfg(test)]
+mod split_mix_tests {
+    use super::SplitMix64;
+
+    /// Skipping n draws lands where n draws do (0, 1, many, and across the state's wrap).
+    #[test]
+    fn skipped_equals_drawing() {
+        for (seed, n) in [(3u64, 0u64), (3, 1), (3, 1000), (u64::MAX - 5, 17)] {
+            let mut drawn = SplitMix64(seed);
+            (0..n).for_each(|_| {
+                drawn.next_u64();
+            });
+            let mut skipped = SplitMix64(seed).skipped(n);
+            assert_eq!(skipped.0, drawn.0, "seed {seed}, {n} draws");
+            assert_eq!(skipped.next_u64(), drawn.next_u64());
+        }
     }
 }
