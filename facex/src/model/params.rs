@@ -8,6 +8,7 @@ use autograd::Var;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use tensor::cpu::parallel::new_vec;
 use tensor::{DType, SplitMix64, Tensor};
 
 /// One state-dict entry: a trainable parameter or a fixed buffer.
@@ -79,21 +80,18 @@ const PIECE: usize = 1 << 15;
 /// Most truncated-normal candidates drawn at once (8 MB of f64).
 const MAX_CANDIDATES: usize = 1 << 20;
 
-/// `n` values, value i from the generator `draws * i` draws after `start`: each piece starts its
-/// own generator where the sequence is at its first value.
-fn in_pieces<T: Send + Copy + Default>(
+/// `n` values, value i from the generator `draws * i` draws after `start`: each piece (of the
+/// engine's parallel `new_vec`) starts its own generator where the sequence is at its first value.
+fn in_pieces<T: bytemuck::Zeroable + Copy + Send>(
     n: usize,
     start: &SplitMix64,
     draws: u64,
     value: impl Fn(&mut SplitMix64) -> T + Sync,
 ) -> Vec<T> {
-    use rayon::prelude::*;
-    let mut out = vec![T::default(); n];
-    out.par_chunks_mut(PIECE).enumerate().for_each(|(i, piece)| {
-        let mut rng = start.skipped((i * PIECE) as u64 * draws);
+    new_vec(n, PIECE, |first, piece| {
+        let mut rng = start.skipped(first as u64 * draws);
         piece.iter_mut().for_each(|v| *v = value(&mut rng));
-    });
-    out
+    })
 }
 
 /// N(0, std²) truncated at ±2 std: candidates (two draws each) made in parallel, at most
