@@ -2,7 +2,10 @@
 //! matching PyTorch's `F.interpolate` when called with `size`.
 //!
 //! Both are separable: per output row and column the source indices and weights are computed
-//! once, then every N·C plane is filled in parallel.
+//! once, then every N·C plane is filled in parallel. Bilinear on a channels-last view (NHWC
+//! memory) runs on whole pixels instead and stays channels-last (`channels_last.rs`).
+
+mod channels_last;
 
 use crate::cpu::parallel::{new_vecs, PAR_CHUNK};
 use crate::ops::conv::{from_f32_vec, nchw_dims};
@@ -121,10 +124,14 @@ fn separable_adjoint(op: &'static str, g: &Tensor, in_hw: (usize, usize), ty: &T
 }
 
 impl Tensor {
-    /// `F.interpolate(x, size, mode='bilinear', align_corners=False)`.
+    /// `F.interpolate(x, size, mode='bilinear', align_corners=False)`. A channels-last `self`
+    /// (an [N, C, H, W] view of NHWC memory) gives a channels-last result.
     pub fn interpolate_bilinear(&self, size: (usize, usize)) -> Result<Tensor> {
         let _prof = profile::op(profile::Kind::Resample, 0.0, 0.0);
         let dims @ [_, _, h, w] = check("interpolate_bilinear", self, size)?;
+        if channels_last::is_channels_last(self) {
+            return channels_last::bilinear(self, dims, size);
+        }
         let wo = size.1;
         let rows = lerp_table(h, size.0);
         let cols = lerp_table(w, wo);
@@ -184,13 +191,18 @@ impl Tensor {
     }
 
     /// The backward of `interpolate_bilinear` to an input of spatial size `in_hw`: `self` is the
-    /// output gradient [N, C, Ho, Wo]; each input gathers it with the forward's weights.
+    /// output gradient [N, C, Ho, Wo]; each input gathers it with the forward's weights. A
+    /// channels-last `self` gives a channels-last gradient.
     pub fn interpolate_bilinear_backward(&self, in_hw: (usize, usize)) -> Result<Tensor> {
         let _prof = profile::op(profile::Kind::Resample, 0.0, 0.0);
         const OP: &str = "interpolate_bilinear_backward";
-        let [_, _, ho, wo] = nchw_dims(OP, self)?;
+        let dims @ [_, _, ho, wo] = nchw_dims(OP, self)?;
         check_sizes(OP, self, in_hw)?;
-        separable_adjoint(OP, self, in_hw, &bilinear_taps(in_hw.0, ho), &bilinear_taps(in_hw.1, wo))
+        let (ty, tx) = (bilinear_taps(in_hw.0, ho), bilinear_taps(in_hw.1, wo));
+        if channels_last::is_channels_last(self) {
+            return channels_last::adjoint(self, dims, in_hw, &ty, &tx);
+        }
+        separable_adjoint(OP, self, in_hw, &ty, &tx)
     }
 
     /// The backward of `interpolate_area` (adaptive average pooling) to an input of size `in_hw`.
@@ -287,6 +299,41 @@ mod tests {
             assert_eq!(got.dtype(), dtype);
             let want = bilinear_ref(&x.to_f64_vec().unwrap(), xs, size);
             assert_close("interpolate_bilinear", &got, &want, &[xs[0], xs[1], size.0, size.1], 1e-2);
+        }
+    }
+
+    /// Channels-last views (NHWC memory) take their own path: the same bits as the planar path
+    /// on the same values, forward and backward, and the results stay channels-last.
+    #[test]
+    fn channels_last_is_the_planar_path_bit_for_bit() {
+        let bits = |t: &Tensor| -> Vec<u32> { t.to_f32_vec().unwrap().iter().map(|v| v.to_bits()).collect() };
+        let is_nhwc = |t: &Tensor| t.permute(&[0, 2, 3, 1]).unwrap().is_contiguous();
+        // Up and down, odd sizes, clamped edges (1 -> 3), a channel count off the vector width,
+        // and bf16 values.
+        for (i, ([n, c, h, w], (ho, wo), dtype)) in [
+            ([2, 5, 7, 7], (56, 56), DType::F32),
+            ([1, 19, 4, 6], (9, 5), DType::F32),
+            ([2, 3, 9, 8], (4, 3), DType::F32),
+            ([1, 33, 1, 3], (3, 7), DType::F32),
+            ([2, 16, 3, 5], (6, 10), DType::BF16),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let view = Tensor::randn(&[n, h, w, c], 10 + i as u64, dtype).permute(&[0, 3, 1, 2]).unwrap();
+            let planar = view.contiguous();
+            assert!(channels_last::is_channels_last(&view) && !channels_last::is_channels_last(&planar));
+            let (y, want) =
+                (view.interpolate_bilinear((ho, wo)).unwrap(), planar.interpolate_bilinear((ho, wo)).unwrap());
+            assert_eq!((y.shape(), y.dtype()), (want.shape(), want.dtype()));
+            assert!(is_nhwc(&y) && want.is_contiguous());
+            assert_eq!(bits(&y), bits(&want), "forward {:?} -> {:?}", [n, c, h, w], (ho, wo));
+            let g = Tensor::randn(&[n, ho, wo, c], 20 + i as u64, dtype).permute(&[0, 3, 1, 2]).unwrap();
+            let dx = g.interpolate_bilinear_backward((h, w)).unwrap();
+            let want = g.contiguous().interpolate_bilinear_backward((h, w)).unwrap();
+            assert_eq!((dx.shape(), dx.dtype()), (want.shape(), want.dtype()));
+            assert!(is_nhwc(&dx));
+            assert_eq!(bits(&dx), bits(&want), "backward {:?} -> {:?}", [n, c, ho, wo], (h, w));
         }
     }
 
