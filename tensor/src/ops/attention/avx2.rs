@@ -77,17 +77,18 @@ pub(super) unsafe fn dots(a: Rows, b: Rows, scale: f32, kt: &mut [f32], out: &mu
     });
 }
 
-/// out_i = Σ_j m[i, j] x_j (m n x n, x and out rows of d values).
+/// out_i = Σ_j m[i, j] x_j (m n x n, x and out rows of d values); with `transposed`, m[j, i].
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA; d % 8 == 0; rows in bounds (checked by the caller).
 #[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn weighted(m: &[f32], x: Rows, out: RowsMut, dims: Dims) {
+pub(super) unsafe fn weighted(m: &[f32], transposed: bool, x: Rows, out: RowsMut, dims: Dims) {
     let Dims { n, d, .. } = dims;
     assert!(d.is_multiple_of(8) && m.len() >= n * n);
     let (x_ptr, out_ptr) = (x.data.as_ptr().add(x.offset), out.data.as_mut_ptr().add(out.offset));
+    let (a_rs, a_cs) = if transposed { (1, n) } else { (n, 1) };
     #[rustfmt::skip]
-    product(Product { m: n, cols: d, depth: n, a: m.as_ptr(), a_rs: n, a_cs: 1, b: x_ptr, b_rs: x.stride, out: out_ptr, out_rs: out.stride, scale: 1.0 });
+    product(Product { m: n, cols: d, depth: n, a: m.as_ptr(), a_rs, a_cs, b: x_ptr, b_rs: x.stride, out: out_ptr, out_rs: out.stride, scale: 1.0 });
 }
 
 /// The whole product in tiles: 16-column chunks (8 for a last chunk of at most 8), 6-row tiles

@@ -58,12 +58,12 @@ pub unsafe fn dots<const C16: usize, const W: usize>(
     }
 }
 
-/// out_i = Σ_j m[i, j] x_j for d = 16·D16.
+/// out_i = Σ_j m[i, j] x_j for d = 16·D16; with `T`, m[j, i] (`super::weighted`).
 ///
 /// # Safety
 /// The CPU must support AVX-512F; d == 16·D16; rows in bounds (checked by the caller).
 #[target_feature(enable = "avx512f")]
-pub unsafe fn weighted<const D16: usize>(m: &[f32], x: Rows, out: RowsMut, dims: Dims) {
+pub unsafe fn weighted<const D16: usize, const T: bool>(m: &[f32], x: Rows, out: RowsMut, dims: Dims) {
     let n = dims.n;
     assert!(dims.d == 16 * D16 && m.len() >= n * n);
     let xp = x.data.as_ptr().add(x.offset);
@@ -76,7 +76,8 @@ pub unsafe fn weighted<const D16: usize>(m: &[f32], x: Rows, out: RowsMut, dims:
                 *v = _mm512_loadu_ps(xp.add(j * x.stride + 16 * dd));
             }
             for (r, acc_r) in acc.iter_mut().enumerate().take(rows) {
-                let p = _mm512_set1_ps(*m.get_unchecked((i0 + r) * n + j));
+                let at = if T { j * n + i0 + r } else { (i0 + r) * n + j };
+                let p = _mm512_set1_ps(*m.get_unchecked(at));
                 for (a, v) in acc_r.iter_mut().zip(&xv) {
                     *a = _mm512_fmadd_ps(p, *v, *a);
                 }
@@ -96,12 +97,12 @@ pub unsafe fn weighted<const D16: usize>(m: &[f32], x: Rows, out: RowsMut, dims:
 /// # Safety
 /// As for [`weighted`], with d % 16 == 0.
 #[target_feature(enable = "avx512f")]
-pub unsafe fn weighted_wide(m: &[f32], x: Rows, out: RowsMut, dims: Dims) {
+pub unsafe fn weighted_wide<const T: bool>(m: &[f32], x: Rows, out: RowsMut, dims: Dims) {
     let (n, d) = (dims.n, dims.d);
     for d0 in (0..d).step_by(16) {
         let xs = Rows { offset: x.offset + d0, ..x };
         let outs = RowsMut { data: &mut *out.data, offset: out.offset + d0, stride: out.stride };
-        weighted::<1>(m, xs, outs, Dims { d: 16, ..dims });
+        weighted::<1, T>(m, xs, outs, Dims { d: 16, ..dims });
     }
     let _ = n;
 }

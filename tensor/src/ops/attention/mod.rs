@@ -130,7 +130,7 @@ fn attend(qkv: &[f32], bias: Option<&[f32]>, mask: Option<&[f32]>, b: usize, dim
                 let bias = bias.map(|b| &b[h * n * n..][..n * n]);
                 probabilities(qkv, bias, mask, h, &mut s, dims);
                 let v = Rows { data: qkv, offset: 2 * c + h * dims.d, stride: 3 * c };
-                weighted(&s.probs, v, RowsMut { data: o, offset: h * dims.d, stride: c }, dims);
+                weighted(&s.probs, false, v, RowsMut { data: o, offset: h * dims.d, stride: c }, dims);
             }
         }
     });
@@ -160,19 +160,18 @@ fn prefetch_head(qkv: &[f32], h: usize, dims: Dims) {
     let _ = (qkv, h, dims);
 }
 
-/// One task's buffers: one head's kᵀ (padded to 64 keys) and four n x n matrices.
+/// One task's buffers: one head's kᵀ (padded to 64 keys) and three n x n matrices.
 struct Scratch {
     kt: Vec<f32>,
     scores: Vec<f32>,
     probs: Vec<f32>,
     grad: Vec<f32>,
-    transposed: Vec<f32>,
 }
 
 impl Scratch {
     fn new(n: usize, d: usize) -> Scratch {
         let nn = || vec![0.0; n * n];
-        Scratch { kt: vec![0.0; d * 64], scores: nn(), probs: nn(), grad: nn(), transposed: nn() }
+        Scratch { kt: vec![0.0; d * 64], scores: nn(), probs: nn(), grad: nn() }
     }
 }
 
@@ -254,8 +253,10 @@ fn dots_plain(a: Rows, b: Rows, scale: f32, out: &mut [f32], dims: Dims) {
     }
 }
 
-/// out_i = Σ_j m[i, j] x_j (m is n x n, x and out rows of d values).
-fn weighted(m: &[f32], x: Rows, out: RowsMut, dims: Dims) {
+/// out_i = Σ_j m[i, j] x_j (m is n x n, x and out rows of d values); with `transposed`, m[j, i]
+/// (the backward's Pᵀ dO and dSᵀ Q, read in place instead of transposed first: the same
+/// products summed in the same order).
+fn weighted(m: &[f32], transposed: bool, x: Rows, out: RowsMut, dims: Dims) {
     let Dims { n, d, .. } = dims;
     assert!(m.len() >= n * n && x.offset + (n - 1) * x.stride + d <= x.data.len());
     assert!(out.offset + (n - 1) * out.stride + d <= out.data.len());
@@ -263,29 +264,33 @@ fn weighted(m: &[f32], x: Rows, out: RowsMut, dims: Dims) {
     if use_avx512(dims) {
         // SAFETY: the CPU has AVX-512F; the asserts above keep every row in bounds.
         unsafe {
-            return match d / 16 {
-                1 => avx512::weighted::<1>(m, x, out, dims),
-                2 => avx512::weighted::<2>(m, x, out, dims),
-                _ => avx512::weighted_wide(m, x, out, dims),
+            return match (d / 16, transposed) {
+                (1, false) => avx512::weighted::<1, false>(m, x, out, dims),
+                (1, true) => avx512::weighted::<1, true>(m, x, out, dims),
+                (2, false) => avx512::weighted::<2, false>(m, x, out, dims),
+                (2, true) => avx512::weighted::<2, true>(m, x, out, dims),
+                (_, false) => avx512::weighted_wide::<false>(m, x, out, dims),
+                (_, true) => avx512::weighted_wide::<true>(m, x, out, dims),
             };
         }
     }
     #[cfg(target_arch = "x86_64")]
     if use_avx2(dims) {
         // SAFETY: the CPU has AVX2 and FMA; the asserts above keep every row in bounds.
-        unsafe { return avx2::weighted(m, x, out, dims) }
+        unsafe { return avx2::weighted(m, transposed, x, out, dims) }
     }
-    weighted_plain(m, x, out, dims);
+    weighted_plain(m, transposed, x, out, dims);
 }
 
 /// [`weighted`] as plain loops: the fallback and the tiles' reference.
-fn weighted_plain(m: &[f32], x: Rows, out: RowsMut, dims: Dims) {
+fn weighted_plain(m: &[f32], transposed: bool, x: Rows, out: RowsMut, dims: Dims) {
     let Dims { n, d, .. } = dims;
+    let (m_rs, m_cs) = if transposed { (1, n) } else { (n, 1) };
     for i in 0..n {
         let o = &mut out.data[out.offset + i * out.stride..][..d];
         o.fill(0.0);
         for j in 0..n {
-            let (p, xj) = (m[i * n + j], &x.data[x.offset + j * x.stride..][..d]);
+            let (p, xj) = (m[i * m_rs + j * m_cs], &x.data[x.offset + j * x.stride..][..d]);
             o.iter_mut().zip(xj).for_each(|(o, v)| *o += p * v);
         }
     }
@@ -341,15 +346,6 @@ fn add_bias_mask(scores: &mut [f32], bias: Option<&[f32]>, mask: Option<&[f32]>)
         }
     }
     dispatch!(body(scores: &mut [f32], bias: Option<&[f32]>, mask: Option<&[f32]>))
-}
-
-/// `dst = srcᵀ` for n x n.
-fn transpose_into(src: &[f32], dst: &mut [f32], n: usize) {
-    for i in 0..n {
-        for j in 0..n {
-            dst[j * n + i] = src[i * n + j];
-        }
-    }
 }
 
 /// Windows per gradient chunk: the bias gradient is summed per chunk, then over chunks in
@@ -435,21 +431,59 @@ fn head_backward(
     let part = |p: usize| Rows { data: qkv, offset: p * c + h * d, stride: 3 * c };
     let go = Rows { data: grad_out, offset: h * d, stride: c };
     // dV = Pᵀ dO.
-    transpose_into(&s.probs, &mut s.transposed, n);
-    weighted(&s.transposed, go, RowsMut { data: dqkv, offset: 2 * c + h * d, stride: 3 * c }, dims);
-    // dP = dO Vᵀ, then dS = P ∘ (dP − rowsum(P ∘ dP)) in place; dbias += dS.
+    weighted(&s.probs, true, go, RowsMut { data: dqkv, offset: 2 * c + h * d, stride: 3 * c }, dims);
+    // dP = dO Vᵀ, then dS = P ∘ (dP − rowsum(P ∘ dP)) in place, dbias += dS, and dS scaled.
     dots(go, part(2), 1.0, &mut s.kt, &mut s.grad, dims);
-    for i in 0..n {
-        let (p, g) = (&s.probs[i * n..][..n], &mut s.grad[i * n..][..n]);
-        let dot: f32 = p.iter().zip(g.iter()).map(|(p, g)| p * g).sum();
-        g.iter_mut().zip(p).for_each(|(g, p)| *g = p * (*g - dot));
+    score_grads(&s.probs, &mut s.grad, dbias, dims.scale, n);
+    // dQ = (scale dS) K, dK = (scale dS)ᵀ Q.
+    weighted(&s.grad, false, part(1), RowsMut { data: dqkv, offset: h * d, stride: 3 * c }, dims);
+    weighted(&s.grad, true, part(0), RowsMut { data: dqkv, offset: c + h * d, stride: 3 * c }, dims);
+}
+
+/// Rows of [`score_grads`] whose dot products run side by side.
+const DOT_ROWS: usize = 8;
+
+/// The scores' gradient from the probabilities' (`g`, n x n, in place): for each row,
+/// dS = P ∘ (dP − Σ_j P dP); `dbias += dS`; then `g = scale · dS`. Each row's sum is the plain
+/// sequential f32 sum, but DOT_ROWS rows run side by side (one chain of 49 dependent adds per
+/// row kept the core waiting); the elementwise steps are one pass on the CPU's widest vectors
+/// (this module is compiled for baseline x86-64).
+fn score_grads(p: &[f32], g: &mut [f32], dbias: &mut [f32], scale: f32, n: usize) {
+    #[inline(always)]
+    fn body(p: &[f32], g: &mut [f32], dbias: &mut [f32], scale: f32, n: usize) {
+        let (p, g, dbias) = (&p[..n * n], &mut g[..n * n], &mut dbias[..n * n]);
+        for i0 in (0..n).step_by(DOT_ROWS) {
+            let rows = DOT_ROWS.min(n - i0);
+            let dot = match rows {
+                DOT_ROWS => row_dots::<DOT_ROWS>(p, g, n, i0),
+                _ => std::array::from_fn(|r| if r < rows { row_dots::<1>(p, g, n, i0 + r)[0] } else { 0.0 }),
+            };
+            for (r, &dot) in dot.iter().enumerate().take(rows) {
+                let at = (i0 + r) * n..(i0 + r + 1) * n;
+                for ((g, &p), b) in g[at.clone()].iter_mut().zip(&p[at.clone()]).zip(&mut dbias[at]) {
+                    let ds = p * (*g - dot);
+                    *b += ds;
+                    *g = ds * scale;
+                }
+            }
+        }
     }
-    dbias.iter_mut().zip(&s.grad).for_each(|(a, g)| *a += g);
-    // The scale of the scores, once: dQ = (scale dS) K, dK = (scale dS)ᵀ Q.
-    s.grad.iter_mut().for_each(|g| *g *= dims.scale);
-    weighted(&s.grad, part(1), RowsMut { data: dqkv, offset: h * d, stride: 3 * c }, dims);
-    transpose_into(&s.grad, &mut s.transposed, n);
-    weighted(&s.transposed, part(0), RowsMut { data: dqkv, offset: c + h * d, stride: 3 * c }, dims);
+    /// Σ_j p[i, j] g[i, j] for rows i0..i0 + R, each a sequential sum from -0.0 (std's f32
+    /// sum), the R sums interleaved.
+    #[inline(always)]
+    fn row_dots<const R: usize>(p: &[f32], g: &[f32], n: usize, i0: usize) -> [f32; R] {
+        assert!((i0 + R) * n <= p.len().min(g.len()));
+        let at: [usize; R] = std::array::from_fn(|r| (i0 + r) * n);
+        let mut dot = [-0.0f32; R];
+        for j in 0..n {
+            for r in 0..R {
+                // SAFETY: at[r] + j < (i0 + R) * n, within both (asserted above).
+                unsafe { dot[r] += p.get_unchecked(at[r] + j) * g.get_unchecked(at[r] + j) };
+            }
+        }
+        dot
+    }
+    dispatch!(body(p: &[f32], g: &mut [f32], dbias: &mut [f32], scale: f32, n: usize))
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -226,6 +226,57 @@ fn backward_is_deterministic_across_thread_counts() {
     assert_eq!(b1.to_vec::<f32>().unwrap(), b3.to_vec::<f32>().unwrap());
 }
 
+/// The backward's products with a transposed matrix (Pᵀ dO, dSᵀ Q read in place) give the bits
+/// of the same product on the matrix transposed first, on every path this CPU has (the op's
+/// dispatch, the AVX2 tiles called directly, the plain loops); and `score_grads` the bits of its
+/// three plain passes (sequential row sums, then dS, the bias gradient, the scale).
+#[test]
+fn transposed_reads_and_score_grads_keep_the_bits() {
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for (n, d) in [(49, 32), (17, 16), (64, 48), (9, 8), (49, 40)] {
+        let dims = Dims { n, h: 1, d, nw: 1, scale: 0.3 };
+        let stride = 2 * d + 3;
+        let x = rand(&[n * stride], n as u64 + 7, 1.0).to_vec::<f32>().unwrap();
+        let x = Rows { data: &x, offset: 1, stride };
+        let m = rand(&[n * n], d as u64, 1.0).to_vec::<f32>().unwrap();
+        let mt: Vec<f32> = (0..n * n).map(|k| m[k % n * n + k / n]).collect();
+        let run = |f: &dyn Fn(RowsMut)| {
+            let mut out = vec![9.0f32; n * stride];
+            f(RowsMut { data: &mut out, offset: 2, stride });
+            out
+        };
+        let want = run(&|o| weighted(&mt, false, x, o, dims));
+        assert_eq!(bits(&run(&|o| weighted(&m, true, x, o, dims))), bits(&want), "n={n} d={d}");
+        let want = run(&|o| weighted_plain(&mt, false, x, o, dims));
+        assert_eq!(bits(&run(&|o| weighted_plain(&m, true, x, o, dims))), bits(&want), "plain n={n} d={d}");
+        #[cfg(target_arch = "x86_64")]
+        if avx2::available() && d % 8 == 0 {
+            // SAFETY: AVX2 + FMA checked; d % 8 == 0; rows in bounds.
+            let (got, want) = unsafe {
+                (run(&|o| avx2::weighted(&m, true, x, o, dims)), run(&|o| avx2::weighted(&mt, false, x, o, dims)))
+            };
+            assert_eq!(bits(&got), bits(&want), "avx2 n={n} d={d}");
+        }
+
+        // Probabilities with exact zeros (a masked pair) and a row of them, gradients of both signs.
+        let mut p = rand(&[n * n], 40 + n as u64, 1.0).to_vec::<f32>().unwrap();
+        p.iter_mut().enumerate().for_each(|(k, v)| *v = if k % 7 == 3 || k < n { 0.0 } else { v.abs() });
+        let g0 = rand(&[n * n], 50 + n as u64, 3.0).to_vec::<f32>().unwrap();
+        let b0 = rand(&[n * n], 60 + n as u64, 1.0).to_vec::<f32>().unwrap();
+        let (mut g, mut dbias) = (g0.clone(), b0.clone());
+        score_grads(&p, &mut g, &mut dbias, 0.17, n);
+        let (mut want_g, mut want_b) = (g0, b0);
+        for i in 0..n {
+            let (pr, gr) = (&p[i * n..][..n], &mut want_g[i * n..][..n]);
+            let dot: f32 = pr.iter().zip(gr.iter()).map(|(p, g)| p * g).sum();
+            gr.iter_mut().zip(pr).for_each(|(g, p)| *g = p * (*g - dot));
+        }
+        want_b.iter_mut().zip(&want_g).for_each(|(b, g)| *b += g);
+        want_g.iter_mut().for_each(|g| *g *= 0.17);
+        assert_eq!((bits(&g), bits(&dbias)), (bits(&want_g), bits(&want_b)), "score_grads n={n}");
+    }
+}
+
 /// The AVX2 tiles against the plain loops, called directly (so they are checked on AVX-512
 /// machines too, where the op itself takes the AVX-512 tiles): row and column tails of the 6 x 16
 /// tiles, a last chunk of 8 columns, rows read at a stride inside a wider buffer.
@@ -253,9 +304,9 @@ fn avx2_tiles_match_plain_loops() {
         }
         let m = rand(&[n * n], 7, 1.0).to_vec::<f32>().unwrap();
         let (mut want, mut got) = (vec![9.0; n * stride], vec![9.0; n * stride]);
-        weighted_plain(&m, b, RowsMut { data: &mut want, offset: 2, stride }, dims);
+        weighted_plain(&m, false, b, RowsMut { data: &mut want, offset: 2, stride }, dims);
         // SAFETY: as above.
-        unsafe { avx2::weighted(&m, b, RowsMut { data: &mut got, offset: 2, stride }, dims) };
+        unsafe { avx2::weighted(&m, false, b, RowsMut { data: &mut got, offset: 2, stride }, dims) };
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
             // Values outside the output rows (9.0) must be untouched by both.
             assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()), "n={n} d={d}: weighted out[{i}] = {g}, plain {w}");
