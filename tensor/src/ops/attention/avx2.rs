@@ -8,7 +8,7 @@
 
 use super::{Dims, Rows, RowsMut};
 use crate::cpu::gemm::pack::avx2::pack_transposed;
-use crate::cpu::vecmath::exp_f32_with;
+use crate::cpu::vecmath::exp_f32_normal_or_zero;
 use std::arch::x86_64::*;
 
 /// Rows per tile.
@@ -228,7 +228,7 @@ unsafe fn softmax_rows_padded<const C16: usize, const W: usize>(scores: &[f32], 
     let used = n.div_ceil(8);
     for (row, &m) in x[..n].iter_mut().zip(&maxima) {
         for v in row[..8 * used].iter_mut() {
-            *v = exp_f32_with::<true>(*v - m);
+            *v = exp_f32_normal_or_zero::<true>(*v - m);
         }
         row[8 * used..].fill(0.0);
     }

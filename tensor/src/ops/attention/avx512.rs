@@ -4,7 +4,7 @@
 use super::avx2::sum_halves;
 use super::{Dims, Rows, RowsMut};
 use crate::cpu::gemm::pack::avx512::pack_transposed;
-use crate::cpu::vecmath::exp_f32_with;
+use crate::cpu::vecmath::exp_f32_normal_or_zero;
 use std::arch::x86_64::*;
 
 /// Rows per tile of [`dots`]: ROWS x C16 accumulators (24 at most).
@@ -176,7 +176,7 @@ unsafe fn softmax_rows_at<const C16: usize, const W: usize, const R: usize>(
     // exp on whole vectors (a loop over a fixed W vectorises without a tail); -inf gives 0.
     for (xr, &mr) in x.iter_mut().zip(&m) {
         for v in xr.iter_mut() {
-            *v = exp_f32_with::<true>(*v - mr);
+            *v = exp_f32_normal_or_zero::<true>(*v - mr);
         }
     }
     for (r, xr) in x.iter().enumerate() {

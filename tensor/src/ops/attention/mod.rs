@@ -310,7 +310,9 @@ fn probabilities(qkv: &[f32], bias: Option<&[f32]>, mask: Option<&[f32]>, h: usi
 /// set to zero. Swin's mask adds -100: those probabilities come out near e^-100, below f32's
 /// smallest normal. Products with subnormal operands take a microcode assist on Intel cores
 /// (about 100 cycles each), which made the weighted sums 10x slower there. They are set to zero,
-/// a change below 1.2e-38 of the row's total of 1.
+/// a change below 1.2e-38 of the row's total of 1. The vector paths also never form them in
+/// the exps (`exp_f32_normal_or_zero`): a subnormal term cannot change a row sum that holds
+/// e^0 = 1, so the sums, and the probabilities, keep their bits.
 fn softmax_flushed(scores: &[f32], probs: &mut [f32], dims: Dims) {
     let n = dims.n;
     #[cfg(target_arch = "x86_64")]
