@@ -150,19 +150,8 @@ pub fn exp_f32(x: f32) -> f32 {
 /// a libm call). AVX2 + FMA and AVX-512 give the same bits.
 #[inline(always)]
 pub fn exp_f32_with<const FMA: bool>(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    // ln2 split in a short-mantissa head (exact products n * HI) and the remainder.
-    const LN2_HI: f32 = 0.693_359_4; // 355 / 512
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    // Adding 1.5 * 2^23 rounds to an integer held in the low mantissa bits (no SSE4.1 `round`
-    // needed, so this vectorises on baseline x86-64 too).
-    const SHIFTER: f32 = 12_582_912.0;
-    let xc = x.clamp(-104.0, 88.8);
-    let t = madd::<FMA>(xc, LOG2E, SHIFTER);
-    let n = t - SHIFTER;
-    // Unfused: (xc - n HI) - n LO, as -n HI + xc is the same value.
-    let r = madd::<FMA>(-n, LN2_LO, madd::<FMA>(-n, LN2_HI, xc));
-    let y = ldexp(exp_poly::<FMA>(r), (t.to_bits() as i32).wrapping_sub(0x4B40_0000));
+    let (p, n) = exp_parts::<FMA>(x);
+    let y = ldexp(p, n);
     if x < -104.0 {
         0.0
     } else {
@@ -178,18 +167,9 @@ pub fn exp_f32_with<const FMA: bool>(x: f32) -> f32 {
 /// Elsewhere the same bits as [`exp_f32_with`] (tested), NaN included.
 #[inline(always)]
 pub fn exp_f32_normal_or_zero<const FMA: bool>(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    const SHIFTER: f32 = 12_582_912.0;
     // p 2^n is normal for n >= -125 (p >= 1/sqrt 2); at n = -126 only for p >= 1.
     const MIN_N: i32 = -125;
-    let xc = x.clamp(-104.0, 88.8);
-    let t = madd::<FMA>(xc, LOG2E, SHIFTER);
-    let n_f = t - SHIFTER;
-    let r = madd::<FMA>(-n_f, LN2_LO, madd::<FMA>(-n_f, LN2_HI, xc));
-    let n = (t.to_bits() as i32).wrapping_sub(0x4B40_0000);
-    let p = exp_poly::<FMA>(r);
+    let (p, n) = exp_parts::<FMA>(x);
     // Scaled by at least 2^-125: a normal result, the same as exp_f32_with's where n >= -125;
     // at n = -126 halved (exact) where that stays normal.
     let y = ldexp(p, n.max(MIN_N));
@@ -207,6 +187,24 @@ pub fn exp_f32_normal_or_zero<const FMA: bool>(x: f32) -> f32 {
     } else {
         y
     }
+}
+
+/// The reduction both exps share: e^x = p 2^n with p = e^r, x clamped to [-104, 88.8].
+#[inline(always)]
+fn exp_parts<const FMA: bool>(x: f32) -> (f32, i32) {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    // ln2 split in a short-mantissa head (exact products n * HI) and the remainder.
+    const LN2_HI: f32 = 0.693_359_4; // 355 / 512
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // Adding 1.5 * 2^23 rounds to an integer held in the low mantissa bits (no SSE4.1 `round`
+    // needed, so this vectorises on baseline x86-64 too).
+    const SHIFTER: f32 = 12_582_912.0;
+    let xc = x.clamp(-104.0, 88.8);
+    let t = madd::<FMA>(xc, LOG2E, SHIFTER);
+    let n = t - SHIFTER;
+    // Unfused: (xc - n HI) - n LO, as -n HI + xc is the same value.
+    let r = madd::<FMA>(-n, LN2_LO, madd::<FMA>(-n, LN2_HI, xc));
+    (exp_poly::<FMA>(r), (t.to_bits() as i32).wrapping_sub(0x4B40_0000))
 }
 
 /// e^r for |r| <= ln2 / 2 by its degree-7 Taylor polynomial (truncation error < 6e-9 relative).
