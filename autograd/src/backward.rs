@@ -76,7 +76,7 @@ pub(crate) fn backward_op(op: &Op, inputs: &[Var], needs: &[bool], out: &Tensor,
         Matmul | Linear { .. } | GeluLinear { .. } | AddLinear { .. } | UnpermuteLinearAdd { .. } => {
             matmul::backward(op, &xs, needs, out, g)
         }
-        WindowAttention { .. } => attention::backward(op, &xs, g),
+        Attention | WindowAttention { .. } => attention::backward(op, &xs, g),
         Conv2d { .. } | ConvTranspose2d { .. } => conv::backward(op, &xs, needs, g),
         MaxPool2d { .. } => pool::backward(op, &xs, g),
         InterpolateBilinear | InterpolateArea => interp::backward(op, &xs, g),

@@ -125,6 +125,8 @@ pub enum Op {
     },
     // linear algebra and images
     Matmul,
+    /// softmax(q kᵀ) v per batch and head (`Tensor::attention`). inputs: q, k, v.
+    Attention,
     /// Swin's fused window attention (`Tensor::window_attention`). inputs: the packed qkv, then
     /// the bias when present; the shift mask is a constant.
     WindowAttention {

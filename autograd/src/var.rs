@@ -341,6 +341,14 @@ impl Var {
         Ok(Var::from_op(self.value().to_dtype(dtype), Op::ToDType { from }, &[self]))
     }
 
+    /// softmax(q kᵀ) v per batch and head, q `[B, H, Nq, D]`, k `[B, H, Nk, D]`, v
+    /// `[B, H, Nk, Dv]` (`Tensor::attention`, one fused pass; its backward recomputes the
+    /// probabilities). The composite twin is `q.matmul(&k.transpose(2, 3)?)?.softmax(-1)?.matmul(v)`.
+    pub fn attention(&self, k: &Var, v: &Var) -> Result<Var> {
+        let out = self.value().attention(&k.value(), &v.value())?;
+        Ok(Var::from_op(out, Op::Attention, &[self, k, v]))
+    }
+
     /// Window attention on a packed qkv `[B, n, 3·H·d]` -> `[B, n, H·d]`
     /// (`Tensor::window_attention`); gradients flow to qkv and the bias, not the mask.
     pub fn window_attention(&self, heads: usize, bias: Option<&Var>, mask: Option<&Tensor>, scale: f32) -> Result<Var> {

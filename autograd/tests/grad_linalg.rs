@@ -367,3 +367,41 @@ fn unpermute_linear_add_matches_its_composite_twin_bit_for_bit() {
     let e = o.unpermute_linear_add(&w, Some(&bias), &x, &perm, &perm).expect_err("an error").to_string();
     assert!(e.contains("unpermute_linear_add") && e.contains("inverse permutations"), "{e}");
 }
+
+/// The fused `attention` against its composite twin `q.matmul(kᵀ).softmax(-1).matmul(v)`, as the
+/// decoder uses it (q, k, v linear outputs reshaped to heads and permuted; q scaled): the output
+/// and the gradients of the three projections' inputs agree within f32 rounding, for tokens
+/// attending to the image and the image attending to the tokens.
+#[test]
+fn attention_matches_its_composite_twin() {
+    use autograd::Var;
+    use tensor::{DType, Tensor};
+    for (nq, nk) in [(5usize, 150usize), (150, 5)] {
+        let (b, h, dh) = (2usize, 4usize, 8usize);
+        let leaf = |n: usize, seed: u64| Var::leaf(Tensor::randn(&[b, n, h * dh], seed, DType::F32));
+        let (xq, xk, xv) = (leaf(nq, 1), leaf(nk, 2), leaf(nk, 3));
+        let heads = |x: &Var, n: usize| x.reshape(&[b, n, h, dh]).unwrap().permute(&[0, 2, 1, 3]).unwrap();
+        let g = Tensor::randn(&[b, nq, h * dh], 4, DType::F32);
+        let run = |fused: bool| {
+            let q = heads(&xq.affine(0.5, 0.0).unwrap(), nq);
+            let (k, v) = (heads(&xk, nk), heads(&xv, nk));
+            let o = if fused {
+                q.attention(&k, &v).unwrap()
+            } else {
+                q.matmul(&k.transpose(2, 3).unwrap()).unwrap().softmax(-1).unwrap().matmul(&v).unwrap()
+            };
+            let y = o.permute(&[0, 2, 1, 3]).unwrap().reshape(&[b, nq, h * dh]).unwrap();
+            let grads = y.backward_with(g.clone()).unwrap();
+            let mut out = vec![y.value().to_f64_vec().unwrap()];
+            out.extend(
+                [&xq, &xk, &xv].map(|x| grads.get(x).expect("a gradient reaches q, k and v").to_f64_vec().unwrap()),
+            );
+            out
+        };
+        let (fused, composite) = (run(true), run(false));
+        for (name, (f, c)) in ["y", "dq", "dk", "dv"].iter().zip(fused.iter().zip(&composite)) {
+            let scale = c.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+            tensor::testing::assert_close(f, c, 1e-4, 1e-4 * scale, &format!("{nq}x{nk} {name}"));
+        }
+    }
+}

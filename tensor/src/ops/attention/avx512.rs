@@ -196,3 +196,80 @@ unsafe fn softmax_rows_at<const C16: usize, const W: usize, const R: usize>(
         }
     }
 }
+
+/// Rows per tile of [`product`] (with C16 <= 2: 24 accumulators).
+const PRODUCT_ROWS: usize = 12;
+
+/// [`super::avx2::Product`] on 16-lane tiles: 12 rows x 32 columns in 24 zmm, the partial last
+/// vector read and written under a mask (b rows are read no further than `cols`). Each value
+/// is the AVX2 tile's chain of multiply-adds in the same order, then the scale: the same bits.
+///
+/// # Safety
+/// The CPU must support AVX-512F; every element addressed as described at
+/// [`super::avx2::Product`] must be readable (a, b) or writable (out).
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn product(p: super::avx2::Product) {
+    let mut c0 = 0;
+    while c0 < p.cols {
+        let wide = p.cols - c0 > 16;
+        let mut i0 = 0;
+        while i0 < p.m {
+            let rows = PRODUCT_ROWS.min(p.m - i0);
+            macro_rules! by_rows {
+                ($c:literal) => {
+                    match rows {
+                        12 => product_tile::<12, $c>(&p, i0, c0),
+                        11 => product_tile::<11, $c>(&p, i0, c0),
+                        10 => product_tile::<10, $c>(&p, i0, c0),
+                        9 => product_tile::<9, $c>(&p, i0, c0),
+                        8 => product_tile::<8, $c>(&p, i0, c0),
+                        7 => product_tile::<7, $c>(&p, i0, c0),
+                        6 => product_tile::<6, $c>(&p, i0, c0),
+                        5 => product_tile::<5, $c>(&p, i0, c0),
+                        4 => product_tile::<4, $c>(&p, i0, c0),
+                        3 => product_tile::<3, $c>(&p, i0, c0),
+                        2 => product_tile::<2, $c>(&p, i0, c0),
+                        _ => product_tile::<1, $c>(&p, i0, c0),
+                    }
+                };
+            }
+            if wide {
+                by_rows!(2)
+            } else {
+                by_rows!(1)
+            }
+            i0 += rows;
+        }
+        c0 += if wide { 32 } else { 16 };
+    }
+}
+
+/// Rows [i0, i0 + R) and columns [c0, c0 + 16·C16) of [`product`], in registers; lanes past
+/// `cols` are neither read nor stored.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn product_tile<const R: usize, const C16: usize>(p: &super::avx2::Product, i0: usize, c0: usize) {
+    let valid = (p.cols - c0).min(16 * C16);
+    let mask: [__mmask16; C16] = std::array::from_fn(|c| {
+        let left = valid.saturating_sub(16 * c).min(16);
+        ((1u32 << left) - 1) as __mmask16
+    });
+    let mut acc = [[_mm512_setzero_ps(); C16]; R];
+    let (a, b) = (p.a.add(i0 * p.a_rs), p.b.add(c0));
+    for e in 0..p.depth {
+        let bv: [__m512; C16] = std::array::from_fn(|c| _mm512_maskz_loadu_ps(mask[c], b.add(e * p.b_rs + 16 * c)));
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            let av = _mm512_set1_ps(*a.add(r * p.a_rs + e * p.a_cs));
+            for (acc_rc, bc) in acc_r.iter_mut().zip(&bv) {
+                *acc_rc = _mm512_fmadd_ps(av, *bc, *acc_rc);
+            }
+        }
+    }
+    let scale = _mm512_set1_ps(p.scale);
+    for (r, acc_r) in acc.iter().enumerate() {
+        let dst = p.out.add((i0 + r) * p.out_rs + c0);
+        for (c, v) in acc_r.iter().enumerate() {
+            _mm512_mask_storeu_ps(dst.add(16 * c), mask[c], _mm512_mul_ps(*v, scale));
+        }
+    }
+}

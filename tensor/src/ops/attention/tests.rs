@@ -382,3 +382,50 @@ fn window_softmax_matches_the_plain_rows() {
     softmax_flushed(&[f32::NAN, 0.0, 1.0, 2.0], &mut got, Dims { n: 2, h: 1, d: 16, nw: 1, scale: 1.0 });
     assert!(got[0].is_nan() && got[1].is_nan(), "{got:?}");
 }
+
+/// The AVX-512 tile product gives the AVX2 tiles' bits (the same chain of multiply-adds per
+/// value, then the scale), over row and column tails, strided A (both orders) and a scale.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn avx512_tile_product_keeps_the_avx2_bits() {
+    if !(std::is_x86_feature_detected!("avx512f") && avx2::available()) {
+        eprintln!("skipped: this CPU has no AVX-512F");
+        return;
+    }
+    let mut rng = crate::SplitMix64(7);
+    let mut data = |n: usize| (0..n).map(|_| rng.uniform() as f32 * 2.0 - 1.0).collect::<Vec<f32>>();
+    for (m, cols, depth, transposed) in [
+        (18usize, 3136usize, 16usize, false),
+        (3136, 16, 18, true),
+        (13, 33, 7, false),
+        (25, 17, 40, true),
+        (1, 1, 1, false),
+        (12, 48, 0, false),
+    ] {
+        // b padded to cols rounded up to 8, as the AVX2 tiles may read it.
+        let (a, b) = (data(m * depth.max(1)), data(depth.max(1) * cols.next_multiple_of(8)));
+        let (a_rs, a_cs) = if transposed { (1, m) } else { (depth, 1) };
+        let run = |wide: bool| {
+            let mut out = vec![f32::NAN; m * (cols + 3)];
+            #[rustfmt::skip]
+            let p = avx2::Product { m, cols, depth, a: a.as_ptr(), a_rs, a_cs, b: b.as_ptr(), b_rs: cols.next_multiple_of(8), out: out.as_mut_ptr(), out_rs: cols + 3, scale: 0.7 };
+            // SAFETY: AVX2 + FMA (and AVX-512F for `wide`) checked above; a covers m rows of
+            // depth values in either order, b depth padded rows, out m rows of cols + 3.
+            unsafe {
+                if wide {
+                    avx512::product(p)
+                } else {
+                    avx2::product(p)
+                }
+            }
+            out.iter().map(|x| x.to_bits()).collect::<Vec<u32>>()
+        };
+        let (narrow, wide) = (run(false), run(true));
+        assert_eq!(
+            narrow.iter().filter(|&&x| x == f32::NAN.to_bits()).count(),
+            m * 3,
+            "{m}x{cols}x{depth}: padding written"
+        );
+        assert!(narrow == wide, "{m}x{cols}x{depth} (A transposed: {transposed}): AVX-512 and AVX2 tiles differ");
+    }
+}

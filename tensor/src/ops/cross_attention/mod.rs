@@ -8,9 +8,12 @@
 //! along the keys. Few keys (the image attending to 18 tokens): the block's q is transposed and
 //! the scores, stored key-major, vectorise along the block's rows, softmax included.
 //!
-//! Inference only (no backward of its own): the autograd model records the composite twin
-//! `q.matmul(kᵀ).softmax(-1).matmul(v)` when gradients are needed; the tests compare the two.
-//! Computes in f32 whatever the matmul precision (bf16 products are not used here).
+//! The backward (`backward`, [`Tensor::attention_backward`]) recomputes each head's
+//! probabilities; the autograd model records this op in training too. The composite twin
+//! `q.matmul(kᵀ).softmax(-1).matmul(v)` is tested against both (here and in autograd's
+//! grad_linalg). Computes in f32 whatever the matmul precision (bf16 products are not used here).
+
+mod backward;
 
 use crate::cpu::parallel::new_vecs;
 use crate::cpu::simd::dispatch;
@@ -158,14 +161,15 @@ fn use_avx2_tiles(s: Head) -> bool {
     }
 }
 
-/// The same two schemes with both products of each block on the window attention's AVX2 tiles
-/// (6 rows x 16 columns of 12 ymm accumulators). The loops above keep one running sum per output
-/// vector, a chain of dependent adds over all 3136 keys; the tiles keep twelve independent ones.
+/// The same two schemes with both products of each block on the window attention's register
+/// tiles (`attention::tile_product`: 6 rows x 16 columns in 12 ymm, or 12 x 32 in 24 zmm with
+/// AVX-512, the same bits). The loops above keep one running sum per output vector, a chain of
+/// dependent adds over all 3136 keys; the tiles keep twelve or more independent ones.
 #[cfg(target_arch = "x86_64")]
 mod avx2_tiles {
     use super::{transpose_rows, transposed_len, Head, FEW_KEYS, ROW_BLOCK};
     use crate::cpu::gemm::pack::avx2::transpose8;
-    use crate::ops::attention::avx2::{product, Product};
+    use crate::ops::attention::{avx2::Product, tile_product as product};
     use crate::ops::softmax::{rows as softmax_rows, softmax_column_block};
     use std::arch::x86_64::{_mm256_loadu_ps, _mm256_setzero_ps, _mm256_storeu_ps};
 
@@ -177,7 +181,14 @@ mod avx2_tiles {
     /// # Safety
     /// The CPU must support AVX2.
     #[target_feature(enable = "avx2")]
-    unsafe fn transpose_into(src: &[f32], src_rs: usize, rows: usize, cols: usize, dst: &mut [f32], dst_rs: usize) {
+    pub(super) unsafe fn transpose_into(
+        src: &[f32],
+        src_rs: usize,
+        rows: usize,
+        cols: usize,
+        dst: &mut [f32],
+        dst_rs: usize,
+    ) {
         if rows == 0 || cols == 0 {
             return;
         }
