@@ -493,21 +493,5 @@ pub(crate) mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 
-/// One small product ([`avx2::Product`]) on the widest register tiles this CPU has: AVX-512's
-/// 12 x 32 or AVX2's 6 x 16, the same bits either way (each value the same chain of
-/// multiply-adds). The decoder's attention products, forward and backward.
-///
-/// # Safety
-/// The CPU must support AVX2 and FMA; every element addressed as described at
-/// [`avx2::Product`] must be readable (a, b) or writable (out).
-#[cfg(target_arch = "x86_64")]
-pub(crate) unsafe fn tile_product(p: avx2::Product) {
-    if is_x86_feature_detected!("avx512f") {
-        avx512::product(p)
-    } else {
-        avx2::product(p)
-    }
-}
-
 #[cfg(test)]
 mod tests;

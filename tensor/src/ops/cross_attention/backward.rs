@@ -42,7 +42,7 @@ struct Mat {
 unsafe fn product(p: Mat, tiles: bool) {
     #[cfg(target_arch = "x86_64")]
     if tiles {
-        use crate::ops::attention::{avx2::Product, tile_product as product};
+        use crate::ops::attention::avx2::{product, Product};
         #[rustfmt::skip]
         let q = Product { m: p.m, cols: p.cols, depth: p.depth, a: p.a, a_rs: p.a_rs, a_cs: p.a_cs, b: p.b, b_rs: p.b_rs, out: p.out, out_rs: p.out_rs, scale: 1.0 };
         return product(q);

@@ -161,15 +161,14 @@ fn use_avx2_tiles(s: Head) -> bool {
     }
 }
 
-/// The same two schemes with both products of each block on the window attention's register
-/// tiles (`attention::tile_product`: 6 rows x 16 columns in 12 ymm, or 12 x 32 in 24 zmm with
-/// AVX-512, the same bits). The loops above keep one running sum per output vector, a chain of
-/// dependent adds over all 3136 keys; the tiles keep twelve or more independent ones.
+/// The same two schemes with both products of each block on the window attention's AVX2 tiles
+/// (6 rows x 16 columns of 12 ymm accumulators). The loops above keep one running sum per output
+/// vector, a chain of dependent adds over all 3136 keys; the tiles keep twelve independent ones.
 #[cfg(target_arch = "x86_64")]
 mod avx2_tiles {
     use super::{transpose_rows, transposed_len, Head, FEW_KEYS, ROW_BLOCK};
     use crate::cpu::gemm::pack::avx2::transpose8;
-    use crate::ops::attention::{avx2::Product, tile_product as product};
+    use crate::ops::attention::avx2::{product, Product};
     use crate::ops::softmax::{rows as softmax_rows, softmax_column_block};
     use std::arch::x86_64::{_mm256_loadu_ps, _mm256_setzero_ps, _mm256_storeu_ps};
 
