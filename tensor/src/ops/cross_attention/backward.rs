@@ -11,6 +11,9 @@
 //! The same two layouts as the forward: many keys store P query-major and the softmax runs
 //! along rows; few keys (the image attending to 18 tokens) store it key-major, the softmax and
 //! the row sums of dS vectorised along the queries.
+//!
+//! The decoder still records the composite in training (`facex/src/model/decoder.rs` says why:
+//! the demo's seeds were chosen under its rounding); `Var::attention` records this op.
 
 use super::{f32_data, Head, FEW_KEYS};
 use crate::cpu::simd::dispatch;
