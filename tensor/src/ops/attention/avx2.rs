@@ -19,23 +19,7 @@ pub(crate) fn available() -> bool {
     is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
 }
 
-/// One small product, out[i][c] = scale · Σ_e a[i·a_rs + e·a_cs] · b[e·b_rs + c] for i < m,
-/// c < cols. Each b row may be read up to `cols` rounded up to 8 (kᵀ is padded, v's head dims are
-/// a multiple of 8). Also the decoder's cross-attention products (`ops::cross_attention`).
-#[derive(Clone, Copy)]
-pub(crate) struct Product {
-    pub m: usize,
-    pub cols: usize,
-    pub depth: usize,
-    pub a: *const f32,
-    pub a_rs: usize,
-    pub a_cs: usize,
-    pub b: *const f32,
-    pub b_rs: usize,
-    pub out: *mut f32,
-    pub out_rs: usize,
-    pub scale: f32,
-}
+pub(crate) use super::Product;
 
 /// out[i, j] = scale · a_i · b_j (n x n, rows n apart), through kᵀ staged in `kt`.
 ///

@@ -488,6 +488,25 @@ fn score_grads(p: &[f32], g: &mut [f32], dbias: &mut [f32], scale: f32, n: usize
     dispatch!(body(p: &[f32], g: &mut [f32], dbias: &mut [f32], scale: f32, n: usize))
 }
 
+/// One small product, out[i][c] = scale · Σ_e a[i·a_rs + e·a_cs] · b[e·b_rs + c] for i < m,
+/// c < cols. On the AVX2 tiles (`avx2::product`) each b row may be read up to `cols` rounded up
+/// to 8 (kᵀ is padded, v's head dims are a multiple of 8). Also the decoder's cross-attention
+/// products (`ops::cross_attention`, whose backward also runs them in plain loops).
+#[derive(Clone, Copy)]
+pub(crate) struct Product {
+    pub m: usize,
+    pub cols: usize,
+    pub depth: usize,
+    pub a: *const f32,
+    pub a_rs: usize,
+    pub a_cs: usize,
+    pub b: *const f32,
+    pub b_rs: usize,
+    pub out: *mut f32,
+    pub out_rs: usize,
+    pub scale: f32,
+}
+
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2;
 #[cfg(target_arch = "x86_64")]

@@ -15,40 +15,25 @@
 //! The decoder still records the composite in training (`facex/src/model/decoder.rs` says why:
 //! the demo's seeds were chosen under its rounding); `Var::attention` records this op.
 
-use super::{f32_data, Head, FEW_KEYS};
+use super::{check_operands, f32_data, f32_rows, head_offset, Head, FEW_KEYS};
 use crate::cpu::simd::dispatch;
+use crate::ops::attention::Product;
 use crate::ops::softmax::{rows as softmax_rows, softmax_column_block, COLUMN_BLOCK};
 use crate::profile;
-use crate::{DType, Error, Result, Tensor};
+use crate::{DType, Result, Tensor};
 use rayon::prelude::*;
 
-/// One product `out = A B` of a head: out[i][c] = Σ_e a[i·a_rs + e·a_cs] · b[e·b_rs + c] for
-/// i < m, c < cols, out rows `out_rs` apart. With `tiles`, b rows are read up to `cols` rounded
-/// up to 8 (staged operands are padded; q, k, v and dO rows are a multiple of 8 wide there).
-#[derive(Clone, Copy)]
-struct Mat {
-    m: usize,
-    cols: usize,
-    depth: usize,
-    a: *const f32,
-    a_rs: usize,
-    a_cs: usize,
-    b: *const f32,
-    b_rs: usize,
-    out: *mut f32,
-    out_rs: usize,
-}
-
+/// One product of a head ([`Product`], scale 1): on the AVX2 tiles with `tiles`, which read b
+/// rows up to `cols` rounded up to 8 (staged operands are padded; q, k, v and dO rows are a
+/// multiple of 8 wide there), else in plain loops.
+///
 /// # Safety
-/// Every element addressed as described at [`Mat`] is readable (a, b) or writable (out); with
-/// `tiles`, the CPU has AVX2 and FMA.
-unsafe fn product(p: Mat, tiles: bool) {
+/// Every element addressed as described at [`Product`] is readable (a, b) or writable (out);
+/// with `tiles`, the CPU has AVX2 and FMA.
+unsafe fn product(p: Product, tiles: bool) {
     #[cfg(target_arch = "x86_64")]
     if tiles {
-        use crate::ops::attention::avx2::{product, Product};
-        #[rustfmt::skip]
-        let q = Product { m: p.m, cols: p.cols, depth: p.depth, a: p.a, a_rs: p.a_rs, a_cs: p.a_cs, b: p.b, b_rs: p.b_rs, out: p.out, out_rs: p.out_rs, scale: 1.0 };
-        return product(q);
+        return crate::ops::attention::avx2::product(p);
     }
     let _ = tiles;
     for i in 0..p.m {
@@ -59,6 +44,7 @@ unsafe fn product(p: Mat, tiles: bool) {
             let b = std::slice::from_raw_parts(p.b.add(e * p.b_rs), p.cols);
             out.iter_mut().zip(b).for_each(|(o, &b)| *o += a * b);
         }
+        out.iter_mut().for_each(|o| *o *= p.scale);
     }
 }
 
@@ -179,17 +165,9 @@ fn head_backward(
     let few = nk < FEW_KEYS;
     let (pr, pc) = if few { (1, nq) } else { (nk, 1) };
     let (probs, grads) = (&mut w.probs[..nq * nk], &mut w.grads[..nq * nk]);
-    let mat = |m, cols, depth, a: *const f32, a_rs, a_cs, b: *const f32, b_rs, out: *mut f32, out_rs| Mat {
-        m,
-        cols,
-        depth,
-        a,
-        a_rs,
-        a_cs,
-        b,
-        b_rs,
-        out,
-        out_rs,
+    #[rustfmt::skip]
+    let mat = |m, cols, depth, a: *const f32, a_rs, a_cs, b: *const f32, b_rs, out: *mut f32, out_rs| Product {
+        m, cols, depth, a, a_rs, a_cs, b, b_rs, out, out_rs, scale: 1.0,
     };
     // SAFETY (every product below): the extents of q, k, v, g, dq, dk and dv are asserted
     // above, the scratch holds nq·nk values and the staged operands their padded rows.
@@ -226,39 +204,18 @@ impl Tensor {
     /// contiguous in its input's dtype.
     pub fn attention_backward(&self, k: &Tensor, v: &Tensor, g: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
         const OP: &str = "attention_backward";
-        // The forward's checks of q, k and v (its error names that op), then g's shape.
-        let (qs, ks, vs) = (self.shape(), k.shape(), v.shape());
-        if qs.len() != 4 || ks.len() != 4 || vs.len() != 4 || qs[..2] != ks[..2] || qs[3] != ks[3] || vs[..3] != ks[..3]
-        {
-            return Err(Error::ShapeMismatch { op: OP, lhs: qs.to_vec(), rhs: ks.to_vec() });
-        }
+        check_operands(OP, "attention_backward (k, v)", self, k, v)?;
+        let (qs, vs) = (self.shape(), v.shape());
         g.expect_shape(OP, &[qs[0], qs[1], qs[2], vs[3]])?;
-        for t in [self, k, v, g] {
-            t.expect_float(OP)?;
-        }
-        let prep = |t: &Tensor| {
-            if t.dtype() == DType::F32 && t.strides()[3] == 1 {
-                t.clone()
-            } else {
-                t.to_dtype(DType::F32).contiguous()
-            }
-        };
-        let (q32, k32, v32, g32) = (prep(self), prep(k), prep(v), prep(g));
-        let s = Head {
-            nq: qs[2],
-            nk: ks[2],
-            d: qs[3],
-            dv: vs[3],
-            qs: q32.strides()[2],
-            ks: k32.strides()[2],
-            vs: v32.strides()[2],
-        };
+        g.expect_float(OP)?;
+        let (q32, k32, v32, g32) = (f32_rows(self), f32_rows(k), f32_rows(v), f32_rows(g));
+        let s = Head::of(&q32, &k32, &v32);
         let gs = g32.strides()[2];
         let (heads, bh) = (qs[1], qs[0] * qs[1]);
         // Recomputed scores, then dV, dP, dQ, dK: five products of the forward's size and a half.
         let _prof = profile::op(profile::Kind::Attention, 2.0 * (bh * s.nq * s.nk * (3 * s.d + 2 * s.dv)) as f64, 0.0);
         let (qd, kd, vd, gd) = (f32_data(&q32)?, f32_data(&k32)?, f32_data(&v32)?, f32_data(&g32)?);
-        let at = |t: &Tensor, i: usize| t.layout().offset + (i / heads) * t.strides()[0] + (i % heads) * t.strides()[1];
+        let at = |t: &Tensor, i: usize| head_offset(t, heads, i);
         let mut dq = vec![0.0f32; bh * s.nq * s.d];
         let mut dk = vec![0.0f32; bh * s.nk * s.d];
         let mut dv = vec![0.0f32; bh * s.nk * s.dv];

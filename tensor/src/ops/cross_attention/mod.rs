@@ -275,61 +275,74 @@ fn f32_data(t: &Tensor) -> Result<&[f32]> {
     }
 }
 
+/// The checks of q `[B, H, Nq, D]`, k `[B, H, Nk, D]`, v `[B, H, Nk, Dv]` that the forward and
+/// the backward share (`op` names the one called, `kv_op` it on k against v): ranks, matching
+/// batch, heads and depths, float dtypes.
+fn check_operands(op: &'static str, kv_op: &'static str, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<()> {
+    let (qs, ks, vs) = (q.shape(), k.shape(), v.shape());
+    if qs.len() != 4 || ks.len() != 4 || vs.len() != 4 {
+        return Err(Error::BadShape {
+            op,
+            shape: if qs.len() != 4 {
+                qs.to_vec()
+            } else if ks.len() != 4 {
+                ks.to_vec()
+            } else {
+                vs.to_vec()
+            },
+            expected: "rank 4: [B, H, N, D]".into(),
+        });
+    }
+    if qs[..2] != ks[..2] || qs[3] != ks[3] {
+        return Err(Error::ShapeMismatch { op, lhs: qs.to_vec(), rhs: ks.to_vec() });
+    }
+    if vs[..3] != ks[..3] {
+        return Err(Error::ShapeMismatch { op: kv_op, lhs: ks.to_vec(), rhs: vs.to_vec() });
+    }
+    for t in [q, k, v] {
+        t.expect_float(op)?;
+    }
+    Ok(())
+}
+
+/// An operand as the heads read it: an f32 view whose last dim is contiguous (the decoder's
+/// permuted heads) as it is, anything else copied to that form.
+fn f32_rows(t: &Tensor) -> Tensor {
+    if t.dtype() == DType::F32 && t.strides()[3] == 1 {
+        t.clone()
+    } else {
+        t.to_dtype(DType::F32).contiguous()
+    }
+}
+
+impl Head {
+    /// The sizes and row strides of q, k and v as [`f32_rows`] gives them.
+    fn of(q: &Tensor, k: &Tensor, v: &Tensor) -> Head {
+        let (qs, ks, vs) = (q.shape(), k.shape(), v.shape());
+        Head { nq: qs[2], nk: ks[2], d: qs[3], dv: vs[3], qs: q.strides()[2], ks: k.strides()[2], vs: v.strides()[2] }
+    }
+}
+
+/// Offset of head i = (b, h) in a `[B, H, N, D]` view with `heads` heads.
+fn head_offset(t: &Tensor, heads: usize, i: usize) -> usize {
+    t.layout().offset + (i / heads) * t.strides()[0] + (i % heads) * t.strides()[1]
+}
+
 impl Tensor {
     /// `softmax(q kᵀ) v` per batch and head: q `[B, H, Nq, D]`, k `[B, H, Nk, D]`, v
     /// `[B, H, Nk, Dv]` (any strides: permuted views are read in place of a copy) ->
     /// `[B, H, Nq, Dv]`. Scale q beforehand. f16/bf16 go through f32.
     pub fn attention(&self, k: &Tensor, v: &Tensor) -> Result<Tensor> {
-        let (qs, ks, vs) = (self.shape(), k.shape(), v.shape());
-        let bad = || Error::ShapeMismatch { op: "attention", lhs: qs.to_vec(), rhs: ks.to_vec() };
-        if qs.len() != 4 || ks.len() != 4 || vs.len() != 4 {
-            return Err(Error::BadShape {
-                op: "attention",
-                shape: if qs.len() != 4 {
-                    qs.to_vec()
-                } else if ks.len() != 4 {
-                    ks.to_vec()
-                } else {
-                    vs.to_vec()
-                },
-                expected: "rank 4: [B, H, N, D]".into(),
-            });
-        }
-        if qs[..2] != ks[..2] || qs[3] != ks[3] {
-            return Err(bad());
-        }
-        if vs[..3] != ks[..3] {
-            return Err(Error::ShapeMismatch { op: "attention (k, v)", lhs: ks.to_vec(), rhs: vs.to_vec() });
-        }
-        for t in [self, k, v] {
-            t.expect_float("attention")?;
-        }
+        check_operands("attention", "attention (k, v)", self, k, v)?;
         let dtype = self.dtype();
-        // Read in place: f32 views whose last dim is contiguous (the decoder's permuted heads);
-        // anything else is copied to that form first.
-        let prep = |t: &Tensor| {
-            if t.dtype() == DType::F32 && t.strides()[3] == 1 {
-                t.clone()
-            } else {
-                t.to_dtype(DType::F32).contiguous()
-            }
-        };
-        let (q, k, v) = (prep(self), prep(k), prep(v));
-        let s = Head {
-            nq: qs[2],
-            nk: ks[2],
-            d: qs[3],
-            dv: vs[3],
-            qs: q.strides()[2],
-            ks: k.strides()[2],
-            vs: v.strides()[2],
-        };
+        let qs = self.shape();
+        let (q, k, v) = (f32_rows(self), f32_rows(k), f32_rows(v));
+        let s = Head::of(&q, &k, &v);
         let (heads, bh) = (qs[1], qs[0] * qs[1]);
         let flops = 2.0 * (bh * s.nq * s.nk * (s.d + s.dv)) as f64;
         let _prof = profile::op(profile::Kind::Attention, flops, 0.0);
         let (qd, kd, vd) = (f32_data(&q)?, f32_data(&k)?, f32_data(&v)?);
-        // Offset of head i = (b, h) in a view.
-        let at = |t: &Tensor, i: usize| t.layout().offset + (i / heads) * t.strides()[0] + (i % heads) * t.strides()[1];
+        let at = |t: &Tensor, i: usize| head_offset(t, heads, i);
         let out = if s.nq > 0 && s.dv > 0 && s.nk > 0 {
             // One head per task, on the pool however small the output (each reads all the keys).
             let ([out], _) = new_vecs(bh * s.nq * s.dv, s.nq * s.dv, true, |start, [o]| {
