@@ -5,11 +5,16 @@
 //! GFLOP/s, fraction of the measured peak and the ratios against both peers; where the CPU has
 //! AVX512-BF16, also our bf16 product (operands rounded to bf16, f32 accumulation; on AMX tiles
 //! where the CPU has them) against its own measured peak.
+//!
+//! "ours" packs both operands in every call, as the peers do. The model packs each linear
+//! layer's weight once at load (`PackedF32`), so "packed" is ours with B packed once beforehand:
+//! the rate the model's products run at. The batch-8 rows of stage 3 (1568 = 8 x 196) are the
+//! shapes that dominate a batch-8 forward and a training step.
 
 use criterion::{black_box, Criterion};
 use rayon::prelude::*;
 use std::time::{Duration, Instant};
-use tensor::cpu::gemm::{set_matmul_precision, sgemm, Isa, MatmulPrecision};
+use tensor::cpu::gemm::{set_matmul_precision, sgemm, sgemm_with, GemmOpts, Isa, MatmulPrecision, PackedF32};
 use tensor::profile::peak::{bf16_peak, fma_lanes, fma_peak};
 use tensor::{DType, Tensor};
 
@@ -23,7 +28,7 @@ struct Shape {
     n: usize,
 }
 
-const SHAPES: [Shape; 7] = [
+const SHAPES: [Shape; 9] = [
     Shape { name: "3136x128x384", batch: 1, m: 3136, k: 128, n: 384 },
     Shape { name: "784x256x768", batch: 1, m: 784, k: 256, n: 768 },
     Shape { name: "196x512x2048", batch: 1, m: 196, k: 512, n: 2048 },
@@ -31,6 +36,8 @@ const SHAPES: [Shape; 7] = [
     Shape { name: "4096x[49x32x49]", batch: 4096, m: 49, k: 32, n: 49 },
     Shape { name: "1024^3", batch: 1, m: 1024, k: 1024, n: 1024 },
     Shape { name: "2048^3", batch: 1, m: 2048, k: 2048, n: 2048 },
+    Shape { name: "1568x512x2048", batch: 1, m: 1568, k: 512, n: 2048 },
+    Shape { name: "1568x2048x512", batch: 1, m: 1568, k: 2048, n: 512 },
 ];
 
 impl Shape {
@@ -47,6 +54,8 @@ struct Operands {
     c: Vec<f32>,
     ta: Tensor,
     tb: Tensor,
+    /// B packed once for our f32 kernel (batch 1 only), as the model packs its weights.
+    packed: Option<PackedF32>,
 }
 
 impl Operands {
@@ -54,7 +63,8 @@ impl Operands {
         let ta = Tensor::randn(&[s.batch, s.m, s.k], 1, DType::F32);
         let tb = Tensor::randn(&[s.batch, s.k, s.n], 2, DType::F32);
         let (a, b) = (ta.to_vec::<f32>().unwrap(), tb.to_vec::<f32>().unwrap());
-        Operands { s, a, b, c: vec![0.0; s.batch * s.m * s.n], ta, tb }
+        let packed = if s.batch == 1 { PackedF32::new(Isa::detect(), s.k, s.n, &b, s.n, 1) } else { None };
+        Operands { s, a, b, c: vec![0.0; s.batch * s.m * s.n], ta, tb, packed }
     }
 
     fn ours(&mut self) {
@@ -63,6 +73,19 @@ impl Operands {
             sgemm(s.m, s.n, s.k, &self.a, s.k, 1, &self.b, s.n, 1, &mut self.c, s.n, false);
         } else {
             black_box(self.ta.matmul(&self.tb).unwrap());
+        }
+    }
+
+    /// Ours with B packed once beforehand (the model's weights); the plain call where there is
+    /// no packed B (batched shapes, or no f32 kernel with panels).
+    fn ours_packed(&mut self) {
+        let s = self.s;
+        match &self.packed {
+            Some(packed) => {
+                let opts = GemmOpts { packed_f32: Some(packed), ..GemmOpts::default() };
+                sgemm_with(s.m, s.n, s.k, &self.a, s.k, 1, &self.b, s.n, 1, &mut self.c, s.n, &opts);
+            }
+            None => self.ours(),
         }
     }
 
@@ -104,13 +127,14 @@ impl Operands {
     }
 }
 
-const IMPLS: [&str; 4] = ["ours", "gemm", "matrixmultiply", "ours_bf16"];
+const IMPLS: [&str; 5] = ["ours", "ours_packed", "gemm", "matrixmultiply", "ours_bf16"];
 
 fn run_impl(ops: &mut Operands, which: usize) {
     match which {
         0 => ops.ours(),
-        1 => ops.gemm_crate(),
-        2 => ops.matrixmultiply(),
+        1 => ops.ours_packed(),
+        2 => ops.gemm_crate(),
+        3 => ops.matrixmultiply(),
         _ => {
             set_matmul_precision(MatmulPrecision::Bf16);
             ops.ours();
@@ -122,9 +146,9 @@ fn run_impl(ops: &mut Operands, which: usize) {
 /// Our bf16 product runs only where the CPU has AVX512-BF16.
 fn impls() -> usize {
     if Isa::Avx512Bf16.available() {
-        4
+        5
     } else {
-        3
+        4
     }
 }
 
@@ -166,7 +190,7 @@ fn print_table(operands: &mut [Operands]) {
     // AMX that is the f32 FMA (`Isa::Bf16OnFma`), not `vdpbf16ps` (which would read > 100%).
     let bf16_isa = Isa::for_precision(MatmulPrecision::Bf16);
     let (bf16_single, bf16_all) = if bf16_isa == Isa::Bf16OnFma { (single, peak) } else { bf16_peak() };
-    if impls() == 4 {
+    if impls() == 5 {
         let instruction = match bf16_isa {
             Isa::Amx => "AMX tdpbf16ps",
             Isa::Bf16OnFma => "the f32 FMA: this CPU's vdpbf16ps is slower",
@@ -180,12 +204,14 @@ fn print_table(operands: &mut [Operands]) {
     }
     println!("kernel: {:?}; times are medians of repeated calls", Isa::detect());
     println!(
-        "{:<18} {:>10} {:>10} {:>10} {:>8} {:>10} {:>10} {:>10} {:>10} {:>9}",
+        "{:<18} {:>10} {:>8} {:>11} {:>8} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>9}",
         "shape (m x k x n)",
         "ours GF/s",
+        "% peak",
+        "packed GF/s",
+        "% peak",
         "gemm GF/s",
         "mm GF/s",
-        "% peak",
         "ours/gemm",
         "ours/mm",
         "bf16 GF/s",
@@ -193,22 +219,25 @@ fn print_table(operands: &mut [Operands]) {
         "% bf16 pk"
     );
     for ops in operands.iter_mut() {
-        let mut gflops = [f64::NAN; 4];
+        let mut gflops = [f64::NAN; 5];
         for (which, g) in gflops.iter_mut().enumerate().take(impls()) {
             *g = ops.s.flops() / median_secs(|| run_impl(ops, which)) / 1e9;
         }
+        let [ours, packed, gemm, mm, bf16] = gflops;
         println!(
-            "{:<18} {:>10.1} {:>10.1} {:>10.1} {:>7.1}% {:>10.2} {:>10.2} {:>10.1} {:>10.2} {:>8.1}%",
+            "{:<18} {:>10.1} {:>7.1}% {:>11.1} {:>7.1}% {:>10.1} {:>10.1} {:>10.2} {:>10.2} {:>10.1} {:>10.2} {:>8.1}%",
             ops.s.name,
-            gflops[0],
-            gflops[1],
-            gflops[2],
-            100.0 * gflops[0] * 1e9 / peak,
-            gflops[0] / gflops[1],
-            gflops[0] / gflops[2],
-            gflops[3],
-            gflops[3] / gflops[0],
-            100.0 * gflops[3] * 1e9 / bf16_all
+            ours,
+            100.0 * ours * 1e9 / peak,
+            packed,
+            100.0 * packed * 1e9 / peak,
+            gemm,
+            mm,
+            ours / gemm,
+            ours / mm,
+            bf16,
+            bf16 / ours,
+            100.0 * bf16 * 1e9 / bf16_all
         );
     }
 }
