@@ -13,7 +13,7 @@
 #                          configs/demo-decoder.toml    a fresh decoder on the frozen encoder,
 #                                                       landmarks and pose, 600 steps of 8
 #                          configs/demo-utkface.toml    that decoder on age, gender and race
-#                                                       (UTKFace rows alone), 500 steps of 8
+#                                                       (UTKFace rows alone), 750 steps of 8
 #                          configs/demo-finish.toml     every task again, frozen encoder, 300 steps
 #   3. facex eval          held-out faces: parsing F1, NME, pose MAE, attributes, visibility,
 #                          age, gender and race, each beside its trivial baseline
@@ -27,7 +27,7 @@ start=$(date +%s)
 $facex data synth --out demo/synth --count 500 --seed 1
 $facex train configs/demo-synthetic.toml --out demo/run --steps 400
 $facex train configs/demo-decoder.toml --out demo/decoder --steps 600
-$facex train configs/demo-utkface.toml --out demo/utkface --steps 500
+$facex train configs/demo-utkface.toml --out demo/utkface --steps 750
 $facex train configs/demo-finish.toml --out demo/final --steps 300
 trained=$(date +%s)
 $facex eval --weights demo/final/weights.safetensors --json demo/eval.json \

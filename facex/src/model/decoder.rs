@@ -55,19 +55,12 @@ impl Attention {
             .permute(&[0, 2, 1, 3])?;
         let k = self.k.forward(k)?.reshape(&[b, nk, h, dh])?.permute(&[0, 2, 1, 3])?;
         let v = self.v.forward(v)?.reshape(&[b, nk, h, dh])?.permute(&[0, 2, 1, 3])?;
-        let composite = q.requires_grad() || k.requires_grad() || v.requires_grad();
-        let o = if composite {
-            // Training records the composite twin, not the fused `Var::attention` (whose backward
-            // keeps 140 MiB less at batch 8): the fused pass sums in another order, and under
-            // that rounding the demo's stage 3 stayed on its race plateau (held out race 0.49
-            // against 0.91, docs/training.md), so switching waits for a new choice of seeds.
-            q.matmul(&k.transpose(2, 3)?)?.softmax(-1)?.matmul(&v)? // [b, h, nq, dh]
-        } else {
-            // No gradient to record: one fused pass per head (`Tensor::attention`, twin above),
-            // in f32 also with bf16 products, as Swin's window attention: 18 queries against
-            // 3136 keys of 16 values is no shape for the bf16 GEMM (4-7% of its peak there).
-            Var::constant(q.value().attention(&k.value(), &v.value())?)
-        };
+        // One fused pass per head (`Tensor::attention`; its composite twin is q kᵀ, softmax, · v),
+        // in f32 also with bf16 products, as Swin's window attention: 18 queries against 3136
+        // keys of 16 values is no shape for the bf16 GEMM (4-7% of its peak there). In training
+        // its backward recomputes the probabilities instead of keeping them (140 MiB less at
+        // batch 8).
+        let o = q.attention(&k, &v)?; // [b, h, nq, dh]
         o.permute(&[0, 2, 1, 3])?.reshape(&[b, nq, self.internal])
     }
 }

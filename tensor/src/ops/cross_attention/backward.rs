@@ -12,8 +12,7 @@
 //! along rows; few keys (the image attending to 18 tokens) store it key-major, the softmax and
 //! the row sums of dS vectorised along the queries.
 //!
-//! The decoder still records the composite in training (`facex/src/model/decoder.rs` says why:
-//! the demo's seeds were chosen under its rounding); `Var::attention` records this op.
+//! `Var::attention` records this op: the decoder trains on it.
 
 use super::{check_operands, f32_data, f32_rows, head_offset, Head, FEW_KEYS};
 use crate::cpu::simd::dispatch;
