@@ -76,17 +76,13 @@ impl Operands {
         }
     }
 
-    /// Ours with B packed once beforehand (the model's weights); the plain call where there is
-    /// no packed B (batched shapes, or no f32 kernel with panels).
+    /// Ours with B packed once beforehand (the model's weights); only where B is packed
+    /// ([`runs`]).
     fn ours_packed(&mut self) {
         let s = self.s;
-        match &self.packed {
-            Some(packed) => {
-                let opts = GemmOpts { packed_f32: Some(packed), ..GemmOpts::default() };
-                sgemm_with(s.m, s.n, s.k, &self.a, s.k, 1, &self.b, s.n, 1, &mut self.c, s.n, &opts);
-            }
-            None => self.ours(),
-        }
+        let packed = self.packed.as_ref().expect("ours_packed runs only where B is packed");
+        let opts = GemmOpts { packed_f32: Some(packed), ..GemmOpts::default() };
+        sgemm_with(s.m, s.n, s.k, &self.a, s.k, 1, &self.b, s.n, 1, &mut self.c, s.n, &opts);
     }
 
     fn gemm_crate(&mut self) {
@@ -143,12 +139,13 @@ fn run_impl(ops: &mut Operands, which: usize) {
     }
 }
 
-/// Our bf16 product runs only where the CPU has AVX512-BF16.
-fn impls() -> usize {
-    if Isa::Avx512Bf16.available() {
-        5
-    } else {
-        4
+/// Whether implementation `which` runs on these operands: "packed" only where B was packed
+/// (not the batched shape), our bf16 product only where the CPU has AVX512-BF16.
+fn runs(ops: &Operands, which: usize) -> bool {
+    match which {
+        1 => ops.packed.is_some(),
+        4 => Isa::Avx512Bf16.available(),
+        _ => true,
     }
 }
 
@@ -169,8 +166,10 @@ fn criterion_benches(c: &mut Criterion, operands: &mut [Operands]) {
     for ops in operands.iter_mut() {
         let mut group = c.benchmark_group(format!("sgemm/{}", ops.s.name));
         group.throughput(criterion::Throughput::Elements(ops.s.flops() as u64));
-        for (which, name) in IMPLS.iter().enumerate().take(impls()) {
-            group.bench_function(*name, |bench| bench.iter(|| run_impl(ops, which)));
+        for (which, name) in IMPLS.iter().enumerate() {
+            if runs(ops, which) {
+                group.bench_function(*name, |bench| bench.iter(|| run_impl(ops, which)));
+            }
         }
         group.finish();
     }
@@ -190,7 +189,7 @@ fn print_table(operands: &mut [Operands]) {
     // AMX that is the f32 FMA (`Isa::Bf16OnFma`), not `vdpbf16ps` (which would read > 100%).
     let bf16_isa = Isa::for_precision(MatmulPrecision::Bf16);
     let (bf16_single, bf16_all) = if bf16_isa == Isa::Bf16OnFma { (single, peak) } else { bf16_peak() };
-    if impls() == 5 {
+    if Isa::Avx512Bf16.available() {
         let instruction = match bf16_isa {
             Isa::Amx => "AMX tdpbf16ps",
             Isa::Bf16OnFma => "the f32 FMA: this CPU's vdpbf16ps is slower",
@@ -220,12 +219,13 @@ fn print_table(operands: &mut [Operands]) {
     );
     for ops in operands.iter_mut() {
         let mut gflops = [f64::NAN; 5];
-        for (which, g) in gflops.iter_mut().enumerate().take(impls()) {
-            *g = ops.s.flops() / median_secs(|| run_impl(ops, which)) / 1e9;
+        for (which, g) in gflops.iter_mut().enumerate() {
+            if runs(ops, which) {
+                *g = ops.s.flops() / median_secs(|| run_impl(ops, which)) / 1e9;
+            }
         }
+        // What did not run prints NaN.
         let [ours, packed, gemm, mm, bf16] = gflops;
-        // No packed B (the batched shapes): `ours_packed` ran the plain call; print NaN, as for bf16.
-        let packed = if ops.packed.is_some() { packed } else { f64::NAN };
         println!(
             "{:<18} {:>10.1} {:>7.1}% {:>11.1} {:>7.1}% {:>10.1} {:>10.1} {:>10.2} {:>10.2} {:>10.1} {:>10.2} {:>8.1}%",
             ops.s.name,
