@@ -49,11 +49,31 @@ impl Upscaler {
         Upscaler { up0_w, up0_b: up0_b.expect(bias), norm, up1_w, up1_b: up1_b.expect(bias) }
     }
 
-    /// [B, D, H, W] -> [B, D/8, 4H, 4W].
-    pub fn forward(&self, x: &Var) -> Result<Var> {
+    /// The first transposed conv, its LayerNorm2d and GELU: [B, D, H, W] -> [B, D/4, 2H, 2W].
+    fn first_conv(&self, x: &Var) -> Result<Var> {
         let x = x.conv_transpose2d(&self.up0_w, Some(&self.up0_b), (2, 2), (0, 0))?;
-        let x = self.norm.forward2d(&x)?.gelu()?;
+        self.norm.forward2d(&x)?.gelu()
+    }
+
+    /// The second transposed conv and its GELU: [B, D/4, 2H, 2W] -> [B, D/8, 4H, 4W].
+    fn second_conv(&self, x: &Var) -> Result<Var> {
         x.conv_transpose2d(&self.up1_w, Some(&self.up1_b), (2, 2), (0, 0))?.gelu()
+    }
+
+    /// `lhs · forward(x)` over the flattened map: [B, T, D/8] against [B, D, H, W] -> [B, T, 4H,
+    /// 4W]. Where nothing records (inference), the second conv, its GELU and the product run per
+    /// block of rows (`Tensor::upscale_masks`: the 51 MB map of a batch of 8 is never stored;
+    /// the same bits as the composite below, which training runs).
+    pub fn masks(&self, lhs: &Var, x: &Var) -> Result<Var> {
+        let x = self.first_conv(x)?;
+        if !Var::records(&[&x, &self.up1_w, &self.up1_b, lhs]) {
+            let (w, b) = (self.up1_w.value(), self.up1_b.value());
+            return Ok(Var::constant(x.value().upscale_masks(&w, &b, &lhs.value())?));
+        }
+        let up = self.second_conv(&x)?;
+        let s = up.shape();
+        let t = lhs.shape()[1];
+        lhs.matmul(&up.reshape(&[s[0], s[1], s[2] * s[3]])?)?.reshape(&[s[0], t, s[2], s[3]])
     }
 }
 
@@ -82,10 +102,7 @@ impl Heads {
         let (b, hw, d) = (s[0], s[1], s[2]);
         let side = (hw as f64).sqrt().round() as usize;
         let src = image.transpose(1, 2)?.reshape(&[b, d, side, side])?;
-        let up = self.upscaler.forward(&src)?;
-        let us = up.shape();
-        let (c, h, w) = (us[1], us[2], us[3]);
         let hyper_in = self.hyper.forward(&tokens.narrow(1, TASKS.len(), NUM_MASKS)?)?; // [B, 11, D/8]
-        hyper_in.matmul(&up.reshape(&[b, c, h * w])?)?.reshape(&[b, NUM_MASKS, h, w])
+        self.upscaler.masks(&hyper_in, &src)
     }
 }

@@ -162,7 +162,7 @@ fn conv_transpose2d_image(
 }
 
 /// `out[2j] = bias + s0[j]`, `out[2j + 1] = bias + s1[j]`, on the CPU's widest vectors.
-fn interleave_pairs(out: &mut [f32], s0: &[f32], s1: &[f32], bias: f32) {
+pub(super) fn interleave_pairs(out: &mut [f32], s0: &[f32], s1: &[f32], bias: f32) {
     #[inline(always)]
     fn body(out: &mut [f32], s0: &[f32], s1: &[f32], bias: f32) {
         for ((d, &v0), &v1) in out.as_chunks_mut::<2>().0.iter_mut().zip(s0).zip(s1) {

@@ -5,6 +5,8 @@
 //! by col2im, a scatter-add into the output (`conv_transpose.rs`). The weight gradient of both is
 //! one im2col GEMM (`weight_grad.rs`). Work is split over the batch with rayon; inside one image
 //! im2col rows and col2im output channels are split too, and the GEMM does its own splitting.
+//! `upscale_masks.rs` fuses a 2x2 transposed conv, its GELU and the product that reads its output
+//! (SAM's parsing head at inference) per block of rows.
 //! This file holds the shape checks, the geometry, and the NCHW helpers that pool.rs and
 //! interp.rs share.
 
@@ -15,6 +17,7 @@ mod conv2d;
 mod conv_transpose;
 #[cfg(test)]
 mod tests;
+mod upscale_masks;
 mod weight_grad;
 
 /// im2col is built in tiles of output rows so its buffer stays near this many floats (16 MiB),
