@@ -263,31 +263,10 @@ impl Tensor {
         const PIX: usize = 512;
         let mut mean = vec![0.0f64; n * hw];
         let mut rstd = vec![0.0f32; n * hw];
-        let stats = |ni: usize, p0: usize, m: &mut [f64], r: &mut [f32]| {
-            let plane = &src[ni * c * hw..(ni + 1) * c * hw];
-            let len = m.len();
-            let mut acc = vec![0.0f64; len];
-            for ch in 0..c {
-                for (a, &v) in acc.iter_mut().zip(&plane[ch * hw + p0..ch * hw + p0 + len]) {
-                    *a += v as f64;
-                }
-            }
-            acc.iter_mut().for_each(|a| *a /= c as f64);
-            let mut ss = vec![0.0f64; len];
-            for ch in 0..c {
-                for ((s, &v), &mu) in ss.iter_mut().zip(&plane[ch * hw + p0..ch * hw + p0 + len]).zip(&acc) {
-                    let d = v as f64 - mu;
-                    *s += d * d;
-                }
-            }
-            for i in 0..len {
-                m[i] = acc[i];
-                r[i] = (1.0 / (ss[i] / c as f64 + eps).sqrt()) as f32;
-            }
-        };
         mean.par_chunks_mut(hw).zip(rstd.par_chunks_mut(hw)).enumerate().for_each(|(ni, (m, r))| {
+            let plane = &src[ni * c * hw..(ni + 1) * c * hw];
             m.par_chunks_mut(PIX).zip(r.par_chunks_mut(PIX)).enumerate().for_each(|(pi, (m, r))| {
-                stats(ni, pi * PIX, m, r);
+                pixel_stats(&plane[pi * PIX..], c, hw, eps, m, r);
             });
         });
         // Pass 2: one (n, c) plane row at a time.
@@ -300,12 +279,42 @@ impl Tensor {
                 let (ni, ch) = (row / c, row % c);
                 let (m, r) = (&mean[ni * hw..(ni + 1) * hw], &rstd[ni * hw..(ni + 1) * hw]);
                 let (wc, bc) = (w.map_or(1.0, |w| w[ch]), b.map_or(0.0, |b| b[ch]));
-                for (((o, &v), &m), &r) in o.iter_mut().zip(x).zip(m).zip(r) {
-                    *o = (v as f64 - m) as f32 * r * wc + bc;
-                }
+                normalize_row(x, m, r, wc, bc, o);
             }
         });
         Ok(Tensor::from_vec(out, self.shape())?.to_dtype(self.dtype()))
+    }
+}
+
+/// The mean (f64) and 1/std (f32) over `c` channels of `m.len()` pixels: channel `ch` of pixel
+/// `i` at `x[ch * stride + i]`; each channel row added in order, in f64. Also the fused
+/// upscaler's normalisation (`ops::conv::upscale_masks`), which must give the same bits.
+pub(crate) fn pixel_stats(x: &[f32], c: usize, stride: usize, eps: f64, m: &mut [f64], r: &mut [f32]) {
+    let len = m.len();
+    let mut acc = vec![0.0f64; len];
+    for ch in 0..c {
+        for (a, &v) in acc.iter_mut().zip(&x[ch * stride..ch * stride + len]) {
+            *a += v as f64;
+        }
+    }
+    acc.iter_mut().for_each(|a| *a /= c as f64);
+    let mut ss = vec![0.0f64; len];
+    for ch in 0..c {
+        for ((s, &v), &mu) in ss.iter_mut().zip(&x[ch * stride..ch * stride + len]).zip(&acc) {
+            let d = v as f64 - mu;
+            *s += d * d;
+        }
+    }
+    for i in 0..len {
+        m[i] = acc[i];
+        r[i] = (1.0 / (ss[i] / c as f64 + eps).sqrt()) as f32;
+    }
+}
+
+/// One channel's row of pixels normalised by their [`pixel_stats`], then scaled and shifted.
+pub(crate) fn normalize_row(x: &[f32], mean: &[f64], rstd: &[f32], weight: f32, bias: f32, out: &mut [f32]) {
+    for (((o, &v), &m), &r) in out.iter_mut().zip(x).zip(mean).zip(rstd) {
+        *o = (v as f64 - m) as f32 * r * weight + bias;
     }
 }
 
