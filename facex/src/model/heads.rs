@@ -5,6 +5,7 @@ use super::layers::{conv_params, LayerNorm, Mlp3};
 use super::params::{Builder, Init};
 use super::schema::{HeadsSpec, TensorSpec, UpscalerSpec};
 use autograd::Var;
+use tensor::ops::conv::UpscalerRef;
 use tensor::Result;
 
 /// The single-token tasks in token order (index in the decoder output), with their widths.
@@ -61,16 +62,25 @@ impl Upscaler {
     }
 
     /// `lhs · forward(x)` over the flattened map: [B, T, D/8] against [B, D, H, W] -> [B, T, 4H,
-    /// 4W]. Where nothing records (inference), the second conv, its GELU and the product run per
-    /// block of rows (`Tensor::upscale_masks`: the 51 MB map of a batch of 8 is never stored;
-    /// the same bits as the composite below, which training runs).
+    /// 4W]. Where nothing records (inference), the whole upscaler and the product run per block of
+    /// rows (`Tensor::upscale_masks`: a batch of 8's maps of 26 and 51 MB are never stored; the
+    /// same bits as the composite below, which training runs).
     pub fn masks(&self, lhs: &Var, x: &Var) -> Result<Var> {
-        let x = self.first_conv(x)?;
-        if !Var::records(&[&x, &self.up1_w, &self.up1_b, lhs]) {
-            let (w, b) = (self.up1_w.value(), self.up1_b.value());
-            return Ok(Var::constant(x.value().upscale_masks(&w, &b, &lhs.value())?));
+        let params = [&self.up0_w, &self.up0_b, &self.norm.weight, &self.norm.bias, &self.up1_w, &self.up1_b];
+        if !Var::records(&[&[x, lhs][..], &params[..]].concat()) {
+            let v = params.map(|p| p.value());
+            let up = UpscalerRef {
+                conv0_weight: &v[0],
+                conv0_bias: &v[1],
+                norm_weight: &v[2],
+                norm_bias: &v[3],
+                norm_eps: self.norm.eps,
+                conv1_weight: &v[4],
+                conv1_bias: &v[5],
+            };
+            return Ok(Var::constant(x.value().upscale_masks(&up, &lhs.value())?));
         }
-        let up = self.second_conv(&x)?;
+        let up = self.second_conv(&self.first_conv(x)?)?;
         let s = up.shape();
         let t = lhs.shape()[1];
         lhs.matmul(&up.reshape(&[s[0], s[1], s[2] * s[3]])?)?.reshape(&[s[0], t, s[2], s[3]])

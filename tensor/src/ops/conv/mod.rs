@@ -5,8 +5,8 @@
 //! by col2im, a scatter-add into the output (`conv_transpose.rs`). The weight gradient of both is
 //! one im2col GEMM (`weight_grad.rs`). Work is split over the batch with rayon; inside one image
 //! im2col rows and col2im output channels are split too, and the GEMM does its own splitting.
-//! `upscale_masks.rs` fuses a 2x2 transposed conv, its GELU and the product that reads its output
-//! (SAM's parsing head at inference) per block of rows.
+//! `upscale_masks.rs` runs SAM's output upscaling (two 2x2 transposed convs, a LayerNorm2d, two
+//! GELUs) and the product that reads its output (the parsing head at inference) per block of rows.
 //! This file holds the shape checks, the geometry, and the NCHW helpers that pool.rs and
 //! interp.rs share.
 
@@ -19,6 +19,8 @@ mod conv_transpose;
 mod tests;
 mod upscale_masks;
 mod weight_grad;
+
+pub use upscale_masks::UpscalerRef;
 
 /// im2col is built in tiles of output rows so its buffer stays near this many floats (16 MiB),
 /// whatever the image size (MTCNN's first conv on a large photo would otherwise need gigabytes).
