@@ -61,8 +61,8 @@ impl Upscaler {
         x.conv_transpose2d(&self.up1_w, Some(&self.up1_b), (2, 2), (0, 0))?.gelu()
     }
 
-    /// `lhs · forward(x)` over the flattened map: [B, T, D/8] against [B, D, H, W] -> [B, T, 4H,
-    /// 4W]. Where nothing records (inference), the whole upscaler and the product run per block of
+    /// `lhs · up(x)` over the flattened map, `up` both transposed convs: [B, T, D/8] against
+    /// [B, D, H, W] -> [B, T, 4H, 4W]. Where nothing records (inference), the whole upscaler and the product run per block of
     /// rows (`Tensor::upscale_masks`: a batch of 8's maps of 26 and 51 MB are never stored; the
     /// same bits as the composite below, which training runs).
     pub fn masks(&self, lhs: &Var, x: &Var) -> Result<Var> {
@@ -114,5 +114,32 @@ impl Heads {
         let src = image.transpose(1, 2)?.reshape(&[b, d, side, side])?;
         let hyper_in = self.hyper.forward(&tokens.narrow(1, TASKS.len(), NUM_MASKS)?)?; // [B, 11, D/8]
         self.upscaler.masks(&hyper_in, &src)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::params::Source;
+    use super::*;
+    use tensor::{DType, Tensor};
+
+    /// The parsing head where nothing records (`Tensor::upscale_masks`, per block of rows) is the
+    /// composite training runs, bit for bit: at swin_b's width (several blocks an image) and on
+    /// the model's input, a channels-last map viewed as NCHW.
+    #[test]
+    fn masks_at_inference_are_the_training_composite() {
+        let d = 256;
+        let mut b = Builder::new(Source::Random { seed: 3 });
+        let heads = Heads::new(&mut b, &super::super::schema::heads(d));
+        // 5 rows of 56 (the model's width): blocks of 2 input rows, the last of 1.
+        let image = Var::constant(Tensor::randn(&[2, 5 * 56, d], 1, DType::F32));
+        let src = image.transpose(1, 2).unwrap().reshape(&[2, d, 5, 56]).unwrap();
+        let lhs = Var::constant(Tensor::randn(&[2, NUM_MASKS, d / 8], 2, DType::F32));
+        let bits = |v: Var| v.value().to_vec::<f32>().unwrap().iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        let inference = autograd::no_grad(|| heads.upscaler.masks(&lhs, &src)).unwrap();
+        let training = heads.upscaler.masks(&lhs, &src).unwrap();
+        assert!(training.is_recorded(), "with gradients on, the composite records");
+        assert_eq!(inference.shape(), [2, NUM_MASKS, 20, 224]);
+        assert_eq!(bits(inference), bits(training));
     }
 }
