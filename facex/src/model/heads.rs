@@ -62,9 +62,9 @@ impl Upscaler {
     }
 
     /// `lhs · up(x)` over the flattened map, `up` both transposed convs: [B, T, D/8] against
-    /// [B, D, H, W] -> [B, T, 4H, 4W]. Where nothing records (inference), the whole upscaler and the product run per block of
-    /// rows (`Tensor::upscale_masks`: a batch of 8's maps of 26 and 51 MB are never stored; the
-    /// same bits as the composite below, which training runs).
+    /// [B, D, H, W] -> [B, T, 4H, 4W]. Where nothing records (inference), the whole upscaler and
+    /// the product run per block of rows (`Tensor::upscale_masks`: a batch of 8's maps of 26 and
+    /// 51 MB are never stored; the same bits as the composite below, which training runs).
     pub fn masks(&self, lhs: &Var, x: &Var) -> Result<Var> {
         let params = [&self.up0_w, &self.up0_b, &self.norm.weight, &self.norm.bias, &self.up1_w, &self.up1_b];
         if !Var::records(&[&[x, lhs][..], &params[..]].concat()) {

@@ -121,12 +121,20 @@ where
     (vs, results)
 }
 
-/// A pointer the workers share; each writes only its own chunk.
+/// A pointer the workers share; each writes only its own part (`new_vecs_written`'s chunks, the
+/// fused upscaler's rows of each output plane).
 #[derive(Clone, Copy)]
-struct SendPtr<T>(*mut MaybeUninit<T>);
-// SAFETY: used only for disjoint chunks (new_vecs_written).
+pub(crate) struct SendPtr<T>(pub(crate) *mut MaybeUninit<T>);
+// SAFETY: used only where the workers write disjoint parts and nothing reads them meanwhile.
 unsafe impl<T: Send> Send for SendPtr<T> {}
 unsafe impl<T: Send> Sync for SendPtr<T> {}
+
+impl<T> SendPtr<T> {
+    /// Through a method, so that a closure captures the whole (Sync) wrapper, not its field.
+    pub(crate) fn ptr(self) -> *mut MaybeUninit<T> {
+        self.0
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -291,23 +291,22 @@ impl Tensor {
 /// upscaler's normalisation (`ops::conv::upscale_masks`), which must give the same bits.
 pub(crate) fn pixel_stats(x: &[f32], c: usize, stride: usize, eps: f64, m: &mut [f64], r: &mut [f32]) {
     let len = m.len();
-    let mut acc = vec![0.0f64; len];
+    m.fill(0.0);
     for ch in 0..c {
-        for (a, &v) in acc.iter_mut().zip(&x[ch * stride..ch * stride + len]) {
+        for (a, &v) in m.iter_mut().zip(&x[ch * stride..ch * stride + len]) {
             *a += v as f64;
         }
     }
-    acc.iter_mut().for_each(|a| *a /= c as f64);
+    m.iter_mut().for_each(|a| *a /= c as f64);
     let mut ss = vec![0.0f64; len];
     for ch in 0..c {
-        for ((s, &v), &mu) in ss.iter_mut().zip(&x[ch * stride..ch * stride + len]).zip(&acc) {
+        for ((s, &v), &mu) in ss.iter_mut().zip(&x[ch * stride..ch * stride + len]).zip(&*m) {
             let d = v as f64 - mu;
             *s += d * d;
         }
     }
-    for i in 0..len {
-        m[i] = acc[i];
-        r[i] = (1.0 / (ss[i] / c as f64 + eps).sqrt()) as f32;
+    for (r, s) in r.iter_mut().zip(&ss) {
+        *r = (1.0 / (s / c as f64 + eps).sqrt()) as f32;
     }
 }
 

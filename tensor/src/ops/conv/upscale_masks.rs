@@ -18,6 +18,7 @@
 use super::conv_transpose::interleave_pairs;
 use super::nchw_dims;
 use crate::cpu::gemm::{sgemm_raw, GemmOpts};
+use crate::cpu::parallel::SendPtr;
 use crate::ops::gelu::gelu_tile_in_place;
 use crate::ops::norm::{normalize_row, pixel_stats};
 use crate::profile;
@@ -71,20 +72,6 @@ struct Scratch {
 
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
-}
-
-/// The output, shared by the blocks; each writes only its own rows of each plane.
-#[derive(Clone, Copy)]
-struct Out(*mut f32);
-// SAFETY: the blocks write disjoint rows (see `upscale_masks`), and nothing reads them meanwhile.
-unsafe impl Send for Out {}
-unsafe impl Sync for Out {}
-
-impl Out {
-    /// Through a method, so that closures capture the whole (Sync) wrapper, not its field.
-    fn ptr(self) -> *mut f32 {
-        self.0
-    }
 }
 
 /// A 2x2, stride-2 transposed conv's product on a block of `npix` pixels, then its scatter:
@@ -179,7 +166,8 @@ impl Tensor {
         let blocks = h.div_ceil(rows);
         let len = n * t * out_plane;
         let mut out: Vec<f32> = Vec::with_capacity(len);
-        let dst = Out(out.spare_capacity_mut().as_mut_ptr().cast());
+        // Shared by the blocks; each writes only its own rows of each plane.
+        let dst = SendPtr(out.spare_capacity_mut().as_mut_ptr());
         (0..n * blocks).into_par_iter().for_each(|unit| {
             let (img, i0) = (unit / blocks, unit % blocks * rows);
             let r = rows.min(h - i0);
@@ -215,7 +203,7 @@ impl Tensor {
                 // SAFETY: in bounds (rows 4 i0 .. 4 (i0 + r) of each plane); no other block writes
                 // these rows, and with o1 > 0 the product writes all t x cols of them.
                 unsafe {
-                    let c_ptr = dst.ptr().add(img * t * out_plane + 4 * i0 * 4 * w);
+                    let c_ptr = dst.ptr().add(img * t * out_plane + 4 * i0 * 4 * w).cast::<f32>();
                     let c_len = (t - 1) * out_plane + cols;
                     let hy = &hyper[img * t * o1..(img + 1) * t * o1];
                     sgemm_raw(t, cols, o1, hy, o1, 1, map, cols, 1, c_ptr, c_len, out_plane, &serial);
