@@ -376,19 +376,19 @@ pub(crate) unsafe fn sgemm_raw(
             Isa::Avx512 | Isa::Bf16OnFma if small::applies(&p) => small::avx512::run(&p),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx | Isa::Bf16OnFma => {
-                use kernels::avx512::{edge, kernel, kernel_rows, MR, NR};
-                driver::run::<MR, NR>(kernel, Some(edge), Some(kernel_rows), &p, threads, fast_pack)
+                use kernels::avx512::{KERNELS, MR, NR};
+                driver::run::<MR, NR>(KERNELS, &p, threads, fast_pack)
             }
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2Fma if small::applies(&p) => small::avx2::run(&p),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2Fma => {
-                use kernels::avx2::{edge, kernel, kernel_rows, MR, NR};
-                driver::run::<MR, NR>(kernel, Some(edge), Some(kernel_rows), &p, threads, fast_pack)
+                use kernels::avx2::{KERNELS, MR, NR};
+                driver::run::<MR, NR>(KERNELS, &p, threads, fast_pack)
             }
             _ => {
-                use kernels::generic::{kernel, MR, NR};
-                driver::run::<MR, NR>(kernel, None, None, &p, threads, fast_pack)
+                use kernels::generic::{KERNELS, MR, NR};
+                driver::run::<MR, NR>(KERNELS, &p, threads, fast_pack)
             }
         }
     }

@@ -2,7 +2,7 @@
 //! with a B packed once beforehand, MC rows outside KC depth),
 //! the fused output pass, and the split of one product over rayon threads.
 
-use super::kernels::{EdgeFn, Fused, KernelFn, RowsFn};
+use super::kernels::{Column, Fused, Kernels};
 use super::pack::pack;
 use crate::cpu::simd::dispatch;
 use crate::ops::Activation;
@@ -17,6 +17,9 @@ const MC: usize = 336;
 const NC: usize = 4096;
 /// Largest MR * NR of any kernel (the scratch tile for edges).
 const MAX_TILE: usize = 14 * 32;
+/// Whole tiles a column kernel runs before the output pass's activation, which reads them
+/// back: 4 AVX2 tiles are 1.5 KiB, still in L1.
+const COLUMN_CHUNK: usize = 4;
 
 /// One product with raw operands. The caller checked every index stays in bounds.
 #[derive(Clone, Copy)]
@@ -124,15 +127,8 @@ thread_local! {
 ///
 /// # Safety
 /// `p` must describe valid, in-bounds operands; `kern` must be runnable on this CPU.
-pub unsafe fn run<const MR: usize, const NR: usize>(
-    kern: KernelFn,
-    edge: Option<EdgeFn>,
-    rows: Option<RowsFn>,
-    p: &Problem,
-    threads: usize,
-    fast_pack: bool,
-) {
-    split::<MR, NR>(p, threads, |sub| serial::<MR, NR>(kern, edge, rows, sub, fast_pack))
+pub unsafe fn run<const MR: usize, const NR: usize>(kernels: Kernels, p: &Problem, threads: usize, fast_pack: bool) {
+    split::<MR, NR>(p, threads, |sub| serial::<MR, NR>(kernels, sub, fast_pack))
 }
 
 /// Splits the product over `threads` rayon workers (MR x NR tiles never straddle two parts) and
@@ -179,13 +175,7 @@ pub unsafe fn split<const MR: usize, const NR: usize>(p: &Problem, threads: usiz
 ///
 /// # Safety
 /// As for [`run`].
-pub unsafe fn serial<const MR: usize, const NR: usize>(
-    kern: KernelFn,
-    edge: Option<EdgeFn>,
-    rows: Option<RowsFn>,
-    p: &Problem,
-    fast_pack: bool,
-) {
+pub unsafe fn serial<const MR: usize, const NR: usize>(kernels: Kernels, p: &Problem, fast_pack: bool) {
     if p.m == 0 || p.n == 0 {
         return;
     }
@@ -199,20 +189,19 @@ pub unsafe fn serial<const MR: usize, const NR: usize>(
         return;
     }
     BUFS.with(|bufs| match bufs.try_borrow_mut() {
-        Ok(mut bufs) => blocked::<MR, NR>(kern, edge, rows, p, fast_pack, &mut bufs),
+        Ok(mut bufs) => blocked::<MR, NR>(kernels, p, fast_pack, &mut bufs),
         // Only reachable if a caller re-enters from inside a product; use fresh buffers.
-        Err(_) => blocked::<MR, NR>(kern, edge, rows, p, fast_pack, &mut PackBufs::default()),
+        Err(_) => blocked::<MR, NR>(kernels, p, fast_pack, &mut PackBufs::default()),
     })
 }
 
 unsafe fn blocked<const MR: usize, const NR: usize>(
-    kern: KernelFn,
-    edge: Option<EdgeFn>,
-    rows: Option<RowsFn>,
+    kernels: Kernels,
     p: &Problem,
     fast_pack: bool,
     bufs: &mut PackBufs,
 ) {
+    let Kernels { tile: kern, edge, rows, column } = kernels;
     let mc_max = mc_rows::<MR>();
     let kc_max = KC.min(p.k);
     let nc_max = NC.min(p.n.div_ceil(NR) * NR);
@@ -256,9 +245,48 @@ unsafe fn blocked<const MR: usize, const NR: usize>(
                 (None, true, false) => (bbuf as *const f32, NR),
                 (None, false, _) => (bbuf.add(jr * kc) as *const f32, NR),
             };
-            let next = packed.and_then(|pb| next_panel::<NR>(pb, p, jc, jr, nc, pc));
+            let mut next = packed.and_then(|pb| next_panel::<NR>(pb, p, jc, jr, nc, pc));
+            // The whole tiles in one call, where the ISA has a column kernel: with a rows
+            // kernel they are the rows read in place (full_m), else packed.
+            let column_tiles = if column.is_some() && nr == NR { mc / MR } else { 0 };
+            if let (Some(column), true) = (column, column_tiles > 0) {
+                // An activation (or its backward) reads the tiles back: run the output pass
+                // every few tiles, while they are in L1, not after the whole column.
+                let activates = p.act != Activation::None || p.act_grad.is_some();
+                let chunk = if last && activates { COLUMN_CHUNK } else { column_tiles };
+                let (next_panel, next_lines) = next.take().unwrap_or((std::ptr::null(), 0));
+                let share = next_lines.div_ceil(column_tiles);
+                for t0 in (0..column_tiles).step_by(chunk) {
+                    let tiles = chunk.min(column_tiles - t0);
+                    let c = p.c.add((ic + t0 * MR) * p.ldc + jc + jr);
+                    let col = jc + jr;
+                    let at = c.offset_from(p.c) as usize;
+                    let input = |v: Option<*const f32>| v.filter(|_| last).map_or(std::ptr::null(), |v| v.add(at));
+                    let lines = (t0 * share).min(next_lines)..((t0 + tiles) * share).min(next_lines);
+                    let fused = if last { p.fused_steps(c, col) } else { Fused::NONE };
+                    column(&Column {
+                        tiles,
+                        kc,
+                        a: if rows.is_some() { a_block.add(t0 * MR * p.a_rs) } else { abuf.add(t0 * MR * kc) },
+                        a_rs: p.a_rs,
+                        in_place: rows.is_some(),
+                        b: bp,
+                        b_rs,
+                        c,
+                        ldc: p.ldc,
+                        load_c,
+                        fused,
+                        inputs: [input(p.act_grad), input(p.scale), input(p.residual)],
+                        next: if next_panel.is_null() { next_panel } else { next_panel.add(lines.start * 16) },
+                        next_lines: lines.len(),
+                    });
+                    if last {
+                        finish_tile_after(p, c, tiles * MR, NR, col, fused);
+                    }
+                }
+            }
             let tiles = mc.div_ceil(MR);
-            for ir in (0..mc).step_by(MR) {
+            for ir in (column_tiles * MR..mc).step_by(MR) {
                 if let Some((next, lines)) = next {
                     // This tile's share of the next panel's lines.
                     let per = lines.div_ceil(tiles);

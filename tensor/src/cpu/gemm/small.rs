@@ -293,13 +293,13 @@ mod tests {
                 match (isa, small) {
                     (Isa::Avx512, true) => super::avx512::run(&p),
                     (Isa::Avx512, false) => {
-                        use avx512::{edge, kernel, kernel_rows, MR, NR};
-                        driver::run::<MR, NR>(kernel, Some(edge), Some(kernel_rows), &p, 1, true)
+                        use avx512::{KERNELS, MR, NR};
+                        driver::run::<MR, NR>(KERNELS, &p, 1, true)
                     }
                     (_, true) => super::avx2::run(&p),
                     (_, false) => {
-                        use avx2::{edge, kernel, kernel_rows, MR, NR};
-                        driver::run::<MR, NR>(kernel, Some(edge), Some(kernel_rows), &p, 1, false)
+                        use avx2::{KERNELS, MR, NR};
+                        driver::run::<MR, NR>(KERNELS, &p, 1, false)
                     }
                 }
             }

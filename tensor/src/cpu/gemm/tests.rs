@@ -779,3 +779,86 @@ fn a_read_in_place_equals_a_packed_bit_for_bit() {
         }
     }
 }
+
+/// The AVX2 column kernel (whole tiles in one call) gives the bits of the per-tile loop it
+/// replaces (the same kernels on each tile, then the output pass), on every path through the
+/// driver: A read in place, packed or transposed; B packed in each call, read in place or
+/// packed once; edge rows and columns, two depth blocks, two row blocks, no whole tile; every
+/// output-pass step; one and two threads.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn avx2_column_kernel_equals_the_tile_loop_bit_for_bit() {
+    use super::kernels::{avx2, Kernels};
+    if !Isa::Avx2Fma.available() {
+        eprintln!("skipped: this CPU has no AVX2 + FMA");
+        return;
+    }
+    let per_tile = Kernels { column: None, ..avx2::KERNELS };
+    let shapes = [(6 * 5 + 4, 16 * 3 + 7, 300), (12, 32, 17), (400, 40, 64), (5, 16, 8), (18, 16, 1)];
+    for (seed, &(m, n, k)) in shapes.iter().enumerate() {
+        // A in place (rows k + 3 apart), packed (rows 1024 apart), transposed; B plain or
+        // transposed.
+        for (ta, tb, a_far) in [(false, false, false), (false, false, true), (true, true, false)] {
+            let mut case = Case::new(m, n, k, ta, tb, 3, true, seed as u64);
+            if a_far {
+                let mut a = vec![f32::NAN; m * 1024];
+                for i in 0..m {
+                    a[i * 1024..][..k].copy_from_slice(&case.a[i * case.a_rs..][..k]);
+                }
+                (case.a, case.a_rs) = (a, 1024);
+            }
+            let (g, s, r) =
+                (case.like_c(seed as u64 + 100), case.like_c(seed as u64 + 200), case.like_c(seed as u64 + 300));
+            let packed = PackedF32::new(Isa::Avx2Fma, k, n, &case.b, case.b_rs, case.b_cs).expect("AVX2 packs B");
+            for (step, threads) in [(0, 1), (1, 2), (2, 1), (3, 2), (4, 1)] {
+                for prepacked in [false, true] {
+                    let run = |kernels: Kernels| {
+                        let mut c = case.c.clone();
+                        let p = Problem {
+                            m,
+                            n,
+                            k,
+                            a: case.a.as_ptr(),
+                            a_rs: case.a_rs,
+                            a_cs: case.a_cs,
+                            b: case.b.as_ptr(),
+                            b_rs: case.b_rs,
+                            b_cs: case.b_cs,
+                            c: c.as_mut_ptr(),
+                            ldc: case.ldc,
+                            accumulate: step == 1 || step == 4,
+                            bias: [1, 3, 4].contains(&step).then(|| case.bias.as_ref().unwrap().as_ptr()),
+                            act: if [1, 2].contains(&step) { Activation::Gelu } else { Activation::None },
+                            act_grad: (step == 2).then_some(g.as_ptr()),
+                            scale: (step == 3).then_some(s.as_ptr()),
+                            residual: [3, 4].contains(&step).then_some(r.as_ptr()),
+                            packed_b: None,
+                            packed_f32: prepacked.then_some(&packed as *const PackedF32),
+                            col0: 0,
+                        };
+                        // SAFETY: the case's buffers hold the operands as described; AVX2 + FMA
+                        // were checked above.
+                        unsafe { driver::run::<{ avx2::MR }, { avx2::NR }>(kernels, &p, threads, false) };
+                        c
+                    };
+                    let (got, want) = (run(avx2::KERNELS), run(per_tile));
+                    let same = got.iter().zip(&want).all(|(x, y)| x.to_bits() == y.to_bits());
+                    let what =
+                        format!("m={m} n={n} k={k} ta={ta} tb={tb} a_far={a_far} step={step} prepacked={prepacked}");
+                    assert!(same, "{what}: the column kernel and the tile loop differ");
+                    // And both are the product (the tile loop has its own tests; this catches a
+                    // column that skipped its tiles along with the loop).
+                    if step == 0 {
+                        let expected = Case { bias: None, ..case.clone() }.expected(false, Activation::None, false);
+                        for i in 0..m {
+                            for j in 0..n {
+                                let (x, e) = (got[i * case.ldc + j] as f64, expected[i * case.ldc + j]);
+                                assert!((x - e).abs() <= 1e-4 * (1.0 + e.abs()), "{what}: ({i}, {j}) {x} vs {e}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
