@@ -126,7 +126,7 @@ thread_local! {
 /// Runs the product on `threads` rayon workers (1: on the calling thread).
 ///
 /// # Safety
-/// `p` must describe valid, in-bounds operands; `kern` must be runnable on this CPU.
+/// `p` must describe valid, in-bounds operands; `kernels` must be runnable on this CPU.
 pub unsafe fn run<const MR: usize, const NR: usize>(kernels: Kernels, p: &Problem, threads: usize, fast_pack: bool) {
     split::<MR, NR>(p, threads, |sub| serial::<MR, NR>(kernels, sub, fast_pack))
 }
