@@ -2,7 +2,7 @@
 //! with a B packed once beforehand, MC rows outside KC depth),
 //! the fused output pass, and the split of one product over rayon threads.
 
-use super::kernels::{Column, Fused, Kernels};
+use super::kernels::{prefetch_lines_l2, prefetch_rows_l1, Column, Fused, Kernels};
 use super::pack::pack;
 use crate::cpu::simd::dispatch;
 use crate::ops::Activation;
@@ -375,18 +375,6 @@ fn next_panel<const NR: usize>(
     Some((pb.panel(depth, p.col0 + col), NR * kc / 16))
 }
 
-/// Asks for cache lines `from..to` (of 64 bytes) at `p` into L2; reads nothing.
-#[inline(always)]
-unsafe fn prefetch_lines_l2(p: *const f32, from: usize, to: usize) {
-    #[cfg(target_arch = "x86_64")]
-    for line in from..to {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
-        _mm_prefetch::<_MM_HINT_T1>(p.add(line * 16) as *const i8);
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (p, from, to);
-}
-
 /// Whether whole row panels of a row-major A (rows `a_rs` apart) are read in place by the
 /// ISA's rows kernel instead of packed. Packing transposes A for every product, about 5% of a
 /// batch-8 forward; reading it in place costs the kernel MR broadcasts from MR rows. That is
@@ -457,16 +445,9 @@ pub(super) unsafe fn micro_tile<const MR: usize, const NR: usize>(
 /// before the kernel runs, so that their loads overlap its arithmetic.
 #[inline(always)]
 unsafe fn prefetch_epilogue_inputs(p: &Problem, c: *mut f32, mr: usize, nr: usize) {
-    #[cfg(target_arch = "x86_64")]
+    let at = c.offset_from(p.c) as usize;
     for g in [p.act_grad, p.scale, p.residual].into_iter().flatten() {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let at = c.offset_from(p.c) as usize;
-        for i in 0..mr {
-            let row = g.add(at + i * p.ldc);
-            for j in (0..nr).step_by(16) {
-                _mm_prefetch::<_MM_HINT_T0>(row.add(j) as *const i8);
-            }
-        }
+        prefetch_rows_l1(g.add(at), p.ldc, mr, nr);
     }
 }
 

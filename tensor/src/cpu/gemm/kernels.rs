@@ -93,6 +93,33 @@ pub struct Column {
 /// A column kernel: runs a [`Column`].
 pub type ColumnFn = unsafe fn(col: &Column);
 
+/// Asks for cache lines `from..to` (of 64 bytes) at `p` into L2; reads nothing.
+#[inline(always)]
+pub(super) unsafe fn prefetch_lines_l2(p: *const f32, from: usize, to: usize) {
+    #[cfg(target_arch = "x86_64")]
+    for line in from..to {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+        _mm_prefetch::<_MM_HINT_T1>(p.add(line * 16) as *const i8);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (p, from, to);
+}
+
+/// Asks for `rows` rows of `cols` values at `p`, `ld` apart, into L1 (a line every 16 values
+/// from each row's start); reads nothing.
+#[inline(always)]
+pub(super) unsafe fn prefetch_rows_l1(p: *const f32, ld: usize, rows: usize, cols: usize) {
+    #[cfg(target_arch = "x86_64")]
+    for i in 0..rows {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        for j in (0..cols).step_by(16) {
+            _mm_prefetch::<_MM_HINT_T0>(p.add(i * ld + j) as *const i8);
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (p, ld, rows, cols);
+}
+
 /// An ISA's f32 kernels, as the blocked driver uses them: the whole-tile kernel, and where the
 /// ISA has them, its edge, rows (A read in place) and column kernels.
 #[derive(Clone, Copy)]
@@ -354,7 +381,7 @@ pub mod avx512 {
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx2 {
-    use super::{Column, Fused, Kernels, TileFn};
+    use super::{prefetch_lines_l2, prefetch_rows_l1, Column, Fused, Kernels, TileFn};
     use std::arch::x86_64::*;
 
     pub const MR: usize = 6;
@@ -406,16 +433,14 @@ pub mod avx2 {
         let share = next_lines.div_ceil(tiles);
         for t in 0..tiles {
             if !next.is_null() {
-                for line in t * share..((t + 1) * share).min(next_lines) {
-                    _mm_prefetch::<_MM_HINT_T1>(next.add(line * 16) as *const i8);
-                }
+                prefetch_lines_l2(next, t * share, ((t + 1) * share).min(next_lines));
             }
             let down = t * MR * ldc;
             let c = c.add(down);
             prefetch_c(c, ldc);
             for input in inputs {
-                for i in (0..MR).filter(|_| !input.is_null()) {
-                    _mm_prefetch::<_MM_HINT_T0>(input.add(down + i * ldc) as *const i8);
+                if !input.is_null() {
+                    prefetch_rows_l1(input.add(down), ldc, MR, NR);
                 }
             }
             let fused = fused.down(down);

@@ -112,6 +112,17 @@ impl Case {
         c
     }
 
+    /// The same case with A's rows (row-major, contiguous) 1024 floats apart: a multiple of 4
+    /// KiB, which the rows kernels do not read in place, so the driver packs A; NaN between rows.
+    fn with_a_rows_4k_apart(&self) -> Case {
+        assert_eq!(self.a_cs, 1, "with_a_rows_4k_apart: A must be row-major");
+        let mut a = vec![f32::NAN; self.m * 1024];
+        for i in 0..self.m {
+            a[i * 1024..][..self.k].copy_from_slice(&self.a[i * self.a_rs..][..self.k]);
+        }
+        Case { a, a_rs: 1024, ..self.clone() }
+    }
+
     /// Values laid out as C (an epilogue's gradient or scale), uniform in [-2, 2).
     fn like_c(&self, seed: u64) -> Vec<f32> {
         let mut rng = SplitMix64(seed);
@@ -764,12 +775,7 @@ fn a_read_in_place_equals_a_packed_bit_for_bit() {
         {
             let in_place = Case::new(m, n, k, false, false, 3, true, seed as u64);
             assert_eq!((in_place.a_rs, in_place.a_cs), (k + 3, 1));
-            let mut packed = Case::new(m, n, k, false, false, 3, true, seed as u64);
-            packed.a = vec![f32::NAN; m * 1024];
-            for i in 0..m {
-                packed.a[i * 1024..][..k].copy_from_slice(&in_place.a[i * in_place.a_rs..][..k]);
-            }
-            packed.a_rs = 1024;
+            let packed = in_place.with_a_rows_4k_apart();
             for (accumulate, act, parallel) in [(false, Activation::None, false), (true, Activation::Gelu, true)] {
                 let (got, want) =
                     (in_place.run(accumulate, act, isa, parallel), packed.run(accumulate, act, isa, parallel));
@@ -801,11 +807,7 @@ fn avx2_column_kernel_equals_the_tile_loop_bit_for_bit() {
         for (ta, tb, a_far) in [(false, false, false), (false, false, true), (true, true, false)] {
             let mut case = Case::new(m, n, k, ta, tb, 3, true, seed as u64);
             if a_far {
-                let mut a = vec![f32::NAN; m * 1024];
-                for i in 0..m {
-                    a[i * 1024..][..k].copy_from_slice(&case.a[i * case.a_rs..][..k]);
-                }
-                (case.a, case.a_rs) = (a, 1024);
+                case = case.with_a_rows_4k_apart();
             }
             let (g, s, r) =
                 (case.like_c(seed as u64 + 100), case.like_c(seed as u64 + 200), case.like_c(seed as u64 + 300));
