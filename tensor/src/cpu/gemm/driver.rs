@@ -220,7 +220,7 @@ unsafe fn blocked<const MR: usize, const NR: usize>(
     let direct_b =
         packed.is_none() && p.b_cs == 1 && (p.m <= 4 * MR || (p.k * p.n <= 16384 && !b_rows_share_l1_sets(p.b_rs)));
     // The rows kernel, where this A is read in place.
-    let rows = rows.filter(|_| p.a_cs == 1 && read_a_in_place(p.a_rs));
+    let rows = rows.filter(|_| p.a_cs == 1 && blocked_reads_a_in_place::<NR>(p.a_rs));
     let mut tmp = [0.0f32; MAX_TILE];
     let tmp = tmp.as_mut_ptr();
 
@@ -384,6 +384,21 @@ fn next_panel<const NR: usize>(
 /// packed; depths 128-512 gained 2-10 points.
 pub(super) fn read_a_in_place(a_rs: usize) -> bool {
     !a_rs.is_multiple_of(1024)
+}
+
+/// Whether the blocked loop reads A in place: as [`read_a_in_place`], and not when the rows are
+/// a multiple of 2 KiB apart (512 floats, Swin's stage 3) for a kernel whose B panel (KC x NR)
+/// is meant to stay in L1: AVX2's 16 KiB, 4 of a 32 KiB L1's 8 ways in every set. A tile's MR
+/// rows 2 KiB apart fall into half of the sets, three AVX2 rows to a set, and with the next
+/// tile's rows they evict the panel. Zen 3 (EPYC family 25 model 1), one thread, B packed once,
+/// medians of 8 interleaved runs each way, GFLOP/s in place -> packed: 1568 x 1536 x 512
+/// 69-75 -> 77-81, 1568 x 2048 x 512 66-69 -> 74-76, 1568 x 512 x 512 72-74 -> 75-77 (a
+/// 2048-deep product, packed either way, within 1%); two threads 134-137 -> 149-150, 132-134 ->
+/// 144, 134-136 -> 146-147 (the A packing included). AVX-512's panel (32 KiB) does not stay in
+/// L1, and on a Zen 4 its depths of 128 to 512 ran faster in place.
+pub(super) fn blocked_reads_a_in_place<const NR: usize>(a_rs: usize) -> bool {
+    let panel_in_l1 = KC * NR * 4 <= 16 * 1024;
+    read_a_in_place(a_rs) && !(panel_in_l1 && a_rs.is_multiple_of(512))
 }
 
 /// Whether B's rows, `b_rs` floats apart, are a multiple of 1 KiB apart: read in place, the

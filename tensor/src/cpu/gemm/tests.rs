@@ -112,15 +112,16 @@ impl Case {
         c
     }
 
-    /// The same case with A's rows (row-major, contiguous) 1024 floats apart: a multiple of 4
-    /// KiB, which the rows kernels do not read in place, so the driver packs A; NaN between rows.
-    fn with_a_rows_4k_apart(&self) -> Case {
-        assert_eq!(self.a_cs, 1, "with_a_rows_4k_apart: A must be row-major");
-        let mut a = vec![f32::NAN; self.m * 1024];
+    /// The same case with A's rows (row-major, contiguous) `apart` floats apart, NaN between
+    /// rows: 1024 (4 KiB), which no rows kernel reads in place, so the driver packs A; 512 (2
+    /// KiB), packed for AVX2 and read in place by AVX-512.
+    fn with_a_rows_apart(&self, apart: usize) -> Case {
+        assert!(self.a_cs == 1 && self.k <= apart, "with_a_rows_apart: A must be row-major, k <= {apart}");
+        let mut a = vec![f32::NAN; self.m * apart];
         for i in 0..self.m {
-            a[i * 1024..][..self.k].copy_from_slice(&self.a[i * self.a_rs..][..self.k]);
+            a[i * apart..][..self.k].copy_from_slice(&self.a[i * self.a_rs..][..self.k]);
         }
-        Case { a, a_rs: 1024, ..self.clone() }
+        Case { a, a_rs: apart, ..self.clone() }
     }
 
     /// Values laid out as C (an epilogue's gradient or scale), uniform in [-2, 2).
@@ -764,7 +765,8 @@ fn avx512_edge_tiles_equal_the_whole_tile() {
 }
 
 /// A row-major A read in place by the rows kernels (rows not a multiple of 4 KiB apart) gives
-/// the same bits as the packed path (the same A with rows 1024 floats apart, which is packed),
+/// the same bits as the packed path (the same A with rows 1024 floats apart, which is packed,
+/// and 512 apart, packed on AVX2),
 /// on every f32 ISA this CPU runs: whole and edge row panels, one and two depth blocks, column
 /// edges, accumulation, the fused output pass and a thread split.
 #[test]
@@ -775,14 +777,29 @@ fn a_read_in_place_equals_a_packed_bit_for_bit() {
         {
             let in_place = Case::new(m, n, k, false, false, 3, true, seed as u64);
             assert_eq!((in_place.a_rs, in_place.a_cs), (k + 3, 1));
-            let packed = in_place.with_a_rows_4k_apart();
-            for (accumulate, act, parallel) in [(false, Activation::None, false), (true, Activation::Gelu, true)] {
-                let (got, want) =
-                    (in_place.run(accumulate, act, isa, parallel), packed.run(accumulate, act, isa, parallel));
-                let same = got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits());
-                assert!(same, "{isa:?} m={m} n={n} k={k} accumulate={accumulate}: in place and packed differ");
+            for apart in [1024, 512] {
+                let other = in_place.with_a_rows_apart(apart);
+                for (accumulate, act, parallel) in [(false, Activation::None, false), (true, Activation::Gelu, true)] {
+                    let (got, want) =
+                        (in_place.run(accumulate, act, isa, parallel), other.run(accumulate, act, isa, parallel));
+                    let same = got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits());
+                    let what = format!("{isa:?} m={m} n={n} k={k} accumulate={accumulate}");
+                    assert!(same, "{what}: rows {} and {apart} apart differ", k + 3);
+                }
             }
         }
+    }
+}
+
+/// Where the blocked loop reads a row-major A in place (the bits are the same either way, see
+/// above): never with rows a multiple of 4 KiB apart; with rows 2 KiB apart only for a kernel
+/// whose B panel does not stay in L1 (AVX-512's 32 columns, not AVX2's 16).
+#[test]
+fn blocked_loop_packs_a_whose_rows_share_l1_sets() {
+    use super::driver::blocked_reads_a_in_place as in_place;
+    for (a_rs, avx2, avx512) in [(515, true, true), (256, true, true), (512, false, true), (1024, false, false)] {
+        assert_eq!(in_place::<16>(a_rs), avx2, "AVX2 (NR 16), rows {a_rs} apart");
+        assert_eq!(in_place::<32>(a_rs), avx512, "AVX-512 (NR 32), rows {a_rs} apart");
     }
 }
 
@@ -807,7 +824,7 @@ fn avx2_column_kernel_equals_the_tile_loop_bit_for_bit() {
         for (ta, tb, a_far) in [(false, false, false), (false, false, true), (true, true, false)] {
             let mut case = Case::new(m, n, k, ta, tb, 3, true, seed as u64);
             if a_far {
-                case = case.with_a_rows_4k_apart();
+                case = case.with_a_rows_apart(1024);
             }
             let (g, s, r) =
                 (case.like_c(seed as u64 + 100), case.like_c(seed as u64 + 200), case.like_c(seed as u64 + 300));
