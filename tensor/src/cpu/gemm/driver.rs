@@ -381,7 +381,8 @@ fn next_panel<const NR: usize>(
 /// cheaper except when the rows are a multiple of 4 KiB apart (a_rs a multiple of 1024 floats):
 /// then all MR rows fall into one L1 set (8 ways) and evict each other every step. Measured on
 /// Zen 4 (batch-8 forward, prepacked weights): depth 2048 in place 71-73% of peak against 84-90%
-/// packed; depths 128-512 gained 2-10 points.
+/// packed; depths 128-512 gained 2-10 points. The small-product path uses this rule as it is;
+/// the blocked loop adds one for AVX2 ([`blocked_reads_a_in_place`]).
 pub(super) fn read_a_in_place(a_rs: usize) -> bool {
     !a_rs.is_multiple_of(1024)
 }

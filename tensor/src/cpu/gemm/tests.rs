@@ -777,11 +777,11 @@ fn a_read_in_place_equals_a_packed_bit_for_bit() {
         {
             let in_place = Case::new(m, n, k, false, false, 3, true, seed as u64);
             assert_eq!((in_place.a_rs, in_place.a_cs), (k + 3, 1));
-            for apart in [1024, 512] {
-                let other = in_place.with_a_rows_apart(apart);
-                for (accumulate, act, parallel) in [(false, Activation::None, false), (true, Activation::Gelu, true)] {
-                    let (got, want) =
-                        (in_place.run(accumulate, act, isa, parallel), other.run(accumulate, act, isa, parallel));
+            let others = [1024, 512].map(|apart| (apart, in_place.with_a_rows_apart(apart)));
+            for (accumulate, act, parallel) in [(false, Activation::None, false), (true, Activation::Gelu, true)] {
+                let got = in_place.run(accumulate, act, isa, parallel);
+                for (apart, other) in &others {
+                    let want = other.run(accumulate, act, isa, parallel);
                     let same = got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits());
                     let what = format!("{isa:?} m={m} n={n} k={k} accumulate={accumulate}");
                     assert!(same, "{what}: rows {} and {apart} apart differ", k + 3);
